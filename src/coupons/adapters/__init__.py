@@ -1,0 +1,1 @@
+"""Database adapters: the only place that knows SQL."""

@@ -1,0 +1,615 @@
+"""Every query of the project. Set-based: one statement per step, whatever the batch size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+
+from coupons.adapters.tables import (
+    api_clients,
+    coupon_history,
+    coupon_series,
+    coupons,
+    customers,
+    idempotency_keys,
+    orgs,
+    redemptions,
+    service_keys,
+)
+from coupons.domain.codes import normalize
+from coupons.domain.model import (
+    Action,
+    Coupon,
+    CouponState,
+    Customer,
+    DiscountType,
+    HistoryEntry,
+    Series,
+    SeriesType,
+)
+
+REVOCABLE_STATES = (CouponState.AVAILABLE.value, CouponState.ISSUED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    id: int
+    org_id: int
+    username: str
+    secret_hash: str
+    groups: frozenset[str]
+    is_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    fingerprint: str
+    status_code: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    coupon_id: int
+    action: Action
+    from_state: CouponState | None
+    to_state: CouponState
+    at: datetime
+    actor: str
+    request_id: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionRecord:
+    id: int
+    coupon_id: int
+    customer_id: int
+    reactivated: bool
+
+
+def _series(row: Row[Any]) -> Series:
+    return Series(
+        id=row.id,
+        org_id=row.org_id,
+        description=row.description,
+        type=SeriesType(row.client_handling_type),
+        generic_code=row.generic_code,
+        valid_till=row.valid_till,
+        discount_type=DiscountType(row.discount_type),
+        discount_value=Decimal(row.discount_value),
+        created_at=row.created_at,
+    )
+
+
+def _coupon(row: Row[Any]) -> Coupon:
+    return Coupon(
+        id=row.id,
+        series_id=row.series_id,
+        code=row.code,
+        state=CouponState(row.state),
+        customer_id=row.customer_id,
+        revoked_from=CouponState(row.revoked_from) if row.revoked_from else None,
+        pin=row.pin,
+    )
+
+
+def _customer(row: Row[Any]) -> Customer:
+    return Customer(
+        id=row.id,
+        org_id=row.org_id,
+        mobile=row.mobile,
+        email=row.email,
+        external_id=row.external_id,
+        first_name=row.first_name,
+        last_name=row.last_name,
+    )
+
+
+_COUPON_COLUMNS = (
+    coupons.c.id,
+    coupons.c.series_id,
+    coupons.c.code,
+    coupons.c.state,
+    coupons.c.customer_id,
+    coupons.c.revoked_from,
+    coupons.c.pin,
+)
+
+
+class SqlRepository:
+    """Queries over one open connection inside the caller's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # --- orgs, clients, keys ------------------------------------------------------------
+
+    def add_org(self, name: str, now: datetime) -> int:
+        result = self.conn.execute(insert(orgs).values(name=name, created_at=now))
+        return int(result.inserted_primary_key[0])
+
+    def org_id_by_name(self, name: str) -> int | None:
+        value = self.conn.scalar(select(orgs.c.id).where(orgs.c.name == name))
+        return None if value is None else int(value)
+
+    def add_client(
+        self, org_id: int, username: str, secret_hash: str, groups: Iterable[str], now: datetime
+    ) -> int:
+        result = self.conn.execute(
+            insert(api_clients).values(
+                org_id=org_id,
+                username=username,
+                secret_hash=secret_hash,
+                groups=",".join(sorted(groups)),
+                is_active=True,
+                created_at=now,
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+    def _client(self, row: Row[Any] | None) -> ClientRecord | None:
+        if row is None:
+            return None
+        return ClientRecord(
+            id=row.id,
+            org_id=row.org_id,
+            username=row.username,
+            secret_hash=row.secret_hash,
+            groups=frozenset(g for g in row.groups.split(",") if g),
+            is_active=bool(row.is_active),
+        )
+
+    def client_by_username(self, username: str) -> ClientRecord | None:
+        row = self.conn.execute(
+            select(api_clients).where(api_clients.c.username == username)
+        ).first()
+        return self._client(row)
+
+    def client_by_id(self, client_id: int) -> ClientRecord | None:
+        row = self.conn.execute(select(api_clients).where(api_clients.c.id == client_id)).first()
+        return self._client(row)
+
+    def update_client(
+        self,
+        username: str,
+        *,
+        is_active: bool | None = None,
+        secret_hash: str | None = None,
+        groups: Iterable[str] | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {}
+        if is_active is not None:
+            values["is_active"] = is_active
+        if secret_hash is not None:
+            values["secret_hash"] = secret_hash
+        if groups is not None:
+            values["groups"] = ",".join(sorted(groups))
+        result = self.conn.execute(
+            update(api_clients).where(api_clients.c.username == username).values(**values)
+        )
+        return result.rowcount == 1
+
+    def service_key(self, name: str) -> str | None:
+        return self.conn.scalar(select(service_keys.c.value).where(service_keys.c.name == name))
+
+    def add_service_key(self, name: str, value: str) -> None:
+        self.conn.execute(insert(service_keys).values(name=name, value=value))
+
+    # --- series -------------------------------------------------------------------------
+
+    def add_series(
+        self,
+        *,
+        org_id: int,
+        description: str,
+        type: SeriesType,
+        generic_code: str | None,
+        valid_till: datetime,
+        discount_type: DiscountType,
+        discount_value: Decimal,
+        now: datetime,
+    ) -> Series:
+        result = self.conn.execute(
+            insert(coupon_series).values(
+                org_id=org_id,
+                description=description,
+                client_handling_type=type.value,
+                generic_code=generic_code,
+                generic_code_norm=normalize(generic_code) if generic_code else None,
+                valid_till=valid_till,
+                discount_type=discount_type.value,
+                discount_value=discount_value,
+                created_at=now,
+            )
+        )
+        series_id = int(result.inserted_primary_key[0])
+        series = self.series(org_id, series_id)
+        assert series is not None
+        return series
+
+    def series(self, org_id: int, series_id: int) -> Series | None:
+        row = self.conn.execute(
+            select(coupon_series).where(
+                coupon_series.c.id == series_id, coupon_series.c.org_id == org_id
+            )
+        ).first()
+        return None if row is None else _series(row)
+
+    def series_by_description(self, org_id: int, description: str) -> Series | None:
+        row = self.conn.execute(
+            select(coupon_series)
+            .where(coupon_series.c.org_id == org_id, coupon_series.c.description == description)
+            .order_by(coupon_series.c.id)
+            .limit(1)
+        ).first()
+        return None if row is None else _series(row)
+
+    def series_many(self, org_id: int, series_ids: Iterable[int]) -> dict[int, Series]:
+        ids = sorted(set(series_ids))
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            select(coupon_series).where(
+                coupon_series.c.id.in_(ids), coupon_series.c.org_id == org_id
+            )
+        )
+        return {row.id: _series(row) for row in rows}
+
+    def generic_series_by_codes(self, org_id: int, norms: Sequence[str]) -> list[Series]:
+        """Generic series whose shared code is one of the codes (even before any coupon)."""
+        rows = self.conn.execute(
+            select(coupon_series)
+            .where(coupon_series.c.org_id == org_id, coupon_series.c.generic_code_norm.in_(norms))
+            .order_by(coupon_series.c.id)
+        )
+        return [_series(row) for row in rows]
+
+    def state_counts(self, series_id: int) -> dict[CouponState, int]:
+        rows = self.conn.execute(
+            select(coupons.c.state, func.count())
+            .where(coupons.c.series_id == series_id)
+            .group_by(coupons.c.state)
+        )
+        counts = dict.fromkeys(CouponState, 0)
+        for state, count in rows:
+            counts[CouponState(state)] = int(count)
+        return counts
+
+    # --- codes and coupons ----------------------------------------------------------------
+
+    def existing_code_norms(self, series_id: int, norms: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        # Chunked so 10,000 codes stay under every driver's bind-parameter limit.
+        for start in range(0, len(norms), 5000):
+            chunk = norms[start : start + 5000]
+            found.update(
+                self.conn.scalars(
+                    select(coupons.c.code_norm).where(
+                        coupons.c.series_id == series_id, coupons.c.code_norm.in_(chunk)
+                    )
+                )
+            )
+        return found
+
+    def add_coupons(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert coupons in one batched statement; ids come back in input order."""
+        if not rows:
+            return []
+        result = self.conn.execute(
+            insert(coupons).returning(coupons.c.id, sort_by_parameter_order=True), rows
+        )
+        return [int(r[0]) for r in result]
+
+    def take_available(self, series_id: int, count: int) -> list[Coupon]:
+        """Lock up to `count` pool codes; concurrent issuers skip each other's rows."""
+        rows = self.conn.execute(
+            select(*_COUPON_COLUMNS)
+            .where(coupons.c.series_id == series_id, coupons.c.state == CouponState.AVAILABLE)
+            .order_by(coupons.c.id)
+            .limit(count)
+            .with_for_update(skip_locked=True)
+        )
+        return [_coupon(r) for r in rows]
+
+    def mark_issued(self, ids: Sequence[int], customer_id: int, now: datetime) -> int:
+        result = self.conn.execute(
+            update(coupons)
+            .where(coupons.c.id.in_(ids), coupons.c.state == CouponState.AVAILABLE)
+            .values(state=CouponState.ISSUED.value, customer_id=customer_id, updated_at=now)
+        )
+        return result.rowcount
+
+    def coupons_by_codes(
+        self, org_id: int, norms: Sequence[str], *, series_id: int | None, lock: bool
+    ) -> list[Coupon]:
+        """Coupons carrying any of the codes, in a series or across the org, locked in id order."""
+        conditions = [coupons.c.org_id == org_id, coupons.c.code_norm.in_(norms)]
+        if series_id is not None:
+            conditions.append(coupons.c.series_id == series_id)
+        query = select(*_COUPON_COLUMNS).where(*conditions).order_by(coupons.c.id)
+        if lock:
+            query = query.with_for_update()
+        return [_coupon(r) for r in self.conn.execute(query)]
+
+    def coupons_of_customer(
+        self,
+        org_id: int,
+        customer_id: int,
+        *,
+        states: Sequence[CouponState],
+        series_id: int | None = None,
+        unexpired_at: datetime | None = None,
+        limit: int | None = None,
+        lock: bool = False,
+    ) -> list[Coupon]:
+        query = select(*_COUPON_COLUMNS).where(
+            coupons.c.org_id == org_id,
+            coupons.c.customer_id == customer_id,
+            coupons.c.state.in_([s.value for s in states]),
+        )
+        if series_id is not None:
+            query = query.where(coupons.c.series_id == series_id)
+        if unexpired_at is not None:
+            live = select(coupon_series.c.id).where(
+                coupon_series.c.org_id == org_id, coupon_series.c.valid_till >= unexpired_at
+            )
+            query = query.where(coupons.c.series_id.in_(live))
+        query = query.order_by(coupons.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        if lock:
+            query = query.with_for_update()
+        return [_coupon(r) for r in self.conn.execute(query)]
+
+    def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]:
+        query = (
+            select(*_COUPON_COLUMNS)
+            .where(coupons.c.org_id == org_id, coupons.c.id.in_(ids))
+            .order_by(coupons.c.id)
+        )
+        if lock:
+            query = query.with_for_update()
+        return [_coupon(r) for r in self.conn.execute(query)]
+
+    def coupon(self, org_id: int, coupon_id: int) -> Coupon | None:
+        row = self.conn.execute(
+            select(*_COUPON_COLUMNS).where(coupons.c.id == coupon_id, coupons.c.org_id == org_id)
+        ).first()
+        return None if row is None else _coupon(row)
+
+    def mark_revoked(self, ids: Sequence[int], now: datetime) -> int:
+        """Revoke in one statement; the state guard makes a lost race visible in rowcount."""
+        result = self.conn.execute(
+            update(coupons)
+            .where(coupons.c.id.in_(ids), coupons.c.state.in_(REVOCABLE_STATES))
+            .values(revoked_from=coupons.c.state, state=CouponState.REVOKED.value, updated_at=now)
+        )
+        return result.rowcount
+
+    def mark_reinstated(self, ids: Sequence[int], now: datetime) -> int:
+        result = self.conn.execute(
+            update(coupons)
+            .where(coupons.c.id.in_(ids), coupons.c.state == CouponState.REVOKED.value)
+            .values(state=coupons.c.revoked_from, revoked_from=None, updated_at=now)
+        )
+        return result.rowcount
+
+    def set_state(
+        self, ids: Sequence[int], *, from_state: CouponState, to_state: CouponState, now: datetime
+    ) -> int:
+        result = self.conn.execute(
+            update(coupons)
+            .where(coupons.c.id.in_(ids), coupons.c.state == from_state.value)
+            .values(state=to_state.value, updated_at=now)
+        )
+        return result.rowcount
+
+    # --- history --------------------------------------------------------------------------
+
+    def add_history(self, org_id: int, entries: Sequence[HistoryRecord]) -> None:
+        if not entries:
+            return
+        self.conn.execute(
+            insert(coupon_history),
+            [
+                {
+                    "org_id": org_id,
+                    "coupon_id": e.coupon_id,
+                    "action": e.action.value,
+                    "from_state": e.from_state.value if e.from_state else None,
+                    "to_state": e.to_state.value,
+                    "at": e.at,
+                    "actor": e.actor,
+                    "request_id": e.request_id,
+                    "reason": e.reason,
+                }
+                for e in entries
+            ],
+        )
+
+    def history(self, coupon_id: int) -> list[HistoryEntry]:
+        rows = self.conn.execute(
+            select(coupon_history)
+            .where(coupon_history.c.coupon_id == coupon_id)
+            .order_by(coupon_history.c.id)
+        )
+        return [
+            HistoryEntry(
+                action=Action(r.action),
+                from_state=CouponState(r.from_state) if r.from_state else None,
+                to_state=CouponState(r.to_state),
+                at=r.at,
+                actor=r.actor,
+                request_id=r.request_id,
+                reason=r.reason,
+            )
+            for r in rows
+        ]
+
+    def revoked_by_request(self, org_id: int, request_id: str) -> list[tuple[int, bool]]:
+        """Coupons a revoke request changed, each with whether that revoke is still its latest
+        history entry (so a later change can be told apart)."""
+        latest = (
+            select(coupon_history.c.coupon_id, func.max(coupon_history.c.id).label("last_id"))
+            .where(coupon_history.c.org_id == org_id)
+            .group_by(coupon_history.c.coupon_id)
+            .subquery()
+        )
+        rows = self.conn.execute(
+            select(coupon_history.c.coupon_id, coupon_history.c.id == latest.c.last_id)
+            .join(latest, latest.c.coupon_id == coupon_history.c.coupon_id)
+            .where(
+                coupon_history.c.org_id == org_id,
+                coupon_history.c.request_id == request_id,
+                coupon_history.c.action == Action.REVOKE.value,
+            )
+            .order_by(coupon_history.c.coupon_id)
+        )
+        return [(int(cid), bool(is_last)) for cid, is_last in rows]
+
+    # --- customers ------------------------------------------------------------------------
+
+    def add_customer(self, org_id: int, values: dict[str, Any], now: datetime) -> int:
+        result = self.conn.execute(
+            insert(customers).values(org_id=org_id, created_at=now, **values)
+        )
+        return int(result.inserted_primary_key[0])
+
+    def find_customers(
+        self,
+        org_id: int,
+        *,
+        id: int | None = None,
+        mobile_norm: str | None = None,
+        email_norm: str | None = None,
+        external_id: str | None = None,
+    ) -> list[tuple[Customer, set[str]]]:
+        """Customers matching any identifier, each with the identifiers it matched."""
+        conditions = []
+        if id is not None:
+            conditions.append(customers.c.id == id)
+        if mobile_norm is not None:
+            conditions.append(customers.c.mobile_norm == mobile_norm)
+        if email_norm is not None:
+            conditions.append(customers.c.email_norm == email_norm)
+        if external_id is not None:
+            conditions.append(customers.c.external_id == external_id)
+        if not conditions:
+            return []
+        rows = self.conn.execute(
+            select(customers).where(customers.c.org_id == org_id, or_(*conditions))
+        )
+        found = []
+        for row in rows:
+            matched = set()
+            if id is not None and row.id == id:
+                matched.add("id")
+            if mobile_norm is not None and row.mobile_norm == mobile_norm:
+                matched.add("mobile")
+            if email_norm is not None and row.email_norm == email_norm:
+                matched.add("email")
+            if external_id is not None and row.external_id == external_id:
+                matched.add("externalId")
+            found.append((_customer(row), matched))
+        return found
+
+    # --- redemptions ----------------------------------------------------------------------
+
+    def add_redemptions(self, rows: list[dict[str, Any]]) -> list[int]:
+        if not rows:
+            return []
+        result = self.conn.execute(
+            insert(redemptions).returning(redemptions.c.id, sort_by_parameter_order=True), rows
+        )
+        return [int(r[0]) for r in result]
+
+    def redemptions_by_ids(
+        self, org_id: int, ids: Sequence[int], *, lock: bool
+    ) -> list[RedemptionRecord]:
+        query = (
+            select(
+                redemptions.c.id,
+                redemptions.c.coupon_id,
+                redemptions.c.customer_id,
+                redemptions.c.reactivated_at,
+            )
+            .where(redemptions.c.org_id == org_id, redemptions.c.id.in_(ids))
+            .order_by(redemptions.c.id)
+        )
+        if lock:
+            query = query.with_for_update()
+        return [
+            RedemptionRecord(
+                id=r.id,
+                coupon_id=r.coupon_id,
+                customer_id=r.customer_id,
+                reactivated=r.reactivated_at is not None,
+            )
+            for r in self.conn.execute(query)
+        ]
+
+    def mark_reactivated(self, ids: Sequence[int], now: datetime) -> int:
+        result = self.conn.execute(
+            update(redemptions)
+            .where(redemptions.c.id.in_(ids), redemptions.c.reactivated_at.is_(None))
+            .values(reactivated_at=now)
+        )
+        return result.rowcount
+
+    # --- idempotency ----------------------------------------------------------------------
+
+    def stored_response(self, client_id: int, key: str, since: datetime) -> StoredResponse | None:
+        row = self.conn.execute(
+            select(
+                idempotency_keys.c.fingerprint,
+                idempotency_keys.c.status_code,
+                idempotency_keys.c.body,
+            ).where(
+                idempotency_keys.c.client_id == client_id,
+                idempotency_keys.c.key == key,
+                idempotency_keys.c.created_at >= since,
+            )
+        ).first()
+        if row is None:
+            return None
+        return StoredResponse(row.fingerprint, row.status_code, bytes(row.body))
+
+    def store_response(
+        self,
+        *,
+        client_id: int,
+        org_id: int,
+        key: str,
+        fingerprint: str,
+        status_code: int,
+        body: bytes,
+        now: datetime,
+        expired_before: datetime,
+    ) -> None:
+        # An expired row under the same key is replaced, not kept.
+        self.conn.execute(
+            delete(idempotency_keys).where(
+                and_(
+                    idempotency_keys.c.client_id == client_id,
+                    idempotency_keys.c.key == key,
+                    idempotency_keys.c.created_at < expired_before,
+                )
+            )
+        )
+        self.conn.execute(
+            insert(idempotency_keys).values(
+                client_id=client_id,
+                org_id=org_id,
+                key=key,
+                fingerprint=fingerprint,
+                status_code=status_code,
+                body=body,
+                created_at=now,
+            )
+        )

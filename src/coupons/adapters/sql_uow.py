@@ -1,0 +1,113 @@
+"""Unit of work over an Engine: one transaction, committed explicitly, retried when transient."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from coupons.adapters.db import create_db_engine
+from coupons.adapters.repos import SqlRepository
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 8
+
+
+class SqlUnitOfWork:
+    """One transaction; leaving the block without `commit()` rolls back."""
+
+    repo: SqlRepository
+    _conn: Connection
+
+    def __init__(self, engine: Engine, *, write: bool) -> None:
+        self._engine = engine
+        self._write = write
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self._conn = self._engine.connect()
+        self._conn.execution_options(coupons_write=self._write)
+        self._tx = self._conn.begin()
+        self.repo = SqlRepository(self._conn)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._tx.is_active:
+                self._tx.rollback()
+        finally:
+            self._conn.close()
+
+    def commit(self) -> None:
+        self._tx.commit()
+
+    def rollback(self) -> None:
+        self._tx.rollback()
+
+
+def is_transient(error: DBAPIError) -> bool:
+    """Lock contention that a fresh attempt of the whole transaction can get past."""
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in ("40001", "40P01", "55P03"):  # serialization, deadlock, lock not available
+        return True
+    if isinstance(error, OperationalError):
+        text = str(orig).lower()
+        return "database is locked" in text or "database is busy" in text
+    return False
+
+
+class Database:
+    """The store: hands out units of work and runs use cases with bounded retries."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
+        return cls(create_db_engine(url, pool_size=pool_size))
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    def unit_of_work(self, *, write: bool = True) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, write=write)
+
+    def run(
+        self,
+        work: Callable[[SqlUnitOfWork], T],
+        *,
+        write: bool = True,
+        retry_integrity: bool = False,
+    ) -> T:
+        """Run `work` in a fresh transaction, retrying lock conflicts a bounded number of times.
+
+        With `retry_integrity`, a unique-key race (two requests inserting the same key) is
+        retried too: the next attempt sees the winner's committed row and answers from it.
+        """
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self.unit_of_work(write=write) as uow:
+                    return work(uow)
+            except IntegrityError:
+                if not retry_integrity or attempt >= 3:
+                    raise
+            except DBAPIError as error:
+                if not is_transient(error) or attempt == MAX_ATTEMPTS:
+                    raise
+            time.sleep(min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,207 @@
+"""SQLAlchemy Core tables; Alembic migrations are written against this one MetaData."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python; timestamptz on PostgreSQL, naive UTC text on SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use UTC-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("username", String(200), nullable=False, unique=True),
+    Column("secret_hash", String(255), nullable=False),
+    Column("groups", String(200), nullable=False),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Keys the service generates once and keeps (e.g. the token signing key).
+service_keys = Table(
+    "service_keys",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", String(500), nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False),
+    Column("mobile", String(40)),
+    Column("mobile_norm", String(40)),
+    Column("email", String(320)),
+    Column("email_norm", String(320)),
+    Column("external_id", String(200)),
+    Column("first_name", String(200)),
+    Column("last_name", String(200)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("uq_customers_org_mobile", "org_id", "mobile_norm", unique=True),
+    Index("uq_customers_org_email", "org_id", "email_norm", unique=True),
+    Index("uq_customers_org_external_id", "org_id", "external_id", unique=True),
+)
+
+coupon_series = Table(
+    "coupon_series",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("description", String(500), nullable=False),
+    Column("client_handling_type", String(30), nullable=False),
+    Column("generic_code", String(100)),
+    Column("generic_code_norm", String(100)),
+    Column("valid_till", UtcDateTime, nullable=False),
+    Column("discount_type", String(10), nullable=False),
+    Column("discount_value", Numeric(14, 4), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_coupon_series_org_generic_code", "org_id", "generic_code_norm"),
+)
+
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False),
+    Column("series_id", Id, ForeignKey("coupon_series.id"), nullable=False),
+    Column("code", String(100), nullable=False),
+    Column("code_norm", String(100), nullable=False),
+    Column("pin", String(20)),
+    # Generic series share one code across many coupons; the uniqueness index skips them.
+    Column("is_generic", Boolean, nullable=False, default=False),
+    Column("state", String(12), nullable=False),
+    Column("revoked_from", String(12)),
+    Column("customer_id", Id, ForeignKey("customers.id")),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(
+        "uq_coupons_series_code",
+        "series_id",
+        "code_norm",
+        unique=True,
+        sqlite_where=text("is_generic = false"),
+        postgresql_where=text("is_generic = false"),
+    ),
+    Index("ix_coupons_org_code", "org_id", "code_norm"),
+    Index("ix_coupons_customer_state", "customer_id", "state"),
+    Index("ix_coupons_series_state", "series_id", "state"),
+)
+
+coupon_history = Table(
+    "coupon_history",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False),
+    Column("coupon_id", Id, ForeignKey("coupons.id"), nullable=False),
+    Column("action", String(12), nullable=False),
+    Column("from_state", String(12)),
+    Column("to_state", String(12), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("request_id", String(200), nullable=False),
+    Column("reason", String(500)),
+    Index("ix_coupon_history_coupon", "coupon_id", "id"),
+    Index("ix_coupon_history_org_request", "org_id", "request_id"),
+)
+
+redemptions = Table(
+    "redemptions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False),
+    Column("coupon_id", Id, ForeignKey("coupons.id"), nullable=False, index=True),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("transaction_number", String(200)),
+    Column("bill_amount", Numeric(14, 4)),
+    Column("redeemed_at", UtcDateTime, nullable=False),
+    Column("reactivated_at", UtcDateTime),
+    Column("request_id", String(200), nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("client_id", Id, ForeignKey("api_clients.id"), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, index=True),
+    PrimaryKeyConstraint("client_id", "key"),
+)
+
+__all__ = [
+    "api_clients",
+    "coupon_history",
+    "coupon_series",
+    "coupons",
+    "customers",
+    "idempotency_keys",
+    "metadata",
+    "orgs",
+    "redemptions",
+    "service_keys",
+]

@@ -1,0 +1,38 @@
+"""Settings, read once at start-up and passed in; never a global."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+DEFAULT_DATABASE_URL = "sqlite:///./coupons.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    # Token signing key; when unset, one is generated on first use and kept in the database.
+    token_secret: str | None = None
+    token_ttl_seconds: int = 3600
+    max_body_bytes: int = 1024 * 1024
+    # Failed logins per username or address within the window before 429.
+    auth_failure_limit: int = 10
+    auth_failure_window_seconds: int = 60
+    log_level: str = "INFO"
+    db_pool_size: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from `COUPONS_*` environment variables, then explicit overrides."""
+        env = os.environ if env is None else env
+        settings = cls(
+            database_url=env.get("COUPONS_DATABASE_URL", DEFAULT_DATABASE_URL),
+            token_secret=env.get("COUPONS_TOKEN_SECRET") or None,
+            token_ttl_seconds=int(env.get("COUPONS_TOKEN_TTL_SECONDS", "3600")),
+            auth_failure_limit=int(env.get("COUPONS_AUTH_FAILURE_LIMIT", "10")),
+            log_level=env.get("COUPONS_LOG_LEVEL", "INFO"),
+            db_pool_size=int(env.get("COUPONS_DB_POOL_SIZE", "10")),
+        )
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **clean)  # type: ignore[arg-type]

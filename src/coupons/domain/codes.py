@@ -1,0 +1,74 @@
+"""Coupon code handling: trimming, case-insensitive matching and output casing."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from enum import Enum
+
+from coupons.domain.errors import InvalidCodeCase
+
+MAX_CODE_LENGTH = 100
+# No 0/O or 1/I/L: generated codes are read aloud and typed at tills.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+GENERATED_CODE_LENGTH = 12
+PIN_LENGTH = 6
+
+
+class CodeCase(Enum):
+    """How codes are written in responses (the vendor's `couponCodeCase`)."""
+
+    UPPER = "UPPER"
+    LOWER = "LOWER"
+    AS_IT_IS = "AS_IT_IS"
+
+    @classmethod
+    def parse(cls, value: str | None) -> CodeCase:
+        """Parse the query value case-insensitively; absent means UPPER."""
+        if value is None:
+            return cls.UPPER
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            raise InvalidCodeCase(value) from None
+
+    def render(self, code: str) -> str:
+        """Write a code in this case."""
+        if self is CodeCase.UPPER:
+            return code.upper()
+        if self is CodeCase.LOWER:
+            return code.lower()
+        return code
+
+
+def clean(code: str) -> str:
+    """Strip the whitespace clients paste around codes."""
+    return code.strip()
+
+
+def normalize(code: str) -> str:
+    """The matching key of a code: trimmed and case-folded."""
+    return code.strip().casefold()
+
+
+def distinct_codes(codes: Iterable[str]) -> list[str]:
+    """Trimmed, non-blank codes, de-duplicated case-insensitively, first spelling kept."""
+    seen: set[str] = set()
+    result: list[str] = []
+    for raw in codes:
+        code = clean(raw)
+        key = normalize(code)
+        if code and key not in seen:
+            seen.add(key)
+            result.append(code)
+    return result
+
+
+def generate_code() -> str:
+    """A random code with about 59 bits of entropy."""
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(GENERATED_CODE_LENGTH))
+
+
+def generate_pin() -> str:
+    """A random numeric PIN."""
+    return "".join(secrets.choice("0123456789") for _ in range(PIN_LENGTH))

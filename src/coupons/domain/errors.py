@@ -1,0 +1,197 @@
+"""Whole-request failures.
+
+Each class carries its spec code and HTTP status; one HTTP handler turns any of them into
+the error envelope. Per-code revoke outcomes are data (see `model.FailureReason`), not errors.
+
+    CouponError
+    ├── InvalidRequest (9001/9002/9003/9005/9007/9008/9013/756 ...)
+    ├── AuthError (9010, 9011, 9021)
+    ├── NotFound (404-ish lookups: 701, 707, 9014)
+    └── Conflict (9006, 9016)
+"""
+
+from __future__ import annotations
+
+
+class CouponError(Exception):
+    """A request that fails as a whole and changes nothing."""
+
+    code: int = 9002
+    http_status: int = 400
+    message: str = "invalid request"
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code}, message={self.message!r})"
+
+
+# --- body and parameter problems -------------------------------------------------------
+
+
+class MalformedJson(CouponError):
+    code, message = 9001, "request body is not valid JSON or not a JSON object"
+
+
+class InvalidField(CouponError):
+    code = 9002
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {problem}")
+
+
+class TooManyCodes(CouponError):
+    code, message = 9003, "too many coupon codes in one request (limit 50)"
+
+
+class TooManyCustomerCoupons(CouponError):
+    code, message = 9004, "customer has more than 100 unredeemed coupons in scope; nothing revoked"
+
+
+class SeriesRequiredForManyCodes(CouponError):
+    code, message = 9005, "couponSeriesId is required when more than one coupon code is given"
+
+
+class InvalidCodeCase(CouponError):
+    code = 9007
+
+    def __init__(self, value: str) -> None:
+        super().__init__(f"couponCodeCase: invalid value {value!r}; use UPPER, LOWER or AS_IT_IS")
+
+
+class AmbiguousCustomer(CouponError):
+    code, message = 9008, "customer identifiers given refer to different customers"
+
+
+class BodyTooLarge(CouponError):
+    code, http_status, message = 9013, 413, "request body too large (limit 1 MiB)"
+
+
+class CodesOrCustomerRequired(CouponError):
+    code, message = 756, "CouponCode/s or customer info is mandatory"
+
+
+class GenericCodeNeedsCustomer(CouponError):
+    code, message = 108, "Unsupported coupons series config with client handling type GENERIC"
+
+
+class SeriesExpired(CouponError):
+    code, message = 712, "Coupon Series / Campaign has expired"
+
+
+class NotSupportedForGenericRedeemable(CouponError):
+    code, message = 811, "operation not supported for a GENERIC_REDEEMABLE series"
+
+
+class NotSupportedForSeriesType(CouponError):
+    code, message = 9015, "operation not supported for this series type"
+
+
+class InvalidSeries(CouponError):
+    code, message = 707, "coupon series id is invalid"
+
+
+class CustomerNotFound(CouponError):
+    code, message = 701, "customer not found"
+
+
+# --- redeem (all or nothing) --------------------------------------------------------------
+
+
+class CouponCodeInvalid(CouponError):
+    code, message = 702, "coupon code is invalid"
+
+
+class CouponNotIssuedToCustomer(CouponError):
+    code, message = 703, "coupon not issued to this customer"
+
+
+class CouponAlreadyRedeemed(CouponError):
+    code, message = 711, "coupon already redeemed"
+
+
+class CouponRevoked(CouponError):
+    code, message = 682, "coupon is revoked"
+
+
+class InvalidPin(CouponError):
+    code, message = 9019, "coupon PIN is missing or wrong"
+
+
+class RedemptionNotFound(CouponError):
+    code, message = 9020, "redemption not found"
+
+
+# --- lookups ------------------------------------------------------------------------------
+
+
+class ResourceNotFound(CouponError):
+    code, http_status, message = 9014, 404, "resource not found"
+
+
+class SeriesNotFound(CouponError):
+    code, http_status, message = 707, 404, "coupon series id is invalid"
+
+
+class CustomerLookupNotFound(CouponError):
+    code, http_status, message = 701, 404, "customer not found"
+
+
+class CouponNotFound(CouponError):
+    code, http_status, message = 682, 404, "Coupon not found"
+
+
+# --- conflicts ----------------------------------------------------------------------------
+
+
+class IdempotencyKeyReused(CouponError):
+    code, http_status = 9006, 422
+    message = "Idempotency-Key reused with a different request"
+
+
+class CustomerIdentifierTaken(CouponError):
+    code, http_status = 9016, 409
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field}: already used by another customer of this org")
+
+
+class OrgNameTaken(CouponError):
+    code, http_status = 9016, 409
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"org {name!r} already exists")
+
+
+class UsernameTaken(CouponError):
+    code, http_status = 9016, 409
+
+    def __init__(self, username: str) -> None:
+        super().__init__(f"username {username!r} already exists")
+
+
+# --- authentication -----------------------------------------------------------------------
+
+
+class AuthenticationFailed(CouponError):
+    code, http_status, message = 9010, 401, "authentication missing or failed"
+
+
+class AccessDenied(CouponError):
+    code, http_status, message = (
+        9011,
+        403,
+        "the caller's access group does not allow this operation",
+    )
+
+
+class TooManyAuthFailures(CouponError):
+    code, http_status, message = 9021, 429, "too many failed authentication attempts; retry later"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__()

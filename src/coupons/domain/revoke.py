@@ -1,0 +1,129 @@
+"""Per-code outcomes of revoke and reinstate: pure decisions over loaded coupons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from coupons.domain.codes import CodeCase, normalize
+from coupons.domain.model import Coupon, CouponState
+
+
+class FailureReason(Enum):
+    """Why one code was not revoked; value is (vendor code, message)."""
+
+    REDEEMED = (405, "Coupon code redeemed")
+    NOT_FOUND_IN_SERIES = (682, "Coupon not found")
+    NOT_FOUND_IN_ORG = (404, "Coupon code not found")
+    NOT_THIS_CUSTOMERS = (703, "Coupon not issued to this customer")
+    NOT_REVOKED = (9017, "Coupon is not revoked")
+    CHANGED_SINCE = (9018, "Coupon changed since that revoke")
+
+    @property
+    def code(self) -> int:
+        return self.value[0]
+
+    @property
+    def message(self) -> str:
+        return self.value[1]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a revoke or reinstate call did, code by code."""
+
+    done: list[Coupon] = field(default_factory=list)
+    failed: dict[FailureReason, list[str]] = field(default_factory=dict)
+
+    def fail(self, reason: FailureReason, code: str) -> None:
+        self.failed.setdefault(reason, []).append(code)
+
+    @property
+    def failed_count(self) -> int:
+        return sum(len(codes) for codes in self.failed.values())
+
+    @property
+    def total_count(self) -> int:
+        return len(self.done) + self.failed_count
+
+    def failure_groups(self, case: CodeCase) -> list[dict[str, object]]:
+        """The vendor's `failedToRevoke` groups, one per error code, in first-seen order."""
+        return [
+            {
+                "errorCode": reason.code,
+                "errorMessage": reason.message,
+                "couponCodes": [case.render(code) for code in codes],
+            }
+            for reason, codes in self.failed.items()
+        ]
+
+
+def decide_revoke(
+    codes: list[str],
+    matches: list[Coupon],
+    *,
+    customer_id: int | None,
+    series_given: bool,
+) -> Outcome:
+    """Sort each distinct code into revoked coupons or a failure group.
+
+    `matches` are all coupons carrying one of `codes` in scope (the series, or the org when no
+    series was given). A generic code can match several coupons; with a customer, only that
+    customer's coupons count. A code counts once: revoked if any of its coupons was.
+    """
+    by_code: dict[str, list[Coupon]] = {}
+    for coupon in matches:
+        by_code.setdefault(normalize(coupon.code), []).append(coupon)
+    outcome = Outcome()
+    missing = FailureReason.NOT_FOUND_IN_SERIES if series_given else FailureReason.NOT_FOUND_IN_ORG
+    for code in codes:
+        found = by_code.get(normalize(code), [])
+        if not found:
+            outcome.fail(missing, code)
+            continue
+        if customer_id is not None:
+            mine = [c for c in found if c.customer_id == customer_id]
+            if not mine:
+                outcome.fail(FailureReason.NOT_THIS_CUSTOMERS, found[0].code)
+                continue
+            found = mine
+        revocable = [c for c in found if c.can_be_revoked()]
+        if revocable:
+            outcome.done.extend(revocable)
+        elif any(c.state is CouponState.REDEEMED for c in found):
+            outcome.fail(FailureReason.REDEEMED, found[0].code)
+        else:
+            outcome.fail(FailureReason.NOT_FOUND_IN_SERIES, found[0].code)
+    return outcome
+
+
+def decide_reinstate(
+    codes: list[str],
+    matches: list[Coupon],
+    *,
+    customer_id: int | None,
+    series_given: bool,
+) -> Outcome:
+    """Sort each distinct code into reinstated coupons or a failure group."""
+    by_code: dict[str, list[Coupon]] = {}
+    for coupon in matches:
+        by_code.setdefault(normalize(coupon.code), []).append(coupon)
+    outcome = Outcome()
+    missing = FailureReason.NOT_FOUND_IN_SERIES if series_given else FailureReason.NOT_FOUND_IN_ORG
+    for code in codes:
+        found = by_code.get(normalize(code), [])
+        if not found:
+            outcome.fail(missing, code)
+            continue
+        if customer_id is not None:
+            mine = [c for c in found if c.customer_id == customer_id]
+            if not mine:
+                outcome.fail(FailureReason.NOT_THIS_CUSTOMERS, found[0].code)
+                continue
+            found = mine
+        revoked = [c for c in found if c.state is CouponState.REVOKED]
+        if revoked:
+            outcome.done.extend(revoked)
+        else:
+            outcome.fail(FailureReason.NOT_REVOKED, found[0].code)
+    return outcome

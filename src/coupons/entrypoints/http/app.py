@@ -1,0 +1,88 @@
+"""The FastAPI application, built from settings (no globals, nothing at import time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, Response
+
+from coupons import __version__
+from coupons.adapters.sql_uow import Database
+from coupons.config import Settings
+from coupons.entrypoints.http import handlers
+from coupons.entrypoints.http.envelope import failure, success
+from coupons.entrypoints.http.middleware import EdgeMiddleware
+from coupons.entrypoints.http.routes import router
+from coupons.services.auth import Authenticator, FailureThrottle
+
+# Swagger UI assets ship inside a Python package, so /docs works with no internet access.
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+
+DESCRIPTION = """
+A self-hostable coupon service. `POST /v2/coupon/revoke` is wire-compatible with a large
+loyalty vendor's revoke API. Authenticate with HTTP Basic (API client username and secret) or
+a token from `POST /v3/oauth/token/generate`. Every response uses one envelope:
+`{"entity", "warnings", "errors", "success"}`.
+"""
+
+
+def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+    """Build the application for `settings`; pass `db` to share an existing store."""
+    database = db or Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
+    app = FastAPI(
+        title="Coupons",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.authenticator = Authenticator(
+        database,
+        token_secret=settings.token_secret,
+        token_ttl_seconds=settings.token_ttl_seconds,
+        throttle=FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_seconds),
+    )
+    handlers.install(app)
+    app.include_router(router)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Coupons API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
+
+    @app.get("/health", tags=["operations"])
+    async def health(request: Request) -> Response:
+        """Liveness and database reachability; needs no credentials."""
+
+        def ping() -> None:
+            with database.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except Exception:
+            return failure(9000, "database unreachable", 503)
+        return success({"status": "ok", "database": database.backend, "version": __version__})
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        """Prometheus metrics; needs no credentials."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

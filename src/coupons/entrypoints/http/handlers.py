@@ -1,0 +1,72 @@
+"""Exception handlers: every failure leaves as the spec's envelope, never a stack trace."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from coupons.domain import errors
+from coupons.entrypoints.http.envelope import failure
+from coupons.entrypoints.http.middleware import request_id_of
+
+log = structlog.get_logger("coupons.http")
+
+# Pydantic error types that mean "the body as a whole is not a JSON object".
+_NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type", "missing"}
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or "body"
+
+
+async def coupon_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.CouponError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.TooManyAuthFailures):
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, errors.AuthenticationFailed):
+        headers["WWW-Authenticate"] = 'Basic realm="coupons"'
+    return failure(exc.code, exc.message, exc.http_status, headers)
+
+
+async def validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = exc.errors()
+    first = problems[0] if problems else {"type": "", "loc": ("body",), "msg": "invalid"}
+    loc = tuple(first.get("loc", ()))
+    kind = first.get("type", "")
+    if kind == "json_invalid" or (loc == ("body",) and kind in _NOT_AN_OBJECT):
+        error: errors.CouponError = errors.MalformedJson()
+    else:
+        message = str(first.get("msg", "invalid value"))
+        error = errors.InvalidField(_field_name(loc), message)
+    return failure(error.code, error.message, error.http_status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        return failure(9022, "method not allowed on this path", 405)
+    if exc.status_code == 404:
+        return failure(9014, "no such endpoint", 404)
+    return failure(9002, str(exc.detail), exc.status_code)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    request_id = request_id_of(request.scope)
+    log.error("unhandled error", request_id=request_id, error=type(exc).__name__)
+    return failure(9000, "internal error", 500, {"X-Request-Id": request_id})
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.CouponError, coupon_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,102 @@
+"""Domain results to the JSON entities of the spec."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from coupons.domain.codes import CodeCase
+from coupons.domain.model import Coupon, CouponState, Customer, HistoryEntry, Series
+from coupons.domain.revoke import Outcome
+from coupons.services.issue import IssuedCoupon
+
+
+def timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def series(s: Series, counts: dict[CouponState, int] | None, now: datetime) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "id": s.id,
+        "description": s.description,
+        "clientHandlingType": s.type.value,
+        "genericCode": s.generic_code,
+        "validTill": timestamp(s.valid_till),
+        "discountType": s.discount_type.value,
+        "discountValue": number(s.discount_value),
+        "expired": s.is_expired(now),
+        "createdAt": timestamp(s.created_at),
+    }
+    if counts is not None:
+        entity["counts"] = {state.value: count for state, count in counts.items()}
+        entity["totalCount"] = sum(counts.values())
+    return entity
+
+
+def customer(c: Customer) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "mobile": c.mobile,
+        "email": c.email,
+        "externalId": c.external_id,
+        "firstName": c.first_name,
+        "lastName": c.last_name,
+    }
+
+
+def coupon(c: Coupon) -> dict[str, Any]:
+    return {
+        "couponId": c.id,
+        "couponCode": c.code,
+        "seriesId": c.series_id,
+        "state": c.state.value,
+        "issuedToUserId": c.customer_id,
+    }
+
+
+def coupon_with_history(c: Coupon, history: list[HistoryEntry]) -> dict[str, Any]:
+    entity = coupon(c)
+    entity["history"] = [
+        {
+            "action": h.action.value,
+            "fromState": h.from_state.value if h.from_state else None,
+            "toState": h.to_state.value,
+            "at": timestamp(h.at),
+            "actor": h.actor,
+            "requestId": h.request_id,
+            "reason": h.reason,
+        }
+        for h in history
+    ]
+    return entity
+
+
+def issued(i: IssuedCoupon) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "couponId": i.coupon_id,
+        "couponCode": i.code,
+        "seriesId": i.series.id,
+        "issuedToUserId": i.customer_id,
+        "validTill": timestamp(i.series.valid_till),
+    }
+    if i.pin is not None:
+        entity["pin"] = i.pin
+    return entity
+
+
+def outcome(o: Outcome, case: CodeCase, done_key: str, failed_key: str) -> dict[str, Any]:
+    """The vendor's revoke entity (or reinstate's mirror of it)."""
+    return {
+        "totalCount": o.total_count,
+        "failedCount": o.failed_count,
+        done_key: [
+            {"couponId": c.id, "couponCode": case.render(c.code), "issuedToUserId": c.customer_id}
+            for c in o.done
+        ],
+        failed_key: o.failure_groups(case),
+    }

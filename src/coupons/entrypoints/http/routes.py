@@ -1,0 +1,419 @@
+"""Routes: read the request, call one use case in one transaction, render the envelope."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from coupons.domain import errors
+from coupons.domain.codes import CodeCase
+from coupons.domain.model import DiscountType, SeriesType
+from coupons.entrypoints.http import render, schemas
+from coupons.entrypoints.http.deps import ReadActor, allowed, client_address
+from coupons.entrypoints.http.envelope import JSON, success_body
+from coupons.entrypoints.http.middleware import request_id_of
+from coupons.services import customers, issue, redeem, revoke, series
+from coupons.services.auth import Authenticator
+from coupons.services.common import Actor, Context, CustomerRef, utcnow
+from coupons.services.runner import Idempotency, execute
+from coupons.services.uow import UnitOfWork
+
+T = TypeVar("T")
+
+router = APIRouter()
+
+DbId = Annotated[int, Path(ge=1, le=2**62)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": schemas.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429)
+}
+IDEMPOTENCY_KEY_MAX = 255
+
+
+async def perform(
+    request: Request,
+    actor: Actor,
+    use_case: Callable[[UnitOfWork, Context], T],
+    entity: Callable[[T, Context], Any],
+    *,
+    dry_run: bool = False,
+    write: bool = True,
+) -> Response:
+    """Run one use case in one transaction (in the thread pool) and answer with its envelope."""
+    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
+    idempotency = None
+    key = request.headers.get("idempotency-key")
+    if write and key is not None:
+        key = key.strip()
+        if not key or len(key) > IDEMPOTENCY_KEY_MAX:
+            raise errors.InvalidField("Idempotency-Key", f"1 to {IDEMPOTENCY_KEY_MAX} characters")
+        idempotency = Idempotency(key=key, fingerprint=await _fingerprint(request))
+    rendered = await run_in_threadpool(
+        execute,
+        request.app.state.db,
+        ctx,
+        lambda uow: use_case(uow, ctx),
+        lambda result: success_body(entity(result, ctx)),
+        idempotency=idempotency,
+        dry_run=dry_run,
+        write=write,
+    )
+    headers = {"Idempotent-Replayed": "true"} if rendered.replayed else None
+    return Response(
+        rendered.body, status_code=rendered.status_code, media_type=JSON, headers=headers
+    )
+
+
+async def _fingerprint(request: Request) -> str:
+    """What makes two requests "the same" for an idempotency key."""
+    raw = await request.body()
+    try:
+        canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
+    except orjson.JSONDecodeError:
+        canonical = raw
+    query = sorted((k.lower(), v.lower()) for k, v in request.query_params.multi_items())
+    digest = hashlib.sha256()
+    for part in (request.method, request.url.path, repr(query)):
+        digest.update(part.encode() + b"\0")
+    digest.update(canonical)
+    return digest.hexdigest()
+
+
+def _valid_till(value: datetime | date) -> datetime:
+    # A bare date means "valid through that whole day", in UTC.
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return datetime.combine(value, time.max, tzinfo=UTC)
+
+
+# --- auth --------------------------------------------------------------------------------
+
+
+@router.post("/v3/oauth/token/generate", tags=["auth"], responses=ERRORS)
+async def generate_token(body: schemas.TokenRequest, request: Request) -> Response:
+    """Trade an API client's username (`key`) and secret for a signed, expiring token."""
+    auth: Authenticator = request.app.state.authenticator
+    token = await run_in_threadpool(
+        auth.issue_token, body.key, body.secret, client_address(request)
+    )
+    data = {"accessToken": token.access_token, "expiresIn": token.expires_in}
+    payload = {"data": data, "entity": data, "warnings": [], "errors": [], "success": True}
+    return Response(orjson.dumps(payload), media_type=JSON)
+
+
+# --- series and codes --------------------------------------------------------------------
+
+
+@router.post("/v2/coupon/series", tags=["series"], responses=ERRORS)
+async def create_series(
+    body: schemas.SeriesBody,
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("admin"))],
+) -> Response:
+    """Create a coupon series (coupon_admin)."""
+    new = series.NewSeries(
+        description=body.description,
+        type=SeriesType(body.client_handling_type),
+        generic_code=body.generic_code,
+        valid_till=_valid_till(body.valid_till),
+        discount_type=DiscountType(body.discount_type),
+        discount_value=body.discount_value,
+    )
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: series.create_series(uow, ctx, new),
+        lambda s, ctx: render.series(s, None, ctx.now),
+    )
+
+
+@router.get("/v2/coupon/series/{series_id}", tags=["series"], responses=ERRORS)
+async def get_series(series_id: DbId, request: Request, actor: ReadActor) -> Response:
+    """A series with its coupon counts per state."""
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: series.get_series(uow, ctx, series_id),
+        lambda found, ctx: render.series(found[0], found[1], ctx.now),
+        write=False,
+    )
+
+
+@router.post("/v2/coupon/series/{series_id}/codes", tags=["series"], responses=ERRORS)
+async def add_codes(
+    series_id: DbId,
+    body: schemas.CodesBody,
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("admin"))],
+) -> Response:
+    """Add codes to a series' pool, given (at most 10,000) or generated (coupon_admin)."""
+    if (body.codes is None) == (body.generate is None):
+        raise errors.InvalidField("codes", "give either codes or generate")
+    upload = series.CodeUpload(
+        codes=None
+        if body.codes is None
+        else [(c, None) if isinstance(c, str) else (c.code, c.pin) for c in body.codes],
+        generate=body.generate,
+    )
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: series.add_codes(uow, ctx, series_id, upload),
+        lambda result, ctx: {"added": result.added, "duplicates": result.duplicates},
+    )
+
+
+# --- customers ---------------------------------------------------------------------------
+
+
+@router.post("/v2/customers", tags=["customers"], responses=ERRORS)
+async def create_customer(
+    body: schemas.CustomerBody,
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("customers"))],
+) -> Response:
+    """Add a customer; each identifier is unique within the org."""
+    new = customers.NewCustomer(
+        mobile=body.mobile,
+        email=body.email,
+        external_id=body.external_id,
+        first_name=body.first_name,
+        last_name=body.last_name,
+    )
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: customers.create_customer(uow, ctx, new),
+        lambda c, ctx: render.customer(c),
+    )
+
+
+@router.get("/v2/customers/lookup", tags=["customers"], responses=ERRORS)
+async def lookup_customer(
+    request: Request,
+    actor: ReadActor,
+    mobile: Annotated[str | None, Query(max_length=200)] = None,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+    external_id: Annotated[str | None, Query(alias="externalId", max_length=200)] = None,
+    id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> Response:
+    """Find a customer by mobile (digits compared), email (any case), externalId or id."""
+    ref = CustomerRef(id=id, mobile=mobile, email=email, external_id=external_id)
+    if ref.is_empty():
+        raise errors.InvalidField("lookup", "give one of mobile, email, externalId, id")
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: customers.lookup_customer(uow, ctx, ref),
+        lambda c, ctx: render.customer(c),
+        write=False,
+    )
+
+
+@router.get("/v2/customers/{customer_id}/coupons", tags=["customers"], responses=ERRORS)
+async def customer_coupons(
+    customer_id: DbId,
+    request: Request,
+    actor: ReadActor,
+    status: Annotated[str, Query(max_length=20)] = "ALL",
+) -> Response:
+    """A customer's coupons: ACTIVE (issued, unredeemed), REDEEMED, REVOKED or ALL."""
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: customers.customer_coupons(uow, ctx, customer_id, status),
+        lambda found, ctx: {"coupons": [render.coupon(c) for c in found]},
+        write=False,
+    )
+
+
+# --- issue -------------------------------------------------------------------------------
+
+
+@router.post("/v2/coupon/issue", tags=["coupons"], responses=ERRORS)
+async def issue_coupon(
+    body: schemas.IssueBody,
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("issue"))],
+) -> Response:
+    """Issue one coupon of a series to a customer."""
+    ref = body.customer.ref()
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: issue.issue(uow, ctx, body.series_id, ref, 1),
+        lambda found, ctx: render.issued(found[0]),
+    )
+
+
+@router.post("/v2/coupon/issue/multiple", tags=["coupons"], responses=ERRORS)
+async def issue_multiple(
+    body: schemas.IssueMultipleBody,
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("issue"))],
+) -> Response:
+    """Issue `count` (1 to 500) coupons of a series to one customer."""
+    ref = body.customer.ref()
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: issue.issue(uow, ctx, body.series_id, ref, body.count),
+        lambda found, ctx: {"coupons": [render.issued(i) for i in found]},
+    )
+
+
+@router.get("/v2/coupon/{coupon_id}", tags=["coupons"], responses=ERRORS)
+async def get_coupon(coupon_id: DbId, request: Request, actor: ReadActor) -> Response:
+    """A coupon with every state change in order."""
+
+    def load(uow: UnitOfWork, ctx: Context) -> dict[str, Any]:
+        found = uow.repo.coupon(ctx.org_id, coupon_id)
+        if found is None:
+            raise errors.CouponNotFound()
+        return render.coupon_with_history(found, uow.repo.history(found.id))
+
+    return await perform(request, actor, load, lambda entity, ctx: entity, write=False)
+
+
+# --- redeem ------------------------------------------------------------------------------
+
+
+@router.post("/v2/coupon/redeem", tags=["coupons"], responses=ERRORS)
+async def redeem_coupons(
+    body: schemas.RedeemBody,
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("redeem"))],
+) -> Response:
+    """Redeem every listed code for the customer, or none."""
+    ref = body.customer.ref()
+    lines = [
+        redeem.RedeemLine(code=line.code, pin=line.pin) for line in body.redemption_request_list
+    ]
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: redeem.redeem(
+            uow, ctx, ref, lines, body.transaction_number, body.bill_amount
+        ),
+        lambda done, ctx: {
+            "redemptions": [
+                {"redemptionId": r.redemption_id, "couponId": r.coupon_id, "code": r.code}
+                for r in done
+            ]
+        },
+    )
+
+
+@router.patch("/v2/coupon/reactivate", tags=["coupons"], responses=ERRORS)
+async def reactivate_coupons(
+    body: schemas.ReactivateBody,
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("redeem"))],
+) -> Response:
+    """Undo redemptions: their coupons return to ISSUED."""
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: redeem.reactivate(uow, ctx, body.redemption_ids),
+        lambda done, ctx: {
+            "reactivated": [
+                {"redemptionId": r.redemption_id, "couponId": r.coupon_id, "couponCode": r.code}
+                for r in done
+            ]
+        },
+    )
+
+
+# --- revoke ------------------------------------------------------------------------------
+
+CodeCaseQuery = Annotated[
+    str | None,
+    Query(
+        alias="couponCodeCase",
+        max_length=20,
+        description="UPPER (default), LOWER or AS_IT_IS: how codes are written in the response",
+    ),
+]
+DryRunQuery = Annotated[
+    bool, Query(alias="dryRun", description="answer as the call would, change nothing")
+]
+
+
+def _revoke_request(body: schemas.RevokeBody) -> revoke.RevokeRequest:
+    return revoke.RevokeRequest(
+        series_id=body.coupon_series_id,
+        codes=tuple(body.coupon_codes or ()),
+        customer=body.customer.ref() if body.customer else None,
+        reason=body.reason,
+    )
+
+
+@router.post(
+    "/v2/coupon/revoke",
+    tags=["revoke"],
+    response_model=schemas.RevokeResponse,
+    responses=ERRORS,
+)
+async def revoke_coupons(
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("revoke"))],
+    body: Annotated[schemas.RevokeBody, Body(openapi_examples=schemas.REVOKE_EXAMPLES)],
+    coupon_code_case: CodeCaseQuery = None,
+    dry_run: DryRunQuery = False,
+) -> Response:
+    """Revoke unredeemed coupons by code (at most 50) or all of a customer's (at most 100).
+
+    Per-code failures are grouped in `failedToRevoke`; the call is still HTTP 200.
+    """
+    case = CodeCase.parse(coupon_code_case)
+    command = _revoke_request(body)
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: revoke.revoke(uow, ctx, command),
+        lambda o, ctx: render.outcome(o, case, "revokedCoupons", "failedToRevoke"),
+        dry_run=dry_run,
+    )
+
+
+@router.post(
+    "/v2/coupon/reinstate",
+    tags=["revoke"],
+    response_model=schemas.ReinstateResponse,
+    responses=ERRORS,
+)
+async def reinstate_coupons(
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("reinstate"))],
+    body: schemas.ReinstateBody,
+    coupon_code_case: CodeCaseQuery = None,
+    dry_run: DryRunQuery = False,
+) -> Response:
+    """Return revoked coupons to the state they had before; or undo one revoke call by its
+    request id (`revokeRequestId`), skipping coupons that changed since."""
+    case = CodeCase.parse(coupon_code_case)
+    if body.revoke_request_id is not None:
+        request_id, reason = body.revoke_request_id, body.reason
+
+        def use_case(uow: UnitOfWork, ctx: Context) -> Any:
+            return revoke.reinstate_request(uow, ctx, request_id, reason)
+
+    else:
+        command = _revoke_request(body)
+
+        def use_case(uow: UnitOfWork, ctx: Context) -> Any:
+            return revoke.reinstate(uow, ctx, command)
+
+    return await perform(
+        request,
+        actor,
+        use_case,
+        lambda o, ctx: render.outcome(o, case, "reinstatedCoupons", "failedToReinstate"),
+        dry_run=dry_run,
+    )

@@ -1,0 +1,187 @@
+"""Request bodies (camelCase, unknown fields ignored) with the vendor's examples."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from coupons.domain.codes import MAX_CODE_LENGTH
+from coupons.services.common import CustomerRef
+
+Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        coerce_numbers_to_str=True,
+    )
+
+
+class CustomerIdentifiers(Body):
+    """Any of the customer's identifiers; all that are given must name the same customer."""
+
+    id: int | None = Field(default=None, ge=1, le=2**62)
+    mobile: ShortText | None = None
+    email: Annotated[str, StringConstraints(max_length=320)] | None = None
+    external_id: ShortText | None = None
+
+    def ref(self) -> CustomerRef:
+        return CustomerRef(
+            id=self.id, mobile=self.mobile, email=self.email, external_id=self.external_id
+        )
+
+
+REVOKE_EXAMPLES = {
+    "codes": {
+        "summary": "Revoke coupons by code",
+        "value": {"couponSeriesId": 415446, "couponCodes": ["3138309782", "3636820421"]},
+    },
+    "mobile": {
+        "summary": "Revoke a customer's coupons by mobile",
+        "value": {"couponSeriesId": 415446, "customer": {"mobile": "11223569865"}},
+    },
+    "externalId": {
+        "summary": "Revoke by external id",
+        "value": {"couponSeriesId": 415446, "customer": {"externalId": "000003873472"}},
+    },
+    "id": {
+        "summary": "Revoke by customer id",
+        "value": {"couponSeriesId": 415446, "customer": {"id": "555567088"}},
+    },
+    "email": {
+        "summary": "Revoke by email",
+        "value": {"couponSeriesId": 415446, "customer": {"email": "Tomswayer@example.com"}},
+    },
+}
+
+
+class RevokeBody(Body):
+    """Which coupons to revoke: codes (at most 50), a customer's, or both."""
+
+    coupon_series_id: int | None = Field(default=None, ge=1, le=2**62)
+    coupon_codes: list[Code] | None = Field(default=None, max_length=1000)
+    customer: CustomerIdentifiers | None = None
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class ReinstateBody(RevokeBody):
+    """Like revoke; or `revokeRequestId` to undo one earlier revoke call."""
+
+    revoke_request_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+class RevokedCoupon(BaseModel):
+    couponId: int
+    couponCode: str
+    issuedToUserId: int | None
+
+
+class FailureGroup(BaseModel):
+    errorCode: int
+    errorMessage: str
+    couponCodes: list[str]
+
+
+class RevokeEntity(BaseModel):
+    totalCount: int
+    failedCount: int
+    revokedCoupons: list[RevokedCoupon]
+    failedToRevoke: list[FailureGroup]
+
+
+class ReinstateEntity(BaseModel):
+    totalCount: int
+    failedCount: int
+    reinstatedCoupons: list[RevokedCoupon]
+    failedToReinstate: list[FailureGroup]
+
+
+class ErrorItem(BaseModel):
+    status: bool
+    code: int
+    message: str
+
+
+class Envelope(BaseModel):
+    warnings: list[object]
+    errors: list[ErrorItem]
+    success: bool
+
+
+class RevokeResponse(Envelope):
+    entity: RevokeEntity
+
+
+class ReinstateResponse(Envelope):
+    entity: ReinstateEntity
+
+
+class ErrorResponse(Envelope):
+    pass
+
+
+class TokenRequest(Body):
+    key: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    secret: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class SeriesBody(Body):
+    description: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    client_handling_type: Literal["DISC_CODE", "DISC_CODE_PIN", "GENERIC", "GENERIC_REDEEMABLE"]
+    generic_code: Code | None = None
+    valid_till: datetime | date
+    discount_type: Literal["ABS", "PERC"]
+    discount_value: Decimal = Field(max_digits=14, decimal_places=4)
+
+
+class CodeWithPin(Body):
+    code: Code
+    pin: Annotated[str, StringConstraints(min_length=1, max_length=20)] | None = None
+
+
+class CodesBody(Body):
+    """Either `codes` (at most 10,000) or `generate` (a number of codes to make)."""
+
+    codes: list[Code | CodeWithPin] | None = Field(default=None, max_length=10_000)
+    generate: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class CustomerBody(Body):
+    mobile: ShortText | None = None
+    email: Annotated[str, StringConstraints(max_length=320)] | None = None
+    external_id: ShortText | None = None
+    first_name: ShortText | None = None
+    last_name: ShortText | None = None
+
+
+class IssueBody(Body):
+    series_id: int = Field(ge=1, le=2**62)
+    customer: CustomerIdentifiers
+
+
+class IssueMultipleBody(IssueBody):
+    count: int = Field(ge=1, le=500)
+
+
+class RedeemLineBody(Body):
+    code: Annotated[str, StringConstraints(min_length=1, max_length=MAX_CODE_LENGTH)]
+    pin: Annotated[str, StringConstraints(max_length=20)] | None = None
+
+
+class RedeemBody(Body):
+    customer: CustomerIdentifiers
+    transaction_number: ShortText | None = None
+    bill_amount: Decimal | None = Field(default=None, ge=0, max_digits=14, decimal_places=4)
+    redemption_request_list: list[RedeemLineBody] = Field(min_length=1, max_length=50)
+
+
+class ReactivateBody(Body):
+    redemption_ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(min_length=1, max_length=50)

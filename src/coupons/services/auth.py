@@ -1,0 +1,217 @@
+"""API clients, secrets, tokens and access groups (spec §2).
+
+Secrets are stored only as argon2 hashes. Argon2 is slow on purpose, so a successful Basic
+check is remembered in memory, keyed by the stored hash and a SHA-256 of the presented secret:
+the next request with the same credentials skips argon2, a changed secret misses the cache,
+and the client row (active flag) is still read on every request so a disabled client stops at
+once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from coupons.adapters.repos import ClientRecord
+from coupons.adapters.sql_uow import Database
+from coupons.domain import errors
+from coupons.services.common import Actor, utcnow
+from coupons.services.uow import UnitOfWork
+
+GROUPS = ("default", "coupon_admin", "read_only")
+
+# What each access group may do.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "read_only": frozenset({"read"}),
+    "default": frozenset({"read", "customers", "issue", "redeem", "revoke", "reinstate"}),
+    "coupon_admin": frozenset(
+        {"read", "customers", "issue", "redeem", "revoke", "reinstate", "admin"}
+    ),
+}
+
+SIGNING_KEY_NAME = "token_signing_key"
+_hasher = PasswordHasher()
+# A hash to verify against when the username is unknown, so timing does not reveal it.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_secret(secret: str) -> str:
+    return _hasher.hash(secret)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def parse_groups(value: str | Iterable[str]) -> frozenset[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    groups = frozenset(g.strip() for g in items if g.strip())
+    unknown = groups - set(GROUPS)
+    if unknown or not groups:
+        raise ValueError(f"unknown access group(s): {', '.join(sorted(unknown)) or '(none)'}")
+    return groups
+
+
+def require(actor: Actor, permission: str) -> None:
+    """9011 unless one of the caller's groups allows `permission`."""
+    if not any(permission in PERMISSIONS.get(g, frozenset()) for g in actor.groups):
+        raise errors.AccessDenied()
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    access_token: str
+    expires_in: int
+
+
+class FailureThrottle:
+    """Counts failed logins per username and per address in a sliding window."""
+
+    def __init__(self, limit: int, window_seconds: int) -> None:
+        self.limit = limit
+        self.window = window_seconds
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        entries = self._failures.setdefault(key, deque())
+        while entries and entries[0] <= now - self.window:
+            entries.popleft()
+        return entries
+
+    def check(self, *keys: str) -> None:
+        """429 while any key has too many recent failures."""
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                entries = self._recent(key, now)
+                if len(entries) >= self.limit:
+                    retry = max(1, int(entries[0] + self.window - now) + 1)
+                    raise errors.TooManyAuthFailures(retry)
+
+    def fail(self, *keys: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                self._recent(key, now).append(now)
+            if len(self._failures) > 100_000:  # bound memory under a spray of usernames
+                self._failures.clear()
+
+
+class Authenticator:
+    """Checks Basic credentials and tokens against the client table."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        token_secret: str | None,
+        token_ttl_seconds: int,
+        throttle: FailureThrottle,
+    ) -> None:
+        self.db = db
+        self.token_ttl = token_ttl_seconds
+        self.throttle = throttle
+        self._token_secret = token_secret
+        self._verified: dict[tuple[int, str], bytes] = {}
+        self._lock = threading.Lock()
+
+    # --- Basic ----------------------------------------------------------------------------
+
+    def check_secret(self, username: str, secret: str, address: str) -> ClientRecord:
+        """The active client with these credentials, or 9010 (429 when throttled)."""
+        keys = (f"user:{username}", f"addr:{address}")
+        self.throttle.check(*keys)
+        client = self.db.run(lambda uow: uow.repo.client_by_username(username), write=False)
+        if client is None or not self._verify(client, secret) or not client.is_active:
+            self.throttle.fail(*keys)
+            raise errors.AuthenticationFailed()
+        return client
+
+    def _verify(self, client: ClientRecord | None, secret: str) -> bool:
+        digest = hashlib.sha256(secret.encode()).digest()
+        if client is not None:
+            key = (client.id, client.secret_hash)
+            with self._lock:
+                cached = self._verified.get(key)
+            if cached is not None and hmac.compare_digest(cached, digest):
+                return True
+        try:
+            _hasher.verify(client.secret_hash if client else _DUMMY_HASH, secret)
+        except (VerificationError, InvalidHashError):
+            return False
+        if client is None:
+            return False
+        with self._lock:
+            if len(self._verified) > 10_000:
+                self._verified.clear()
+            self._verified[(client.id, client.secret_hash)] = digest
+        return True
+
+    # --- tokens ---------------------------------------------------------------------------
+
+    def signing_key(self) -> str:
+        """The configured key, or one generated on first use and kept in the database."""
+        if self._token_secret is None:
+            self._token_secret = self.db.run(_load_or_create_key, retry_integrity=True)
+        return self._token_secret
+
+    def issue_token(self, username: str, secret: str, address: str) -> Token:
+        client = self.check_secret(username, secret, address)
+        now = utcnow()
+        claims = {
+            "sub": str(client.id),
+            "org": client.org_id,
+            "iat": int(now.timestamp()),
+            "exp": int((now + timedelta(seconds=self.token_ttl)).timestamp()),
+            "jti": secrets.token_hex(8),
+        }
+        token = jwt.encode(claims, self.signing_key(), algorithm="HS256")
+        return Token(access_token=token, expires_in=self.token_ttl)
+
+    def check_token(self, token: str) -> ClientRecord:
+        """The active client a valid, unexpired token was issued to, or 9010."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.signing_key(),
+                algorithms=["HS256"],
+                options={"require": ["sub", "exp", "iat"]},
+            )
+            client_id = int(claims["sub"])
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise errors.AuthenticationFailed() from None
+        client = self.db.run(lambda uow: uow.repo.client_by_id(client_id), write=False)
+        if client is None or not client.is_active or client.org_id != claims.get("org"):
+            raise errors.AuthenticationFailed()
+        return client
+
+
+def _load_or_create_key(uow: UnitOfWork) -> str:
+    existing = uow.repo.service_key(SIGNING_KEY_NAME)
+    if existing is not None:
+        return existing
+    key = secrets.token_urlsafe(48)
+    uow.repo.add_service_key(SIGNING_KEY_NAME, key)  # a racing twin is retried, then reads ours
+    uow.commit()
+    return key
+
+
+def actor_of(client: ClientRecord) -> Actor:
+    return Actor(
+        org_id=client.org_id,
+        client_id=client.id,
+        username=client.username,
+        groups=client.groups,
+    )

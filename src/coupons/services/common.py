@@ -1,0 +1,90 @@
+"""Values every use case shares: who acts, when, and which customer a request names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from coupons.domain import errors
+from coupons.domain.model import Customer, Series, normalize_email, normalize_mobile
+from coupons.services.uow import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """An authenticated API client."""
+
+    org_id: int
+    client_id: int
+    username: str
+    groups: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who acts, for which request, at what time."""
+
+    actor: Actor
+    request_id: str
+    now: datetime
+
+    @property
+    def org_id(self) -> int:
+        return self.actor.org_id
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRef:
+    """Identifiers a request uses to name a customer; any subset may be given."""
+
+    id: int | None = None
+    mobile: str | None = None
+    email: str | None = None
+    external_id: str | None = None
+
+    def is_empty(self) -> bool:
+        return self.id is None and not self.mobile and not self.email and not self.external_id
+
+
+def find_customer(uow: UnitOfWork, org_id: int, ref: CustomerRef) -> Customer:
+    """The one customer all given identifiers name: 701 if none does, 9008 if they disagree."""
+    given = {
+        name
+        for name, value in (
+            ("id", ref.id),
+            ("mobile", ref.mobile),
+            ("email", ref.email),
+            ("externalId", ref.external_id),
+        )
+        if value not in (None, "")
+    }
+    if not given:
+        raise errors.CustomerNotFound("customer: no identifier given")
+    matches = uow.repo.find_customers(
+        org_id,
+        id=ref.id,
+        mobile_norm=normalize_mobile(ref.mobile) if ref.mobile else None,
+        email_norm=normalize_email(ref.email) if ref.email else None,
+        external_id=ref.external_id or None,
+    )
+    if not matches:
+        raise errors.CustomerNotFound()
+    customer, matched = matches[0]
+    # Every identifier must name the same customer: one that names nobody, or another
+    # customer, makes the request ambiguous, and revoking the wrong person's coupons is worse
+    # than refusing.
+    if len(matches) > 1 or matched != given:
+        raise errors.AmbiguousCustomer()
+    return customer
+
+
+def series_for_operation(uow: UnitOfWork, org_id: int, series_id: int) -> Series:
+    """The org's series, or 707 as a whole-request failure."""
+    series = uow.repo.series(org_id, series_id)
+    if series is None:
+        raise errors.InvalidSeries()
+    return series

@@ -1,0 +1,223 @@
+"""Redeem (all or nothing) and reactivate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from coupons.adapters.repos import HistoryRecord
+from coupons.domain import codes as code_rules
+from coupons.domain import errors
+from coupons.domain.model import Action, Coupon, CouponState, SeriesType
+from coupons.services.common import Context, CustomerRef, find_customer
+from coupons.services.uow import UnitOfWork
+
+MAX_REDEEM_LINES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemLine:
+    code: str
+    pin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    redemption_id: int
+    coupon_id: int
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reactivation:
+    redemption_id: int
+    coupon_id: int
+    code: str
+
+
+def redeem(
+    uow: UnitOfWork,
+    ctx: Context,
+    customer: CustomerRef,
+    lines: list[RedeemLine],
+    transaction_number: str | None,
+    bill_amount: Decimal | None,
+) -> list[Redemption]:
+    """Redeem every line for the customer, or none: the first line that cannot be redeemed
+    fails the whole request (702, 703, 711, 682, 712, 9019)."""
+    if not lines:
+        raise errors.InvalidField("redemptionRequestList", "give at least one code")
+    if len(lines) > MAX_REDEEM_LINES:
+        raise errors.InvalidField("redemptionRequestList", f"at most {MAX_REDEEM_LINES} codes")
+    seen: set[str] = set()
+    for line in lines:
+        key = code_rules.normalize(line.code)
+        if not key:
+            raise errors.InvalidField("redemptionRequestList.code", "must not be blank")
+        if key in seen:
+            raise errors.InvalidField("redemptionRequestList", f"code {line.code!r} given twice")
+        seen.add(key)
+    person = find_customer(uow, ctx.org_id, customer)
+    norms = [code_rules.normalize(line.code) for line in lines]
+    matches = uow.repo.coupons_by_codes(ctx.org_id, norms, series_id=None, lock=True)
+    series = uow.repo.series_many(ctx.org_id, {c.series_id for c in matches})
+    open_series = {}
+    for found_series in uow.repo.generic_series_by_codes(ctx.org_id, norms):
+        series[found_series.id] = found_series
+        if found_series.type is SeriesType.GENERIC_REDEEMABLE:
+            assert found_series.generic_code is not None
+            open_series[code_rules.normalize(found_series.generic_code)] = found_series
+    by_code: dict[str, list[Coupon]] = {}
+    for coupon in matches:
+        by_code.setdefault(code_rules.normalize(coupon.code), []).append(coupon)
+
+    chosen: list[Coupon] = []
+    open_generic: list[tuple[int, str]] = []  # (series id, code) redeemable without issue
+    for line, key in zip(lines, norms, strict=True):
+        found = by_code.get(key, [])
+        generic = open_series.get(key)
+        if generic is not None:
+            # Anyone may redeem a GENERIC_REDEEMABLE code without issue, once per customer.
+            if generic.is_expired(ctx.now):
+                raise errors.SeriesExpired()
+            held = [c for c in found if c.customer_id == person.id and c.series_id == generic.id]
+            if not held:
+                assert generic.generic_code is not None
+                open_generic.append((generic.id, generic.generic_code))
+                continue
+            found = held
+        if not found:
+            raise errors.CouponCodeInvalid(f"coupon code {line.code.strip()!r} is invalid")
+        if series[found[0].series_id].is_expired(ctx.now):
+            raise errors.SeriesExpired()
+        mine = [c for c in found if c.customer_id == person.id]
+        if not mine:
+            raise errors.CouponNotIssuedToCustomer(
+                f"coupon {found[0].code!r} is not issued to this customer"
+            )
+        issued = [c for c in mine if c.state is CouponState.ISSUED]
+        if not issued:
+            if any(c.state is CouponState.REVOKED for c in mine):
+                raise errors.CouponRevoked(f"coupon {mine[0].code!r} is revoked")
+            raise errors.CouponAlreadyRedeemed(f"coupon {mine[0].code!r} is already redeemed")
+        coupon = issued[0]
+        if series[coupon.series_id].type is SeriesType.DISC_CODE_PIN and (
+            line.pin is None or line.pin.strip() != (coupon.pin or "")
+        ):
+            raise errors.InvalidPin()
+        chosen.append(coupon)
+
+    if chosen:
+        changed = uow.repo.set_state(
+            [c.id for c in chosen],
+            from_state=CouponState.ISSUED,
+            to_state=CouponState.REDEEMED,
+            now=ctx.now,
+        )
+        if changed != len(chosen):
+            raise RuntimeError("coupons changed under lock during redeem")
+    if open_generic:
+        # A GENERIC_REDEEMABLE code needs no issue: each redemption creates its own coupon.
+        new_ids = uow.repo.add_coupons(
+            [
+                {
+                    "org_id": ctx.org_id,
+                    "series_id": series_id,
+                    "code": code,
+                    "code_norm": code_rules.normalize(code),
+                    "is_generic": True,
+                    "state": CouponState.REDEEMED.value,
+                    "customer_id": person.id,
+                    "created_at": ctx.now,
+                    "updated_at": ctx.now,
+                }
+                for series_id, code in open_generic
+            ]
+        )
+        chosen.extend(
+            Coupon(id=i, series_id=s, code=c, state=CouponState.ISSUED, customer_id=person.id)
+            for i, (s, c) in zip(new_ids, open_generic, strict=True)
+        )
+    redemption_ids = uow.repo.add_redemptions(
+        [
+            {
+                "org_id": ctx.org_id,
+                "coupon_id": c.id,
+                "customer_id": person.id,
+                "transaction_number": transaction_number,
+                "bill_amount": bill_amount,
+                "redeemed_at": ctx.now,
+                "request_id": ctx.request_id,
+            }
+            for c in chosen
+        ]
+    )
+    _record(
+        uow, ctx, [(c.id, CouponState.ISSUED, CouponState.REDEEMED) for c in chosen], Action.REDEEM
+    )
+    return [
+        Redemption(redemption_id=r, coupon_id=c.id, code=c.code)
+        for r, c in zip(redemption_ids, chosen, strict=True)
+    ]
+
+
+def reactivate(uow: UnitOfWork, ctx: Context, redemption_ids: list[int]) -> list[Reactivation]:
+    """Undo redemptions: REDEEMED -> ISSUED. All or nothing."""
+    ids = sorted(set(redemption_ids))
+    if not ids:
+        raise errors.InvalidField("redemptionIds", "give at least one redemption id")
+    if len(ids) > MAX_REDEEM_LINES:
+        raise errors.InvalidField("redemptionIds", f"at most {MAX_REDEEM_LINES} ids")
+    found = uow.repo.redemptions_by_ids(ctx.org_id, ids, lock=True)
+    missing = sorted(set(ids) - {r.id for r in found})
+    if missing:
+        raise errors.RedemptionNotFound(f"redemption {missing[0]} not found")
+    coupons = {
+        c.id: c
+        for c in uow.repo.coupons_by_ids(ctx.org_id, [r.coupon_id for r in found], lock=True)
+    }
+    for red in found:
+        coupon = coupons[red.coupon_id]
+        if red.reactivated or coupon.state is not CouponState.REDEEMED:
+            raise errors.RedemptionNotFound(
+                f"redemption {red.id} is no longer active (coupon is {coupon.state.value})"
+            )
+    changed = uow.repo.set_state(
+        [r.coupon_id for r in found],
+        from_state=CouponState.REDEEMED,
+        to_state=CouponState.ISSUED,
+        now=ctx.now,
+    )
+    if changed != len(found) or uow.repo.mark_reactivated(ids, ctx.now) != len(found):
+        raise RuntimeError("redemptions changed under lock during reactivate")
+    _record(
+        uow,
+        ctx,
+        [(r.coupon_id, CouponState.REDEEMED, CouponState.ISSUED) for r in found],
+        Action.REACTIVATE,
+    )
+    return [Reactivation(r.id, r.coupon_id, coupons[r.coupon_id].code) for r in found]
+
+
+def _record(
+    uow: UnitOfWork,
+    ctx: Context,
+    changes: list[tuple[int, CouponState, CouponState]],
+    action: Action,
+) -> None:
+    uow.repo.add_history(
+        ctx.org_id,
+        [
+            HistoryRecord(
+                coupon_id=coupon_id,
+                action=action,
+                from_state=before,
+                to_state=after,
+                at=ctx.now,
+                actor=ctx.actor.username,
+                request_id=ctx.request_id,
+                reason=None,
+            )
+            for coupon_id, before, after in changes
+        ],
+    )

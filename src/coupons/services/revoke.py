@@ -1,0 +1,204 @@
+"""Revoke and reinstate (spec §5): whole-request checks, then per-code outcomes, atomically.
+
+Statements per request are constant, whatever the number of codes: look up the series and
+customer, lock the coupons in scope in id order (`SELECT ... FOR UPDATE`; SQLite holds the
+database write lock from `BEGIN IMMEDIATE` instead), one guarded `UPDATE`, one batched history
+insert. The lock-then-decide order is what makes a concurrent redeem and revoke end in exactly
+one state: whichever transaction locks the row second sees the first one's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coupons.adapters.repos import HistoryRecord
+from coupons.domain import codes as code_rules
+from coupons.domain import errors
+from coupons.domain.model import Action, Coupon, CouponState, Customer, Series, SeriesType
+from coupons.domain.revoke import FailureReason, Outcome, decide_reinstate, decide_revoke
+from coupons.services.common import Context, CustomerRef, find_customer
+from coupons.services.uow import UnitOfWork
+
+MAX_CODES = 50
+MAX_CUSTOMER_COUPONS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeRequest:
+    series_id: int | None = None
+    codes: tuple[str, ...] = ()
+    customer: CustomerRef | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    codes: list[str]
+    series: Series | None
+    customer: Customer | None
+
+
+def revoke(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> Outcome:
+    """Revoke the coupons a request names; per-code failures are reported, not raised."""
+    scope = _check(uow, ctx, request)
+    if scope.codes:
+        matches = _coupons_for_codes(uow, ctx, scope)
+        outcome = decide_revoke(
+            scope.codes,
+            matches,
+            customer_id=scope.customer.id if scope.customer else None,
+            series_given=scope.series is not None,
+        )
+    else:
+        assert scope.customer is not None
+        outcome = Outcome(done=_customer_coupons(uow, ctx, scope, CouponState.ISSUED))
+    if outcome.done:
+        ids = [c.id for c in outcome.done]
+        changed = uow.repo.mark_revoked(ids, ctx.now)
+        if changed != len(ids):
+            raise RuntimeError("coupons changed under lock during revoke")
+        _record(uow, ctx, outcome.done, Action.REVOKE, request.reason)
+    return outcome
+
+
+def reinstate(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> Outcome:
+    """Return REVOKED coupons to the state they had before revoke."""
+    scope = _check(uow, ctx, request)
+    if scope.codes:
+        matches = _coupons_for_codes(uow, ctx, scope)
+        outcome = decide_reinstate(
+            scope.codes,
+            matches,
+            customer_id=scope.customer.id if scope.customer else None,
+            series_given=scope.series is not None,
+        )
+    else:
+        assert scope.customer is not None
+        outcome = Outcome(done=_customer_coupons(uow, ctx, scope, CouponState.REVOKED))
+    _apply_reinstate(uow, ctx, outcome, request.reason)
+    return outcome
+
+
+def reinstate_request(
+    uow: UnitOfWork, ctx: Context, revoke_request_id: str, reason: str | None
+) -> Outcome:
+    """Undo one earlier revoke call, skipping (and reporting) coupons changed since."""
+    first_look = uow.repo.revoked_by_request(ctx.org_id, revoke_request_id)
+    if not first_look:
+        raise errors.InvalidField("revokeRequestId", "no revoke with this request id")
+    locked = uow.repo.coupons_by_ids(ctx.org_id, [cid for cid, _ in first_look], lock=True)
+    # Read again under the lock: a change that committed meanwhile must count.
+    still_latest = {
+        cid for cid, latest in uow.repo.revoked_by_request(ctx.org_id, revoke_request_id) if latest
+    }
+    outcome = Outcome()
+    for coupon in locked:
+        if coupon.id in still_latest and coupon.state is CouponState.REVOKED:
+            outcome.done.append(coupon)
+        else:
+            outcome.fail(FailureReason.CHANGED_SINCE, coupon.code)
+    _apply_reinstate(uow, ctx, outcome, reason)
+    return outcome
+
+
+def _apply_reinstate(uow: UnitOfWork, ctx: Context, outcome: Outcome, reason: str | None) -> None:
+    if not outcome.done:
+        return
+    ids = [c.id for c in outcome.done]
+    changed = uow.repo.mark_reinstated(ids, ctx.now)
+    if changed != len(ids):
+        raise RuntimeError("coupons changed under lock during reinstate")
+    _record(uow, ctx, outcome.done, Action.REINSTATE, reason)
+
+
+def _check(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> _Scope:
+    """The whole-request checks of spec §5, in its order; the first failure answers alone."""
+    codes = code_rules.distinct_codes(request.codes)
+    customer_ref = (
+        request.customer if request.customer and not request.customer.is_empty() else None
+    )
+    if not codes and customer_ref is None:
+        raise errors.CodesOrCustomerRequired()
+    if len(codes) > MAX_CODES:
+        raise errors.TooManyCodes()
+    if len(codes) > 1 and request.series_id is None:
+        raise errors.SeriesRequiredForManyCodes()
+    series = None
+    if request.series_id is not None:
+        series = uow.repo.series(ctx.org_id, request.series_id)
+        if series is None:
+            raise errors.InvalidSeries()
+        _check_series(ctx, series)
+    customer = find_customer(uow, ctx.org_id, customer_ref) if customer_ref else None
+    if series is not None and series.type is SeriesType.GENERIC and codes and customer is None:
+        raise errors.GenericCodeNeedsCustomer()
+    return _Scope(codes=codes, series=series, customer=customer)
+
+
+def _check_series(ctx: Context, series: Series) -> None:
+    if series.is_expired(ctx.now):
+        raise errors.SeriesExpired()
+    if series.type is SeriesType.GENERIC_REDEEMABLE:
+        raise errors.NotSupportedForGenericRedeemable()
+
+
+def _coupons_for_codes(uow: UnitOfWork, ctx: Context, scope: _Scope) -> list[Coupon]:
+    """Lock the coupons carrying the codes, in the series or (one code) across the org."""
+    norms = [code_rules.normalize(c) for c in scope.codes]
+    series_id = scope.series.id if scope.series else None
+    matches = uow.repo.coupons_by_codes(ctx.org_id, norms, series_id=series_id, lock=True)
+    if scope.series is None:
+        # One code without a series: the series it belongs to gets the checks a given
+        # series would get (expired 712, GENERIC_REDEEMABLE 811, GENERIC without customer 108).
+        # A generic series is found by its shared code even before it has any coupon.
+        found = uow.repo.series_many(ctx.org_id, {c.series_id for c in matches})
+        found.update((s.id, s) for s in uow.repo.generic_series_by_codes(ctx.org_id, norms))
+        for series in sorted(found.values(), key=lambda s: s.id):
+            _check_series(ctx, series)
+            if series.type is SeriesType.GENERIC and scope.customer is None:
+                raise errors.GenericCodeNeedsCustomer()
+    return matches
+
+
+def _customer_coupons(
+    uow: UnitOfWork, ctx: Context, scope: _Scope, state: CouponState
+) -> list[Coupon]:
+    """Customer mode: the customer's coupons in the series, or in every unexpired series."""
+    assert scope.customer is not None
+    found = uow.repo.coupons_of_customer(
+        ctx.org_id,
+        scope.customer.id,
+        states=(state,),
+        series_id=scope.series.id if scope.series else None,
+        unexpired_at=None if scope.series else ctx.now,
+        limit=MAX_CUSTOMER_COUPONS + 1,
+        lock=True,
+    )
+    if len(found) > MAX_CUSTOMER_COUPONS:
+        raise errors.TooManyCustomerCoupons()
+    return found
+
+
+def _record(
+    uow: UnitOfWork, ctx: Context, changed: list[Coupon], action: Action, reason: str | None
+) -> None:
+    uow.repo.add_history(
+        ctx.org_id,
+        [
+            HistoryRecord(
+                coupon_id=c.id,
+                action=action,
+                from_state=c.state,
+                to_state=(
+                    CouponState.REVOKED
+                    if action is Action.REVOKE
+                    else (c.revoked_from or CouponState.ISSUED)
+                ),
+                at=ctx.now,
+                actor=ctx.actor.username,
+                request_id=ctx.request_id,
+                reason=reason,
+            )
+            for c in changed
+        ],
+    )

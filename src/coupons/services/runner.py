@@ -1,0 +1,78 @@
+"""Runs one use case in one transaction, with idempotency keys and dry runs.
+
+The runner owns the transaction around a use case: it replays a stored response for a known
+`Idempotency-Key` (9006 when the request differs), runs the use case, renders the response,
+stores it under the key in the same transaction, and commits, or rolls back for a dry run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from coupons.adapters.sql_uow import Database
+from coupons.domain import errors
+from coupons.services.common import Context
+from coupons.services.uow import UnitOfWork
+
+T = TypeVar("T")
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    status_code: int
+    body: bytes
+    replayed: bool = False
+
+
+def execute(
+    db: Database,
+    ctx: Context,
+    use_case: Callable[[UnitOfWork], T],
+    render: Callable[[T], bytes],
+    *,
+    idempotency: Idempotency | None = None,
+    dry_run: bool = False,
+    write: bool = True,
+) -> Rendered:
+    """Run `use_case` once, atomically; a `CouponError` rolls everything back."""
+
+    def attempt(uow: UnitOfWork) -> Rendered:
+        if idempotency is not None:
+            stored = uow.repo.stored_response(
+                ctx.actor.client_id, idempotency.key, ctx.now - IDEMPOTENCY_WINDOW
+            )
+            if stored is not None:
+                if stored.fingerprint != idempotency.fingerprint:
+                    raise errors.IdempotencyKeyReused()
+                return Rendered(stored.status_code, stored.body, replayed=True)
+        body = render(use_case(uow))
+        if dry_run or not write:
+            uow.rollback()
+            return Rendered(200, body)
+        if idempotency is not None:
+            uow.repo.store_response(
+                client_id=ctx.actor.client_id,
+                org_id=ctx.org_id,
+                key=idempotency.key,
+                fingerprint=idempotency.fingerprint,
+                status_code=200,
+                body=body,
+                now=ctx.now,
+                expired_before=ctx.now - IDEMPOTENCY_WINDOW,
+            )
+        uow.commit()
+        return Rendered(200, body)
+
+    # A dry run writes for real (under the same locks) and then rolls back.
+    return db.run(attempt, write=write, retry_integrity=True)

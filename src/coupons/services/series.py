@@ -1,0 +1,149 @@
+"""Coupon series and their code pools."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from coupons.domain import codes as code_rules
+from coupons.domain import errors
+from coupons.domain.model import CouponState, DiscountType, Series, SeriesType
+from coupons.services.common import Context
+from coupons.services.uow import UnitOfWork
+
+MAX_CODES_PER_UPLOAD = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class NewSeries:
+    description: str
+    type: SeriesType
+    generic_code: str | None
+    valid_till: datetime
+    discount_type: DiscountType
+    discount_value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CodeUpload:
+    """Codes to add as given (with optional PINs), or a number of codes to generate."""
+
+    codes: list[tuple[str, str | None]] | None = None
+    generate: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    added: int
+    duplicates: list[str]
+
+
+def create_series(uow: UnitOfWork, ctx: Context, new: NewSeries) -> Series:
+    """Create a series; generic types need their shared code."""
+    generic_code = code_rules.clean(new.generic_code) if new.generic_code else None
+    if new.type.is_generic and not generic_code:
+        raise errors.InvalidField("genericCode", f"required for {new.type.value} series")
+    if not new.type.is_generic:
+        generic_code = None
+    if new.discount_type is DiscountType.PERC and not (0 < new.discount_value <= 100):
+        raise errors.InvalidField("discountValue", "a percentage must be above 0 and at most 100")
+    if new.discount_value <= 0:
+        raise errors.InvalidField("discountValue", "must be greater than 0")
+    return uow.repo.add_series(
+        org_id=ctx.org_id,
+        description=new.description,
+        type=new.type,
+        generic_code=generic_code,
+        valid_till=new.valid_till,
+        discount_type=new.discount_type,
+        discount_value=new.discount_value,
+        now=ctx.now,
+    )
+
+
+def get_series(
+    uow: UnitOfWork, ctx: Context, series_id: int
+) -> tuple[Series, dict[CouponState, int]]:
+    """A series of the caller's org with its coupon counts per state."""
+    series = uow.repo.series(ctx.org_id, series_id)
+    if series is None:
+        raise errors.SeriesNotFound()
+    return series, uow.repo.state_counts(series.id)
+
+
+def add_codes(uow: UnitOfWork, ctx: Context, series_id: int, upload: CodeUpload) -> UploadResult:
+    """Add codes to a series' AVAILABLE pool; codes already there are reported, not added."""
+    series = uow.repo.series(ctx.org_id, series_id)
+    if series is None:
+        raise errors.SeriesNotFound()
+    if series.type is SeriesType.GENERIC_REDEEMABLE:
+        raise errors.NotSupportedForGenericRedeemable()
+    if not series.type.has_pool:
+        raise errors.NotSupportedForSeriesType(
+            f"codes cannot be added to a {series.type.value} series; it has one generic code"
+        )
+    needs_pin = series.type is SeriesType.DISC_CODE_PIN
+    if upload.generate is not None:
+        return _generate(uow, ctx, series, upload.generate, needs_pin)
+    assert upload.codes is not None
+    wanted: dict[str, tuple[str, str | None]] = {}
+    duplicates: list[str] = []
+    for raw, pin in upload.codes:
+        code = code_rules.clean(raw)
+        key = code_rules.normalize(code)
+        if key in wanted:
+            duplicates.append(code)
+        else:
+            wanted[key] = (code, pin)
+    existing = uow.repo.existing_code_norms(series.id, list(wanted))
+    rows = []
+    for key, (code, pin) in wanted.items():
+        if key in existing:
+            duplicates.append(code)
+            continue
+        rows.append(
+            _pool_row(ctx, series, code, pin or (code_rules.generate_pin() if needs_pin else None))
+        )
+    uow.repo.add_coupons(rows)
+    return UploadResult(added=len(rows), duplicates=duplicates)
+
+
+def _generate(
+    uow: UnitOfWork, ctx: Context, series: Series, count: int, needs_pin: bool
+) -> UploadResult:
+    fresh = new_unique_codes(uow, series.id, count)
+    uow.repo.add_coupons(
+        [
+            _pool_row(ctx, series, code, code_rules.generate_pin() if needs_pin else None)
+            for code in fresh
+        ]
+    )
+    return UploadResult(added=len(fresh), duplicates=[])
+
+
+def new_unique_codes(uow: UnitOfWork, series_id: int, count: int) -> list[str]:
+    """`count` random codes not yet in the series (checked in one query per round)."""
+    fresh: dict[str, str] = {}
+    while len(fresh) < count:
+        batch = {}
+        for _ in range(count - len(fresh)):
+            code = code_rules.generate_code()
+            batch[code_rules.normalize(code)] = code
+        taken = uow.repo.existing_code_norms(series_id, list(batch))
+        fresh.update({k: v for k, v in batch.items() if k not in taken})
+    return list(fresh.values())[:count]
+
+
+def _pool_row(ctx: Context, series: Series, code: str, pin: str | None) -> dict[str, object]:
+    return {
+        "org_id": ctx.org_id,
+        "series_id": series.id,
+        "code": code,
+        "code_norm": code_rules.normalize(code),
+        "pin": pin,
+        "is_generic": False,
+        "state": CouponState.AVAILABLE.value,
+        "created_at": ctx.now,
+        "updated_at": ctx.now,
+    }
