@@ -6,6 +6,7 @@ import os
 import shlex
 from typing import Annotated
 
+import orjson
 import typer
 from rich.console import Console
 
@@ -171,7 +172,9 @@ def serve(
 
 def _print_demo(data: demo.DemoData, host: str, port: int) -> None:
     base = f"http://{host}:{port}"
-    body = f'{{"couponSeriesId": {data.series_id}, "couponCodes": ["{data.issued_code}"], "reason": "demo"}}'
+    body = orjson.dumps(
+        {"couponSeriesId": data.series_id, "couponCodes": [data.issued_code], "reason": "demo"}
+    ).decode()
     console.rule("[bold]demo data ready")
     console.print(f"API client username: [bold]{data.username}[/bold]")
     console.print(f"API client secret:   [bold]{data.secret}[/bold]")

@@ -7,7 +7,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from coupons.domain.errors import BodyTooLarge
+from coupons.domain.errors import BodyTooLarge, CouponError, InvalidField
 from coupons.entrypoints.http.envelope import failure_body
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -53,6 +53,10 @@ class EdgeMiddleware:
                 message["headers"] = [*message["headers"], header]
             await send(message)
 
+        if b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", ""):
+            error = InvalidField("query", "must not contain NUL characters")
+            await self._reply(send_with_id, error)
+            return
         if declared_length is not None and declared_length > self.max_body_bytes:
             await self._too_large(send_with_id)
             return
@@ -91,17 +95,21 @@ class EdgeMiddleware:
         return b"".join(chunks), False
 
     async def _too_large(self, send: Send) -> None:
-        error = BodyTooLarge()
+        await self._reply(send, BodyTooLarge(), close=True)
+
+    async def _reply(self, send: Send, error: CouponError, *, close: bool = False) -> None:
         body = failure_body(error.code, error.message)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
         await send(
             {
                 "type": "http.response.start",
                 "status": error.http_status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
+                "headers": headers,
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 from coupons.domain.codes import MAX_CODE_LENGTH
@@ -16,6 +16,15 @@ Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 
 
+def _reject_nul(value: Any, path: str = "") -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item)
+
+
 class Body(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -23,6 +32,13 @@ class Body(BaseModel):
         extra="ignore",
         coerce_numbers_to_str=True,
     )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL cannot store NUL in text; refuse it up front as a 400, never a 500.
+        _reject_nul(value)
+        return value
 
 
 class CustomerIdentifiers(Body):
