@@ -42,8 +42,6 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         description=DESCRIPTION,
         docs_url=None,
         redoc_url=None,
-        # Vendor clients and quick `curl -d` calls do not always label JSON bodies as JSON.
-        strict_content_type=False,
     )
     app.state.settings = settings
     app.state.db = database

@@ -27,7 +27,7 @@ from coupons.services.uow import UnitOfWork
 
 T = TypeVar("T")
 
-router = APIRouter(strict_content_type=False)
+router = APIRouter()
 
 DbId = Annotated[int, Path(ge=1, le=2**62)]
 ERRORS: dict[int | str, dict[str, Any]] = {
