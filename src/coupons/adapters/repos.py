@@ -519,6 +519,18 @@ class SqlRepository:
             found.append((_customer(row), matched))
         return found
 
+    def lock_customer(self, org_id: int, customer_id: int) -> None:
+        """Hold the customer's row until commit, to serialize decisions about its coupons.
+
+        `FOR NO KEY UPDATE` still lets other transactions insert rows that reference the
+        customer. SQLite has no row locks; its writers are serialized by `BEGIN IMMEDIATE`.
+        """
+        self.conn.execute(
+            select(customers.c.id)
+            .where(customers.c.org_id == org_id, customers.c.id == customer_id)
+            .with_for_update(key_share=True)
+        )
+
     # --- redemptions ----------------------------------------------------------------------
 
     def add_redemptions(self, rows: list[dict[str, Any]]) -> list[int]:

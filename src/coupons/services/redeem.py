@@ -59,10 +59,16 @@ def redeem(
         seen.add(key)
     person = find_customer(uow, ctx.org_id, customer)
     norms = [code_rules.normalize(line.code) for line in lines]
+    generic_series = uow.repo.generic_series_by_codes(ctx.org_id, norms)
+    if any(s.type is SeriesType.GENERIC_REDEEMABLE for s in generic_series):
+        # "Has this customer redeemed the open code yet?" asks about a row that may not exist,
+        # which no coupon lock covers: lock the customer first, so two such redeems take turns.
+        # Lock order stays customer, then coupons in id order (revoke takes no customer lock).
+        uow.repo.lock_customer(ctx.org_id, person.id)
     matches = uow.repo.coupons_by_codes(ctx.org_id, norms, series_id=None, lock=True)
     series = uow.repo.series_many(ctx.org_id, {c.series_id for c in matches})
     open_series = {}
-    for found_series in uow.repo.generic_series_by_codes(ctx.org_id, norms):
+    for found_series in generic_series:
         series[found_series.id] = found_series
         if found_series.type is SeriesType.GENERIC_REDEEMABLE:
             assert found_series.generic_code is not None
