@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -23,9 +24,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
+from coupons.adapters.db import create_db_engine
 from coupons.adapters.repos import SqlRepository
-from coupons.adapters.sql_uow import Database
+from coupons.adapters.sql_uow import Database, is_transient
 from coupons.adapters.tables import coupon_history, coupons, redemptions
 from coupons.domain import codes as code_rules
 from coupons.domain.errors import CouponError
@@ -505,3 +508,24 @@ def test_revoke_reinstate_and_redeem_in_random_interleavings_match_the_replayed_
     assert {row.request_id for row in rows if row.request_id != "given"} == succeeded
     # The interleavings exercised every transition, not just the first one to win.
     assert all(seen_actions[a] > 0 for a in ("REVOKE", "REINSTATE", "REDEEM")), seen_actions
+
+
+def test_a_writer_that_gives_up_waiting_for_sqlite_returns_its_connection(
+    sqlite_backend: Backend,
+) -> None:
+    # given another connection holding the SQLite write lock, and a store that waits 50 ms
+    holder = sqlite3.connect(sqlite_backend.url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    db = Database(create_db_engine(sqlite_backend.url, busy_timeout_ms=50))
+    try:
+        # when a write transaction cannot get the lock in time
+        with pytest.raises(OperationalError) as raised, db.unit_of_work():
+            pass
+
+        # then the error is one the runner retries, and no connection is left checked out
+        assert is_transient(raised.value)
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        holder.rollback()
+        holder.close()
+        db.dispose()

@@ -21,8 +21,17 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
-def create_db_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> Engine:
-    """An engine with WAL, foreign keys and `BEGIN IMMEDIATE` writes on SQLite."""
+def create_db_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    null_pool: bool = False,
+    busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+) -> Engine:
+    """An engine with WAL, foreign keys and `BEGIN IMMEDIATE` writes on SQLite.
+
+    `busy_timeout_ms` bounds how long a SQLite writer waits for the write lock.
+    """
     parsed = normalize_url(url)
     kwargs: dict[str, Any] = {}
     if null_pool:
@@ -32,17 +41,17 @@ def create_db_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) 
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2)
         engine = create_engine(
             parsed,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
             **kwargs,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, busy_timeout_ms)
         return engine
     if not null_pool:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
     return create_engine(parsed, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see on_begin).
@@ -51,7 +60,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

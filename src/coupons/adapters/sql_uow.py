@@ -31,8 +31,14 @@ class SqlUnitOfWork:
 
     def __enter__(self) -> SqlUnitOfWork:
         self._conn = self._engine.connect()
-        self._conn.execution_options(coupons_write=self._write)
-        self._tx = self._conn.begin()
+        try:
+            self._conn.execution_options(coupons_write=self._write)
+            self._tx = self._conn.begin()
+        except BaseException:
+            # `__exit__` does not run when `__enter__` fails (say SQLite stayed busy past its
+            # timeout): give the connection back now, or every retry would hold one more.
+            self._conn.close()
+            raise
         self.repo = SqlRepository(self._conn)
         return self
 
