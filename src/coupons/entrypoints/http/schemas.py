@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -13,6 +14,7 @@ from coupons.domain.codes import MAX_CODE_LENGTH
 from coupons.services.common import CustomerRef
 
 Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH)]
+_BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 
 
@@ -156,6 +158,15 @@ class SeriesBody(Body):
     valid_till: datetime | date
     discount_type: Literal["ABS", "PERC"]
     discount_value: Decimal = Field(max_digits=14, decimal_places=4)
+
+    @field_validator("valid_till", mode="before")
+    @classmethod
+    def _bare_date_stays_a_date(cls, value: Any) -> Any:
+        # FastAPI validates decoded JSON in Python mode, where the union would read
+        # "YYYY-MM-DD" as midnight; a bare date means the whole day, so keep it a date.
+        if isinstance(value, str) and _BARE_DATE.fullmatch(value.strip()):
+            return date.fromisoformat(value.strip())
+        return value
 
 
 class CodeWithPin(Body):
