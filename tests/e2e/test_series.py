@@ -299,3 +299,21 @@ def test_pin_series_codes_get_a_pin_unless_one_is_given(api: Api) -> None:
     # then the given pin is kept and the other got a generated one
     assert (first["couponCode"], first["pin"]) == ("PIN1", "4321")
     assert second["couponCode"] == "PIN2" and second["pin"].isdigit()
+
+
+@pytest.mark.parametrize("type", ["DISC_CODE", "GENERIC"])
+def test_a_code_that_grows_when_case_folded_never_gets_a_500(api: Api, type: str) -> None:
+    # given a 100-character code whose case-folded form is twice as long ("ß" folds to "ss")
+    code = "ß" * 100
+
+    # when it is uploaded to a pool, or used as a generic code
+    if type == "GENERIC":
+        response = api.post("/v2/coupon/series", series_body(type, genericCode=code))
+    else:
+        series_id = api.series()
+        response = api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": [code]})
+
+    # then it is accepted or refused as a bad field, never a server error
+    assert response.status_code in (200, 400), response.text
+    if response.status_code == 400:
+        assert error_code(response) == 9002
