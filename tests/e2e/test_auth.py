@@ -7,6 +7,7 @@ import logging
 import re
 import time
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -39,9 +40,9 @@ def token_for(client: TestClient, creds: Credentials) -> str:
     return str(response.json()["data"]["accessToken"])
 
 
-def assert_unauthenticated(response: object) -> None:
-    assert response.status_code == 401, response.text  # type: ignore[attr-defined]
-    assert error_code(response) == 9010  # type: ignore[arg-type]
+def assert_unauthenticated(response: httpx.Response) -> None:
+    assert response.status_code == 401, response.text
+    assert error_code(response) == 9010
 
 
 # --- Basic ----------------------------------------------------------------------------------
@@ -295,7 +296,7 @@ def test_health_and_metrics_need_no_credentials(client: TestClient, path: str) -
 
 def protected_routes(app: FastAPI) -> list[tuple[str, str]]:
     """Every documented (method, path) but the public ones, path parameters set to 1."""
-    routes = []
+    routes: list[tuple[str, str]] = []
     for template, operations in app.openapi()["paths"].items():
         if template not in PUBLIC_PATHS:
             path = re.sub(r"\{[^}]+\}", "1", template)
