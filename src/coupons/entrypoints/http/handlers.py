@@ -56,6 +56,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
         return failure(9022, "method not allowed on this path", 405)
     if exc.status_code == 404:
         return failure(9014, "no such endpoint", 404)
+    if exc.status_code == 401:
+        # FastAPI's security schemes raise their own 401 on a malformed Basic header.
+        return await coupon_error(request, errors.AuthenticationFailed())
     return failure(9002, str(exc.detail), exc.status_code)
 
 

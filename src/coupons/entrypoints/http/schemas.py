@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from coupons.domain.codes import MAX_CODE_LENGTH
+from coupons.domain.codes import MAX_CODE_LENGTH, normalize
+from coupons.domain.model import normalize_email
 from coupons.services.common import CustomerRef
 
 Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH)]
+
+
+def _fits_folded(limit: int, fold: Callable[[str], str]) -> AfterValidator:
+    """Stored values keep a case-folded twin in a column of the same width; "ß" folds to
+    "ss", so check the folded length too (PostgreSQL would refuse the row with a 500)."""
+
+    def check(value: str) -> str:
+        if len(fold(value)) > limit:
+            raise ValueError(f"must be at most {limit} characters once case-folded")
+        return value
+
+    return AfterValidator(check)
+
+
+# Values that are stored, not just matched: they must fit their columns.
+NewCode = Annotated[Code, _fits_folded(MAX_CODE_LENGTH, normalize)]
+NewEmail = Annotated[str, StringConstraints(max_length=320), _fits_folded(320, normalize_email)]
+NewMobile = Annotated[str, StringConstraints(max_length=40)]
+_BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 
 
@@ -152,27 +181,36 @@ class TokenRequest(Body):
 class SeriesBody(Body):
     description: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     client_handling_type: Literal["DISC_CODE", "DISC_CODE_PIN", "GENERIC", "GENERIC_REDEEMABLE"]
-    generic_code: Code | None = None
+    generic_code: NewCode | None = None
     valid_till: datetime | date
     discount_type: Literal["ABS", "PERC"]
     discount_value: Decimal = Field(max_digits=14, decimal_places=4)
 
+    @field_validator("valid_till", mode="before")
+    @classmethod
+    def _bare_date_stays_a_date(cls, value: Any) -> Any:
+        # FastAPI validates decoded JSON in Python mode, where the union would read
+        # "YYYY-MM-DD" as midnight; a bare date means the whole day, so keep it a date.
+        if isinstance(value, str) and _BARE_DATE.fullmatch(value.strip()):
+            return date.fromisoformat(value.strip())
+        return value
+
 
 class CodeWithPin(Body):
-    code: Code
+    code: NewCode
     pin: Annotated[str, StringConstraints(min_length=1, max_length=20)] | None = None
 
 
 class CodesBody(Body):
     """Either `codes` (at most 10,000) or `generate` (a number of codes to make)."""
 
-    codes: list[Code | CodeWithPin] | None = Field(default=None, max_length=10_000)
+    codes: list[NewCode | CodeWithPin] | None = Field(default=None, max_length=10_000)
     generate: int | None = Field(default=None, ge=1, le=10_000)
 
 
 class CustomerBody(Body):
-    mobile: ShortText | None = None
-    email: Annotated[str, StringConstraints(max_length=320)] | None = None
+    mobile: NewMobile | None = None
+    email: NewEmail | None = None
     external_id: ShortText | None = None
     first_name: ShortText | None = None
     last_name: ShortText | None = None

@@ -1,0 +1,292 @@
+"""Spec §3: the `coupons` command's database, org and client subcommands."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from coupons.entrypoints.cli import app as cli
+from tests.conftest import Backend
+from tests.e2e.conftest import error_code
+
+runner = CliRunner()
+
+# The shared app fixture signs tokens with a short test key; PyJWT warns about its length and
+# warnings fail tests. Production keys are generated at 48 random bytes.
+pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+
+
+def run(*args: str) -> tuple[int, str]:
+    """Exit code and output; any failure must be a clean exit, never an uncaught exception
+    (which a user would see as a traceback)."""
+    result = runner.invoke(cli, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    return result.exit_code, result.output
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def secret_hash(backend: Backend, username: str) -> str:
+    with backend.db.engine.connect() as conn:
+        value = conn.scalar(
+            text("SELECT secret_hash FROM api_clients WHERE username = :u"), {"u": username}
+        )
+    assert value is not None
+    return str(value)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_url: str | None
+) -> Iterator[str]:
+    """A database with no schema at all, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    if postgres_admin_url is None:
+        pytest.skip("PostgreSQL not reachable")
+    name = unique("coupons_cli").replace("-", "_")
+    admin = create_engine(
+        make_url(postgres_admin_url).set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+# --- db upgrade -----------------------------------------------------------------------------
+
+
+def test_db_upgrade_creates_the_schema_in_an_empty_database(empty_database_url: str) -> None:
+    # when the schema is created in an empty database
+    code, output = run("db", "upgrade", "--db", empty_database_url)
+
+    # then it succeeds and the tables exist
+    assert code == 0, output
+    assert {"orgs", "api_clients", "coupon_series", "coupons", "customers"} <= _tables(
+        empty_database_url
+    )
+
+
+def test_db_upgrade_on_an_up_to_date_database_succeeds_and_keeps_data(
+    empty_database_url: str,
+) -> None:
+    # given an upgraded database with an org in it
+    assert run("db", "upgrade", "--db", empty_database_url)[0] == 0
+    assert run("org", "create", "keepme", "--db", empty_database_url)[0] == 0
+
+    # when it is upgraded again
+    code, output = run("db", "upgrade", "--db", empty_database_url)
+
+    # then nothing fails and the org is still there
+    assert code == 0, output
+    again, message = run("org", "create", "keepme", "--db", empty_database_url)
+    assert again != 0 and "already exists" in message
+
+
+def test_db_upgrade_reads_the_url_from_the_environment(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COUPONS_DATABASE_URL", empty_database_url)
+
+    code, output = run("db", "upgrade")
+
+    assert code == 0, output
+    assert "orgs" in _tables(empty_database_url)
+
+
+# --- org and client -------------------------------------------------------------------------
+
+
+def test_org_create_prints_the_new_orgs_id(backend: Backend) -> None:
+    code, output = run("org", "create", unique("initech"), "--db", backend.url)
+
+    assert code == 0, output
+    assert output.strip().isdigit()
+
+
+def test_creating_an_org_twice_fails_without_a_traceback(backend: Backend) -> None:
+    # given an org
+    name = unique("initech")
+    assert run("org", "create", name, "--db", backend.url)[0] == 0
+
+    # when it is created again
+    code, output = run("org", "create", name, "--db", backend.url)
+
+    # then the command fails with a plain message
+    assert code != 0
+    assert "already exists" in output
+    assert "Traceback" not in output
+
+
+def test_client_create_prints_a_generated_secret_once_and_stores_only_its_hash(
+    backend: Backend,
+) -> None:
+    # given an org
+    org = unique("initech")
+    assert run("org", "create", org, "--db", backend.url)[0] == 0
+    username = unique("initech-bot")
+
+    # when a client is created without a password
+    code, output = run(
+        "client", "create", "--org", org, "--username", username, "--db", backend.url
+    )
+
+    # then the secret is printed exactly once and only an argon2 hash of it is stored
+    assert code == 0, output
+    secret = output.strip()
+    assert len(secret) >= 20
+    assert output.count(secret) == 1
+    stored = secret_hash(backend, username)
+    assert stored.startswith("$argon2") and secret not in stored
+    assert PasswordHasher().verify(stored, secret)
+
+
+def test_client_create_uses_a_given_password_and_groups(
+    backend: Backend, client: TestClient
+) -> None:
+    # given a client created with its own password as coupon_admin
+    org = unique("initech")
+    assert run("org", "create", org, "--db", backend.url)[0] == 0
+    username = unique("initech-admin")
+    code, output = run(
+        "client",
+        "create",
+        "--org",
+        org,
+        "--username",
+        username,
+        "--password",
+        "a-long-chosen-secret",
+        "--groups",
+        "default,coupon_admin",
+        "--db",
+        backend.url,
+    )
+    assert code == 0, output
+
+    # when it creates a series over HTTP with that password
+    response = client.post(
+        "/v2/coupon/series",
+        auth=(username, "a-long-chosen-secret"),
+        json={
+            "description": "cli series",
+            "clientHandlingType": "DISC_CODE",
+            "validTill": "2099-01-01",
+            "discountType": "ABS",
+            "discountValue": 1,
+        },
+    )
+
+    # then it is allowed
+    assert response.status_code == 200, response.text
+
+
+def test_creating_a_taken_username_fails_without_a_traceback(backend: Backend) -> None:
+    # given a client (usernames are unique across orgs)
+    code, output = run(
+        "client", "create", "--org", "globex", "--username", "acme-admin", "--db", backend.url
+    )
+
+    assert code != 0
+    assert "already exists" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("org", "groups", "message"),
+    [("no-such-org", "default", "no org"), ("acme", "superuser", "unknown access group")],
+)
+def test_client_create_with_a_bad_org_or_group_fails_plainly(
+    backend: Backend, org: str, groups: str, message: str
+) -> None:
+    code, output = run(
+        "client",
+        "create",
+        "--org",
+        org,
+        "--username",
+        unique("u"),
+        "--groups",
+        groups,
+        "--db",
+        backend.url,
+    )
+
+    assert code != 0
+    assert message in output
+    assert "Traceback" not in output
+
+
+def test_client_disable_stops_its_basic_credentials_and_tokens_at_once(
+    backend: Backend, client: TestClient
+) -> None:
+    # given a new client that has used Basic and holds a token
+    org = unique("initech")
+    username = unique("initech-bot")
+    assert run("org", "create", org, "--db", backend.url)[0] == 0
+    created = run("client", "create", "--org", org, "--username", username, "--db", backend.url)
+    secret = created[1].strip()
+    assert client.get("/v2/customers/lookup?id=1", auth=(username, secret)).status_code == 404
+    token = client.post(
+        "/v3/oauth/token/generate", json={"key": username, "secret": secret}
+    ).json()["data"]["accessToken"]
+
+    # when it is disabled
+    code, output = run("client", "disable", username, "--db", backend.url)
+
+    # then neither its secret nor its token works any more
+    assert code == 0, output
+    basic = client.get("/v2/customers/lookup?id=1", auth=(username, secret))
+    bearer = client.get("/v2/customers/lookup?id=1", headers={"Authorization": f"Bearer {token}"})
+    fresh = client.post("/v3/oauth/token/generate", json={"key": username, "secret": secret})
+    for response in (basic, bearer, fresh):
+        assert response.status_code == 401
+        assert error_code(response) == 9010
+
+
+def test_disabling_an_unknown_client_fails_plainly(backend: Backend) -> None:
+    code, output = run("client", "disable", unique("ghost"), "--db", backend.url)
+
+    assert code != 0
+    assert "no client" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    "url", ["nonsense", "mysql://u@localhost/db", "sqlite:////no/such/dir/coupons.db"]
+)
+def test_a_bad_database_url_fails_plainly(url: str) -> None:
+    code, output = run("db", "upgrade", "--db", url)
+
+    assert code != 0
+    assert "error" in output

@@ -1,0 +1,319 @@
+"""Spec §4: series creation, counts per state, and code pools."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from coupons.domain.codes import CODE_ALPHABET, GENERATED_CODE_LENGTH
+from tests.e2e.conftest import FUTURE, PAST, Api, error_code
+
+
+def series_body(type: str = "DISC_CODE", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "description": f"{type} series",
+        "clientHandlingType": type,
+        "validTill": FUTURE,
+        "discountType": "ABS",
+        "discountValue": 5,
+    }
+    body.update(overrides)
+    return body
+
+
+def counts(api: Api, series_id: int) -> dict[str, int]:
+    return dict(api.ok(api.get(f"/v2/coupon/series/{series_id}"))["counts"])
+
+
+# --- create ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("type", "generic_code"),
+    [
+        ("DISC_CODE", None),
+        ("DISC_CODE_PIN", None),
+        ("GENERIC", "SUMMER10"),
+        ("GENERIC_REDEEMABLE", "WELCOME"),
+    ],
+)
+def test_each_client_handling_type_can_be_created_and_read_back(
+    api: Api, type: str, generic_code: str | None
+) -> None:
+    # given a body for this type
+    body = series_body(type, discountType="PERC", discountValue=12.5)
+    if generic_code:
+        body["genericCode"] = generic_code
+
+    # when the series is created and read back
+    created = api.ok(api.post("/v2/coupon/series", body))
+    read = api.ok(api.get(f"/v2/coupon/series/{created['id']}"))
+
+    # then both show what was asked, and the new series is empty and valid
+    for entity in (created, read):
+        assert entity["clientHandlingType"] == type
+        assert entity["genericCode"] == generic_code
+        assert entity["discountType"] == "PERC"
+        assert entity["discountValue"] == 12.5
+        assert entity["expired"] is False
+    assert read["counts"] == {"AVAILABLE": 0, "ISSUED": 0, "REDEEMED": 0, "REVOKED": 0}
+    assert read["totalCount"] == 0
+
+
+def test_a_date_valid_till_lasts_through_that_whole_day_in_utc(api: Api) -> None:
+    entity = api.ok(api.post("/v2/coupon/series", series_body(validTill="2099-03-04")))
+
+    assert entity["validTill"].startswith("2099-03-04T23:59:59")
+    assert entity["validTill"].endswith("Z")
+
+
+def test_an_iso_datetime_valid_till_is_kept_to_the_instant_in_utc(api: Api) -> None:
+    entity = api.ok(
+        api.post("/v2/coupon/series", series_body(validTill="2099-03-04T10:30:00+02:00"))
+    )
+
+    assert entity["validTill"] == "2099-03-04T08:30:00Z"
+
+
+def test_a_series_valid_through_today_is_not_expired(api: Api) -> None:
+    today = datetime.now(UTC).date().isoformat()
+
+    entity = api.ok(api.post("/v2/coupon/series", series_body(validTill=today)))
+
+    assert entity["expired"] is False
+
+
+@pytest.mark.parametrize(
+    "valid_till", [PAST, "2001-01-01T00:00:00Z", "2001-01-01T00:00:00"], ids=str
+)
+def test_a_series_whose_valid_till_has_passed_is_expired(api: Api, valid_till: str) -> None:
+    # when a series is created with a past validTill
+    created = api.ok(api.post("/v2/coupon/series", series_body(validTill=valid_till)))
+
+    # then it is flagged expired, on creation and when read
+    assert created["expired"] is True
+    assert api.ok(api.get(f"/v2/coupon/series/{created['id']}"))["expired"] is True
+
+
+@pytest.mark.parametrize("type", ["GENERIC", "GENERIC_REDEEMABLE"])
+@pytest.mark.parametrize("generic_code", [None, "", "   "], ids=["absent", "empty", "blank"])
+def test_a_generic_series_without_generic_code_gets_9002(
+    api: Api, type: str, generic_code: str | None
+) -> None:
+    body = series_body(type)
+    if generic_code is not None:
+        body["genericCode"] = generic_code
+
+    response = api.post("/v2/coupon/series", body)
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert "genericCode" in response.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("discount_type", "value"), [("PERC", 0), ("PERC", 101), ("ABS", 0), ("ABS", -5)]
+)
+def test_a_discount_value_out_of_range_gets_9002(
+    api: Api, discount_type: str, value: float
+) -> None:
+    response = api.post(
+        "/v2/coupon/series", series_body(discountType=discount_type, discountValue=value)
+    )
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert "discountValue" in response.json()["errors"][0]["message"]
+
+
+def test_an_unknown_series_gets_707_and_404(api: Api) -> None:
+    response = api.get("/v2/coupon/series/987654321")
+
+    assert (response.status_code, error_code(response)) == (404, 707)
+
+
+# --- counts ---------------------------------------------------------------------------------
+
+
+def test_a_series_reports_its_coupon_counts_per_state(api: Api) -> None:
+    # given a pool of five codes: one issued, one redeemed, one revoked
+    series_id = api.series(codes=["C1", "C2", "C3", "C4", "C5"])
+    customer_id = api.customer("5550100")
+    issued = api.issue(series_id, customer_id)
+    redeemed = api.issue(series_id, customer_id)
+    api.ok(api.redeem(customer_id, redeemed["couponCode"]))
+    api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": ["C5"]}))
+
+    # when the series is read
+    entity = api.ok(api.get(f"/v2/coupon/series/{series_id}"))
+
+    # then each state is counted
+    assert issued["couponCode"] == "C1"
+    assert entity["counts"] == {"AVAILABLE": 2, "ISSUED": 1, "REDEEMED": 1, "REVOKED": 1}
+    assert entity["totalCount"] == 5
+
+
+# --- codes ----------------------------------------------------------------------------------
+
+
+def test_uploaded_codes_join_the_available_pool(api: Api) -> None:
+    series_id = api.series()
+
+    entity = api.ok(api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": ["A1", "B2"]}))
+
+    assert entity == {"added": 2, "duplicates": []}
+    assert counts(api, series_id)["AVAILABLE"] == 2
+
+
+def test_ten_thousand_codes_can_be_uploaded_at_once(api: Api) -> None:
+    series_id = api.series()
+    codes = [f"BULK{i:05d}" for i in range(10_000)]
+
+    entity = api.ok(api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": codes}))
+
+    assert entity == {"added": 10_000, "duplicates": []}
+    assert counts(api, series_id)["AVAILABLE"] == 10_000
+
+
+def test_more_than_ten_thousand_codes_get_9002_and_add_nothing(api: Api) -> None:
+    series_id = api.series()
+    codes = [f"BULK{i:05d}" for i in range(10_001)]
+
+    response = api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": codes})
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert "codes" in response.json()["errors"][0]["message"]
+    assert counts(api, series_id)["AVAILABLE"] == 0
+
+
+def test_duplicates_within_one_upload_are_reported_case_insensitively(api: Api) -> None:
+    series_id = api.series()
+
+    entity = api.ok(
+        api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": ["Abc1", "ABC1", " abc1 "]})
+    )
+
+    assert entity["added"] == 1
+    assert sorted(entity["duplicates"]) == ["ABC1", "abc1"]
+    assert counts(api, series_id)["AVAILABLE"] == 1
+
+
+def test_codes_already_in_the_series_are_reported_not_added_again(api: Api) -> None:
+    # given a series holding ABC1
+    series_id = api.series(codes=["Abc1"])
+
+    # when the same code in another case is uploaded with a new one
+    entity = api.ok(api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": ["aBC1", "NEW1"]}))
+
+    # then only the new one is added and the stored spelling is kept
+    assert entity == {"added": 1, "duplicates": ["aBC1"]}
+    assert counts(api, series_id)["AVAILABLE"] == 2
+    customer_id = api.customer("5550100")
+    assert api.issue(series_id, customer_id)["couponCode"] == "Abc1"
+
+
+def test_the_same_code_may_live_in_two_series(api: Api) -> None:
+    first = api.series(codes=["SHARED1"])
+    second = api.series()
+
+    entity = api.ok(api.post(f"/v2/coupon/series/{second}/codes", {"codes": ["shared1"]}))
+
+    assert entity == {"added": 1, "duplicates": []}
+    assert counts(api, first)["AVAILABLE"] == 1
+
+
+def test_generate_adds_n_unique_readable_codes(api: Api) -> None:
+    # given a series with some uploaded codes
+    series_id = api.series(codes=["MANUAL1"])
+
+    # when 50 codes are generated
+    entity = api.ok(api.post(f"/v2/coupon/series/{series_id}/codes", {"generate": 50}))
+
+    # then 50 more are available, and issued ones use the readable alphabet
+    assert entity == {"added": 50, "duplicates": []}
+    assert counts(api, series_id)["AVAILABLE"] == 51
+    customer_id = api.customer("5550100")
+    issued = api.issue_many(series_id, customer_id, 51)
+    generated = {c["couponCode"] for c in issued} - {"MANUAL1"}
+    assert len(generated) == 50
+    for code in generated:
+        assert len(code) == GENERATED_CODE_LENGTH
+        assert set(code) <= set(CODE_ALPHABET)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"codes": ["A"], "generate": 2}, {"generate": 0}, {"generate": 10_001}],
+    ids=["neither", "both", "zero", "too-many"],
+)
+def test_an_upload_must_give_codes_or_a_sane_generate_count(api: Api, body: dict[str, Any]) -> None:
+    series_id = api.series()
+
+    response = api.post(f"/v2/coupon/series/{series_id}/codes", body)
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert counts(api, series_id)["AVAILABLE"] == 0
+
+
+def test_uploading_to_a_generic_series_is_refused(api: Api) -> None:
+    series_id = api.series("GENERIC", generic_code="SUMMER")
+
+    response = api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": ["X1"]})
+
+    assert 400 <= response.status_code < 500
+    assert error_code(response) not in (811, 707)
+    assert counts(api, series_id)["AVAILABLE"] == 0
+
+
+@pytest.mark.parametrize("body", [{"codes": ["X1"]}, {"generate": 3}])
+def test_uploading_to_a_generic_redeemable_series_gets_811(api: Api, body: dict[str, Any]) -> None:
+    series_id = api.series("GENERIC_REDEEMABLE", generic_code="WELCOME")
+
+    response = api.post(f"/v2/coupon/series/{series_id}/codes", body)
+
+    assert error_code(response) == 811
+    assert counts(api, series_id)["AVAILABLE"] == 0
+
+
+def test_uploading_to_an_unknown_series_gets_707(api: Api) -> None:
+    response = api.post("/v2/coupon/series/987654321/codes", {"codes": ["X1"]})
+
+    assert response.status_code == 404
+    assert error_code(response) == 707
+
+
+def test_pin_series_codes_get_a_pin_unless_one_is_given(api: Api) -> None:
+    # given a PIN series with one code uploaded with its own pin and one without
+    series_id = api.series("DISC_CODE_PIN")
+    api.ok(
+        api.post(
+            f"/v2/coupon/series/{series_id}/codes",
+            {"codes": [{"code": "PIN1", "pin": "4321"}, "PIN2"]},
+        )
+    )
+    customer_id = api.customer("5550100")
+
+    # when both are issued
+    first, second = api.issue_many(series_id, customer_id, 2)
+
+    # then the given pin is kept and the other got a generated one
+    assert (first["couponCode"], first["pin"]) == ("PIN1", "4321")
+    assert second["couponCode"] == "PIN2" and second["pin"].isdigit()
+
+
+@pytest.mark.parametrize("type", ["DISC_CODE", "GENERIC"])
+def test_a_code_that_grows_when_case_folded_never_gets_a_500(api: Api, type: str) -> None:
+    # given a 100-character code whose case-folded form is twice as long ("ß" folds to "ss")
+    code = "ß" * 100
+
+    # when it is uploaded to a pool, or used as a generic code
+    if type == "GENERIC":
+        response = api.post("/v2/coupon/series", series_body(type, genericCode=code))
+    else:
+        series_id = api.series()
+        response = api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": [code]})
+
+    # then it is accepted or refused as a bad field, never a server error
+    assert response.status_code in (200, 400), response.text
+    if response.status_code == 400:
+        assert error_code(response) == 9002
