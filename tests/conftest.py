@@ -160,7 +160,10 @@ def app(backend: Backend):  # type: ignore[no-untyped-def]
     existing = _apps.get(backend.url)
     if existing is None:
         existing = create_app(
-            Settings(database_url=backend.url, token_secret="test-key"), db=backend.db
+            Settings(
+                database_url=backend.url, token_secret="test-signing-key-0123456789abcdef0123456789"
+            ),
+            db=backend.db,
         )
         _apps[backend.url] = existing
     existing.state.authenticator.throttle._failures.clear()  # type: ignore[attr-defined]

@@ -22,6 +22,11 @@ class Settings:
     log_level: str = "INFO"
     db_pool_size: int = 10
 
+    def __post_init__(self) -> None:
+        # HS256 keys shorter than the hash output are guessable; refuse them at start-up.
+        if self.token_secret is not None and len(self.token_secret.encode()) < 32:
+            raise ValueError("COUPONS_TOKEN_SECRET must be at least 32 bytes long")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from `COUPONS_*` environment variables, then explicit overrides."""

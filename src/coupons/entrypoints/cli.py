@@ -12,7 +12,7 @@ from rich.console import Console
 
 from coupons.adapters import migrate
 from coupons.adapters.sql_uow import Database
-from coupons.config import DEFAULT_DATABASE_URL
+from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError
 from coupons.services import admin, demo
 
@@ -145,6 +145,10 @@ def serve(
     """Migrate the database, then serve the API."""
     import uvicorn
 
+    try:
+        Settings.from_env(database_url=db)
+    except ValueError as error:
+        raise _fail(str(error)) from None
     try:
         migrate.upgrade(db)
     except Exception as error:
