@@ -178,7 +178,9 @@ class RevokeBody(Body):
     """Which coupons to revoke: codes (at most 50), a customer's, or both."""
 
     coupon_series_id: int | None = Field(default=None, ge=1, le=2**62)
-    coupon_codes: list[Code] | None = Field(default=None, max_length=1000)
+    # No cap on entries here: the limit is 50 *distinct* codes (9003, spec §5), counted after
+    # trimming and de-duplication; the 1 MiB body limit already bounds the list.
+    coupon_codes: list[Code] | None = None
     customer: CustomerIdentifiers | None = None
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
