@@ -396,3 +396,24 @@ def test_coupon_code_case_is_read_case_insensitively(
     entity = api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": ["mixed1ab"]}, **query))
 
     assert [c["couponCode"] for c in entity["revokedCoupons"]] == [expected]
+
+
+def test_a_very_long_list_of_distinct_codes_answers_9003_like_any_list_over_fifty(
+    api: Api,
+) -> None:
+    series_id = api.series(codes=["C00"])
+
+    response = api.revoke(
+        {"couponSeriesId": series_id, "couponCodes": [f"C{i:04}" for i in range(1001)]}
+    )
+
+    assert error_code(response) == 9003
+    assert api.ok(api.get(f"/v2/coupon/series/{series_id}"))["counts"]["AVAILABLE"] == 1
+
+
+def test_a_very_long_list_repeating_one_code_is_one_code(api: Api) -> None:
+    series_id = api.series(codes=["SAME1"])
+
+    entity = api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": ["same1"] * 1001}))
+
+    assert (entity["totalCount"], entity["failedCount"]) == (1, 0)
