@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -48,11 +49,10 @@ def test_concurrent_revoke_and_redeem_of_one_coupon_agree_on_the_winner(
 
     for coupon in issued:
         # When one client revokes and another redeems the same coupon at the same moment
+        code = coupon["couponCode"]
         revoke_answer, redeem_answer = race(
-            lambda c=coupon: revoker.revoke(
-                {"couponSeriesId": series_id, "couponCodes": [c["couponCode"]]}
-            ),
-            lambda c=coupon: redeemer.redeem(customer_id, c["couponCode"]),
+            partial(revoker.revoke, {"couponSeriesId": series_id, "couponCodes": [code]}),
+            partial(redeemer.redeem, customer_id, code),
         )
         answers = {"revoke": revoke_answer, "redeem": redeem_answer}
 
