@@ -182,3 +182,13 @@ def test_a_blank_or_overlong_key_is_refused_with_9002(api: Api, series_id: int, 
 
     assert error_code(response) == 9002
     assert api.ok(api.get(f"/v2/coupon/series/{series_id}"))["counts"]["AVAILABLE"] == 2
+
+
+def test_a_dry_run_with_the_key_of_a_real_call_is_another_request(api: Api, series_id: int) -> None:
+    body = {"couponSeriesId": series_id, "couponCodes": ["ONE1"]}
+    api.ok(send(api, body, headers={"Idempotency-Key": "k-real"}))
+
+    response = send(api, body, dryRun="true", headers={"Idempotency-Key": "k-real"})
+
+    assert response.status_code == 422
+    assert error_code(response) == 9006
