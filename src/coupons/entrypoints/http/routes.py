@@ -358,7 +358,14 @@ def _revoke_request(body: schemas.RevokeBody) -> revoke.RevokeRequest:
     "/v2/coupon/revoke",
     tags=["revoke"],
     response_model=schemas.RevokeResponse,
-    responses=ERRORS,
+    responses={
+        **ERRORS,
+        200: {"content": {JSON: {"examples": schemas.REVOKE_RESPONSE_EXAMPLES}}},
+        400: {
+            "model": schemas.ErrorResponse,
+            "content": {JSON: {"examples": schemas.REVOKE_ERROR_EXAMPLES}},
+        },
+    },
 )
 async def revoke_coupons(
     request: Request,

@@ -108,11 +108,108 @@ REVOKE_EXAMPLES = {
 }
 
 
+def _revoked(coupon_id: int, code: str, user_id: int | None) -> dict[str, Any]:
+    return {"couponId": coupon_id, "couponCode": code, "issuedToUserId": user_id}
+
+
+def _ok(entity: dict[str, Any]) -> dict[str, Any]:
+    return {"entity": entity, "warnings": [], "errors": [], "success": True}
+
+
+def _error(code: int, message: str) -> dict[str, Any]:
+    return {
+        "warnings": [],
+        "errors": [{"status": False, "code": code, "message": message}],
+        "success": False,
+    }
+
+
+# The vendor's response examples (its shapes and codes), shown in /docs.
+REVOKE_RESPONSE_EXAMPLES = {
+    "codes": {
+        "summary": "Revoked by coupon codes",
+        "value": _ok(
+            {
+                "totalCount": 2,
+                "failedCount": 0,
+                "revokedCoupons": [
+                    _revoked(1239817476, "3636820421", 555567088),
+                    _revoked(1239817475, "3138309782", 555567088),
+                ],
+                "failedToRevoke": [],
+            }
+        ),
+    },
+    "generic": {
+        "summary": "Revoked a customer's generic coupon",
+        "value": _ok(
+            {
+                "totalCount": 1,
+                "failedCount": 0,
+                "revokedCoupons": [_revoked(1247326281, "SALE20", 555567088)],
+                "failedToRevoke": [],
+            }
+        ),
+    },
+    "partial": {
+        "summary": "Partly revoked: one code already revoked, one unknown",
+        "value": _ok(
+            {
+                "totalCount": 3,
+                "failedCount": 2,
+                "revokedCoupons": [_revoked(24454630, "3H2G6OAGPAQ3", 341612616)],
+                "failedToRevoke": [
+                    {
+                        "errorCode": 682,
+                        "errorMessage": "Coupon not found",
+                        "couponCodes": ["V6AUE8G5890V", "CODE123"],
+                    }
+                ],
+            }
+        ),
+    },
+    "redeemed": {
+        "summary": "Nothing revoked: the code was redeemed (still HTTP 200)",
+        "value": _ok(
+            {
+                "totalCount": 1,
+                "failedCount": 1,
+                "revokedCoupons": [],
+                "failedToRevoke": [
+                    {
+                        "errorCode": 405,
+                        "errorMessage": "Coupon code redeemed",
+                        "couponCodes": ["CODE6"],
+                    }
+                ],
+            }
+        ),
+    },
+}
+
+REVOKE_ERROR_EXAMPLES = {
+    "756": {
+        "summary": "Neither codes nor customer",
+        "value": _error(756, "CouponCode/s or customer info is mandatory"),
+    },
+    "108": {
+        "summary": "Generic code without a customer",
+        "value": _error(108, "Unsupported coupons series config with client handling type GENERIC"),
+    },
+    "712": {
+        "summary": "Series expired",
+        "value": _error(712, "Coupon Series / Campaign has expired"),
+    },
+}
+
+
 class RevokeBody(Body):
     """Which coupons to revoke: codes (at most 50), a customer's, or both."""
 
     coupon_series_id: int | None = Field(default=None, ge=1, le=2**62)
-    coupon_codes: list[Code] | None = Field(default=None, max_length=1000)
+    # No cap on entries here: the limit is 50 *distinct* codes (9003, spec §5), counted after
+    # trimming and de-duplication; the 1 MiB body limit already bounds the list.
+    coupon_codes: list[Code] | None = None
     customer: CustomerIdentifiers | None = None
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
