@@ -517,3 +517,13 @@ def revoke(
             if outcome not in SUCCESSFUL:
                 err.print(f"{report.counts[name]:,} {name}: {WHY[outcome]}")
     raise typer.Exit(status)
+
+
+def main() -> None:
+    """Run the command alone (`python -m coupons.entrypoints.bulk_revoke`): starts faster,
+    as it loads neither the server nor the database layer."""
+    typer.run(revoke)
+
+
+if __name__ == "__main__":
+    main()
