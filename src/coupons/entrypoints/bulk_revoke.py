@@ -367,13 +367,18 @@ def run(
             progress.advance(task, size)
 
     with progress, ThreadPoolExecutor(max_workers=parallel) as pool:
-        task = progress.add_task("dry run" if spec.dry_run else "revoking", total=total)
+        # Batches finished by an earlier run start the bar filled, so the rate and ETA
+        # describe this run's own progress.
+        task = progress.add_task(
+            "dry run" if spec.dry_run else "revoking",
+            total=total,
+            completed=_codes_in(journal.done, total),
+        )
         try:
             for batch, codes in batches(read_codes(codes_path)):
                 if problem is not None:
                     break
                 if batch in journal.done:
-                    progress.advance(task, len(codes))
                     continue
                 key = journal.key_for(batch)
                 pending[pool.submit(revoke_batch, client, spec, codes, key)] = (batch, len(codes))
@@ -391,6 +396,12 @@ def run(
         finally:
             journal.close()
     return _write_results(journal, results, total, problem)
+
+
+def _codes_in(done: set[int], total: int) -> int:
+    """How many codes the finished batches hold (only the last batch may be short)."""
+    last = (total - 1) // BATCH_SIZE
+    return sum(total - last * BATCH_SIZE if b == last else BATCH_SIZE for b in done if b <= last)
 
 
 def _describe(error: CouponApiError) -> str:
