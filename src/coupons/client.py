@@ -354,6 +354,8 @@ class CouponClient:
                 response = self._http.request(
                     method, path, json=json, params=params, headers=headers
                 )
+            except httpx.UnsupportedProtocol as error:
+                raise CouponApiError(0, f"bad URL: {error}", None) from error
             except httpx.TransportError as error:
                 failure: CouponApiError = CouponApiUnavailable(
                     0, f"{type(error).__name__}: {error}", None

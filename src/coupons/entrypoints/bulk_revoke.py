@@ -23,6 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -407,6 +408,8 @@ def _codes_in(done: set[int], total: int) -> int:
 def _describe(error: CouponApiError) -> str:
     if isinstance(error, CouponApiUnavailable):
         return f"server unavailable after retries: {error.message}"
+    if error.code == 0:
+        return error.message
     return f"the server refused the request: {error.code} {error.message}"
 
 
@@ -515,8 +518,10 @@ def revoke(
             url, BasicAuth(username, password), retry=retry, max_connections=parallel
         ) as client:
             report = run(client, spec, codes_file, results, total, parallel, err)
-    except (OSError, UnicodeDecodeError, BulkRevokeError) as error:
+    except (OSError, UnicodeDecodeError, BulkRevokeError, httpx.InvalidURL) as error:
         raise stop(str(error)) from None
+    except KeyboardInterrupt:  # before any batch went out, or while writing the results
+        raise stop("interrupted; rerun the same command to resume") from None
     out.print(summary_table(report, dry_run))
     out.print(f"results: {results}")
     status = exit_status(report)
