@@ -186,6 +186,15 @@ def run_bulk(
     )
 
 
+def invoke_bulk(
+    server: Server, series_id: int, codes_file: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `coupons revoke` in this process (quicker, and measured by coverage)."""
+    args = bulk_args(server, series_id, codes_file, *extra, full=True)[len(COUPONS) :]
+    result = CliRunner().invoke(cli_app, args)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def start_bulk(
     server: Server, series_id: int, codes_file: Path, *extra: str
 ) -> subprocess.Popen[str]:
@@ -297,12 +306,12 @@ def test_a_killed_run_resumes_and_revokes_every_code_exactly_once(
     assert [h.action for h in coupon.history].count("REVOKE") == 1
 
     # when rerunning once more, then the journal answers alone with the same report
-    again = run_bulk(server, given.series_id, codes_file, "--parallel", "2")
+    again = invoke_bulk(server, given.series_id, codes_file, "--parallel", "2")
     assert again.returncode == 0 and "1,000 of 1,000" in again.stdout
     assert read_results(tmp_path / "codes.results.csv") == rows
 
     # when rerunning with another reason, then it refuses with 2 rather than mix two runs
-    other = run_bulk(server, given.series_id, codes_file, "--reason", "other")
+    other = invoke_bulk(server, given.series_id, codes_file, "--reason", "other")
     assert other.returncode == 2 and "other arguments" in other.stderr
 
 
@@ -382,7 +391,7 @@ def test_a_dry_run_reports_what_would_happen_and_changes_nothing(
         writer.writerows([["x", c] for c in [*given.codes, "UNKNOWN-1"]])
 
     # when dry-running with codes written in lower case
-    done = run_bulk(server, given.series_id, codes_file, "--dry-run", "--case", "LOWER")
+    done = invoke_bulk(server, given.series_id, codes_file, "--dry-run", "--case", "LOWER")
 
     # then each code is previewed, written per --case, and nothing changed on the server
     assert done.returncode == 1, done.stderr
@@ -406,7 +415,7 @@ def test_an_unknown_series_ends_the_run_with_2_and_the_servers_reason(
     codes_file = write_codes(tmp_path / "codes.txt", ["A1", "A2"])
 
     # when revoking, then the run could not finish: 2, with the server's code
-    done = run_bulk(server, 987_654, codes_file, full=True)
+    done = invoke_bulk(server, 987_654, codes_file)
     assert done.returncode == 2
     assert "707" in done.stderr
 
