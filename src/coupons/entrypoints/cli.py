@@ -14,6 +14,7 @@ from coupons.adapters import migrate
 from coupons.adapters.sql_uow import Database
 from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError
+from coupons.entrypoints import bulk_revoke
 from coupons.services import admin, demo
 
 app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True)
@@ -23,6 +24,7 @@ client_app = typer.Typer(help="API clients and their credentials.", no_args_is_h
 app.add_typer(db_app, name="db")
 app.add_typer(org_app, name="org")
 app.add_typer(client_app, name="client")
+app.command("revoke")(bulk_revoke.revoke)
 
 console = Console()
 err = Console(stderr=True)

@@ -1,0 +1,549 @@
+"""`coupons revoke` against a real `coupons serve` process, on SQLite and on PostgreSQL.
+
+Each backend gets a fresh database, org and API client made through the CLI, and a server on a
+free port. The bulk command runs as its own process so it can be interrupted and killed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from coupons.client import BasicAuth, CouponClient, OAuth
+from coupons.entrypoints.bulk_revoke import Journal, RunSpec
+from coupons.entrypoints.cli import app as cli_app
+from tests.e2e.conftest import FUTURE
+
+USERNAME, PASSWORD = "bulk-admin", "bulk-s3cret-for-tests"
+COUPONS = [sys.executable, "-m", "coupons.entrypoints.cli"]
+# The same command without the server's imports: starts in a third of the time.
+REVOKE = [sys.executable, "-m", "coupons.entrypoints.bulk_revoke"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A `coupons serve` process that tests may kill and start again on the same port."""
+
+    db_url: str
+    port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = (self.workdir / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [*COUPONS, "serve", "--port", str(self.port), "--db", self.db_url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COUPONS_DB_POOL_SIZE": "8"},
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None, (self.workdir / "server.log").read_text()
+            time.sleep(0.2)
+        raise AssertionError("server did not start within 60 s")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def client(self) -> CouponClient:
+        return CouponClient(self.url, BasicAuth(USERNAME, PASSWORD))
+
+
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(cli_app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_admin_url: str | None,
+) -> Iterator[Server]:
+    """A fresh database with one org and client (made through the CLI), served on a free port."""
+    workdir = tmp_path_factory.mktemp(f"bulk-{request.param}")
+    drop: Callable[[], None] = lambda: None  # noqa: E731
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{workdir / 'coupons.db'}"
+    else:
+        if postgres_admin_url is None:
+            pytest.skip("PostgreSQL not reachable")
+        name = f"coupons_bulk_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(
+            make_url(postgres_admin_url).set(drivername="postgresql+psycopg"),
+            isolation_level="AUTOCOMMIT",
+        )
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        db_url = make_url(postgres_admin_url).set(database=name).render_as_string(False)
+
+        def drop() -> None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+    _cli("db", "upgrade", "--db", db_url)
+    _cli("org", "create", "bulk-org", "--db", db_url)
+    _cli(
+        "client", "create", "--org", "bulk-org", "--username", USERNAME, "--password", PASSWORD,
+        "--groups", "default,coupon_admin", "--db", db_url,
+    )  # fmt: skip
+    srv = Server(db_url=db_url, port=free_port(), workdir=workdir)
+    srv.start()
+    yield srv
+    srv.kill()
+    drop()
+
+
+@dataclass
+class Given:
+    series_id: int
+    codes: list[str]
+    redeemed: list[str]
+    revoked_before: list[str]
+
+
+def given_series(server: Server, count: int, redeemed: int = 0, revoked: int = 0) -> Given:
+    """A series of `count` pool codes, the first `redeemed` redeemed, the next `revoked` revoked."""
+    prefix = uuid.uuid4().hex[:6].upper()
+    codes = [f"{prefix}{i:06d}" for i in range(count)]
+    with server.client() as api:
+        series = api.create_series(
+            description="bulk",
+            client_handling_type="DISC_CODE",
+            valid_till=FUTURE,
+            discount_type="ABS",
+            discount_value=5,
+        )
+        for start in range(0, count, 10_000):
+            api.add_codes(series.id, codes[start : start + 10_000])
+        redeemed_codes: list[str] = []
+        if redeemed:
+            customer = api.create_customer(external_id=f"bulk-{prefix}")
+            issued = api.issue_multiple(series.id, {"id": customer.id}, redeemed)
+            redeemed_codes = [i.coupon_code for i in issued]
+            api.redeem({"id": customer.id}, redeemed_codes)
+        revoked_codes = [c for c in codes if c not in set(redeemed_codes)][:revoked]
+        if revoked_codes:
+            api.revoke(series_id=series.id, codes=revoked_codes)
+    return Given(series.id, codes, redeemed_codes, revoked_codes)
+
+
+def bulk_args(
+    server: Server, series_id: int, codes_file: Path, *extra: str, full: bool = False
+) -> list[str]:
+    command = [*COUPONS, "revoke"] if full else REVOKE
+    return [
+        *command, "--series", str(series_id), "--codes-file", str(codes_file),
+        "--url", server.url, "--username", USERNAME, "--password", PASSWORD, *extra,
+    ]  # fmt: skip
+
+
+def run_bulk(
+    server: Server, series_id: int, codes_file: Path, *extra: str, full: bool = False
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        bulk_args(server, series_id, codes_file, *extra, full=full),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def invoke_bulk(
+    server: Server, series_id: int, codes_file: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `coupons revoke` in this process (quicker, and measured by coverage)."""
+    args = bulk_args(server, series_id, codes_file, *extra, full=True)[len(COUPONS) :]
+    result = CliRunner().invoke(cli_app, args)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def start_bulk(
+    server: Server, series_id: int, codes_file: Path, *extra: str
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        bulk_args(server, series_id, codes_file, *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_batches(journal: Path, done: int, process: subprocess.Popen[str]) -> None:
+    """Block until the journal records `done` finished batches (the run is mid-way)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if journal.exists() and journal.read_text().count('"state":"done"') >= done:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("bulk revoke made no progress")
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def series_counts(server: Server, series_id: int) -> dict[str, int]:
+    with server.client() as api:
+        counts = api.get_series(series_id).counts or {}
+    return {state: n for state, n in counts.items() if n}
+
+
+def write_codes(path: Path, codes: list[str]) -> Path:
+    path.write_text("".join(f"{c}\n" for c in codes))
+    return path
+
+
+def test_revoking_ten_thousand_codes_reports_each_code_once_with_its_outcome(
+    server: Server, tmp_path: Path
+) -> None:
+    # given 10,000 pool codes, 3 of them redeemed and 4 already revoked, listed in mixed case
+    # with spaces, blank lines and 5 unknown codes
+    given = given_series(server, 10_000, redeemed=3, revoked=4)
+    unknown = [f"NO-SUCH-{i}" for i in range(5)]
+    lines = [c.lower() if i % 2 else f"  {c} " for i, c in enumerate(given.codes)]
+    for i, code in enumerate(unknown):
+        lines.insert(1_000 * (i + 1), code)
+    lines.insert(10, "")
+    codes_file = write_codes(tmp_path / "codes.txt", lines)
+
+    # when revoking them all
+    started = time.monotonic()
+    done = run_bulk(server, given.series_id, codes_file, "--reason", "bulk test", full=True)
+    elapsed = time.monotonic() - started
+
+    # then the run ends with 1 (some codes could not be revoked) and says why
+    assert done.returncode == 1, done.stderr
+    assert "3 redeemed" in done.stderr and "5 not_found" in done.stderr
+    # and the result CSV has one row per code with the right outcome
+    rows = read_results(tmp_path / "codes.results.csv")
+    assert len(rows) == 10_005
+    outcomes = {row["code"]: row["outcome"] for row in rows}
+    assert len(outcomes) == 10_005
+    assert Counter(outcomes.values()) == {
+        "revoked": 9_993,
+        "redeemed": 3,
+        "already_revoked": 4,
+        "not_found": 5,
+    }
+    assert {outcomes[c] for c in given.redeemed} == {"redeemed"}
+    assert {outcomes[c] for c in given.revoked_before} == {"already_revoked"}
+    assert {outcomes[c] for c in unknown} == {"not_found"}
+    assert all(row["couponId"] for row in rows if row["outcome"] == "revoked")
+    # and the summary table counts each outcome
+    assert "9,993" in done.stdout and "10,005 of 10,005" in done.stdout
+    # and the server agrees
+    assert series_counts(server, given.series_id) == {"REVOKED": 9_997, "REDEEMED": 3}
+    print(f"\n{server.db_url.split(':')[0]}: 10,005 codes in {elapsed:.1f} s")
+
+
+def test_a_killed_run_resumes_and_revokes_every_code_exactly_once(
+    server: Server, tmp_path: Path
+) -> None:
+    # given a run killed outright after a few batches
+    given = given_series(server, 1_000)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    journal = tmp_path / "codes.results.csv.journal"
+    process = start_bulk(server, given.series_id, codes_file, "--parallel", "2")
+    wait_for_batches(journal, 4, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    killed_at = journal.read_text().count('"state":"done"')
+
+    # when running the same command again
+    done = run_bulk(server, given.series_id, codes_file, "--parallel", "2")
+
+    # then it finishes, every code reported once as revoked by this run (no "already revoked":
+    # unfinished batches were resent with their original keys and replayed)
+    assert done.returncode == 0, done.stderr
+    assert killed_at < 20
+    rows = read_results(tmp_path / "codes.results.csv")
+    assert sorted(row["code"] for row in rows) == given.codes
+    assert {row["outcome"] for row in rows} == {"revoked"}
+    assert series_counts(server, given.series_id) == {"REVOKED": 1_000}
+    # and each coupon was revoked once, with one history entry
+    with server.client() as api:
+        coupon = api.get_coupon(int(rows[-1]["couponId"]))
+    assert [h.action for h in coupon.history].count("REVOKE") == 1
+
+    # when rerunning once more, then the journal answers alone with the same report
+    again = invoke_bulk(server, given.series_id, codes_file, "--parallel", "2")
+    assert again.returncode == 0 and "1,000 of 1,000" in again.stdout
+    assert read_results(tmp_path / "codes.results.csv") == rows
+
+    # when rerunning with another reason, then it refuses with 2 rather than mix two runs
+    other = invoke_bulk(server, given.series_id, codes_file, "--reason", "other")
+    assert other.returncode == 2 and "other arguments" in other.stderr
+
+
+def test_an_interrupted_run_stops_with_2_and_a_rerun_finishes_it(
+    server: Server, tmp_path: Path
+) -> None:
+    # given a run interrupted with Ctrl-C mid-way
+    given = given_series(server, 1_000)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    journal = tmp_path / "codes.results.csv.journal"
+    process = start_bulk(server, given.series_id, codes_file, "--parallel", "1")
+    wait_for_batches(journal, 3, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+
+    # then it says it did not finish, and its partial results are consistent
+    assert process.returncode == 2, stderr
+    assert "rerun the same command to resume" in stderr
+    partial = read_results(tmp_path / "codes.results.csv")
+    assert 0 < len(partial) < 1_000 and {row["outcome"] for row in partial} == {"revoked"}
+
+    # when rerun, then every code is reported exactly once as revoked
+    done = run_bulk(server, given.series_id, codes_file, "--parallel", "1")
+    assert done.returncode == 0, done.stderr
+    rows = read_results(tmp_path / "codes.results.csv")
+    assert sorted(row["code"] for row in rows) == given.codes
+    assert {row["outcome"] for row in rows} == {"revoked"}
+
+
+def test_a_server_restart_mid_run_is_ridden_out_without_double_counting(
+    server: Server, tmp_path: Path
+) -> None:
+    # given a run under way
+    given = given_series(server, 1_500)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    journal = tmp_path / "codes.results.csv.journal"
+    process = start_bulk(server, given.series_id, codes_file, "--parallel", "2")
+    wait_for_batches(journal, 3, process)
+
+    # when the server is killed and started again
+    server.kill()
+    server.start()
+    _, stderr = process.communicate(timeout=180)
+
+    # then the run finishes by itself with every code revoked exactly once
+    assert process.returncode == 0, stderr
+    rows = read_results(tmp_path / "codes.results.csv")
+    assert sorted(row["code"] for row in rows) == given.codes
+    assert {row["outcome"] for row in rows} == {"revoked"}
+    assert series_counts(server, given.series_id) == {"REVOKED": 1_500}
+
+
+def test_an_unreachable_server_ends_the_run_with_2_and_keeps_the_journal(tmp_path: Path) -> None:
+    # given no server at the URL
+    codes_file = write_codes(tmp_path / "codes.txt", ["A1", "A2"])
+    dead = Server(db_url="", port=free_port(), workdir=tmp_path)
+
+    # when revoking with a short retry budget
+    done = run_bulk(dead, 1, codes_file, "--retry-seconds", "1")
+
+    # then the run stops with 2, names the cause, and leaves the batch's key for the rerun
+    assert done.returncode == 2
+    assert "server unavailable" in done.stderr
+    records = [json.loads(line) for line in (tmp_path / "codes.results.csv.journal").open()]
+    assert [r.get("state") for r in records[1:]] == ["sent"]
+
+
+def test_a_dry_run_reports_what_would_happen_and_changes_nothing(
+    server: Server, tmp_path: Path
+) -> None:
+    # given a CSV of codes with one redeemed, one already revoked and one unknown
+    given = given_series(server, 120, redeemed=1, revoked=1)
+    codes_file = tmp_path / "codes.csv"
+    with codes_file.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["note", "code"])
+        writer.writerows([["x", c] for c in [*given.codes, "UNKNOWN-1"]])
+
+    # when dry-running with codes written in lower case
+    done = invoke_bulk(server, given.series_id, codes_file, "--dry-run", "--case", "LOWER")
+
+    # then each code is previewed, written per --case, and nothing changed on the server
+    assert done.returncode == 1, done.stderr
+    rows = read_results(tmp_path / "codes.dry-run.csv")
+    assert Counter(row["outcome"] for row in rows) == {
+        "would_revoke": 118,
+        "redeemed": 1,
+        "already_revoked": 1,
+        "not_found": 1,
+    }
+    assert all(row["code"] == row["code"].lower() for row in rows)
+    assert "dry run" in done.stdout
+    assert series_counts(server, given.series_id) == {"AVAILABLE": 118, "REDEEMED": 1,
+                                                     "REVOKED": 1}
+
+
+def test_an_unknown_series_ends_the_run_with_2_and_the_servers_reason(
+    server: Server, tmp_path: Path
+) -> None:
+    # given codes and a series id the org does not have
+    codes_file = write_codes(tmp_path / "codes.txt", ["A1", "A2"])
+
+    # when revoking, then the run could not finish: 2, with the server's code
+    done = invoke_bulk(server, 987_654, codes_file)
+    assert done.returncode == 2
+    assert "707" in done.stderr
+
+
+def test_the_client_speaks_every_endpoint_of_the_spec(server: Server) -> None:
+    # given an OAuth client on the real server
+    with CouponClient(server.url, OAuth(USERNAME, PASSWORD)) as api:
+        # when walking the lifecycle through every endpoint
+        assert api.health()["status"] == "ok"
+        series = api.create_series(
+            description="walk",
+            client_handling_type="DISC_CODE",
+            valid_till=FUTURE,
+            discount_type="PERC",
+            discount_value=10,
+        )
+        assert api.add_codes(series.id, ["w1", "w2", "W1"]).added == 2
+        customer = api.create_customer(mobile="+1 555 0100", email="walk@example.com")
+        assert api.lookup_customer(email="WALK@example.com").id == customer.id
+        one = api.issue(series.id, {"id": customer.id})
+        more = api.issue_multiple(series.id, {"mobile": "15550100"}, 2)
+        redeemed = api.redeem({"id": customer.id}, [one.coupon_code], bill_amount=10)
+        reactivated = api.reactivate([redeemed[0].redemption_id])
+        revoked = api.revoke(series_id=series.id, codes=[more[0].coupon_code], code_case="LOWER")
+        reinstated = api.reinstate(series_id=series.id, codes=[more[0].coupon_code])
+        coupons = api.customer_coupons(customer.id, "ACTIVE")
+
+        # then each answer is typed and consistent
+        assert api.get_series(series.id).counts is not None
+        assert reactivated[0].coupon_id == one.coupon_id
+        assert revoked.changed[0].coupon_code == more[0].coupon_code.lower()
+        assert reinstated.changed[0].coupon_id == more[0].coupon_id
+        assert len(coupons) == 3
+        actions = [h.action for h in api.get_coupon(more[0].coupon_id).history]
+        assert actions[-2:] == ["REVOKE", "REINSTATE"]
+
+
+def test_a_journal_torn_by_a_kill_resumes_from_its_last_whole_record(tmp_path: Path) -> None:
+    # given a journal whose last record was cut short mid-write
+    spec = RunSpec(1, "codes.txt", "abc", None, "UPPER", False)
+    path = tmp_path / "r.csv.journal"
+    first = Journal(path, spec)
+    key = first.key_for(0)
+    first.finish(0, [("A", "revoked", "", "1")])
+    first.key_for(1)
+    first.close()
+    with path.open("a") as handle:
+        handle.write('{"batch":1,"state":"do')
+
+    # when the rerun opens it
+    again = Journal(path, spec)
+
+    # then batch 0 counts as done, batch 1 keeps its key, and new records start on a new line
+    assert again.done == {0} and 1 in again.keys and key not in again.keys.values()
+    again.finish(1, [("B", "revoked", "", "2")])
+    again.close()
+    reopened = Journal(path, spec)
+    assert list(reopened.rows()) == [("A", "revoked", "", "1"), ("B", "revoked", "", "2")]
+    reopened.close()
+
+
+def test_a_csv_without_a_code_column_is_refused_with_2(tmp_path: Path) -> None:
+    # given a CSV whose header has no `code` column
+    codes_file = tmp_path / "codes.csv"
+    codes_file.write_text("coupon,note\nA1,x\n")
+
+    # when revoking, then the run stops before sending anything, naming the problem
+    result = CliRunner().invoke(
+        cli_app,
+        ["revoke", "--series", "1", "--codes-file", str(codes_file), "--username", "u",
+         "--password", "p", "--url", "http://127.0.0.1:9"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "no 'code' column" in result.output
+
+
+def _direct_loop(server: Server, given: Given, parallel: int) -> float:
+    """Seconds a bare httpx loop of 50-code revokes takes, `parallel` requests in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [given.codes[i : i + 50] for i in range(0, len(given.codes), 50)]
+    with httpx.Client(base_url=server.url, auth=(USERNAME, PASSWORD), timeout=60) as http:
+
+        def send(chunk: list[str]) -> None:
+            body = {"couponSeriesId": given.series_id, "couponCodes": chunk}
+            response = http.post("/v2/coupon/revoke", json=body)
+            assert response.json()["entity"]["failedCount"] == 0
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(send, chunks))
+        return time.monotonic() - started
+
+
+@pytest.mark.skipif(not os.environ.get("COUPONS_BENCH"), reason="set COUPONS_BENCH=1 to measure")
+def test_bulk_revoke_keeps_up_with_a_direct_loop_of_50_code_requests(
+    server: Server, tmp_path: Path
+) -> None:
+    # given the command's fixed cost (start-up on an empty file)
+    empty = write_codes(tmp_path / "empty.txt", [])
+    started = time.monotonic()
+    assert run_bulk(server, 1, empty, full=True).returncode == 0
+    startup = time.monotonic() - started
+    count, ratios = 10_000, []
+    for parallel in (1, 4):
+        # given three series of 10,000 codes
+        before, cli_series, after = (given_series(server, count) for _ in range(3))
+        codes_file = write_codes(tmp_path / f"codes-{parallel}.txt", cli_series.codes)
+
+        # when the middle one is revoked by the whole command (start-up, file scan, journal
+        # and result CSV included) and the others by a bare loop just before and after it,
+        # so that load from elsewhere on the machine hits both sides alike
+        direct = _direct_loop(server, before, parallel)
+        started = time.monotonic()
+        done = run_bulk(server, cli_series.series_id, codes_file, "--parallel", str(parallel),
+                        full=True)  # fmt: skip
+        command = time.monotonic() - started
+        direct = (direct + _direct_loop(server, after, parallel)) / 2
+        assert done.returncode == 0, done.stderr
+
+        # Start-up is a fixed cost; the rate once running is what scales to big files.
+        ratios.append(direct / (command - startup))
+        print(
+            f"\n{server.db_url.split(':')[0]} parallel={parallel}: direct loop "
+            f"{count / direct:,.0f} codes/s; coupons revoke {count / command:,.0f} codes/s "
+            f"whole (ratio {direct / command:.2f}), {count / (command - startup):,.0f} codes/s "
+            f"after its {startup:.1f} s start-up (ratio {ratios[-1]:.2f})"
+        )
+
+    # then, once started, the command reaches at least 80% of the bare loop's throughput
+    assert min(ratios) >= 0.8
