@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
 
-from coupons.adapters import migrate
-from coupons.adapters.sql_uow import Database
 from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError
 from coupons.entrypoints import bulk_revoke
-from coupons.services import admin, demo
+
+# The server, database and migration modules are imported inside the commands that need
+# them, so `coupons revoke` (an HTTP client) starts fast.
+if TYPE_CHECKING:
+    from coupons.adapters.sql_uow import Database
+    from coupons.services.demo import DemoData
 
 app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -45,6 +48,8 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _database(url: str) -> Database:
+    from coupons.adapters.sql_uow import Database
+
     try:
         return Database.from_url(url, pool_size=2)
     except Exception as error:  # bad URL or driver: say so, no traceback
@@ -54,6 +59,8 @@ def _database(url: str) -> Database:
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Create or migrate the schema (safe to run again)."""
+    from coupons.adapters import migrate
+
     try:
         revision = migrate.upgrade(db)
     except Exception as error:
@@ -64,6 +71,8 @@ def db_upgrade(db: DbOption = DEFAULT_DATABASE_URL) -> None:
 @org_app.command("create")
 def org_create(name: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Create an org; prints its id."""
+    from coupons.services import admin
+
     database = _database(db)
     try:
         org_id = database.run(lambda uow: _committed(uow, admin.create_org(uow, name)))
@@ -87,6 +96,8 @@ def client_create(
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
     """Create an API client; prints its secret once (it is stored only as a hash)."""
+    from coupons.services import admin
+
     database = _database(db)
     try:
         secret = database.run(
@@ -117,6 +128,8 @@ def client_enable(username: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
 
 
 def _set_active(username: str, active: bool, db: str) -> None:
+    from coupons.services import admin
+
     database = _database(db)
     try:
         database.run(
@@ -147,6 +160,9 @@ def serve(
     """Migrate the database, then serve the API."""
     import uvicorn
 
+    from coupons.adapters import migrate
+    from coupons.services import demo
+
     try:
         Settings.from_env(database_url=db)
     except ValueError as error:
@@ -176,7 +192,7 @@ def serve(
     )
 
 
-def _print_demo(data: demo.DemoData, host: str, port: int) -> None:
+def _print_demo(data: DemoData, host: str, port: int) -> None:
     base = f"http://{host}:{port}"
     body = orjson.dumps(
         {"couponSeriesId": data.series_id, "couponCodes": [data.issued_code], "reason": "demo"}

@@ -9,6 +9,7 @@ once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -42,8 +43,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 
 SIGNING_KEY_NAME = "token_signing_key"
 _hasher = PasswordHasher()
-# A hash to verify against when the username is unknown, so timing does not reveal it.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the username is unknown, so timing does not reveal it."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_secret(secret: str) -> str:
@@ -148,7 +153,7 @@ class Authenticator:
             if cached is not None and hmac.compare_digest(cached, digest):
                 return True
         try:
-            _hasher.verify(client.secret_hash if client else _DUMMY_HASH, secret)
+            _hasher.verify(client.secret_hash if client else _dummy_hash(), secret)
         except (VerificationError, InvalidHashError):
             return False
         if client is None:
