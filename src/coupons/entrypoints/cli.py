@@ -14,6 +14,7 @@ from coupons.adapters import migrate
 from coupons.adapters.sql_uow import Database
 from coupons.config import DEFAULT_DATABASE_URL
 from coupons.domain.errors import CouponError
+from coupons.entrypoints import worker as webhook_worker
 from coupons.services import admin, demo
 
 app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True)
@@ -23,6 +24,7 @@ client_app = typer.Typer(help="API clients and their credentials.", no_args_is_h
 app.add_typer(db_app, name="db")
 app.add_typer(org_app, name="org")
 app.add_typer(client_app, name="client")
+webhook_worker.register(app)
 
 console = Console()
 err = Console(stderr=True)
@@ -141,6 +143,9 @@ def serve(
     ] = False,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
     db: DbOption = DEFAULT_DATABASE_URL,
+    deliver_webhooks: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="deliver webhooks in this process")
+    ] = True,
 ) -> None:
     """Migrate the database, then serve the API."""
     import uvicorn
@@ -157,6 +162,8 @@ def serve(
             database.dispose()
         _print_demo(data, host, port)
     os.environ["COUPONS_DATABASE_URL"] = db
+    if deliver_webhooks:
+        webhook_worker.start_in_background(db)
     uvicorn.run(
         "coupons.entrypoints.http.asgi:app_from_env",
         factory=True,

@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from coupons import __version__
 from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
-from coupons.entrypoints.http import handlers
+from coupons.entrypoints.http import events_routes, handlers
 from coupons.entrypoints.http.envelope import failure, success
 from coupons.entrypoints.http.middleware import EdgeMiddleware
 from coupons.entrypoints.http.routes import router
@@ -53,6 +53,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     )
     handlers.install(app)
     app.include_router(router)
+    app.include_router(events_routes.router)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
