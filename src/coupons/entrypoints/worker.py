@@ -23,6 +23,7 @@ import typer
 
 from coupons.adapters.sql_uow import Database
 from coupons.config import DEFAULT_DATABASE_URL
+from coupons.entrypoints.http.metrics import DELIVERED_EVENTS, DELIVERIES, configure_logging
 from coupons.services import webhooks
 from coupons.services.common import utcnow
 
@@ -100,6 +101,9 @@ class Worker:
             log.exception("delivery failed", webhook=webhook.id)
             return webhooks.DeliveryResult("ERROR")
         if result.outcome in ("DELIVERED", "FAILED", "DEAD") and result.event_count:
+            DELIVERIES.labels(result.outcome.lower()).inc()
+            if result.outcome == "DELIVERED":
+                DELIVERED_EVENTS.inc(result.event_count)
             log.info(
                 "webhook delivery",
                 webhook=webhook.id,
@@ -131,8 +135,16 @@ def worker_command(
     lease_seconds: Annotated[float, typer.Option(help="lease on a subscription")] = 60.0,
     timeout: Annotated[float, typer.Option(help="HTTP timeout per delivery, seconds")] = 10.0,
     poll_interval: Annotated[float, typer.Option(help="seconds between polls when idle")] = 0.5,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve Prometheus metrics on this port")
+    ] = None,
 ) -> None:
     """Deliver webhooks until interrupted (run as many as you like)."""
+    configure_logging(os.environ.get("COUPONS_LOG_LEVEL", "INFO"))
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
     options = WorkerOptions(
         concurrency=concurrency,
         lease=timedelta(seconds=lease_seconds),
