@@ -156,7 +156,7 @@ def other(client: TestClient, globex_admin: Credentials) -> Api:
     return Api(client, globex_admin)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

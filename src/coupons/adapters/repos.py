@@ -9,7 +9,19 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from coupons.adapters.tables import (
     api_clients,
@@ -814,14 +826,8 @@ class SqlRepository:
         )
         return result.rowcount == 1
 
-    def claim_webhooks(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
-    ) -> list[WebhookRecord]:
-        """Lease up to `limit` due subscriptions that have undelivered events.
-
-        A lease is taken only where none is held or it has expired; PostgreSQL workers skip
-        each other's locked rows, SQLite writers are serialized by BEGIN IMMEDIATE.
-        """
+    def _due(self, now: datetime, limit: int) -> Select[tuple[int]]:
+        """Subscriptions due now, not leased, with events after their cursor."""
         pending = (
             select(coupon_history.c.id)
             .where(
@@ -830,23 +836,33 @@ class SqlRepository:
             )
             .exists()
         )
-        free = or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < now)
-        ids = list(
-            self.conn.scalars(
-                select(webhooks.c.id)
-                .where(
-                    webhooks.c.status == "ACTIVE",
-                    webhooks.c.next_attempt_at <= now,
-                    free,
-                    pending,
-                )
-                .order_by(webhooks.c.next_attempt_at, webhooks.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
+        return (
+            select(webhooks.c.id)
+            .where(
+                webhooks.c.status == "ACTIVE",
+                webhooks.c.next_attempt_at <= now,
+                or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < now),
+                pending,
             )
+            .order_by(webhooks.c.next_attempt_at, webhooks.c.id)
+            .limit(limit)
         )
+
+    def due_webhooks(self, now: datetime, limit: int) -> list[int]:
+        return [int(i) for i in self.conn.scalars(self._due(now, limit))]
+
+    def claim_webhooks(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[WebhookRecord]:
+        """Lease up to `limit` due subscriptions that have undelivered events.
+
+        A lease is taken only where none is held or it has expired; PostgreSQL workers skip
+        each other's locked rows, SQLite writers are serialized by BEGIN IMMEDIATE.
+        """
+        ids = list(self.conn.scalars(self._due(now, limit).with_for_update(skip_locked=True)))
         if not ids:
             return []
+        free = or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < now)
         self.conn.execute(
             update(webhooks)
             .where(webhooks.c.id.in_(ids), free)

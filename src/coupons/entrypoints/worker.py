@@ -21,11 +21,13 @@ import httpx
 import structlog
 import typer
 
+from coupons.adapters.repos import WebhookRecord
 from coupons.adapters.sql_uow import Database
 from coupons.config import DEFAULT_DATABASE_URL
 from coupons.entrypoints.http.metrics import DELIVERED_EVENTS, DELIVERIES, configure_logging
 from coupons.services import webhooks
 from coupons.services.common import utcnow
+from coupons.services.uow import UnitOfWork
 
 log = structlog.get_logger("coupons.worker")
 
@@ -81,12 +83,14 @@ class Worker:
                     )
                     for future in done:
                         del in_flight[future]
-                    if done or claimed:
+                    # Claim again at once only while a backlog is draining; otherwise wait,
+                    # so a steady trickle of events goes out in batches, not one POST each.
+                    if any(f.result().more for f in done):
                         continue
                 self.stopping.wait(self.options.poll_interval)
         self._client.close()
 
-    def _deliver(self, webhook: webhooks.WebhookRecord) -> webhooks.DeliveryResult:
+    def _deliver(self, webhook: WebhookRecord) -> webhooks.DeliveryResult:
         try:
             result = webhooks.deliver(
                 self.db,
@@ -172,7 +176,7 @@ def webhook_retry(webhook_id: int, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Retry a dead-lettered subscription now, from where it stopped."""
     database = Database.from_url(db, pool_size=1)
 
-    def work(uow: webhooks.UnitOfWork) -> bool:
+    def work(uow: UnitOfWork) -> bool:
         revived = webhooks.retry_webhook_by_id(uow, webhook_id, utcnow())
         uow.commit()
         return revived

@@ -48,7 +48,7 @@ class RetryPolicy:
 
     def delay(self, attempts: int, rng: Callable[[], float] = random.random) -> timedelta:
         """Wait before attempt `attempts + 1`: doubling, capped, scaled into [50%, 100%]."""
-        base = min(self.first_delay * 2 ** max(attempts - 1, 0), self.max_delay)
+        base: timedelta = min(self.first_delay * 2 ** max(attempts - 1, 0), self.max_delay)
         return base * (0.5 + 0.5 * rng())
 
 
@@ -66,10 +66,12 @@ class CreatedWebhook:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    """What one delivery round did: DELIVERED, FAILED, DEAD, SKIPPED or NOTHING."""
+    """What one delivery round did: DELIVERED, FAILED, DEAD, SKIPPED or NOTHING; `more` when
+    the batch was full, so more events are likely waiting."""
 
     outcome: str
     event_count: int = 0
+    more: bool = False
 
 
 # --- signatures -----------------------------------------------------------------------------
@@ -212,6 +214,10 @@ def claim(
 ) -> list[WebhookRecord]:
     """Lease due subscriptions with pending events for this worker."""
     at = now or utcnow()
+    # Look first without the write lock (SQLite has one for the whole database): an idle
+    # worker must not hold up the API's writers.
+    if not db.run(lambda uow: uow.repo.due_webhooks(at, limit), write=False):
+        return []
 
     def work(uow: UnitOfWork) -> list[WebhookRecord]:
         claimed = uow.repo.claim_webhooks(owner, at, at + lease, limit)
@@ -249,7 +255,7 @@ def deliver(
     if not batch:
         # Nothing this subscription wants: move past it without calling the receiver.
         _finish(db, webhook, owner, cursor=pending[-1].id, ok=True, now=utcnow(), policy=policy)
-        return DeliveryResult("SKIPPED")
+        return DeliveryResult("SKIPPED", more=len(pending) == batch_size)
     body = orjson.dumps({"webhookId": webhook.id, "events": [event_log.payload(e) for e in batch]})
     timestamp = int(time.time())
     headers = {
@@ -288,7 +294,7 @@ def deliver(
             "at": now,
         },
     )
-    return DeliveryResult(outcome, len(batch))
+    return DeliveryResult(outcome, len(batch), more=len(pending) == batch_size)
 
 
 def _finish(
