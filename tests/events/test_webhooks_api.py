@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
+from tests.conftest import Backend
 from tests.e2e.conftest import Api, error_code
 from tests.events.conftest import subscribe
 
@@ -73,3 +76,18 @@ def test_only_coupon_admins_manage_webhooks(viewer: Api, api: Api) -> None:
 
     assert response.status_code == 403 and error_code(response) == 9011
     assert viewer.get("/v2/webhooks").status_code == 403
+
+
+def test_deleting_a_webhook_wipes_its_stored_secret(api: Api, clean_webhooks: Backend) -> None:
+    # given a subscription
+    created = subscribe(api, "https://example.test/wipe")
+
+    # when it is deleted
+    api.ok(api.request("DELETE", f"/v2/webhooks/{created['id']}"))
+
+    # then its signing key no longer exists anywhere in the database
+    with clean_webhooks.db.engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT secret FROM webhooks WHERE id = :id"), {"id": created["id"]}
+        ).scalar_one()
+    assert stored == ""

@@ -802,7 +802,8 @@ class SqlRepository:
         return [self._webhook(r) for r in rows]
 
     def delete_webhook(self, org_id: int, webhook_id: int) -> bool:
-        """Soft delete: the worker stops at once; delivery records stay for audit."""
+        """Soft delete: the worker stops at once and the secret is wiped; delivery records
+        stay for audit."""
         result = self.conn.execute(
             update(webhooks)
             .where(
@@ -810,7 +811,7 @@ class SqlRepository:
                 webhooks.c.org_id == org_id,
                 webhooks.c.status != "DELETED",
             )
-            .values(status="DELETED", lease_owner=None, lease_until=None)
+            .values(status="DELETED", secret="", lease_owner=None, lease_until=None)
         )
         return result.rowcount == 1
 
