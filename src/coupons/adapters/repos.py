@@ -13,7 +13,9 @@ from sqlalchemy import (
     Connection,
     Row,
     Select,
+    String,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -180,6 +182,37 @@ def _customer(row: Row[Any]) -> Customer:
         last_name=row.last_name,
     )
 
+
+_INSERT_HISTORY = insert(coupon_history).from_select(
+    [
+        "org_id",
+        "coupon_id",
+        "action",
+        "from_state",
+        "to_state",
+        "at",
+        "actor",
+        "request_id",
+        "reason",
+        "series_id",
+        "code",
+        "customer_id",
+    ],
+    select(
+        bindparam("h_org_id", type_=coupon_history.c.org_id.type),
+        coupons.c.id,
+        bindparam("h_action", type_=String()),
+        bindparam("h_from_state", type_=String()),
+        bindparam("h_to_state", type_=String()),
+        bindparam("h_at", type_=coupon_history.c.at.type),
+        bindparam("h_actor", type_=String()),
+        bindparam("h_request_id", type_=String()),
+        bindparam("h_reason", type_=String()),
+        coupons.c.series_id,
+        coupons.c.code,
+        coupons.c.customer_id,
+    ).where(coupons.c.id == bindparam("h_coupon_id")),
+)
 
 _COUPON_COLUMNS = (
     coupons.c.id,
@@ -486,16 +519,6 @@ class SqlRepository:
         """Record state changes in one batched insert; each row is also an outbox event."""
         if not entries:
             return
-        # The event copies the coupon as it is now (inside this transaction, after the change).
-        ids = sorted({e.coupon_id for e in entries})
-        found = {
-            r.id: r
-            for r in self.conn.execute(
-                select(
-                    coupons.c.id, coupons.c.series_id, coupons.c.code, coupons.c.customer_id
-                ).where(coupons.c.id.in_(ids))
-            )
-        }
         if self.conn.dialect.name == "postgresql":
             # Event ids come from a sequence, handed out before commit: without this lock a
             # transaction could commit a lower id after a reader has moved past a higher one,
@@ -505,26 +528,28 @@ class SqlRepository:
                 text("SELECT pg_advisory_xact_lock(:space, :key)"),
                 {"space": OUTBOX_LOCK_SPACE, "key": org_id % 2**31},
             )
-        self.conn.execute(
-            insert(coupon_history),
+        # The event copies the coupon as it is now (inside this transaction, after the
+        # change), read by the insert itself rather than by a separate query.
+        result = self.conn.execute(
+            _INSERT_HISTORY,
             [
                 {
-                    "org_id": org_id,
-                    "coupon_id": e.coupon_id,
-                    "action": e.action.value,
-                    "from_state": e.from_state.value if e.from_state else None,
-                    "to_state": e.to_state.value,
-                    "at": e.at,
-                    "actor": e.actor,
-                    "request_id": e.request_id,
-                    "reason": e.reason,
-                    "series_id": found[e.coupon_id].series_id,
-                    "code": found[e.coupon_id].code,
-                    "customer_id": found[e.coupon_id].customer_id,
+                    "h_org_id": org_id,
+                    "h_coupon_id": e.coupon_id,
+                    "h_action": e.action.value,
+                    "h_from_state": e.from_state.value if e.from_state else None,
+                    "h_to_state": e.to_state.value,
+                    "h_at": e.at,
+                    "h_actor": e.actor,
+                    "h_request_id": e.request_id,
+                    "h_reason": e.reason,
                 }
                 for e in entries
             ],
         )
+        # A coupon id that matches no row would silently lose its history and its event.
+        if result.rowcount not in (-1, len(entries)):
+            raise RuntimeError("history rows written do not match the changes recorded")
         pending = self.conn.info.setdefault(PENDING_CHANGES, Counter())
         pending.update(e.action.value for e in entries)
 
