@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from coupons.adapters.tables import (
     api_clients,
@@ -20,6 +35,8 @@ from coupons.adapters.tables import (
     orgs,
     redemptions,
     service_keys,
+    webhook_deliveries,
+    webhooks,
 )
 from coupons.domain.codes import normalize
 from coupons.domain.model import (
@@ -34,6 +51,11 @@ from coupons.domain.model import (
 )
 
 REVOCABLE_STATES = (CouponState.AVAILABLE.value, CouponState.ISSUED.value)
+# Advisory lock namespace that serializes outbox inserts per org on PostgreSQL.
+OUTBOX_LOCK_SPACE = 0x0C0B
+# Key in a connection's `info`: history actions written in its open transaction, counted
+# into metrics on commit (see entrypoints/http/metrics.py).
+PENDING_CHANGES = "coupons_pending_changes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +85,56 @@ class HistoryRecord:
     actor: str
     request_id: str
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One coupon_history row read as an event."""
+
+    id: int
+    org_id: int
+    coupon_id: int
+    action: Action
+    from_state: CouponState | None
+    to_state: CouponState
+    at: datetime
+    actor: str
+    request_id: str
+    reason: str | None
+    series_id: int | None
+    code: str | None
+    customer_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRecord:
+    id: int
+    org_id: int
+    url: str
+    events: frozenset[str]
+    secret: str
+    status: str
+    cursor: int
+    attempts: int
+    failing_since: datetime | None
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    id: int
+    webhook_id: int
+    first_event_id: int
+    last_event_id: int
+    event_count: int
+    attempt: int
+    outcome: str
+    http_status: int | None
+    error: str | None
+    duration_ms: int
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +182,37 @@ def _customer(row: Row[Any]) -> Customer:
         last_name=row.last_name,
     )
 
+
+_INSERT_HISTORY = insert(coupon_history).from_select(
+    [
+        "org_id",
+        "coupon_id",
+        "action",
+        "from_state",
+        "to_state",
+        "at",
+        "actor",
+        "request_id",
+        "reason",
+        "series_id",
+        "code",
+        "customer_id",
+    ],
+    select(
+        bindparam("h_org_id", type_=coupon_history.c.org_id.type),
+        coupons.c.id,
+        bindparam("h_action", type_=String()),
+        bindparam("h_from_state", type_=String()),
+        bindparam("h_to_state", type_=String()),
+        bindparam("h_at", type_=coupon_history.c.at.type),
+        bindparam("h_actor", type_=String()),
+        bindparam("h_request_id", type_=String()),
+        bindparam("h_reason", type_=String()),
+        coupons.c.series_id,
+        coupons.c.code,
+        coupons.c.customer_id,
+    ).where(coupons.c.id == bindparam("h_coupon_id")),
+)
 
 _COUPON_COLUMNS = (
     coupons.c.id,
@@ -413,25 +516,42 @@ class SqlRepository:
     # --- history --------------------------------------------------------------------------
 
     def add_history(self, org_id: int, entries: Sequence[HistoryRecord]) -> None:
+        """Record state changes in one batched insert; each row is also an outbox event."""
         if not entries:
             return
-        self.conn.execute(
-            insert(coupon_history),
+        if self.conn.dialect.name == "postgresql":
+            # Event ids come from a sequence, handed out before commit: without this lock a
+            # transaction could commit a lower id after a reader has moved past a higher one,
+            # and cursor readers would miss it. Held from here to commit, per org. SQLite
+            # writers are already serialized by BEGIN IMMEDIATE.
+            self.conn.execute(
+                text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                {"space": OUTBOX_LOCK_SPACE, "key": org_id % 2**31},
+            )
+        # The event copies the coupon as it is now (inside this transaction, after the
+        # change), read by the insert itself rather than by a separate query.
+        result = self.conn.execute(
+            _INSERT_HISTORY,
             [
                 {
-                    "org_id": org_id,
-                    "coupon_id": e.coupon_id,
-                    "action": e.action.value,
-                    "from_state": e.from_state.value if e.from_state else None,
-                    "to_state": e.to_state.value,
-                    "at": e.at,
-                    "actor": e.actor,
-                    "request_id": e.request_id,
-                    "reason": e.reason,
+                    "h_org_id": org_id,
+                    "h_coupon_id": e.coupon_id,
+                    "h_action": e.action.value,
+                    "h_from_state": e.from_state.value if e.from_state else None,
+                    "h_to_state": e.to_state.value,
+                    "h_at": e.at,
+                    "h_actor": e.actor,
+                    "h_request_id": e.request_id,
+                    "h_reason": e.reason,
                 }
                 for e in entries
             ],
         )
+        # A coupon id that matches no row would silently lose its history and its event.
+        if result.rowcount not in (-1, len(entries)):
+            raise RuntimeError("history rows written do not match the changes recorded")
+        pending = self.conn.info.setdefault(PENDING_CHANGES, Counter())
+        pending.update(e.action.value for e in entries)
 
     def history(self, coupon_id: int) -> list[HistoryEntry]:
         rows = self.conn.execute(
@@ -625,3 +745,266 @@ class SqlRepository:
                 created_at=now,
             )
         )
+
+    # --- events (the coupon_history outbox) -------------------------------------------------
+
+    def events(self, org_id: int, after: int, limit: int) -> list[EventRecord]:
+        """The org's events with ids above `after`, oldest first."""
+        rows = self.conn.execute(
+            select(coupon_history)
+            .where(coupon_history.c.org_id == org_id, coupon_history.c.id > after)
+            .order_by(coupon_history.c.id)
+            .limit(limit)
+        )
+        return [
+            EventRecord(
+                id=r.id,
+                org_id=r.org_id,
+                coupon_id=r.coupon_id,
+                action=Action(r.action),
+                from_state=CouponState(r.from_state) if r.from_state else None,
+                to_state=CouponState(r.to_state),
+                at=r.at,
+                actor=r.actor,
+                request_id=r.request_id,
+                reason=r.reason,
+                series_id=r.series_id,
+                code=r.code,
+                customer_id=r.customer_id,
+            )
+            for r in rows
+        ]
+
+    def last_event_id(self, org_id: int) -> int:
+        value = self.conn.scalar(
+            select(func.max(coupon_history.c.id)).where(coupon_history.c.org_id == org_id)
+        )
+        return 0 if value is None else int(value)
+
+    # --- webhooks ---------------------------------------------------------------------------
+
+    def _webhook(self, row: Row[Any]) -> WebhookRecord:
+        return WebhookRecord(
+            id=row.id,
+            org_id=row.org_id,
+            url=row.url,
+            events=frozenset(e for e in row.events.split(",") if e),
+            secret=row.secret,
+            status=row.status,
+            cursor=int(row.cursor),
+            attempts=row.attempts,
+            failing_since=row.failing_since,
+            next_attempt_at=row.next_attempt_at,
+            last_error=row.last_error,
+            created_at=row.created_at,
+        )
+
+    def add_webhook(
+        self, *, org_id: int, url: str, events: Iterable[str], secret: str, now: datetime
+    ) -> WebhookRecord:
+        """A subscription starting after the org's latest event (it gets what follows)."""
+        result = self.conn.execute(
+            insert(webhooks).values(
+                org_id=org_id,
+                url=url,
+                events=",".join(sorted(events)),
+                secret=secret,
+                status="ACTIVE",
+                cursor=self.last_event_id(org_id),
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        found = self.webhook(org_id, int(result.inserted_primary_key[0]))
+        assert found is not None
+        return found
+
+    def webhook(self, org_id: int, webhook_id: int) -> WebhookRecord | None:
+        row = self.conn.execute(
+            select(webhooks).where(
+                webhooks.c.id == webhook_id,
+                webhooks.c.org_id == org_id,
+                webhooks.c.status != "DELETED",
+            )
+        ).first()
+        return None if row is None else self._webhook(row)
+
+    def webhooks_of_org(self, org_id: int) -> list[WebhookRecord]:
+        rows = self.conn.execute(
+            select(webhooks)
+            .where(webhooks.c.org_id == org_id, webhooks.c.status != "DELETED")
+            .order_by(webhooks.c.id)
+        )
+        return [self._webhook(r) for r in rows]
+
+    def delete_webhook(self, org_id: int, webhook_id: int) -> bool:
+        """Soft delete: the worker stops at once and the secret is wiped; delivery records
+        stay for audit."""
+        result = self.conn.execute(
+            update(webhooks)
+            .where(
+                webhooks.c.id == webhook_id,
+                webhooks.c.org_id == org_id,
+                webhooks.c.status != "DELETED",
+            )
+            .values(status="DELETED", secret="", lease_owner=None, lease_until=None)
+        )
+        return result.rowcount == 1
+
+    def revive_webhook(self, webhook_id: int, now: datetime, *, org_id: int | None = None) -> bool:
+        """Put a subscription back on schedule now, with a fresh retry budget."""
+        query = update(webhooks).where(
+            webhooks.c.id == webhook_id, webhooks.c.status.in_(("ACTIVE", "DEAD"))
+        )
+        if org_id is not None:
+            query = query.where(webhooks.c.org_id == org_id)
+        result = self.conn.execute(
+            query.values(status="ACTIVE", attempts=0, failing_since=None, next_attempt_at=now)
+        )
+        return result.rowcount == 1
+
+    def _due(self, now: datetime, limit: int) -> Select[tuple[int]]:
+        """Subscriptions due now, not leased, with events after their cursor."""
+        pending = (
+            select(coupon_history.c.id)
+            .where(
+                coupon_history.c.org_id == webhooks.c.org_id,
+                coupon_history.c.id > webhooks.c.cursor,
+            )
+            .exists()
+        )
+        return (
+            select(webhooks.c.id)
+            .where(
+                webhooks.c.status == "ACTIVE",
+                webhooks.c.next_attempt_at <= now,
+                or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < now),
+                pending,
+            )
+            .order_by(webhooks.c.next_attempt_at, webhooks.c.id)
+            .limit(limit)
+        )
+
+    def due_webhooks(self, now: datetime, limit: int) -> list[int]:
+        return [int(i) for i in self.conn.scalars(self._due(now, limit))]
+
+    def claim_webhooks(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[WebhookRecord]:
+        """Lease up to `limit` due subscriptions that have undelivered events.
+
+        A lease is taken only where none is held or it has expired; PostgreSQL workers skip
+        each other's locked rows, SQLite writers are serialized by BEGIN IMMEDIATE.
+        """
+        ids = list(self.conn.scalars(self._due(now, limit).with_for_update(skip_locked=True)))
+        if not ids:
+            return []
+        free = or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < now)
+        self.conn.execute(
+            update(webhooks)
+            .where(webhooks.c.id.in_(ids), free)
+            .values(lease_owner=owner, lease_until=lease_until)
+        )
+        rows = self.conn.execute(
+            select(webhooks)
+            .where(webhooks.c.id.in_(ids), webhooks.c.lease_owner == owner)
+            .order_by(webhooks.c.id)
+        )
+        return [self._webhook(r) for r in rows]
+
+    def finish_delivery(
+        self,
+        webhook_id: int,
+        owner: str,
+        *,
+        cursor: int | None,
+        attempts: int,
+        failing_since: datetime | None,
+        next_attempt_at: datetime,
+        status: str,
+        last_error: str | None,
+    ) -> bool:
+        """Store a delivery's result and release the lease, if this worker still holds it."""
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "failing_since": failing_since,
+            "next_attempt_at": next_attempt_at,
+            "last_error": last_error,
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        query = update(webhooks).where(
+            webhooks.c.id == webhook_id,
+            webhooks.c.lease_owner == owner,
+            webhooks.c.status == "ACTIVE",
+        )
+        if cursor is not None:
+            # The cursor only moves forward, even if a slower duplicate finishes later.
+            values["cursor"] = (
+                func.max(webhooks.c.cursor, cursor)
+                if self._is_sqlite
+                else (func.greatest(webhooks.c.cursor, cursor))
+            )
+        values["status"] = status
+        result = self.conn.execute(query.values(**values))
+        return result.rowcount == 1
+
+    @property
+    def _is_sqlite(self) -> bool:
+        return self.conn.dialect.name == "sqlite"
+
+    def add_delivery(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(webhook_deliveries).values(**row))
+
+    def deliveries(self, webhook_id: int, limit: int) -> list[DeliveryRecord]:
+        """A subscription's latest delivery attempts, newest first."""
+        rows = self.conn.execute(
+            select(webhook_deliveries)
+            .where(webhook_deliveries.c.webhook_id == webhook_id)
+            .order_by(webhook_deliveries.c.id.desc())
+            .limit(limit)
+        )
+        return [
+            DeliveryRecord(
+                id=r.id,
+                webhook_id=r.webhook_id,
+                first_event_id=int(r.first_event_id),
+                last_event_id=int(r.last_event_id),
+                event_count=r.event_count,
+                attempt=r.attempt,
+                outcome=r.outcome,
+                http_status=r.http_status,
+                error=r.error,
+                duration_ms=r.duration_ms,
+                at=r.at,
+            )
+            for r in rows
+        ]
+
+    def outbox_backlog(self) -> list[tuple[int, str, datetime | None]]:
+        """Per live subscription: id, status, and when its oldest undelivered event happened."""
+        oldest = (
+            select(coupon_history.c.at)
+            .where(
+                coupon_history.c.org_id == webhooks.c.org_id,
+                coupon_history.c.id > webhooks.c.cursor,
+            )
+            .order_by(coupon_history.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        rows = self.conn.execute(
+            select(webhooks.c.id, webhooks.c.status, oldest.label("oldest")).where(
+                webhooks.c.status.in_(("ACTIVE", "DEAD"))
+            )
+        )
+        backlog = []
+        for r in rows:
+            at = r.oldest
+            if isinstance(at, str):  # a raw scalar subquery bypasses the column type on SQLite
+                at = datetime.fromisoformat(at)
+            if at is not None and at.tzinfo is None:
+                at = at.replace(tzinfo=UTC)
+            backlog.append((int(r.id), str(r.status), at))
+        return backlog

@@ -162,8 +162,56 @@ coupon_history = Table(
     Column("actor", String(200), nullable=False),
     Column("request_id", String(200), nullable=False),
     Column("reason", String(500)),
+    # Event fields (the table is the events outbox): the coupon as it was at the change.
+    Column("series_id", Id),
+    Column("code", String(100)),
+    Column("customer_id", Id),
     Index("ix_coupon_history_coupon", "coupon_id", "id"),
     Index("ix_coupon_history_org_request", "org_id", "request_id"),
+    # The per-org event log is read in id order from a cursor.
+    Index("ix_coupon_history_org_id", "org_id", "id"),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("url", String(2000), nullable=False),
+    # Comma-separated event types; empty means every type.
+    Column("events", String(500), nullable=False),
+    # A shared HMAC key: the worker must read it back to sign, so it cannot be hashed.
+    Column("secret", String(200), nullable=False),
+    # ACTIVE, DEAD (retries exhausted; retried by hand) or DELETED.
+    Column("status", String(10), nullable=False),
+    # The last event id delivered (or skipped as not subscribed); advances only after a 2xx.
+    Column("cursor", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("failing_since", UtcDateTime),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("lease_owner", String(100)),
+    Column("lease_until", UtcDateTime),
+    Column("last_error", String(500)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_webhooks_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("webhook_id", Id, ForeignKey("webhooks.id"), nullable=False),
+    Column("first_event_id", BigInteger, nullable=False),
+    Column("last_event_id", BigInteger, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    # DELIVERED, FAILED (will retry) or DEAD (retries exhausted).
+    Column("outcome", String(10), nullable=False),
+    Column("http_status", Integer),
+    Column("error", String(500)),
+    Column("duration_ms", Integer, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_webhook_deliveries_webhook_id", "webhook_id", "id"),
 )
 
 redemptions = Table(
@@ -204,4 +252,6 @@ __all__ = [
     "orgs",
     "redemptions",
     "service_keys",
+    "webhook_deliveries",
+    "webhooks",
 ]

@@ -13,6 +13,7 @@ from rich.console import Console
 from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError
 from coupons.entrypoints import bulk_revoke
+from coupons.entrypoints import worker as webhook_worker
 
 # The server, database and migration modules are imported inside the commands that need
 # them, so `coupons revoke` (an HTTP client) starts fast.
@@ -28,6 +29,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(org_app, name="org")
 app.add_typer(client_app, name="client")
 app.command("revoke")(bulk_revoke.revoke)
+webhook_worker.register(app)
 
 console = Console()
 err = Console(stderr=True)
@@ -156,6 +158,9 @@ def serve(
     ] = False,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
     db: DbOption = DEFAULT_DATABASE_URL,
+    deliver_webhooks: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="deliver webhooks in this process")
+    ] = True,
 ) -> None:
     """Migrate the database, then serve the API."""
     import uvicorn
@@ -179,6 +184,8 @@ def serve(
             database.dispose()
         _print_demo(data, host, port)
     os.environ["COUPONS_DATABASE_URL"] = db
+    if deliver_webhooks:
+        webhook_worker.start_in_background(db)
     uvicorn.run(
         "coupons.entrypoints.http.asgi:app_from_env",
         factory=True,

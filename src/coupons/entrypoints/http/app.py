@@ -8,7 +8,6 @@ import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
@@ -16,7 +15,7 @@ from starlette.responses import HTMLResponse, Response
 from coupons import __version__
 from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
-from coupons.entrypoints.http import handlers
+from coupons.entrypoints.http import events_routes, handlers, metrics
 from coupons.entrypoints.http.envelope import failure, success
 from coupons.entrypoints.http.middleware import EdgeMiddleware
 from coupons.entrypoints.http.routes import router
@@ -53,6 +52,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     )
     handlers.install(app)
     app.include_router(router)
+    app.include_router(events_routes.router)
+    metrics.install(app, database)  # inside EdgeMiddleware: it sees the request id
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
@@ -79,10 +80,5 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         except Exception:
             return failure(9000, "database unreachable", 503)
         return success({"status": "ok", "database": database.backend, "version": __version__})
-
-    @app.get("/metrics", tags=["operations"])
-    async def metrics() -> Response:
-        """Prometheus metrics; needs no credentials."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

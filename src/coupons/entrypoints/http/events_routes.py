@@ -1,0 +1,107 @@
+"""Routes for the event log and webhook subscriptions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from coupons.entrypoints.http.deps import ReadActor, allowed
+from coupons.entrypoints.http.routes import ERRORS, DbId, perform
+from coupons.services import events, webhooks
+from coupons.services.common import Actor
+
+router = APIRouter()
+
+AdminActor = Annotated[Actor, Depends(allowed("admin"))]
+
+
+class WebhookBody(BaseModel):
+    """A subscription: where to POST, and which event types (none given: all)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    url: str = Field(min_length=1, max_length=webhooks.MAX_URL_LENGTH)
+    events: list[str] = Field(default_factory=list, max_length=20)
+
+
+@router.get("/v2/events", tags=["events"], responses=ERRORS)
+async def list_events(
+    request: Request,
+    actor: ReadActor,
+    after: Annotated[int, Query(ge=0, le=2**62, description="last event id seen; 0 = start")] = 0,
+    limit: Annotated[int, Query(ge=1, le=events.MAX_PAGE)] = 100,
+) -> Response:
+    """The org's coupon events in order, after the cursor `after`; pass `nextAfter` back."""
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: events.list_events(uow, ctx, after, limit),
+        lambda found, ctx: events.page(found, after),
+        write=False,
+    )
+
+
+@router.post("/v2/webhooks", tags=["webhooks"], responses=ERRORS)
+async def create_webhook(body: WebhookBody, request: Request, actor: AdminActor) -> Response:
+    """Subscribe a URL to the org's events (coupon_admin); the secret is returned only here."""
+    new = webhooks.NewWebhook(url=body.url.strip(), events=frozenset(body.events))
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: webhooks.create_webhook(uow, ctx, new),
+        lambda created, ctx: {**webhooks.render(created.webhook), "secret": created.secret},
+    )
+
+
+@router.get("/v2/webhooks", tags=["webhooks"], responses=ERRORS)
+async def list_webhooks(request: Request, actor: AdminActor) -> Response:
+    """The org's subscriptions, without secrets (coupon_admin)."""
+    return await perform(
+        request,
+        actor,
+        webhooks.list_webhooks,
+        lambda found, ctx: {"webhooks": [webhooks.render(w) for w in found]},
+        write=False,
+    )
+
+
+@router.delete("/v2/webhooks/{webhook_id}", tags=["webhooks"], responses=ERRORS)
+async def delete_webhook(webhook_id: DbId, request: Request, actor: AdminActor) -> Response:
+    """Stop a subscription at once (coupon_admin)."""
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: webhooks.delete_webhook(uow, ctx, webhook_id),
+        lambda found, ctx: {"id": found.id, "deleted": True},
+    )
+
+
+@router.post("/v2/webhooks/{webhook_id}/retry", tags=["webhooks"], responses=ERRORS)
+async def retry_webhook(webhook_id: DbId, request: Request, actor: AdminActor) -> Response:
+    """Retry a dead-lettered (or backing-off) subscription now, from where it stopped."""
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: webhooks.retry_webhook(uow, ctx, webhook_id),
+        lambda found, ctx: webhooks.render(found),
+    )
+
+
+@router.get("/v2/webhooks/{webhook_id}/deliveries", tags=["webhooks"], responses=ERRORS)
+async def list_deliveries(
+    webhook_id: DbId,
+    request: Request,
+    actor: AdminActor,
+    limit: Annotated[int, Query(ge=1, le=webhooks.MAX_DELIVERY_PAGE)] = 50,
+) -> Response:
+    """A subscription's latest delivery attempts, newest first (coupon_admin)."""
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: webhooks.deliveries(uow, ctx, webhook_id, limit),
+        lambda found, ctx: {"deliveries": [webhooks.render_delivery(d) for d in found]},
+        write=False,
+    )

@@ -1,0 +1,179 @@
+"""Observability: Prometheus metrics, a cheap pure-ASGI metrics middleware, JSON logs.
+
+With several server processes, set PROMETHEUS_MULTIPROC_DIR (an empty directory shared by
+them) before start-up: prometheus_client then keeps values in files there and `/metrics`
+aggregates every process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import Counter as Tally
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+import structlog
+from fastapi import FastAPI
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, event
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from coupons.adapters.repos import PENDING_CHANGES
+from coupons.adapters.sql_uow import Database
+from coupons.entrypoints.http.middleware import request_id_of
+from coupons.services.common import utcnow
+
+REQUESTS = Counter("coupons_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "coupons_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STATE_CHANGES = Counter("coupons_state_changes_total", "Committed coupon state changes", ["kind"])
+DELIVERIES = Counter("coupons_webhook_deliveries_total", "Webhook delivery attempts", ["outcome"])
+DELIVERED_EVENTS = Counter(
+    "coupons_webhook_delivered_events_total", "Events acknowledged by receivers"
+)
+
+log = structlog.get_logger("coupons.http")
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """JSON lines on stderr (or `stream`); context variables (the request id) are merged into
+    every line."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
+        # Not cached: reconfiguring (tests, embedded use) must reach existing loggers.
+        cache_logger_on_first_use=False,
+    )
+
+
+class MetricsMiddleware:
+    """Counts and times each request by route template (not raw path: bounded labels) and
+    binds the request id for every log line written while serving it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id_of(scope)):
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                elapsed = time.perf_counter() - started
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                method = scope["method"]
+                REQUESTS.labels(method, template, str(status)).inc()
+                LATENCY.labels(method, template).observe(elapsed)
+                log.info(
+                    "request",
+                    method=method,
+                    route=template,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
+
+
+def _on_commit(conn: Any) -> None:
+    pending: Tally[str] | None = conn.info.pop(PENDING_CHANGES, None)
+    for action, n in (pending or {}).items():
+        STATE_CHANGES.labels(action.lower()).inc(n)
+
+
+def _on_rollback(conn: Any) -> None:
+    conn.info.pop(PENDING_CHANGES, None)
+
+
+def count_committed_changes(engine: Engine) -> None:
+    """Count state changes into metrics when their transaction commits (never on rollback,
+    so dry runs and failed requests count nothing)."""
+    if not event.contains(engine, "commit", _on_commit):
+        event.listen(engine, "commit", _on_commit)
+        event.listen(engine, "rollback", _on_rollback)
+
+
+class OutboxCollector(Collector):
+    """Outbox lag per subscription, read from the database at scrape time."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        lag = GaugeMetricFamily(
+            "coupons_outbox_lag_seconds",
+            "Age of the oldest event a subscription has not acknowledged (0 when caught up)",
+            labels=["webhook", "status"],
+        )
+        try:
+            backlog = self.db.run(lambda uow: uow.repo.outbox_backlog(), write=False)
+        except Exception:  # a scrape must not fail because the database is away
+            log.warning("outbox lag unavailable")
+            return
+        now = utcnow()
+        for webhook_id, status, oldest in backlog:
+            seconds = 0.0 if oldest is None else max((now - oldest).total_seconds(), 0.0)
+            lag.add_metric([str(webhook_id), status], seconds)
+        yield lag
+
+
+def _exposition(outbox: CollectorRegistry) -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    return generate_latest(registry) + generate_latest(outbox)
+
+
+def install(app: FastAPI, db: Database) -> None:
+    """Add the middleware, the state-change counter and `GET /metrics` to `app`."""
+    configure_logging(app.state.settings.log_level)
+    count_committed_changes(db.engine)
+    outbox = CollectorRegistry(auto_describe=False)
+    outbox.register(OutboxCollector(db))
+    app.add_middleware(MetricsMiddleware)
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        """Prometheus metrics; needs no credentials."""
+        body = await run_in_threadpool(_exposition, outbox)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)

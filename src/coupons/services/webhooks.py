@@ -1,0 +1,340 @@
+"""Webhook subscriptions and their delivery: signed batches of events, in order, at least once.
+
+A subscription keeps a cursor (the last event id it was sent). A delivery reads the events after
+the cursor, POSTs them as one signed batch, and only a 2xx moves the cursor, so order holds per
+subscription and a crash anywhere before that repeats the same events (same ids). Failures back
+off exponentially with jitter; after `RetryPolicy.give_up_after` of failing the subscription is
+DEAD until retried by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from coupons.adapters.repos import DeliveryRecord, WebhookRecord
+from coupons.adapters.sql_uow import Database
+from coupons.domain import errors
+from coupons.services import events as event_log
+from coupons.services.common import Context, utcnow
+from coupons.services.uow import UnitOfWork
+
+SIGNATURE_HEADER = "X-Coupons-Signature"
+SIGNATURE_TOLERANCE_SECONDS = 300
+MAX_URL_LENGTH = 2000
+MAX_DELIVERY_PAGE = 100
+
+# A receiver answers with a status code; a failure to get one raises.
+Post = Callable[[str, bytes, dict[str, str]], int]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, then dead-letter."""
+
+    first_delay: timedelta = timedelta(seconds=5)
+    max_delay: timedelta = timedelta(hours=1)
+    give_up_after: timedelta = timedelta(hours=24)
+
+    def delay(self, attempts: int, rng: Callable[[], float] = random.random) -> timedelta:
+        """Wait before attempt `attempts + 1`: doubling, capped, scaled into [50%, 100%]."""
+        base: timedelta = min(self.first_delay * 2 ** max(attempts - 1, 0), self.max_delay)
+        return base * (0.5 + 0.5 * rng())
+
+
+@dataclass(frozen=True, slots=True)
+class NewWebhook:
+    url: str
+    events: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedWebhook:
+    webhook: WebhookRecord
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """What one delivery round did: DELIVERED, FAILED, DEAD, SKIPPED or NOTHING; `more` when
+    the batch was full, so more events are likely waiting."""
+
+    outcome: str
+    event_count: int = 0
+    more: bool = False
+
+
+# --- signatures -----------------------------------------------------------------------------
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The `X-Coupons-Signature` value: `t=<unix>,v1=<hex HMAC-SHA256(secret, "t.body")>`."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(
+    secret: str,
+    header: str,
+    body: bytes,
+    *,
+    now: float | None = None,
+    tolerance: int = SIGNATURE_TOLERANCE_SECONDS,
+) -> bool:
+    """Whether `header` signs `body` with `secret` and is no older than `tolerance` seconds."""
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        parts.setdefault(key, []).append(value)
+    try:
+        timestamp = int(parts["t"][0])
+    except (KeyError, ValueError):
+        return False
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance:
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
+
+
+def redact_url(url: str) -> str:
+    """The URL without user info, fit for logs and error messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+# --- subscriptions (use cases) ----------------------------------------------------------------
+
+
+def _check(new: NewWebhook) -> frozenset[str]:
+    parts = urlsplit(new.url)
+    if len(new.url) > MAX_URL_LENGTH or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors.InvalidField("url", f"an http(s) URL of at most {MAX_URL_LENGTH} characters")
+    unknown = sorted(new.events - event_log.ALL_TYPES)
+    if unknown:
+        known = ", ".join(sorted(event_log.ALL_TYPES))
+        raise errors.InvalidField("events", f"unknown event type {unknown[0]!r}; one of {known}")
+    # No types named means every type, now and later.
+    return new.events
+
+
+def create_webhook(uow: UnitOfWork, ctx: Context, new: NewWebhook) -> CreatedWebhook:
+    """Subscribe a URL to the org's events from now on; the signing secret is shown once."""
+    types = _check(new)
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    webhook = uow.repo.add_webhook(
+        org_id=ctx.org_id, url=new.url, events=types, secret=secret, now=ctx.now
+    )
+    return CreatedWebhook(webhook, secret)
+
+
+def list_webhooks(uow: UnitOfWork, ctx: Context) -> list[WebhookRecord]:
+    return uow.repo.webhooks_of_org(ctx.org_id)
+
+
+def _owned(uow: UnitOfWork, ctx: Context, webhook_id: int) -> WebhookRecord:
+    found = uow.repo.webhook(ctx.org_id, webhook_id)
+    if found is None:
+        raise errors.ResourceNotFound("webhook not found")
+    return found
+
+
+def delete_webhook(uow: UnitOfWork, ctx: Context, webhook_id: int) -> WebhookRecord:
+    found = _owned(uow, ctx, webhook_id)
+    uow.repo.delete_webhook(ctx.org_id, webhook_id)
+    return found
+
+
+def retry_webhook(uow: UnitOfWork, ctx: Context, webhook_id: int) -> WebhookRecord:
+    """Put a dead (or backing-off) subscription back on schedule now."""
+    _owned(uow, ctx, webhook_id)
+    uow.repo.revive_webhook(webhook_id, ctx.now, org_id=ctx.org_id)
+    return _owned(uow, ctx, webhook_id)
+
+
+def retry_webhook_by_id(uow: UnitOfWork, webhook_id: int, now: datetime) -> bool:
+    """The operator's retry (CLI): any org's subscription, by id."""
+    return uow.repo.revive_webhook(webhook_id, now)
+
+
+def deliveries(uow: UnitOfWork, ctx: Context, webhook_id: int, limit: int) -> list[DeliveryRecord]:
+    if not 1 <= limit <= MAX_DELIVERY_PAGE:
+        raise errors.InvalidField("limit", f"must be 1 to {MAX_DELIVERY_PAGE}")
+    _owned(uow, ctx, webhook_id)
+    return uow.repo.deliveries(webhook_id, limit)
+
+
+def render(webhook: WebhookRecord) -> dict[str, Any]:
+    """A subscription as the API shows it: never its secret."""
+    return {
+        "id": webhook.id,
+        "url": webhook.url,
+        "events": sorted(webhook.events) or sorted(event_log.ALL_TYPES),
+        "status": webhook.status,
+        "lastEventId": webhook.cursor,
+        "attempts": webhook.attempts,
+        "nextAttemptAt": webhook.next_attempt_at.isoformat(),
+        "lastError": webhook.last_error,
+        "createdAt": webhook.created_at.isoformat(),
+    }
+
+
+def render_delivery(d: DeliveryRecord) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "firstEventId": d.first_event_id,
+        "lastEventId": d.last_event_id,
+        "eventCount": d.event_count,
+        "attempt": d.attempt,
+        "outcome": d.outcome,
+        "httpStatus": d.http_status,
+        "error": d.error,
+        "durationMs": d.duration_ms,
+        "at": d.at.isoformat(),
+    }
+
+
+# --- delivery ---------------------------------------------------------------------------------
+
+
+def claim(
+    db: Database, owner: str, lease: timedelta, limit: int, now: datetime | None = None
+) -> list[WebhookRecord]:
+    """Lease due subscriptions with pending events for this worker."""
+    at = now or utcnow()
+    # Look first without the write lock (SQLite has one for the whole database): an idle
+    # worker must not hold up the API's writers.
+    if not db.run(lambda uow: uow.repo.due_webhooks(at, limit), write=False):
+        return []
+
+    def work(uow: UnitOfWork) -> list[WebhookRecord]:
+        claimed = uow.repo.claim_webhooks(owner, at, at + lease, limit)
+        uow.commit()
+        return claimed
+
+    return db.run(work)
+
+
+def _wanted(webhook: WebhookRecord, types: Iterable[str]) -> list[bool]:
+    return [not webhook.events or t in webhook.events for t in types]
+
+
+def deliver(
+    db: Database,
+    webhook: WebhookRecord,
+    owner: str,
+    post: Post,
+    *,
+    policy: RetryPolicy,
+    batch_size: int = 100,
+) -> DeliveryResult:
+    """One round for a leased subscription: send the next batch and record what happened.
+
+    No transaction is held while the receiver is called.
+    """
+    pending = db.run(
+        lambda uow: uow.repo.events(webhook.org_id, webhook.cursor, batch_size), write=False
+    )
+    if not pending:
+        _finish(db, webhook, owner, cursor=None, ok=True, now=utcnow(), policy=policy)
+        return DeliveryResult("NOTHING")
+    types = [event_log.event_type(e.action) for e in pending]
+    batch = [e for e, keep in zip(pending, _wanted(webhook, types), strict=True) if keep]
+    if not batch:
+        # Nothing this subscription wants: move past it without calling the receiver.
+        _finish(db, webhook, owner, cursor=pending[-1].id, ok=True, now=utcnow(), policy=policy)
+        return DeliveryResult("SKIPPED", more=len(pending) == batch_size)
+    body = orjson.dumps({"webhookId": webhook.id, "events": [event_log.payload(e) for e in batch]})
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign(webhook.secret, body, timestamp),
+        "User-Agent": "coupons-webhooks/1",
+    }
+    started = time.monotonic()
+    status: int | None = None
+    error: str | None = None
+    try:
+        status = post(webhook.url, body, headers)
+        if not 200 <= status < 300:
+            error = f"receiver answered HTTP {status}"
+    except Exception as exc:  # any transport failure is a failed attempt, retried later
+        error = f"{type(exc).__name__}: {exc}".replace(webhook.url, redact_url(webhook.url))
+    duration_ms = int((time.monotonic() - started) * 1000)
+    now = utcnow()
+    outcome = _finish(
+        db,
+        webhook,
+        owner,
+        cursor=pending[-1].id if error is None else None,
+        ok=error is None,
+        now=now,
+        policy=policy,
+        error=error,
+        delivery={
+            "webhook_id": webhook.id,
+            "first_event_id": batch[0].id,
+            "last_event_id": batch[-1].id,
+            "event_count": len(batch),
+            "http_status": status,
+            "error": error[:500] if error else None,
+            "duration_ms": duration_ms,
+            "at": now,
+        },
+    )
+    return DeliveryResult(outcome, len(batch), more=len(pending) == batch_size)
+
+
+def _finish(
+    db: Database,
+    webhook: WebhookRecord,
+    owner: str,
+    *,
+    cursor: int | None,
+    ok: bool,
+    now: datetime,
+    policy: RetryPolicy,
+    error: str | None = None,
+    delivery: dict[str, Any] | None = None,
+) -> str:
+    if ok:
+        outcome, status, attempts, failing_since, next_at = "DELIVERED", "ACTIVE", 0, None, now
+    else:
+        attempts = webhook.attempts + 1
+        failing_since = webhook.failing_since or now
+        if now - failing_since >= policy.give_up_after:
+            outcome, status, next_at = "DEAD", "DEAD", now
+        else:
+            outcome, status = "FAILED", "ACTIVE"
+            next_at = now + policy.delay(attempts)
+
+    def work(uow: UnitOfWork) -> None:
+        uow.repo.finish_delivery(
+            webhook.id,
+            owner,
+            cursor=cursor,
+            attempts=attempts,
+            failing_since=failing_since,
+            next_attempt_at=next_at,
+            status=status,
+            last_error=error[:500] if error else None,
+        )
+        if delivery is not None:
+            attempt = webhook.attempts + 1
+            uow.repo.add_delivery({**delivery, "attempt": attempt, "outcome": outcome})
+        uow.commit()
+
+    db.run(work)
+    return outcome

@@ -1,0 +1,109 @@
+"""GET /metrics and the JSON logs: what operators see."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from coupons.entrypoints.http.metrics import configure_logging
+from tests.conftest import PASSWORD
+from tests.e2e.conftest import Api
+from tests.events.conftest import subscribe
+
+
+def _samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def _value(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_requests_by_route_template_and_committed_changes_by_kind(
+    api: Api, client: TestClient
+) -> None:
+    # given a coupon to revoke, and the counters before
+    series_id = api.series(codes=["MET1"])
+    coupon = api.issue(series_id, api.customer("555-0301"))
+    before = _samples(client)
+    body = {"couponSeriesId": series_id, "couponCodes": ["MET1"]}
+
+    # when it is revoked in a dry run, then for real, and read back
+    api.ok(api.revoke(body, dryRun="true"))
+    api.ok(api.revoke(body))
+    api.coupon(coupon["couponId"])
+    after = _samples(client)
+
+    # then one committed revoke is counted (not the dry run), and routes appear as templates
+    changes = "coupons_state_changes_total"
+    assert _value(after, changes, kind="revoke") - _value(before, changes, kind="revoke") == 1
+    requests = "coupons_http_requests_total"
+    revoke = {"method": "POST", "route": "/v2/coupon/revoke", "status": "200"}
+    assert _value(after, requests, **revoke) - _value(before, requests, **revoke) == 2
+    read = {"method": "GET", "route": "/v2/coupon/{coupon_id}", "status": "200"}
+    assert _value(after, requests, **read) - _value(before, requests, **read) == 1
+    latency = "coupons_http_request_duration_seconds_count"
+    assert _value(after, latency, method="POST", route="/v2/coupon/revoke") >= 2
+
+
+def test_outbox_lag_is_reported_per_subscription(api: Api, client: TestClient) -> None:
+    # given a subscription with an undelivered event and no worker running
+    hook = subscribe(api, "http://127.0.0.1:9/never")
+    api.issue(api.series(codes=["LAG1"]), api.customer("555-0302"))
+
+    # then its lag is a number of seconds, labelled with the subscription
+    samples = _samples(client)
+    lag = _value(samples, "coupons_outbox_lag_seconds", webhook=str(hook["id"]), status="ACTIVE")
+    assert (
+        "coupons_outbox_lag_seconds",
+        (("status", "ACTIVE"), ("webhook", str(hook["id"]))),
+    ) in samples
+    assert 0 <= lag < 60
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    yield stream
+    configure_logging("INFO")
+
+
+def test_every_log_line_is_json_with_the_request_id_and_no_secret(
+    api: Api, log_lines: io.StringIO
+) -> None:
+    # when a request with a known id fails authentication, and one succeeds
+    api.client.get(
+        "/v2/webhooks", headers={"X-Request-Id": "req-obs-1"}, auth=("acme-admin", "wrong-pass-7Q")
+    )
+    created = api.post(
+        "/v2/webhooks", {"url": "https://example.test/x"}, headers={"X-Request-Id": "req-obs-2"}
+    )
+    secret = api.ok(created)["secret"]
+
+    # then each line is JSON carrying its request id, and no credential appears
+    lines = [orjson.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert {line["request_id"] for line in lines} >= {"req-obs-1", "req-obs-2"}
+    assert all(line.get("request_id") for line in lines)
+    text = log_lines.getvalue()
+    assert PASSWORD not in text and "wrong-pass-7Q" not in text and secret not in text
+
+
+def test_metrics_need_no_credentials(client: TestClient) -> None:
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    assert "coupons_http_requests_total" in response.text

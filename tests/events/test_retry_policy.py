@@ -1,0 +1,44 @@
+"""The retry schedule: exponential, capped, jittered; and the operator's retry command."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from coupons.entrypoints.cli import app
+from coupons.services.webhooks import RetryPolicy
+from tests.conftest import Backend
+from tests.e2e.conftest import Api
+from tests.events.conftest import subscribe
+
+
+def test_retry_delays_double_from_five_seconds_up_to_an_hour_with_jitter() -> None:
+    policy = RetryPolicy()
+
+    slowest = [policy.delay(n, rng=lambda: 1.0) for n in (1, 2, 3, 4, 12, 30)]
+    fastest = [policy.delay(n, rng=lambda: 0.0) for n in (1, 2, 3)]
+
+    assert slowest == [timedelta(seconds=s) for s in (5, 10, 20, 40, 3600, 3600)]
+    assert fastest == [timedelta(seconds=s) for s in (2.5, 5, 10)]
+
+
+def test_the_retry_command_revives_a_dead_subscription(api: Api, backend: Backend) -> None:
+    # given a subscription dead-lettered after failing for a day
+    hook = subscribe(api, "http://127.0.0.1:9/down")
+    with backend.db.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE webhooks SET status = 'DEAD', attempts = 40 WHERE id = :id"),
+            {"id": hook["id"]},
+        )
+
+    # when an operator retries it
+    result = CliRunner().invoke(app, ["webhook", "retry", str(hook["id"]), "--db", backend.url])
+
+    # then it is active again with a fresh retry budget; an unknown id fails loudly
+    assert result.exit_code == 0, result.output
+    listed = api.ok(api.get("/v2/webhooks"))["webhooks"][0]
+    assert (listed["status"], listed["attempts"]) == ("ACTIVE", 0)
+    missing = CliRunner().invoke(app, ["webhook", "retry", "999999", "--db", backend.url])
+    assert missing.exit_code == 1

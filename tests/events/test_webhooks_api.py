@@ -1,0 +1,93 @@
+"""Webhook subscriptions over HTTP: create, list, delete, per org and coupon_admin only."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from tests.conftest import Backend
+from tests.e2e.conftest import Api, error_code
+from tests.events.conftest import subscribe
+
+
+def test_creating_a_webhook_shows_its_secret_once_and_listing_never_does(api: Api) -> None:
+    # when a subscription is created
+    created = subscribe(api, "https://example.test/hook", ["coupon.revoked"])
+
+    # then the secret comes back this once, and never in the list
+    assert created["secret"].startswith("whsec_") and len(created["secret"]) > 40
+    listed = api.ok(api.get("/v2/webhooks"))["webhooks"]
+    assert [w["id"] for w in listed] == [created["id"]]
+    assert "secret" not in listed[0]
+    assert listed[0]["events"] == ["coupon.revoked"] and listed[0]["status"] == "ACTIVE"
+
+
+def test_a_webhook_with_no_types_subscribes_to_every_type(api: Api) -> None:
+    created = subscribe(api, "https://example.test/all")
+
+    assert created["events"] == [
+        "coupon.issued",
+        "coupon.reactivated",
+        "coupon.redeemed",
+        "coupon.reinstated",
+        "coupon.revoked",
+    ]
+
+
+def test_a_deleted_webhook_is_gone(api: Api) -> None:
+    # given a subscription
+    created = subscribe(api, "https://example.test/gone")
+
+    # when it is deleted
+    api.ok(api.request("DELETE", f"/v2/webhooks/{created['id']}"))
+
+    # then it is listed no more, and a second delete finds nothing
+    assert api.ok(api.get("/v2/webhooks"))["webhooks"] == []
+    again = api.request("DELETE", f"/v2/webhooks/{created['id']}")
+    assert again.status_code == 404 and error_code(again) == 9014
+
+
+def test_another_orgs_webhook_behaves_as_missing(api: Api, other: Api) -> None:
+    created = subscribe(api, "https://example.test/acme")
+
+    for response in (
+        other.request("DELETE", f"/v2/webhooks/{created['id']}"),
+        other.get(f"/v2/webhooks/{created['id']}/deliveries"),
+        other.post(f"/v2/webhooks/{created['id']}/retry"),
+    ):
+        assert response.status_code == 404 and error_code(response) == 9014
+    assert other.ok(other.get("/v2/webhooks"))["webhooks"] == []
+    assert len(api.ok(api.get("/v2/webhooks"))["webhooks"]) == 1
+
+
+def test_bad_urls_and_unknown_event_types_are_field_errors(api: Api) -> None:
+    for body, field in (
+        ({"url": "ftp://example.test/x"}, "url"),
+        ({"url": "not a url"}, "url"),
+        ({"url": "https://example.test/x", "events": ["coupon.exploded"]}, "events"),
+    ):
+        response = api.post("/v2/webhooks", body)
+
+        assert response.status_code == 400 and error_code(response) == 9002
+        assert field in response.json()["errors"][0]["message"]
+
+
+def test_only_coupon_admins_manage_webhooks(viewer: Api, api: Api) -> None:
+    response = viewer.post("/v2/webhooks", {"url": "https://example.test/x"})
+
+    assert response.status_code == 403 and error_code(response) == 9011
+    assert viewer.get("/v2/webhooks").status_code == 403
+
+
+def test_deleting_a_webhook_wipes_its_stored_secret(api: Api, clean_webhooks: Backend) -> None:
+    # given a subscription
+    created = subscribe(api, "https://example.test/wipe")
+
+    # when it is deleted
+    api.ok(api.request("DELETE", f"/v2/webhooks/{created['id']}"))
+
+    # then its signing key no longer exists anywhere in the database
+    with clean_webhooks.db.engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT secret FROM webhooks WHERE id = :id"), {"id": created["id"]}
+        ).scalar_one()
+    assert stored == ""
