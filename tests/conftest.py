@@ -28,6 +28,8 @@ from coupons.services import admin
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 DATA_TABLES = (
+    "webhook_deliveries",
+    "webhooks",
     "idempotency_keys",
     "redemptions",
     "coupon_history",

@@ -12,8 +12,7 @@ from rich.console import Console
 
 from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError
-from coupons.entrypoints import bulk_revoke
-from coupons.entrypoints import worker as webhook_worker
+from coupons.entrypoints import bulk_revoke, worker_cli
 
 # The server, database and migration modules are imported inside the commands that need
 # them, so `coupons revoke` (an HTTP client) starts fast.
@@ -29,7 +28,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(org_app, name="org")
 app.add_typer(client_app, name="client")
 app.command("revoke")(bulk_revoke.revoke)
-webhook_worker.register(app)
+worker_cli.register(app)
 
 console = Console()
 err = Console(stderr=True)
@@ -185,7 +184,9 @@ def serve(
         _print_demo(data, host, port)
     os.environ["COUPONS_DATABASE_URL"] = db
     if deliver_webhooks:
-        webhook_worker.start_in_background(db)
+        from coupons.entrypoints.worker import start_in_background
+
+        start_in_background(db)
     uvicorn.run(
         "coupons.entrypoints.http.asgi:app_from_env",
         factory=True,

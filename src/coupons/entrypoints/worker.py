@@ -8,26 +8,20 @@ number of processes or hosts) share the work through the leases.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated
 
 import httpx
 import structlog
-import typer
 
 from coupons.adapters.repos import WebhookRecord
 from coupons.adapters.sql_uow import Database
-from coupons.config import DEFAULT_DATABASE_URL
-from coupons.entrypoints.http.metrics import DELIVERED_EVENTS, DELIVERIES, configure_logging
+from coupons.entrypoints.http.metrics import DELIVERED_EVENTS, DELIVERIES
 from coupons.services import webhooks
-from coupons.services.common import utcnow
-from coupons.services.uow import UnitOfWork
 
 log = structlog.get_logger("coupons.worker")
 
@@ -126,72 +120,3 @@ def start_in_background(url: str, options: WorkerOptions | None = None) -> Worke
     worker = Worker(Database.from_url(url, pool_size=2), options)
     threading.Thread(target=worker.run, name="webhook-worker", daemon=True).start()
     return worker
-
-
-# --- commands -------------------------------------------------------------------------------
-
-DbOption = Annotated[str, typer.Option("--db", envvar="COUPONS_DATABASE_URL", help="database URL")]
-
-
-def worker_command(
-    db: DbOption = DEFAULT_DATABASE_URL,
-    concurrency: Annotated[int, typer.Option(help="subscriptions delivered at once")] = 8,
-    lease_seconds: Annotated[float, typer.Option(help="lease on a subscription")] = 60.0,
-    timeout: Annotated[float, typer.Option(help="HTTP timeout per delivery, seconds")] = 10.0,
-    poll_interval: Annotated[float, typer.Option(help="seconds between polls when idle")] = 0.5,
-    metrics_port: Annotated[
-        int | None, typer.Option(help="serve Prometheus metrics on this port")
-    ] = None,
-) -> None:
-    """Deliver webhooks until interrupted (run as many as you like)."""
-    configure_logging(os.environ.get("COUPONS_LOG_LEVEL", "INFO"))
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port)
-    options = WorkerOptions(
-        concurrency=concurrency,
-        lease=timedelta(seconds=lease_seconds),
-        http_timeout=timeout,
-        poll_interval=poll_interval,
-    )
-    worker = Worker(Database.from_url(db, pool_size=max(2, concurrency // 2)), options)
-    # SIGTERM stops polling and lets in-flight deliveries finish; a harder kill loses
-    # nothing either (their leases expire and the events go out again).
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    log.info("worker started", owner=worker.owner)
-    try:
-        worker.run()
-    except KeyboardInterrupt:
-        worker.stop()
-    finally:
-        worker.db.dispose()
-
-
-webhook_app = typer.Typer(help="Webhook subscriptions.", no_args_is_help=True)
-
-
-@webhook_app.command("retry")
-def webhook_retry(webhook_id: int, db: DbOption = DEFAULT_DATABASE_URL) -> None:
-    """Retry a dead-lettered subscription now, from where it stopped."""
-    database = Database.from_url(db, pool_size=1)
-
-    def work(uow: UnitOfWork) -> bool:
-        revived = webhooks.retry_webhook_by_id(uow, webhook_id, utcnow())
-        uow.commit()
-        return revived
-
-    try:
-        revived = database.run(work)
-    finally:
-        database.dispose()
-    if not revived:
-        typer.echo(f"no live webhook {webhook_id}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"webhook {webhook_id} scheduled")
-
-
-def register(app: typer.Typer) -> None:
-    """Add `worker` and `webhook retry` to the `coupons` command."""
-    app.command("worker")(worker_command)
-    app.add_typer(webhook_app, name="webhook")
