@@ -20,12 +20,12 @@ Layout of coupon number i (0-based), deterministic so runs are comparable:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import random
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -107,10 +107,14 @@ def _sidecar(backend: str, scale: str) -> Path:
 
 
 def _cli(*args: str, url: str) -> str:
-    """Run the `coupons` command as an operator would; return what it prints."""
-    command = [sys.executable, "-m", "coupons.entrypoints.cli", *args, "--db", url]
-    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
-    return done.stdout.strip().splitlines()[-1]
+    """Run a `coupons` command as an operator would (in-process: same code, no start-up
+    cost); return the last line it prints."""
+    from coupons.entrypoints import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        cli.app([*args, "--db", url], standalone_mode=False)
+    return out.getvalue().strip().splitlines()[-1]
 
 
 # --- reuse ----------------------------------------------------------------------------------

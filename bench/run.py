@@ -76,18 +76,12 @@ class Side:
 # --- load generator processes -------------------------------------------------------------
 
 
-def _wait_until(moment: float) -> None:
-    delay = moment - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-
-
 def _http_connection(
     base_url: str,
     auth: tuple[str, str],
     jobs: Sequence[Job],
-    start_at: float,
-    deadline: float,
+    start: Any,
+    duration_s: float,
     results: Any,
 ) -> None:
     """One keep-alive connection sending its jobs one after another until done or deadline."""
@@ -95,7 +89,9 @@ def _http_connection(
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     with httpx.Client(base_url=base_url, auth=auth, timeout=60, limits=limits) as client:
         client.get("/health")  # connect before the start line
-        _wait_until(start_at)
+        start.wait()
+        start_at = time.monotonic()
+        deadline = start_at + duration_s
         for job in jobs:
             began = time.monotonic()
             if began >= deadline:
@@ -112,7 +108,7 @@ def _http_connection(
 
 
 def _raw_connection(
-    url: str, caller: Caller, jobs: Sequence[Job], start_at: float, deadline: float, results: Any
+    url: str, caller: Caller, jobs: Sequence[Job], start: Any, duration_s: float, results: Any
 ) -> None:
     """One database connection running the raw statements of its jobs until done or deadline."""
     from coupons.adapters.sql_uow import Database
@@ -120,7 +116,9 @@ def _raw_connection(
     side = Side()
     db = Database.from_url(url, pool_size=1)
     db.run(lambda uow: uow.repo.client_by_username(caller.username), write=False)  # connect
-    _wait_until(start_at)
+    start.wait()
+    start_at = time.monotonic()
+    deadline = start_at + duration_s
     for job in jobs:
         began = time.monotonic()
         if began >= deadline:
@@ -147,12 +145,12 @@ def run_side(
     """Run `connections` processes over `jobs` (dealt round-robin), bounded by `duration_s`."""
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
-    start_at = time.monotonic() + 1.5  # time for every process to connect first
-    deadline = start_at + duration_s
+    # Every connection is open before any starts: the clock starts when all are ready.
+    start = ctx.Barrier(connections)
     processes = [
         ctx.Process(
             target=target,
-            args=(*first_args, jobs[i::connections], start_at, deadline, results),
+            args=(*first_args, jobs[i::connections], start, duration_s, results),
             daemon=True,
         )
         for i in range(connections)
@@ -233,7 +231,15 @@ class Server:
         env = {**os.environ, "COUPONS_LOG_LEVEL": "WARNING"}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 90
+        try:
+            self._wait_until_serving(deadline=time.monotonic() + 90)
+        except BaseException:
+            self.__exit__()  # also on Ctrl-C: never leave a server behind
+            raise
+        return self
+
+    def _wait_until_serving(self, deadline: float) -> None:
+        assert self.process is not None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited; see {self.log_path}")
@@ -242,9 +248,8 @@ class Server:
             except httpx.HTTPError:
                 healthy = False
             if healthy and len(self.worker_pids()) >= self.workers:
-                return self
+                return
             time.sleep(0.3)
-        self.__exit__()
         raise RuntimeError(f"server did not answer within 90 s; see {self.log_path}")
 
     def worker_pids(self) -> list[int]:
@@ -368,7 +373,8 @@ def needed(scale: str, duration_s: float) -> tuple[int, int]:
     n = load.scale_count(scale)
     codes = 2 * (RATE_CAP["codes50"] * duration_s * 50 + RATE_CAP["code1"] * duration_s)
     customers = 2 * RATE_CAP["customer"] * duration_s * 9
-    return int(min(codes, 0.4 * 0.81 * n)), int(min(customers, 0.4 * 0.09 * n))
+    # Small scales cannot feed a full run: start those from a nearly fresh load instead.
+    return int(min(codes, 0.8 * 0.81 * n)), int(min(customers, 0.8 * 0.09 * n))
 
 
 def _phase(label: str, since: float) -> float:
