@@ -89,8 +89,10 @@ class Caller:
     username: str
 
 
-def run_raw(db: Database, caller: Caller, job: Job) -> int:
-    """Issue the statements the service issues for `job`; returns coupons revoked."""
+def run_raw(db: Database, caller: Caller, job: Job, *, commit: bool = True) -> int:
+    """Issue the statements the service issues for `job`; returns coupons revoked.
+
+    Without `commit` it rolls back, as the service's dry run does: used to warm up."""
     # Basic authentication reads the client row on every request (its own read transaction).
     db.run(lambda uow: uow.repo.client_by_username(caller.username), write=False)
     request_id = uuid.uuid4().hex
@@ -122,7 +124,8 @@ def run_raw(db: Database, caller: Caller, job: Job) -> int:
         if done:
             uow.repo.mark_revoked([c.id for c in done], now)
             uow.repo.add_history(caller.org_id, _history(done, caller, request_id, now))
-        uow.commit()
+        if commit:
+            uow.commit()
         return len(done)
 
     return db.run(work, retry_integrity=True)
