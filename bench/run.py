@@ -585,6 +585,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--chart", default=str(RESULTS_DIR / "revoke-bench.png"))
     parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        help="results JSON of an earlier run to show in the table and chart too",
+    )
     args = parser.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -605,12 +611,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 rng=rng,
                 pg_admin_url=args.pg_admin_url,
             )
-    print_table(results)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS_DIR / f"results-{stamp}.json").write_text(json.dumps(results, indent=1))
-    if not args.no_chart and results:
-        chart(results, Path(args.chart))
+    shown = [r for path in args.include for r in json.loads(Path(path).read_text())] + results
+    print_table(shown)
+    if not args.no_chart and shown:
+        chart(shown, Path(args.chart))
         print(f"chart: {args.chart}")
     return results
 
