@@ -159,7 +159,9 @@ def app(backend: Backend):  # type: ignore[no-untyped-def]
     """One app per backend per session (keeps the verified-secret cache warm)."""
     existing = _apps.get(backend.url)
     if existing is None:
-        existing = create_app(Settings(database_url=backend.url, token_secret="test-key"), db=backend.db)
+        existing = create_app(
+            Settings(database_url=backend.url, token_secret="test-key"), db=backend.db
+        )
         _apps[backend.url] = existing
     existing.state.authenticator.throttle._failures.clear()  # type: ignore[attr-defined]
     return existing

@@ -6,7 +6,9 @@ def test_revoking_an_issued_code_by_code_and_series_revokes_it(api: Api) -> None
     customer_id = api.customer("555-0100")
     coupon = api.issue(series_id, customer_id)
 
-    entity = api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": [coupon["couponCode"]]}))
+    entity = api.ok(
+        api.revoke({"couponSeriesId": series_id, "couponCodes": [coupon["couponCode"]]})
+    )
 
     assert entity == {
         "totalCount": 1,
