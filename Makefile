@@ -40,3 +40,18 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage coupons.db*
+
+# Revoke benchmark (docs/benchmarks.md): HTTP service vs raw SQL. Not part of `make test`.
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	rm -f $(VENV)/.bench-installed-*
+	touch $(BENCH_STAMP)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --scales 10k,1m --duration 4 $(BENCH_ARGS)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --scales 10k,1m,10m --duration 8 $(BENCH_ARGS)

@@ -30,6 +30,8 @@ app.add_typer(client_app, name="client")
 app.command("revoke")(bulk_revoke.revoke)
 worker_cli.register(app)
 
+WORKER_HEALTHCHECK_SECONDS = 60
+
 console = Console()
 err = Console(stderr=True)
 
@@ -197,6 +199,10 @@ def serve(
         http="auto",
         log_level="info",
         access_log=False,
+        # A worker must answer the supervisor's ping within this; the default 5 s is shorter
+        # than a worker's start-up on a busy host, and the supervisor then kills and respawns
+        # every worker in a loop, so the server never serves.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 

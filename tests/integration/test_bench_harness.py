@@ -1,0 +1,66 @@
+"""The revoke benchmark's harness, at a tiny scale, so it cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import load, run
+from tests.conftest import Backend
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def bench_data(
+    backend: Backend,
+    postgres_admin_url: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[str, str]]:
+    """The loader writes to a temporary data folder and a uniquely named database."""
+    monkeypatch.setattr(load, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(load, "PG_DATABASE_PREFIX", f"coupons_bench_test_{uuid.uuid4().hex[:6]}_")
+    admin_url = postgres_admin_url or load.DEFAULT_PG_ADMIN
+    yield backend.name, admin_url
+    load.drop(backend.name, load.database_url(backend.name, "tiny", admin_url), admin_url)
+
+
+def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
+    bench_data: tuple[str, str],
+) -> None:
+    # given a tiny database made by the loader through the real schema and CLI
+    backend, admin_url = bench_data
+    layout = load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False)
+    codes_before, _ = load.issued_left(layout)
+    assert codes_before > 1000
+
+    # when one short round of codes50 runs over HTTP and raw
+    [result] = run.measure(
+        backend,
+        "tiny",
+        ["codes50"],
+        connections=2,
+        workers=1,
+        duration_s=1.0,
+        rounds=1,
+        rng=random.Random(7),
+        pg_admin_url=admin_url,
+    )
+
+    # then both sides revoked all 50 codes of every request (disjoint, still ISSUED codes)
+    assert result["api_requests"] > 0 and result["raw_requests"] > 0
+    assert result["api_errors"] == 0 and result["raw_errors"] == 0
+    assert result["api_codes"] == 50 * result["api_requests"]
+    assert result["raw_codes"] == 50 * result["raw_requests"]
+    assert result["ratio"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
+    assert result["server_rss_mb"] > 0
+    # and the database lost exactly those codes, plus the two requests of the SQL comparison
+    codes_after, _ = load.issued_left(layout)
+    assert codes_before - codes_after == result["api_codes"] + result["raw_codes"] + 100
+    # and the loader reuses the database rather than building it again
+    assert load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False) == layout
