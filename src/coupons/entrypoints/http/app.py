@@ -80,7 +80,12 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             return failure(9000, "database unreachable", 503)
         return success({"status": "ok", "database": database.backend, "version": __version__})
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    )
     async def metrics() -> Response:
         """Prometheus metrics; needs no credentials."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
