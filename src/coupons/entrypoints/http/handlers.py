@@ -56,6 +56,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
         return failure(9022, "method not allowed on this path", 405)
     if exc.status_code == 404:
         return failure(9014, "no such endpoint", 404)
+    if exc.status_code == 400:
+        # FastAPI raises a bare 400 when the body cannot be decoded at all (invalid UTF-8,
+        # nesting too deep for the parser): the body is not valid JSON, spec code 9001.
+        error = errors.MalformedJson()
+        return failure(error.code, error.message, error.http_status)
     return failure(9002, str(exc.detail), exc.status_code)
 
 
