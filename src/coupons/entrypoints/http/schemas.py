@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -155,6 +155,20 @@ class SeriesBody(Body):
     generic_code: Code | None = None
     valid_till: datetime | date
     discount_type: Literal["ABS", "PERC"]
+
+    @field_validator("valid_till", mode="after")
+    @classmethod
+    def _storable_valid_till(cls, value: datetime | date) -> datetime | date:
+        # Extreme offsets (9999-12-31T23:59-12:00) overflow when moved to UTC; keep every
+        # value storable and comparable on both databases instead of answering 500.
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("must be a date between 1970 and 9998") from None
+        if not 1970 <= value.year <= 9998:
+            raise ValueError("must be a date between 1970 and 9998")
+        return value
     discount_value: Decimal = Field(max_digits=14, decimal_places=4)
 
 
