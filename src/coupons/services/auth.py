@@ -140,7 +140,10 @@ class Authenticator:
             if "\x00" in username
             else self.db.run(lambda uow: uow.repo.client_by_username(username), write=False)
         )
-        if client is None or not self._verify(client, secret) or not client.is_active:
+        # Verify first, whatever the lookup found: an unknown username must cost the same
+        # argon2 work as a known one, or response time tells which usernames exist.
+        verified = self._verify(client, secret)
+        if client is None or not verified or not client.is_active:
             self.throttle.fail(*keys)
             raise errors.AuthenticationFailed()
         return client
