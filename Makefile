@@ -40,3 +40,8 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage coupons.db*
+
+# Sustained mixed load against `coupons serve --workers 2`; not part of `make test`.
+# e.g. make soak SOAK_ARGS="--minutes 3 --rate 10"
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
