@@ -280,7 +280,7 @@ def test_the_throttle_forgets_failures_once_the_window_has_passed(
 ) -> None:
     # given a throttle that has just reached its limit
     clock = [1000.0]
-    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     throttle = auth.FailureThrottle(limit=3, window_seconds=60)
     throttle.fail("user:a", "user:a", "user:a")
     with pytest.raises(Exception, match="too many"):
