@@ -144,11 +144,11 @@ def _seed(client: httpx.Client) -> tuple[int, list[int]]:
     return series_id, customers
 
 
-def _report(minutes: list[Minute]) -> Table:
+def _report(minutes: list[Minute], first: int = 1) -> Table:
     table = Table(title="soak: per minute")
     for column in ("minute", "requests", "errors", "p50 ms", "p99 ms", "RSS MiB", "mix"):
         table.add_column(column, justify="right")
-    for index, m in enumerate(minutes, start=1):
+    for index, m in enumerate(minutes, start=first):
         lat = sorted(m.latencies)
         p50 = statistics.median(lat) * 1000 if lat else 0.0
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else 0.0
@@ -244,7 +244,7 @@ def soak(minutes: float, rate: float, db: str | None, workers: int) -> int:
                 while len(results) <= index:
                     if results:
                         results[-1].rss_mb = _rss_mb(server.pid)
-                        console.print(_report(results[-1:]))
+                        console.print(_report(results[-1:], first=len(results)))
                     results.append(Minute())
                 due = int(now * rate)
                 for _ in range(due - sent):
