@@ -25,12 +25,32 @@ def _reject_nul(value: Any, path: str = "") -> None:
             _reject_nul(item)
 
 
+def _numbers_allowed(node: Any) -> Any:
+    """A JSON schema where every free-text string may also be sent as a number."""
+    if isinstance(node, list):
+        return [_numbers_allowed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("type") == "string" and not {"format", "enum", "const"} & node.keys():
+        return {"anyOf": [node, {"type": "number"}]}
+    return {key: _numbers_allowed(value) for key, value in node.items()}
+
+
+def _document_number_coercion(schema: dict[str, Any]) -> None:
+    # Vendor clients send mobiles, ids and codes as JSON numbers; they are accepted as their
+    # text (`coerce_numbers_to_str`), so the documented schema must say so too.
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        schema["properties"] = _numbers_allowed(properties)
+
+
 class Body(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="ignore",
         coerce_numbers_to_str=True,
+        json_schema_extra=_document_number_coercion,
     )
 
     @field_validator("*", mode="after")
