@@ -55,3 +55,8 @@ bench-quick: $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --scales 10k,1m,10m --duration 8 $(BENCH_ARGS)
+
+# Sustained mixed load against `coupons serve --workers 2`; not part of `make test`.
+# e.g. make soak SOAK_ARGS="--minutes 3 --rate 10"
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)

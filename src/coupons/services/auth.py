@@ -138,8 +138,17 @@ class Authenticator:
         """The active client with these credentials, or 9010 (429 when throttled)."""
         keys = (f"user:{username}", f"addr:{address}")
         self.throttle.check(*keys)
-        client = self.db.run(lambda uow: uow.repo.client_by_username(username), write=False)
-        if client is None or not self._verify(client, secret) or not client.is_active:
+        # No stored username holds NUL, and PostgreSQL refuses it in a query (a 500), so such a
+        # name is simply unknown; it still costs an argon2 verify like any unknown name.
+        client = (
+            None
+            if "\x00" in username
+            else self.db.run(lambda uow: uow.repo.client_by_username(username), write=False)
+        )
+        # Verify first, whatever the lookup found: an unknown username must cost the same
+        # argon2 work as a known one, or response time tells which usernames exist.
+        verified = self._verify(client, secret)
+        if client is None or not verified or not client.is_active:
             self.throttle.fail(*keys)
             raise errors.AuthenticationFailed()
         return client

@@ -59,6 +59,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 401:
         # FastAPI's security schemes raise their own 401 on a malformed Basic header.
         return await coupon_error(request, errors.AuthenticationFailed())
+    if exc.status_code == 400:
+        # FastAPI raises a bare 400 when the body cannot be decoded at all (invalid UTF-8,
+        # nesting too deep for the parser): the body is not valid JSON, spec code 9001.
+        error = errors.MalformedJson()
+        return failure(error.code, error.message, error.http_status)
     return failure(9002, str(exc.detail), exc.status_code)
 
 

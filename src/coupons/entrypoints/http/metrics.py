@@ -172,7 +172,12 @@ def install(app: FastAPI, db: Database) -> None:
     outbox.register(OutboxCollector(db))
     app.add_middleware(MetricsMiddleware)
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    )
     async def metrics() -> Response:
         """Prometheus metrics; needs no credentials."""
         body = await run_in_threadpool(_exposition, outbox)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -54,12 +54,32 @@ def _reject_nul(value: Any, path: str = "") -> None:
             _reject_nul(item)
 
 
+def _numbers_allowed(node: Any) -> Any:
+    """A JSON schema where every free-text string may also be sent as a number."""
+    if isinstance(node, list):
+        return [_numbers_allowed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("type") == "string" and not {"format", "enum", "const"} & node.keys():
+        return {"anyOf": [node, {"type": "number"}]}
+    return {key: _numbers_allowed(value) for key, value in node.items()}
+
+
+def _document_number_coercion(schema: dict[str, Any]) -> None:
+    # Vendor clients send mobiles, ids and codes as JSON numbers; they are accepted as their
+    # text (`coerce_numbers_to_str`), so the documented schema must say so too.
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        schema["properties"] = _numbers_allowed(properties)
+
+
 class Body(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="ignore",
         coerce_numbers_to_str=True,
+        json_schema_extra=_document_number_coercion,
     )
 
     @field_validator("*", mode="after")
@@ -281,6 +301,20 @@ class SeriesBody(Body):
     generic_code: NewCode | None = None
     valid_till: datetime | date
     discount_type: Literal["ABS", "PERC"]
+
+    @field_validator("valid_till", mode="after")
+    @classmethod
+    def _storable_valid_till(cls, value: datetime | date) -> datetime | date:
+        # Extreme offsets (9999-12-31T23:59-12:00) overflow when moved to UTC; keep every
+        # value storable and comparable on both databases instead of answering 500.
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("must be a date between 1970 and 9998") from None
+        if not 1970 <= value.year <= 9998:
+            raise ValueError("must be a date between 1970 and 9998")
+        return value
     discount_value: Decimal = Field(max_digits=14, decimal_places=4)
 
     @field_validator("valid_till", mode="before")
