@@ -338,7 +338,12 @@ def same_sql(layout: Layout, http_job: Job, raw_job: Job) -> tuple[list[str], li
 
     db = Database.from_url(layout.url, pool_size=1)
     try:
-        app = create_app(Settings(database_url=layout.url, token_secret="bench"), db=db)
+        app = create_app(
+            Settings(
+                database_url=layout.url, token_secret="bench-signing-key-0123456789abcdef0123456789"
+            ),
+            db=db,
+        )
         with TestClient(app) as client:
             with capture_statements(db.engine) as service:
                 response = client.post(

@@ -17,7 +17,12 @@ from coupons.entrypoints.http import create_app
 def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     # Serving the document touches no data, so one SQLite file serves for both checks.
     path = tmp_path_factory.mktemp("openapi") / "coupons.db"
-    return create_app(Settings(database_url=f"sqlite:///{path}", token_secret="test-key"))
+    return create_app(
+        Settings(
+            database_url=f"sqlite:///{path}",
+            token_secret="openapi-test-signing-key-0123456789abcdef",
+        )
+    )
 
 
 @pytest.fixture(scope="module")

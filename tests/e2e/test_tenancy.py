@@ -23,7 +23,15 @@ MISSING_ID = 987_654_321
 
 # Routes with no foreign id or code to try: creation takes none, and a customer created with
 # another org's identifiers is simply a new customer (tests/e2e/test_customers.py).
-NO_FOREIGN_INPUT = {("POST", "/v2/coupon/series"), ("POST", "/v2/customers")}
+NO_FOREIGN_INPUT = {
+    ("POST", "/v2/coupon/series"),
+    ("POST", "/v2/customers"),
+    # These take no other org's ids: they list or create within the caller's org (the full
+    # isolation matrix of the event log lives with the reliability tests).
+    ("GET", "/v2/events"),
+    ("GET", "/v2/webhooks"),
+    ("POST", "/v2/webhooks"),
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Globex:
     revoked_code: str
     redemption_id: int
     revoke_request_id: str
+    webhook_id: int
 
     def secrets(self) -> list[str]:
         """Strings that must never reach acme unless acme itself sent them."""
@@ -87,6 +96,9 @@ def globex(other: Api) -> Globex:
         revoked_code=revoked["couponCode"],
         redemption_id=redemption["redemptions"][0]["redemptionId"],
         revoke_request_id="globex-revoke-1",
+        webhook_id=other.ok(
+            other.post("/v2/webhooks", {"url": "http://127.0.0.1:9/globex-hook", "events": []})
+        )["id"],
     )
 
 
@@ -286,6 +298,24 @@ CASES: dict[str, Case] = {
         lambda g: g.revoke_request_id,
         "no-such-request-1",
         lambda api, a, v: api.post("/v2/coupon/reinstate", {"revokeRequestId": v}),
+    ),
+    "delete-webhook": Case(
+        ("DELETE", "/v2/webhooks/{webhook_id}"),
+        lambda g: g.webhook_id,
+        MISSING_ID,
+        lambda api, a, v: api.request("DELETE", f"/v2/webhooks/{v}"),
+    ),
+    "retry-webhook": Case(
+        ("POST", "/v2/webhooks/{webhook_id}/retry"),
+        lambda g: g.webhook_id,
+        MISSING_ID,
+        lambda api, a, v: api.post(f"/v2/webhooks/{v}/retry"),
+    ),
+    "webhook-deliveries": Case(
+        ("GET", "/v2/webhooks/{webhook_id}/deliveries"),
+        lambda g: g.webhook_id,
+        MISSING_ID,
+        lambda api, a, v: api.get(f"/v2/webhooks/{v}/deliveries"),
     ),
 }
 

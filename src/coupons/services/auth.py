@@ -130,6 +130,7 @@ class Authenticator:
         self.throttle = throttle
         self._token_secret = token_secret
         self._verified: dict[tuple[int, str], bytes] = {}
+        _dummy_hash()  # made now, so the first unknown username costs no more than later ones
         self._lock = threading.Lock()
 
     # --- Basic ----------------------------------------------------------------------------
