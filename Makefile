@@ -29,7 +29,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest --cov=coupons --cov-report=term:skip-covered --cov-fail-under=85 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --cov=coupons --cov-report=term:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
