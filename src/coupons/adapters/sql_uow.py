@@ -11,7 +11,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from coupons.adapters.db import create_db_engine
+from coupons.adapters.db import SqliteWriteGate, create_db_engine, sqlite_write_gate
 from coupons.adapters.repos import SqlRepository
 
 T = TypeVar("T")
@@ -25,12 +25,20 @@ class SqlUnitOfWork:
     repo: SqlRepository
     _conn: Connection
 
-    def __init__(self, engine: Engine, *, write: bool) -> None:
+    def __init__(self, engine: Engine, *, write: bool, gate: SqliteWriteGate | None = None) -> None:
         self._engine = engine
         self._write = write
+        self._gate = gate if write else None
+        self._gated = False
 
     def __enter__(self) -> SqlUnitOfWork:
-        self._conn = self._engine.connect()
+        if self._gate is not None:
+            self._gated = self._gate.acquire()
+        try:
+            self._conn = self._engine.connect()
+        except BaseException:
+            self._leave_gate()
+            raise
         try:
             self._conn.execution_options(coupons_write=self._write)
             self._tx = self._conn.begin()
@@ -38,6 +46,7 @@ class SqlUnitOfWork:
             # `__exit__` does not run when `__enter__` fails (say SQLite stayed busy past its
             # timeout): give the connection back now, or every retry would hold one more.
             self._conn.close()
+            self._leave_gate()
             raise
         self.repo = SqlRepository(self._conn)
         return self
@@ -53,6 +62,12 @@ class SqlUnitOfWork:
                 self._tx.rollback()
         finally:
             self._conn.close()
+            self._leave_gate()
+
+    def _leave_gate(self) -> None:
+        if self._gated and self._gate is not None:
+            self._gated = False
+            self._gate.release()
 
     def commit(self) -> None:
         self._tx.commit()
@@ -78,6 +93,7 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._gate = sqlite_write_gate(engine)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -88,7 +104,7 @@ class Database:
         return self.engine.dialect.name
 
     def unit_of_work(self, *, write: bool = True) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, write=write)
+        return SqlUnitOfWork(self.engine, write=write, gate=self._gate)
 
     def run(
         self,
@@ -117,3 +133,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._gate is not None:
+            self._gate.close()
