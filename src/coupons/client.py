@@ -534,9 +534,7 @@ class CouponClient:
         idempotency_key: str | None = None,
     ) -> list[Redemption]:
         """Redeem every code (or `(code, pin)`) for the customer, or none."""
-        lines = [
-            {"code": c} if isinstance(c, str) else {"code": c[0], "pin": c[1]} for c in codes
-        ]
+        lines = [{"code": c} if isinstance(c, str) else {"code": c[0], "pin": c[1]} for c in codes]
         body: dict[str, Any] = {"customer": dict(customer), "redemptionRequestList": lines}
         if transaction_number is not None:
             body["transactionNumber"] = transaction_number

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    CursorResult,
     Row,
     Select,
     String,
@@ -145,7 +146,14 @@ class RedemptionRecord:
     reactivated: bool
 
 
-def _series(row: Row[Any]) -> Series:
+def _new_id(result: CursorResult[Any]) -> int:
+    """The primary key an INSERT of one row created."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def _series(row: Row[Any] | Any) -> Series:
     return Series(
         id=row.id,
         org_id=row.org_id,
@@ -159,7 +167,7 @@ def _series(row: Row[Any]) -> Series:
     )
 
 
-def _coupon(row: Row[Any]) -> Coupon:
+def _coupon(row: Row[Any] | Any) -> Coupon:
     return Coupon(
         id=row.id,
         series_id=row.series_id,
@@ -171,7 +179,7 @@ def _coupon(row: Row[Any]) -> Coupon:
     )
 
 
-def _customer(row: Row[Any]) -> Customer:
+def _customer(row: Row[Any] | Any) -> Customer:
     return Customer(
         id=row.id,
         org_id=row.org_id,
@@ -235,7 +243,7 @@ class SqlRepository:
 
     def add_org(self, name: str, now: datetime) -> int:
         result = self.conn.execute(insert(orgs).values(name=name, created_at=now))
-        return int(result.inserted_primary_key[0])
+        return _new_id(result)
 
     def org_id_by_name(self, name: str) -> int | None:
         value = self.conn.scalar(select(orgs.c.id).where(orgs.c.name == name))
@@ -254,7 +262,7 @@ class SqlRepository:
                 created_at=now,
             )
         )
-        return int(result.inserted_primary_key[0])
+        return _new_id(result)
 
     def _client(self, row: Row[Any] | None) -> ClientRecord | None:
         if row is None:
@@ -331,7 +339,7 @@ class SqlRepository:
                 created_at=now,
             )
         )
-        series_id = int(result.inserted_primary_key[0])
+        series_id = _new_id(result)
         series = self.series(org_id, series_id)
         assert series is not None
         return series
@@ -599,7 +607,7 @@ class SqlRepository:
         result = self.conn.execute(
             insert(customers).values(org_id=org_id, created_at=now, **values)
         )
-        return int(result.inserted_primary_key[0])
+        return _new_id(result)
 
     def find_customers(
         self,
@@ -816,7 +824,7 @@ class SqlRepository:
                 created_at=now,
             )
         )
-        found = self.webhook(org_id, int(result.inserted_primary_key[0]))
+        found = self.webhook(org_id, _new_id(result))
         assert found is not None
         return found
 
@@ -887,7 +895,7 @@ class SqlRepository:
         )
 
     def due_webhooks(self, now: datetime, limit: int) -> list[int]:
-        return [int(i) for i in self.conn.scalars(self._due(now, limit))]
+        return [int(i) for i in self.conn.scalars(self._due(now, limit))]  # type: ignore[call-overload]
 
     def claim_webhooks(
         self, owner: str, now: datetime, lease_until: datetime, limit: int

@@ -250,7 +250,10 @@ def revoke_batch(
         done = Outcome.WOULD_REVOKE if spec.dry_run else Outcome.REVOKED
         for coupon in result.changed:
             found[_match(coupon.coupon_code)] = (
-                coupon.coupon_code, done.value, "", str(coupon.coupon_id)
+                coupon.coupon_code,
+                done.value,
+                "",
+                str(coupon.coupon_id),
             )
         unclear: list[str] = []
         for group in result.failed:

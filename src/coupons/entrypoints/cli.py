@@ -19,6 +19,7 @@ from coupons.entrypoints import bulk_revoke, worker_cli
 if TYPE_CHECKING:
     from coupons.adapters.sql_uow import Database
     from coupons.services.demo import DemoData
+    from coupons.services.uow import UnitOfWork
 
 app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -135,9 +136,12 @@ def _set_active(username: str, active: bool, db: str) -> None:
 
     database = _database(db)
     try:
-        database.run(
-            lambda uow: _committed(uow, admin.set_client_active(uow, username, active))
-        )
+
+        def work(uow: UnitOfWork) -> None:
+            admin.set_client_active(uow, username, active)
+            uow.commit()
+
+        database.run(work)
     except CouponError as error:
         raise _fail(error.message) from None
     finally:

@@ -34,8 +34,13 @@ def seed(uow: UnitOfWork) -> DemoData:
     client = uow.repo.client_by_username(DEMO_USER)
     secret = new_secret()
     if client is None:
-        create_client(uow, org=DEMO_ORG, username=DEMO_USER, password=secret,
-                      groups=["default", "coupon_admin"])
+        create_client(
+            uow,
+            org=DEMO_ORG,
+            username=DEMO_USER,
+            password=secret,
+            groups=["default", "coupon_admin"],
+        )
         client = uow.repo.client_by_username(DEMO_USER)
     else:
         uow.repo.update_client(DEMO_USER, secret_hash=hash_secret(secret), is_active=True)

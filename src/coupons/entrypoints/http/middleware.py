@@ -62,9 +62,9 @@ class EdgeMiddleware:
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             # Every body here is JSON, whatever the client labelled it (`curl -d` says form).
-            scope["headers"] = [
-                (k, v) for k, v in scope["headers"] if k != b"content-type"
-            ] + [(b"content-type", b"application/json")]
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
+                (b"content-type", b"application/json")
+            ]
             body, too_large = await self._read_body(receive)
             if too_large:
                 await self._too_large(send_with_id)

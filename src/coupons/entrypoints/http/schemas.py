@@ -315,6 +315,7 @@ class SeriesBody(Body):
         if not 1970 <= value.year <= 9998:
             raise ValueError("must be a date between 1970 and 9998")
         return value
+
     discount_value: Decimal = Field(max_digits=14, decimal_places=4)
 
     @field_validator("valid_till", mode="before")
