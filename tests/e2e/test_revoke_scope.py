@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from coupons.adapters.tables import coupon_series
 from tests.conftest import Backend
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import PAST, Api, error_code
 
 
 def expire_series(backend: Backend, series_id: int) -> None:
@@ -307,3 +307,35 @@ def test_a_call_where_every_code_fails_is_still_a_success(api: Api, mixed: dict[
     entity = api.ok(response)
     assert (entity["totalCount"], entity["failedCount"], entity["revokedCoupons"]) == (3, 3, [])
     assert groups(entity) == {405: ["USED1A"], 682: ["GONE1A", "NOPE1A"]}
+
+
+def test_a_single_code_in_an_expired_and_a_live_series_is_revoked_in_the_live_one(
+    api: Api,
+) -> None:
+    # Given the same code in a series that has expired and in a live one
+    expired_id = api.series(valid_till=PAST, codes=["TWICE-1"])
+    live_id = api.series(codes=["twice-1"])
+
+    # When it is revoked by code alone
+    entity = api.ok(api.revoke({"couponCodes": ["Twice-1"]}, couponCodeCase="AS_IT_IS"))
+
+    # Then only the live series' coupon is revoked; the expired one is out of scope
+    assert [c["couponCode"] for c in entity["revokedCoupons"]] == ["twice-1"]
+    assert entity["totalCount"] == 1 and entity["failedCount"] == 0
+    counts = {
+        sid: api.ok(api.get(f"/v2/coupon/series/{sid}"))["counts"] for sid in (expired_id, live_id)
+    }
+    assert counts[expired_id]["AVAILABLE"] == 1 and counts[expired_id]["REVOKED"] == 0
+    assert counts[live_id]["REVOKED"] == 1
+
+
+def test_a_single_code_only_in_an_expired_series_answers_712(api: Api) -> None:
+    # Given a code whose only series has expired
+    api.series(valid_till=PAST, codes=["OLD-ONLY-1"])
+
+    # When it is revoked by code alone
+    response = api.revoke({"couponCodes": ["OLD-ONLY-1"]})
+
+    # Then the call is refused as expired
+    assert response.status_code == 400
+    assert error_code(response) == 712

@@ -219,3 +219,10 @@ def test_an_email_in_any_case_with_stray_spaces_normalises_the_same(email: str, 
 @given(st.text(max_size=40))
 def test_normalize_email_is_idempotent(email: str) -> None:
     assert normalize_email(normalize_email(email)) == normalize_email(email)
+
+
+def test_mobiles_written_in_full_width_digits_match_their_ascii_form() -> None:
+    # Given the same number typed with full-width digits and with ASCII digits
+    # Then both normalise to the same ASCII digits
+    full_width = "".join(chr(0xFF10 + int(d)) if d.isdigit() else d for d in "+1 555 0100")
+    assert normalize_mobile(full_width) == normalize_mobile("+1 555 0100") == "15550100"

@@ -6,7 +6,7 @@ AVAILABLE | ISSUED --revoke--> REVOKED --reinstate--> (the state it had before)
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -140,8 +140,8 @@ def replay(initial: CouponState, history: list[HistoryEntry]) -> CouponState:
 
 
 def normalize_mobile(mobile: str) -> str:
-    """Mobiles compare on their digits only."""
-    return re.sub(r"\D", "", mobile)
+    """Mobiles compare on their digits only (any script's decimal digits, written 0-9)."""
+    return "".join(str(unicodedata.decimal(c)) for c in mobile if c.isdecimal())
 
 
 def normalize_email(email: str) -> str:

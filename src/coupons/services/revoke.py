@@ -148,15 +148,21 @@ def _coupons_for_codes(uow: UnitOfWork, ctx: Context, scope: _Scope) -> list[Cou
     series_id = scope.series.id if scope.series else None
     matches = uow.repo.coupons_by_codes(ctx.org_id, norms, series_id=series_id, lock=True)
     if scope.series is None:
-        # One code without a series: the series it belongs to gets the checks a given
-        # series would get (expired 712, GENERIC_REDEEMABLE 811, GENERIC without customer 108).
-        # A generic series is found by its shared code even before it has any coupon.
+        # One code without a series: it is looked for in the org's live series, as customer
+        # mode is; only when every series carrying it has expired is the call refused (712).
+        # The live series then get the checks a given series would get (GENERIC_REDEEMABLE
+        # 811, GENERIC without customer 108). A generic series is found by its shared code
+        # even before it has any coupon.
         found = uow.repo.series_many(ctx.org_id, {c.series_id for c in matches})
         found.update((s.id, s) for s in uow.repo.generic_series_by_codes(ctx.org_id, norms))
-        for series in sorted(found.values(), key=lambda s: s.id):
+        live = {i: s for i, s in found.items() if not s.is_expired(ctx.now)}
+        if found and not live:
+            raise errors.SeriesExpired()
+        for series in sorted(live.values(), key=lambda s: s.id):
             _check_series(ctx, series)
             if series.type is SeriesType.GENERIC and scope.customer is None:
                 raise errors.GenericCodeNeedsCustomer()
+        matches = [c for c in matches if c.series_id in live]
     return matches
 
 
