@@ -51,6 +51,7 @@ from coupons.domain.model import (
     SeriesType,
 )
 
+POOL_CODE = text("is_generic = false")
 REVOCABLE_STATES = (CouponState.AVAILABLE.value, CouponState.ISSUED.value)
 # Advisory lock namespace that serializes outbox inserts per org on PostgreSQL.
 OUTBOX_LOCK_SPACE = 0x0C0B
@@ -402,7 +403,11 @@ class SqlRepository:
             found.update(
                 self.conn.scalars(
                     select(coupons.c.code_norm).where(
-                        coupons.c.series_id == series_id, coupons.c.code_norm.in_(chunk)
+                        coupons.c.series_id == series_id,
+                        coupons.c.code_norm.in_(chunk),
+                        # Spelled exactly as the unique index's predicate: only then do the
+                        # planners use that partial index instead of scanning the series.
+                        POOL_CODE,
                     )
                 )
             )
