@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,6 +26,9 @@ from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
 from coupons.entrypoints.http import create_app
 from coupons.services import admin
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Api
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 DATA_TABLES = (
@@ -199,3 +203,33 @@ def acme_viewer() -> Credentials:
 @pytest.fixture
 def globex_admin() -> Credentials:
     return creds("globex", "admin")
+
+
+# One `Api` per API client, for every test level (the class lives with the e2e helpers;
+# imported inside the fixtures because that module imports this one).
+@pytest.fixture
+def api(client: TestClient, acme_admin: Credentials) -> Api:
+    from tests.e2e.conftest import Api
+
+    return Api(client, acme_admin)
+
+
+@pytest.fixture
+def agent(client: TestClient, acme_agent: Credentials) -> Api:
+    from tests.e2e.conftest import Api
+
+    return Api(client, acme_agent)
+
+
+@pytest.fixture
+def viewer(client: TestClient, acme_viewer: Credentials) -> Api:
+    from tests.e2e.conftest import Api
+
+    return Api(client, acme_viewer)
+
+
+@pytest.fixture
+def other(client: TestClient, globex_admin: Credentials) -> Api:
+    from tests.e2e.conftest import Api
+
+    return Api(client, globex_admin)

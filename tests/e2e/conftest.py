@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Credentials
@@ -105,23 +104,3 @@ def error_code(response: httpx.Response) -> int:
     assert body["success"] is False, body
     assert "entity" not in body
     return int(body["errors"][0]["code"])
-
-
-@pytest.fixture
-def api(client: TestClient, acme_admin: Credentials) -> Api:
-    return Api(client, acme_admin)
-
-
-@pytest.fixture
-def agent(client: TestClient, acme_agent: Credentials) -> Api:
-    return Api(client, acme_agent)
-
-
-@pytest.fixture
-def viewer(client: TestClient, acme_viewer: Credentials) -> Api:
-    return Api(client, acme_viewer)
-
-
-@pytest.fixture
-def other(client: TestClient, globex_admin: Credentials) -> Api:
-    return Api(client, globex_admin)

@@ -12,12 +12,10 @@ from typing import Any
 
 import orjson
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from coupons.entrypoints.worker import Worker, WorkerOptions
 from coupons.services.webhooks import RetryPolicy
-from tests.conftest import Backend, Credentials
+from tests.conftest import Backend
 from tests.e2e.conftest import Api
 
 FAST_RETRY = RetryPolicy(
@@ -130,30 +128,6 @@ def start_worker(backend: Backend) -> Iterator[Callable[..., Worker]]:
         worker.stop()
     for _, thread in running:
         thread.join(10)
-
-
-@pytest.fixture
-def clean_webhooks(backend: Backend) -> Backend:
-    """No subscriptions left over from other tests (the shared reset keeps these tables)."""
-    with backend.db.engine.begin() as conn:
-        conn.execute(text("DELETE FROM webhook_deliveries"))
-        conn.execute(text("DELETE FROM webhooks"))
-    return backend
-
-
-@pytest.fixture
-def api(client: TestClient, acme_admin: Credentials, clean_webhooks: Backend) -> Api:
-    return Api(client, acme_admin)
-
-
-@pytest.fixture
-def viewer(client: TestClient, acme_viewer: Credentials) -> Api:
-    return Api(client, acme_viewer)
-
-
-@pytest.fixture
-def other(client: TestClient, globex_admin: Credentials) -> Api:
-    return Api(client, globex_admin)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -78,7 +78,7 @@ def test_only_coupon_admins_manage_webhooks(viewer: Api, api: Api) -> None:
     assert viewer.get("/v2/webhooks").status_code == 403
 
 
-def test_deleting_a_webhook_wipes_its_stored_secret(api: Api, clean_webhooks: Backend) -> None:
+def test_deleting_a_webhook_wipes_its_stored_secret(api: Api, backend: Backend) -> None:
     # given a subscription
     created = subscribe(api, "https://example.test/wipe")
 
@@ -86,7 +86,7 @@ def test_deleting_a_webhook_wipes_its_stored_secret(api: Api, clean_webhooks: Ba
     api.ok(api.request("DELETE", f"/v2/webhooks/{created['id']}"))
 
     # then its signing key no longer exists anywhere in the database
-    with clean_webhooks.db.engine.connect() as conn:
+    with backend.db.engine.connect() as conn:
         stored = conn.execute(
             text("SELECT secret FROM webhooks WHERE id = :id"), {"id": created["id"]}
         ).scalar_one()
