@@ -52,6 +52,8 @@ from coupons.domain.model import (
 )
 
 POOL_CODE = text("is_generic = false")
+# The predicate of the partial index over a series' AVAILABLE codes, spelled the same way.
+IN_POOL = text("state = 'AVAILABLE'")
 REVOCABLE_STATES = (CouponState.AVAILABLE.value, CouponState.ISSUED.value)
 # Advisory lock namespace that serializes outbox inserts per org on PostgreSQL.
 OUTBOX_LOCK_SPACE = 0x0C0B
@@ -426,7 +428,8 @@ class SqlRepository:
         """Lock up to `count` pool codes; concurrent issuers skip each other's rows."""
         rows = self.conn.execute(
             select(*_COUPON_COLUMNS)
-            .where(coupons.c.series_id == series_id, coupons.c.state == CouponState.AVAILABLE)
+            # The literal predicate, not a bound state: only then is the partial pool index used.
+            .where(coupons.c.series_id == series_id, IN_POOL)
             .order_by(coupons.c.id)
             .limit(count)
             .with_for_update(skip_locked=True)

@@ -145,8 +145,17 @@ coupons = Table(
         postgresql_where=text("is_generic = false"),
     ),
     Index("ix_coupons_org_code", "org_id", "code_norm"),
-    Index("ix_coupons_customer_state", "customer_id", "state"),
-    Index("ix_coupons_series_state", "series_id", "state"),
+    # No index holds `state`, so a state change rewrites the row and nothing else; only the
+    # pool of AVAILABLE codes that issuing draws from has a partial index.
+    Index("ix_coupons_customer_id", "customer_id"),
+    Index("ix_coupons_series_id", "series_id"),
+    Index(
+        "ix_coupons_series_pool",
+        "series_id",
+        "id",
+        sqlite_where=text("state = 'AVAILABLE'"),
+        postgresql_where=text("state = 'AVAILABLE'"),
+    ),
 )
 
 coupon_history = Table(

@@ -1,0 +1,93 @@
+"""No request scans the coupons table: every statement the lifecycle sends reaches its rows
+through an index, on both backends. A full scan is invisible on a test-sized table and costs
+seconds on ten million coupons, so the plans are checked, not the timings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.conftest import Backend
+from tests.e2e.conftest import Api
+
+
+@contextmanager
+def captured(backend: Backend) -> Iterator[list[tuple[str, Any]]]:
+    """Every statement and its parameters sent to the backend inside the block."""
+    seen: list[tuple[str, Any]] = []
+
+    def keep(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, many: bool
+    ) -> None:
+        seen.append((statement, parameters[0] if many else parameters))
+
+    event.listen(backend.db.engine, "before_cursor_execute", keep)
+    try:
+        yield seen
+    finally:
+        event.remove(backend.db.engine, "before_cursor_execute", keep)
+
+
+def touches_coupons(statement: str) -> bool:
+    text = " ".join(statement.split()).lower()
+    return any(f"{verb} coupons" in text for verb in ("from", "update", "join"))
+
+
+def plan(backend: Backend, statement: str, parameters: Any) -> str:
+    """The plan as text; PostgreSQL is told to avoid scans, so it scans only when it must."""
+    raw = backend.db.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if backend.name == "postgresql":
+            cursor.execute("SET enable_seqscan = off")
+            cursor.execute("EXPLAIN " + statement, parameters)
+            text = "\n".join(row[0] for row in cursor.fetchall())
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            text = "\n".join(str(row[-1]) for row in cursor.fetchall())
+        raw.rollback()
+        return text
+    finally:
+        raw.close()
+
+
+def full_scans(backend: Backend, text: str) -> list[str]:
+    lines = text.splitlines()
+    if backend.name == "postgresql":
+        return [line for line in lines if "Seq Scan on coupons" in line]
+    return [line for line in lines if line.strip().startswith("SCAN coupons")]
+
+
+def test_no_lifecycle_request_scans_the_coupons_table(api: Api, backend: Backend) -> None:
+    # Given a pool series, a generic series and a customer
+    codes = [f"PLAN-{i:03}" for i in range(60)]
+    pool = api.series(codes=codes)
+    api.series("GENERIC_REDEEMABLE", generic_code="PLANGEN")
+    customer = api.customer("555-0199")
+    with captured(backend) as statements:
+        # When every lifecycle call runs once
+        issued = api.issue_many(pool, customer, 5)
+        api.issue(pool, customer)
+        api.ok(api.get(f"/v2/coupon/series/{pool}"))
+        api.ok(api.get(f"/v2/customers/{customer}/coupons"))
+        redeemed = api.ok(api.redeem(customer, issued[0]["couponCode"]))["redemptions"]
+        api.ok(api.redeem(customer, "PLANGEN"))
+        api.ok(api.revoke({"couponSeriesId": pool, "couponCodes": codes[40:]}))
+        api.ok(api.revoke({"couponCodes": [issued[1]["couponCode"]]}))
+        api.ok(api.revoke({"customer": {"id": customer}}))
+        api.ok(api.post("/v2/coupon/reinstate", {"customer": {"id": customer}}))
+        reactivate = {"redemptionIds": [redeemed[0]["redemptionId"]]}
+        api.ok(api.request("PATCH", "/v2/coupon/reactivate", json=reactivate))
+        api.ok(api.get(f"/v2/coupon/{issued[2]['couponId']}"))
+    # Then each statement on the coupons table goes through an index
+    on_coupons = [(s, p) for s, p in statements if touches_coupons(s)]
+    assert len(on_coupons) >= 10, "the calls above no longer reach the coupons table"
+    scans = {s: full_scans(backend, plan(backend, s, p)) for s, p in on_coupons}
+    assert {s: lines for s, lines in scans.items() if lines} == {}
+    # And issuing takes from the partial index of AVAILABLE codes, not the whole series
+    takes = [(s, p) for s, p in on_coupons if "AVAILABLE" in s and "LIMIT" in s.upper()]
+    assert takes, "issuing no longer takes codes from the pool"
+    assert all("ix_coupons_series_pool" in plan(backend, s, p) for s, p in takes)
