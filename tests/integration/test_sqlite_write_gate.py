@@ -83,3 +83,38 @@ def test_threads_of_one_process_take_turns_on_one_gate(tmp_path: Path) -> None:
     # Then never more than one was inside at a time
     assert most == 1
     gate.close()
+
+
+def test_a_busy_process_lets_a_waiting_process_take_its_turn(tmp_path: Path) -> None:
+    # Given two processes' gates on one file; the first has three threads writing back to
+    # back, so it always has a writer ready the moment it commits
+    busy = SqliteWriteGate(str(tmp_path / "c.db"), timeout=5)
+    other = SqliteWriteGate(str(tmp_path / "c.db"), timeout=5)
+    turns: list[str] = []
+    waits: list[float] = []
+    stop = time.monotonic() + 1.0
+
+    def write(gate: SqliteWriteGate, name: str) -> None:
+        while time.monotonic() < stop:
+            asked = time.monotonic()
+            assert gate.acquire()
+            if name == "other":
+                waits.append(time.monotonic() - asked)
+            turns.append(name)
+            time.sleep(0.005)
+            gate.release()
+
+    # When the second process's single writer also writes back to back
+    threads = [threading.Thread(target=write, args=(busy, "busy")) for _ in range(3)]
+    threads.append(threading.Thread(target=write, args=(other, "other")))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+
+    # Then the two processes alternate: the lone writer is never starved by the busy one
+    assert len(turns) > 40
+    assert 0.35 <= turns.count("other") / len(turns) <= 0.65
+    assert max(waits) < 0.1
+    busy.close()
+    other.close()
