@@ -216,9 +216,12 @@ def rss_mb(pid: int) -> float:
 class Server:
     """`coupons serve --workers N` in a subprocess on a free port, as an operator starts it."""
 
-    def __init__(self, url: str, workers: int, log_path: Path) -> None:
+    def __init__(
+        self, url: str, workers: int, log_path: Path, extra_args: Sequence[str] = ()
+    ) -> None:
         self.url = url
         self.workers = workers
+        self.extra_args = tuple(extra_args)
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self.log_path = log_path
@@ -228,7 +231,7 @@ class Server:
         command = [
             sys.executable, "-m", "coupons.entrypoints.cli", "serve",
             "--host", HOST, "--port", str(self.port), "--workers", str(self.workers),
-            "--db", self.url,
+            "--db", self.url, *self.extra_args,
         ]  # fmt: skip
         env = {**os.environ, "COUPONS_LOG_LEVEL": "WARNING"}
         with self.log_path.open("wb") as log:
