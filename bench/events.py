@@ -219,7 +219,10 @@ def measure(
         "events_delivered": receiver.count(),
         "delivery_p50_ms": round(_percentile(lags, 0.5), 1),
         "delivery_p99_ms": round(_percentile(lags, 0.99), 1),
+        # Share of one core used by the serving process beside its workers, where the worker
+        # runs; "off" shows what that process costs with no worker at all.
         "delivery_cpu_share": round(supervisor_cpu["on"] / max(on.elapsed_s, 1e-9), 3),
+        "supervisor_cpu_share_off": round(supervisor_cpu["off"] / max(off.elapsed_s, 1e-9), 3),
         "rounds": rounds,
         "duration_s": duration_s,
     }

@@ -404,8 +404,7 @@ def test_a_dry_run_reports_what_would_happen_and_changes_nothing(
     }
     assert all(row["code"] == row["code"].lower() for row in rows)
     assert "dry run" in done.stdout
-    assert series_counts(server, given.series_id) == {"AVAILABLE": 118, "REDEEMED": 1,
-                                                     "REVOKED": 1}
+    assert series_counts(server, given.series_id) == {"AVAILABLE": 118, "REDEEMED": 1, "REVOKED": 1}
 
 
 def test_an_unknown_series_ends_the_run_with_2_and_the_servers_reason(

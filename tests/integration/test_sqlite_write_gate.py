@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from coupons.adapters.db import SqliteWriteGate
 
@@ -118,3 +120,32 @@ def test_a_busy_process_lets_a_waiting_process_take_its_turn(tmp_path: Path) -> 
     assert max(waits) < 0.1
     busy.close()
     other.close()
+
+
+def _hold_in_child(gate: SqliteWriteGate, waited: Any) -> None:
+    started = time.monotonic()
+    ok = gate.acquire()
+    waited.put((ok, time.monotonic() - started))
+    gate.release()
+
+
+def test_a_forked_child_waits_for_the_parent_like_any_other_process(tmp_path: Path) -> None:
+    # Given a gate the parent uses and holds
+    gate = SqliteWriteGate(str(tmp_path / "c.db"), timeout=5)
+    assert gate.acquire()
+    gate.release()
+    assert gate.acquire()
+
+    # When a forked child, which inherited the gate, asks for it
+    context = multiprocessing.get_context("fork")
+    waited = context.Queue()
+    child = context.Process(target=_hold_in_child, args=(gate, waited))
+    child.start()
+    time.sleep(0.3)
+    gate.release()
+    ok, seconds = waited.get(timeout=10)
+    child.join(timeout=10)
+
+    # Then the child got the gate, and only after the parent let go
+    assert ok and seconds >= 0.25
+    gate.close()

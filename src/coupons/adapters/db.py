@@ -86,12 +86,14 @@ class SqliteWriteGate:
     growing pauses (up to 100 ms), so under several concurrent writers some wait far longer
     than the work ahead of them: p99 many times p50. Writers here first take an in-process
     lock (threads block and are woken at once) and then an exclusive `flock` on a file beside
-    the database (other processes, polled every `POLL_SECONDS`).
+    the database, for the other processes. A helper thread per gate blocks in `flock` on the
+    writer's behalf, so the kernel wakes it the moment the lock is free (no polling), while
+    the writer itself waits with a timeout.
 
     Processes take turns: a process that wants the lock again while another process is
     already waiting for it holds back until that one has had its turn. Without this, the
     process that just committed re-takes the lock for its next queued thread before the other
-    process's next poll, again and again, and that process's requests starve (p99 4x p50 and
+    process gets to run, again and again, and that process's requests starve (p99 4x p50 and
     more with two server workers). A waiting process announces itself with a shared `flock`
     on a second file; the kernel drops every `flock` of a process that dies.
 
@@ -100,6 +102,7 @@ class SqliteWriteGate:
     """
 
     POLL_SECONDS = 0.0005
+    MAX_POLL_SECONDS = 0.005
     # A process holds back at most this long for another, in case that one stalls.
     MAX_HOLD_BACK_SECONDS = 0.05
 
@@ -109,43 +112,106 @@ class SqliteWriteGate:
         self._fd: int | None = None
         self._waiting_fd: int | None = None
         self._probe_fd: int | None = None
-        if database_path and fcntl is not None:
-            try:
-                self._fd = _open_lock_file(f"{database_path}-writers.lock")
-                # Two descriptions of one file: flock locks on them conflict with each other,
-                # so the probe sees other processes' announcements, never this process's own.
-                self._waiting_fd = _open_lock_file(f"{database_path}-writers.wait")
-                self._probe_fd = _open_lock_file(f"{database_path}-writers.wait")
-            except OSError:
-                self.close()  # a read-only directory: fall back to SQLite's locking
+        # Between a writer and the locker thread: the writer wants the file lock; the locker
+        # holds it for the writer; the gate is closed.
+        self._state = threading.Condition()
+        self._wanted = False
+        self._held = False
+        self._closed = False
+        self._locker: threading.Thread | None = None
+        self._path = database_path if fcntl is not None else None
+        self._pid = os.getpid()
+        self._open_files()
+
+    def _open_files(self) -> None:
+        if not self._path:
+            return
+        try:
+            self._fd = _open_lock_file(f"{self._path}-writers.lock")
+            # Two descriptions of one file: flock locks on them conflict with each other, so
+            # the probe sees other processes' announcements, never this process's own.
+            self._waiting_fd = _open_lock_file(f"{self._path}-writers.wait")
+            self._probe_fd = _open_lock_file(f"{self._path}-writers.wait")
+        except OSError:
+            self._close_files()  # a read-only directory: fall back to SQLite's locking
+
+    def _after_fork(self) -> None:
+        """A forked child shares the parent's lock descriptions and has no locker thread."""
+        self._pid = os.getpid()
+        self._state = threading.Condition()
+        self._wanted = self._held = False
+        self._locker = None
+        self._fd = self._waiting_fd = self._probe_fd = None  # the parent's: leave them be
+        self._open_files()
 
     def acquire(self) -> bool:
         """Wait for this writer's turn; False when the wait gave up (proceed regardless)."""
         deadline = time.monotonic() + self._timeout
+        if self._pid != os.getpid():
+            self._threads = threading.Lock()
+            self._after_fork()
         if not self._threads.acquire(timeout=self._timeout):
             return False
         if self._fd is None:
             return True
-        assert fcntl is not None and self._waiting_fd is not None
         self._hold_back_for_others(min(deadline, time.monotonic() + self.MAX_HOLD_BACK_SECONDS))
-        fcntl.flock(self._waiting_fd, fcntl.LOCK_SH)
+        with self._state:
+            if self._locker is None:
+                self._locker = threading.Thread(
+                    target=self._lock_for_writers, name="sqlite-write-gate", daemon=True
+                )
+                self._locker.start()
+            self._wanted = True
+            self._state.notify_all()
+            if self._state.wait_for(lambda: self._held, max(0.0, deadline - time.monotonic())):
+                return True
+            self._wanted = False  # the locker lets go of the lock if it gets it now
+        self._threads.release()
+        return False
+
+    def release(self) -> None:
         try:
-            while True:
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return True
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        self._threads.release()
-                        return False
-                    time.sleep(self.POLL_SECONDS)
+            with self._state:
+                if self._held and self._fd is not None:
+                    assert fcntl is not None
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                self._held = False
         finally:
-            fcntl.flock(self._waiting_fd, fcntl.LOCK_UN)
+            self._threads.release()
+
+    def _lock_for_writers(self) -> None:
+        """The locker thread: takes the file lock, blocking, whenever a writer wants it."""
+        assert fcntl is not None
+        while True:
+            with self._state:
+                self._state.wait_for(lambda: self._wanted or self._closed)
+                if self._closed:
+                    break
+                fd, waiting_fd = self._fd, self._waiting_fd
+            assert fd is not None and waiting_fd is not None
+            fcntl.flock(waiting_fd, fcntl.LOCK_SH)  # announce: this process waits
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            finally:
+                fcntl.flock(waiting_fd, fcntl.LOCK_UN)
+            with self._state:
+                if self._wanted and not self._closed:
+                    self._held, self._wanted = True, False
+                    self._state.notify_all()
+                else:  # the writer gave up while this thread waited
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        self._close_files()
 
     def _hold_back_for_others(self, until: float) -> None:
-        """Wait while another process is waiting for the lock (it takes it within a poll)."""
+        """Wait while another process is waiting for the lock (woken, it takes it at once).
+
+        Polled with growing pauses: with three or more processes someone is nearly always
+        waiting, and a tight loop here cost the delivery worker's process a tenth of a core.
+        """
+        pause = self.POLL_SECONDS
         while self._another_process_waits() and time.monotonic() < until:
-            time.sleep(self.POLL_SECONDS)
+            time.sleep(pause)
+            pause = min(pause * 2, self.MAX_POLL_SECONDS)
 
     def _another_process_waits(self) -> bool:
         assert fcntl is not None and self._probe_fd is not None
@@ -156,14 +222,18 @@ class SqliteWriteGate:
         fcntl.flock(self._probe_fd, fcntl.LOCK_UN)
         return False
 
-    def release(self) -> None:
-        try:
-            if self._fd is not None and fcntl is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            self._threads.release()
-
     def close(self) -> None:
+        """Stop the locker thread; it closes the lock files (at once when it is idle)."""
+        with self._state:
+            self._closed = True
+            self._state.notify_all()
+            locker = self._locker
+        if locker is None:
+            self._close_files()
+        else:
+            locker.join(timeout=1)
+
+    def _close_files(self) -> None:
         for fd in (self._fd, self._waiting_fd, self._probe_fd):
             if fd is not None:
                 os.close(fd)
