@@ -217,6 +217,7 @@ def measure(
         "p50_ms_on": round(on.percentile(0.5), 2),
         "p99_ms_on": round(on.percentile(0.99), 2),
         "events_delivered": receiver.count(),
+        "codes_revoked": revoked,
         "delivery_p50_ms": round(_percentile(lags, 0.5), 1),
         "delivery_p99_ms": round(_percentile(lags, 0.99), 1),
         # Share of one core used by the serving process beside its workers, where the worker

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import load, run
+from bench import events, load, run
+from coupons.adapters.sql_uow import Database
+from coupons.services.common import utcnow
 from tests.conftest import Backend
 
 pytestmark = pytest.mark.slow
@@ -64,3 +66,36 @@ def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
     assert codes_before - codes_after == result["api_codes"] + result["raw_codes"] + 100
     # and the loader reuses the database rather than building it again
     assert load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False) == layout
+
+
+def test_a_tiny_events_round_delivers_every_revoke_and_leaves_no_subscription(
+    bench_data: tuple[str, str],
+) -> None:
+    # given a tiny database made by the loader
+    backend, admin_url = bench_data
+    layout = load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False)
+
+    # when one short round runs with delivery off and one with it on
+    result = events.measure(
+        backend,
+        "tiny",
+        connections=2,
+        workers=1,
+        duration_s=1.0,
+        rounds=1,
+        rng=random.Random(7),
+        pg_admin_url=admin_url,
+    )
+
+    # then both modes revoked codes, and the receiver got a signed event for every one
+    assert result["events_off_codes_per_s"] > 0 and result["events_on_codes_per_s"] > 0
+    assert result["codes_revoked"] > 0
+    assert result["events_delivered"] == result["codes_revoked"]
+    assert 0 < result["delivery_p50_ms"] <= result["delivery_p99_ms"]
+    # and the subscription it made is gone, so later benchmarks deliver nothing
+    db = Database.from_url(layout.url)
+    try:
+        assert db.run(lambda uow: uow.repo.due_webhooks(utcnow(), 10), write=False) == []
+        assert db.run(lambda uow: uow.repo.webhooks_of_org(layout.org_id), write=False) == []
+    finally:
+        db.dispose()
