@@ -192,3 +192,29 @@ def test_a_dry_run_with_the_key_of_a_real_call_is_another_request(api: Api, seri
 
     assert response.status_code == 422
     assert error_code(response) == 9006
+
+
+def test_a_response_stored_before_compression_still_replays_byte_for_byte(
+    api: Api, series_id: int, backend: Backend
+) -> None:
+    # Given a revoke stored under a key, whose row then holds the plain JSON body, as rows
+    # written by earlier versions do
+    body = {"couponSeriesId": series_id, "couponCodes": ["TWO1"]}
+    first = send(api, body, headers={"Idempotency-Key": "old-row"})
+    with backend.db.engine.begin() as conn:
+        stored = conn.execute(
+            idempotency_keys.select().where(idempotency_keys.c.key == "old-row")
+        ).one()
+        assert stored.body != first.content  # compressed at rest
+        conn.execute(
+            update(idempotency_keys)
+            .where(idempotency_keys.c.key == "old-row")
+            .values(body=first.content)
+        )
+
+    # When the same request is retried
+    again = send(api, body, headers={"Idempotency-Key": "old-row"})
+
+    # Then the stored answer comes back unchanged
+    assert again.content == first.content
+    assert again.headers["Idempotent-Replayed"] == "true"
