@@ -7,7 +7,7 @@ DB ?= sqlite:///./coupons.db
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck bench bench-quick soak clean os-deps
+.PHONY: run test lint typecheck bench bench-quick bench-events soak clean os-deps
 
 # Debian images sometimes lack venv/ensurepip; install them only when missing.
 os-deps:
@@ -57,6 +57,10 @@ bench-quick: $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --scales 10k,1m,10m --duration 8 $(BENCH_ARGS)
+
+# codes50 with webhook delivery on against off (docs/events.md, "Cost").
+bench-events: $(BENCH_STAMP)
+	$(BIN)/python -m bench.events --scale 1m --duration 12 --rounds 2 $(BENCH_ARGS)
 
 # Sustained mixed load against `coupons serve --workers 2`; not part of `make test`.
 # e.g. make soak SOAK_ARGS="--minutes 3 --rate 10"

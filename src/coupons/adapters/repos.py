@@ -258,6 +258,7 @@ class SqlRepository:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._history: list[tuple[int, Sequence[HistoryRecord]]] = []
 
     # --- orgs, clients, keys ------------------------------------------------------------
 
@@ -549,9 +550,23 @@ class SqlRepository:
     # --- history --------------------------------------------------------------------------
 
     def add_history(self, org_id: int, entries: Sequence[HistoryRecord]) -> None:
-        """Record state changes in one batched insert; each row is also an outbox event."""
-        if not entries:
-            return
+        """Record state changes; each row is also an outbox event.
+
+        The rows are written by `flush_history`, which the unit of work calls right before
+        COMMIT: on PostgreSQL that takes the org's outbox lock, and a lock taken here would be
+        held while the rest of the request (rendering, the idempotency record) runs, and any
+        wait for the interpreter in a busy server worker, serializing the org's writers.
+        """
+        if entries:
+            self._history.append((org_id, entries))
+
+    def flush_history(self) -> None:
+        """Write the recorded changes: one batched insert per use-case step."""
+        pending, self._history = self._history, []
+        for org_id, entries in pending:
+            self._insert_history(org_id, entries)
+
+    def _insert_history(self, org_id: int, entries: Sequence[HistoryRecord]) -> None:
         if self.conn.dialect.name == "postgresql":
             # Event ids come from a sequence, handed out before commit: without this lock a
             # transaction could commit a lower id after a reader has moved past a higher one,
@@ -561,8 +576,8 @@ class SqlRepository:
                 text("SELECT pg_advisory_xact_lock(:space, :key)"),
                 {"space": OUTBOX_LOCK_SPACE, "key": org_id % 2**31},
             )
-        # The event copies the coupon as it is now (inside this transaction, after the
-        # change), read by the insert itself rather than by a separate query.
+        # The event copies the coupon as it is at commit (after the change), read by the
+        # insert itself rather than by a separate query.
         result = self.conn.execute(
             _INSERT_HISTORY,
             [

@@ -70,6 +70,7 @@ class SqlUnitOfWork:
             self._gate.release()
 
     def commit(self) -> None:
+        self.repo.flush_history()
         self._tx.commit()
 
     def rollback(self) -> None:
