@@ -33,7 +33,7 @@ class WorkerOptions:
     lease: timedelta = timedelta(seconds=60)
     http_timeout: float = 10.0
     poll_interval: float = 0.5
-    batch_size: int = 500
+    batch_size: int = 1000
     policy: webhooks.RetryPolicy = field(default_factory=webhooks.RetryPolicy)
 
 

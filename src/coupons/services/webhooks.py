@@ -238,7 +238,7 @@ def deliver(
     post: Post,
     *,
     policy: RetryPolicy,
-    batch_size: int = 500,
+    batch_size: int = 1000,
 ) -> DeliveryResult:
     """One round for a leased subscription: send the next batch and record what happened.
 
