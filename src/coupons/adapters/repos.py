@@ -211,6 +211,22 @@ def _customer(row: Row[Any] | Any) -> Customer:
     )
 
 
+# PostgreSQL: one statement for the whole batch, taking the org's outbox lock itself, so the
+# lock is held from this statement's start to COMMIT with no round trip in between.
+_INSERT_HISTORY_PG = text(
+    "WITH outbox_lock AS (SELECT pg_advisory_xact_lock(:space, :key)) "
+    "INSERT INTO coupon_history (org_id, coupon_id, action, from_state, to_state, at, actor, "
+    "request_id, reason, series_id, code, customer_id) "
+    "SELECT :org_id, c.id, e.action, e.from_state, e.to_state, e.at, e.actor, e.request_id, "
+    "e.reason, c.series_id, c.code, c.customer_id "
+    "FROM unnest(CAST(:coupon_ids AS bigint[]), CAST(:actions AS text[]), "
+    "CAST(:from_states AS text[]), CAST(:to_states AS text[]), CAST(:ats AS timestamptz[]), "
+    "CAST(:actors AS text[]), CAST(:request_ids AS text[]), CAST(:reasons AS text[])) "
+    "WITH ORDINALITY AS e(coupon_id, action, from_state, to_state, at, actor, request_id, "
+    "reason, ord) "
+    "JOIN coupons c ON c.id = e.coupon_id CROSS JOIN outbox_lock ORDER BY e.ord"
+)
+
 _INSERT_HISTORY = insert(coupon_history).from_select(
     [
         "org_id",
@@ -567,34 +583,47 @@ class SqlRepository:
             self._insert_history(org_id, entries)
 
     def _insert_history(self, org_id: int, entries: Sequence[HistoryRecord]) -> None:
+        # The event copies the coupon as it is at commit (after the change), read by the
+        # insert itself rather than by a separate query.
         if self.conn.dialect.name == "postgresql":
-            # Event ids come from a sequence, handed out before commit: without this lock a
+            # Event ids come from a sequence, handed out before commit: without the lock a
             # transaction could commit a lower id after a reader has moved past a higher one,
             # and cursor readers would miss it. Held from here to commit, per org. SQLite
             # writers are already serialized by BEGIN IMMEDIATE.
-            self.conn.execute(
-                text("SELECT pg_advisory_xact_lock(:space, :key)"),
-                {"space": OUTBOX_LOCK_SPACE, "key": org_id % 2**31},
-            )
-        # The event copies the coupon as it is at commit (after the change), read by the
-        # insert itself rather than by a separate query.
-        result = self.conn.execute(
-            _INSERT_HISTORY,
-            [
+            result = self.conn.execute(
+                _INSERT_HISTORY_PG,
                 {
-                    "h_org_id": org_id,
-                    "h_coupon_id": e.coupon_id,
-                    "h_action": e.action.value,
-                    "h_from_state": e.from_state.value if e.from_state else None,
-                    "h_to_state": e.to_state.value,
-                    "h_at": e.at,
-                    "h_actor": e.actor,
-                    "h_request_id": e.request_id,
-                    "h_reason": e.reason,
-                }
-                for e in entries
-            ],
-        )
+                    "space": OUTBOX_LOCK_SPACE,
+                    "key": org_id % 2**31,
+                    "org_id": org_id,
+                    "coupon_ids": [e.coupon_id for e in entries],
+                    "actions": [e.action.value for e in entries],
+                    "from_states": [e.from_state.value if e.from_state else None for e in entries],
+                    "to_states": [e.to_state.value for e in entries],
+                    "ats": [e.at for e in entries],
+                    "actors": [e.actor for e in entries],
+                    "request_ids": [e.request_id for e in entries],
+                    "reasons": [e.reason for e in entries],
+                },
+            )
+        else:
+            result = self.conn.execute(
+                _INSERT_HISTORY,
+                [
+                    {
+                        "h_org_id": org_id,
+                        "h_coupon_id": e.coupon_id,
+                        "h_action": e.action.value,
+                        "h_from_state": e.from_state.value if e.from_state else None,
+                        "h_to_state": e.to_state.value,
+                        "h_at": e.at,
+                        "h_actor": e.actor,
+                        "h_request_id": e.request_id,
+                        "h_reason": e.reason,
+                    }
+                    for e in entries
+                ],
+            )
         # A coupon id that matches no row would silently lose its history and its event.
         if result.rowcount not in (-1, len(entries)):
             raise RuntimeError("history rows written do not match the changes recorded")
