@@ -128,6 +128,7 @@ def _raw_connection(
 
     side = Side()
     db = Database.from_url(url, pool_size=1)
+    db.start_wal_checkpointer()  # as each server worker does (SQLite; a no-op otherwise)
     # Warm up like the server was (its dry runs): connect, compile and prepare statements.
     for job in jobs[:3]:
         run_raw(db, caller, job, commit=False)

@@ -10,4 +10,6 @@ from coupons.entrypoints.http.app import create_app
 
 def app_from_env() -> FastAPI:
     """The app, configured from `COUPONS_*` environment variables."""
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    app.state.db.start_wal_checkpointer()
+    return app
