@@ -22,7 +22,7 @@ T = TypeVar("T")
 MAX_ATTEMPTS = 8
 WAL_CHECKPOINT_SECONDS = 0.5
 # Pages of write-ahead log past which a commit still checkpoints inline (SQLite: 1,000).
-WAL_BACKSTOP_PAGES = 20_000
+WAL_BACKSTOP_PAGES = 4_000
 
 log = structlog.get_logger(__name__)
 
