@@ -78,6 +78,32 @@ class Side:
 # --- load generator processes -------------------------------------------------------------
 
 
+def _drive(
+    side: Side,
+    jobs: Sequence[Job],
+    start: Any,
+    duration_s: float,
+    send: Callable[[Job], int | None],
+) -> None:
+    """From the start line, send jobs one after another until done or the deadline; `send`
+    returns the codes a job revoked, or None for an error."""
+    start.wait()
+    start_at = time.monotonic()
+    deadline = start_at + duration_s
+    for job in jobs:
+        began = time.monotonic()
+        if began >= deadline:
+            break
+        codes = send(job)
+        side.latencies_ms.append((time.monotonic() - began) * 1000)
+        side.requests += 1
+        if codes is None:
+            side.errors += 1
+        else:
+            side.codes += codes
+    side.elapsed_s = time.monotonic() - start_at
+
+
 def _http_connection(
     base_url: str,
     auth: tuple[str, str],
@@ -99,23 +125,16 @@ def _http_connection(
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     connection.request("GET", "/health")  # connect before the start line
     connection.getresponse().read()
-    start.wait()
-    start_at = time.monotonic()
-    deadline = start_at + duration_s
-    for job in jobs:
-        began = time.monotonic()
-        if began >= deadline:
-            break
+
+    def send(job: Job) -> int | None:
         connection.request("POST", REVOKE_PATH, body=json.dumps(job.body()), headers=headers)
         response = connection.getresponse()
         payload = response.read()
-        side.latencies_ms.append((time.monotonic() - began) * 1000)
-        side.requests += 1
-        if response.status == 200:
-            side.codes += len(json.loads(payload)["entity"]["revokedCoupons"])
-        else:
-            side.errors += 1
-    side.elapsed_s = time.monotonic() - start_at
+        if response.status != 200:
+            return None
+        return len(json.loads(payload)["entity"]["revokedCoupons"])
+
+    _drive(side, jobs, start, duration_s, send)
     connection.close()
     results.put(asdict(side))
 
@@ -132,20 +151,14 @@ def _raw_connection(
     # Warm up like the server was (its dry runs): connect, compile and prepare statements.
     for job in jobs[:3]:
         run_raw(db, caller, job, commit=False)
-    start.wait()
-    start_at = time.monotonic()
-    deadline = start_at + duration_s
-    for job in jobs:
-        began = time.monotonic()
-        if began >= deadline:
-            break
+
+    def send(job: Job) -> int | None:
         try:
-            side.codes += run_raw(db, caller, job)
+            return run_raw(db, caller, job)
         except Exception:
-            side.errors += 1
-        side.latencies_ms.append((time.monotonic() - began) * 1000)
-        side.requests += 1
-    side.elapsed_s = time.monotonic() - start_at
+            return None
+
+    _drive(side, jobs, start, duration_s, send)
     db.dispose()
     results.put(asdict(side))
 
