@@ -53,8 +53,6 @@ from coupons.domain.model import (
 )
 
 POOL_CODE = text("is_generic = false")
-# The predicate of the partial index over a series' AVAILABLE codes, spelled the same way.
-IN_POOL = text("state = 'AVAILABLE'")
 REVOCABLE_STATES = (CouponState.AVAILABLE.value, CouponState.ISSUED.value)
 
 
@@ -462,8 +460,8 @@ class SqlRepository:
         """Lock up to `count` pool codes; concurrent issuers skip each other's rows."""
         rows = self.conn.execute(
             select(*_COUPON_COLUMNS)
-            # The literal predicate, not a bound state: only then is the partial pool index used.
-            .where(coupons.c.series_id == series_id, IN_POOL)
+            # Non-NULL only while AVAILABLE: the partial pool index covers exactly these rows.
+            .where(coupons.c.pool_series_id == series_id)
             .order_by(coupons.c.id)
             .limit(count)
             .with_for_update(skip_locked=True)

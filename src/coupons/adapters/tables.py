@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Computed,
     DateTime,
     Dialect,
     ForeignKey,
@@ -23,6 +24,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.types import TypeDecorator
+
+# A coupon's series while it is AVAILABLE, else NULL (the generated `pool_series_id`).
+POOL_SERIES = "CASE WHEN state = 'AVAILABLE' THEN series_id END"
+COUPONS_FILLFACTOR = 85
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -136,6 +141,10 @@ coupons = Table(
     Column("customer_id", Id, ForeignKey("customers.id")),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The series while the coupon waits in its pool (AVAILABLE), else NULL: computed by the
+    # database, so no write keeps it and a change between other states leaves it alone.
+    # Stored on PostgreSQL; virtual on SQLite, whose ALTER TABLE cannot add a stored column.
+    Column("pool_series_id", Id, Computed(POOL_SERIES, persisted=True)),
     Index(
         "uq_coupons_series_code",
         "series_id",
@@ -145,17 +154,20 @@ coupons = Table(
         postgresql_where=text("is_generic = false"),
     ),
     Index("ix_coupons_org_code", "org_id", "code_norm"),
-    # No index holds `state`, so a state change rewrites the row and nothing else; only the
-    # pool of AVAILABLE codes that issuing draws from has a partial index.
+    # No index reads `state`, not even in a predicate, so a revoke or redeem of an issued
+    # coupon changes no index entry (on PostgreSQL a heap-only update on the same page). The
+    # pool that issuing draws from is indexed through `pool_series_id` instead.
     Index("ix_coupons_customer_id", "customer_id"),
     Index("ix_coupons_series_id", "series_id"),
     Index(
-        "ix_coupons_series_pool",
-        "series_id",
+        "ix_coupons_pool",
+        "pool_series_id",
         "id",
-        sqlite_where=text("state = 'AVAILABLE'"),
-        postgresql_where=text("state = 'AVAILABLE'"),
+        sqlite_where=text("pool_series_id IS NOT NULL"),
+        postgresql_where=text("pool_series_id IS NOT NULL"),
     ),
+    # Room on each page for a changed row's new version next to the old one.
+    postgresql_with={"fillfactor": COUPONS_FILLFACTOR},
 )
 
 coupon_history = Table(

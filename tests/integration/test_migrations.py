@@ -1,0 +1,129 @@
+"""Migrations applied to a database that already holds coupons, forward and back, on both
+backends: an upgrade must carry existing rows over, not only build an empty schema."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from coupons.adapters.db import create_db_engine
+from coupons.adapters.migrate import alembic_config
+
+NOW = "2026-11-26 10:00:00"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_url: str | None
+) -> Iterator[str]:
+    """A database with no schema at all."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrate.db'}"
+        return
+    if postgres_admin_url is None:
+        pytest.skip("PostgreSQL not reachable (see warning above)")
+    name = f"coupons_migrate_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        make_url(postgres_admin_url).set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def migrate_to(url: str, revision: str, *, down: bool = False) -> None:
+    engine = create_db_engine(url, null_pool=True)
+    try:
+        with engine.begin() as conn:
+            config = alembic_config(url)
+            config.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(config, revision)
+    finally:
+        engine.dispose()
+
+
+def seed_0003(url: str) -> None:
+    """One series with one coupon in each state, written against the 0003 schema."""
+    engine = create_db_engine(url, null_pool=True)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO orgs (id, name, created_at) VALUES (1, 'o', :t)"), {"t": NOW}
+        )
+        conn.execute(
+            text(
+                "INSERT INTO coupon_series (id, org_id, description, client_handling_type, "
+                "valid_till, discount_type, discount_value, created_at) "
+                "VALUES (7, 1, 's', 'DISC_CODE', :t, 'ABS', 5, :t)"
+            ),
+            {"t": NOW},
+        )
+        for i, state in enumerate(["AVAILABLE", "AVAILABLE", "ISSUED", "REDEEMED", "REVOKED"]):
+            conn.execute(
+                text(
+                    "INSERT INTO coupons (id, org_id, series_id, code, code_norm, is_generic, "
+                    "state, created_at, updated_at) "
+                    "VALUES (:id, 1, 7, :code, :code, false, :state, :t, :t)"
+                ),
+                {"id": i + 1, "code": f"C{i}", "state": state, "t": NOW},
+            )
+        # A history row refers to a coupon: a downgrade must not rebuild the table under it.
+        conn.execute(
+            text(
+                "INSERT INTO coupon_history (org_id, coupon_id, action, to_state, at, actor, "
+                "request_id) VALUES (1, 3, 'ISSUE', 'ISSUED', :t, 'test', 'r1')"
+            ),
+            {"t": NOW},
+        )
+    engine.dispose()
+
+
+def pool(url: str) -> list[tuple[int, int | None]]:
+    engine = create_db_engine(url, null_pool=True)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, pool_series_id FROM coupons ORDER BY id")).all()
+    engine.dispose()
+    return [(int(i), None if s is None else int(s)) for i, s in rows]
+
+
+def test_pool_column_upgrade_keeps_the_pool_and_follows_state_changes(empty_url: str) -> None:
+    # Given a database at 0003 holding coupons in every state
+    migrate_to(empty_url, "0003")
+    seed_0003(empty_url)
+    # When it is upgraded
+    migrate_to(empty_url, "head")
+    # Then exactly the AVAILABLE coupons are in their series' pool
+    assert pool(empty_url) == [(1, 7), (2, 7), (3, None), (4, None), (5, None)]
+    # And the column follows state changes without anyone writing it
+    engine = create_db_engine(empty_url, null_pool=True)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE coupons SET state = 'ISSUED' WHERE id = 1"))
+        conn.execute(text("UPDATE coupons SET state = 'AVAILABLE' WHERE id = 5"))
+    engine.dispose()
+    assert pool(empty_url) == [(1, None), (2, 7), (3, None), (4, None), (5, 7)]
+
+
+def test_pool_column_downgrades_and_upgrades_again(empty_url: str) -> None:
+    # Given a database at head with coupons
+    migrate_to(empty_url, "0003")
+    seed_0003(empty_url)
+    migrate_to(empty_url, "head")
+    # When it goes back to 0003 and forward again
+    migrate_to(empty_url, "0003", down=True)
+    engine = create_db_engine(empty_url, null_pool=True)
+    with engine.connect() as conn:
+        columns = conn.execute(text("SELECT * FROM coupons")).keys()
+    engine.dispose()
+    assert "pool_series_id" not in columns
+    migrate_to(empty_url, "head")
+    # Then no coupon was lost and the pool is rebuilt
+    assert pool(empty_url) == [(1, 7), (2, 7), (3, None), (4, None), (5, None)]
