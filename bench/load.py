@@ -149,6 +149,22 @@ def issued_left(layout: Layout) -> tuple[int, int]:
         conn.close()
 
 
+def restore(layout: Layout) -> int:
+    """Put every revoked coupon back in the state it was revoked from, as loaded (the loader
+    makes no REVOKED coupons). For scales too small to feed a whole run from one load; run it
+    only while nothing else writes. Returns how many coupons came back."""
+    conn = _connect_raw(layout.url)
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "UPDATE coupons SET state = revoked_from, revoked_from = NULL "
+            "WHERE state = 'REVOKED' AND revoked_from IS NOT NULL"
+        )
+        return int(cur.rowcount)
+    finally:
+        conn.close()
+
+
 def existing(backend: str, scale: str) -> Layout | None:
     """The loaded database of this backend and scale, if its sidecar and contents agree."""
     path = _sidecar(backend, scale)
@@ -159,6 +175,11 @@ def existing(backend: str, scale: str) -> Layout | None:
     except (ValueError, TypeError):
         return None
     if layout.version != LAYOUT_VERSION:
+        return None
+    try:
+        if migrate.current_revision(layout.url) != migrate.head_revision():
+            return None  # built by an older schema: load again rather than time a migration
+    except Exception:
         return None
     try:
         conn = _connect_raw(layout.url)

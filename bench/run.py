@@ -52,6 +52,7 @@ HOST = "127.0.0.1"  # the load generator only ever talks to this machine
 # the time bound, so a fast run cannot drain a small database).
 RATE_CAP = {"codes50": 300, "code1": 1000, "customer": 600}
 CODES_PER_JOB = {"codes50": 50, "code1": 1, "customer": 9}
+MAX_ROUNDS = 100  # bounds the refilled rounds of small scales
 
 
 @dataclass
@@ -394,6 +395,12 @@ def same_sql(layout: Layout, http_job: Job, raw_job: Job) -> tuple[list[str], li
 # --- one run --------------------------------------------------------------------------------
 
 
+def _short(http_rounds: Sequence[Side], raw_rounds: Sequence[Side], duration_s: float) -> bool:
+    """Whether either side has yet to run for `duration_s` in all (and is still revoking)."""
+    ran = min(sum(s.elapsed_s for s in http_rounds), sum(s.elapsed_s for s in raw_rounds))
+    return ran < duration_s and http_rounds[-1].codes > 0 and raw_rounds[-1].codes > 0
+
+
 def job_counts(layout: Layout, duration_s: float) -> dict[str, int]:
     """Jobs per side per workload: the rate cap times the duration, within what is left."""
     codes_left, customer_left = load.issued_left(layout)
@@ -451,6 +458,12 @@ def measure(
         mark = _phase("server up", mark)
         rss_per_worker = rss_sum = 0.0
         for workload in workloads:
+            # A scale too small to feed the whole duration from one pick (10k) runs more,
+            # shorter rounds instead, its revoked coupons put back before each pick.
+            refill = counts[workload] < RATE_CAP[workload] * duration_s
+            if refill:
+                load.restore(layout)
+                counts = job_counts(layout, duration_s)
             http_jobs, raw_jobs = make_jobs(layout, workload, counts[workload] + 1, rng)
             if not http_jobs or not raw_jobs:
                 print(f"[run] {backend}/{scale}/{workload}: no ISSUED coupons left, skipped")
@@ -468,15 +481,23 @@ def measure(
             mark = _phase(f"{workload}: warmed up", mark)
             # Alternate short HTTP and raw rounds, so a noisy neighbour hits both sides alike.
             http_rounds, raw_rounds = [], []
-            for r in range(rounds):
+            for r in range(MAX_ROUNDS):
+                if refill:
+                    if r > 0:
+                        load.restore(layout)
+                        http_jobs, raw_jobs = make_jobs(layout, workload, counts[workload], rng)
+                    http_share, raw_share, round_s = http_jobs, raw_jobs, duration_s
+                else:
+                    http_share, raw_share = http_jobs[r::rounds], raw_jobs[r::rounds]
+                    round_s = duration_s / rounds
                 with RssSampler(server) as rss:
                     http_rounds.append(
                         run_side(
                             _http_connection,
                             (server.base_url, (layout.username, layout.secret)),
-                            http_jobs[r::rounds],
+                            http_share,
                             connections,
-                            duration_s / rounds,
+                            round_s,
                         )
                     )
                 rss_per_worker = max(rss_per_worker, rss.max_per_worker)
@@ -485,11 +506,13 @@ def measure(
                     run_side(
                         _raw_connection,
                         (layout.url, caller),
-                        raw_jobs[r::rounds],
+                        raw_share,
                         connections,
-                        duration_s / rounds,
+                        round_s,
                     )
                 )
+                if r + 1 >= rounds and not (refill and _short(http_rounds, raw_rounds, duration_s)):
+                    break
             http, raw = combine(http_rounds), combine(raw_rounds)
             mark = _phase(f"{workload}: measured", mark)
             result = {
@@ -512,7 +535,8 @@ def measure(
                 "api_errors": http.errors,
                 "raw_errors": raw.errors,
                 "server_rss_sum_mb": round(rss_sum, 1),
-                "rounds": rounds,
+                "rounds": len(http_rounds),
+                "refilled": refill,
                 "connections": connections,
                 "workers": workers,
                 "sql_statements": len(service_sql),
