@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import events, load, run
+from bench import events, load, run, scale
 from coupons.adapters.sql_uow import Database
 from coupons.services.common import utcnow
 from tests.conftest import Backend
@@ -33,13 +33,15 @@ def bench_data(
 
 
 def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
-    bench_data: tuple[str, str],
+    bench_data: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a tiny database made by the loader through the real schema and CLI
     backend, admin_url = bench_data
     layout = load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False)
     codes_before, _ = load.issued_left(layout)
     assert codes_before > 1000
+    # and a request cap low enough that one load feeds the run (as at 1M and 10M)
+    monkeypatch.setitem(run.RATE_CAP, "codes50", 5)
 
     # when one short round of codes50 runs over HTTP and raw
     [result] = run.measure(
@@ -55,6 +57,7 @@ def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
     )
 
     # then both sides revoked all 50 codes of every request (disjoint, still ISSUED codes)
+    assert not result["refilled"] and result["rounds"] == 1
     assert result["api_requests"] > 0 and result["raw_requests"] > 0
     assert result["api_errors"] == 0 and result["raw_errors"] == 0
     assert result["api_codes"] == 50 * result["api_requests"]
@@ -66,6 +69,63 @@ def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
     assert codes_before - codes_after == result["api_codes"] + result["raw_codes"] + 100
     # and the loader reuses the database rather than building it again
     assert load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False) == layout
+
+
+def test_a_scale_too_small_for_the_duration_runs_refilled_rounds(
+    bench_data: tuple[str, str],
+) -> None:
+    # given a tiny database, which holds fewer codes than a side would revoke in a second
+    backend, admin_url = bench_data
+    layout = load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False)
+    codes_before, _ = load.issued_left(layout)
+
+    # when codes50 runs for a second per side
+    [result] = run.measure(
+        backend,
+        "tiny",
+        ["codes50"],
+        connections=2,
+        workers=1,
+        duration_s=1.0,
+        rounds=1,
+        rng=random.Random(7),
+        pg_admin_url=admin_url,
+    )
+
+    # then it ran several rounds, each revoking all it asked, more than one load holds
+    assert result["refilled"] and result["rounds"] > 1
+    assert result["api_errors"] == 0 and result["raw_errors"] == 0
+    assert result["api_codes"] == 50 * result["api_requests"]
+    assert result["raw_codes"] == 50 * result["raw_requests"]
+    assert result["api_codes"] + result["raw_codes"] > codes_before
+    # and putting the revoked coupons back restores the load exactly
+    load.restore(layout)
+    assert load.issued_left(layout)[0] == codes_before
+
+
+def test_the_scale_comparison_alternates_servers_and_revokes_what_it_asks(
+    bench_data: tuple[str, str],
+) -> None:
+    # given two tiny databases of different sizes
+    backend, admin_url = bench_data
+    # when codes50 rounds alternate between a server on each
+    result = scale.measure(
+        backend,
+        "tiny",
+        "3000",
+        connections=2,
+        workers=1,
+        duration_s=1.0,
+        rounds=2,
+        rng=random.Random(7),
+        pg_admin_url=admin_url,
+    )
+    # then both were measured (the run itself fails if a request revoked less than asked)
+    assert result["requests_small"] > 0 and result["requests_large"] > 0
+    assert result["p50_ratio"] == pytest.approx(
+        result["p50_large_ms"] / result["p50_small_ms"], rel=0.01
+    )
+    load.drop(backend, load.database_url(backend, "3000", admin_url), admin_url)
 
 
 def test_a_tiny_events_round_delivers_every_revoke_and_leaves_no_subscription(
