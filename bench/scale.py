@@ -77,9 +77,7 @@ def measure(
     with ExitStack() as stack:
         servers = {
             scale: stack.enter_context(
-                Server(
-                    layout.url, workers, load.DATA_DIR / f"server-scale-{backend}-{scale}.log"
-                )
+                Server(layout.url, workers, load.DATA_DIR / f"server-scale-{backend}-{scale}.log")
             )
             for scale, layout in layouts.items()
         }
