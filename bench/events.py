@@ -37,15 +37,15 @@ import httpx
 from bench import load
 from bench.run import (
     HOST,
-    RESULTS_DIR,
     Server,
     Side,
     _http_connection,
+    chosen_backends,
     combine,
     job_counts,
-    needed,
-    postgres_answers,
+    ready_database,
     run_side,
+    save_results,
     warm_up,
 )
 from bench.workloads import make_jobs
@@ -140,14 +140,7 @@ def measure(
     rng: random.Random,
     pg_admin_url: str,
 ) -> dict[str, Any]:
-    need_codes, need_customers = needed(scale, duration_s)
-    layout = load.ensure(
-        backend,
-        scale,
-        need_codes=need_codes,
-        need_customer_coupons=need_customers,
-        pg_admin_url=pg_admin_url,
-    )
+    layout = ready_database(backend, scale, duration_s, pg_admin_url)
     per_mode = job_counts(layout, duration_s)[WORKLOAD] + 1
     off_jobs, on_jobs = make_jobs(layout, WORKLOAD, per_mode, rng)
     # A coupon_admin client of the benchmark org, to subscribe (the load's client cannot).
@@ -262,11 +255,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
-    backends = [b for b in args.backends.split(",") if b]
-    if "postgresql" in backends and not postgres_answers(args.pg_admin_url):
-        backends.remove("postgresql")
     results = []
-    for backend in backends:
+    for backend in chosen_backends(args.backends, args.pg_admin_url):
         result = measure(
             backend,
             args.scale,
@@ -279,9 +269,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         )
         print("RESULT " + json.dumps(result), flush=True)
         results.append(result)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS_DIR / f"events-{stamp}.json").write_text(json.dumps(results, indent=1))
+    save_results("events", results)
     return results
 
 

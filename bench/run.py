@@ -461,13 +461,19 @@ def job_counts(layout: Layout, duration_s: float) -> dict[str, int]:
     return {"codes50": codes50, "code1": code1, "customer": customer}
 
 
-def needed(scale: str, duration_s: float) -> tuple[int, int]:
-    """ISSUED coupons a run would like left before it starts, capped for small scales."""
+def ready_database(backend: str, scale: str, duration_s: float, pg_admin_url: str) -> Layout:
+    """The loaded database of a scale, with the ISSUED coupons a run of `duration_s` would
+    like left (capped for small scales, which start from a nearly fresh load instead)."""
     n = load.scale_count(scale)
     codes = 2 * (RATE_CAP["codes50"] * duration_s * 50 + RATE_CAP["code1"] * duration_s)
     customers = 2 * RATE_CAP["customer"] * duration_s * 9
-    # Small scales cannot feed a full run: start those from a nearly fresh load instead.
-    return int(min(codes, 0.8 * 0.81 * n)), int(min(customers, 0.8 * 0.09 * n))
+    return load.ensure(
+        backend,
+        scale,
+        need_codes=int(min(codes, 0.8 * 0.81 * n)),
+        need_customer_coupons=int(min(customers, 0.8 * 0.09 * n)),
+        pg_admin_url=pg_admin_url,
+    )
 
 
 def _phase(label: str, since: float) -> float:
@@ -490,14 +496,7 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Every workload at one backend and scale; one result dict per workload."""
     mark = time.monotonic()
-    need_codes, need_customers = needed(scale, duration_s)
-    layout = load.ensure(
-        backend,
-        scale,
-        need_codes=need_codes,
-        need_customer_coupons=need_customers,
-        pg_admin_url=pg_admin_url,
-    )
+    layout = ready_database(backend, scale, duration_s, pg_admin_url)
     counts = job_counts(layout, duration_s)
     mark = _phase(f"{backend}/{scale}: data ready {counts}", mark)
     caller = Caller(layout.org_id, layout.username)
@@ -680,6 +679,22 @@ def postgres_answers(admin_url: str) -> bool:
         return False
 
 
+def chosen_backends(spec: str, pg_admin_url: str) -> list[str]:
+    """The comma-separated backends of `--backends`, PostgreSQL left out when it is away."""
+    backends = [b for b in spec.split(",") if b]
+    if "postgresql" in backends and not postgres_answers(pg_admin_url):
+        backends.remove("postgresql")
+    return backends
+
+
+def save_results(kind: str, results: Sequence[dict[str, Any]]) -> Path:
+    """Keep a run's results as `bench/results/<kind>-<time>.json`."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=1))
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
@@ -702,11 +717,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
 
     rng = random.Random(args.seed)
-    backends = [b for b in args.backends.split(",") if b]
-    if "postgresql" in backends and not postgres_answers(args.pg_admin_url):
-        backends.remove("postgresql")
     results: list[dict[str, Any]] = []
-    for backend in backends:
+    for backend in chosen_backends(args.backends, args.pg_admin_url):
         for scale in [s for s in args.scales.split(",") if s]:
             results += measure(
                 backend,
@@ -719,9 +731,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 rng=rng,
                 pg_admin_url=args.pg_admin_url,
             )
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS_DIR / f"results-{stamp}.json").write_text(json.dumps(results, indent=1))
+    save_results("results", results)
     shown = [r for path in args.include for r in json.loads(Path(path).read_text())] + results
     print_table(shown)
     if not args.no_chart and shown:

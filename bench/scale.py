@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -28,14 +27,14 @@ from typing import Any
 from bench import load
 from bench.run import (
     RATE_CAP,
-    RESULTS_DIR,
     Server,
     Side,
     _http_connection,
+    chosen_backends,
     combine,
-    needed,
-    postgres_answers,
+    ready_database,
     run_side,
+    save_results,
     warm_up,
 )
 from bench.workloads import make_jobs
@@ -67,12 +66,9 @@ def measure(
     pg_admin_url: str,
 ) -> dict[str, Any]:
     """Alternate codes50 HTTP rounds between a server on each scale; one result dict."""
-    layouts = {}
-    for scale in (small, large):
-        need_codes, _ = needed(scale, duration_s)
-        layouts[scale] = load.ensure(
-            backend, scale, need_codes=need_codes, pg_admin_url=pg_admin_url
-        )
+    layouts = {
+        scale: ready_database(backend, scale, duration_s, pg_admin_url) for scale in (small, large)
+    }
     sides: dict[str, list[Side]] = {small: [], large: []}
     with ExitStack() as stack:
         servers = {
@@ -148,9 +144,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
 
     rng = random.Random(args.seed)
-    backends = [b for b in args.backends.split(",") if b]
-    if "postgresql" in backends and not postgres_answers(args.pg_admin_url):
-        backends.remove("postgresql")
     results = [
         measure(
             backend,
@@ -163,11 +156,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             rng=rng,
             pg_admin_url=args.pg_admin_url,
         )
-        for backend in backends
+        for backend in chosen_backends(args.backends, args.pg_admin_url)
     ]
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS_DIR / f"scale-{stamp}.json").write_text(json.dumps(results, indent=1))
+    save_results("scale", results)
     print_table(results)
     return results
 

@@ -6,6 +6,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,27 @@ def bench_data(
     monkeypatch.setattr(load, "PG_DATABASE_PREFIX", f"coupons_bench_test_{uuid.uuid4().hex[:6]}_")
     admin_url = postgres_admin_url or load.DEFAULT_PG_ADMIN
     yield backend.name, admin_url
-    load.drop(backend.name, load.database_url(backend.name, "tiny", admin_url), admin_url)
+    for scale_name in ("tiny", SECOND_SCALE):  # dropped even when a test failed midway
+        load.drop(backend.name, load.database_url(backend.name, scale_name, admin_url), admin_url)
+
+
+SECOND_SCALE = "3000"  # beside "tiny" (2,000 coupons), for the scale comparison
+
+
+def tiny_codes50(backend: str, admin_url: str) -> dict[str, Any]:
+    """One second per side of codes50 on the tiny database, two connections, one worker."""
+    [result] = run.measure(
+        backend,
+        "tiny",
+        ["codes50"],
+        connections=2,
+        workers=1,
+        duration_s=1.0,
+        rounds=1,
+        rng=random.Random(7),
+        pg_admin_url=admin_url,
+    )
+    return result
 
 
 def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
@@ -44,17 +65,7 @@ def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
     monkeypatch.setitem(run.RATE_CAP, "codes50", 5)
 
     # when one short round of codes50 runs over HTTP and raw
-    [result] = run.measure(
-        backend,
-        "tiny",
-        ["codes50"],
-        connections=2,
-        workers=1,
-        duration_s=1.0,
-        rounds=1,
-        rng=random.Random(7),
-        pg_admin_url=admin_url,
-    )
+    result = tiny_codes50(backend, admin_url)
 
     # then both sides revoked all 50 codes of every request (disjoint, still ISSUED codes)
     assert not result["refilled"] and result["rounds"] == 1
@@ -80,17 +91,7 @@ def test_a_scale_too_small_for_the_duration_runs_refilled_rounds(
     codes_before, _ = load.issued_left(layout)
 
     # when codes50 runs for a second per side
-    [result] = run.measure(
-        backend,
-        "tiny",
-        ["codes50"],
-        connections=2,
-        workers=1,
-        duration_s=1.0,
-        rounds=1,
-        rng=random.Random(7),
-        pg_admin_url=admin_url,
-    )
+    result = tiny_codes50(backend, admin_url)
 
     # then it ran several rounds, each revoking all it asked, more than one load holds
     assert result["refilled"] and result["rounds"] > 1
@@ -112,7 +113,7 @@ def test_the_scale_comparison_alternates_servers_and_revokes_what_it_asks(
     result = scale.measure(
         backend,
         "tiny",
-        "3000",
+        SECOND_SCALE,
         connections=2,
         workers=1,
         duration_s=1.0,
@@ -125,7 +126,6 @@ def test_the_scale_comparison_alternates_servers_and_revokes_what_it_asks(
     assert result["p50_ratio"] == pytest.approx(
         result["p50_large_ms"] / result["p50_small_ms"], rel=0.01
     )
-    load.drop(backend, load.database_url(backend, "3000", admin_url), admin_url)
 
 
 def test_a_tiny_events_round_delivers_every_revoke_and_leaves_no_subscription(
