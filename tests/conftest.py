@@ -12,6 +12,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -127,26 +128,47 @@ def sqlite_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend
     db.dispose()
 
 
+@contextmanager
+def scratch_postgres(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped (connections and all) when the block ends."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin_engine = create_engine(
+        make_url(admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    with admin_engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin_engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin_engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgresql_backend(postgres_admin_url: str | None) -> Iterator[Backend]:
     if postgres_admin_url is None:
         pytest.skip("PostgreSQL not reachable (see warning above)")
-    name = f"coupons_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin_engine = create_engine(
-        make_url(postgres_admin_url).set(drivername="postgresql+psycopg"),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin_engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(url)
-    db = Database.from_url(url)
-    _seed_clients(db)
-    yield Backend("postgresql", url, db)
-    db.dispose()
-    with admin_engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin_engine.dispose()
+    with scratch_postgres(postgres_admin_url, "coupons_test") as url:
+        migrate.upgrade(url)
+        db = Database.from_url(url)
+        _seed_clients(db)
+        yield Backend("postgresql", url, db)
+        db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_url: str | None
+) -> Iterator[str]:
+    """A database with no schema at all, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    if postgres_admin_url is None:
+        pytest.skip("PostgreSQL not reachable (see warning above)")
+    with scratch_postgres(postgres_admin_url, "coupons_empty") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -16,19 +16,19 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from coupons.client import BasicAuth, CouponClient, OAuth
 from coupons.entrypoints.bulk_revoke import Journal, RunSpec
 from coupons.entrypoints.cli import app as cli_app
+from tests.conftest import scratch_postgres
 from tests.e2e.conftest import FUTURE
 
 USERNAME, PASSWORD = "bulk-admin", "bulk-s3cret-for-tests"
@@ -98,37 +98,23 @@ def server(
 ) -> Iterator[Server]:
     """A fresh database with one org and client (made through the CLI), served on a free port."""
     workdir = tmp_path_factory.mktemp(f"bulk-{request.param}")
-    drop: Callable[[], None] = lambda: None  # noqa: E731
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{workdir / 'coupons.db'}"
-    else:
-        if postgres_admin_url is None:
-            pytest.skip("PostgreSQL not reachable")
-        name = f"coupons_bulk_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(
-            make_url(postgres_admin_url).set(drivername="postgresql+psycopg"),
-            isolation_level="AUTOCOMMIT",
-        )
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        db_url = make_url(postgres_admin_url).set(database=name).render_as_string(False)
-
-        def drop() -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-    _cli("db", "upgrade", "--db", db_url)
-    _cli("org", "create", "bulk-org", "--db", db_url)
-    _cli(
-        "client", "create", "--org", "bulk-org", "--username", USERNAME, "--password", PASSWORD,
-        "--groups", "default,coupon_admin", "--db", db_url,
-    )  # fmt: skip
-    srv = Server(db_url=db_url, port=free_port(), workdir=workdir)
-    srv.start()
-    yield srv
-    srv.kill()
-    drop()
+    with ExitStack() as cleanup:
+        if request.param == "sqlite":
+            db_url = f"sqlite:///{workdir / 'coupons.db'}"
+        else:
+            if postgres_admin_url is None:
+                pytest.skip("PostgreSQL not reachable")
+            db_url = cleanup.enter_context(scratch_postgres(postgres_admin_url, "coupons_bulk"))
+        _cli("db", "upgrade", "--db", db_url)
+        _cli("org", "create", "bulk-org", "--db", db_url)
+        _cli(
+            "client", "create", "--org", "bulk-org", "--username", USERNAME, "--password", PASSWORD,
+            "--groups", "default,coupon_admin", "--db", db_url,
+        )  # fmt: skip
+        srv = Server(db_url=db_url, port=free_port(), workdir=workdir)
+        srv.start()
+        cleanup.callback(srv.kill)
+        yield srv
 
 
 @dataclass

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -45,31 +43,6 @@ def secret_hash(backend: Backend, username: str) -> str:
         )
     assert value is not None
     return str(value)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_url: str | None
-) -> Iterator[str]:
-    """A database with no schema at all, on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    if postgres_admin_url is None:
-        pytest.skip("PostgreSQL not reachable")
-    name = unique("coupons_cli").replace("-", "_")
-    admin = create_engine(
-        make_url(postgres_admin_url).set(drivername="postgresql+psycopg"),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _tables(url: str) -> set[str]:

@@ -3,53 +3,12 @@ backends: an upgrade must carry existing rows over, not only build an empty sche
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from sqlalchemy import text
 
-import pytest
-from alembic import command
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
+from coupons.adapters import migrate
 from coupons.adapters.db import create_db_engine
-from coupons.adapters.migrate import alembic_config
 
 NOW = "2026-11-26 10:00:00"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_url: str | None
-) -> Iterator[str]:
-    """A database with no schema at all."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrate.db'}"
-        return
-    if postgres_admin_url is None:
-        pytest.skip("PostgreSQL not reachable (see warning above)")
-    name = f"coupons_migrate_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(
-        make_url(postgres_admin_url).set(drivername="postgresql+psycopg"),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def migrate_to(url: str, revision: str, *, down: bool = False) -> None:
-    engine = create_db_engine(url, null_pool=True)
-    try:
-        with engine.begin() as conn:
-            config = alembic_config(url)
-            config.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(config, revision)
-    finally:
-        engine.dispose()
 
 
 def seed_0003(url: str) -> None:
@@ -95,35 +54,37 @@ def pool(url: str) -> list[tuple[int, int | None]]:
     return [(int(i), None if s is None else int(s)) for i, s in rows]
 
 
-def test_pool_column_upgrade_keeps_the_pool_and_follows_state_changes(empty_url: str) -> None:
+def test_pool_column_upgrade_keeps_the_pool_and_follows_state_changes(
+    empty_database_url: str,
+) -> None:
     # Given a database at 0003 holding coupons in every state
-    migrate_to(empty_url, "0003")
-    seed_0003(empty_url)
+    migrate.upgrade(empty_database_url, "0003")
+    seed_0003(empty_database_url)
     # When it is upgraded
-    migrate_to(empty_url, "head")
+    migrate.upgrade(empty_database_url, "head")
     # Then exactly the AVAILABLE coupons are in their series' pool
-    assert pool(empty_url) == [(1, 7), (2, 7), (3, None), (4, None), (5, None)]
+    assert pool(empty_database_url) == [(1, 7), (2, 7), (3, None), (4, None), (5, None)]
     # And the column follows state changes without anyone writing it
-    engine = create_db_engine(empty_url, null_pool=True)
+    engine = create_db_engine(empty_database_url, null_pool=True)
     with engine.begin() as conn:
         conn.execute(text("UPDATE coupons SET state = 'ISSUED' WHERE id = 1"))
         conn.execute(text("UPDATE coupons SET state = 'AVAILABLE' WHERE id = 5"))
     engine.dispose()
-    assert pool(empty_url) == [(1, None), (2, 7), (3, None), (4, None), (5, 7)]
+    assert pool(empty_database_url) == [(1, None), (2, 7), (3, None), (4, None), (5, 7)]
 
 
-def test_pool_column_downgrades_and_upgrades_again(empty_url: str) -> None:
+def test_pool_column_downgrades_and_upgrades_again(empty_database_url: str) -> None:
     # Given a database at head with coupons
-    migrate_to(empty_url, "0003")
-    seed_0003(empty_url)
-    migrate_to(empty_url, "head")
+    migrate.upgrade(empty_database_url, "0003")
+    seed_0003(empty_database_url)
+    migrate.upgrade(empty_database_url, "head")
     # When it goes back to 0003 and forward again
-    migrate_to(empty_url, "0003", down=True)
-    engine = create_db_engine(empty_url, null_pool=True)
+    migrate.downgrade(empty_database_url, "0003")
+    engine = create_db_engine(empty_database_url, null_pool=True)
     with engine.connect() as conn:
         columns = conn.execute(text("SELECT * FROM coupons")).keys()
     engine.dispose()
     assert "pool_series_id" not in columns
-    migrate_to(empty_url, "head")
+    migrate.upgrade(empty_database_url, "head")
     # Then no coupon was lost and the pool is rebuilt
-    assert pool(empty_url) == [(1, 7), (2, 7), (3, None), (4, None), (5, None)]
+    assert pool(empty_database_url) == [(1, 7), (2, 7), (3, None), (4, None), (5, None)]

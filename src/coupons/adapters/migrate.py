@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -21,15 +22,26 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str) -> str:
-    """Bring the database at `url` to the newest revision (idempotent); returns it."""
+def upgrade(url: str, revision: str = "head") -> str:
+    """Bring the database at `url` to `revision`, the newest by default (idempotent);
+    returns the revision it is at."""
+    _run(url, command.upgrade, revision)
+    return current_revision(url) or ""
+
+
+def downgrade(url: str, revision: str) -> str:
+    """Take the database at `url` back to `revision`; returns the revision it is at."""
+    _run(url, command.downgrade, revision)
+    return current_revision(url) or ""
+
+
+def _run(url: str, step: Callable[[Config, str], None], revision: str) -> None:
     engine = create_db_engine(url, null_pool=True)
     try:
         with engine.begin() as conn:
             config = alembic_config(url)
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
-        return current_revision(url) or ""
+            step(config, revision)
     finally:
         engine.dispose()
 
