@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from starlette.routing import Match
 
 from coupons.config import Settings
-from coupons.entrypoints.http import create_app
+from coupons.entrypoints.http import create_app, events_routes
+from coupons.entrypoints.http.routes import router
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +101,13 @@ def test_the_docs_page_loads_every_asset_from_this_server(app: FastAPI) -> None:
         assert len(response.content) > 0
     assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
     assert "/openapi.json" in page.text
+
+
+def test_revoke_is_tried_first_and_no_other_route_would_serve_it() -> None:
+    """Moving revoke to the front of the route list (for speed) can change which route
+    answers a request only if another route also matches POST /v2/coupon/revoke."""
+    scope = {"type": "http", "method": "POST", "path": "/v2/coupon/revoke", "root_path": ""}
+    routes = [r for r in [*router.routes, *events_routes.router.routes] if isinstance(r, APIRoute)]
+    assert routes[0].path == "/v2/coupon/revoke"
+    full = [r.path for r in routes if r.matches(dict(scope))[0] == Match.FULL]
+    assert full == ["/v2/coupon/revoke"]
