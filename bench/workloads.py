@@ -20,13 +20,12 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 from bench.load import Layout, pick_codes, pick_customers
-from coupons.adapters.repos import HistoryRecord
 from coupons.adapters.sql_uow import Database
 from coupons.domain.codes import normalize
-from coupons.domain.model import Action, Coupon, CouponState
+from coupons.domain.model import Action, Coupon, CouponState, StateChange
 from coupons.services.common import utcnow
+from coupons.services.ports import UnitOfWork
 from coupons.services.revoke import MAX_CUSTOMER_COUPONS
-from coupons.services.uow import UnitOfWork
 
 WORKLOADS = ("codes50", "code1", "customer")
 REVOKE_PATH = "/v2/coupon/revoke"
@@ -94,15 +93,15 @@ def run_raw(db: Database, caller: Caller, job: Job, *, commit: bool = True) -> i
 
     Without `commit` it rolls back, as the service's dry run does: used to warm up."""
     # Basic authentication reads the client row on every request (its own read transaction).
-    db.run(lambda uow: uow.repo.client_by_username(caller.username), write=False)
+    db.run(lambda uow: uow.clients.client_by_username(caller.username), write=False)
     request_id = uuid.uuid4().hex
 
     def work(uow: UnitOfWork) -> int:
         now = utcnow()
         if job.external_id is not None:
-            found = uow.repo.find_customers(caller.org_id, external_id=job.external_id)
+            found = uow.customers.find_customers(caller.org_id, external_id=job.external_id)
             customer_id = found[0][0].id
-            matches = uow.repo.coupons_of_customer(
+            matches = uow.coupons.coupons_of_customer(
                 caller.org_id,
                 customer_id,
                 states=(CouponState.ISSUED,),
@@ -113,17 +112,17 @@ def run_raw(db: Database, caller: Caller, job: Job, *, commit: bool = True) -> i
         else:
             norms = [normalize(c) for c in job.codes]
             if job.series_id is not None:
-                uow.repo.series(caller.org_id, job.series_id)
-            matches = uow.repo.coupons_by_codes(
+                uow.series.series(caller.org_id, job.series_id)
+            matches = uow.coupons.coupons_by_codes(
                 caller.org_id, norms, series_id=job.series_id, lock=True
             )
             if job.series_id is None:
-                uow.repo.series_many(caller.org_id, {c.series_id for c in matches})
-                uow.repo.generic_series_by_codes(caller.org_id, norms)
+                uow.series.series_many(caller.org_id, {c.series_id for c in matches})
+                uow.series.generic_series_by_codes(caller.org_id, norms)
         done = [c for c in matches if c.state in REVOCABLE]
         if done:
-            uow.repo.mark_revoked([c.id for c in done], now)
-            uow.repo.add_history(caller.org_id, _history(done, caller, request_id, now))
+            uow.coupons.mark_revoked([c.id for c in done], now)
+            uow.history.write(caller.org_id, _history(done, caller, request_id, now))
         if commit:
             uow.commit()
         return len(done)
@@ -131,17 +130,21 @@ def run_raw(db: Database, caller: Caller, job: Job, *, commit: bool = True) -> i
     return db.run(work, retry_integrity=True)
 
 
-def _history(done: Sequence[Coupon], caller: Caller, request_id: str, now: Any) -> list[Any]:
+def _history(
+    done: Sequence[Coupon], caller: Caller, request_id: str, now: Any
+) -> list[tuple[int, StateChange]]:
     return [
-        HistoryRecord(
-            coupon_id=c.id,
-            action=Action.REVOKE,
-            from_state=c.state,
-            to_state=CouponState.REVOKED,
-            at=now,
-            actor=caller.username,
-            request_id=request_id,
-            reason=REASON,
+        (
+            c.id,
+            StateChange(
+                action=Action.REVOKE,
+                from_state=c.state,
+                to_state=CouponState.REVOKED,
+                at=now,
+                actor=caller.username,
+                request_id=request_id,
+                reason=REASON,
+            ),
         )
         for c in done
     ]

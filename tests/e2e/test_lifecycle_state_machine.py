@@ -53,7 +53,7 @@ def spelled(code: str, lower: bool) -> str:
 
 def histories(uow: SqlUnitOfWork, coupon_ids: list[int]) -> dict[int, list[HistoryEntry]]:
     """Every coupon's history in one query (one query per coupon per step is too slow)."""
-    rows = uow.repo.conn.execute(
+    rows = uow.conn.execute(
         select(coupon_history)
         .where(coupon_history.c.coupon_id.in_(coupon_ids))
         .order_by(coupon_history.c.id)
@@ -93,9 +93,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.redemptions: dict[int, int] = {}  # active redemption id -> coupon id
 
         def pool_ids(uow: SqlUnitOfWork) -> tuple[int, list[tuple[int, str]]]:
-            org_id = uow.repo.org_id_by_name("acme")
+            org_id = uow.clients.org_id_by_name("acme")
             assert org_id is not None
-            found = uow.repo.coupons_by_codes(
+            found = uow.coupons.coupons_by_codes(
                 org_id, [normalize(c) for c in POOL_CODES], series_id=self.pool, lock=False
             )
             return org_id, [(c.id, c.code) for c in found]
@@ -360,8 +360,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         def load(
             uow: SqlUnitOfWork,
         ) -> tuple[list[Coupon], dict[int, list[HistoryEntry]], list[Any]]:
-            stored = uow.repo.coupons_by_ids(self.org_id, ids, lock=False)
-            counts = [uow.repo.state_counts(s) for s in series_ids]
+            stored = uow.coupons.coupons_by_ids(self.org_id, ids, lock=False)
+            counts = [uow.series.state_counts(s) for s in series_ids]
             return stored, histories(uow, ids), counts
 
         coupons, history_of, counts = self.backend.db.run(load, write=False)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from coupons.adapters.repos import SqlRepository
+from coupons.adapters.repos import SqlCouponRepository
 from coupons.domain.model import CouponState
 from tests.conftest import Backend
 from tests.e2e.conftest import Api
@@ -111,7 +111,7 @@ def test_revoke_and_redeem_of_issued_coupons_touch_no_index(api: Api, backend: B
     # (the counter also holds this backend's earlier, unflushed transactions: take a delta)
     hot_updates = text("SELECT pg_stat_get_xact_tuples_hot_updated('coupons'::regclass)")
     with backend.db.engine.connect() as conn:
-        repo = SqlRepository(conn)
+        repo = SqlCouponRepository(conn)
         before = conn.scalar(hot_updates)
         # When ten are revoked and ten redeemed by the statements the use cases send
         assert repo.mark_revoked(ids[:10], now) == 10

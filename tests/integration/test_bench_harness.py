@@ -155,7 +155,7 @@ def test_a_tiny_events_round_delivers_every_revoke_and_leaves_no_subscription(
     # and the subscription it made is gone, so later benchmarks deliver nothing
     db = Database.from_url(layout.url)
     try:
-        assert db.run(lambda uow: uow.repo.due_webhooks(utcnow(), 10), write=False) == []
-        assert db.run(lambda uow: uow.repo.webhooks_of_org(layout.org_id), write=False) == []
+        assert db.run(lambda uow: uow.webhooks.due_webhooks(utcnow(), 10), write=False) == []
+        assert db.run(lambda uow: uow.webhooks.webhooks_of_org(layout.org_id), write=False) == []
     finally:
         db.dispose()

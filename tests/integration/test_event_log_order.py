@@ -26,7 +26,7 @@ def test_a_polling_reader_never_sees_an_event_id_below_one_it_already_saw(
     # Given a series of codes and the admin client's identity
     codes = [f"ORD{i:04}" for i in range(WRITERS * REVOKES_EACH)]
     series_id = api.series(codes=codes)
-    client = backend.db.run(lambda uow: uow.repo.client_by_username("acme-admin"), write=False)
+    client = backend.db.run(lambda uow: uow.clients.client_by_username("acme-admin"), write=False)
     assert client is not None
     actor = actor_of(client)
     start = threading.Barrier(WRITERS + 1)
@@ -49,7 +49,7 @@ def test_a_polling_reader_never_sees_an_event_id_below_one_it_already_saw(
         start.wait()
         while writing.is_set():
             events = backend.db.run(
-                lambda uow: uow.repo.events(actor.org_id, 0, 10_000), write=False
+                lambda uow: uow.history.events(actor.org_id, 0, 10_000), write=False
             )
             snapshots.append({e.id for e in events})
 
@@ -62,7 +62,7 @@ def test_a_polling_reader_never_sees_an_event_id_below_one_it_already_saw(
         thread.join(timeout=120)
     writing.clear()
     reader.join(timeout=30)
-    final = {e.id for e in backend.db.run(lambda uow: uow.repo.events(actor.org_id, 0, 10_000))}
+    final = {e.id for e in backend.db.run(lambda uow: uow.history.events(actor.org_id, 0, 10_000))}
 
     # Then every event exists, and no snapshot ever lacked an id below its highest one
     assert len(final) == len(codes)

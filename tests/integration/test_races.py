@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from coupons.adapters.db import create_db_engine
-from coupons.adapters.repos import SqlRepository
+from coupons.adapters.repos import SqlHistoryRepository
 from coupons.adapters.sql_uow import Database, is_transient
 from coupons.adapters.tables import coupon_history, coupons, redemptions
 from coupons.domain import codes as code_rules
@@ -35,8 +35,8 @@ from coupons.domain.errors import CouponError
 from coupons.domain.model import CouponState, DiscountType, SeriesType, replay
 from coupons.services import customers, issue, redeem, revoke, series
 from coupons.services.common import Actor, Context, CustomerRef, utcnow
+from coupons.services.ports import UnitOfWork
 from coupons.services.runner import execute
-from coupons.services.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from tests.conftest import Backend
@@ -232,8 +232,8 @@ def results_of(outcome: dict[str, Any], name: str) -> list[list[tuple[str, Resul
 
 def _who(backend: Backend) -> Who:
     def load(uow: UnitOfWork) -> Who:
-        org_id = uow.repo.org_id_by_name("acme")
-        client = uow.repo.client_by_username("acme-agent")
+        org_id = uow.clients.org_id_by_name("acme")
+        client = uow.clients.client_by_username("acme-agent")
         assert org_id is not None and client is not None
         return Who(backend.url, org_id, client.id, client.username)
 
@@ -495,7 +495,7 @@ def test_revoke_reinstate_and_redeem_in_random_interleavings_match_the_replayed_
     for row in rows:
         entries.setdefault(row.coupon_id, []).append(row)
     with backend.db.engine.connect() as conn:
-        typed = {cid: SqlRepository(conn).history(cid) for cid, _ in issued}
+        typed = {cid: SqlHistoryRepository(conn).history(cid) for cid, _ in issued}
     seen_actions: Counter[str] = Counter()
     for coupon_id, _ in issued:
         assert states[coupon_id] == replay(CouponState.AVAILABLE, typed[coupon_id]).value

@@ -20,7 +20,7 @@ def test_the_background_checkpointer_empties_the_log_while_commits_skip_it(
     try:
         # When a writer commits a few hundred pages
         def write(uow):  # type: ignore[no-untyped-def]
-            conn = uow.repo.conn
+            conn = uow.conn
             conn.execute(text("CREATE TABLE t (v TEXT)"))
             for _ in range(200):
                 conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": "x" * 4000})

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from coupons.domain.model import Action, CouponState, HistoryEntry, replay
-from coupons.services.uow import UnitOfWork
+from coupons.services.ports import UnitOfWork
 from tests.conftest import Backend, Credentials
 from tests.e2e.conftest import Api
 from tests.reliability.live import ServerProcess
@@ -63,13 +63,13 @@ def _states(
     uow: UnitOfWork, ids_by_code: dict[str, int]
 ) -> dict[str, tuple[CouponState, list[HistoryEntry]]]:
     """Each coupon's state and history, read straight from the database in one transaction."""
-    org_id = uow.repo.org_id_by_name("acme")
+    org_id = uow.clients.org_id_by_name("acme")
     assert org_id is not None
     found: dict[str, tuple[CouponState, list[HistoryEntry]]] = {}
     for code, coupon_id in ids_by_code.items():
-        coupon = uow.repo.coupon(org_id, coupon_id)
+        coupon = uow.coupons.coupon(org_id, coupon_id)
         assert coupon is not None
-        found[code] = (coupon.state, uow.repo.history(coupon_id))
+        found[code] = (coupon.state, uow.history.history(coupon_id))
     return found
 
 

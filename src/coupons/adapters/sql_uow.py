@@ -15,7 +15,15 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from coupons.adapters.db import SqliteWriteGate, create_db_engine, sqlite_write_gate
-from coupons.adapters.repos import SqlRepository
+from coupons.adapters.repos import (
+    SqlClientRepository,
+    SqlCouponRepository,
+    SqlCustomerRepository,
+    SqlHistoryRepository,
+    SqlIdempotencyRepository,
+    SqlSeriesRepository,
+    SqlWebhookRepository,
+)
 
 T = TypeVar("T")
 
@@ -28,10 +36,20 @@ log = structlog.get_logger(__name__)
 
 
 class SqlUnitOfWork:
-    """One transaction; leaving the block without `commit()` rolls back."""
+    """One transaction; leaving the block without `commit()` rolls back.
 
-    repo: SqlRepository
-    _conn: Connection
+    Implements `services.ports.UnitOfWork`: one repository per aggregate, all on the same
+    connection, so every write of a use case shares its transaction.
+    """
+
+    coupons: SqlCouponRepository
+    series: SqlSeriesRepository
+    customers: SqlCustomerRepository
+    history: SqlHistoryRepository
+    idempotency: SqlIdempotencyRepository
+    clients: SqlClientRepository
+    webhooks: SqlWebhookRepository
+    conn: Connection
 
     def __init__(self, engine: Engine, *, write: bool, gate: SqliteWriteGate | None = None) -> None:
         self._engine = engine
@@ -43,20 +61,27 @@ class SqlUnitOfWork:
         if self._gate is not None:
             self._gated = self._gate.acquire()
         try:
-            self._conn = self._engine.connect()
+            self.conn = self._engine.connect()
         except BaseException:
             self._leave_gate()
             raise
         try:
-            self._conn.execution_options(coupons_write=self._write)
-            self._tx = self._conn.begin()
+            self.conn.execution_options(coupons_write=self._write)
+            self._tx = self.conn.begin()
         except BaseException:
             # `__exit__` does not run when `__enter__` fails (say SQLite stayed busy past its
             # timeout): give the connection back now, or every retry would hold one more.
-            self._conn.close()
+            self.conn.close()
             self._leave_gate()
             raise
-        self.repo = SqlRepository(self._conn)
+        conn = self.conn
+        self.coupons = SqlCouponRepository(conn)
+        self.series = SqlSeriesRepository(conn)
+        self.customers = SqlCustomerRepository(conn)
+        self.history = SqlHistoryRepository(conn)
+        self.idempotency = SqlIdempotencyRepository(conn)
+        self.clients = SqlClientRepository(conn)
+        self.webhooks = SqlWebhookRepository(conn)
         return self
 
     def __exit__(
@@ -69,7 +94,7 @@ class SqlUnitOfWork:
             if self._tx.is_active:
                 self._tx.rollback()
         finally:
-            self._conn.close()
+            self.conn.close()
             self._leave_gate()
 
     def _leave_gate(self) -> None:
@@ -78,7 +103,6 @@ class SqlUnitOfWork:
             self._gate.release()
 
     def commit(self) -> None:
-        self.repo.flush_history()
         self._tx.commit()
 
     def rollback(self) -> None:

@@ -111,7 +111,9 @@ class Customer:
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryEntry:
+class StateChange:
+    """One coupon state change: written as history (and an outbox event), read back as such."""
+
     action: Action
     from_state: CouponState | None
     to_state: CouponState
@@ -121,7 +123,19 @@ class HistoryEntry:
     reason: str | None
 
 
-def replay(initial: CouponState, history: list[HistoryEntry]) -> CouponState:
+# The name the history read side has always used.
+HistoryEntry = StateChange
+
+
+def target_state(coupon: Coupon, action: Action) -> CouponState:
+    """The state `action` moves `coupon` to; reinstate returns to the pre-revoke state."""
+    target = ACTION_TARGET[action]
+    if target is not None:
+        return target
+    return coupon.revoked_from or CouponState.ISSUED
+
+
+def replay(initial: CouponState, history: list[StateChange]) -> CouponState:
     """The state a coupon must be in after its history, starting from `initial`."""
     state = initial
     before_revoke: CouponState | None = None

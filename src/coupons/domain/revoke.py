@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from coupons.domain.codes import CodeCase, normalize
-from coupons.domain.model import Coupon, CouponState
+from coupons.domain.model import Action, Coupon, CouponState
 
 
 class FailureReason(Enum):
@@ -71,30 +71,7 @@ def decide_revoke(
     series was given). A generic code can match several coupons; with a customer, only that
     customer's coupons count. A code counts once: revoked if any of its coupons was.
     """
-    by_code: dict[str, list[Coupon]] = {}
-    for coupon in matches:
-        by_code.setdefault(normalize(coupon.code), []).append(coupon)
-    outcome = Outcome()
-    missing = FailureReason.NOT_FOUND_IN_SERIES if series_given else FailureReason.NOT_FOUND_IN_ORG
-    for code in codes:
-        found = by_code.get(normalize(code), [])
-        if not found:
-            outcome.fail(missing, code)
-            continue
-        if customer_id is not None:
-            mine = [c for c in found if c.customer_id == customer_id]
-            if not mine:
-                outcome.fail(FailureReason.NOT_THIS_CUSTOMERS, found[0].code)
-                continue
-            found = mine
-        revocable = [c for c in found if c.can_be_revoked()]
-        if revocable:
-            outcome.done.extend(revocable)
-        elif any(c.state is CouponState.REDEEMED for c in found):
-            outcome.fail(FailureReason.REDEEMED, found[0].code)
-        else:
-            outcome.fail(FailureReason.NOT_FOUND_IN_SERIES, found[0].code)
-    return outcome
+    return decide(Action.REVOKE, codes, matches, customer_id=customer_id, series_given=series_given)
 
 
 def decide_reinstate(
@@ -105,6 +82,37 @@ def decide_reinstate(
     series_given: bool,
 ) -> Outcome:
     """Sort each distinct code into reinstated coupons or a failure group."""
+    return decide(
+        Action.REINSTATE, codes, matches, customer_id=customer_id, series_given=series_given
+    )
+
+
+def can_take(action: Action, coupon: Coupon) -> bool:
+    """Whether revoke (or reinstate) applies to the coupon in its current state."""
+    if action is Action.REVOKE:
+        return coupon.can_be_revoked()
+    return coupon.state is CouponState.REVOKED
+
+
+def _refusal(action: Action, found: list[Coupon]) -> FailureReason:
+    """Why none of a code's coupons could be changed."""
+    if action is Action.REINSTATE:
+        return FailureReason.NOT_REVOKED
+    if any(c.state is CouponState.REDEEMED for c in found):
+        return FailureReason.REDEEMED
+    return FailureReason.NOT_FOUND_IN_SERIES
+
+
+def decide(
+    action: Action,
+    codes: list[str],
+    matches: list[Coupon],
+    *,
+    customer_id: int | None,
+    series_given: bool,
+) -> Outcome:
+    """Revoke or reinstate: scope each distinct code (to the customer, when one is given) and
+    sort it into changed coupons or a failure group."""
     by_code: dict[str, list[Coupon]] = {}
     for coupon in matches:
         by_code.setdefault(normalize(coupon.code), []).append(coupon)
@@ -121,9 +129,9 @@ def decide_reinstate(
                 outcome.fail(FailureReason.NOT_THIS_CUSTOMERS, found[0].code)
                 continue
             found = mine
-        revoked = [c for c in found if c.state is CouponState.REVOKED]
-        if revoked:
-            outcome.done.extend(revoked)
+        eligible = [c for c in found if can_take(action, c)]
+        if eligible:
+            outcome.done.extend(eligible)
         else:
-            outcome.fail(FailureReason.NOT_REVOKED, found[0].code)
+            outcome.fail(_refusal(action, found), found[0].code)
     return outcome

@@ -19,7 +19,7 @@ from coupons.entrypoints import bulk_revoke, worker_cli
 if TYPE_CHECKING:
     from coupons.adapters.sql_uow import Database
     from coupons.services.demo import DemoData
-    from coupons.services.uow import UnitOfWork
+    from coupons.services.ports import UnitOfWork
 
 app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)

@@ -18,8 +18,8 @@ from datetime import timedelta
 import httpx
 import structlog
 
-from coupons.adapters.repos import WebhookRecord
 from coupons.adapters.sql_uow import Database
+from coupons.domain.records import WebhookRecord
 from coupons.entrypoints.http.metrics import DELIVERED_EVENTS, DELIVERIES
 from coupons.services import webhooks
 

@@ -15,7 +15,7 @@ import typer
 from coupons.config import DEFAULT_DATABASE_URL
 
 if TYPE_CHECKING:
-    from coupons.services.uow import UnitOfWork
+    from coupons.services.ports import UnitOfWork
 
 # --- commands -------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from coupons.domain import errors
 from coupons.services.auth import hash_secret, new_secret, parse_groups
 from coupons.services.common import utcnow
-from coupons.services.uow import UnitOfWork
+from coupons.services.ports import UnitOfWork
 
 
 def create_org(uow: UnitOfWork, name: str) -> int:
@@ -15,9 +15,9 @@ def create_org(uow: UnitOfWork, name: str) -> int:
     name = name.strip()
     if not name:
         raise errors.InvalidField("name", "must not be blank")
-    if uow.repo.org_id_by_name(name) is not None:
+    if uow.clients.org_id_by_name(name) is not None:
         raise errors.OrgNameTaken(name)
-    return uow.repo.add_org(name, utcnow())
+    return uow.clients.add_org(name, utcnow())
 
 
 def create_client(
@@ -29,24 +29,24 @@ def create_client(
     groups: str | Iterable[str],
 ) -> str:
     """A new API client of `org`; returns its secret (generated unless given)."""
-    org_id = uow.repo.org_id_by_name(org)
+    org_id = uow.clients.org_id_by_name(org)
     if org_id is None:
         raise errors.InvalidField("org", f"no org named {org!r}")
     username = username.strip()
     if not username or ":" in username:
         raise errors.InvalidField("username", "must be non-blank and contain no ':'")
-    if uow.repo.client_by_username(username) is not None:
+    if uow.clients.client_by_username(username) is not None:
         raise errors.UsernameTaken(username)
     try:
         group_set = parse_groups(groups)
     except ValueError as error:
         raise errors.InvalidField("groups", str(error)) from None
     secret = password or new_secret()
-    uow.repo.add_client(org_id, username, hash_secret(secret), group_set, utcnow())
+    uow.clients.add_client(org_id, username, hash_secret(secret), group_set, utcnow())
     return secret
 
 
 def set_client_active(uow: UnitOfWork, username: str, active: bool) -> None:
     """Enable or disable a client; a disabled client's tokens stop working at once."""
-    if not uow.repo.update_client(username, is_active=active):
+    if not uow.clients.update_client(username, is_active=active):
         raise errors.InvalidField("username", f"no client named {username!r}")

@@ -24,11 +24,10 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from coupons.adapters.repos import ClientRecord
-from coupons.adapters.sql_uow import Database
 from coupons.domain import errors
+from coupons.domain.records import ClientRecord
 from coupons.services.common import Actor, utcnow
-from coupons.services.uow import UnitOfWork
+from coupons.services.ports import Transactions, UnitOfWork
 
 GROUPS = ("default", "coupon_admin", "read_only")
 
@@ -119,7 +118,7 @@ class Authenticator:
 
     def __init__(
         self,
-        db: Database,
+        db: Transactions,
         *,
         token_secret: str | None,
         token_ttl_seconds: int,
@@ -144,7 +143,7 @@ class Authenticator:
         client = (
             None
             if "\x00" in username
-            else self.db.run(lambda uow: uow.repo.client_by_username(username), write=False)
+            else self.db.run(lambda uow: uow.clients.client_by_username(username), write=False)
         )
         # Verify first, whatever the lookup found: an unknown username must cost the same
         # argon2 work as a known one, or response time tells which usernames exist.
@@ -207,18 +206,18 @@ class Authenticator:
             client_id = int(claims["sub"])
         except (jwt.PyJWTError, ValueError, TypeError):
             raise errors.AuthenticationFailed() from None
-        client = self.db.run(lambda uow: uow.repo.client_by_id(client_id), write=False)
+        client = self.db.run(lambda uow: uow.clients.client_by_id(client_id), write=False)
         if client is None or not client.is_active or client.org_id != claims.get("org"):
             raise errors.AuthenticationFailed()
         return client
 
 
 def _load_or_create_key(uow: UnitOfWork) -> str:
-    existing = uow.repo.service_key(SIGNING_KEY_NAME)
+    existing = uow.clients.service_key(SIGNING_KEY_NAME)
     if existing is not None:
         return existing
     key = secrets.token_urlsafe(48)
-    uow.repo.add_service_key(SIGNING_KEY_NAME, key)  # a racing twin is retried, then reads ours
+    uow.clients.add_service_key(SIGNING_KEY_NAME, key)  # a racing twin is retried, then reads ours
     uow.commit()
     return key
 

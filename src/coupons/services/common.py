@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from coupons.domain import errors
-from coupons.domain.model import Customer, Series, normalize_email, normalize_mobile
-from coupons.services.uow import UnitOfWork
+from coupons.domain.model import (
+    Action,
+    CouponState,
+    Customer,
+    Series,
+    StateChange,
+    normalize_email,
+    normalize_mobile,
+)
+from coupons.services.ports import UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +73,7 @@ def find_customer(uow: UnitOfWork, org_id: int, ref: CustomerRef) -> Customer:
     }
     if not given:
         raise errors.CustomerNotFound("customer: no identifier given")
-    matches = uow.repo.find_customers(
+    matches = uow.customers.find_customers(
         org_id,
         id=ref.id,
         mobile_norm=normalize_mobile(ref.mobile) if ref.mobile else None,
@@ -84,7 +93,40 @@ def find_customer(uow: UnitOfWork, org_id: int, ref: CustomerRef) -> Customer:
 
 def series_for_operation(uow: UnitOfWork, org_id: int, series_id: int) -> Series:
     """The org's series, or 707 as a whole-request failure."""
-    series = uow.repo.series(org_id, series_id)
+    series = uow.series.series(org_id, series_id)
     if series is None:
         raise errors.InvalidSeries()
     return series
+
+
+def record_history(
+    uow: UnitOfWork,
+    ctx: Context,
+    action: Action,
+    changes: Iterable[tuple[int, CouponState | None, CouponState]],
+    reason: str | None = None,
+) -> None:
+    """Write the history (and outbox events) of a use case's (coupon id, before, after) changes.
+
+    Every use case that changes coupon states calls this once, as its last step: on PostgreSQL
+    the write takes the org's outbox lock until COMMIT, so the later it comes the shorter other
+    writers of the org wait.
+    """
+    uow.history.write(
+        ctx.org_id,
+        [
+            (
+                coupon_id,
+                StateChange(
+                    action=action,
+                    from_state=before,
+                    to_state=after,
+                    at=ctx.now,
+                    actor=ctx.actor.username,
+                    request_id=ctx.request_id,
+                    reason=reason,
+                ),
+            )
+            for coupon_id, before, after in changes
+        ],
+    )

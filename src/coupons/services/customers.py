@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from coupons.domain import errors
 from coupons.domain.model import Coupon, CouponState, Customer, normalize_email, normalize_mobile
+from coupons.domain.records import CustomerDetails
 from coupons.services.common import Context, CustomerRef, find_customer
-from coupons.services.uow import UnitOfWork
+from coupons.services.ports import UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,23 +41,21 @@ def create_customer(uow: UnitOfWork, ctx: Context, new: NewCustomer) -> Customer
     email_norm = normalize_email(email) if email else None
     if email is not None and ("@" not in email or email.startswith("@") or email.endswith("@")):
         raise errors.InvalidField("email", "not an email address")
-    taken = uow.repo.find_customers(
+    taken = uow.customers.find_customers(
         ctx.org_id, mobile_norm=mobile_norm, email_norm=email_norm, external_id=external_id
     )
     if taken:
         _, matched = taken[0]
         raise errors.CustomerIdentifierTaken(sorted(matched)[0])
-    customer_id = uow.repo.add_customer(
+    customer_id = uow.customers.add_customer(
         ctx.org_id,
-        {
-            "mobile": mobile,
-            "mobile_norm": mobile_norm,
-            "email": email,
-            "email_norm": email_norm,
-            "external_id": external_id,
-            "first_name": new.first_name,
-            "last_name": new.last_name,
-        },
+        CustomerDetails(
+            mobile=mobile,
+            email=email,
+            external_id=external_id,
+            first_name=new.first_name,
+            last_name=new.last_name,
+        ),
         ctx.now,
     )
     return Customer(
@@ -83,6 +82,6 @@ def customer_coupons(uow: UnitOfWork, ctx: Context, customer_id: int, status: st
     states = STATUS_FILTERS.get(status.upper())
     if states is None:
         raise errors.InvalidField("status", "use ACTIVE, REDEEMED, REVOKED or ALL")
-    if not uow.repo.find_customers(ctx.org_id, id=customer_id):
+    if not uow.customers.find_customers(ctx.org_id, id=customer_id):
         raise errors.CustomerLookupNotFound()
-    return uow.repo.coupons_of_customer(ctx.org_id, customer_id, states=states)
+    return uow.coupons.coupons_of_customer(ctx.org_id, customer_id, states=states)

@@ -11,7 +11,7 @@ from coupons.services import customers, issue, series
 from coupons.services.admin import create_client
 from coupons.services.auth import hash_secret, new_secret
 from coupons.services.common import Actor, Context, CustomerRef, utcnow
-from coupons.services.uow import UnitOfWork
+from coupons.services.ports import UnitOfWork
 
 DEMO_ORG = "demo"
 DEMO_USER = "demo"
@@ -28,10 +28,10 @@ class DemoData:
 
 def seed(uow: UnitOfWork) -> DemoData:
     """Create the demo data once; on later runs reuse it and give the client a new secret."""
-    org_id = uow.repo.org_id_by_name(DEMO_ORG)
+    org_id = uow.clients.org_id_by_name(DEMO_ORG)
     if org_id is None:
-        org_id = uow.repo.add_org(DEMO_ORG, utcnow())
-    client = uow.repo.client_by_username(DEMO_USER)
+        org_id = uow.clients.add_org(DEMO_ORG, utcnow())
+    client = uow.clients.client_by_username(DEMO_USER)
     secret = new_secret()
     if client is None:
         create_client(
@@ -41,16 +41,16 @@ def seed(uow: UnitOfWork) -> DemoData:
             password=secret,
             groups=["default", "coupon_admin"],
         )
-        client = uow.repo.client_by_username(DEMO_USER)
+        client = uow.clients.client_by_username(DEMO_USER)
     else:
-        uow.repo.update_client(DEMO_USER, secret_hash=hash_secret(secret), is_active=True)
+        uow.clients.update_client(DEMO_USER, secret_hash=hash_secret(secret), is_active=True)
     assert client is not None
     ctx = Context(
         actor=Actor(org_id, client.id, DEMO_USER, client.groups),
         request_id="demo-seed",
         now=utcnow(),
     )
-    welcome = uow.repo.series_by_description(org_id, "Welcome 10% off")
+    welcome = uow.series.series_by_description(org_id, "Welcome 10% off")
     if welcome is None:
         welcome = series.create_series(
             uow,
@@ -87,7 +87,7 @@ def seed(uow: UnitOfWork) -> DemoData:
             )
     mobile = "15550100"
     ref = CustomerRef(mobile=mobile)
-    held = uow.repo.coupons_of_customer(
+    held = uow.coupons.coupons_of_customer(
         org_id,
         customers.lookup_customer(uow, ctx, ref).id,
         states=(CouponState.ISSUED,),
@@ -95,7 +95,7 @@ def seed(uow: UnitOfWork) -> DemoData:
     )
     if len(held) < 3:
         issue.issue(uow, ctx, welcome.id, ref, 3 - len(held))
-        held = uow.repo.coupons_of_customer(
+        held = uow.coupons.coupons_of_customer(
             org_id,
             customers.lookup_customer(uow, ctx, ref).id,
             states=(CouponState.ISSUED,),

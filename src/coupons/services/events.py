@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from coupons.adapters.repos import EventRecord
 from coupons.domain import errors
 from coupons.domain.model import Action
+from coupons.domain.records import EventRecord
 from coupons.services.common import Context
-from coupons.services.uow import UnitOfWork
+from coupons.services.ports import UnitOfWork
 
 EVENT_TYPES: dict[Action, str] = {
     Action.ISSUE: "coupon.issued",
@@ -50,7 +50,7 @@ def list_events(uow: UnitOfWork, ctx: Context, after: int, limit: int) -> list[E
         raise errors.InvalidField("after", "must be an event id or 0")
     if not 1 <= limit <= MAX_PAGE:
         raise errors.InvalidField("limit", f"must be 1 to {MAX_PAGE}")
-    return uow.repo.events(ctx.org_id, after, limit)
+    return uow.history.events(ctx.org_id, after, limit)
 
 
 def page(events: list[EventRecord], after: int) -> dict[str, Any]:

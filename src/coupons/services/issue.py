@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coupons.adapters.repos import HistoryRecord
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
 from coupons.domain.model import Action, CouponState, Series, SeriesType
-from coupons.services.common import Context, CustomerRef, find_customer, series_for_operation
+from coupons.domain.records import NewCoupon
+from coupons.services.common import (
+    Context,
+    CustomerRef,
+    find_customer,
+    record_history,
+    series_for_operation,
+)
+from coupons.services.ports import UnitOfWork
 from coupons.services.series import new_unique_codes
-from coupons.services.uow import UnitOfWork
 
 MAX_ISSUE_COUNT = 500
 
@@ -43,9 +49,9 @@ def issue(
     person = find_customer(uow, ctx.org_id, customer)
     issued: list[tuple[int, str, str | None]] = []
     if series.type.has_pool:
-        pooled = uow.repo.take_available(series.id, count)
+        pooled = uow.coupons.take_available(series.id, count)
         if pooled:
-            changed = uow.repo.mark_issued([c.id for c in pooled], person.id, ctx.now)
+            changed = uow.coupons.mark_issued([c.id for c in pooled], person.id, ctx.now)
             assert changed == len(pooled), "locked pool rows changed under the lock"
             issued.extend((c.id, c.code, c.pin) for c in pooled)
         missing = count - len(pooled)
@@ -58,30 +64,20 @@ def issue(
                 )
                 for code in codes
             ]
-            ids = uow.repo.add_coupons(rows)
-            issued.extend((i, str(r["code"]), r["pin"]) for i, r in zip(ids, rows, strict=True))  # type: ignore[misc]
+            ids = uow.coupons.add_coupons(rows)
+            issued.extend((i, r.code, r.pin) for i, r in zip(ids, rows, strict=True))
     else:
         assert series.generic_code is not None
         rows = [
             _issued_row(ctx, series, series.generic_code, person.id, None) for _ in range(count)
         ]
-        ids = uow.repo.add_coupons(rows)
+        ids = uow.coupons.add_coupons(rows)
         issued.extend((i, series.generic_code, None) for i in ids)
-    uow.repo.add_history(
-        ctx.org_id,
-        [
-            HistoryRecord(
-                coupon_id=coupon_id,
-                action=Action.ISSUE,
-                from_state=CouponState.AVAILABLE,
-                to_state=CouponState.ISSUED,
-                at=ctx.now,
-                actor=ctx.actor.username,
-                request_id=ctx.request_id,
-                reason=None,
-            )
-            for coupon_id, _, _ in issued
-        ],
+    record_history(
+        uow,
+        ctx,
+        Action.ISSUE,
+        [(coupon_id, CouponState.AVAILABLE, CouponState.ISSUED) for coupon_id, _, _ in issued],
     )
     return [
         IssuedCoupon(coupon_id=i, code=code, series=series, customer_id=person.id, pin=pin)
@@ -91,16 +87,14 @@ def issue(
 
 def _issued_row(
     ctx: Context, series: Series, code: str, customer_id: int, pin: str | None
-) -> dict[str, object]:
-    return {
-        "org_id": ctx.org_id,
-        "series_id": series.id,
-        "code": code,
-        "code_norm": code_rules.normalize(code),
-        "pin": pin,
-        "is_generic": series.type.is_generic,
-        "state": CouponState.ISSUED.value,
-        "customer_id": customer_id,
-        "created_at": ctx.now,
-        "updated_at": ctx.now,
-    }
+) -> NewCoupon:
+    return NewCoupon(
+        org_id=ctx.org_id,
+        series_id=series.id,
+        code=code,
+        state=CouponState.ISSUED,
+        is_generic=series.type.is_generic,
+        at=ctx.now,
+        customer_id=customer_id,
+        pin=pin,
+    )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from coupons.adapters.repos import HistoryRecord
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
 from coupons.domain.model import Action, Coupon, CouponState, SeriesType
-from coupons.services.common import Context, CustomerRef, find_customer
-from coupons.services.uow import UnitOfWork
+from coupons.domain.records import NewCoupon, NewRedemption
+from coupons.services.common import Context, CustomerRef, find_customer, record_history
+from coupons.services.ports import UnitOfWork
 
 MAX_REDEEM_LINES = 50
 
@@ -59,14 +59,14 @@ def redeem(
         seen.add(key)
     person = find_customer(uow, ctx.org_id, customer)
     norms = [code_rules.normalize(line.code) for line in lines]
-    generic_series = uow.repo.generic_series_by_codes(ctx.org_id, norms)
+    generic_series = uow.series.generic_series_by_codes(ctx.org_id, norms)
     if any(s.type is SeriesType.GENERIC_REDEEMABLE for s in generic_series):
         # "Has this customer redeemed the open code yet?" asks about a row that may not exist,
         # which no coupon lock covers: lock the customer first, so two such redeems take turns.
         # Lock order stays customer, then coupons in id order (revoke takes no customer lock).
-        uow.repo.lock_customer(ctx.org_id, person.id)
-    matches = uow.repo.coupons_by_codes(ctx.org_id, norms, series_id=None, lock=True)
-    series = uow.repo.series_many(ctx.org_id, {c.series_id for c in matches})
+        uow.customers.lock_customer(ctx.org_id, person.id)
+    matches = uow.coupons.coupons_by_codes(ctx.org_id, norms, series_id=None, lock=True)
+    series = uow.series.series_many(ctx.org_id, {c.series_id for c in matches})
     open_series = {}
     for found_series in generic_series:
         series[found_series.id] = found_series
@@ -114,7 +114,7 @@ def redeem(
         chosen.append(coupon)
 
     if chosen:
-        changed = uow.repo.set_state(
+        changed = uow.coupons.set_state(
             [c.id for c in chosen],
             from_state=CouponState.ISSUED,
             to_state=CouponState.REDEEMED,
@@ -124,19 +124,17 @@ def redeem(
             raise RuntimeError("coupons changed under lock during redeem")
     if open_generic:
         # A GENERIC_REDEEMABLE code needs no issue: each redemption creates its own coupon.
-        new_ids = uow.repo.add_coupons(
+        new_ids = uow.coupons.add_coupons(
             [
-                {
-                    "org_id": ctx.org_id,
-                    "series_id": series_id,
-                    "code": code,
-                    "code_norm": code_rules.normalize(code),
-                    "is_generic": True,
-                    "state": CouponState.REDEEMED.value,
-                    "customer_id": person.id,
-                    "created_at": ctx.now,
-                    "updated_at": ctx.now,
-                }
+                NewCoupon(
+                    org_id=ctx.org_id,
+                    series_id=series_id,
+                    code=code,
+                    state=CouponState.REDEEMED,
+                    is_generic=True,
+                    at=ctx.now,
+                    customer_id=person.id,
+                )
                 for series_id, code in open_generic
             ]
         )
@@ -144,22 +142,22 @@ def redeem(
             Coupon(id=i, series_id=s, code=c, state=CouponState.ISSUED, customer_id=person.id)
             for i, (s, c) in zip(new_ids, open_generic, strict=True)
         )
-    redemption_ids = uow.repo.add_redemptions(
+    redemption_ids = uow.coupons.add_redemptions(
         [
-            {
-                "org_id": ctx.org_id,
-                "coupon_id": c.id,
-                "customer_id": person.id,
-                "transaction_number": transaction_number,
-                "bill_amount": bill_amount,
-                "redeemed_at": ctx.now,
-                "request_id": ctx.request_id,
-            }
+            NewRedemption(
+                org_id=ctx.org_id,
+                coupon_id=c.id,
+                customer_id=person.id,
+                transaction_number=transaction_number,
+                bill_amount=bill_amount,
+                redeemed_at=ctx.now,
+                request_id=ctx.request_id,
+            )
             for c in chosen
         ]
     )
-    _record(
-        uow, ctx, [(c.id, CouponState.ISSUED, CouponState.REDEEMED) for c in chosen], Action.REDEEM
+    record_history(
+        uow, ctx, Action.REDEEM, [(c.id, CouponState.ISSUED, CouponState.REDEEMED) for c in chosen]
     )
     return [
         Redemption(redemption_id=r, coupon_id=c.id, code=c.code)
@@ -174,13 +172,13 @@ def reactivate(uow: UnitOfWork, ctx: Context, redemption_ids: list[int]) -> list
         raise errors.InvalidField("redemptionIds", "give at least one redemption id")
     if len(ids) > MAX_REDEEM_LINES:
         raise errors.InvalidField("redemptionIds", f"at most {MAX_REDEEM_LINES} ids")
-    found = uow.repo.redemptions_by_ids(ctx.org_id, ids, lock=True)
+    found = uow.coupons.redemptions_by_ids(ctx.org_id, ids, lock=True)
     missing = sorted(set(ids) - {r.id for r in found})
     if missing:
         raise errors.RedemptionNotFound(f"redemption {missing[0]} not found")
     coupons = {
         c.id: c
-        for c in uow.repo.coupons_by_ids(ctx.org_id, [r.coupon_id for r in found], lock=True)
+        for c in uow.coupons.coupons_by_ids(ctx.org_id, [r.coupon_id for r in found], lock=True)
     }
     for red in found:
         coupon = coupons[red.coupon_id]
@@ -188,42 +186,18 @@ def reactivate(uow: UnitOfWork, ctx: Context, redemption_ids: list[int]) -> list
             raise errors.RedemptionNotFound(
                 f"redemption {red.id} is no longer active (coupon is {coupon.state.value})"
             )
-    changed = uow.repo.set_state(
+    changed = uow.coupons.set_state(
         [r.coupon_id for r in found],
         from_state=CouponState.REDEEMED,
         to_state=CouponState.ISSUED,
         now=ctx.now,
     )
-    if changed != len(found) or uow.repo.mark_reactivated(ids, ctx.now) != len(found):
+    if changed != len(found) or uow.coupons.mark_reactivated(ids, ctx.now) != len(found):
         raise RuntimeError("redemptions changed under lock during reactivate")
-    _record(
+    record_history(
         uow,
         ctx,
-        [(r.coupon_id, CouponState.REDEEMED, CouponState.ISSUED) for r in found],
         Action.REACTIVATE,
+        [(r.coupon_id, CouponState.REDEEMED, CouponState.ISSUED) for r in found],
     )
     return [Reactivation(r.id, r.coupon_id, coupons[r.coupon_id].code) for r in found]
-
-
-def _record(
-    uow: UnitOfWork,
-    ctx: Context,
-    changes: list[tuple[int, CouponState, CouponState]],
-    action: Action,
-) -> None:
-    uow.repo.add_history(
-        ctx.org_id,
-        [
-            HistoryRecord(
-                coupon_id=coupon_id,
-                action=action,
-                from_state=before,
-                to_state=after,
-                at=ctx.now,
-                actor=ctx.actor.username,
-                request_id=ctx.request_id,
-                reason=None,
-            )
-            for coupon_id, before, after in changes
-        ],
-    )

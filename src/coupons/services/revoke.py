@@ -11,13 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coupons.adapters.repos import HistoryRecord
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
-from coupons.domain.model import Action, Coupon, CouponState, Customer, Series, SeriesType
-from coupons.domain.revoke import FailureReason, Outcome, decide_reinstate, decide_revoke
-from coupons.services.common import Context, CustomerRef, find_customer
-from coupons.services.uow import UnitOfWork
+from coupons.domain.model import (
+    Action,
+    Coupon,
+    CouponState,
+    Customer,
+    Series,
+    SeriesType,
+    target_state,
+)
+from coupons.domain.revoke import FailureReason, Outcome, decide
+from coupons.services.common import Context, CustomerRef, find_customer, record_history
+from coupons.services.ports import UnitOfWork
 
 MAX_CODES = 50
 MAX_CUSTOMER_COUPONS = 100
@@ -40,42 +47,31 @@ class _Scope:
 
 def revoke(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> Outcome:
     """Revoke the coupons a request names; per-code failures are reported, not raised."""
-    scope = _check(uow, ctx, request)
-    if scope.codes:
-        matches = _coupons_for_codes(uow, ctx, scope)
-        outcome = decide_revoke(
-            scope.codes,
-            matches,
-            customer_id=scope.customer.id if scope.customer else None,
-            series_given=scope.series is not None,
-        )
-    else:
-        assert scope.customer is not None
-        outcome = Outcome(done=_customer_coupons(uow, ctx, scope, CouponState.ISSUED))
-    if outcome.done:
-        ids = [c.id for c in outcome.done]
-        changed = uow.repo.mark_revoked(ids, ctx.now)
-        if changed != len(ids):
-            raise RuntimeError("coupons changed under lock during revoke")
-        _record(uow, ctx, outcome.done, Action.REVOKE, request.reason)
-    return outcome
+    return _change(uow, ctx, request, Action.REVOKE)
 
 
 def reinstate(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> Outcome:
     """Return REVOKED coupons to the state they had before revoke."""
+    return _change(uow, ctx, request, Action.REINSTATE)
+
+
+def _change(uow: UnitOfWork, ctx: Context, request: RevokeRequest, action: Action) -> Outcome:
+    """Revoke and reinstate alike: check the request, lock what is in scope, decide, apply."""
     scope = _check(uow, ctx, request)
     if scope.codes:
         matches = _coupons_for_codes(uow, ctx, scope)
-        outcome = decide_reinstate(
+        outcome = decide(
+            action,
             scope.codes,
             matches,
             customer_id=scope.customer.id if scope.customer else None,
             series_given=scope.series is not None,
         )
     else:
-        assert scope.customer is not None
-        outcome = Outcome(done=_customer_coupons(uow, ctx, scope, CouponState.REVOKED))
-    _apply_reinstate(uow, ctx, outcome, request.reason)
+        # Customer mode: revoke takes the customer's ISSUED coupons, reinstate its REVOKED ones.
+        state = CouponState.ISSUED if action is Action.REVOKE else CouponState.REVOKED
+        outcome = Outcome(done=_customer_coupons(uow, ctx, scope, state))
+    _apply(uow, ctx, outcome, action, request.reason)
     return outcome
 
 
@@ -83,13 +79,15 @@ def reinstate_request(
     uow: UnitOfWork, ctx: Context, revoke_request_id: str, reason: str | None
 ) -> Outcome:
     """Undo one earlier revoke call, skipping (and reporting) coupons changed since."""
-    first_look = uow.repo.revoked_by_request(ctx.org_id, revoke_request_id)
+    first_look = uow.history.revoked_by_request(ctx.org_id, revoke_request_id)
     if not first_look:
         raise errors.InvalidField("revokeRequestId", "no revoke with this request id")
-    locked = uow.repo.coupons_by_ids(ctx.org_id, [cid for cid, _ in first_look], lock=True)
+    locked = uow.coupons.coupons_by_ids(ctx.org_id, [cid for cid, _ in first_look], lock=True)
     # Read again under the lock: a change that committed meanwhile must count.
     still_latest = {
-        cid for cid, latest in uow.repo.revoked_by_request(ctx.org_id, revoke_request_id) if latest
+        cid
+        for cid, latest in uow.history.revoked_by_request(ctx.org_id, revoke_request_id)
+        if latest
     }
     outcome = Outcome()
     for coupon in locked:
@@ -97,18 +95,30 @@ def reinstate_request(
             outcome.done.append(coupon)
         else:
             outcome.fail(FailureReason.CHANGED_SINCE, coupon.code)
-    _apply_reinstate(uow, ctx, outcome, reason)
+    _apply(uow, ctx, outcome, Action.REINSTATE, reason)
     return outcome
 
 
-def _apply_reinstate(uow: UnitOfWork, ctx: Context, outcome: Outcome, reason: str | None) -> None:
+def _apply(
+    uow: UnitOfWork, ctx: Context, outcome: Outcome, action: Action, reason: str | None
+) -> None:
+    """One guarded UPDATE for every decided coupon, then their history, as the last step."""
     if not outcome.done:
         return
     ids = [c.id for c in outcome.done]
-    changed = uow.repo.mark_reinstated(ids, ctx.now)
+    if action is Action.REVOKE:
+        changed = uow.coupons.mark_revoked(ids, ctx.now)
+    else:
+        changed = uow.coupons.mark_reinstated(ids, ctx.now)
     if changed != len(ids):
-        raise RuntimeError("coupons changed under lock during reinstate")
-    _record(uow, ctx, outcome.done, Action.REINSTATE, reason)
+        raise RuntimeError(f"coupons changed under lock during {action.value.lower()}")
+    record_history(
+        uow,
+        ctx,
+        action,
+        [(c.id, c.state, target_state(c, action)) for c in outcome.done],
+        reason,
+    )
 
 
 def _check(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> _Scope:
@@ -125,7 +135,7 @@ def _check(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> _Scope:
         raise errors.SeriesRequiredForManyCodes()
     series = None
     if request.series_id is not None:
-        series = uow.repo.series(ctx.org_id, request.series_id)
+        series = uow.series.series(ctx.org_id, request.series_id)
         if series is None:
             raise errors.InvalidSeries()
         _check_series(ctx, series)
@@ -146,15 +156,15 @@ def _coupons_for_codes(uow: UnitOfWork, ctx: Context, scope: _Scope) -> list[Cou
     """Lock the coupons carrying the codes, in the series or (one code) across the org."""
     norms = [code_rules.normalize(c) for c in scope.codes]
     series_id = scope.series.id if scope.series else None
-    matches = uow.repo.coupons_by_codes(ctx.org_id, norms, series_id=series_id, lock=True)
+    matches = uow.coupons.coupons_by_codes(ctx.org_id, norms, series_id=series_id, lock=True)
     if scope.series is None:
         # One code without a series: it is looked for in the org's live series, as customer
         # mode is; only when every series carrying it has expired is the call refused (712).
         # The live series then get the checks a given series would get (GENERIC_REDEEMABLE
         # 811, GENERIC without customer 108). A generic series is found by its shared code
         # even before it has any coupon.
-        found = uow.repo.series_many(ctx.org_id, {c.series_id for c in matches})
-        found.update((s.id, s) for s in uow.repo.generic_series_by_codes(ctx.org_id, norms))
+        found = uow.series.series_many(ctx.org_id, {c.series_id for c in matches})
+        found.update((s.id, s) for s in uow.series.generic_series_by_codes(ctx.org_id, norms))
         live = {i: s for i, s in found.items() if not s.is_expired(ctx.now)}
         if found and not live:
             raise errors.SeriesExpired()
@@ -171,7 +181,7 @@ def _customer_coupons(
 ) -> list[Coupon]:
     """Customer mode: the customer's coupons in the series, or in every unexpired series."""
     assert scope.customer is not None
-    found = uow.repo.coupons_of_customer(
+    found = uow.coupons.coupons_of_customer(
         ctx.org_id,
         scope.customer.id,
         states=(state,),
@@ -183,28 +193,3 @@ def _customer_coupons(
     if len(found) > MAX_CUSTOMER_COUPONS:
         raise errors.TooManyCustomerCoupons()
     return found
-
-
-def _record(
-    uow: UnitOfWork, ctx: Context, changed: list[Coupon], action: Action, reason: str | None
-) -> None:
-    uow.repo.add_history(
-        ctx.org_id,
-        [
-            HistoryRecord(
-                coupon_id=c.id,
-                action=action,
-                from_state=c.state,
-                to_state=(
-                    CouponState.REVOKED
-                    if action is Action.REVOKE
-                    else (c.revoked_from or CouponState.ISSUED)
-                ),
-                at=ctx.now,
-                actor=ctx.actor.username,
-                request_id=ctx.request_id,
-                reason=reason,
-            )
-            for c in changed
-        ],
-    )

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
-from coupons.adapters.sql_uow import Database
 from coupons.domain import errors
 from coupons.services.common import Context
-from coupons.services.uow import UnitOfWork
+from coupons.services.ports import Transactions, UnitOfWork
 
 T = TypeVar("T")
 
@@ -36,7 +35,7 @@ class Rendered:
 
 
 def execute(
-    db: Database,
+    db: Transactions,
     ctx: Context,
     use_case: Callable[[UnitOfWork], T],
     render: Callable[[T], bytes],
@@ -49,7 +48,7 @@ def execute(
 
     def attempt(uow: UnitOfWork) -> Rendered:
         if idempotency is not None:
-            stored = uow.repo.stored_response(
+            stored = uow.idempotency.stored_response(
                 ctx.actor.client_id, idempotency.key, ctx.now - IDEMPOTENCY_WINDOW
             )
             if stored is not None:
@@ -61,7 +60,7 @@ def execute(
             uow.rollback()
             return Rendered(200, body)
         if idempotency is not None:
-            uow.repo.store_response(
+            uow.idempotency.store_response(
                 client_id=ctx.actor.client_id,
                 org_id=ctx.org_id,
                 key=idempotency.key,

@@ -9,8 +9,9 @@ from decimal import Decimal
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
 from coupons.domain.model import CouponState, DiscountType, Series, SeriesType
+from coupons.domain.records import NewCoupon
 from coupons.services.common import Context
-from coupons.services.uow import UnitOfWork
+from coupons.services.ports import UnitOfWork
 
 MAX_CODES_PER_UPLOAD = 10_000
 
@@ -50,7 +51,7 @@ def create_series(uow: UnitOfWork, ctx: Context, new: NewSeries) -> Series:
         raise errors.InvalidField("discountValue", "a percentage must be above 0 and at most 100")
     if new.discount_value <= 0:
         raise errors.InvalidField("discountValue", "must be greater than 0")
-    return uow.repo.add_series(
+    return uow.series.add_series(
         org_id=ctx.org_id,
         description=new.description,
         type=new.type,
@@ -66,15 +67,15 @@ def get_series(
     uow: UnitOfWork, ctx: Context, series_id: int
 ) -> tuple[Series, dict[CouponState, int]]:
     """A series of the caller's org with its coupon counts per state."""
-    series = uow.repo.series(ctx.org_id, series_id)
+    series = uow.series.series(ctx.org_id, series_id)
     if series is None:
         raise errors.SeriesNotFound()
-    return series, uow.repo.state_counts(series.id)
+    return series, uow.series.state_counts(series.id)
 
 
 def add_codes(uow: UnitOfWork, ctx: Context, series_id: int, upload: CodeUpload) -> UploadResult:
     """Add codes to a series' AVAILABLE pool; codes already there are reported, not added."""
-    series = uow.repo.series(ctx.org_id, series_id)
+    series = uow.series.series(ctx.org_id, series_id)
     if series is None:
         raise errors.SeriesNotFound()
     if series.type is SeriesType.GENERIC_REDEEMABLE:
@@ -96,7 +97,7 @@ def add_codes(uow: UnitOfWork, ctx: Context, series_id: int, upload: CodeUpload)
             duplicates.append(code)
         else:
             wanted[key] = (code, pin)
-    existing = uow.repo.existing_code_norms(series.id, list(wanted))
+    existing = uow.coupons.existing_code_norms(series.id, list(wanted))
     rows = []
     for key, (code, pin) in wanted.items():
         if key in existing:
@@ -105,7 +106,7 @@ def add_codes(uow: UnitOfWork, ctx: Context, series_id: int, upload: CodeUpload)
         rows.append(
             _pool_row(ctx, series, code, pin or (code_rules.generate_pin() if needs_pin else None))
         )
-    uow.repo.add_coupons(rows)
+    uow.coupons.add_coupons(rows)
     return UploadResult(added=len(rows), duplicates=duplicates)
 
 
@@ -113,7 +114,7 @@ def _generate(
     uow: UnitOfWork, ctx: Context, series: Series, count: int, needs_pin: bool
 ) -> UploadResult:
     fresh = new_unique_codes(uow, series.id, count)
-    uow.repo.add_coupons(
+    uow.coupons.add_coupons(
         [
             _pool_row(ctx, series, code, code_rules.generate_pin() if needs_pin else None)
             for code in fresh
@@ -130,20 +131,18 @@ def new_unique_codes(uow: UnitOfWork, series_id: int, count: int) -> list[str]:
         for _ in range(count - len(fresh)):
             code = code_rules.generate_code()
             batch[code_rules.normalize(code)] = code
-        taken = uow.repo.existing_code_norms(series_id, list(batch))
+        taken = uow.coupons.existing_code_norms(series_id, list(batch))
         fresh.update({k: v for k, v in batch.items() if k not in taken})
     return list(fresh.values())[:count]
 
 
-def _pool_row(ctx: Context, series: Series, code: str, pin: str | None) -> dict[str, object]:
-    return {
-        "org_id": ctx.org_id,
-        "series_id": series.id,
-        "code": code,
-        "code_norm": code_rules.normalize(code),
-        "pin": pin,
-        "is_generic": False,
-        "state": CouponState.AVAILABLE.value,
-        "created_at": ctx.now,
-        "updated_at": ctx.now,
-    }
+def _pool_row(ctx: Context, series: Series, code: str, pin: str | None) -> NewCoupon:
+    return NewCoupon(
+        org_id=ctx.org_id,
+        series_id=series.id,
+        code=code,
+        state=CouponState.AVAILABLE,
+        is_generic=False,
+        at=ctx.now,
+        pin=pin,
+    )

@@ -15,19 +15,18 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from coupons.adapters.repos import DeliveryRecord, WebhookRecord
-from coupons.adapters.sql_uow import Database
 from coupons.domain import errors
+from coupons.domain.records import DeliveryRecord, NewDelivery, WebhookRecord
 from coupons.services import events as event_log
 from coupons.services.common import Context, utcnow
-from coupons.services.uow import UnitOfWork
+from coupons.services.ports import Transactions, UnitOfWork
 
 SIGNATURE_HEADER = "X-Coupons-Signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -134,18 +133,18 @@ def create_webhook(uow: UnitOfWork, ctx: Context, new: NewWebhook) -> CreatedWeb
     """Subscribe a URL to the org's events from now on; the signing secret is shown once."""
     types = _check(new)
     secret = "whsec_" + secrets.token_urlsafe(32)
-    webhook = uow.repo.add_webhook(
+    webhook = uow.webhooks.add_webhook(
         org_id=ctx.org_id, url=new.url, events=types, secret=secret, now=ctx.now
     )
     return CreatedWebhook(webhook, secret)
 
 
 def list_webhooks(uow: UnitOfWork, ctx: Context) -> list[WebhookRecord]:
-    return uow.repo.webhooks_of_org(ctx.org_id)
+    return uow.webhooks.webhooks_of_org(ctx.org_id)
 
 
 def _owned(uow: UnitOfWork, ctx: Context, webhook_id: int) -> WebhookRecord:
-    found = uow.repo.webhook(ctx.org_id, webhook_id)
+    found = uow.webhooks.webhook(ctx.org_id, webhook_id)
     if found is None:
         raise errors.ResourceNotFound("webhook not found")
     return found
@@ -153,27 +152,27 @@ def _owned(uow: UnitOfWork, ctx: Context, webhook_id: int) -> WebhookRecord:
 
 def delete_webhook(uow: UnitOfWork, ctx: Context, webhook_id: int) -> WebhookRecord:
     found = _owned(uow, ctx, webhook_id)
-    uow.repo.delete_webhook(ctx.org_id, webhook_id)
+    uow.webhooks.delete_webhook(ctx.org_id, webhook_id)
     return found
 
 
 def retry_webhook(uow: UnitOfWork, ctx: Context, webhook_id: int) -> WebhookRecord:
     """Put a dead (or backing-off) subscription back on schedule now."""
     _owned(uow, ctx, webhook_id)
-    uow.repo.revive_webhook(webhook_id, ctx.now, org_id=ctx.org_id)
+    uow.webhooks.revive_webhook(webhook_id, ctx.now, org_id=ctx.org_id)
     return _owned(uow, ctx, webhook_id)
 
 
 def retry_webhook_by_id(uow: UnitOfWork, webhook_id: int, now: datetime) -> bool:
     """The operator's retry (CLI): any org's subscription, by id."""
-    return uow.repo.revive_webhook(webhook_id, now)
+    return uow.webhooks.revive_webhook(webhook_id, now)
 
 
 def deliveries(uow: UnitOfWork, ctx: Context, webhook_id: int, limit: int) -> list[DeliveryRecord]:
     if not 1 <= limit <= MAX_DELIVERY_PAGE:
         raise errors.InvalidField("limit", f"must be 1 to {MAX_DELIVERY_PAGE}")
     _owned(uow, ctx, webhook_id)
-    return uow.repo.deliveries(webhook_id, limit)
+    return uow.webhooks.deliveries(webhook_id, limit)
 
 
 def render(webhook: WebhookRecord) -> dict[str, Any]:
@@ -210,17 +209,17 @@ def render_delivery(d: DeliveryRecord) -> dict[str, Any]:
 
 
 def claim(
-    db: Database, owner: str, lease: timedelta, limit: int, now: datetime | None = None
+    db: Transactions, owner: str, lease: timedelta, limit: int, now: datetime | None = None
 ) -> list[WebhookRecord]:
     """Lease due subscriptions with pending events for this worker."""
     at = now or utcnow()
     # Look first without the write lock (SQLite has one for the whole database): an idle
     # worker must not hold up the API's writers.
-    if not db.run(lambda uow: uow.repo.due_webhooks(at, limit), write=False):
+    if not db.run(lambda uow: uow.webhooks.due_webhooks(at, limit), write=False):
         return []
 
     def work(uow: UnitOfWork) -> list[WebhookRecord]:
-        claimed = uow.repo.claim_webhooks(owner, at, at + lease, limit)
+        claimed = uow.webhooks.claim_webhooks(owner, at, at + lease, limit)
         uow.commit()
         return claimed
 
@@ -232,7 +231,7 @@ def _wanted(webhook: WebhookRecord, types: Iterable[str]) -> list[bool]:
 
 
 def deliver(
-    db: Database,
+    db: Transactions,
     webhook: WebhookRecord,
     owner: str,
     post: Post,
@@ -245,7 +244,7 @@ def deliver(
     No transaction is held while the receiver is called.
     """
     pending = db.run(
-        lambda uow: uow.repo.events(webhook.org_id, webhook.cursor, batch_size), write=False
+        lambda uow: uow.history.events(webhook.org_id, webhook.cursor, batch_size), write=False
     )
     if not pending:
         _finish(db, webhook, owner, cursor=None, ok=True, now=utcnow(), policy=policy)
@@ -283,22 +282,24 @@ def deliver(
         now=now,
         policy=policy,
         error=error,
-        delivery={
-            "webhook_id": webhook.id,
-            "first_event_id": batch[0].id,
-            "last_event_id": batch[-1].id,
-            "event_count": len(batch),
-            "http_status": status,
-            "error": error[:500] if error else None,
-            "duration_ms": duration_ms,
-            "at": now,
-        },
+        delivery=NewDelivery(
+            webhook_id=webhook.id,
+            first_event_id=batch[0].id,
+            last_event_id=batch[-1].id,
+            event_count=len(batch),
+            attempt=webhook.attempts + 1,
+            outcome="",  # filled in by _finish, which decides it
+            http_status=status,
+            error=error[:500] if error else None,
+            duration_ms=duration_ms,
+            at=now,
+        ),
     )
     return DeliveryResult(outcome, len(batch), more=len(pending) == batch_size)
 
 
 def _finish(
-    db: Database,
+    db: Transactions,
     webhook: WebhookRecord,
     owner: str,
     *,
@@ -307,7 +308,7 @@ def _finish(
     now: datetime,
     policy: RetryPolicy,
     error: str | None = None,
-    delivery: dict[str, Any] | None = None,
+    delivery: NewDelivery | None = None,
 ) -> str:
     if ok:
         outcome, status, attempts, failing_since, next_at = "DELIVERED", "ACTIVE", 0, None, now
@@ -321,7 +322,7 @@ def _finish(
             next_at = now + policy.delay(attempts)
 
     def work(uow: UnitOfWork) -> None:
-        uow.repo.finish_delivery(
+        uow.webhooks.finish_delivery(
             webhook.id,
             owner,
             cursor=cursor,
@@ -332,8 +333,7 @@ def _finish(
             last_error=error[:500] if error else None,
         )
         if delivery is not None:
-            attempt = webhook.attempts + 1
-            uow.repo.add_delivery({**delivery, "attempt": attempt, "outcome": outcome})
+            uow.webhooks.add_delivery(replace(delivery, outcome=outcome))
         uow.commit()
 
     db.run(work)

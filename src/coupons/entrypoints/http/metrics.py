@@ -144,7 +144,7 @@ class OutboxCollector(Collector):
             labels=["webhook", "status"],
         )
         try:
-            backlog = self.db.run(lambda uow: uow.repo.outbox_backlog(), write=False)
+            backlog = self.db.run(lambda uow: uow.webhooks.outbox_backlog(), write=False)
         except Exception:  # a scrape must not fail because the database is away
             log.warning("outbox lag unavailable")
             return

@@ -22,8 +22,8 @@ from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services import customers, issue, redeem, revoke, series
 from coupons.services.auth import Authenticator
 from coupons.services.common import Actor, Context, CustomerRef, utcnow
+from coupons.services.ports import UnitOfWork
 from coupons.services.runner import Idempotency, execute
-from coupons.services.uow import UnitOfWork
 
 T = TypeVar("T")
 
@@ -273,10 +273,10 @@ async def get_coupon(coupon_id: DbId, request: Request, actor: ReadActor) -> Res
     """A coupon with every state change in order."""
 
     def load(uow: UnitOfWork, ctx: Context) -> dict[str, Any]:
-        found = uow.repo.coupon(ctx.org_id, coupon_id)
+        found = uow.coupons.coupon(ctx.org_id, coupon_id)
         if found is None:
             raise errors.CouponNotFound()
-        return render.coupon_with_history(found, uow.repo.history(found.id))
+        return render.coupon_with_history(found, uow.history.history(found.id))
 
     return await perform(request, actor, load, lambda entity, ctx: entity, write=False)
 

@@ -1,0 +1,105 @@
+"""Orgs, API clients and service-wide keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    insert,
+    select,
+    update,
+)
+
+from coupons.adapters.repos.rows import (
+    new_id,
+)
+from coupons.adapters.tables import (
+    api_clients,
+    orgs,
+    service_keys,
+)
+from coupons.domain.records import (
+    ClientRecord,
+)
+
+
+class SqlClientRepository:
+    """Orgs, clients and keys over one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add_org(self, name: str, now: datetime) -> int:
+        result = self.conn.execute(insert(orgs).values(name=name, created_at=now))
+        return new_id(result)
+
+    def org_id_by_name(self, name: str) -> int | None:
+        value = self.conn.scalar(select(orgs.c.id).where(orgs.c.name == name))
+        return None if value is None else int(value)
+
+    def add_client(
+        self, org_id: int, username: str, secret_hash: str, groups: Iterable[str], now: datetime
+    ) -> int:
+        result = self.conn.execute(
+            insert(api_clients).values(
+                org_id=org_id,
+                username=username,
+                secret_hash=secret_hash,
+                groups=",".join(sorted(groups)),
+                is_active=True,
+                created_at=now,
+            )
+        )
+        return new_id(result)
+
+    def _client(self, row: Row[Any] | None) -> ClientRecord | None:
+        if row is None:
+            return None
+        return ClientRecord(
+            id=row.id,
+            org_id=row.org_id,
+            username=row.username,
+            secret_hash=row.secret_hash,
+            groups=frozenset(g for g in row.groups.split(",") if g),
+            is_active=bool(row.is_active),
+        )
+
+    def client_by_username(self, username: str) -> ClientRecord | None:
+        row = self.conn.execute(
+            select(api_clients).where(api_clients.c.username == username)
+        ).first()
+        return self._client(row)
+
+    def client_by_id(self, client_id: int) -> ClientRecord | None:
+        row = self.conn.execute(select(api_clients).where(api_clients.c.id == client_id)).first()
+        return self._client(row)
+
+    def update_client(
+        self,
+        username: str,
+        *,
+        is_active: bool | None = None,
+        secret_hash: str | None = None,
+        groups: Iterable[str] | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {}
+        if is_active is not None:
+            values["is_active"] = is_active
+        if secret_hash is not None:
+            values["secret_hash"] = secret_hash
+        if groups is not None:
+            values["groups"] = ",".join(sorted(groups))
+        result = self.conn.execute(
+            update(api_clients).where(api_clients.c.username == username).values(**values)
+        )
+        return result.rowcount == 1
+
+    def service_key(self, name: str) -> str | None:
+        return self.conn.scalar(select(service_keys.c.value).where(service_keys.c.name == name))
+
+    def add_service_key(self, name: str, value: str) -> None:
+        self.conn.execute(insert(service_keys).values(name=name, value=value))

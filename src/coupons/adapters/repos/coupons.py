@@ -1,0 +1,242 @@
+"""Coupons and their redemptions. Set-based: one statement per step, whatever the batch size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import (
+    Connection,
+    insert,
+    select,
+    update,
+)
+
+from coupons.adapters.repos.rows import (
+    COUPON_COLUMNS,
+    POOL_CODE,
+    REVOCABLE_STATES,
+    coupon_of,
+)
+from coupons.adapters.tables import (
+    coupon_series,
+    coupons,
+    redemptions,
+)
+from coupons.domain.codes import normalize
+from coupons.domain.model import (
+    Coupon,
+    CouponState,
+)
+from coupons.domain.records import (
+    NewCoupon,
+    NewRedemption,
+    RedemptionRecord,
+)
+
+
+class SqlCouponRepository:
+    """Coupons over one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def existing_code_norms(self, series_id: int, norms: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        # Chunked so 10,000 codes stay under every driver's bind-parameter limit.
+        for start in range(0, len(norms), 5000):
+            chunk = norms[start : start + 5000]
+            found.update(
+                self.conn.scalars(
+                    select(coupons.c.code_norm).where(
+                        coupons.c.series_id == series_id,
+                        coupons.c.code_norm.in_(chunk),
+                        # Spelled exactly as the unique index's predicate: only then do the
+                        # planners use that partial index instead of scanning the series.
+                        POOL_CODE,
+                    )
+                )
+            )
+        return found
+
+    def add_coupons(self, new: Sequence[NewCoupon]) -> list[int]:
+        """Insert coupons in one batched statement; ids come back in input order."""
+        if not new:
+            return []
+        rows = [
+            {
+                "org_id": c.org_id,
+                "series_id": c.series_id,
+                "code": c.code,
+                "code_norm": normalize(c.code),
+                "pin": c.pin,
+                "is_generic": c.is_generic,
+                "state": c.state.value,
+                "customer_id": c.customer_id,
+                "created_at": c.at,
+                "updated_at": c.at,
+            }
+            for c in new
+        ]
+        result = self.conn.execute(
+            insert(coupons).returning(coupons.c.id, sort_by_parameter_order=True), rows
+        )
+        return [int(r[0]) for r in result]
+
+    def take_available(self, series_id: int, count: int) -> list[Coupon]:
+        """Lock up to `count` pool codes; concurrent issuers skip each other's rows."""
+        rows = self.conn.execute(
+            select(*COUPON_COLUMNS)
+            # Non-NULL only while AVAILABLE: the partial pool index covers exactly these rows.
+            .where(coupons.c.pool_series_id == series_id)
+            .order_by(coupons.c.id)
+            .limit(count)
+            .with_for_update(skip_locked=True)
+        )
+        return [coupon_of(r) for r in rows]
+
+    def mark_issued(self, ids: Sequence[int], customer_id: int, now: datetime) -> int:
+        result = self.conn.execute(
+            update(coupons)
+            .where(coupons.c.id.in_(ids), coupons.c.state == CouponState.AVAILABLE)
+            .values(state=CouponState.ISSUED.value, customer_id=customer_id, updated_at=now)
+        )
+        return result.rowcount
+
+    def coupons_by_codes(
+        self, org_id: int, norms: Sequence[str], *, series_id: int | None, lock: bool
+    ) -> list[Coupon]:
+        """Coupons carrying any of the codes, in a series or across the org, locked in id order."""
+        conditions = [coupons.c.org_id == org_id, coupons.c.code_norm.in_(norms)]
+        if series_id is not None:
+            conditions.append(coupons.c.series_id == series_id)
+        query = select(*COUPON_COLUMNS).where(*conditions).order_by(coupons.c.id)
+        if lock:
+            query = query.with_for_update()
+        return [coupon_of(r) for r in self.conn.execute(query)]
+
+    def coupons_of_customer(
+        self,
+        org_id: int,
+        customer_id: int,
+        *,
+        states: Sequence[CouponState],
+        series_id: int | None = None,
+        unexpired_at: datetime | None = None,
+        limit: int | None = None,
+        lock: bool = False,
+    ) -> list[Coupon]:
+        query = select(*COUPON_COLUMNS).where(
+            coupons.c.org_id == org_id,
+            coupons.c.customer_id == customer_id,
+            coupons.c.state.in_([s.value for s in states]),
+        )
+        if series_id is not None:
+            query = query.where(coupons.c.series_id == series_id)
+        if unexpired_at is not None:
+            live = select(coupon_series.c.id).where(
+                coupon_series.c.org_id == org_id, coupon_series.c.valid_till >= unexpired_at
+            )
+            query = query.where(coupons.c.series_id.in_(live))
+        query = query.order_by(coupons.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        if lock:
+            query = query.with_for_update()
+        return [coupon_of(r) for r in self.conn.execute(query)]
+
+    def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]:
+        query = (
+            select(*COUPON_COLUMNS)
+            .where(coupons.c.org_id == org_id, coupons.c.id.in_(ids))
+            .order_by(coupons.c.id)
+        )
+        if lock:
+            query = query.with_for_update()
+        return [coupon_of(r) for r in self.conn.execute(query)]
+
+    def coupon(self, org_id: int, coupon_id: int) -> Coupon | None:
+        row = self.conn.execute(
+            select(*COUPON_COLUMNS).where(coupons.c.id == coupon_id, coupons.c.org_id == org_id)
+        ).first()
+        return None if row is None else coupon_of(row)
+
+    def mark_revoked(self, ids: Sequence[int], now: datetime) -> int:
+        """Revoke in one statement; the state guard makes a lost race visible in rowcount."""
+        result = self.conn.execute(
+            update(coupons)
+            .where(coupons.c.id.in_(ids), coupons.c.state.in_(REVOCABLE_STATES))
+            .values(revoked_from=coupons.c.state, state=CouponState.REVOKED.value, updated_at=now)
+        )
+        return result.rowcount
+
+    def mark_reinstated(self, ids: Sequence[int], now: datetime) -> int:
+        result = self.conn.execute(
+            update(coupons)
+            .where(coupons.c.id.in_(ids), coupons.c.state == CouponState.REVOKED.value)
+            .values(state=coupons.c.revoked_from, revoked_from=None, updated_at=now)
+        )
+        return result.rowcount
+
+    def set_state(
+        self, ids: Sequence[int], *, from_state: CouponState, to_state: CouponState, now: datetime
+    ) -> int:
+        result = self.conn.execute(
+            update(coupons)
+            .where(coupons.c.id.in_(ids), coupons.c.state == from_state.value)
+            .values(state=to_state.value, updated_at=now)
+        )
+        return result.rowcount
+
+    def add_redemptions(self, new: Sequence[NewRedemption]) -> list[int]:
+        if not new:
+            return []
+        rows = [
+            {
+                "org_id": r.org_id,
+                "coupon_id": r.coupon_id,
+                "customer_id": r.customer_id,
+                "transaction_number": r.transaction_number,
+                "bill_amount": r.bill_amount,
+                "redeemed_at": r.redeemed_at,
+                "request_id": r.request_id,
+            }
+            for r in new
+        ]
+        result = self.conn.execute(
+            insert(redemptions).returning(redemptions.c.id, sort_by_parameter_order=True), rows
+        )
+        return [int(r[0]) for r in result]
+
+    def redemptions_by_ids(
+        self, org_id: int, ids: Sequence[int], *, lock: bool
+    ) -> list[RedemptionRecord]:
+        query = (
+            select(
+                redemptions.c.id,
+                redemptions.c.coupon_id,
+                redemptions.c.customer_id,
+                redemptions.c.reactivated_at,
+            )
+            .where(redemptions.c.org_id == org_id, redemptions.c.id.in_(ids))
+            .order_by(redemptions.c.id)
+        )
+        if lock:
+            query = query.with_for_update()
+        return [
+            RedemptionRecord(
+                id=r.id,
+                coupon_id=r.coupon_id,
+                customer_id=r.customer_id,
+                reactivated=r.reactivated_at is not None,
+            )
+            for r in self.conn.execute(query)
+        ]
+
+    def mark_reactivated(self, ids: Sequence[int], now: datetime) -> int:
+        result = self.conn.execute(
+            update(redemptions)
+            .where(redemptions.c.id.in_(ids), redemptions.c.reactivated_at.is_(None))
+            .values(reactivated_at=now)
+        )
+        return result.rowcount

@@ -1,0 +1,115 @@
+"""Coupon series and the counts of their coupons."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    Connection,
+    func,
+    insert,
+    select,
+)
+
+from coupons.adapters.repos.rows import (
+    new_id,
+    series_of,
+)
+from coupons.adapters.tables import (
+    coupon_series,
+    coupons,
+)
+from coupons.domain.codes import normalize
+from coupons.domain.model import (
+    CouponState,
+    DiscountType,
+    Series,
+    SeriesType,
+)
+
+
+class SqlSeriesRepository:
+    """Series over one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add_series(
+        self,
+        *,
+        org_id: int,
+        description: str,
+        type: SeriesType,
+        generic_code: str | None,
+        valid_till: datetime,
+        discount_type: DiscountType,
+        discount_value: Decimal,
+        now: datetime,
+    ) -> Series:
+        result = self.conn.execute(
+            insert(coupon_series).values(
+                org_id=org_id,
+                description=description,
+                client_handling_type=type.value,
+                generic_code=generic_code,
+                generic_code_norm=normalize(generic_code) if generic_code else None,
+                valid_till=valid_till,
+                discount_type=discount_type.value,
+                discount_value=discount_value,
+                created_at=now,
+            )
+        )
+        series_id = new_id(result)
+        series = self.series(org_id, series_id)
+        assert series is not None
+        return series
+
+    def series(self, org_id: int, series_id: int) -> Series | None:
+        row = self.conn.execute(
+            select(coupon_series).where(
+                coupon_series.c.id == series_id, coupon_series.c.org_id == org_id
+            )
+        ).first()
+        return None if row is None else series_of(row)
+
+    def series_by_description(self, org_id: int, description: str) -> Series | None:
+        row = self.conn.execute(
+            select(coupon_series)
+            .where(coupon_series.c.org_id == org_id, coupon_series.c.description == description)
+            .order_by(coupon_series.c.id)
+            .limit(1)
+        ).first()
+        return None if row is None else series_of(row)
+
+    def series_many(self, org_id: int, series_ids: Iterable[int]) -> dict[int, Series]:
+        ids = sorted(set(series_ids))
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            select(coupon_series).where(
+                coupon_series.c.id.in_(ids), coupon_series.c.org_id == org_id
+            )
+        )
+        return {row.id: series_of(row) for row in rows}
+
+    def generic_series_by_codes(self, org_id: int, norms: Sequence[str]) -> list[Series]:
+        """Generic series whose shared code is one of the codes (even before any coupon)."""
+        rows = self.conn.execute(
+            select(coupon_series)
+            .where(coupon_series.c.org_id == org_id, coupon_series.c.generic_code_norm.in_(norms))
+            .order_by(coupon_series.c.id)
+        )
+        return [series_of(row) for row in rows]
+
+    def state_counts(self, series_id: int) -> dict[CouponState, int]:
+        rows = self.conn.execute(
+            select(coupons.c.state, func.count())
+            .where(coupons.c.series_id == series_id)
+            .group_by(coupons.c.state)
+        )
+        counts = dict.fromkeys(CouponState, 0)
+        for state, count in rows:
+            counts[CouponState(state)] = int(count)
+        return counts

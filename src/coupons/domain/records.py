@@ -1,0 +1,145 @@
+"""Values that cross the port between use cases and storage: what is read and what is written.
+
+Plain frozen dataclasses, so services and their fakes need no database types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from coupons.domain.model import Action, CouponState
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """An API client as stored: its secret only as a hash."""
+
+    id: int
+    org_id: int
+    username: str
+    secret_hash: str
+    groups: frozenset[str]
+    is_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """The response first given under an idempotency key, replayed for a repeat."""
+
+    fingerprint: str
+    status_code: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One history row read as an event: the change plus the coupon as it was then."""
+
+    id: int
+    org_id: int
+    coupon_id: int
+    action: Action
+    from_state: CouponState | None
+    to_state: CouponState
+    at: datetime
+    actor: str
+    request_id: str
+    reason: str | None
+    series_id: int | None
+    code: str | None
+    customer_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRecord:
+    id: int
+    org_id: int
+    url: str
+    events: frozenset[str]
+    secret: str
+    status: str
+    cursor: int
+    attempts: int
+    failing_since: datetime | None
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """One delivery attempt to record."""
+
+    webhook_id: int
+    first_event_id: int
+    last_event_id: int
+    event_count: int
+    attempt: int
+    outcome: str
+    http_status: int | None
+    error: str | None
+    duration_ms: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    id: int
+    webhook_id: int
+    first_event_id: int
+    last_event_id: int
+    event_count: int
+    attempt: int
+    outcome: str
+    http_status: int | None
+    error: str | None
+    duration_ms: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionRecord:
+    id: int
+    coupon_id: int
+    customer_id: int
+    reactivated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewRedemption:
+    """One redemption to record; the coupon's state change is recorded apart."""
+
+    org_id: int
+    coupon_id: int
+    customer_id: int
+    transaction_number: str | None
+    bill_amount: Decimal | None
+    redeemed_at: datetime
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewCoupon:
+    """A coupon to insert: a pool code (AVAILABLE) or one created already issued or redeemed."""
+
+    org_id: int
+    series_id: int
+    code: str
+    state: CouponState
+    is_generic: bool
+    at: datetime
+    customer_id: int | None = None
+    pin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerDetails:
+    """A new customer's identifiers and name, as given (storage keeps their normal forms too)."""
+
+    mobile: str | None
+    email: str | None
+    external_id: str | None
+    first_name: str | None
+    last_name: str | None

@@ -1,0 +1,277 @@
+"""The ports the use cases depend on: one repository per aggregate, reached through a unit of
+work, and a runner that gives each use case a fresh transaction.
+
+SQL implementations live in `adapters/repos/`; tests may use in-memory fakes. Repositories never
+commit; the unit of work does, and leaving it without `commit()` rolls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol, TypeVar
+
+from coupons.domain.model import (
+    Coupon,
+    CouponState,
+    Customer,
+    DiscountType,
+    Series,
+    SeriesType,
+    StateChange,
+)
+from coupons.domain.records import (
+    ClientRecord,
+    CustomerDetails,
+    DeliveryRecord,
+    EventRecord,
+    NewCoupon,
+    NewDelivery,
+    NewRedemption,
+    RedemptionRecord,
+    StoredResponse,
+    WebhookRecord,
+)
+
+T = TypeVar("T")
+
+
+class CouponRepository(Protocol):
+    """Coupons (codes and their states) and the redemptions made of them."""
+
+    def existing_code_norms(self, series_id: int, norms: Sequence[str]) -> set[str]: ...
+
+    def add_coupons(self, new: Sequence[NewCoupon]) -> list[int]: ...
+
+    def take_available(self, series_id: int, count: int) -> list[Coupon]: ...
+
+    def mark_issued(self, ids: Sequence[int], customer_id: int, now: datetime) -> int: ...
+
+    def coupons_by_codes(
+        self, org_id: int, norms: Sequence[str], *, series_id: int | None, lock: bool
+    ) -> list[Coupon]: ...
+
+    def coupons_of_customer(
+        self,
+        org_id: int,
+        customer_id: int,
+        *,
+        states: Sequence[CouponState],
+        series_id: int | None = None,
+        unexpired_at: datetime | None = None,
+        limit: int | None = None,
+        lock: bool = False,
+    ) -> list[Coupon]: ...
+
+    def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]: ...
+
+    def coupon(self, org_id: int, coupon_id: int) -> Coupon | None: ...
+
+    def mark_revoked(self, ids: Sequence[int], now: datetime) -> int: ...
+
+    def mark_reinstated(self, ids: Sequence[int], now: datetime) -> int: ...
+
+    def set_state(
+        self, ids: Sequence[int], *, from_state: CouponState, to_state: CouponState, now: datetime
+    ) -> int: ...
+
+    def add_redemptions(self, new: Sequence[NewRedemption]) -> list[int]: ...
+
+    def redemptions_by_ids(
+        self, org_id: int, ids: Sequence[int], *, lock: bool
+    ) -> list[RedemptionRecord]: ...
+
+    def mark_reactivated(self, ids: Sequence[int], now: datetime) -> int: ...
+
+
+class SeriesRepository(Protocol):
+    """Coupon series, and the counts of their coupons per state."""
+
+    def add_series(
+        self,
+        *,
+        org_id: int,
+        description: str,
+        type: SeriesType,
+        generic_code: str | None,
+        valid_till: datetime,
+        discount_type: DiscountType,
+        discount_value: Decimal,
+        now: datetime,
+    ) -> Series: ...
+
+    def series(self, org_id: int, series_id: int) -> Series | None: ...
+
+    def series_by_description(self, org_id: int, description: str) -> Series | None: ...
+
+    def series_many(self, org_id: int, series_ids: Iterable[int]) -> dict[int, Series]: ...
+
+    def generic_series_by_codes(self, org_id: int, norms: Sequence[str]) -> list[Series]: ...
+
+    def state_counts(self, series_id: int) -> dict[CouponState, int]: ...
+
+
+class CustomerRepository(Protocol):
+    def add_customer(self, org_id: int, details: CustomerDetails, now: datetime) -> int: ...
+
+    def find_customers(
+        self,
+        org_id: int,
+        *,
+        id: int | None = None,
+        mobile_norm: str | None = None,
+        email_norm: str | None = None,
+        external_id: str | None = None,
+    ) -> list[tuple[Customer, set[str]]]: ...
+
+    def lock_customer(self, org_id: int, customer_id: int) -> None: ...
+
+
+class HistoryRepository(Protocol):
+    """Coupon history, which is also the outbox of events."""
+
+    def write(self, org_id: int, changes: Sequence[tuple[int, StateChange]]) -> None:
+        """Record (coupon id, change) pairs now; call it last in a use case (see revoke)."""
+        ...
+
+    def history(self, coupon_id: int) -> list[StateChange]: ...
+
+    def revoked_by_request(self, org_id: int, request_id: str) -> list[tuple[int, bool]]: ...
+
+    def events(self, org_id: int, after: int, limit: int) -> list[EventRecord]: ...
+
+    def last_event_id(self, org_id: int) -> int: ...
+
+
+class IdempotencyRepository(Protocol):
+    def stored_response(
+        self, client_id: int, key: str, since: datetime
+    ) -> StoredResponse | None: ...
+
+    def store_response(
+        self,
+        *,
+        client_id: int,
+        org_id: int,
+        key: str,
+        fingerprint: str,
+        status_code: int,
+        body: bytes,
+        now: datetime,
+        expired_before: datetime,
+    ) -> None: ...
+
+
+class ClientRepository(Protocol):
+    """Orgs, their API clients, and service-wide keys."""
+
+    def add_org(self, name: str, now: datetime) -> int: ...
+
+    def org_id_by_name(self, name: str) -> int | None: ...
+
+    def add_client(
+        self, org_id: int, username: str, secret_hash: str, groups: Iterable[str], now: datetime
+    ) -> int: ...
+
+    def client_by_username(self, username: str) -> ClientRecord | None: ...
+
+    def client_by_id(self, client_id: int) -> ClientRecord | None: ...
+
+    def update_client(
+        self,
+        username: str,
+        *,
+        is_active: bool | None = None,
+        secret_hash: str | None = None,
+        groups: Iterable[str] | None = None,
+    ) -> bool: ...
+
+    def service_key(self, name: str) -> str | None: ...
+
+    def add_service_key(self, name: str, value: str) -> None: ...
+
+
+class WebhookRepository(Protocol):
+    """Webhook subscriptions, their leases, and the record of delivery attempts."""
+
+    def add_webhook(
+        self, *, org_id: int, url: str, events: Iterable[str], secret: str, now: datetime
+    ) -> WebhookRecord: ...
+
+    def webhook(self, org_id: int, webhook_id: int) -> WebhookRecord | None: ...
+
+    def webhooks_of_org(self, org_id: int) -> list[WebhookRecord]: ...
+
+    def delete_webhook(self, org_id: int, webhook_id: int) -> bool: ...
+
+    def revive_webhook(
+        self, webhook_id: int, now: datetime, *, org_id: int | None = None
+    ) -> bool: ...
+
+    def due_webhooks(self, now: datetime, limit: int) -> list[int]: ...
+
+    def claim_webhooks(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[WebhookRecord]: ...
+
+    def finish_delivery(
+        self,
+        webhook_id: int,
+        owner: str,
+        *,
+        cursor: int | None,
+        attempts: int,
+        failing_since: datetime | None,
+        next_attempt_at: datetime,
+        status: str,
+        last_error: str | None,
+    ) -> bool: ...
+
+    def add_delivery(self, delivery: NewDelivery) -> None: ...
+
+    def deliveries(self, webhook_id: int, limit: int) -> list[DeliveryRecord]: ...
+
+    def outbox_backlog(self) -> list[tuple[int, str, datetime | None]]: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction; leaving it without `commit()` rolls back."""
+
+    @property
+    def coupons(self) -> CouponRepository: ...
+
+    @property
+    def series(self) -> SeriesRepository: ...
+
+    @property
+    def customers(self) -> CustomerRepository: ...
+
+    @property
+    def history(self) -> HistoryRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+
+    @property
+    def clients(self) -> ClientRepository: ...
+
+    @property
+    def webhooks(self) -> WebhookRepository: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+class Transactions(Protocol):
+    """Runs work in a fresh unit of work, retrying transient conflicts a bounded number of
+    times (the store decides which); what `work` returns is returned."""
+
+    def run(
+        self,
+        work: Callable[[UnitOfWork], T],
+        *,
+        write: bool = True,
+        retry_integrity: bool = False,
+    ) -> T: ...
