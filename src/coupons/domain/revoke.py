@@ -58,35 +58,6 @@ class Outcome:
         ]
 
 
-def decide_revoke(
-    codes: list[str],
-    matches: list[Coupon],
-    *,
-    customer_id: int | None,
-    series_given: bool,
-) -> Outcome:
-    """Sort each distinct code into revoked coupons or a failure group.
-
-    `matches` are all coupons carrying one of `codes` in scope (the series, or the org when no
-    series was given). A generic code can match several coupons; with a customer, only that
-    customer's coupons count. A code counts once: revoked if any of its coupons was.
-    """
-    return decide(Action.REVOKE, codes, matches, customer_id=customer_id, series_given=series_given)
-
-
-def decide_reinstate(
-    codes: list[str],
-    matches: list[Coupon],
-    *,
-    customer_id: int | None,
-    series_given: bool,
-) -> Outcome:
-    """Sort each distinct code into reinstated coupons or a failure group."""
-    return decide(
-        Action.REINSTATE, codes, matches, customer_id=customer_id, series_given=series_given
-    )
-
-
 def can_take(action: Action, coupon: Coupon) -> bool:
     """Whether revoke (or reinstate) applies to the coupon in its current state."""
     if action is Action.REVOKE:
@@ -111,8 +82,12 @@ def decide(
     customer_id: int | None,
     series_given: bool,
 ) -> Outcome:
-    """Revoke or reinstate: scope each distinct code (to the customer, when one is given) and
-    sort it into changed coupons or a failure group."""
+    """Sort each distinct code into coupons to revoke (or reinstate) or a failure group.
+
+    `matches` are all coupons carrying one of `codes` in scope (the series, or the org when no
+    series was given). A generic code can match several coupons; with a customer, only that
+    customer's coupons count. A code counts once: changed if any of its coupons was.
+    """
     by_code: dict[str, list[Coupon]] = {}
     for coupon in matches:
         by_code.setdefault(normalize(coupon.code), []).append(coupon)
@@ -135,3 +110,19 @@ def decide(
         else:
             outcome.fail(_refusal(action, found), found[0].code)
     return outcome
+
+
+def decide_revoke(
+    codes: list[str], matches: list[Coupon], *, customer_id: int | None, series_given: bool
+) -> Outcome:
+    """`decide` for revoke."""
+    return decide(Action.REVOKE, codes, matches, customer_id=customer_id, series_given=series_given)
+
+
+def decide_reinstate(
+    codes: list[str], matches: list[Coupon], *, customer_id: int | None, series_given: bool
+) -> Outcome:
+    """`decide` for reinstate."""
+    return decide(
+        Action.REINSTATE, codes, matches, customer_id=customer_id, series_given=series_given
+    )

@@ -15,7 +15,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -282,13 +282,13 @@ def deliver(
         now=now,
         policy=policy,
         error=error,
-        delivery=NewDelivery(
+        delivery=lambda outcome: NewDelivery(
             webhook_id=webhook.id,
             first_event_id=batch[0].id,
             last_event_id=batch[-1].id,
             event_count=len(batch),
             attempt=webhook.attempts + 1,
-            outcome="",  # filled in by _finish, which decides it
+            outcome=outcome,
             http_status=status,
             error=error[:500] if error else None,
             duration_ms=duration_ms,
@@ -308,8 +308,9 @@ def _finish(
     now: datetime,
     policy: RetryPolicy,
     error: str | None = None,
-    delivery: NewDelivery | None = None,
+    delivery: Callable[[str], NewDelivery] | None = None,
 ) -> str:
+    """Store the round's result (and its attempt record, once the outcome is known)."""
     if ok:
         outcome, status, attempts, failing_since, next_at = "DELIVERED", "ACTIVE", 0, None, now
     else:
@@ -333,7 +334,7 @@ def _finish(
             last_error=error[:500] if error else None,
         )
         if delivery is not None:
-            uow.webhooks.add_delivery(replace(delivery, outcome=outcome))
+            uow.webhooks.add_delivery(delivery(outcome))
         uow.commit()
 
     db.run(work)
