@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from coupons.domain.codes import CodeCase
-from coupons.domain.model import Coupon, CouponState, Customer, HistoryEntry, Series
+from coupons.domain.model import Coupon, CouponState, Customer, Series, StateChange
 from coupons.domain.revoke import Outcome
 from coupons.services.issue import IssuedCoupon
 
@@ -59,7 +59,7 @@ def coupon(c: Coupon) -> dict[str, Any]:
     }
 
 
-def coupon_with_history(c: Coupon, history: list[HistoryEntry]) -> dict[str, Any]:
+def coupon_with_history(c: Coupon, history: list[StateChange]) -> dict[str, Any]:
     entity = coupon(c)
     entity["history"] = [
         {
