@@ -7,13 +7,20 @@ DB ?= sqlite:///./coupons.db
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck bench bench-quick bench-events soak clean os-deps
+.PHONY: run test lint typecheck bench bench-quick bench-events soak clean os-deps test-deps
 
 # Debian images sometimes lack venv/ensurepip; install them only when missing.
 os-deps:
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
 	  echo "installing python3-venv (needs root)"; \
 	  apt-get update -qq && apt-get install -y -qq python3-venv python3-pip; }
+
+# The multi-host tests start their own PgBouncer in front of a throwaway PostgreSQL cluster
+# (tests/multihost); install Debian's pgbouncer only when missing.
+test-deps:
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || { \
+	  echo "installing pgbouncer (needs root)"; \
+	  apt-get update -qq && apt-get install -y -qq pgbouncer; }
 
 $(BIN)/python: | os-deps
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +34,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/coupons serve --demo --db $(DB) --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) test-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -n auto --cov=coupons --cov-report=term:skip-covered --cov-fail-under=89 $(PYTEST_ARGS)
