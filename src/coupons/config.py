@@ -21,6 +21,8 @@ class Settings:
     auth_failure_window_seconds: int = 60
     log_level: str = "INFO"
     db_pool_size: int = 10
+    # Seconds a 503 (9023, database unreachable) tells clients to wait before retrying.
+    db_retry_after_seconds: int = 2
 
     def __post_init__(self) -> None:
         # HS256 keys shorter than the hash output are guessable; refuse them at start-up.
@@ -38,6 +40,7 @@ class Settings:
             auth_failure_limit=int(env.get("COUPONS_AUTH_FAILURE_LIMIT", "10")),
             log_level=env.get("COUPONS_LOG_LEVEL", "INFO"),
             db_pool_size=int(env.get("COUPONS_DB_POOL_SIZE", "10")),
+            db_retry_after_seconds=int(env.get("COUPONS_DB_RETRY_AFTER_SECONDS", "2")),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean)  # type: ignore[arg-type]

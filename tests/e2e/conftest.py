@@ -1,4 +1,5 @@
-"""HTTP-level helpers: an `Api` per API client, speaking the spec's JSON."""
+"""HTTP-level helpers: an `Api` per API client (over a TestClient or a live server), speaking
+the spec's JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from fastapi.testclient import TestClient
 
 from tests.conftest import Credentials
 
@@ -17,7 +17,7 @@ PAST = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
 class Api:
     """Calls the API as one client; helpers assert success so tests read as given/when/then."""
 
-    def __init__(self, client: TestClient, creds: Credentials) -> None:
+    def __init__(self, client: httpx.Client, creds: Credentials) -> None:
         self.client = client
         self.creds = creds
 
@@ -97,6 +97,9 @@ class Api:
 
     def revoke(self, body: Any, **params: Any) -> httpx.Response:
         return self.post("/v2/coupon/revoke", body, params=params)
+
+    def revoke_with(self, body: Any, headers: dict[str, str]) -> httpx.Response:
+        return self.post("/v2/coupon/revoke", body, headers=headers)
 
 
 def error_code(response: httpx.Response) -> int:

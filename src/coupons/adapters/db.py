@@ -18,6 +18,28 @@ except ImportError:  # pragma: no cover - not on POSIX: threads are still lined 
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+# PostgreSQL connection defaults, each overridable in the URL's query string. A connection
+# attempt to a host that is gone gives up after `connect_timeout` seconds instead of the
+# kernel's minutes, and TCP keepalives notice a dead peer (a network cut, a failed-over
+# primary that vanished) on an idle pooled connection.
+POSTGRES_CONNECT_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+# SQLSTATEs meaning "this connection, or the server behind it, is gone": connection
+# exceptions (class 08, also what PgBouncer sends when it cannot reach the server), the
+# server shutting down or starting up (57P01-57P03), and a primary that became read-only in
+# a failover (25006). The pool is thrown away on these, so the next checkout reconnects.
+DISCONNECT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "25006"})
+
+
+def is_disconnect_sqlstate(sqlstate: str | None) -> bool:
+    """Whether a PostgreSQL error code means the connection or its server went away."""
+    return sqlstate is not None and (sqlstate.startswith("08") or sqlstate in DISCONNECT_SQLSTATES)
+
 
 def normalize_url(url: str) -> URL:
     """Accept plain `postgresql://` URLs and route them to psycopg 3."""
@@ -27,6 +49,36 @@ def normalize_url(url: str) -> URL:
     if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
         raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
     return parsed
+
+
+def _prepare_threshold(value: str) -> int | None:
+    """`prepare_threshold=none` (or `off`) turns server-side prepared statements off."""
+    if value.strip().lower() in ("none", "off", "false", ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"prepare_threshold must be a number or none, not {value!r}") from None
+
+
+def postgres_connect_args(parsed: URL) -> tuple[URL, dict[str, Any]]:
+    """The URL without our own options, and the arguments for psycopg's `connect`.
+
+    `prepare_threshold` is psycopg's: after that many runs of one statement on a connection
+    it prepares it on the server. PgBouncer in transaction pooling mode (before 1.21) hands
+    each transaction whichever server connection is free, where that prepared statement does
+    not exist, so behind it set `?prepare_threshold=none`.
+    """
+    query = dict(parsed.query)
+    connect_args: dict[str, Any] = {}
+    if "prepare_threshold" in query:
+        raw = query.pop("prepare_threshold")
+        connect_args["prepare_threshold"] = _prepare_threshold(
+            raw if isinstance(raw, str) else raw[-1]
+        )
+    for key, value in POSTGRES_CONNECT_DEFAULTS.items():
+        query.setdefault(key, value)
+    return parsed.set(query=query), connect_args
 
 
 def create_db_engine(
@@ -55,8 +107,23 @@ def create_db_engine(
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
     if not null_pool:
+        # No pre-ping (a round trip on every checkout, on the revoke hot path): a connection
+        # found dead when used throws the whole pool away instead (`_configure_postgres`).
         kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
-    return create_engine(parsed, **kwargs)
+    parsed, connect_args = postgres_connect_args(parsed)
+    engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+    _configure_postgres(engine)
+    return engine
+
+
+def _configure_postgres(engine: Engine) -> None:
+    @event.listens_for(engine, "handle_error")
+    def on_error(context: Any) -> None:
+        # psycopg reports a disconnect only once its socket is closed; PgBouncer and a server
+        # shutting down answer with an error first. Treat those as disconnects too, so
+        # SQLAlchemy invalidates every pooled connection and the next request reconnects.
+        if is_disconnect_sqlstate(getattr(context.original_exception, "sqlstate", None)):
+            context.is_disconnect = True
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -11,10 +11,16 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from coupons.adapters.db import SqliteWriteGate, create_db_engine, sqlite_write_gate
+from coupons.adapters.db import (
+    SqliteWriteGate,
+    create_db_engine,
+    is_disconnect_sqlstate,
+    sqlite_write_gate,
+)
 from coupons.adapters.repos import (
     SqlClientRepository,
     SqlCouponRepository,
@@ -24,10 +30,16 @@ from coupons.adapters.repos import (
     SqlSeriesRepository,
     SqlWebhookRepository,
 )
+from coupons.domain import errors
 
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 8
+# A use case that lost its connection before COMMIT is tried once more on a fresh one (after
+# a database restart every pooled connection is stale, and the first use finds out).
+UNAVAILABLE_ATTEMPTS = 2
+# What a 503 (9023) tells clients: a restart or failover takes a few seconds.
+RETRY_AFTER_SECONDS = 2
 WAL_CHECKPOINT_SECONDS = 0.5
 # Pages of write-ahead log past which a commit still checkpoints inline (SQLite: 1,000).
 WAL_BACKSTOP_PAGES = 4_000
@@ -56,6 +68,8 @@ class SqlUnitOfWork:
         self._write = write
         self._gate = gate if write else None
         self._gated = False
+        # Set once COMMIT is sent: a connection lost after that leaves the outcome unknown.
+        self.commit_started = False
 
     def __enter__(self) -> SqlUnitOfWork:
         if self._gate is not None:
@@ -103,7 +117,12 @@ class SqlUnitOfWork:
             self._gate.release()
 
     def commit(self) -> None:
+        self.commit_started = True
         self._tx.commit()
+
+    def ping(self) -> None:
+        """One cheap round trip, proving the database answers."""
+        self.conn.execute(text("SELECT 1"))
 
     def rollback(self) -> None:
         self._tx.rollback()
@@ -121,17 +140,37 @@ def is_transient(error: DBAPIError) -> bool:
     return False
 
 
+def is_unavailable(error: DBAPIError) -> bool:
+    """The database (or the way to it) is gone: down, restarting, failing over, unreachable.
+
+    SQLite reports no such thing: its file is always there; its errors stay as they are.
+    """
+    if error.connection_invalidated:
+        return True
+    orig = error.orig
+    if not type(orig).__module__.startswith("psycopg"):
+        return False
+    sqlstate = getattr(orig, "sqlstate", None)
+    # No SQLSTATE: the client side failed (connection refused, timed out, closed).
+    return is_disconnect_sqlstate(sqlstate) or (
+        sqlstate is None and isinstance(error, OperationalError)
+    )
+
+
 class Database:
     """The store: hands out units of work and runs use cases with bounded retries."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, retry_after: int = RETRY_AFTER_SECONDS) -> None:
         self.engine = engine
+        self.retry_after = retry_after
         self._gate = sqlite_write_gate(engine)
         self._checkpointer: tuple[threading.Thread, threading.Event] | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
-        return cls(create_db_engine(url, pool_size=pool_size))
+    def from_url(
+        cls, url: str, *, pool_size: int = 10, retry_after: int = RETRY_AFTER_SECONDS
+    ) -> Database:
+        return cls(create_db_engine(url, pool_size=pool_size), retry_after=retry_after)
 
     @property
     def backend(self) -> str:
@@ -151,19 +190,37 @@ class Database:
 
         With `retry_integrity`, a unique-key race (two requests inserting the same key) is
         retried too: the next attempt sees the winner's committed row and answers from it.
+
+        A database that is gone raises `DatabaseUnavailable` (9023). A transaction that lost
+        its connection before COMMIT was rolled back by the server, so it is tried once more
+        on a fresh connection; one that lost it during COMMIT may or may not have committed,
+        so it is never retried here: the client retries with its `Idempotency-Key`.
         """
+        lost_connections = 0
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            uow = self.unit_of_work(write=write)
             try:
-                with self.unit_of_work(write=write) as uow:
+                with uow:
                     return work(uow)
             except IntegrityError:
                 if not retry_integrity or attempt >= 3:
                     raise
+            except PoolTimeout as error:  # every connection stuck on a database not answering
+                raise errors.DatabaseUnavailable(self.retry_after) from error
             except DBAPIError as error:
-                if not is_transient(error) or attempt == MAX_ATTEMPTS:
+                if is_unavailable(error):
+                    lost_connections += 1
+                    if uow.commit_started or lost_connections >= UNAVAILABLE_ATTEMPTS:
+                        raise errors.DatabaseUnavailable(self.retry_after) from error
+                    log.info("database connection lost; retrying on a fresh one")
+                elif not is_transient(error) or attempt == MAX_ATTEMPTS:
                     raise
             time.sleep(min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
+
+    def ping(self) -> None:
+        """Prove the database answers (`GET /health`); `DatabaseUnavailable` when it does not."""
+        self.run(lambda uow: uow.ping(), write=False)
 
     def start_wal_checkpointer(self, interval: float = WAL_CHECKPOINT_SECONDS) -> None:
         """SQLite: copy the write-ahead log back into the database from a background thread.

@@ -7,7 +7,8 @@ the error envelope. Per-code revoke outcomes are data (see `model.FailureReason`
     ├── InvalidRequest (9001/9002/9003/9005/9007/9008/9013/756 ...)
     ├── AuthError (9010, 9011, 9021)
     ├── NotFound (404-ish lookups: 701, 707, 9014)
-    └── Conflict (9006, 9016)
+    ├── Conflict (9006, 9016)
+    └── DatabaseUnavailable (9023: retry later)
 """
 
 from __future__ import annotations
@@ -191,6 +192,20 @@ class AccessDenied(CouponError):
 
 class TooManyAuthFailures(CouponError):
     code, http_status, message = 9021, 429, "too many failed authentication attempts; retry later"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__()
+
+
+# --- the store ----------------------------------------------------------------------------
+
+
+class DatabaseUnavailable(CouponError):
+    """The database is down, restarting or failing over: nothing was written; retry soon."""
+
+    code, http_status = 9023, 503
+    message = "the database is unreachable or failing over; nothing was written; retry later"
 
     def __init__(self, retry_after: int) -> None:
         self.retry_after = retry_after

@@ -5,22 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import fastapi_offline
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 
 from coupons import __version__
 from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
+from coupons.domain import errors
 from coupons.entrypoints.http import events_routes, handlers, metrics
 from coupons.entrypoints.http.deps import document_security
 from coupons.entrypoints.http.envelope import failure, success
 from coupons.entrypoints.http.middleware import EdgeMiddleware
 from coupons.entrypoints.http.routes import router
 from coupons.services.auth import Authenticator, FailureThrottle
+
+log = structlog.get_logger("coupons.http")
 
 # Swagger UI assets ship inside a Python package, so /docs works with no internet access.
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
@@ -35,7 +38,11 @@ a token from `POST /v3/oauth/token/generate`. Every response uses one envelope:
 
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     """Build the application for `settings`; pass `db` to share an existing store."""
-    database = db or Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
+    database = db or Database.from_url(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        retry_after=settings.db_retry_after_seconds,
+    )
     app = FastAPI(
         title="Coupons",
         version=__version__,
@@ -71,16 +78,22 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
 
     @app.get("/health", tags=["operations"])
     async def health(request: Request) -> Response:
-        """Liveness and database reachability; needs no credentials."""
+        """Liveness and database reachability (one `SELECT 1`); needs no credentials.
 
-        def ping() -> None:
-            with database.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-
+        503 (9023, with `Retry-After`) while the database does not answer, so a load balancer
+        takes this process out of rotation until it does.
+        """
         try:
-            await run_in_threadpool(ping)
+            await run_in_threadpool(database.ping)
+        except errors.DatabaseUnavailable as error:
+            return failure(error.code, error.message, error.http_status, _retry(error))
         except Exception:
-            return failure(9000, "database unreachable", 503)
+            log.warning("health check failed", exc_info=True)
+            return failure(9023, "database unreachable", 503, {"Retry-After": "2"})
         return success({"status": "ok", "database": database.backend, "version": __version__})
 
     return app
+
+
+def _retry(error: errors.DatabaseUnavailable) -> dict[str, str]:
+    return {"Retry-After": str(error.retry_after)}

@@ -120,7 +120,10 @@ def _on_commit(conn: Any) -> None:
 
 
 def _on_rollback(conn: Any) -> None:
-    conn.info.pop(PENDING_CHANGES, None)
+    # A connection lost mid-transaction is invalidated: its info went with it, and touching
+    # it would raise instead of letting the rollback finish.
+    if not conn.invalidated:
+        conn.info.pop(PENDING_CHANGES, None)
 
 
 def count_committed_changes(engine: Engine) -> None:

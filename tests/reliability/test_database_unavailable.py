@@ -1,0 +1,142 @@
+"""A database that goes away (spec §10): 9023 / HTTP 503 with `Retry-After`, never a 500, and
+a retry with the same `Idempotency-Key` applies once, whatever happened to the first try.
+
+The connection failures are simulated here, on both stores; the throwaway-cluster tests in
+`tests/multihost/` stop a real PostgreSQL under load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
+
+from coupons.adapters.sql_uow import SqlUnitOfWork
+from coupons.config import Settings
+from coupons.entrypoints.http import create_app
+from tests.conftest import Backend, Credentials
+from tests.e2e.conftest import Api, error_code
+from tests.reliability.live import free_port
+
+TOKEN_SECRET = "test-signing-key-0123456789abcdef0123456789"
+
+
+def lost_connection() -> OperationalError:
+    """What SQLAlchemy raises when the server closes the connection under a statement."""
+    return OperationalError(
+        "COMMIT", None, psycopg.OperationalError("server closed the connection unexpectedly")
+    )
+
+
+@dataclass
+class Fault:
+    """A lost connection at the next commit, once armed: `after` the commit went through
+    (the client cannot know it did) or before it."""
+
+    after: bool
+    armed: bool = False
+    fired: int = 0
+
+
+@pytest.fixture
+def fault(monkeypatch: pytest.MonkeyPatch) -> Fault:
+    chosen = Fault(after=True)
+    original = SqlUnitOfWork.commit
+
+    def commit(self: SqlUnitOfWork) -> None:
+        if not chosen.armed:
+            original(self)
+            return
+        chosen.armed = False
+        chosen.fired += 1
+        if chosen.after:
+            original(self)
+        raise lost_connection()
+
+    monkeypatch.setattr(SqlUnitOfWork, "commit", commit)
+    return chosen
+
+
+def test_a_commit_whose_answer_is_lost_is_a_503_and_a_retry_with_its_key_applies_once(
+    api: Api, fault: Fault
+) -> None:
+    # given a coupon, and a database whose answer to the next COMMIT gets lost
+    series_id = api.series(codes=["GONE-1"])
+    fault.armed = True
+    body = {"couponSeriesId": series_id, "couponCodes": ["GONE-1"], "reason": "lost"}
+    key = {"Idempotency-Key": "lost-commit-1"}
+
+    # when the revoke is sent, and then sent again with the same key
+    first = api.revoke_with(body, key)
+    again = api.revoke_with(body, key)
+
+    # then the first answer is 9023 / 503 with Retry-After, never a 500
+    assert fault.fired == 1
+    assert first.status_code == 503
+    assert error_code(first) == 9023
+    assert int(first.headers["Retry-After"]) >= 1
+    # and the retry answers what the committed revoke did, which happened exactly once
+    assert again.status_code == 200
+    assert again.headers.get("idempotent-replayed") == "true"
+    coupon_id = api.ok(again)["revokedCoupons"][0]["couponId"]
+    assert [h["action"] for h in api.coupon(coupon_id)["history"]] == ["REVOKE"]
+
+
+def test_a_connection_lost_before_commit_is_retried_on_a_fresh_one_and_applies_once(
+    api: Api, fault: Fault
+) -> None:
+    # given a coupon, and a connection that is gone by the time the revoke commits
+    series_id = api.series(codes=["STALE-1"])
+    fault.after, fault.armed = False, True
+
+    # when it is revoked
+    response = api.revoke({"couponSeriesId": series_id, "couponCodes": ["STALE-1"]})
+
+    # then the server rolled that attempt back and ran it again: one answer, one change
+    assert fault.fired == 1
+    coupon_id = api.ok(response)["revokedCoupons"][0]["couponId"]
+    assert [h["action"] for h in api.coupon(coupon_id)["history"]] == ["REVOKE"]
+
+
+@pytest.fixture
+def unreachable() -> Iterator[TestClient]:
+    """An app whose PostgreSQL does not exist: nothing listens on its port."""
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/coupons"
+    app = create_app(Settings(database_url=url, token_secret=TOKEN_SECRET))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+    app.state.db.dispose()
+
+
+def test_health_answers_503_with_retry_after_while_the_database_is_unreachable(
+    unreachable: TestClient,
+) -> None:
+    response = unreachable.get("/health")
+
+    assert response.status_code == 503
+    assert error_code(response) == 9023
+    assert response.headers["Retry-After"] == "2"
+
+
+def test_a_request_while_the_database_is_unreachable_is_a_503_not_a_500(
+    unreachable: TestClient, acme_admin: Credentials
+) -> None:
+    response = unreachable.post(
+        "/v2/coupon/revoke",
+        json={"couponSeriesId": 1, "couponCodes": ["ANY-1"]},
+        headers=acme_admin.headers,
+    )
+
+    assert response.status_code == 503
+    assert error_code(response) == 9023
+    assert response.headers["Retry-After"] == "2"
+
+
+def test_health_touches_the_database(backend: Backend, api: Api) -> None:
+    # the shared stores answer: 200 and which backend
+    entity = api.ok(api.get("/health"))
+    assert entity["database"] == backend.name
