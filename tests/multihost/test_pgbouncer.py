@@ -1,0 +1,84 @@
+"""PgBouncer in transaction pooling mode (spec §10): the service works through it.
+
+Each transaction may run on a different server connection, so nothing may depend on session
+state, and psycopg's server-side prepared statements must be off (`?prepare_threshold=none`):
+PgBouncer 1.18 does not carry them from one server connection to another.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from coupons.adapters.db import postgres_connect_args
+from coupons.adapters.sql_uow import Database
+from coupons.config import Settings
+from coupons.entrypoints.http import create_app
+from tests.e2e.conftest import Api
+from tests.multihost.cluster import PgBouncer
+from tests.multihost.conftest import TOKEN_SECRET, ServiceDatabase
+from tests.multihost.load import SCRIPT, Load
+from tests.reliability.live import threaded_server
+
+COUPONS = 40
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("prepare_threshold=none", None), ("prepare_threshold=off", None), ("prepare_threshold=3", 3)],
+)
+def test_the_url_option_sets_psycopgs_prepare_threshold(query: str, expected: int | None) -> None:
+    url, connect_args = postgres_connect_args(make_url(f"postgresql+psycopg://u@h/db?{query}"))
+
+    assert connect_args == {"prepare_threshold": expected}
+    assert "prepare_threshold" not in url.query
+    assert url.query["connect_timeout"] == "5"
+
+
+def test_a_bad_prepare_threshold_is_refused() -> None:
+    with pytest.raises(ValueError, match="prepare_threshold"):
+        postgres_connect_args(make_url("postgresql+psycopg://u@h/db?prepare_threshold=soon"))
+
+
+def test_the_service_works_through_pgbouncer_in_transaction_pooling_mode(
+    service_database: ServiceDatabase, bouncer: PgBouncer
+) -> None:
+    # given a server whose database URL is PgBouncer's, prepared statements off
+    url = bouncer.url(service_database.name)
+    app = create_app(Settings(database_url=url, token_secret=TOKEN_SECRET, db_pool_size=4))
+    raw = app.state.db.engine.raw_connection()
+    try:
+        assert raw.driver_connection.prepare_threshold is None
+    finally:
+        raw.close()
+    with threaded_server(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
+        api = Api(http, service_database.admin)
+        series_id = api.series()
+        customer_id = api.customer("+1 555 0101")
+        issued = api.issue_many(series_id, customer_id, COUPONS)
+        codes = [c["couponCode"].upper() for c in issued]
+
+        # when four threads run every statement many times over, each transaction on
+        # whichever server connection PgBouncer hands out
+        load = Load([base_url], service_database.admin, series_id, customer_id, codes)
+        for thread in load.start():
+            thread.join(120)
+        events = api.ok(api.get("/v2/events", params={"after": 0, "limit": 1000}))["events"]
+
+    # then every request succeeded and was applied once, and the event log has them all
+    assert load.seen.unexpected == []
+    assert set(load.seen.statuses) == {200}
+    assert all(load.seen.acknowledged.get(code) == list(SCRIPT) for code in codes)
+    assert len(events) == COUPONS * (1 + len(SCRIPT))
+
+
+def test_migrations_and_the_store_also_work_on_the_direct_url(
+    service_database: ServiceDatabase,
+) -> None:
+    # migrations run on the direct URL (the fixture did); the service can use it too
+    db = Database.from_url(service_database.url, pool_size=1)
+    try:
+        db.ping()
+    finally:
+        db.dispose()
