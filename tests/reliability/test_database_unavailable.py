@@ -140,3 +140,27 @@ def test_health_touches_the_database(backend: Backend, api: Api) -> None:
     # the shared stores answer: 200 and which backend
     entity = api.ok(api.get("/health"))
     assert entity["database"] == backend.name
+
+
+def test_a_statement_timeout_is_a_503_with_nothing_written(
+    backend: Backend, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a coupon, and a database that cancels the next commit's statement (57014)
+    series_id = api.series(codes=["SLOW-1"])
+    original = SqlUnitOfWork.commit
+
+    def commit(self: SqlUnitOfWork) -> None:
+        monkeypatch.setattr(SqlUnitOfWork, "commit", original)
+        raise OperationalError("UPDATE", None, psycopg.errors.QueryCanceled("statement timeout"))
+
+    monkeypatch.setattr(SqlUnitOfWork, "commit", commit)
+
+    # when it is revoked
+    response = api.revoke({"couponSeriesId": series_id, "couponCodes": ["SLOW-1"]})
+
+    # then the answer is 9023 / 503 and the coupon is unchanged (revocable now)
+    assert response.status_code == 503
+    assert error_code(response) == 9023
+    assert api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": ["SLOW-1"]}))[
+        "revokedCoupons"
+    ]

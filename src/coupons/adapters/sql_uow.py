@@ -40,6 +40,7 @@ MAX_ATTEMPTS = 8
 UNAVAILABLE_ATTEMPTS = 2
 # What a 503 (9023) tells clients: a restart or failover takes a few seconds.
 RETRY_AFTER_SECONDS = 2
+STATEMENT_TIMEOUT = "57014"  # query_canceled: statement_timeout (or an operator's cancel)
 WAL_CHECKPOINT_SECONDS = 0.5
 # Pages of write-ahead log past which a commit still checkpoints inline (SQLite: 1,000).
 WAL_BACKSTOP_PAGES = 4_000
@@ -208,6 +209,10 @@ class Database:
             except PoolTimeout as error:  # every connection stuck on a database not answering
                 raise errors.DatabaseUnavailable(self.retry_after) from error
             except DBAPIError as error:
+                if getattr(error.orig, "sqlstate", None) == STATEMENT_TIMEOUT:
+                    # The server gave up on a statement (statement_timeout) and rolled the
+                    # transaction back: overloaded, not a conflict; another try would wait again.
+                    raise errors.DatabaseUnavailable(self.retry_after) from error
                 if is_unavailable(error):
                     lost_connections += 1
                     if uow.commit_started or lost_connections >= UNAVAILABLE_ATTEMPTS:
