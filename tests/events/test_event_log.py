@@ -37,6 +37,7 @@ def test_every_state_change_appears_once_in_order_with_its_details(api: Api) -> 
         "coupon.reinstated",
     ]
     assert [e["id"] for e in events] == sorted({e["id"] for e in events})
+    assert [e["couponVersion"] for e in events] == [1, 2, 3, 4, 5]
     history = api.coupon(coupon["couponId"])["history"]
     for event, entry in zip(events, history, strict=True):
         assert event["couponId"] == coupon["couponId"]
@@ -49,6 +50,32 @@ def test_every_state_change_appears_once_in_order_with_its_details(api: Api) -> 
     assert events[3]["reason"] == "fraud"
     assert (events[3]["fromState"], events[3]["toState"]) == ("ISSUED", "REVOKED")
     assert events[0]["at"].endswith("Z")
+
+
+def test_each_coupon_counts_its_own_versions_from_its_first_change(api: Api) -> None:
+    # given a pool code (no change yet), a code generated at issue, and a generic code that
+    # a redeem creates
+    pool_series = api.series(codes=["VER1"])
+    generated_series = api.series()
+    api.series("GENERIC_REDEEMABLE", generic_code="VERGEN")
+    customer_id = api.customer("555-0109")
+
+    # when each goes through its changes, interleaved
+    pooled = api.issue(pool_series, customer_id)
+    generated = api.issue(generated_series, customer_id)
+    api.ok(api.revoke({"couponSeriesId": pool_series, "couponCodes": ["VER1"]}))
+    api.ok(api.redeem(customer_id, "VERGEN"))
+    api.ok(
+        api.post("/v2/coupon/reinstate", {"couponSeriesId": pool_series, "couponCodes": ["VER1"]})
+    )
+
+    # then every coupon's events carry 1, 2, 3, ... of its own, in log order
+    versions: dict[int, list[int]] = {}
+    for event in events_of(api):
+        versions.setdefault(event["couponId"], []).append(event["couponVersion"])
+    assert versions.pop(pooled["couponId"]) == [1, 2, 3]
+    assert versions.pop(generated["couponId"]) == [1]
+    assert list(versions.values()) == [[1]]  # the generic coupon the redeem created
 
 
 def test_dry_runs_and_idempotent_replays_add_no_events(api: Api) -> None:

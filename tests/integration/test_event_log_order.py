@@ -1,8 +1,9 @@
 """Event ids become visible in order: a reader that has seen id N never sees a lower id later.
 
 This is what lets a consumer of `GET /v2/events?after=N` (and the webhook worker) keep only
-the last id it saw. Writers race on both backends while a reader polls the log; on
-PostgreSQL it holds only because the outbox insert takes the org's lock until COMMIT.
+the last id it saw. Writers race on both backends while a reader polls the log. On PostgreSQL
+writers take no lock that others wait on and may commit ids out of order; the log holds back
+any id that a still-running writer could yet be joined below (docs/events.md).
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from __future__ import annotations
 import threading
 import uuid
 
+import pytest
+
+from coupons.adapters.sql_uow import SqlUnitOfWork
+from coupons.domain.codes import normalize
+from coupons.domain.model import Action, CouponState, StateChange
 from coupons.services import revoke, runner
 from coupons.services.auth import actor_of
 from coupons.services.common import Context, utcnow
@@ -73,3 +79,51 @@ def test_a_polling_reader_never_sees_an_event_id_below_one_it_already_saw(
         if seen
     ]
     assert [g for g in gaps if g] == []
+
+
+def _revoke(uow: SqlUnitOfWork, org_id: int, coupon_id: int) -> None:
+    """Revoke one coupon and write its event, leaving the transaction open."""
+    assert uow.coupons.mark_revoked([coupon_id], utcnow()) == 1
+    change = StateChange(
+        Action.REVOKE, CouponState.AVAILABLE, CouponState.REVOKED, utcnow(), "t", "r", None
+    )
+    uow.history.write(org_id, [(coupon_id, change)])
+
+
+def test_an_event_committed_after_a_higher_one_is_never_skipped_by_a_cursor_reader(
+    api: Api, backend: Backend
+) -> None:
+    if backend.name == "sqlite":
+        pytest.skip("SQLite runs one writer at a time: ids commit in order there")
+    # given two coupons of one org
+    series_id = api.series(codes=["LATE1", "LATE2"])
+    org_id = backend.db.run(lambda uow: uow.clients.org_id_by_name("acme"), write=False)
+    assert org_id is not None
+    found = backend.db.run(
+        lambda uow: uow.coupons.coupons_by_codes(
+            org_id, [normalize("LATE1"), normalize("LATE2")], series_id=series_id, lock=False
+        ),
+        write=False,
+    )
+    first_coupon, second_coupon = sorted(c.id for c in found)
+
+    def log_after(after: int) -> list[int]:
+        found = backend.db.run(lambda uow: uow.history.events(org_id, after, 100), write=False)
+        return [e.id for e in found]
+
+    # when one transaction writes its event (the lower id) and stays open, while a second
+    # writes the next id and commits first
+    with backend.db.unit_of_work() as slow:
+        _revoke(slow, org_id, first_coupon)
+        with backend.db.unit_of_work() as fast:
+            _revoke(fast, org_id, second_coupon)
+            fast.commit()
+        # then a reader is not handed the committed higher id yet
+        seen_meanwhile = log_after(0)
+        slow.commit()
+
+    # and once the slow one commits, the reader's cursor gets both, in id order
+    cursor = seen_meanwhile[-1] if seen_meanwhile else 0
+    later = log_after(cursor)
+    assert seen_meanwhile == []
+    assert len(later) == 2 and later == sorted(later)

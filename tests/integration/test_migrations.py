@@ -88,3 +88,41 @@ def test_pool_column_downgrades_and_upgrades_again(empty_database_url: str) -> N
     migrate.upgrade(empty_database_url, "head")
     # Then no coupon was lost and the pool is rebuilt
     assert pool(empty_database_url) == [(1, 7), (2, 7), (3, None), (4, None), (5, None)]
+
+
+def test_event_versions_number_existing_history_and_go_back_and_forth(
+    empty_database_url: str,
+) -> None:
+    # Given a database at 0004 whose coupons 3 and 5 already have history
+    migrate.upgrade(empty_database_url, "0003")
+    seed_0003(empty_database_url)
+    migrate.upgrade(empty_database_url, "0004")
+    engine = create_db_engine(empty_database_url, null_pool=True)
+    with engine.begin() as conn:
+        for coupon_id, action, state in [(5, "ISSUE", "ISSUED"), (3, "REDEEM", "REDEEMED")]:
+            conn.execute(
+                text(
+                    "INSERT INTO coupon_history (org_id, coupon_id, action, to_state, at, "
+                    "actor, request_id) VALUES (1, :c, :a, :s, :t, 'test', 'r2')"
+                ),
+                {"c": coupon_id, "a": action, "s": state, "t": NOW},
+            )
+
+    def versions() -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        with engine.connect() as conn:
+            coupons = conn.execute(text("SELECT id, version FROM coupons ORDER BY id")).all()
+            history = conn.execute(
+                text("SELECT coupon_id, coupon_version FROM coupon_history ORDER BY id")
+            ).all()
+        return [(int(a), int(b)) for a, b in coupons], [(int(a), int(b)) for a, b in history]
+
+    # When it is upgraded
+    migrate.upgrade(empty_database_url, "head")
+
+    # Then each coupon's version counts its history, and each row is numbered per coupon
+    assert versions() == ([(1, 0), (2, 0), (3, 2), (4, 0), (5, 1)], [(3, 1), (5, 1), (3, 2)])
+    # And it goes back to 0004 and forward again with the same numbers
+    migrate.downgrade(empty_database_url, "0004")
+    migrate.upgrade(empty_database_url, "head")
+    assert versions() == ([(1, 0), (2, 0), (3, 2), (4, 0), (5, 1)], [(3, 1), (5, 1), (3, 2)])
+    engine.dispose()

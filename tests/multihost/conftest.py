@@ -12,7 +12,7 @@ import pytest
 from coupons.adapters import migrate
 from coupons.adapters.sql_uow import Database
 from coupons.services import admin
-from coupons.services.uow import UnitOfWork
+from coupons.services.ports import UnitOfWork
 from tests.conftest import PASSWORD, Credentials, creds
 from tests.multihost.cluster import Cluster, PgBouncer, pgbouncer_in_front, throwaway_cluster
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,15 +58,18 @@ def threaded_server(app: FastAPI) -> Iterator[str]:
 class ServerProcess:
     """`coupons serve` in its own process on a free port, so it can be SIGKILLed."""
 
-    def __init__(self, db_url: str, log_path: Path, *, workers: int = 1) -> None:
+    def __init__(
+        self, db_url: str, log_path: Path, *, workers: int = 1, extra_args: Sequence[str] = ()
+    ) -> None:
         self.db_url = db_url
         self.log_path = log_path
         self.workers = workers
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, env: dict[str, str] | None = None) -> ServerProcess:
+    def start(self, env: dict[str, str] | None = None, *, wait: bool = True) -> ServerProcess:
         command = [
             sys.executable,
             "-c",
@@ -78,6 +81,7 @@ class ServerProcess:
             str(self.port),
             "--workers",
             str(self.workers),
+            *self.extra_args,
         ]
         with self.log_path.open("ab") as log:
             # A new session, so a kill reaches the uvicorn workers too.
@@ -88,7 +92,8 @@ class ServerProcess:
                 env={**os.environ, **(env or {})},
                 start_new_session=True,
             )
-        wait_healthy(self.base_url, timeout=60)
+        if wait:
+            wait_healthy(self.base_url, timeout=60)
         return self
 
     def kill(self) -> None:

@@ -145,6 +145,9 @@ coupons = Table(
     # database, so no write keeps it and a change between other states leaves it alone.
     # Stored on PostgreSQL; virtual on SQLite, whose ALTER TABLE cannot add a stored column.
     Column("pool_series_id", Id, Computed(POOL_SERIES, persisted=True)),
+    # State changes so far (0 for a pool code never issued): bumped by every state change
+    # under the row lock and copied into that change's event as `couponVersion`.
+    Column("version", BigInteger, nullable=False, server_default="0"),
     Index(
         "uq_coupons_series_code",
         "series_id",
@@ -187,6 +190,8 @@ coupon_history = Table(
     Column("series_id", Id),
     Column("code", String(100)),
     Column("customer_id", Id),
+    # The coupon's version after this change: 1, 2, 3, ... per coupon.
+    Column("coupon_version", BigInteger, nullable=False, server_default="0"),
     Index("ix_coupon_history_coupon", "coupon_id", "id"),
     Index("ix_coupon_history_org_request", "org_id", "request_id"),
     # The per-org event log is read in id order from a cursor.

@@ -50,6 +50,7 @@ class EventRecord:
     series_id: int | None
     code: str | None
     customer_id: int | None
+    coupon_version: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ def payload(event: EventRecord) -> dict[str, Any]:
         "couponCode": event.code,
         "seriesId": event.series_id,
         "customerId": event.customer_id,
+        "couponVersion": event.coupon_version,
         "fromState": event.from_state.value if event.from_state else None,
         "toState": event.to_state.value,
         "actor": event.actor,

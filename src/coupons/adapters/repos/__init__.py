@@ -4,13 +4,12 @@
 from coupons.adapters.repos.clients import SqlClientRepository
 from coupons.adapters.repos.coupons import SqlCouponRepository
 from coupons.adapters.repos.customers import SqlCustomerRepository
-from coupons.adapters.repos.history import OUTBOX_LOCK_SPACE, PENDING_CHANGES, SqlHistoryRepository
+from coupons.adapters.repos.history import PENDING_CHANGES, SqlHistoryRepository
 from coupons.adapters.repos.idempotency import SqlIdempotencyRepository
 from coupons.adapters.repos.series import SqlSeriesRepository
 from coupons.adapters.repos.webhooks import SqlWebhookRepository
 
 __all__ = [
-    "OUTBOX_LOCK_SPACE",
     "PENDING_CHANGES",
     "SqlClientRepository",
     "SqlCouponRepository",

@@ -60,7 +60,11 @@ class SqlCouponRepository:
         return found
 
     def add_coupons(self, new: Sequence[NewCoupon]) -> list[int]:
-        """Insert coupons in one batched statement; ids come back in input order."""
+        """Insert coupons in one batched statement; ids come back in input order.
+
+        A coupon created already issued or redeemed is created by that change, whose event
+        is its version 1; a pool code waiting to be issued has had no change yet (0).
+        """
         if not new:
             return []
         rows = [
@@ -75,6 +79,7 @@ class SqlCouponRepository:
                 "customer_id": c.customer_id,
                 "created_at": c.at,
                 "updated_at": c.at,
+                "version": 0 if c.state is CouponState.AVAILABLE else 1,
             }
             for c in new
         ]
@@ -99,7 +104,12 @@ class SqlCouponRepository:
         result = self.conn.execute(
             update(coupons)
             .where(coupons.c.id.in_(ids), coupons.c.state == CouponState.AVAILABLE)
-            .values(state=CouponState.ISSUED.value, customer_id=customer_id, updated_at=now)
+            .values(
+                state=CouponState.ISSUED.value,
+                customer_id=customer_id,
+                updated_at=now,
+                version=coupons.c.version + 1,
+            )
         )
         return result.rowcount
 
@@ -166,7 +176,12 @@ class SqlCouponRepository:
         result = self.conn.execute(
             update(coupons)
             .where(coupons.c.id.in_(ids), coupons.c.state.in_(REVOCABLE_STATES))
-            .values(revoked_from=coupons.c.state, state=CouponState.REVOKED.value, updated_at=now)
+            .values(
+                revoked_from=coupons.c.state,
+                state=CouponState.REVOKED.value,
+                updated_at=now,
+                version=coupons.c.version + 1,
+            )
         )
         return result.rowcount
 
@@ -174,7 +189,12 @@ class SqlCouponRepository:
         result = self.conn.execute(
             update(coupons)
             .where(coupons.c.id.in_(ids), coupons.c.state == CouponState.REVOKED.value)
-            .values(state=coupons.c.revoked_from, revoked_from=None, updated_at=now)
+            .values(
+                state=coupons.c.revoked_from,
+                revoked_from=None,
+                updated_at=now,
+                version=coupons.c.version + 1,
+            )
         )
         return result.rowcount
 
@@ -184,7 +204,7 @@ class SqlCouponRepository:
         result = self.conn.execute(
             update(coupons)
             .where(coupons.c.id.in_(ids), coupons.c.state == from_state.value)
-            .values(state=to_state.value, updated_at=now)
+            .values(state=to_state.value, updated_at=now, version=coupons.c.version + 1)
         )
         return result.rowcount
 

@@ -30,24 +30,42 @@ from coupons.domain.records import (
 
 _ACTIONS = {a.value: a for a in Action}
 _STATES = {s.value: s for s in CouponState}
-# Advisory lock namespace that serializes outbox inserts per org on PostgreSQL.
-OUTBOX_LOCK_SPACE = 0x0C0B
 # Key in a connection's `info`: history actions written in its open transaction, counted
 # into metrics on commit (see entrypoints/http/metrics.py).
 PENDING_CHANGES = "coupons_pending_changes"
 
+# PostgreSQL: one statement for the whole batch, with no lock anyone waits on. Event ids come
+# from a sequence before COMMIT, so transactions may commit them out of order. Each writer
+# first takes a *shared* advisory lock keyed just below the ids it is about to get (`fence`:
+# the sequence's last value, minus one), then allocates them (`e`, whose rows need `fence`'s
+# row first). The lock is visible in pg_locks until COMMIT, so a reader can tell the smallest
+# id any unfinished writer may still commit (`_FINAL_BOUND`). Shared locks never conflict.
 _INSERT_HISTORY_PG = text(
-    "WITH outbox_lock AS (SELECT pg_advisory_xact_lock(:space, :key)) "
-    "INSERT INTO coupon_history (org_id, coupon_id, action, from_state, to_state, at, actor, "
-    "request_id, reason, series_id, code, customer_id) "
-    "SELECT :org_id, c.id, e.action, e.from_state, e.to_state, e.at, e.actor, e.request_id, "
-    "e.reason, c.series_id, c.code, c.customer_id "
-    "FROM unnest(CAST(:coupon_ids AS bigint[]), CAST(:actions AS text[]), "
+    "WITH fence AS MATERIALIZED ("
+    "SELECT pg_advisory_xact_lock_shared(last_value - 1) AS held FROM coupon_history_id_seq), "
+    "e AS MATERIALIZED ("
+    "SELECT u.*, nextval('coupon_history_id_seq'::regclass) AS id "
+    "FROM fence, unnest(CAST(:coupon_ids AS bigint[]), CAST(:actions AS text[]), "
     "CAST(:from_states AS text[]), CAST(:to_states AS text[]), CAST(:ats AS timestamptz[]), "
     "CAST(:actors AS text[]), CAST(:request_ids AS text[]), CAST(:reasons AS text[])) "
-    "WITH ORDINALITY AS e(coupon_id, action, from_state, to_state, at, actor, request_id, "
-    "reason, ord) "
-    "JOIN coupons c ON c.id = e.coupon_id CROSS JOIN outbox_lock ORDER BY e.ord"
+    "WITH ORDINALITY AS u(coupon_id, action, from_state, to_state, at, actor, request_id, "
+    "reason, ord)) "
+    "INSERT INTO coupon_history (id, org_id, coupon_id, action, from_state, to_state, at, "
+    "actor, request_id, reason, series_id, code, customer_id, coupon_version) "
+    "SELECT e.id, :org_id, c.id, e.action, e.from_state, e.to_state, e.at, e.actor, "
+    "e.request_id, e.reason, c.series_id, c.code, c.customer_id, c.version "
+    "FROM e JOIN coupons c ON c.id = e.coupon_id ORDER BY e.ord"
+)
+
+# PostgreSQL: the highest event id a cursor reader may hand out now. First the highest id
+# allocated so far (`seq`), then (the subquery needs `seq`'s row) the smallest fence of any
+# writer still running in this database; ids above either may still be joined by lower ones.
+_FINAL_BOUND = text(
+    "WITH seq AS MATERIALIZED (SELECT last_value FROM coupon_history_id_seq) "
+    "SELECT least(seq.last_value, (SELECT min((l.classid::bigint << 32) | l.objid::bigint) "
+    "FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND seq.last_value IS NOT NULL)) FROM seq"
 )
 
 _INSERT_HISTORY = insert(coupon_history).from_select(
@@ -64,6 +82,7 @@ _INSERT_HISTORY = insert(coupon_history).from_select(
         "series_id",
         "code",
         "customer_id",
+        "coupon_version",
     ],
     select(
         bindparam("h_org_id", type_=coupon_history.c.org_id.type),
@@ -78,6 +97,7 @@ _INSERT_HISTORY = insert(coupon_history).from_select(
         coupons.c.series_id,
         coupons.c.code,
         coupons.c.customer_id,
+        coupons.c.version,
     ).where(coupons.c.id == bindparam("h_coupon_id")),
 )
 
@@ -91,27 +111,24 @@ class SqlHistoryRepository:
     def write(self, org_id: int, changes: Sequence[tuple[int, StateChange]]) -> None:
         """Record (coupon id, change) pairs now, in one statement; each row is also an event.
 
-        Use cases call this last, right before the runner stores the idempotency record and
-        commits: on PostgreSQL it takes the org's outbox lock, held until COMMIT, and a lock
-        taken earlier would be held while the rest of the request runs, serializing the
-        org's writers for longer.
+        Each event copies the version its change gave the coupon (the change bumped it under
+        the coupon's row lock), so one coupon's events carry 1, 2, 3, ... in id order.
         """
         if changes:
             self._insert_history(org_id, changes)
 
     def _insert_history(self, org_id: int, changes: Sequence[tuple[int, StateChange]]) -> None:
         # The event copies the coupon as it is at commit (after the change), read by the
-        # insert itself rather than by a separate query.
+        # insert itself rather than by a separate query. Two changes of one coupon in one
+        # batch would copy the same version.
+        if len({cid for cid, _ in changes}) != len(changes):
+            raise RuntimeError("one coupon changed twice in one history write")
         if self.conn.dialect.name == "postgresql":
-            # Event ids come from a sequence, handed out before commit: without the lock a
-            # transaction could commit a lower id after a reader has moved past a higher one,
-            # and cursor readers would miss it. Held from here to commit, per org. SQLite
-            # writers are already serialized by BEGIN IMMEDIATE.
+            # No org-wide lock: see _INSERT_HISTORY_PG and `events`. SQLite writers are
+            # serialized by BEGIN IMMEDIATE, so there ids commit in order.
             result = self.conn.execute(
                 _INSERT_HISTORY_PG,
                 {
-                    "space": OUTBOX_LOCK_SPACE,
-                    "key": org_id % 2**31,
                     "org_id": org_id,
                     "coupon_ids": [cid for cid, _ in changes],
                     "actions": [e.action.value for _, e in changes],
@@ -190,28 +207,34 @@ class SqlHistoryRepository:
         return [(int(cid), bool(is_last)) for cid, is_last in rows]
 
     def events(self, org_id: int, after: int, limit: int) -> list[EventRecord]:
-        """The org's events with ids above `after`, oldest first."""
+        """The org's events with ids above `after`, oldest first, as far as they are final.
+
+        On PostgreSQL a page ends before any id that a still-running writer could yet be
+        joined below (`_FINAL_BOUND`); those events follow once it has finished, so a reader
+        that passes `nextAfter` back never skips one. The bound is read in its own statement
+        first: under READ COMMITTED the events query then gets a later snapshot, in which
+        every writer the bound did not wait for has committed (or rolled back).
+        """
         h = coupon_history.c
-        rows = self.conn.execute(
-            select(
-                h.id,
-                h.org_id,
-                h.coupon_id,
-                h.action,
-                h.from_state,
-                h.to_state,
-                h.at,
-                h.actor,
-                h.request_id,
-                h.reason,
-                h.series_id,
-                h.code,
-                h.customer_id,
-            )
-            .where(coupon_history.c.org_id == org_id, coupon_history.c.id > after)
-            .order_by(coupon_history.c.id)
-            .limit(limit)
-        )
+        query = select(
+            h.id,
+            h.org_id,
+            h.coupon_id,
+            h.action,
+            h.from_state,
+            h.to_state,
+            h.at,
+            h.actor,
+            h.request_id,
+            h.reason,
+            h.series_id,
+            h.code,
+            h.customer_id,
+            h.coupon_version,
+        ).where(h.org_id == org_id, h.id > after)
+        if self.conn.dialect.name == "postgresql":
+            query = query.where(h.id <= self.conn.scalar(_FINAL_BOUND))
+        rows = self.conn.execute(query.order_by(h.id).limit(limit))
         # By position with dict look-ups: a delivery reads up to 1,000 rows a batch, and
         # attribute access on rows and Enum() calls were most of its CPU time. The columns
         # are selected in EventRecord's field order.
@@ -230,6 +253,7 @@ class SqlHistoryRepository:
                 r[10],
                 r[11],
                 r[12],
+                r[13],
             )
             for r in rows.all()
         ]
