@@ -108,9 +108,8 @@ def record_history(
 ) -> None:
     """Write the history (and outbox events) of a use case's (coupon id, before, after) changes.
 
-    Every use case that changes coupon states calls this once, as its last step: on PostgreSQL
-    the write takes the org's outbox lock until COMMIT, so the later it comes the shorter other
-    writers of the org wait.
+    Every use case that changes coupon states calls this once, as its last step, after its
+    guarded updates bumped each coupon's version: each event copies that version.
     """
     uow.history.write(
         ctx.org_id,

@@ -72,8 +72,6 @@ def customer_of(row: Row[Any] | Any) -> Customer:
     )
 
 
-# PostgreSQL: one statement for the whole batch, taking the org's outbox lock itself, so the
-
 COUPON_COLUMNS = (
     coupons.c.id,
     coupons.c.series_id,
