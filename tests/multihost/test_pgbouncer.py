@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from coupons.adapters.db import postgres_connect_args
-from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
 from coupons.entrypoints.http import create_app
 from tests.e2e.conftest import Api
@@ -71,14 +70,3 @@ def test_the_service_works_through_pgbouncer_in_transaction_pooling_mode(
     assert set(load.seen.statuses) == {200}
     assert all(load.seen.acknowledged.get(code) == list(SCRIPT) for code in codes)
     assert len(events) == COUPONS * (1 + len(SCRIPT))
-
-
-def test_migrations_and_the_store_also_work_on_the_direct_url(
-    service_database: ServiceDatabase,
-) -> None:
-    # migrations run on the direct URL (the fixture did); the service can use it too
-    db = Database.from_url(service_database.url, pool_size=1)
-    try:
-        db.ping()
-    finally:
-        db.dispose()
