@@ -35,19 +35,11 @@ from typing import Any
 import httpx
 
 from bench import load
-from bench.run import (
-    HOST,
-    Server,
-    Side,
-    _http_connection,
-    chosen_backends,
-    combine,
-    job_counts,
-    ready_database,
-    run_side,
-    save_results,
-    warm_up,
-)
+from bench.database import chosen_backends, job_counts, ready_database
+from bench.http_side import http_connection
+from bench.report import save_results
+from bench.server import HOST, Server, warm_up
+from bench.timing import Side, combine, run_side
 from bench.workloads import make_jobs
 from coupons.services.webhooks import verify
 
@@ -174,7 +166,7 @@ def measure(
                             receiver.lags_ms.clear()
                         cpu_before = _cpu_seconds(server)
                         side = run_side(
-                            _http_connection, (server.base_url, auth), jobs, connections,
+                            http_connection, (server.base_url, auth), jobs, connections,
                             duration_s / rounds,
                         )  # fmt: skip
                         sides[mode].append(side)

@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import load
-from bench.run import Server, _http_connection, run_side
+from bench.http_side import http_connection
+from bench.server import Server
+from bench.timing import run_side
 from bench.workloads import make_jobs
 
 # First matching fragment of a frame's file names the layer that frame belongs to.
@@ -95,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     log = load.DATA_DIR / f"server-profile-{args.backend}.log"
     with Server(layout.url, args.workers, log) as server:
         # Warm every worker (secret verified once, modules imported) before sampling.
-        run_side(_http_connection, (server.base_url, (layout.username, layout.secret)),
+        run_side(http_connection, (server.base_url, (layout.username, layout.secret)),
                  jobs[:40], args.connections, 5)  # fmt: skip
         outputs = []
         recorders = []
@@ -112,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )  # fmt: skip
         time.sleep(1)  # let py-spy attach
         side = run_side(
-            _http_connection,
+            http_connection,
             (server.base_url, (layout.username, layout.secret)),
             jobs[40:],
             args.connections,

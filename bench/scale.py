@@ -25,18 +25,11 @@ from contextlib import ExitStack
 from typing import Any
 
 from bench import load
-from bench.run import (
-    RATE_CAP,
-    Server,
-    Side,
-    _http_connection,
-    chosen_backends,
-    combine,
-    ready_database,
-    run_side,
-    save_results,
-    warm_up,
-)
+from bench.database import RATE_CAP, chosen_backends, ready_database
+from bench.http_side import http_connection
+from bench.report import save_results
+from bench.server import Server, warm_up
+from bench.timing import Side, combine, run_side
 from bench.workloads import make_jobs
 
 WORKLOAD = "codes50"
@@ -86,7 +79,7 @@ def measure(
             jobs = _jobs(layout, round_s, scale == small, rng)
             sides[scale].append(
                 run_side(
-                    _http_connection,
+                    http_connection,
                     (servers[scale].base_url, (layout.username, layout.secret)),
                     jobs,
                     connections,

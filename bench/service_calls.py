@@ -1,0 +1,97 @@
+"""Every call the benchmark makes into the service's repositories, in one place.
+
+The raw side is the database limit of one request: the same repository calls, so the same SQL
+statements, transactions and retries the service issues for that request (the client lookup
+of Basic authentication, then one write transaction), through the same engine setup and
+driver, with no HTTP, framework, validation or rendering. When the repositories are renamed
+or split, this module is the only one in `bench/` that changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from bench.workloads import REASON, Caller, Job
+from coupons.adapters.sql_uow import Database
+from coupons.domain.codes import normalize
+from coupons.domain.model import Action, Coupon, CouponState, StateChange
+from coupons.services.common import utcnow
+from coupons.services.ports import UnitOfWork
+from coupons.services.revoke import MAX_CUSTOMER_COUPONS
+
+REVOCABLE = (CouponState.AVAILABLE, CouponState.ISSUED)
+
+
+def run_raw(db: Database, caller: Caller, job: Job, *, commit: bool = True) -> int:
+    """Issue the statements the service issues for `job`; returns coupons revoked.
+
+    Without `commit` it rolls back, as the service's dry run does: used to warm up."""
+    # Basic authentication reads the client row on every request (its own read transaction).
+    db.run(lambda uow: uow.clients.client_by_username(caller.username), write=False)
+    request_id = uuid.uuid4().hex
+
+    def work(uow: UnitOfWork) -> int:
+        now = utcnow()
+        if job.external_id is not None:
+            found = uow.customers.find_customers(caller.org_id, external_id=job.external_id)
+            customer_id = found[0][0].id
+            matches = uow.coupons.coupons_of_customer(
+                caller.org_id,
+                customer_id,
+                states=(CouponState.ISSUED,),
+                unexpired_at=now,
+                limit=MAX_CUSTOMER_COUPONS + 1,
+                lock=True,
+            )
+        else:
+            norms = [normalize(c) for c in job.codes]
+            if job.series_id is not None:
+                uow.series.series(caller.org_id, job.series_id)
+            matches = uow.coupons.coupons_by_codes(
+                caller.org_id, norms, series_id=job.series_id, lock=True
+            )
+            if job.series_id is None:
+                uow.series.series_many(caller.org_id, {c.series_id for c in matches})
+                uow.series.generic_series_by_codes(caller.org_id, norms)
+        done = [c for c in matches if c.state in REVOCABLE]
+        if done:
+            uow.coupons.mark_revoked([c.id for c in done], now)
+            uow.history.write(caller.org_id, _history(done, caller, request_id, now))
+        if commit:
+            uow.commit()
+        return len(done)
+
+    return db.run(work, retry_integrity=True)
+
+
+def _history(
+    done: Sequence[Coupon], caller: Caller, request_id: str, now: Any
+) -> list[tuple[int, StateChange]]:
+    return [
+        (
+            c.id,
+            StateChange(
+                action=Action.REVOKE,
+                from_state=c.state,
+                to_state=CouponState.REVOKED,
+                at=now,
+                actor=caller.username,
+                request_id=request_id,
+                reason=REASON,
+            ),
+        )
+        for c in done
+    ]
+
+
+def webhooks_left(url: str, org_id: int) -> tuple[list[Any], list[Any]]:
+    """(deliveries due now, subscriptions of the org): both empty once a benchmark cleaned up."""
+    db = Database.from_url(url)
+    try:
+        due = db.run(lambda uow: uow.webhooks.due_webhooks(utcnow(), 10), write=False)
+        subscribed = db.run(lambda uow: uow.webhooks.webhooks_of_org(org_id), write=False)
+    finally:
+        db.dispose()
+    return list(due), list(subscribed)
