@@ -23,6 +23,8 @@ RESULT_KEYS = (
     "p50_ms",
     "p99_ms",
     "server_rss_mb",
+    "limit_codes_per_s",
+    "limit_ratio",
 )
 
 
@@ -33,12 +35,13 @@ def print_table(results: Sequence[dict[str, Any]]) -> None:
     table = Table(title="revoke: HTTP service vs raw database limit")
     columns = (
         "backend", "workload", "scale", "api_codes_per_s", "raw_codes_per_s", "ratio",
-        "p50_ms", "p99_ms", "raw_p50_ms", "server_rss_mb", "api_requests", "api_errors",
+        "p50_ms", "p99_ms", "raw_p50_ms", "limit_codes_per_s", "limit_ratio", "limit_p50_ms",
+        "server_rss_mb", "api_requests", "api_errors",
     )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column in RESULT_KEYS[:3] else "right")
     for result in results:
-        table.add_row(*(str(result[c]) for c in columns))
+        table.add_row(*(str(result.get(c, "")) for c in columns))
     Console(width=200).print(table)
 
 

@@ -26,9 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import load
+from bench import anchor, load
 from bench.database import RATE_CAP, chosen_backends, job_counts, ready_database
 from bench.http_side import http_connection
+from bench.load import Layout
 from bench.raw_side import raw_connection, same_sql
 from bench.report import RESULT_KEYS, RESULTS_DIR, chart, print_table, save_results
 from bench.server import RssSampler, Server, warm_up
@@ -38,6 +39,7 @@ from bench.workloads import WORKLOADS, Caller, make_jobs
 __all__ = ["RATE_CAP", "main", "measure"]
 
 MAX_ROUNDS = 100  # bounds the refilled rounds of small scales
+ANCHORED = ("codes50",)  # workloads measured against their physical limit (bench.anchor)
 
 
 def _short(http_rounds: Sequence[Side], raw_rounds: Sequence[Side], duration_s: float) -> bool:
@@ -63,8 +65,12 @@ def measure(
     rounds: int,
     rng: random.Random,
     pg_admin_url: str,
+    with_anchor: bool = True,
 ) -> list[dict[str, Any]]:
-    """Every workload at one backend and scale; one result dict per workload."""
+    """Every workload at one backend and scale; one result dict per workload.
+
+    codes50 is also measured against its physical limit (`bench.anchor`), before and after
+    the HTTP and raw rounds, each time for half the duration."""
     mark = time.monotonic()
     layout = ready_database(backend, scale, duration_s, pg_admin_url)
     counts = job_counts(layout, duration_s)
@@ -97,6 +103,8 @@ def measure(
             mark = _phase(f"{workload}: jobs picked, SQL compared", mark)
             warm_up(server, layout, http_jobs[0], connections)
             mark = _phase(f"{workload}: warmed up", mark)
+            anchored = with_anchor and workload in ANCHORED
+            limits = [_anchor(layout, connections, duration_s / 2, rng)] if anchored else []
             # Alternate short HTTP and raw rounds, so a noisy neighbour hits both sides alike.
             http_rounds, raw_rounds = [], []
             for r in range(MAX_ROUNDS):
@@ -131,6 +139,8 @@ def measure(
                 )
                 if r + 1 >= rounds and not (refill and _short(http_rounds, raw_rounds, duration_s)):
                     break
+            if anchored:
+                limits.append(_anchor(layout, connections, duration_s / 2, rng))
             http, raw = combine(http_rounds), combine(raw_rounds)
             mark = _phase(f"{workload}: measured", mark)
             result = {
@@ -143,6 +153,7 @@ def measure(
                 "p50_ms": round(http.percentile(0.50), 2),
                 "p99_ms": round(http.percentile(0.99), 2),
                 "server_rss_mb": round(rss_per_worker, 1),
+                **_limit_fields(http, limits),
                 # Context beyond the RESULT contract, kept in the JSON file.
                 "raw_p50_ms": round(raw.percentile(0.50), 2),
                 "raw_p99_ms": round(raw.percentile(0.99), 2),
@@ -164,6 +175,41 @@ def measure(
     return results
 
 
+def _anchor(layout: Layout, connections: int, duration_s: float, rng: random.Random) -> Side:
+    """One anchor measurement (its scratch table gone afterwards), with a progress line."""
+    try:
+        side = anchor.measure(layout, connections=connections, duration_s=duration_s, rng=rng)
+    finally:
+        if layout.backend == "postgresql":
+            anchor.drop_jobs(layout)
+    print(f"[run] anchor: {side.codes_per_s:.0f} codes/s ({side.requests} requests)", flush=True)
+    return side
+
+
+def _limit_fields(http: Side, limits: Sequence[Side]) -> dict[str, Any]:
+    """The anchor's figures for a result (None where the workload has no anchor)."""
+    if not limits:
+        return {key: None for key in LIMIT_KEYS}
+    limit = combine(limits)
+    return {
+        "limit_codes_per_s": round(limit.codes_per_s, 1),
+        "limit_ratio": round(http.codes_per_s / limit.codes_per_s, 3) if limit.codes_per_s else 0,
+        "limit_before_codes_per_s": round(limits[0].codes_per_s, 1),
+        "limit_after_codes_per_s": round(limits[-1].codes_per_s, 1),
+        "limit_p50_ms": round(limit.percentile(0.50), 2),
+        "limit_p99_ms": round(limit.percentile(0.99), 2),
+        "limit_requests": limit.requests,
+        "limit_codes": limit.codes,
+        "limit_errors": limit.errors,
+    }
+
+
+LIMIT_KEYS = (
+    "limit_codes_per_s", "limit_ratio", "limit_before_codes_per_s", "limit_after_codes_per_s",
+    "limit_p50_ms", "limit_p99_ms", "limit_requests", "limit_codes", "limit_errors",
+)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
@@ -177,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--chart", default=str(RESULTS_DIR / "revoke-bench.png"))
     parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument(
+        "--no-anchor", action="store_true", help="skip the physical-limit anchor of codes50"
+    )
     parser.add_argument(
         "--include",
         action="append",
@@ -199,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 rounds=args.rounds,
                 rng=rng,
                 pg_admin_url=args.pg_admin_url,
+                with_anchor=not args.no_anchor,
             )
     save_results("results", results)
     shown = [r for path in args.include for r in json.loads(Path(path).read_text())] + results
