@@ -41,7 +41,7 @@ from typing import Any
 from bench import load
 from bench.load import Layout
 from bench.timing import Side, combine
-from bench.workloads import CODES_PER_REQUEST, REASON
+from bench.workloads import CODES_PER_REQUEST, REASON, statement_shapes
 
 PGBENCH = os.environ.get("PGBENCH", "pgbench")
 JOBS_TABLE = "bench_anchor_jobs"
@@ -296,6 +296,42 @@ def _pgbench_round(
         elapsed_s=requests / float(tps.group(1)) if float(tps.group(1)) else 0.0,
         latencies_ms=latencies,
     )
+
+
+# --- keeping the anchor honest ---------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"%\(\w+\)s|(?<![:\w]):[a-z_]\w*|\?")
+_CAST = re.compile(r"CAST\(\? AS [\w\[\]]+\)")
+_IN = re.compile(r"IN \((?:\?(?:::\w+)?(?:, )?)+\)")
+_TRANSACTION = {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"}
+
+
+def _shape(statement: str) -> str:
+    """A statement with every parameter a `?` (casts of parameters dropped), lists folded."""
+    [text] = statement_shapes([_PLACEHOLDER.sub("?", " ".join(statement.rstrip(";").split()))])
+    return _IN.sub("IN (...)", _CAST.sub("?", text))
+
+
+def statements(backend: str, *, advisory_lock: bool = True) -> list[str]:
+    """The anchor's statements of one request, transaction control and the job read left out."""
+    if backend == "postgresql":
+        sent = pgbench_script(advisory_lock=advisory_lock).splitlines()
+        sent = [s for s in sent if JOBS_TABLE not in s]
+    else:
+        from bench.anchor_sqlite import STATEMENTS
+
+        sent = [s.format(marks=", ".join("?" * N)) for s in STATEMENTS]
+    return [s for s in (_shape(s) for s in sent) if s not in _TRANSACTION]
+
+
+def differences(service_statements: Sequence[str], backend: str) -> list[tuple[str, str]]:
+    """Where the service's statements of one codes50 request (captured) and the anchor's
+    differ, as (service, anchor) pairs; empty while the anchor mirrors the service."""
+    service = [s for s in map(_shape, service_statements) if s not in _TRANSACTION]
+    anchor = statements(backend)
+    width = max(len(service), len(anchor))
+    pairs = zip(service + [""] * width, anchor + [""] * width, strict=False)
+    return [(a, b) for a, b in list(pairs)[:width] if a != b]
 
 
 # --- command line ------------------------------------------------------------------------

@@ -57,6 +57,7 @@ HISTORY_SQL = (
     "WHERE coupons.id = ?"
 )
 REVOCABLE = ("AVAILABLE", "ISSUED")
+STATEMENTS = (CLIENT_SQL, SERIES_SQL, COUPONS_SQL, UPDATE_SQL, HISTORY_SQL)
 
 
 def _stamp() -> str:

@@ -105,6 +105,12 @@ def measure(
             mark = _phase(f"{workload}: warmed up", mark)
             anchored = with_anchor and workload in ANCHORED
             limits = [_anchor(layout, connections, duration_s / 2, rng)] if anchored else []
+            # The anchor mirrors today's statements; say so when the service moved on.
+            differ = anchor.differences(service_sql, backend) if anchored else []
+            mirrored = not differ if anchored else None
+            for service_says, anchor_says in differ:
+                print(f"[run] anchor differs from the service (bench.anchor):\n  service: "
+                      f"{service_says}\n  anchor:  {anchor_says}")  # fmt: skip
             # Alternate short HTTP and raw rounds, so a noisy neighbour hits both sides alike.
             http_rounds, raw_rounds = [], []
             for r in range(MAX_ROUNDS):
@@ -169,6 +175,7 @@ def measure(
                 "connections": connections,
                 "workers": workers,
                 "sql_statements": len(service_sql),
+                "limit_sql_mirrors_service": mirrored,
             }
             print("RESULT " + json.dumps({k: result[k] for k in RESULT_KEYS}), flush=True)
             results.append(result)

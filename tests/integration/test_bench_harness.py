@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench import events, load, run, scale
+from bench import anchor, events, load, run, scale
 from bench.service_calls import webhooks_left
 from tests.conftest import Backend
 
@@ -53,7 +54,7 @@ def tiny_codes50(backend: str, admin_url: str) -> dict[str, Any]:
 
 
 def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
-    bench_data: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    bench_data: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # given a tiny database made by the loader through the real schema and CLI
     backend, admin_url = bench_data
@@ -63,7 +64,7 @@ def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
     # and a request cap low enough that one load feeds the run (as at 1M and 10M)
     monkeypatch.setitem(run.RATE_CAP, "codes50", 5)
 
-    # when one short round of codes50 runs over HTTP and raw
+    # when one short round of codes50 runs over HTTP and raw, between two anchor runs
     result = tiny_codes50(backend, admin_url)
 
     # then both sides revoked all 50 codes of every request (disjoint, still ISSUED codes)
@@ -74,11 +75,80 @@ def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
     assert result["raw_codes"] == 50 * result["raw_requests"]
     assert result["ratio"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
     assert result["server_rss_mb"] > 0
-    # and the database lost exactly those codes, plus the two requests of the SQL comparison
+    # and the anchor did real work: every request of it revoked 50 ISSUED codes
+    assert result["limit_requests"] > 0 and result["limit_errors"] == 0
+    assert result["limit_codes"] == 50 * result["limit_requests"]
+    assert result["limit_before_codes_per_s"] > 0 and result["limit_after_codes_per_s"] > 0
+    assert 0 < result["limit_p50_ms"] <= result["limit_p99_ms"]
+    assert result["limit_sql_mirrors_service"] is True
+    # and the RESULT line carries the limit and the HTTP / limit ratio
+    [line] = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("RESULT ")]
+    printed = json.loads(line.removeprefix("RESULT "))
+    assert printed["limit_codes_per_s"] == result["limit_codes_per_s"] > 0
+    assert printed["limit_ratio"] == pytest.approx(
+        result["api_codes_per_s"] / result["limit_codes_per_s"], rel=0.01
+    )
+    # and the database lost exactly the HTTP and raw codes, plus the two requests of the SQL
+    # comparison: the anchor put back every coupon it revoked
     codes_after, _ = load.issued_left(layout)
     assert codes_before - codes_after == result["api_codes"] + result["raw_codes"] + 100
     # and the loader reuses the database rather than building it again
     assert load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False) == layout
+
+
+@pytest.mark.parametrize("advisory_lock", [True, False], ids=["outbox-lock", "no-lock"])
+def test_the_anchor_revokes_real_codes_and_puts_them_back(
+    bench_data: tuple[str, str], advisory_lock: bool
+) -> None:
+    # given a tiny database, which one pool of the anchor cannot feed for a second
+    backend, admin_url = bench_data
+    if backend == "sqlite" and not advisory_lock:
+        pytest.skip("the variant without the outbox lock is PostgreSQL's")
+    layout = load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False)
+    before = load.issued_left(layout)
+
+    # when the anchor runs for a second
+    try:
+        side = anchor.measure(
+            layout,
+            connections=2,
+            duration_s=1.0,
+            rng=random.Random(7),
+            advisory_lock=advisory_lock,
+        )
+    finally:
+        if backend == "postgresql":
+            anchor.drop_jobs(layout)
+
+    # then it revoked 50 ISSUED codes per request, over more codes than one load holds
+    assert side.requests > 0 and side.errors == 0
+    assert side.codes == 50 * side.requests
+    assert side.codes > before[0]
+    assert side.elapsed_s >= 0.9 and len(side.latencies_ms) == side.requests
+    # and left every coupon as it found it
+    assert load.issued_left(layout) == before
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgresql"])
+def test_the_anchor_statement_check_notices_a_changed_statement(backend_name: str) -> None:
+    # given the anchor's own statements, as the service would send them today
+    mirrored = anchor.statements(backend_name)
+    assert anchor.differences(mirrored, backend_name) == []
+    # when one of them changes (say the update moves to an array parameter)
+    changed = [s.replace("coupons.id IN (...)", "coupons.id = ANY(?)") for s in mirrored]
+    # then the check reports it, and a missing statement too
+    assert len(anchor.differences(changed, backend_name)) == 1
+    assert anchor.differences(mirrored[:-1], backend_name) != []
+    # and the variant without the outbox lock is a different history insert
+    if backend_name == "postgresql":
+        assert (
+            len(
+                anchor.differences(
+                    anchor.statements(backend_name, advisory_lock=False), backend_name
+                )
+            )
+            == 1
+        )
 
 
 def test_a_scale_too_small_for_the_duration_runs_refilled_rounds(
