@@ -50,7 +50,8 @@ typecheck: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage coupons.db*
 
-# Revoke benchmark (docs/benchmarks.md): HTTP service vs raw SQL. Not part of `make test`.
+# Revoke benchmark (docs/benchmarks.md): HTTP service vs raw SQL and vs the physical limit
+# (pgbench on PostgreSQL, stdlib sqlite3 on SQLite). Not part of `make test`.
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BENCH_ARGS ?=
 

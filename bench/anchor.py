@@ -12,13 +12,15 @@ leanest client there is:
   statement the service does not send (a primary-key read, inside the client lookup's read
   transaction).
 - SQLite: the same statements through the standard library's `sqlite3` (statements prepared
-  once and cached), same pragmas and checkpointing as the service, one process per connection
-  (as the raw side), no SQLAlchemy; see `bench.anchor_sqlite`.
+  once and cached), same pragmas and checkpointing as the service, writers queued on a
+  blocking `flock`, one process per connection (as the raw side), no SQLAlchemy; see
+  `bench.anchor_sqlite`.
 
 A measurement is made of rounds: pick a pool of ISSUED coupons, run, then put every coupon
 the anchor revoked back to ISSUED, so the anchor leaves the database as it found it (its
-history rows stay, as the HTTP side's do). Small scales run several rounds, like the refilled
-HTTP rounds. Codes counted are coupons actually revoked (the restore's row count).
+history rows stay, as the HTTP side's do). The first round is short and sizes the next from
+its rate; small scales run several rounds, like the refilled HTTP rounds. Codes counted are
+coupons actually revoked (the restore's row count).
 
     python -m bench.anchor --backend postgresql --scale 1m --duration 8
 """
@@ -29,6 +31,7 @@ import argparse
 import os
 import random
 import re
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -266,6 +269,8 @@ def _pgbench_round(
         "available": "AVAILABLE",
         "issued": "ISSUED",
     }
+    if shutil.which(PGBENCH) is None:
+        raise RuntimeError(f"{PGBENCH} not found (it ships with PostgreSQL); or run --no-anchor")
     with tempfile.TemporaryDirectory(prefix="bench-anchor-") as folder:
         script = Path(folder) / "codes50.sql"
         script.write_text(pgbench_script(advisory_lock=advisory_lock))
