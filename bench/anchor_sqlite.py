@@ -53,14 +53,16 @@ COUPONS_SQL = (
     "AND coupons.code_norm IN ({marks}) AND coupons.series_id = ? ORDER BY coupons.id"
 )
 UPDATE_SQL = (
-    "UPDATE coupons SET state=?, revoked_from=coupons.state, updated_at=? "
+    "UPDATE coupons SET state=?, revoked_from=coupons.state, updated_at=?, "
+    "version=(coupons.version + ?) "
     "WHERE coupons.id IN ({marks}) AND coupons.state IN (?, ?)"
 )
 HISTORY_SQL = (
     "INSERT INTO coupon_history (org_id, coupon_id, action, from_state, to_state, at, actor, "
-    "request_id, reason, series_id, code, customer_id) SELECT ? AS anon_1, coupons.id, "
-    "? AS anon_2, ? AS anon_3, ? AS anon_4, ? AS anon_5, ? AS anon_6, ? AS anon_7, "
-    "? AS anon_8, coupons.series_id, coupons.code, coupons.customer_id FROM coupons "
+    "request_id, reason, series_id, code, customer_id, coupon_version) SELECT ? AS anon_1, "
+    "coupons.id, ? AS anon_2, ? AS anon_3, ? AS anon_4, ? AS anon_5, ? AS anon_6, "
+    "? AS anon_7, ? AS anon_8, coupons.series_id, coupons.code, coupons.customer_id, "
+    "coupons.version FROM coupons "
     "WHERE coupons.id = ?"
 )
 REVOCABLE = ("AVAILABLE", "ISSUED")
@@ -122,7 +124,7 @@ class Revoker:
             if done:
                 execute(
                     UPDATE_SQL.format(marks=", ".join("?" * len(done))),
-                    ("REVOKED", now, *(row[0] for row in done), *REVOCABLE),
+                    ("REVOKED", now, 1, *(row[0] for row in done), *REVOCABLE),
                 )
                 request_id = uuid.uuid4().hex
                 before = [(row[3], row[0]) for row in done]  # (from state, coupon id)

@@ -95,10 +95,3 @@ def webhooks_left(url: str, org_id: int) -> tuple[list[Any], list[Any]]:
     finally:
         db.dispose()
     return list(due), list(subscribed)
-
-
-def outbox_lock_space() -> int:
-    """The first key of the org-wide advisory lock the history insert takes (PostgreSQL)."""
-    from coupons.adapters.repos import OUTBOX_LOCK_SPACE
-
-    return int(OUTBOX_LOCK_SPACE)
