@@ -96,18 +96,20 @@ def test_a_tiny_round_revokes_every_code_it_sends_once_on_both_sides(
     assert load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False) == layout
 
 
-@pytest.mark.parametrize("advisory_lock", [True, False], ids=["outbox-lock", "no-lock"])
+@pytest.mark.parametrize("advisory_lock", [True, False], ids=["history-lock", "no-lock"])
 def test_the_anchor_revokes_real_codes_and_puts_them_back(
     bench_data: tuple[str, str], advisory_lock: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given a tiny database, and pools of at most 8 requests, so a second takes many rounds
+    # given a tiny database, a first round of one request a connection, and pools of at most
+    # 4 requests, so a second takes several rounds even on a slow machine
     backend, admin_url = bench_data
     if backend == "sqlite" and not advisory_lock:
-        pytest.skip("the variant without the outbox lock is PostgreSQL's")
+        pytest.skip("the variant without the history lock is PostgreSQL's")
     layout = load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False)
     before = load.issued_left(layout)
     pick = anchor.pick_pool
-    monkeypatch.setattr(anchor, "pick_pool", lambda lay, jobs, rng: pick(lay, min(jobs, 8), rng))
+    monkeypatch.setattr(anchor, "pick_pool", lambda lay, jobs, rng: pick(lay, min(jobs, 4), rng))
+    monkeypatch.setattr(anchor, "CALIBRATION_PER_CONNECTION", 1)
 
     # when the anchor runs for a second
     try:
@@ -123,7 +125,7 @@ def test_the_anchor_revokes_real_codes_and_puts_them_back(
             anchor.drop_jobs(layout)
 
     # then it ran for the second, over several pools, each request revoking 50 ISSUED codes
-    assert side.requests > 8 and side.errors == 0
+    assert side.requests > 2 and side.errors == 0
     assert side.codes == 50 * side.requests
     assert side.elapsed_s >= 0.9 and len(side.latencies_ms) == side.requests
     # and left every coupon as it found it
@@ -140,7 +142,7 @@ def test_the_anchor_statement_check_notices_a_changed_statement(backend_name: st
     # then the check reports it, and a missing statement too
     assert len(anchor.differences(changed, backend_name)) == 1
     assert anchor.differences(mirrored[:-1], backend_name) != []
-    # and the variant without the outbox lock is a different history insert
+    # and the variant without the history lock is a different history insert
     if backend_name == "postgresql":
         assert (
             len(
