@@ -36,16 +36,16 @@ run: $(STAMP)
 
 test: $(STAMP) test-deps
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src
-	$(BIN)/python -m pytest -n auto --cov=coupons --cov-report=term:skip-covered --cov-fail-under=89 $(PYTEST_ARGS)
+	$(BIN)/mypy src tests
+	$(BIN)/python -m pytest -n auto --cov=coupons --cov-report=term:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage coupons.db*

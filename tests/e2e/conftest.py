@@ -23,7 +23,8 @@ class Api:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**self.creds.headers, **kwargs.pop("headers", {})}
-        return self.client.request(method, path, headers=headers, **kwargs)
+        response: httpx.Response = self.client.request(method, path, headers=headers, **kwargs)
+        return response
 
     def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
         return self.request("POST", path, json=json, **kwargs)

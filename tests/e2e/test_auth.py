@@ -376,5 +376,7 @@ def test_the_openapi_document_names_the_credentials_of_every_protected_operation
     # and every operation that needs them lists them, the public ones none
     for template, operations in document["paths"].items():
         for method, operation in operations.items():
-            expected = None if template in PUBLIC_PATHS else [{n: []} for n in schemes]
+            expected: list[dict[str, list[str]]] | None = (
+                None if template in PUBLIC_PATHS else [{n: []} for n in schemes]
+            )
             assert operation.get("security") == expected, (method, template)

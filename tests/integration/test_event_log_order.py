@@ -8,6 +8,7 @@ any id that a still-running writer could yet be joined below (docs/events.md).
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 
@@ -45,7 +46,7 @@ def test_a_polling_reader_never_sees_an_event_id_below_one_it_already_saw(
             ctx = Context(actor=actor, request_id=uuid.uuid4().hex, now=utcnow())
             request = revoke.RevokeRequest(series_id=series_id, codes=(code,))
             runner.execute(
-                backend.db, ctx, lambda uow, ctx=ctx, r=request: revoke.revoke(uow, ctx, r),
+                backend.db, ctx, functools.partial(revoke.revoke, ctx=ctx, request=request),
                 lambda outcome: b"",
             )  # fmt: skip
 
