@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from coupons.domain.codes import CodeCase, normalize
+from coupons.domain.codes import normalize
 from coupons.domain.model import Action, Coupon, CouponState
 
 
@@ -45,17 +45,6 @@ class Outcome:
     @property
     def total_count(self) -> int:
         return len(self.done) + self.failed_count
-
-    def failure_groups(self, case: CodeCase) -> list[dict[str, object]]:
-        """The vendor's `failedToRevoke` groups, one per error code, in first-seen order."""
-        return [
-            {
-                "errorCode": reason.code,
-                "errorMessage": reason.message,
-                "couponCodes": [case.render(code) for code in codes],
-            }
-            for reason, codes in self.failed.items()
-        ]
 
 
 def can_take(action: Action, coupon: Coupon) -> bool:

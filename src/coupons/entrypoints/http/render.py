@@ -98,5 +98,17 @@ def outcome(o: Outcome, case: CodeCase, done_key: str, failed_key: str) -> dict[
             {"couponId": c.id, "couponCode": case.render(c.code), "issuedToUserId": c.customer_id}
             for c in o.done
         ],
-        failed_key: o.failure_groups(case),
+        failed_key: failure_groups(o, case),
     }
+
+
+def failure_groups(o: Outcome, case: CodeCase) -> list[dict[str, Any]]:
+    """The vendor's `failedToRevoke` groups, one per error code, in first-seen order."""
+    return [
+        {
+            "errorCode": reason.code,
+            "errorMessage": reason.message,
+            "couponCodes": [case.render(code) for code in codes],
+        }
+        for reason, codes in o.failed.items()
+    ]
