@@ -21,6 +21,7 @@ import structlog
 from coupons.adapters.sql_uow import Database
 from coupons.domain.records import WebhookRecord
 from coupons.entrypoints.http.metrics import DELIVERED_EVENTS, DELIVERIES
+from coupons.entrypoints.http.render_events import webhook_body
 from coupons.services import webhooks
 
 log = structlog.get_logger("coupons.worker")
@@ -91,6 +92,7 @@ class Worker:
                 webhook,
                 self.owner,
                 self.post,
+                render_body=webhook_body,
                 policy=self.options.policy,
                 batch_size=self.options.batch_size,
             )

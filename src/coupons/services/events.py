@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from coupons.domain import errors
 from coupons.domain.model import Action
 from coupons.domain.records import EventRecord
@@ -25,26 +23,6 @@ def event_type(action: Action) -> str:
     return EVENT_TYPES[action]
 
 
-def payload(event: EventRecord) -> dict[str, Any]:
-    """The public shape of one event (docs/events.md); stable across retries."""
-    return {
-        "id": event.id,
-        "type": EVENT_TYPES[event.action],
-        "orgId": event.org_id,
-        "couponId": event.coupon_id,
-        "couponCode": event.code,
-        "seriesId": event.series_id,
-        "customerId": event.customer_id,
-        "couponVersion": event.coupon_version,
-        "fromState": event.from_state.value if event.from_state else None,
-        "toState": event.to_state.value,
-        "actor": event.actor,
-        "requestId": event.request_id,
-        "reason": event.reason,
-        "at": event.at.isoformat().replace("+00:00", "Z"),
-    }
-
-
 def list_events(uow: UnitOfWork, ctx: Context, after: int, limit: int) -> list[EventRecord]:
     """A page of the caller's org's events after the cursor `after` (0 for the start)."""
     if after < 0:
@@ -52,11 +30,3 @@ def list_events(uow: UnitOfWork, ctx: Context, after: int, limit: int) -> list[E
     if not 1 <= limit <= MAX_PAGE:
         raise errors.InvalidField("limit", f"must be 1 to {MAX_PAGE}")
     return uow.history.events(ctx.org_id, after, limit)
-
-
-def page(events: list[EventRecord], after: int) -> dict[str, Any]:
-    """The entity of GET /v2/events: `nextAfter` is the cursor for the next call."""
-    return {
-        "events": [payload(e) for e in events],
-        "nextAfter": events[-1].id if events else after,
-    }

@@ -14,16 +14,13 @@ import hmac
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import orjson
-
 from coupons.domain import errors
-from coupons.domain.records import DeliveryRecord, NewDelivery, WebhookRecord
+from coupons.domain.records import DeliveryRecord, EventRecord, NewDelivery, WebhookRecord
 from coupons.services import events as event_log
 from coupons.services.common import Context, utcnow
 from coupons.services.ports import Transactions, UnitOfWork
@@ -35,6 +32,8 @@ MAX_DELIVERY_PAGE = 100
 
 # A receiver answers with a status code; a failure to get one raises.
 Post = Callable[[str, bytes, dict[str, str]], int]
+# The body of one delivery, (webhook id, events) to bytes: the entrypoint owns the format.
+RenderBody = Callable[[int, Sequence[EventRecord]], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,36 +174,6 @@ def deliveries(uow: UnitOfWork, ctx: Context, webhook_id: int, limit: int) -> li
     return uow.webhooks.deliveries(webhook_id, limit)
 
 
-def render(webhook: WebhookRecord) -> dict[str, Any]:
-    """A subscription as the API shows it: never its secret."""
-    return {
-        "id": webhook.id,
-        "url": webhook.url,
-        "events": sorted(webhook.events) or sorted(event_log.ALL_TYPES),
-        "status": webhook.status,
-        "lastEventId": webhook.cursor,
-        "attempts": webhook.attempts,
-        "nextAttemptAt": webhook.next_attempt_at.isoformat(),
-        "lastError": webhook.last_error,
-        "createdAt": webhook.created_at.isoformat(),
-    }
-
-
-def render_delivery(d: DeliveryRecord) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "firstEventId": d.first_event_id,
-        "lastEventId": d.last_event_id,
-        "eventCount": d.event_count,
-        "attempt": d.attempt,
-        "outcome": d.outcome,
-        "httpStatus": d.http_status,
-        "error": d.error,
-        "durationMs": d.duration_ms,
-        "at": d.at.isoformat(),
-    }
-
-
 # --- delivery ---------------------------------------------------------------------------------
 
 
@@ -236,6 +205,7 @@ def deliver(
     owner: str,
     post: Post,
     *,
+    render_body: RenderBody,
     policy: RetryPolicy,
     batch_size: int = 1000,
 ) -> DeliveryResult:
@@ -255,7 +225,7 @@ def deliver(
         # Nothing this subscription wants: move past it without calling the receiver.
         _finish(db, webhook, owner, cursor=pending[-1].id, ok=True, now=utcnow(), policy=policy)
         return DeliveryResult("SKIPPED", more=len(pending) == batch_size)
-    body = orjson.dumps({"webhookId": webhook.id, "events": [event_log.payload(e) for e in batch]})
+    body = render_body(webhook.id, batch)
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from coupons.entrypoints.http import render_events
 from coupons.entrypoints.http.deps import ReadActor, allowed
 from coupons.entrypoints.http.routes import ERRORS, DbId, perform
 from coupons.services import events, webhooks
@@ -39,7 +40,7 @@ async def list_events(
         request,
         actor,
         lambda uow, ctx: events.list_events(uow, ctx, after, limit),
-        lambda found, ctx: events.page(found, after),
+        lambda found, ctx: render_events.page(found, after),
         write=False,
     )
 
@@ -52,7 +53,7 @@ async def create_webhook(body: WebhookBody, request: Request, actor: AdminActor)
         request,
         actor,
         lambda uow, ctx: webhooks.create_webhook(uow, ctx, new),
-        lambda created, ctx: {**webhooks.render(created.webhook), "secret": created.secret},
+        lambda created, ctx: render_events.created_webhook(created),
     )
 
 
@@ -63,7 +64,7 @@ async def list_webhooks(request: Request, actor: AdminActor) -> Response:
         request,
         actor,
         webhooks.list_webhooks,
-        lambda found, ctx: {"webhooks": [webhooks.render(w) for w in found]},
+        lambda found, ctx: render_events.webhooks(found),
         write=False,
     )
 
@@ -86,7 +87,7 @@ async def retry_webhook(webhook_id: DbId, request: Request, actor: AdminActor) -
         request,
         actor,
         lambda uow, ctx: webhooks.retry_webhook(uow, ctx, webhook_id),
-        lambda found, ctx: webhooks.render(found),
+        lambda found, ctx: render_events.webhook(found),
     )
 
 
@@ -102,6 +103,6 @@ async def list_deliveries(
         request,
         actor,
         lambda uow, ctx: webhooks.deliveries(uow, ctx, webhook_id, limit),
-        lambda found, ctx: {"deliveries": [webhooks.render_delivery(d) for d in found]},
+        lambda found, ctx: render_events.deliveries(found),
         write=False,
     )
