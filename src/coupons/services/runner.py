@@ -3,6 +3,9 @@
 The runner owns the transaction around a use case: it replays a stored response for a known
 `Idempotency-Key` (9006 when the request differs), runs the use case, renders the response,
 stores it under the key in the same transaction, and commits, or rolls back for a dry run.
+
+What a response looks like is the entrypoint's business: it passes `render` (result to body
+bytes) and the status code, and the runner stores and replays both as opaque values.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def execute(
     idempotency: Idempotency | None = None,
     dry_run: bool = False,
     write: bool = True,
+    status_code: int = 200,
 ) -> Rendered:
     """Run `use_case` once, atomically; a `CouponError` rolls everything back."""
 
@@ -58,20 +62,20 @@ def execute(
         body = render(use_case(uow))
         if dry_run or not write:
             uow.rollback()
-            return Rendered(200, body)
+            return Rendered(status_code, body)
         if idempotency is not None:
             uow.idempotency.store_response(
                 client_id=ctx.actor.client_id,
                 org_id=ctx.org_id,
                 key=idempotency.key,
                 fingerprint=idempotency.fingerprint,
-                status_code=200,
+                status_code=status_code,
                 body=body,
                 now=ctx.now,
                 expired_before=ctx.now - IDEMPOTENCY_WINDOW,
             )
         uow.commit()
-        return Rendered(200, body)
+        return Rendered(status_code, body)
 
     # A dry run writes for real (under the same locks) and then rolls back.
     return db.run(attempt, write=write, retry_integrity=True)

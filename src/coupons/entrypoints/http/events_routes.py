@@ -76,7 +76,7 @@ async def delete_webhook(webhook_id: DbId, request: Request, actor: AdminActor) 
         request,
         actor,
         lambda uow, ctx: webhooks.delete_webhook(uow, ctx, webhook_id),
-        lambda found, ctx: {"id": found.id, "deleted": True},
+        lambda found, ctx: render_events.deleted_webhook(found),
     )
 
 

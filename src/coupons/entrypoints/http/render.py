@@ -9,7 +9,10 @@ from typing import Any
 from coupons.domain.codes import CodeCase
 from coupons.domain.model import Coupon, CouponState, Customer, Series, StateChange
 from coupons.domain.revoke import Outcome
+from coupons.services.auth import Token
 from coupons.services.issue import IssuedCoupon
+from coupons.services.redeem import Reactivation, Redemption
+from coupons.services.series import UploadResult
 
 
 def timestamp(value: datetime) -> str:
@@ -59,6 +62,10 @@ def coupon(c: Coupon) -> dict[str, Any]:
     }
 
 
+def coupons(found: list[Coupon]) -> dict[str, Any]:
+    return {"coupons": [coupon(c) for c in found]}
+
+
 def coupon_with_history(c: Coupon, history: list[StateChange]) -> dict[str, Any]:
     entity = coupon(c)
     entity["history"] = [
@@ -89,17 +96,35 @@ def issued(i: IssuedCoupon) -> dict[str, Any]:
     return entity
 
 
-def outcome(o: Outcome, case: CodeCase, done_key: str, failed_key: str) -> dict[str, Any]:
-    """The vendor's revoke entity (or reinstate's mirror of it)."""
+def issued_many(found: list[IssuedCoupon]) -> dict[str, Any]:
+    return {"coupons": [issued(i) for i in found]}
+
+
+def upload(result: UploadResult) -> dict[str, Any]:
+    return {"added": result.added, "duplicates": result.duplicates}
+
+
+def redemptions(done: list[Redemption]) -> dict[str, Any]:
     return {
-        "totalCount": o.total_count,
-        "failedCount": o.failed_count,
-        done_key: [
-            {"couponId": c.id, "couponCode": case.render(c.code), "issuedToUserId": c.customer_id}
-            for c in o.done
-        ],
-        failed_key: failure_groups(o, case),
+        "redemptions": [
+            {"redemptionId": r.redemption_id, "couponId": r.coupon_id, "code": r.code} for r in done
+        ]
     }
+
+
+def reactivations(done: list[Reactivation]) -> dict[str, Any]:
+    return {
+        "reactivated": [
+            {"redemptionId": r.redemption_id, "couponId": r.coupon_id, "couponCode": r.code}
+            for r in done
+        ]
+    }
+
+
+def token(t: Token) -> dict[str, Any]:
+    """The whole token response: the vendor's `data` beside the usual envelope's `entity`."""
+    data = {"accessToken": t.access_token, "expiresIn": t.expires_in}
+    return {"data": data, "entity": data, "warnings": [], "errors": [], "success": True}
 
 
 def failure_groups(o: Outcome, case: CodeCase) -> list[dict[str, Any]]:
@@ -112,3 +137,16 @@ def failure_groups(o: Outcome, case: CodeCase) -> list[dict[str, Any]]:
         }
         for reason, codes in o.failed.items()
     ]
+
+
+def outcome(o: Outcome, case: CodeCase, done_key: str, failed_key: str) -> dict[str, Any]:
+    """The vendor's revoke entity (or reinstate's mirror of it)."""
+    return {
+        "totalCount": o.total_count,
+        "failedCount": o.failed_count,
+        done_key: [
+            {"couponId": c.id, "couponCode": case.render(c.code), "issuedToUserId": c.customer_id}
+            for c in o.done
+        ],
+        failed_key: failure_groups(o, case),
+    }

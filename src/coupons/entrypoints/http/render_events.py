@@ -71,6 +71,10 @@ def created_webhook(created: CreatedWebhook) -> dict[str, Any]:
     return {**webhook(created.webhook), "secret": created.secret}
 
 
+def deleted_webhook(w: WebhookRecord) -> dict[str, Any]:
+    return {"id": w.id, "deleted": True}
+
+
 def delivery(d: DeliveryRecord) -> dict[str, Any]:
     return {
         "id": d.id,

@@ -102,9 +102,7 @@ async def generate_token(body: schemas.TokenRequest, request: Request) -> Respon
     token = await run_in_threadpool(
         auth.issue_token, body.key, body.secret, client_address(request)
     )
-    data = {"accessToken": token.access_token, "expiresIn": token.expires_in}
-    payload = {"data": data, "entity": data, "warnings": [], "errors": [], "success": True}
-    return Response(orjson.dumps(payload), media_type=JSON)
+    return Response(orjson.dumps(render.token(token)), media_type=JSON)
 
 
 # --- series and codes --------------------------------------------------------------------
@@ -165,7 +163,7 @@ async def add_codes(
         request,
         actor,
         lambda uow, ctx: series.add_codes(uow, ctx, series_id, upload),
-        lambda result, ctx: {"added": result.added, "duplicates": result.duplicates},
+        lambda result, ctx: render.upload(result),
     )
 
 
@@ -228,7 +226,7 @@ async def customer_coupons(
         request,
         actor,
         lambda uow, ctx: customers.customer_coupons(uow, ctx, customer_id, status),
-        lambda found, ctx: {"coupons": [render.coupon(c) for c in found]},
+        lambda found, ctx: render.coupons(found),
         write=False,
     )
 
@@ -264,7 +262,7 @@ async def issue_multiple(
         request,
         actor,
         lambda uow, ctx: issue.issue(uow, ctx, body.series_id, ref, body.count),
-        lambda found, ctx: {"coupons": [render.issued(i) for i in found]},
+        lambda found, ctx: render.issued_many(found),
     )
 
 
@@ -301,12 +299,7 @@ async def redeem_coupons(
         lambda uow, ctx: redeem.redeem(
             uow, ctx, ref, lines, body.transaction_number, body.bill_amount
         ),
-        lambda done, ctx: {
-            "redemptions": [
-                {"redemptionId": r.redemption_id, "couponId": r.coupon_id, "code": r.code}
-                for r in done
-            ]
-        },
+        lambda done, ctx: render.redemptions(done),
     )
 
 
@@ -321,12 +314,7 @@ async def reactivate_coupons(
         request,
         actor,
         lambda uow, ctx: redeem.reactivate(uow, ctx, body.redemption_ids),
-        lambda done, ctx: {
-            "reactivated": [
-                {"redemptionId": r.redemption_id, "couponId": r.coupon_id, "couponCode": r.code}
-                for r in done
-            ]
-        },
+        lambda done, ctx: render.reactivations(done),
     )
 
 
