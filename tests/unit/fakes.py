@@ -1,0 +1,631 @@
+"""In-memory fakes of the ports in `coupons.services.ports`, for service tests without a database.
+
+Each fake keeps its rows in a shared `Store`; `FakeUnitOfWork` snapshots the store when it
+opens and puts the snapshot back on `rollback()`, so "nothing was written" is observable. The
+fakes follow the SQL repositories' contracts (org scoping, id order, guarded updates that
+return how many rows changed), not their SQL. `_typed` at the bottom makes mypy check every
+fake against its Protocol.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+
+from coupons.domain.codes import normalize
+from coupons.domain.model import (
+    REVOCABLE,
+    Coupon,
+    CouponState,
+    Customer,
+    DiscountType,
+    Series,
+    SeriesType,
+    StateChange,
+    normalize_email,
+    normalize_mobile,
+)
+from coupons.domain.records import (
+    ClientRecord,
+    CustomerDetails,
+    DeliveryRecord,
+    EventRecord,
+    NewCoupon,
+    NewDelivery,
+    NewRedemption,
+    RedemptionRecord,
+    StoredResponse,
+    WebhookRecord,
+)
+from coupons.services import ports
+
+
+@dataclass
+class StoredCoupon:
+    org_id: int
+    coupon: Coupon
+
+
+@dataclass
+class StoredRedemption:
+    org_id: int
+    record: RedemptionRecord
+    new: NewRedemption
+
+
+@dataclass
+class StoredHistory:
+    id: int
+    org_id: int
+    coupon_id: int
+    change: StateChange
+
+
+@dataclass
+class Store:
+    """Every table the fakes know, as plain dicts and lists."""
+
+    series: dict[int, Series] = field(default_factory=dict)
+    coupons: dict[int, StoredCoupon] = field(default_factory=dict)
+    customers: dict[int, Customer] = field(default_factory=dict)
+    redemptions: dict[int, StoredRedemption] = field(default_factory=dict)
+    history: list[StoredHistory] = field(default_factory=list)
+    responses: dict[tuple[int, str], tuple[StoredResponse, datetime]] = field(default_factory=dict)
+    orgs: dict[int, str] = field(default_factory=dict)
+    clients: dict[int, ClientRecord] = field(default_factory=dict)
+    service_keys: dict[str, str] = field(default_factory=dict)
+    webhooks: dict[int, WebhookRecord] = field(default_factory=dict)
+    deliveries: list[DeliveryRecord] = field(default_factory=list)
+    last_id: int = 0
+
+    def new_id(self) -> int:
+        """One id sequence for every table, so ids never collide across them."""
+        self.last_id += 1
+        return self.last_id
+
+
+class FakeCouponRepository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _rows(self, org_id: int | None = None) -> list[StoredCoupon]:
+        rows = sorted(self.store.coupons.values(), key=lambda row: row.coupon.id)
+        return [row for row in rows if org_id is None or row.org_id == org_id]
+
+    def existing_code_norms(self, series_id: int, norms: Sequence[str]) -> set[str]:
+        wanted = set(norms)
+        return {
+            normalize(row.coupon.code)
+            for row in self._rows()
+            if row.coupon.series_id == series_id and normalize(row.coupon.code) in wanted
+        }
+
+    def add_coupons(self, new: Sequence[NewCoupon]) -> list[int]:
+        ids = []
+        for c in new:
+            coupon_id = self.store.new_id()
+            coupon = Coupon(coupon_id, c.series_id, c.code, c.state, c.customer_id, pin=c.pin)
+            self.store.coupons[coupon_id] = StoredCoupon(c.org_id, coupon)
+            ids.append(coupon_id)
+        return ids
+
+    def take_available(self, series_id: int, count: int) -> list[Coupon]:
+        pool = [
+            row.coupon
+            for row in self._rows()
+            if row.coupon.series_id == series_id and row.coupon.state is CouponState.AVAILABLE
+        ]
+        return pool[:count]
+
+    def _update(
+        self, ids: Sequence[int], allowed: Iterable[CouponState], change: Callable[[Coupon], Coupon]
+    ) -> int:
+        """A guarded UPDATE: only coupons in an `allowed` state change; returns how many did."""
+        states = set(allowed)
+        changed = 0
+        for coupon_id in ids:
+            row = self.store.coupons.get(coupon_id)
+            if row is not None and row.coupon.state in states:
+                row.coupon = change(row.coupon)
+                changed += 1
+        return changed
+
+    def mark_issued(self, ids: Sequence[int], customer_id: int, now: datetime) -> int:
+        return self._update(
+            ids,
+            [CouponState.AVAILABLE],
+            lambda c: replace(c, state=CouponState.ISSUED, customer_id=customer_id),
+        )
+
+    def coupons_by_codes(
+        self, org_id: int, norms: Sequence[str], *, series_id: int | None, lock: bool
+    ) -> list[Coupon]:
+        wanted = set(norms)
+        return [
+            row.coupon
+            for row in self._rows(org_id)
+            if normalize(row.coupon.code) in wanted
+            and (series_id is None or row.coupon.series_id == series_id)
+        ]
+
+    def coupons_of_customer(
+        self,
+        org_id: int,
+        customer_id: int,
+        *,
+        states: Sequence[CouponState],
+        series_id: int | None = None,
+        unexpired_at: datetime | None = None,
+        limit: int | None = None,
+        lock: bool = False,
+    ) -> list[Coupon]:
+        found = [
+            row.coupon
+            for row in self._rows(org_id)
+            if row.coupon.customer_id == customer_id
+            and row.coupon.state in states
+            and (series_id is None or row.coupon.series_id == series_id)
+            and (
+                unexpired_at is None
+                or self.store.series[row.coupon.series_id].valid_till >= unexpired_at
+            )
+        ]
+        return found if limit is None else found[:limit]
+
+    def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]:
+        wanted = set(ids)
+        return [row.coupon for row in self._rows(org_id) if row.coupon.id in wanted]
+
+    def coupon(self, org_id: int, coupon_id: int) -> Coupon | None:
+        row = self.store.coupons.get(coupon_id)
+        return row.coupon if row is not None and row.org_id == org_id else None
+
+    def mark_revoked(self, ids: Sequence[int], now: datetime) -> int:
+        return self._update(
+            ids, REVOCABLE, lambda c: replace(c, state=CouponState.REVOKED, revoked_from=c.state)
+        )
+
+    def mark_reinstated(self, ids: Sequence[int], now: datetime) -> int:
+        return self._update(
+            ids,
+            [CouponState.REVOKED],
+            lambda c: replace(c, state=c.revoked_from or CouponState.ISSUED, revoked_from=None),
+        )
+
+    def set_state(
+        self, ids: Sequence[int], *, from_state: CouponState, to_state: CouponState, now: datetime
+    ) -> int:
+        return self._update(ids, [from_state], lambda c: replace(c, state=to_state))
+
+    def add_redemptions(self, new: Sequence[NewRedemption]) -> list[int]:
+        ids = []
+        for r in new:
+            redemption_id = self.store.new_id()
+            record = RedemptionRecord(redemption_id, r.coupon_id, r.customer_id, False)
+            self.store.redemptions[redemption_id] = StoredRedemption(r.org_id, record, r)
+            ids.append(redemption_id)
+        return ids
+
+    def redemptions_by_ids(
+        self, org_id: int, ids: Sequence[int], *, lock: bool
+    ) -> list[RedemptionRecord]:
+        return [
+            self.store.redemptions[i].record
+            for i in sorted(set(ids))
+            if i in self.store.redemptions and self.store.redemptions[i].org_id == org_id
+        ]
+
+    def mark_reactivated(self, ids: Sequence[int], now: datetime) -> int:
+        changed = 0
+        for i in ids:
+            row = self.store.redemptions.get(i)
+            if row is not None and not row.record.reactivated:
+                row.record = replace(row.record, reactivated=True)
+                changed += 1
+        return changed
+
+
+class FakeSeriesRepository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add_series(
+        self,
+        *,
+        org_id: int,
+        description: str,
+        type: SeriesType,
+        generic_code: str | None,
+        valid_till: datetime,
+        discount_type: DiscountType,
+        discount_value: Decimal,
+        now: datetime,
+    ) -> Series:
+        series = Series(
+            id=self.store.new_id(),
+            org_id=org_id,
+            description=description,
+            type=type,
+            generic_code=generic_code,
+            valid_till=valid_till,
+            discount_type=discount_type,
+            discount_value=discount_value,
+            created_at=now,
+        )
+        self.store.series[series.id] = series
+        return series
+
+    def series(self, org_id: int, series_id: int) -> Series | None:
+        found = self.store.series.get(series_id)
+        return found if found is not None and found.org_id == org_id else None
+
+    def series_by_description(self, org_id: int, description: str) -> Series | None:
+        return next(
+            (
+                s
+                for _, s in sorted(self.store.series.items())
+                if s.org_id == org_id and s.description == description
+            ),
+            None,
+        )
+
+    def series_many(self, org_id: int, series_ids: Iterable[int]) -> dict[int, Series]:
+        return {i: s for i in set(series_ids) if (s := self.series(org_id, i)) is not None}
+
+    def generic_series_by_codes(self, org_id: int, norms: Sequence[str]) -> list[Series]:
+        wanted = set(norms)
+        return [
+            s
+            for _, s in sorted(self.store.series.items())
+            if s.org_id == org_id and s.generic_code and normalize(s.generic_code) in wanted
+        ]
+
+    def state_counts(self, series_id: int) -> dict[CouponState, int]:
+        counts = dict.fromkeys(CouponState, 0)
+        for row in self.store.coupons.values():
+            if row.coupon.series_id == series_id:
+                counts[row.coupon.state] += 1
+        return counts
+
+
+class FakeCustomerRepository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.locked: list[int] = []
+
+    def add_customer(self, org_id: int, details: CustomerDetails, now: datetime) -> int:
+        customer_id = self.store.new_id()
+        self.store.customers[customer_id] = Customer(
+            id=customer_id,
+            org_id=org_id,
+            mobile=details.mobile,
+            email=details.email,
+            external_id=details.external_id,
+            first_name=details.first_name,
+            last_name=details.last_name,
+        )
+        return customer_id
+
+    def find_customers(
+        self,
+        org_id: int,
+        *,
+        id: int | None = None,
+        mobile_norm: str | None = None,
+        email_norm: str | None = None,
+        external_id: str | None = None,
+    ) -> list[tuple[Customer, set[str]]]:
+        found = []
+        for c in sorted(self.store.customers.values(), key=lambda c: c.id):
+            if c.org_id != org_id:
+                continue
+            matched = set()
+            if id is not None and c.id == id:
+                matched.add("id")
+            if mobile_norm is not None and c.mobile and normalize_mobile(c.mobile) == mobile_norm:
+                matched.add("mobile")
+            if email_norm is not None and c.email and normalize_email(c.email) == email_norm:
+                matched.add("email")
+            if external_id is not None and c.external_id == external_id:
+                matched.add("externalId")
+            if matched:
+                found.append((c, matched))
+        return found
+
+    def lock_customer(self, org_id: int, customer_id: int) -> None:
+        self.locked.append(customer_id)
+
+
+class FakeHistoryRepository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writes = 0
+
+    def write(self, org_id: int, changes: Sequence[tuple[int, StateChange]]) -> None:
+        if not changes:
+            return
+        self.writes += 1
+        for coupon_id, change in changes:
+            if coupon_id not in self.store.coupons:
+                raise RuntimeError("history rows written do not match the changes recorded")
+            entry = StoredHistory(self.store.new_id(), org_id, coupon_id, change)
+            self.store.history.append(entry)
+
+    def history(self, coupon_id: int) -> list[StateChange]:
+        return [h.change for h in self.store.history if h.coupon_id == coupon_id]
+
+    def revoked_by_request(self, org_id: int, request_id: str) -> list[tuple[int, bool]]:
+        mine = [h for h in self.store.history if h.org_id == org_id]
+        latest = {h.coupon_id: h.id for h in mine}
+        return sorted(
+            (h.coupon_id, latest[h.coupon_id] == h.id)
+            for h in mine
+            if h.change.request_id == request_id and h.change.action.value == "REVOKE"
+        )
+
+    def events(self, org_id: int, after: int, limit: int) -> list[EventRecord]:
+        found = []
+        for h in self.store.history:
+            if h.org_id != org_id or h.id <= after:
+                continue
+            coupon = self.store.coupons[h.coupon_id].coupon
+            c = h.change
+            found.append(
+                EventRecord(
+                    h.id,
+                    h.org_id,
+                    h.coupon_id,
+                    c.action,
+                    c.from_state,
+                    c.to_state,
+                    c.at,
+                    c.actor,
+                    c.request_id,
+                    c.reason,
+                    coupon.series_id,
+                    coupon.code,
+                    coupon.customer_id,
+                )
+            )
+        return found[:limit]
+
+    def last_event_id(self, org_id: int) -> int:
+        return max((h.id for h in self.store.history if h.org_id == org_id), default=0)
+
+
+class FakeIdempotencyRepository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def stored_response(self, client_id: int, key: str, since: datetime) -> StoredResponse | None:
+        found = self.store.responses.get((client_id, key))
+        return found[0] if found is not None and found[1] >= since else None
+
+    def store_response(
+        self,
+        *,
+        client_id: int,
+        org_id: int,
+        key: str,
+        fingerprint: str,
+        status_code: int,
+        body: bytes,
+        now: datetime,
+        expired_before: datetime,
+    ) -> None:
+        self.store.responses[(client_id, key)] = (
+            StoredResponse(fingerprint, status_code, body),
+            now,
+        )
+
+
+class FakeClientRepository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add_org(self, name: str, now: datetime) -> int:
+        org_id = self.store.new_id()
+        self.store.orgs[org_id] = name
+        return org_id
+
+    def org_id_by_name(self, name: str) -> int | None:
+        return next((i for i, n in self.store.orgs.items() if n == name), None)
+
+    def add_client(
+        self, org_id: int, username: str, secret_hash: str, groups: Iterable[str], now: datetime
+    ) -> int:
+        client_id = self.store.new_id()
+        self.store.clients[client_id] = ClientRecord(
+            client_id, org_id, username, secret_hash, frozenset(groups), True
+        )
+        return client_id
+
+    def client_by_username(self, username: str) -> ClientRecord | None:
+        return next((c for c in self.store.clients.values() if c.username == username), None)
+
+    def client_by_id(self, client_id: int) -> ClientRecord | None:
+        return self.store.clients.get(client_id)
+
+    def update_client(
+        self,
+        username: str,
+        *,
+        is_active: bool | None = None,
+        secret_hash: str | None = None,
+        groups: Iterable[str] | None = None,
+    ) -> bool:
+        found = self.client_by_username(username)
+        if found is None:
+            return False
+        self.store.clients[found.id] = replace(
+            found,
+            is_active=found.is_active if is_active is None else is_active,
+            secret_hash=secret_hash or found.secret_hash,
+            groups=found.groups if groups is None else frozenset(groups),
+        )
+        return True
+
+    def service_key(self, name: str) -> str | None:
+        return self.store.service_keys.get(name)
+
+    def add_service_key(self, name: str, value: str) -> None:
+        self.store.service_keys[name] = value
+
+
+class FakeWebhookRepository:
+    """Subscriptions and deliveries; leases are not modelled (one worker at a time)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add_webhook(
+        self, *, org_id: int, url: str, events: Iterable[str], secret: str, now: datetime
+    ) -> WebhookRecord:
+        cursor = max((h.id for h in self.store.history if h.org_id == org_id), default=0)
+        webhook = WebhookRecord(
+            id=self.store.new_id(),
+            org_id=org_id,
+            url=url,
+            events=frozenset(events),
+            secret=secret,
+            status="ACTIVE",
+            cursor=cursor,
+            attempts=0,
+            failing_since=None,
+            next_attempt_at=now,
+            last_error=None,
+            created_at=now,
+        )
+        self.store.webhooks[webhook.id] = webhook
+        return webhook
+
+    def webhook(self, org_id: int, webhook_id: int) -> WebhookRecord | None:
+        found = self.store.webhooks.get(webhook_id)
+        return found if found is not None and found.org_id == org_id else None
+
+    def webhooks_of_org(self, org_id: int) -> list[WebhookRecord]:
+        return [w for _, w in sorted(self.store.webhooks.items()) if w.org_id == org_id]
+
+    def delete_webhook(self, org_id: int, webhook_id: int) -> bool:
+        if self.webhook(org_id, webhook_id) is None:
+            return False
+        del self.store.webhooks[webhook_id]
+        return True
+
+    def revive_webhook(self, webhook_id: int, now: datetime, *, org_id: int | None = None) -> bool:
+        found = self.store.webhooks.get(webhook_id)
+        if found is None or (org_id is not None and found.org_id != org_id):
+            return False
+        self.store.webhooks[webhook_id] = replace(
+            found, status="ACTIVE", attempts=0, failing_since=None, next_attempt_at=now
+        )
+        return True
+
+    def due_webhooks(self, now: datetime, limit: int) -> list[int]:
+        due = [
+            w.id
+            for _, w in sorted(self.store.webhooks.items())
+            if w.status == "ACTIVE"
+            and w.next_attempt_at <= now
+            and any(h.org_id == w.org_id and h.id > w.cursor for h in self.store.history)
+        ]
+        return due[:limit]
+
+    def claim_webhooks(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[WebhookRecord]:
+        return [self.store.webhooks[i] for i in self.due_webhooks(now, limit)]
+
+    def finish_delivery(
+        self,
+        webhook_id: int,
+        owner: str,
+        *,
+        cursor: int | None,
+        attempts: int,
+        failing_since: datetime | None,
+        next_attempt_at: datetime,
+        status: str,
+        last_error: str | None,
+    ) -> bool:
+        found = self.store.webhooks.get(webhook_id)
+        if found is None:
+            return False
+        self.store.webhooks[webhook_id] = replace(
+            found,
+            cursor=found.cursor if cursor is None else cursor,
+            attempts=attempts,
+            failing_since=failing_since,
+            next_attempt_at=next_attempt_at,
+            status=status,
+            last_error=last_error,
+        )
+        return True
+
+    def add_delivery(self, delivery: NewDelivery) -> None:
+        d = delivery
+        self.store.deliveries.append(
+            DeliveryRecord(
+                self.store.new_id(),
+                d.webhook_id,
+                d.first_event_id,
+                d.last_event_id,
+                d.event_count,
+                d.attempt,
+                d.outcome,
+                d.http_status,
+                d.error,
+                d.duration_ms,
+                d.at,
+            )
+        )
+
+    def deliveries(self, webhook_id: int, limit: int) -> list[DeliveryRecord]:
+        mine = [d for d in self.store.deliveries if d.webhook_id == webhook_id]
+        return sorted(mine, key=lambda d: d.id, reverse=True)[:limit]
+
+    def outbox_backlog(self) -> list[tuple[int, str, datetime | None]]:
+        return []
+
+
+class FakeUnitOfWork:
+    """One transaction over a `Store`: `rollback()` (or no `commit()`) restores the snapshot."""
+
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store if store is not None else Store()
+        self._snapshot = copy.deepcopy(self.store)
+        self.committed = False
+        self.rolled_back = False
+        self.coupons = FakeCouponRepository(self.store)
+        self.series = FakeSeriesRepository(self.store)
+        self.customers = FakeCustomerRepository(self.store)
+        self.history = FakeHistoryRepository(self.store)
+        self.idempotency = FakeIdempotencyRepository(self.store)
+        self.clients = FakeClientRepository(self.store)
+        self.webhooks = FakeWebhookRepository(self.store)
+
+    def commit(self) -> None:
+        self.committed = True
+        self._snapshot = copy.deepcopy(self.store)
+
+    def rollback(self) -> None:
+        self.rolled_back = True
+        restored = copy.deepcopy(self._snapshot)
+        for name in Store.__dataclass_fields__:
+            setattr(self.store, name, getattr(restored, name))
+
+
+def _typed(store: Store) -> ports.UnitOfWork:
+    """Never called: mypy checks here that every fake implements its Protocol."""
+    coupons: ports.CouponRepository = FakeCouponRepository(store)
+    series: ports.SeriesRepository = FakeSeriesRepository(store)
+    customers: ports.CustomerRepository = FakeCustomerRepository(store)
+    history: ports.HistoryRepository = FakeHistoryRepository(store)
+    idempotency: ports.IdempotencyRepository = FakeIdempotencyRepository(store)
+    clients: ports.ClientRepository = FakeClientRepository(store)
+    webhooks: ports.WebhookRepository = FakeWebhookRepository(store)
+    del coupons, series, customers, history, idempotency, clients, webhooks
+    return FakeUnitOfWork(store)
