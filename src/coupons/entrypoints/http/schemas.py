@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -18,8 +19,11 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from coupons.domain.codes import MAX_CODE_LENGTH, normalize
-from coupons.domain.model import normalize_email
+from coupons.domain.codes import MAX_CODE_LENGTH, CodeCase, normalize
+from coupons.domain.model import Coupon, CouponState, normalize_email
+from coupons.domain.revoke import FailureReason, Outcome
+from coupons.entrypoints.http import render
+from coupons.entrypoints.http.envelope import failure_body, success_body
 from coupons.services.common import CustomerRef
 
 Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH)]
@@ -128,82 +132,44 @@ REVOKE_EXAMPLES = {
 }
 
 
-def _revoked(coupon_id: int, code: str, user_id: int | None) -> dict[str, Any]:
-    return {"couponId": coupon_id, "couponCode": code, "issuedToUserId": user_id}
-
-
-def _ok(entity: dict[str, Any]) -> dict[str, Any]:
-    return {"entity": entity, "warnings": [], "errors": [], "success": True}
+def _revoke_example(
+    done: list[tuple[int, str, int]], failed: dict[FailureReason, list[str]] | None = None
+) -> dict[str, Any]:
+    """A response as the API writes it, from an outcome of (coupon id, code, customer id)."""
+    outcome = Outcome(
+        done=[Coupon(i, 0, code, CouponState.ISSUED, customer) for i, code, customer in done],
+        failed=failed or {},
+    )
+    entity = render.outcome(outcome, CodeCase.UPPER, "revokedCoupons", "failedToRevoke")
+    return dict(orjson.loads(success_body(entity)))
 
 
 def _error(code: int, message: str) -> dict[str, Any]:
-    return {
-        "warnings": [],
-        "errors": [{"status": False, "code": code, "message": message}],
-        "success": False,
-    }
+    return dict(orjson.loads(failure_body(code, message)))
 
 
 # The vendor's response examples (its shapes and codes), shown in /docs.
 REVOKE_RESPONSE_EXAMPLES = {
     "codes": {
         "summary": "Revoked by coupon codes",
-        "value": _ok(
-            {
-                "totalCount": 2,
-                "failedCount": 0,
-                "revokedCoupons": [
-                    _revoked(1239817476, "3636820421", 555567088),
-                    _revoked(1239817475, "3138309782", 555567088),
-                ],
-                "failedToRevoke": [],
-            }
+        "value": _revoke_example(
+            [(1239817476, "3636820421", 555567088), (1239817475, "3138309782", 555567088)]
         ),
     },
     "generic": {
         "summary": "Revoked a customer's generic coupon",
-        "value": _ok(
-            {
-                "totalCount": 1,
-                "failedCount": 0,
-                "revokedCoupons": [_revoked(1247326281, "SALE20", 555567088)],
-                "failedToRevoke": [],
-            }
-        ),
+        "value": _revoke_example([(1247326281, "SALE20", 555567088)]),
     },
     "partial": {
         "summary": "Partly revoked: one code already revoked, one unknown",
-        "value": _ok(
-            {
-                "totalCount": 3,
-                "failedCount": 2,
-                "revokedCoupons": [_revoked(24454630, "3H2G6OAGPAQ3", 341612616)],
-                "failedToRevoke": [
-                    {
-                        "errorCode": 682,
-                        "errorMessage": "Coupon not found",
-                        "couponCodes": ["V6AUE8G5890V", "CODE123"],
-                    }
-                ],
-            }
+        "value": _revoke_example(
+            [(24454630, "3H2G6OAGPAQ3", 341612616)],
+            {FailureReason.NOT_FOUND_IN_SERIES: ["V6AUE8G5890V", "CODE123"]},
         ),
     },
     "redeemed": {
         "summary": "Nothing revoked: the code was redeemed (still HTTP 200)",
-        "value": _ok(
-            {
-                "totalCount": 1,
-                "failedCount": 1,
-                "revokedCoupons": [],
-                "failedToRevoke": [
-                    {
-                        "errorCode": 405,
-                        "errorMessage": "Coupon code redeemed",
-                        "couponCodes": ["CODE6"],
-                    }
-                ],
-            }
-        ),
+        "value": _revoke_example([], {FailureReason.REDEEMED: ["CODE6"]}),
     },
 }
 
