@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from coupons.domain.codes import normalize
 from coupons.domain.model import (
@@ -41,6 +42,8 @@ from coupons.domain.records import (
     WebhookRecord,
 )
 from coupons.services import ports
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -618,6 +621,29 @@ class FakeUnitOfWork:
             setattr(self.store, name, getattr(restored, name))
 
 
+class FakeTransactions:
+    """`Transactions` over a store: each `run` is a fresh unit of work, rolled back unless
+    committed; no retries (nothing conflicts in memory)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.runs = 0
+
+    def run(
+        self,
+        work: Callable[[ports.UnitOfWork], T],
+        *,
+        write: bool = True,
+        retry_integrity: bool = False,
+    ) -> T:
+        self.runs += 1
+        uow = FakeUnitOfWork(self.store)
+        try:
+            return work(uow)
+        finally:
+            uow.rollback()  # after a commit the snapshot is the store: nothing changes
+
+
 def _typed(store: Store) -> ports.UnitOfWork:
     """Never called: mypy checks here that every fake implements its Protocol."""
     coupons: ports.CouponRepository = FakeCouponRepository(store)
@@ -627,5 +653,6 @@ def _typed(store: Store) -> ports.UnitOfWork:
     idempotency: ports.IdempotencyRepository = FakeIdempotencyRepository(store)
     clients: ports.ClientRepository = FakeClientRepository(store)
     webhooks: ports.WebhookRepository = FakeWebhookRepository(store)
-    del coupons, series, customers, history, idempotency, clients, webhooks
+    transactions: ports.Transactions = FakeTransactions(store)
+    del coupons, series, customers, history, idempotency, clients, webhooks, transactions
     return FakeUnitOfWork(store)
