@@ -9,7 +9,6 @@ from typing import Any
 from coupons.domain.codes import CodeCase
 from coupons.domain.model import Coupon, CouponState, Customer, Series, StateChange
 from coupons.domain.revoke import Outcome
-from coupons.services.auth import Token
 from coupons.services.issue import IssuedCoupon
 from coupons.services.redeem import Reactivation, Redemption
 from coupons.services.series import UploadResult
@@ -121,9 +120,9 @@ def reactivations(done: list[Reactivation]) -> dict[str, Any]:
     }
 
 
-def token(t: Token) -> dict[str, Any]:
+def token(access_token: str, expires_in: int) -> dict[str, Any]:
     """The whole token response: the vendor's `data` beside the usual envelope's `entity`."""
-    data = {"accessToken": t.access_token, "expiresIn": t.expires_in}
+    data = {"accessToken": access_token, "expiresIn": expires_in}
     return {"data": data, "entity": data, "warnings": [], "errors": [], "success": True}
 
 

@@ -102,7 +102,9 @@ async def generate_token(body: schemas.TokenRequest, request: Request) -> Respon
     token = await run_in_threadpool(
         auth.issue_token, body.key, body.secret, client_address(request)
     )
-    return Response(orjson.dumps(render.token(token)), media_type=JSON)
+    return Response(
+        orjson.dumps(render.token(token.access_token, token.expires_in)), media_type=JSON
+    )
 
 
 # --- series and codes --------------------------------------------------------------------
