@@ -370,8 +370,11 @@ class FakeHistoryRepository:
         )
 
     def events(self, org_id: int, after: int, limit: int) -> list[EventRecord]:
+        """Each event carries the coupon's version after its change: one per change so far."""
         found = []
+        versions: dict[int, int] = {}
         for h in self.store.history:
+            versions[h.coupon_id] = versions.get(h.coupon_id, 0) + 1
             if h.org_id != org_id or h.id <= after:
                 continue
             coupon = self.store.coupons[h.coupon_id].coupon
@@ -391,6 +394,7 @@ class FakeHistoryRepository:
                     coupon.series_id,
                     coupon.code,
                     coupon.customer_id,
+                    versions[h.coupon_id],
                 )
             )
         return found[:limit]

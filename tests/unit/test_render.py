@@ -26,7 +26,7 @@ def test_events_webhooks_and_deliveries_write_their_times_the_same_way() -> None
     # Given an event, a subscription and a delivery, all at the same moment
     event = EventRecord(
         9, 1, 2, Action.REVOKE, CouponState.ISSUED, CouponState.REVOKED, AT, "ops", "r", None,
-        3, "SAVE1", 4,
+        3, "SAVE1", 4, 2,
     )  # fmt: skip
     webhook = WebhookRecord(
         5, 1, "https://example.com/hook", frozenset(), "whsec_x", "ACTIVE", 8, 0, None, AT,
