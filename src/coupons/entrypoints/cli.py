@@ -12,7 +12,8 @@ from rich.console import Console
 
 from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError
-from coupons.entrypoints import bulk_revoke, worker_cli
+from coupons.entrypoints import worker_cli
+from coupons.entrypoints.bulk_revoke import command as bulk_revoke
 
 # The server, database and migration modules are imported inside the commands that need
 # them, so `coupons revoke` (an HTTP client) starts fast.

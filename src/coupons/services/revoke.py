@@ -26,7 +26,7 @@ from coupons.domain.revoke import FailureReason, Outcome, decide
 from coupons.services.common import Context, CustomerRef, find_customer, record_history
 from coupons.services.ports import UnitOfWork
 
-MAX_CODES = 50
+MAX_CODES = code_rules.MAX_CODES_PER_REQUEST
 MAX_CUSTOMER_COUPONS = 100
 
 
