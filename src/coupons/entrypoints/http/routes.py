@@ -19,6 +19,7 @@ from coupons.entrypoints.http import render, schemas
 from coupons.entrypoints.http.deps import ReadActor, allowed, client_address
 from coupons.entrypoints.http.envelope import JSON, success_body
 from coupons.entrypoints.http.middleware import request_id_of
+from coupons.entrypoints.http.routing import IdRoute
 from coupons.services import customers, issue, redeem, revoke, series
 from coupons.services.auth import Authenticator
 from coupons.services.common import Actor, Context, CustomerRef, utcnow
@@ -27,9 +28,12 @@ from coupons.services.runner import Idempotency, execute
 
 T = TypeVar("T")
 
-router = APIRouter()
+router = APIRouter(route_class=IdRoute)
 
 DbId = Annotated[int, Path(ge=1, le=2**62)]
+# Path parameters are named as the API documents them, in messages and in OpenAPI too.
+IdPath = Annotated[int, Path(alias="id", ge=1, le=2**62)]
+CouponIdPath = Annotated[int, Path(alias="couponId", ge=1, le=2**62)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429)
 }
@@ -133,8 +137,8 @@ async def create_series(
     )
 
 
-@router.get("/v2/coupon/series/{series_id}", tags=["series"], responses=ERRORS)
-async def get_series(series_id: DbId, request: Request, actor: ReadActor) -> Response:
+@router.get("/v2/coupon/series/{id}", tags=["series"], responses=ERRORS)
+async def get_series(series_id: IdPath, request: Request, actor: ReadActor) -> Response:
     """A series with its coupon counts per state."""
     return await perform(
         request,
@@ -145,9 +149,9 @@ async def get_series(series_id: DbId, request: Request, actor: ReadActor) -> Res
     )
 
 
-@router.post("/v2/coupon/series/{series_id}/codes", tags=["series"], responses=ERRORS)
+@router.post("/v2/coupon/series/{id}/codes", tags=["series"], responses=ERRORS)
 async def add_codes(
-    series_id: DbId,
+    series_id: IdPath,
     body: schemas.CodesBody,
     request: Request,
     actor: Annotated[Actor, Depends(allowed("admin"))],
@@ -216,9 +220,9 @@ async def lookup_customer(
     )
 
 
-@router.get("/v2/customers/{customer_id}/coupons", tags=["customers"], responses=ERRORS)
+@router.get("/v2/customers/{id}/coupons", tags=["customers"], responses=ERRORS)
 async def customer_coupons(
-    customer_id: DbId,
+    customer_id: IdPath,
     request: Request,
     actor: ReadActor,
     status: Annotated[str, Query(max_length=20)] = "ALL",
@@ -268,8 +272,8 @@ async def issue_multiple(
     )
 
 
-@router.get("/v2/coupon/{coupon_id}", tags=["coupons"], responses=ERRORS)
-async def get_coupon(coupon_id: DbId, request: Request, actor: ReadActor) -> Response:
+@router.get("/v2/coupon/{couponId}", tags=["coupons"], responses=ERRORS)
+async def get_coupon(coupon_id: CouponIdPath, request: Request, actor: ReadActor) -> Response:
     """A coupon with every state change in order."""
 
     def load(uow: UnitOfWork, ctx: Context) -> dict[str, Any]:
