@@ -16,7 +16,12 @@ from coupons.domain import errors
 from coupons.domain.codes import CodeCase
 from coupons.domain.model import DiscountType, SeriesType
 from coupons.entrypoints.http import render, schemas
-from coupons.entrypoints.http.deps import ReadActor, allowed, client_address
+from coupons.entrypoints.http.deps import (
+    IDEMPOTENCY_KEY_MAX,
+    ReadActor,
+    allowed,
+    client_address,
+)
 from coupons.entrypoints.http.envelope import JSON, success_body
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.entrypoints.http.routing import IdRoute
@@ -37,7 +42,6 @@ CouponIdPath = Annotated[int, Path(alias="couponId", ge=1, le=2**62)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429)
 }
-IDEMPOTENCY_KEY_MAX = 255
 
 
 async def perform(
