@@ -213,22 +213,27 @@ def serve(
 
 def _print_demo(data: DemoData, host: str, port: int) -> None:
     base = f"http://{host}:{port}"
-    body = orjson.dumps(
-        {"couponSeriesId": data.series_id, "couponCodes": [data.issued_code], "reason": "demo"}
-    ).decode()
-    console.rule("[bold]demo data ready")
+    console.rule("[bold]demo data " + ("created" if data.created else "ready (kept from before)"))
     console.print(f"API client username: [bold]{data.username}[/bold]")
-    console.print(f"API client secret:   [bold]{data.secret}[/bold]")
+    console.print(f"API client secret:   [bold]{data.secret}[/bold]  (the same on every run)")
     console.print(f"Docs:                {base}/docs")
-    console.print("Revoke one of the demo customer's coupons:")
-    console.print(
-        f"curl -s -u {data.username}:{data.secret} -H 'Content-Type: application/json' "
-        f"-X POST {base}/v2/coupon/revoke -d {shlex.quote(body)}",
-        soft_wrap=True,
-        markup=False,
-        highlight=False,
-    )
+    console.print("For the README's examples:")
+    _print_command(f"export U={data.username} P={data.secret} API={base}")
+    if data.issued_code is not None:
+        body = orjson.dumps(
+            {"couponSeriesId": data.series_id, "couponCodes": [data.issued_code], "reason": "demo"}
+        ).decode()
+        console.print("Revoke one of the demo customer's coupons:")
+        _print_command(
+            f"curl -s -u {data.username}:{data.secret} -H 'Content-Type: application/json' "
+            f"-X POST {base}/v2/coupon/revoke -d {shlex.quote(body)}"
+        )
     console.rule()
+
+
+def _print_command(command: str) -> None:
+    """A line to copy: never wrapped, never styled."""
+    console.print(command, soft_wrap=True, markup=False, highlight=False)
 
 
 def main() -> None:

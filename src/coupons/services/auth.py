@@ -54,6 +54,14 @@ def hash_secret(secret: str) -> str:
     return _hasher.hash(secret)
 
 
+def verify_secret(secret_hash: str, secret: str) -> bool:
+    """Whether `secret` is the one `secret_hash` was made from (slow: argon2)."""
+    try:
+        return _hasher.verify(secret_hash, secret)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def new_secret() -> str:
     return secrets.token_urlsafe(24)
 
