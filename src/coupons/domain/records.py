@@ -31,6 +31,7 @@ class StoredResponse:
     fingerprint: str
     status_code: int
     body: bytes
+    request_id: str | None = None  # the first request's X-Request-Id (None: stored before 0009)
 
 
 @dataclass(frozen=True, slots=True)

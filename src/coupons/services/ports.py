@@ -158,6 +158,7 @@ class IdempotencyRepository(Protocol):
         fingerprint: str,
         status_code: int,
         body: bytes,
+        request_id: str,
         now: datetime,
         expired_before: datetime,
     ) -> None: ...

@@ -23,7 +23,7 @@ from coupons.entrypoints.http.deps import (
     client_address,
 )
 from coupons.entrypoints.http.envelope import JSON, success_body
-from coupons.entrypoints.http.middleware import request_id_of
+from coupons.entrypoints.http.middleware import answer_as, request_id_of
 from coupons.entrypoints.http.routing import IdRoute
 from coupons.services import customers, issue, redeem, revoke, series
 from coupons.services.auth import Authenticator
@@ -72,7 +72,11 @@ async def perform(
         dry_run=dry_run,
         write=write,
     )
-    headers = {"Idempotent-Replayed": "true"} if rendered.replayed else None
+    headers = None
+    if rendered.replayed:
+        headers = {"Idempotent-Replayed": "true"}
+        if rendered.request_id:
+            answer_as(request.scope, rendered.request_id)
     return Response(
         rendered.body, status_code=rendered.status_code, media_type=JSON, headers=headers
     )
