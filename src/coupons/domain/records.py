@@ -35,6 +35,25 @@ class StoredResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class OrgSummary:
+    """An org as the command line lists it."""
+
+    id: int
+    name: str
+    clients: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSummary:
+    """An API client as the command line lists it: never its secret or hash."""
+
+    username: str
+    org: str
+    groups: frozenset[str]
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     """One history row read as an event: the change plus the coupon as it was then."""
 

@@ -88,6 +88,19 @@ def org_create(name: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     typer.echo(org_id)
 
 
+@org_app.command("list")
+def org_list(db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Every org with its id and number of API clients."""
+    from coupons.services import admin
+
+    database = _database(db)
+    try:
+        orgs = database.run(admin.list_orgs, write=False)
+    finally:
+        database.dispose()
+    _print_rows(("id", "name", "clients"), [(o.id, o.name, o.clients) for o in orgs])
+
+
 @client_app.command("create")
 def client_create(
     org: Annotated[str, typer.Option(help="org name")],
@@ -113,6 +126,40 @@ def client_create(
                 ),
             )
         )
+    except CouponError as error:
+        raise _fail(error.message) from None
+    finally:
+        database.dispose()
+    typer.echo(secret)
+
+
+@client_app.command("list")
+def client_list(db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Every API client: username, org, groups, active or disabled (never a secret)."""
+    from coupons.services import admin
+
+    database = _database(db)
+    try:
+        clients = database.run(admin.list_clients, write=False)
+    finally:
+        database.dispose()
+    _print_rows(
+        ("username", "org", "groups", "status"),
+        [
+            (c.username, c.org, ",".join(sorted(c.groups)), "active" if c.active else "disabled")
+            for c in clients
+        ],
+    )
+
+
+@client_app.command("reset-secret")
+def client_reset_secret(username: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Give a client a new secret; prints it once. The old secret and its tokens stop working."""
+    from coupons.services import admin
+
+    database = _database(db)
+    try:
+        secret = database.run(lambda uow: _committed(uow, admin.reset_client_secret(uow, username)))
     except CouponError as error:
         raise _fail(error.message) from None
     finally:
@@ -148,6 +195,16 @@ def _set_active(username: str, active: bool, db: str) -> None:
     finally:
         database.dispose()
     typer.echo(f"{username} {'enabled' if active else 'disabled'}")
+
+
+def _print_rows(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+    """Plain aligned columns (no table art), easy to read and to grep or cut."""
+    table = [tuple(map(str, header)), *(tuple(map(str, row)) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def _committed(uow: object, value: object) -> object:

@@ -23,12 +23,14 @@ from coupons.domain.model import (
 )
 from coupons.domain.records import (
     ClientRecord,
+    ClientSummary,
     CustomerDetails,
     DeliveryRecord,
     EventRecord,
     NewCoupon,
     NewDelivery,
     NewRedemption,
+    OrgSummary,
     RedemptionRecord,
     StoredResponse,
     WebhookRecord,
@@ -187,6 +189,10 @@ class ClientRepository(Protocol):
         secret_hash: str | None = None,
         groups: Iterable[str] | None = None,
     ) -> bool: ...
+
+    def orgs(self) -> list[OrgSummary]: ...
+
+    def clients(self) -> list[ClientSummary]: ...
 
     def service_key(self, name: str) -> str | None: ...
 
