@@ -151,6 +151,14 @@ CASES: dict[str, Case] = {
         MISSING_ID,
         lambda api, a, v: api.post(f"/v2/coupon/series/{v}/codes", {"generate": 2}),
     ),
+    "patch-series": Case(
+        ("PATCH", "/v2/coupon/series/{id}"),
+        lambda g: g.series_id,
+        MISSING_ID,
+        lambda api, a, v: api.request(
+            "PATCH", f"/v2/coupon/series/{v}", json={"validTill": "2020-01-01"}
+        ),
+    ),
     "lookup-id": Case(
         ("GET", "/v2/customers/lookup"),
         lambda g: g.customer_id,

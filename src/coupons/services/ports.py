@@ -113,6 +113,17 @@ class SeriesRepository(Protocol):
 
     def state_counts(self, series_id: int) -> dict[CouponState, int]: ...
 
+    def update_series(
+        self,
+        org_id: int,
+        series_id: int,
+        *,
+        valid_till: datetime | None = None,
+        description: str | None = None,
+    ) -> Series | None:
+        """Change what is given; None when the org has no such series."""
+        ...
+
 
 class CustomerRepository(Protocol):
     def add_customer(self, org_id: int, details: CustomerDetails, now: datetime) -> int: ...

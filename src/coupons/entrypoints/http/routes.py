@@ -157,6 +157,27 @@ async def get_series(series_id: IdPath, request: Request, actor: ReadActor) -> R
     )
 
 
+@router.patch("/v2/coupon/series/{id}", tags=["series"], responses=ERRORS)
+async def change_series(
+    series_id: IdPath,
+    body: Annotated[schemas.SeriesPatchBody, Body(openapi_examples=schemas.SERIES_PATCH_EXAMPLES)],
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("admin"))],
+) -> Response:
+    """End a campaign early (its coupons expire at once) or extend it, or change its
+    description (coupon_admin). Fields left out stay as they are."""
+    change = series.SeriesChange(
+        valid_till=None if body.valid_till is None else _valid_till(body.valid_till),
+        description=body.description,
+    )
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: series.change_series(uow, ctx, series_id, change),
+        lambda found, ctx: render.series(found[0], found[1], ctx.now),
+    )
+
+
 @router.post("/v2/coupon/series/{id}/codes", tags=["series"], responses=ERRORS)
 async def add_codes(
     series_id: IdPath,
