@@ -24,6 +24,7 @@ from coupons.client import (
     RetryPolicy,
 )
 from coupons.domain.codes import CodeCase
+from coupons.domain.revoke import MAX_REASON_LENGTH
 from coupons.entrypoints.bulk_revoke.calls import revoke_batch
 from coupons.entrypoints.bulk_revoke.codes_file import CodesFileError, Scan, plan, scan
 from coupons.entrypoints.bulk_revoke.journal import (
@@ -42,8 +43,6 @@ from coupons.entrypoints.bulk_revoke.results import (
     write_results,
 )
 from coupons.entrypoints.bulk_revoke.ui import failure_reasons, progress_bar, summary_table
-
-MAX_REASON_LENGTH = 500
 
 
 def run(

@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from coupons.domain.codes import MAX_CODE_LENGTH, normalize
 from coupons.domain.model import normalize_email
+from coupons.domain.revoke import MAX_REASON_LENGTH
 from coupons.services.common import CustomerRef
 
 Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH)]
@@ -231,7 +232,7 @@ class RevokeBody(Body):
     # trimming and de-duplication; the 1 MiB body limit already bounds the list.
     coupon_codes: list[Code] | None = None
     customer: CustomerIdentifiers | None = None
-    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=MAX_REASON_LENGTH)] | None = None
 
 
 class ReinstateBody(RevokeBody):
