@@ -24,11 +24,13 @@ class IdRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
+        self._has_parameters = bool(self.param_convertors)
         IdRoute._every.append(self)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)
-        if match is Match.NONE or _numeric(child_scope):
+        # Revoke, first in line, has no path parameter: one attribute read and done.
+        if not self._has_parameters or match is Match.NONE or _numeric(child_scope):
             return match, child_scope  # the usual case: one cheap check, no more
         # Also for a method mismatch: the 405 must come from the route owning the path.
         if any(other is not self for other in _routes_with_this_path(scope)):
