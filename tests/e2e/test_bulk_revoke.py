@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from coupons.client import BasicAuth, CouponClient, OAuth
-from coupons.entrypoints.bulk_revoke import Journal, RunSpec
+from coupons.entrypoints.bulk_revoke.journal import Journal, RunSpec
 from coupons.entrypoints.cli import app as cli_app
 from tests.conftest import scratch_postgres
 from tests.e2e.conftest import FUTURE
@@ -393,6 +393,70 @@ def test_a_dry_run_reports_what_would_happen_and_changes_nothing(
     assert series_counts(server, given.series_id) == {"AVAILABLE": 118, "REDEEMED": 1, "REVOKED": 1}
 
 
+def test_dry_run_and_real_run_agree_on_duplicates_across_batches_and_case(
+    server: Server, tmp_path: Path
+) -> None:
+    # given 150 codes (three batches) where codes of the first batch come back in later
+    # batches in another case or with spaces, plus a redeemed code and an unknown one twice
+    given = given_series(server, 150, redeemed=1)
+    lines = list(given.codes)
+    lines += [given.codes[3].lower(), f"  {given.codes[3]} ", given.codes[60].lower()]
+    lines += ["NO-SUCH-CODE", "no-such-code", given.redeemed[0].lower()]
+    codes_file = write_codes(tmp_path / "codes.txt", lines)
+
+    # when dry-running and then running for real, several batches in flight
+    dry = invoke_bulk(server, given.series_id, codes_file, "--dry-run", "--parallel", "3")
+    real = invoke_bulk(server, given.series_id, codes_file, "--parallel", "3")
+
+    # then both report every line, and report it alike (would_revoke where revoked)
+    assert dry.returncode == real.returncode == 1, (dry.stderr, real.stderr)
+    dry_rows = read_results(tmp_path / "codes.dry-run.csv")
+    real_rows = read_results(tmp_path / "codes.results.csv")
+    assert [(r["line"], r["outcome"].replace("would_revoke", "revoked")) for r in dry_rows] == [
+        (r["line"], r["outcome"]) for r in real_rows
+    ]
+    # and later duplicates are reported as duplicates, in both modes, not as already revoked
+    by_line = {int(r["line"]): r for r in real_rows}
+    assert [by_line[n]["outcome"] for n in range(151, 157)] == [
+        "duplicate", "duplicate", "duplicate", "not_found", "duplicate", "duplicate",
+    ]  # fmt: skip
+    assert Counter(r["outcome"] for r in real_rows) == {
+        "revoked": 149,
+        "redeemed": 1,
+        "duplicate": 5,
+        "not_found": 1,
+    }
+    assert "would_revoke" in {r["outcome"] for r in dry_rows}
+    assert "156 of 156" in dry.stdout and "156 of 156" in real.stdout
+    assert series_counts(server, given.series_id) == {"REVOKED": 149, "REDEEMED": 1}
+
+
+def test_the_result_csv_has_a_line_column_and_keeps_file_order_whatever_the_parallelism(
+    server: Server, tmp_path: Path
+) -> None:
+    # given 400 codes (eight batches) with blank lines and one code too long to send
+    given = given_series(server, 400)
+    lines: list[str] = []
+    for i, code in enumerate(given.codes):
+        lines.append(code)
+        if i % 97 == 0:
+            lines.append("")
+    lines.insert(200, "X" * 101)
+    codes_file = write_codes(tmp_path / "codes.txt", lines)
+
+    # when revoking with eight batches in flight, so they finish in any order
+    done = invoke_bulk(server, given.series_id, codes_file, "--parallel", "8")
+
+    # then one row per non-blank line, in file order, numbered by the file's own lines
+    assert done.returncode == 1, done.stderr
+    rows = read_results(tmp_path / "codes.results.csv")
+    expected = [(str(n), code) for n, code in enumerate(lines, start=1) if code]
+    assert [(r["line"], r["code"]) for r in rows] == expected
+    assert list(rows[0]) == ["line", "code", "outcome", "errorCode", "couponId"]
+    assert Counter(r["outcome"] for r in rows) == {"revoked": 400, "invalid": 1}
+    assert series_counts(server, given.series_id) == {"REVOKED": 400}
+
+
 def test_an_unknown_series_ends_the_run_with_2_and_the_servers_reason(
     server: Server, tmp_path: Path
 ) -> None:
@@ -444,7 +508,7 @@ def test_a_journal_torn_by_a_kill_resumes_from_its_last_whole_record(tmp_path: P
     path = tmp_path / "r.csv.journal"
     first = Journal(path, spec)
     key = first.key_for(0)
-    first.finish(0, [("A", "revoked", "", "1")])
+    first.finish(0, [(1, "A", "revoked", "", "1")])
     first.key_for(1)
     first.close()
     with path.open("a") as handle:
@@ -455,10 +519,13 @@ def test_a_journal_torn_by_a_kill_resumes_from_its_last_whole_record(tmp_path: P
 
     # then batch 0 counts as done, batch 1 keeps its key, and new records start on a new line
     assert again.done == {0} and 1 in again.keys and key not in again.keys.values()
-    again.finish(1, [("B", "revoked", "", "2")])
+    again.finish(1, [(2, "B", "revoked", "", "2")])
     again.close()
     reopened = Journal(path, spec)
-    assert list(reopened.rows()) == [("A", "revoked", "", "1"), ("B", "revoked", "", "2")]
+    with path.open("rb") as reader:
+        assert reopened.rows_of(0, reader) == [(1, "A", "revoked", "", "1")]
+        assert reopened.rows_of(1, reader) == [(2, "B", "revoked", "", "2")]
+        assert reopened.rows_of(2, reader) is None
     reopened.close()
 
 

@@ -255,6 +255,75 @@ def test_disabling_an_unknown_client_fails_plainly(backend: Backend) -> None:
     assert "Traceback" not in output
 
 
+def test_org_list_shows_each_org_with_its_id(backend: Backend) -> None:
+    # given a new org
+    name = unique("initech")
+    org_id = run("org", "create", name, "--db", backend.url)[1].strip()
+
+    # when orgs are listed, then each is on its own line with its id
+    code, output = run("org", "list", "--db", backend.url)
+    assert code == 0, output
+    rows = [line.split() for line in output.splitlines()]
+    assert rows[0][:2] == ["id", "name"]
+    assert [org_id, name] in [row[:2] for row in rows] and ["acme"] in [r[1:2] for r in rows]
+
+
+def test_client_list_shows_clients_and_their_groups_but_no_secret(backend: Backend) -> None:
+    # given a client created with a known secret, then disabled
+    org, username = unique("initech"), unique("initech-bot")
+    assert run("org", "create", org, "--db", backend.url)[0] == 0
+    args = ("--org", org, "--username", username, "--password", "listed-secret-123")
+    assert run("client", "create", *args, "--db", backend.url)[0] == 0
+    assert run("client", "disable", username, "--db", backend.url)[0] == 0
+
+    # when clients are listed
+    code, output = run("client", "list", "--db", backend.url)
+
+    # then it shows username, org, groups and whether it is active, and nothing secret
+    assert code == 0, output
+    rows = {line.split()[0]: line.split() for line in output.splitlines()[1:]}
+    assert rows[username][1:] == [org, "default", "disabled"]
+    assert rows["acme-admin"][1:] == ["acme", "coupon_admin,default", "active"]
+    assert "listed-secret-123" not in output and "argon2" not in output
+    assert secret_hash(backend, username) not in output
+
+
+def test_client_reset_secret_prints_a_new_secret_once_and_the_old_one_stops_working(
+    backend: Backend, client: TestClient
+) -> None:
+    # given a client that has authenticated with its secret (so the check is cached)
+    org, username = unique("initech"), unique("initech-bot")
+    assert run("org", "create", org, "--db", backend.url)[0] == 0
+    old = run("client", "create", "--org", org, "--username", username, "--db", backend.url)
+    old_secret = old[1].strip()
+    lookup = "/v2/customers/lookup?id=1"
+    assert client.get(lookup, auth=(username, old_secret)).status_code == 404
+    token = client.post(
+        "/v3/oauth/token/generate", json={"key": username, "secret": old_secret}
+    ).json()["data"]["accessToken"]
+
+    # when its secret is reset
+    code, output = run("client", "reset-secret", username, "--db", backend.url)
+
+    # then a new secret is printed once, it works, and the old secret and its token do not
+    assert code == 0, output
+    new_secret = output.strip()
+    assert len(new_secret) >= 20 and new_secret != old_secret and output.count(new_secret) == 1
+    assert client.get(lookup, auth=(username, new_secret)).status_code == 404
+    old_basic = client.get(lookup, auth=(username, old_secret))
+    old_token = client.get(lookup, headers={"Authorization": f"Bearer {token}"})
+    for response in (old_basic, old_token):
+        assert (response.status_code, error_code(response)) == (401, 9010)
+
+
+def test_resetting_an_unknown_clients_secret_fails_plainly(backend: Backend) -> None:
+    code, output = run("client", "reset-secret", unique("ghost"), "--db", backend.url)
+
+    assert code != 0
+    assert "no client" in output
+    assert "Traceback" not in output
+
+
 @pytest.mark.parametrize(
     "url", ["nonsense", "mysql://u@localhost/db", "sqlite:////no/such/dir/coupons.db"]
 )

@@ -185,3 +185,50 @@ def test_reinstate_by_an_unknown_or_foreign_revoke_request_id_is_refused(
     assert error_code(reinstate(api, {"revokeRequestId": "never-sent"})) == 9002
     assert error_code(reinstate(other, {"revokeRequestId": "revoke-1"})) == 9002
     assert view(api, revoked["hers"])[0] == "REVOKED"
+
+
+def test_undoing_the_same_revoke_twice_reports_9017_not_revoked(
+    api: Api, revoked: dict[str, Any]
+) -> None:
+    # Given a revoke call already undone by its request id
+    api.ok(reinstate(api, {"revokeRequestId": "revoke-1"}))
+
+    # When it is undone again
+    entity = api.ok(reinstate(api, {"revokeRequestId": "revoke-1"}))
+
+    # Then its coupons are reported as not revoked (9017), not as changed since, and untouched
+    assert entity["reinstatedCoupons"] == []
+    assert entity["failedToReinstate"] == [
+        {
+            "errorCode": 9017,
+            "errorMessage": "Coupon is not revoked",
+            "couponCodes": ["HERS1", "POOL1"],
+        }
+    ]
+    assert view(api, revoked["hers"]) == ("ISSUED", revoked["alice"])
+
+
+def test_a_retried_revoke_answers_with_the_first_requests_id_which_reinstate_accepts(
+    api: Api,
+) -> None:
+    # Given a revoke sent with an idempotency key whose answer the client never saw
+    series_id = api.series(codes=["RETRY1"])
+    body = {"couponSeriesId": series_id, "couponCodes": ["RETRY1"]}
+    first = api.post(
+        "/v2/coupon/revoke", body, headers={"Idempotency-Key": "k-retry", "X-Request-Id": "first"}
+    )
+    assert first.headers["x-request-id"] == "first"
+
+    # When the client retries with the same key (and its own new request id, or none)
+    retried = api.post(
+        "/v2/coupon/revoke", body, headers={"Idempotency-Key": "k-retry", "X-Request-Id": "again"}
+    )
+    bare = api.post("/v2/coupon/revoke", body, headers={"Idempotency-Key": "k-retry"})
+
+    # Then each replay answers with the id of the request that did the work
+    assert retried.headers["idempotent-replayed"] == "true"
+    assert retried.headers["x-request-id"] == bare.headers["x-request-id"] == "first"
+    assert retried.content == first.content
+    # And undoing by that id works for the client that only saw the replay
+    entity = api.ok(reinstate(api, {"revokeRequestId": retried.headers["x-request-id"]}))
+    assert [c["couponCode"] for c in entity["reinstatedCoupons"]] == ["RETRY1"]

@@ -134,22 +134,30 @@ def _redeem(api: Api, customer: dict[str, Any], code: str) -> httpx.Response:
 
 CASES: dict[str, Case] = {
     "get-series": Case(
-        ("GET", "/v2/coupon/series/{series_id}"),
+        ("GET", "/v2/coupon/series/{id}"),
         lambda g: g.series_id,
         MISSING_ID,
         lambda api, a, v: api.get(f"/v2/coupon/series/{v}"),
     ),
     "add-codes": Case(
-        ("POST", "/v2/coupon/series/{series_id}/codes"),
+        ("POST", "/v2/coupon/series/{id}/codes"),
         lambda g: g.series_id,
         MISSING_ID,
         lambda api, a, v: api.post(f"/v2/coupon/series/{v}/codes", {"codes": ["GLXPOOL01"]}),
     ),
     "generate-codes": Case(
-        ("POST", "/v2/coupon/series/{series_id}/codes"),
+        ("POST", "/v2/coupon/series/{id}/codes"),
         lambda g: g.series_id,
         MISSING_ID,
         lambda api, a, v: api.post(f"/v2/coupon/series/{v}/codes", {"generate": 2}),
+    ),
+    "patch-series": Case(
+        ("PATCH", "/v2/coupon/series/{id}"),
+        lambda g: g.series_id,
+        MISSING_ID,
+        lambda api, a, v: api.request(
+            "PATCH", f"/v2/coupon/series/{v}", json={"validTill": "2020-01-01"}
+        ),
     ),
     "lookup-id": Case(
         ("GET", "/v2/customers/lookup"),
@@ -176,7 +184,7 @@ CASES: dict[str, Case] = {
         lambda api, a, v: api.get("/v2/customers/lookup", params={"externalId": v}),
     ),
     "customer-coupons": Case(
-        ("GET", "/v2/customers/{customer_id}/coupons"),
+        ("GET", "/v2/customers/{id}/coupons"),
         lambda g: g.customer_id,
         MISSING_ID,
         lambda api, a, v: api.get(f"/v2/customers/{v}/coupons", params={"status": "ALL"}),
@@ -224,7 +232,7 @@ CASES: dict[str, Case] = {
         ),
     ),
     "get-coupon": Case(
-        ("GET", "/v2/coupon/{coupon_id}"),
+        ("GET", "/v2/coupon/{couponId}"),
         lambda g: g.issued_id,
         MISSING_ID,
         lambda api, a, v: api.get(f"/v2/coupon/{v}"),
@@ -300,19 +308,19 @@ CASES: dict[str, Case] = {
         lambda api, a, v: api.post("/v2/coupon/reinstate", {"revokeRequestId": v}),
     ),
     "delete-webhook": Case(
-        ("DELETE", "/v2/webhooks/{webhook_id}"),
+        ("DELETE", "/v2/webhooks/{id}"),
         lambda g: g.webhook_id,
         MISSING_ID,
         lambda api, a, v: api.request("DELETE", f"/v2/webhooks/{v}"),
     ),
     "retry-webhook": Case(
-        ("POST", "/v2/webhooks/{webhook_id}/retry"),
+        ("POST", "/v2/webhooks/{id}/retry"),
         lambda g: g.webhook_id,
         MISSING_ID,
         lambda api, a, v: api.post(f"/v2/webhooks/{v}/retry"),
     ),
     "webhook-deliveries": Case(
-        ("GET", "/v2/webhooks/{webhook_id}/deliveries"),
+        ("GET", "/v2/webhooks/{id}/deliveries"),
         lambda g: g.webhook_id,
         MISSING_ID,
         lambda api, a, v: api.get(f"/v2/webhooks/{v}/deliveries"),

@@ -53,7 +53,7 @@ def test_metrics_count_requests_by_route_template_and_committed_changes_by_kind(
     requests = "coupons_http_requests_total"
     revoke = {"method": "POST", "route": "/v2/coupon/revoke", "status": "200"}
     assert _value(after, requests, **revoke) - _value(before, requests, **revoke) == 2
-    read = {"method": "GET", "route": "/v2/coupon/{coupon_id}", "status": "200"}
+    read = {"method": "GET", "route": "/v2/coupon/{couponId}", "status": "200"}
     assert _value(after, requests, **read) - _value(before, requests, **read) == 1
     latency = "coupons_http_request_duration_seconds_count"
     assert _value(after, latency, method="POST", route="/v2/coupon/revoke") >= 2
@@ -107,3 +107,22 @@ def test_metrics_need_no_credentials(client: TestClient) -> None:
 
     assert response.status_code == 200
     assert "coupons_http_requests_total" in response.text
+
+
+def test_the_access_log_of_an_unmatched_request_names_its_path(
+    api: Api, log_lines: io.StringIO
+) -> None:
+    # when a path no route serves is requested, and a known one
+    api.get("/v2/no-such-thing", headers={"X-Request-Id": "req-obs-404"})
+    api.get("/v2/events", headers={"X-Request-Id": "req-obs-200"})
+
+    # then the unmatched request's line carries the path (its metric label stays bounded)
+    lines = {
+        line["request_id"]: line
+        for line in map(orjson.loads, log_lines.getvalue().splitlines())
+        if line.get("event") == "request"
+    }
+    assert lines["req-obs-404"]["route"] == "unmatched"
+    assert lines["req-obs-404"]["path"] == "/v2/no-such-thing"
+    assert lines["req-obs-404"]["status"] == 404
+    assert lines["req-obs-200"]["route"] == "/v2/events" and "path" not in lines["req-obs-200"]

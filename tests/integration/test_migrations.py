@@ -126,3 +126,45 @@ def test_event_versions_number_existing_history_and_go_back_and_forth(
     migrate.upgrade(empty_database_url, "head")
     assert versions() == ([(1, 0), (2, 0), (3, 2), (4, 0), (5, 1)], [(3, 1), (5, 1), (3, 2)])
     engine.dispose()
+
+
+def test_replay_request_id_upgrade_keeps_stored_responses_and_downgrades(
+    empty_database_url: str,
+) -> None:
+    # Given a database at 0004 with a response stored under an idempotency key
+    migrate.upgrade(empty_database_url, "0004")
+    engine = create_db_engine(empty_database_url, null_pool=True)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO orgs (id, name, created_at) VALUES (1, 'o', :t)"), {"t": NOW}
+        )
+        conn.execute(
+            text(
+                "INSERT INTO api_clients (id, org_id, username, secret_hash, groups, is_active, "
+                "created_at) VALUES (1, 1, 'c', 'h', 'default', true, :t)"
+            ),
+            {"t": NOW},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO idempotency_keys (client_id, key, org_id, fingerprint, status_code, "
+                "body, created_at) VALUES (1, 'k', 1, 'f', 200, :b, :t)"
+            ),
+            {"b": b'{"success":true}', "t": NOW},
+        )
+
+    # When it is upgraded, then the stored response is kept, with no request id to replay
+    migrate.upgrade(empty_database_url, "head")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT body, request_id FROM idempotency_keys")).one()
+    assert (bytes(row.body), row.request_id) == (b'{"success":true}', None)
+
+    # And when it goes back to 0004 and forward again, the row survives both ways
+    migrate.downgrade(empty_database_url, "0004")
+    with engine.connect() as conn:
+        columns = conn.execute(text("SELECT * FROM idempotency_keys")).keys()
+        assert "request_id" not in columns
+    migrate.upgrade(empty_database_url, "head")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM idempotency_keys")).scalar() == 1
+    engine.dispose()

@@ -31,12 +31,14 @@ from coupons.domain.model import (
 )
 from coupons.domain.records import (
     ClientRecord,
+    ClientSummary,
     CustomerDetails,
     DeliveryRecord,
     EventRecord,
     NewCoupon,
     NewDelivery,
     NewRedemption,
+    OrgSummary,
     RedemptionRecord,
     StoredResponse,
     WebhookRecord,
@@ -286,6 +288,25 @@ class FakeSeriesRepository:
             if s.org_id == org_id and s.generic_code and normalize(s.generic_code) in wanted
         ]
 
+    def update_series(
+        self,
+        org_id: int,
+        series_id: int,
+        *,
+        valid_till: datetime | None = None,
+        description: str | None = None,
+    ) -> Series | None:
+        found = self.series(org_id, series_id)
+        if found is None:
+            return None
+        changed = replace(
+            found,
+            valid_till=found.valid_till if valid_till is None else valid_till,
+            description=found.description if description is None else description,
+        )
+        self.store.series[series_id] = changed
+        return changed
+
     def state_counts(self, series_id: int) -> dict[CouponState, int]:
         counts = dict.fromkeys(CouponState, 0)
         for row in self.store.coupons.values():
@@ -420,11 +441,12 @@ class FakeIdempotencyRepository:
         fingerprint: str,
         status_code: int,
         body: bytes,
+        request_id: str,
         now: datetime,
         expired_before: datetime,
     ) -> None:
         self.store.responses[(client_id, key)] = (
-            StoredResponse(fingerprint, status_code, body),
+            StoredResponse(fingerprint, status_code, body, request_id),
             now,
         )
 
@@ -474,6 +496,20 @@ class FakeClientRepository:
             groups=found.groups if groups is None else frozenset(groups),
         )
         return True
+
+    def orgs(self) -> list[OrgSummary]:
+        return [
+            OrgSummary(
+                org_id, name, sum(1 for c in self.store.clients.values() if c.org_id == org_id)
+            )
+            for org_id, name in sorted(self.store.orgs.items())
+        ]
+
+    def clients(self) -> list[ClientSummary]:
+        return [
+            ClientSummary(c.username, self.store.orgs.get(c.org_id, ""), c.groups, c.is_active)
+            for c in sorted(self.store.clients.values(), key=lambda c: c.username)
+        ]
 
     def service_key(self, name: str) -> str | None:
         return self.store.service_keys.get(name)

@@ -264,6 +264,8 @@ idempotency_keys = Table(
     Column("status_code", Integer, nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("created_at", UtcDateTime, nullable=False, index=True),
+    # The first request's X-Request-Id, sent again with every replay (NULL before 0009).
+    Column("request_id", String(128), nullable=True),
     PrimaryKeyConstraint("client_id", "key"),
 )
 

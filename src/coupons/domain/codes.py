@@ -9,6 +9,9 @@ from enum import Enum
 from coupons.domain.errors import InvalidCodeCase
 
 MAX_CODE_LENGTH = 100
+# Codes one revoke or reinstate request may name (the vendor's limit); bigger files go through
+# the bulk command, which batches by it.
+MAX_CODES_PER_REQUEST = 50
 # No 0/O or 1/I/L: generated codes are read aloud and typed at tills.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 GENERATED_CODE_LENGTH = 12

@@ -31,6 +31,26 @@ class StoredResponse:
     fingerprint: str
     status_code: int
     body: bytes
+    request_id: str | None = None  # the first request's X-Request-Id (None: stored before 0009)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgSummary:
+    """An org as the command line lists it."""
+
+    id: int
+    name: str
+    clients: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSummary:
+    """An API client as the command line lists it: never its secret or hash."""
+
+    username: str
+    org: str
+    groups: frozenset[str]
+    active: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,9 @@ from enum import Enum
 from coupons.domain.codes import normalize
 from coupons.domain.model import Action, Coupon, CouponState
 
+# A revoke's or reinstate's `reason`, written into each coupon's history (spec §5).
+MAX_REASON_LENGTH = 500
+
 
 class FailureReason(Enum):
     """Why one code was not revoked; value is (vendor code, message)."""

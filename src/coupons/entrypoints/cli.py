@@ -12,7 +12,8 @@ from rich.console import Console
 
 from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError
-from coupons.entrypoints import bulk_revoke, worker_cli
+from coupons.entrypoints import worker_cli
+from coupons.entrypoints.bulk_revoke import command as bulk_revoke
 
 # The server, database and migration modules are imported inside the commands that need
 # them, so `coupons revoke` (an HTTP client) starts fast.
@@ -87,6 +88,19 @@ def org_create(name: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     typer.echo(org_id)
 
 
+@org_app.command("list")
+def org_list(db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Every org with its id and number of API clients."""
+    from coupons.services import admin
+
+    database = _database(db)
+    try:
+        orgs = database.run(admin.list_orgs, write=False)
+    finally:
+        database.dispose()
+    _print_rows(("id", "name", "clients"), [(o.id, o.name, o.clients) for o in orgs])
+
+
 @client_app.command("create")
 def client_create(
     org: Annotated[str, typer.Option(help="org name")],
@@ -112,6 +126,40 @@ def client_create(
                 ),
             )
         )
+    except CouponError as error:
+        raise _fail(error.message) from None
+    finally:
+        database.dispose()
+    typer.echo(secret)
+
+
+@client_app.command("list")
+def client_list(db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Every API client: username, org, groups, active or disabled (never a secret)."""
+    from coupons.services import admin
+
+    database = _database(db)
+    try:
+        clients = database.run(admin.list_clients, write=False)
+    finally:
+        database.dispose()
+    _print_rows(
+        ("username", "org", "groups", "status"),
+        [
+            (c.username, c.org, ",".join(sorted(c.groups)), "active" if c.active else "disabled")
+            for c in clients
+        ],
+    )
+
+
+@client_app.command("reset-secret")
+def client_reset_secret(username: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Give a client a new secret; prints it once. The old secret and its tokens stop working."""
+    from coupons.services import admin
+
+    database = _database(db)
+    try:
+        secret = database.run(lambda uow: _committed(uow, admin.reset_client_secret(uow, username)))
     except CouponError as error:
         raise _fail(error.message) from None
     finally:
@@ -147,6 +195,16 @@ def _set_active(username: str, active: bool, db: str) -> None:
     finally:
         database.dispose()
     typer.echo(f"{username} {'enabled' if active else 'disabled'}")
+
+
+def _print_rows(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+    """Plain aligned columns (no table art), easy to read and to grep or cut."""
+    table = [tuple(map(str, header)), *(tuple(map(str, row)) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def _committed(uow: object, value: object) -> object:
@@ -212,22 +270,27 @@ def serve(
 
 def _print_demo(data: DemoData, host: str, port: int) -> None:
     base = f"http://{host}:{port}"
-    body = orjson.dumps(
-        {"couponSeriesId": data.series_id, "couponCodes": [data.issued_code], "reason": "demo"}
-    ).decode()
-    console.rule("[bold]demo data ready")
+    console.rule("[bold]demo data " + ("created" if data.created else "ready (kept from before)"))
     console.print(f"API client username: [bold]{data.username}[/bold]")
-    console.print(f"API client secret:   [bold]{data.secret}[/bold]")
+    console.print(f"API client secret:   [bold]{data.secret}[/bold]  (the same on every run)")
     console.print(f"Docs:                {base}/docs")
-    console.print("Revoke one of the demo customer's coupons:")
-    console.print(
-        f"curl -s -u {data.username}:{data.secret} -H 'Content-Type: application/json' "
-        f"-X POST {base}/v2/coupon/revoke -d {shlex.quote(body)}",
-        soft_wrap=True,
-        markup=False,
-        highlight=False,
-    )
+    console.print("For the README's examples:")
+    _print_command(f"export U={data.username} P={data.secret} API={base}")
+    if data.issued_code is not None:
+        body = orjson.dumps(
+            {"couponSeriesId": data.series_id, "couponCodes": [data.issued_code], "reason": "demo"}
+        ).decode()
+        console.print("Revoke one of the demo customer's coupons:")
+        _print_command(
+            f"curl -s -u {data.username}:{data.secret} -H 'Content-Type: application/json' "
+            f"-X POST {base}/v2/coupon/revoke -d {shlex.quote(body)}"
+        )
     console.rule()
+
+
+def _print_command(command: str) -> None:
+    """A line to copy: never wrapped, never styled."""
+    console.print(command, soft_wrap=True, markup=False, highlight=False)
 
 
 def main() -> None:

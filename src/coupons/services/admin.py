@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from coupons.domain import errors
+from coupons.domain.records import ClientSummary, OrgSummary
 from coupons.services.auth import hash_secret, new_secret, parse_groups
 from coupons.services.common import utcnow
 from coupons.services.ports import UnitOfWork
@@ -50,3 +51,22 @@ def set_client_active(uow: UnitOfWork, username: str, active: bool) -> None:
     """Enable or disable a client; a disabled client's tokens stop working at once."""
     if not uow.clients.update_client(username, is_active=active):
         raise errors.InvalidField("username", f"no client named {username!r}")
+
+
+def reset_client_secret(uow: UnitOfWork, username: str) -> str:
+    """Give a client a new generated secret and return it; the old secret stops working, and
+    so do tokens issued under it (they carry the secret's version)."""
+    secret = new_secret()
+    if not uow.clients.update_client(username, secret_hash=hash_secret(secret)):
+        raise errors.InvalidField("username", f"no client named {username!r}")
+    return secret
+
+
+def list_orgs(uow: UnitOfWork) -> list[OrgSummary]:
+    """Every org, with how many API clients it has."""
+    return uow.clients.orgs()
+
+
+def list_clients(uow: UnitOfWork) -> list[ClientSummary]:
+    """Every API client with its org, groups and status; never a secret."""
+    return uow.clients.clients()

@@ -54,6 +54,20 @@ def hash_secret(secret: str) -> str:
     return _hasher.hash(secret)
 
 
+def verify_secret(secret_hash: str, secret: str) -> bool:
+    """Whether `secret` is the one `secret_hash` was made from (slow: argon2)."""
+    try:
+        return _hasher.verify(secret_hash, secret)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def secret_version(secret_hash: str) -> str:
+    """A short fingerprint of a client's current secret, carried in its tokens: a reset
+    secret changes it, so tokens issued under the old secret stop working at once."""
+    return hashlib.sha256(secret_hash.encode()).hexdigest()[:16]
+
+
 def new_secret() -> str:
     return secrets.token_urlsafe(24)
 
@@ -190,6 +204,7 @@ class Authenticator:
             "iat": int(now.timestamp()),
             "exp": int((now + timedelta(seconds=self.token_ttl)).timestamp()),
             "jti": secrets.token_hex(8),
+            "sv": secret_version(client.secret_hash),
         }
         token = jwt.encode(claims, self.signing_key(), algorithm="HS256")
         return Token(access_token=token, expires_in=self.token_ttl)
@@ -209,6 +224,8 @@ class Authenticator:
         client = self.db.run(lambda uow: uow.clients.client_by_id(client_id), write=False)
         if client is None or not client.is_active or client.org_id != claims.get("org"):
             raise errors.AuthenticationFailed()
+        if claims.get("sv") != secret_version(client.secret_hash):
+            raise errors.AuthenticationFailed()  # issued before the secret was reset
         return client
 
 

@@ -1,48 +1,80 @@
-"""Demo data for `coupons serve --demo`: an org, a client, series, customers, coupons."""
+"""Demo data for `coupons serve --demo`: made once, then only read, with stable credentials.
+
+The first run creates an org `demo`, an API client `demo` (default + coupon_admin), a pool
+series with known codes, a GENERIC series, three customers with mobile, email and externalId,
+and a few issued coupons: everything the README's examples use. Later runs add nothing and
+print the same credentials: the client's secret is derived (HMAC) from the database's own
+token-signing key, so it survives restarts without being stored anywhere in plain text. It is
+a demo convenience: whoever can read that key can sign tokens anyway.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from coupons.domain.model import CouponState, DiscountType, SeriesType
+from coupons.domain.model import CouponState, DiscountType, Series, SeriesType
 from coupons.services import customers, issue, series
 from coupons.services.admin import create_client
-from coupons.services.auth import hash_secret, new_secret
+from coupons.services.auth import SIGNING_KEY_NAME, hash_secret, verify_secret
 from coupons.services.common import Actor, Context, CustomerRef, utcnow
 from coupons.services.ports import UnitOfWork
 
 DEMO_ORG = "demo"
 DEMO_USER = "demo"
+DEMO_GROUPS = ("default", "coupon_admin")
+WELCOME = "Welcome 10% off"
+SUMMER = "Summer sale, 20 off"
+GENERIC_CODE = "SALE20"
+# Pool codes in the order they are issued: the oldest AVAILABLE code goes first.
+ISSUED_CODES = {
+    "ada": ("WELCOME-A1", "WELCOME-A2", "WELCOME-A3"),
+    "grace": ("WELCOME-G1", "WELCOME-G2"),
+    "linus": ("WELCOME-L1",),
+}
+# Left in the pool (AVAILABLE): the README revokes the first three (a vendor-style example).
+POOL_CODES = ("3138309782", "3636820421", "3842093412", *(f"WELCOME-{n:02d}" for n in range(1, 12)))
+CUSTOMERS = {
+    "ada": ("+1 555 0100", "ada@example.com", "CRM-0001", "Ada"),
+    "grace": ("+1 122 356 9865", "grace@example.com", "000003873472", "Grace"),
+    "linus": ("+1 555 0102", "linus@example.com", "CRM-0003", "Linus"),
+}
+# Who also holds the generic series' code (one coupon each).
+GENERIC_HOLDERS = ("grace", "linus")
 
 
 @dataclass(frozen=True, slots=True)
 class DemoData:
+    """What `serve --demo` prints: credentials and one coupon a ready curl line can revoke."""
+
     username: str
     secret: str
     series_id: int
-    issued_code: str
+    issued_code: str | None  # an ISSUED coupon of the demo customer, if one is left
     customer_mobile: str
+    created: bool  # False: the data existed already and nothing was added
 
 
 def seed(uow: UnitOfWork) -> DemoData:
-    """Create the demo data once; on later runs reuse it and give the client a new secret."""
+    """Create the demo data on the first run; on later runs only read it."""
+    secret = demo_secret(uow)
     org_id = uow.clients.org_id_by_name(DEMO_ORG)
+    created = org_id is None
     if org_id is None:
         org_id = uow.clients.add_org(DEMO_ORG, utcnow())
     client = uow.clients.client_by_username(DEMO_USER)
-    secret = new_secret()
     if client is None:
         create_client(
-            uow,
-            org=DEMO_ORG,
-            username=DEMO_USER,
-            password=secret,
-            groups=["default", "coupon_admin"],
+            uow, org=DEMO_ORG, username=DEMO_USER, password=secret, groups=list(DEMO_GROUPS)
         )
         client = uow.clients.client_by_username(DEMO_USER)
-    else:
+    elif not client.is_active or not verify_secret(client.secret_hash, secret):
+        # Reset or disabled since: make the printed credentials work again.
         uow.clients.update_client(DEMO_USER, secret_hash=hash_secret(secret), is_active=True)
     assert client is not None
     ctx = Context(
@@ -50,62 +82,75 @@ def seed(uow: UnitOfWork) -> DemoData:
         request_id="demo-seed",
         now=utcnow(),
     )
-    welcome = uow.series.series_by_description(org_id, "Welcome 10% off")
+    welcome = uow.series.series_by_description(org_id, WELCOME)
     if welcome is None:
-        welcome = series.create_series(
-            uow,
-            ctx,
-            series.NewSeries(
-                description="Welcome 10% off",
-                type=SeriesType.DISC_CODE,
-                generic_code=None,
-                valid_till=ctx.now + timedelta(days=365),
-                discount_type=DiscountType.PERC,
-                discount_value=Decimal(10),
-            ),
-        )
-        series.add_codes(uow, ctx, welcome.id, series.CodeUpload(generate=20))
-        series.create_series(
-            uow,
-            ctx,
-            series.NewSeries(
-                description="Summer sale, 20 off",
-                type=SeriesType.GENERIC,
-                generic_code="SALE20",
-                valid_till=ctx.now + timedelta(days=90),
-                discount_type=DiscountType.ABS,
-                discount_value=Decimal(20),
-            ),
-        )
-        for mobile, email, first in (
-            ("+1 555 0100", "ada@example.com", "Ada"),
-            ("+1 555 0101", "grace@example.com", "Grace"),
-            ("+1 555 0102", "linus@example.com", "Linus"),
-        ):
-            customers.create_customer(
-                uow, ctx, customers.NewCustomer(mobile=mobile, email=email, first_name=first)
-            )
-    mobile = "15550100"
-    ref = CustomerRef(mobile=mobile)
+        welcome = _create(uow, ctx)
+    ada = CustomerRef(mobile=CUSTOMERS["ada"][0])
     held = uow.coupons.coupons_of_customer(
         org_id,
-        customers.lookup_customer(uow, ctx, ref).id,
+        customers.lookup_customer(uow, ctx, ada).id,
         states=(CouponState.ISSUED,),
         series_id=welcome.id,
     )
-    if len(held) < 3:
-        issue.issue(uow, ctx, welcome.id, ref, 3 - len(held))
-        held = uow.coupons.coupons_of_customer(
-            org_id,
-            customers.lookup_customer(uow, ctx, ref).id,
-            states=(CouponState.ISSUED,),
-            series_id=welcome.id,
-        )
     uow.commit()
     return DemoData(
         username=DEMO_USER,
         secret=secret,
         series_id=welcome.id,
-        issued_code=held[0].code,
-        customer_mobile=mobile,
+        issued_code=held[0].code if held else None,
+        customer_mobile=CUSTOMERS["ada"][0],
+        created=created,
     )
+
+
+def demo_secret(uow: UnitOfWork) -> str:
+    """The demo client's secret: the same for as long as the database keeps its signing key."""
+    key = uow.clients.service_key(SIGNING_KEY_NAME)
+    if key is None:
+        key = secrets.token_urlsafe(48)
+        uow.clients.add_service_key(SIGNING_KEY_NAME, key)
+    digest = hmac.new(key.encode(), b"coupons demo client secret", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:32]
+
+
+def _create(uow: UnitOfWork, ctx: Context) -> Series:
+    """The series, customers and issued coupons, on the first run only."""
+    welcome = series.create_series(
+        uow,
+        ctx,
+        series.NewSeries(
+            description=WELCOME,
+            type=SeriesType.DISC_CODE,
+            generic_code=None,
+            valid_till=ctx.now + timedelta(days=365),
+            discount_type=DiscountType.PERC,
+            discount_value=Decimal(10),
+        ),
+    )
+    pool = [code for codes in ISSUED_CODES.values() for code in codes] + list(POOL_CODES)
+    series.add_codes(uow, ctx, welcome.id, series.CodeUpload(codes=[(c, None) for c in pool]))
+    summer = series.create_series(
+        uow,
+        ctx,
+        series.NewSeries(
+            description=SUMMER,
+            type=SeriesType.GENERIC,
+            generic_code=GENERIC_CODE,
+            valid_till=ctx.now + timedelta(days=90),
+            discount_type=DiscountType.ABS,
+            discount_value=Decimal(20),
+        ),
+    )
+    for name, (mobile, email, external_id, first) in CUSTOMERS.items():
+        customers.create_customer(
+            uow,
+            ctx,
+            customers.NewCustomer(
+                mobile=mobile, email=email, external_id=external_id, first_name=first
+            ),
+        )
+        ref = CustomerRef(mobile=mobile)
+        issue.issue(uow, ctx, welcome.id, ref, len(ISSUED_CODES[name]))
+        if name in GENERIC_HOLDERS:
+            issue.issue(uow, ctx, summer.id, ref, 1)
+    return welcome

@@ -23,12 +23,14 @@ from coupons.domain.model import (
 )
 from coupons.domain.records import (
     ClientRecord,
+    ClientSummary,
     CustomerDetails,
     DeliveryRecord,
     EventRecord,
     NewCoupon,
     NewDelivery,
     NewRedemption,
+    OrgSummary,
     RedemptionRecord,
     StoredResponse,
     WebhookRecord,
@@ -111,6 +113,17 @@ class SeriesRepository(Protocol):
 
     def state_counts(self, series_id: int) -> dict[CouponState, int]: ...
 
+    def update_series(
+        self,
+        org_id: int,
+        series_id: int,
+        *,
+        valid_till: datetime | None = None,
+        description: str | None = None,
+    ) -> Series | None:
+        """Change what is given; None when the org has no such series."""
+        ...
+
 
 class CustomerRepository(Protocol):
     def add_customer(self, org_id: int, details: CustomerDetails, now: datetime) -> int: ...
@@ -158,6 +171,7 @@ class IdempotencyRepository(Protocol):
         fingerprint: str,
         status_code: int,
         body: bytes,
+        request_id: str,
         now: datetime,
         expired_before: datetime,
     ) -> None: ...
@@ -186,6 +200,10 @@ class ClientRepository(Protocol):
         secret_hash: str | None = None,
         groups: Iterable[str] | None = None,
     ) -> bool: ...
+
+    def orgs(self) -> list[OrgSummary]: ...
+
+    def clients(self) -> list[ClientSummary]: ...
 
     def service_key(self, name: str) -> str | None: ...
 

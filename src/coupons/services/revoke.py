@@ -26,7 +26,7 @@ from coupons.domain.revoke import FailureReason, Outcome, decide
 from coupons.services.common import Context, CustomerRef, find_customer, record_history
 from coupons.services.ports import UnitOfWork
 
-MAX_CODES = 50
+MAX_CODES = code_rules.MAX_CODES_PER_REQUEST
 MAX_CUSTOMER_COUPONS = 100
 
 
@@ -78,7 +78,8 @@ def _change(uow: UnitOfWork, ctx: Context, request: RevokeRequest, action: Actio
 def reinstate_request(
     uow: UnitOfWork, ctx: Context, revoke_request_id: str, reason: str | None
 ) -> Outcome:
-    """Undo one earlier revoke call, skipping (and reporting) coupons changed since."""
+    """Undo one earlier revoke call, skipping (and reporting) coupons no longer revoked (9017:
+    reinstated already, perhaps by this very call made twice) or revoked again since (9018)."""
     first_look = uow.history.revoked_by_request(ctx.org_id, revoke_request_id)
     if not first_look:
         raise errors.InvalidField("revokeRequestId", "no revoke with this request id")
@@ -91,7 +92,9 @@ def reinstate_request(
     }
     outcome = Outcome()
     for coupon in locked:
-        if coupon.id in still_latest and coupon.state is CouponState.REVOKED:
+        if coupon.state is not CouponState.REVOKED:
+            outcome.fail(FailureReason.NOT_REVOKED, coupon.code)
+        elif coupon.id in still_latest:
             outcome.done.append(coupon)
         else:
             outcome.fail(FailureReason.CHANGED_SINCE, coupon.code)

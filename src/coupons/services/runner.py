@@ -35,6 +35,7 @@ class Rendered:
     status_code: int
     body: bytes
     replayed: bool = False
+    request_id: str | None = None  # a replay's: the id of the request that did the work
 
 
 def execute(
@@ -58,7 +59,9 @@ def execute(
             if stored is not None:
                 if stored.fingerprint != idempotency.fingerprint:
                     raise errors.IdempotencyKeyReused()
-                return Rendered(stored.status_code, stored.body, replayed=True)
+                return Rendered(
+                    stored.status_code, stored.body, replayed=True, request_id=stored.request_id
+                )
         body = render(use_case(uow))
         if dry_run or not write:
             uow.rollback()
@@ -71,6 +74,7 @@ def execute(
                 fingerprint=idempotency.fingerprint,
                 status_code=status_code,
                 body=body,
+                request_id=ctx.request_id,
                 now=ctx.now,
                 expired_before=ctx.now - IDEMPOTENCY_WINDOW,
             )

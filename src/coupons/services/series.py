@@ -73,6 +73,33 @@ def get_series(
     return series, uow.series.state_counts(series.id)
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesChange:
+    """What may change on a series; None leaves a field as it is."""
+
+    valid_till: datetime | None = None
+    description: str | None = None
+
+
+def change_series(
+    uow: UnitOfWork, ctx: Context, series_id: int, change: SeriesChange
+) -> tuple[Series, dict[CouponState, int]]:
+    """End a campaign early (a past `valid_till` expires its coupons at once, spec §5's 712
+    then applies), extend it, or rename it. Type, codes and discount never change: coupons
+    already issued keep meaning what they meant."""
+    description = change.description.strip() if change.description is not None else None
+    if change.valid_till is None and description is None:
+        raise errors.InvalidField("body", "give validTill or description")
+    if description == "":
+        raise errors.InvalidField("description", "must not be blank")
+    updated = uow.series.update_series(
+        ctx.org_id, series_id, valid_till=change.valid_till, description=description
+    )
+    if updated is None:
+        raise errors.SeriesNotFound()
+    return updated, uow.series.state_counts(updated.id)
+
+
 def add_codes(uow: UnitOfWork, ctx: Context, series_id: int, upload: CodeUpload) -> UploadResult:
     """Add codes to a series' AVAILABLE pool; codes already there are reported, not added."""
     series = uow.series.series(ctx.org_id, series_id)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Row,
+    func,
     insert,
     select,
     update,
@@ -24,6 +25,8 @@ from coupons.adapters.tables import (
 )
 from coupons.domain.records import (
     ClientRecord,
+    ClientSummary,
+    OrgSummary,
 )
 
 
@@ -97,6 +100,35 @@ class SqlClientRepository:
             update(api_clients).where(api_clients.c.username == username).values(**values)
         )
         return result.rowcount == 1
+
+    def orgs(self) -> list[OrgSummary]:
+        clients = (
+            select(api_clients.c.org_id, func.count().label("n"))
+            .group_by(api_clients.c.org_id)
+            .subquery()
+        )
+        rows = self.conn.execute(
+            select(orgs.c.id, orgs.c.name, func.coalesce(clients.c.n, 0))
+            .outerjoin(clients, clients.c.org_id == orgs.c.id)
+            .order_by(orgs.c.id)
+        )
+        return [OrgSummary(int(i), name, int(n)) for i, name, n in rows]
+
+    def clients(self) -> list[ClientSummary]:
+        rows = self.conn.execute(
+            select(
+                api_clients.c.username,
+                orgs.c.name,
+                api_clients.c.groups,
+                api_clients.c.is_active,
+            )
+            .join(orgs, orgs.c.id == api_clients.c.org_id)
+            .order_by(orgs.c.name, api_clients.c.username)
+        )
+        return [
+            ClientSummary(username, org, frozenset(g for g in groups.split(",") if g), bool(on))
+            for username, org, groups, on in rows
+        ]
 
     def service_key(self, name: str) -> str | None:
         return self.conn.scalar(select(service_keys.c.value).where(service_keys.c.name == name))

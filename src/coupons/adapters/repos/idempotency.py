@@ -45,6 +45,7 @@ class SqlIdempotencyRepository:
                 idempotency_keys.c.fingerprint,
                 idempotency_keys.c.status_code,
                 idempotency_keys.c.body,
+                idempotency_keys.c.request_id,
             ).where(
                 idempotency_keys.c.client_id == client_id,
                 idempotency_keys.c.key == key,
@@ -53,7 +54,8 @@ class SqlIdempotencyRepository:
         ).first()
         if row is None:
             return None
-        return StoredResponse(row.fingerprint, row.status_code, _unpack_body(bytes(row.body)))
+        body = _unpack_body(bytes(row.body))
+        return StoredResponse(row.fingerprint, row.status_code, body, row.request_id)
 
     def store_response(
         self,
@@ -64,6 +66,7 @@ class SqlIdempotencyRepository:
         fingerprint: str,
         status_code: int,
         body: bytes,
+        request_id: str,
         now: datetime,
         expired_before: datetime,
     ) -> None:
@@ -86,5 +89,6 @@ class SqlIdempotencyRepository:
                 status_code=status_code,
                 body=_pack_body(body),
                 created_at=now,
+                request_id=request_id,
             )
         )

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     Connection,
     func,
     insert,
     select,
+    update,
 )
 
 from coupons.adapters.repos.rows import (
@@ -102,6 +104,27 @@ class SqlSeriesRepository:
             .order_by(coupon_series.c.id)
         )
         return [series_of(row) for row in rows]
+
+    def update_series(
+        self,
+        org_id: int,
+        series_id: int,
+        *,
+        valid_till: datetime | None = None,
+        description: str | None = None,
+    ) -> Series | None:
+        values: dict[str, Any] = {}
+        if valid_till is not None:
+            values["valid_till"] = valid_till
+        if description is not None:
+            values["description"] = description
+        if values:
+            self.conn.execute(
+                update(coupon_series)
+                .where(coupon_series.c.id == series_id, coupon_series.c.org_id == org_id)
+                .values(**values)
+            )
+        return self.series(org_id, series_id)
 
     def state_counts(self, series_id: int) -> dict[CouponState, int]:
         rows = self.conn.execute(

@@ -74,6 +74,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon.png",
+            # Off: the default sends this document's URL to an outside validation service.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get("/health", tags=["operations"])

@@ -37,6 +37,43 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     },
 }
 _AUTHENTICATING: set[Callable[..., Any]] = set()  # the dependencies `allowed` made
+WRITE_METHODS = {"post", "put", "patch", "delete"}
+IDEMPOTENCY_KEY_MAX = 255
+
+# Headers the service reads, documented as parameters so that "Try it out" can send them.
+# Like the security schemes, they are added to the document only: the route code (or the edge
+# middleware) reads them itself, so no per-request dependency work is added for them.
+REQUEST_ID_HEADER: dict[str, Any] = {
+    "name": "X-Request-Id",
+    "in": "header",
+    "required": False,
+    "description": "Your id for this request, echoed in the response and written into the "
+    "history of every coupon it changes (1 to 128 of `A-Z a-z 0-9 . _ : -`; anything else is "
+    "replaced by a fresh id). A revoke's id is what `revokeRequestId` of reinstate takes.",
+    "schema": {"type": "string"},
+}
+IDEMPOTENCY_KEY_HEADER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "The same key with the same request within 24 hours replays the first "
+    "response (header `Idempotent-Replayed: true`) and changes nothing; with another request "
+    "it is 9006 (HTTP 422). Trimmed; 1 to 255 characters.",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": IDEMPOTENCY_KEY_MAX,
+        "pattern": r"\S",
+    },
+}
+TOKEN_HEADER: dict[str, Any] = {
+    "name": "X-CAP-API-OAUTH-TOKEN",
+    "in": "header",
+    "required": False,
+    "description": "An access token from `POST /v3/oauth/token/generate` (instead of Basic "
+    "credentials or `Authorization: Bearer`).",
+    "schema": {"type": "string"},
+}
 
 
 def authenticator(request: Request) -> Authenticator:
@@ -88,7 +125,8 @@ def _authenticates(dependant: Dependant) -> bool:
 
 def document_security(app: FastAPI, routers: Sequence[APIRouter]) -> None:
     """List the credential schemes in the OpenAPI document, on every operation of `routers`
-    that needs them (those depending on `allowed`)."""
+    that needs them (those depending on `allowed`), and the headers each operation reads:
+    the token header there too, `Idempotency-Key` on their writes, `X-Request-Id` on all."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -101,13 +139,28 @@ def document_security(app: FastAPI, routers: Sequence[APIRouter]) -> None:
             if isinstance(route, APIRoute) and _authenticates(route.dependant):
                 operations = schema["paths"].get(route.path_format, {})
                 for method in route.methods or ():
-                    if method.lower() in operations:
-                        operations[method.lower()]["security"] = [
-                            {name: []} for name in SECURITY_SCHEMES
-                        ]
+                    operation = operations.get(method.lower())
+                    if operation is None:
+                        continue
+                    operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+                    headers = [TOKEN_HEADER]
+                    if method.lower() in WRITE_METHODS:
+                        headers.append(IDEMPOTENCY_KEY_HEADER)
+                    _add_parameters(operation, headers)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                _add_parameters(operation, [REQUEST_ID_HEADER])
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_parameters(operation: dict[str, Any], headers: list[dict[str, Any]]) -> None:
+    parameters = operation.setdefault("parameters", [])
+    present = {(p.get("in"), p.get("name", "").lower()) for p in parameters}
+    for header in headers:
+        if ("header", header["name"].lower()) not in present:
+            parameters.append(dict(header))
 
 
 def request_id(request: Request) -> str:

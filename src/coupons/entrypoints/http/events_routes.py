@@ -10,11 +10,12 @@ from starlette.responses import Response
 
 from coupons.entrypoints.http import render_events
 from coupons.entrypoints.http.deps import ReadActor, allowed
-from coupons.entrypoints.http.routes import ERRORS, DbId, perform
+from coupons.entrypoints.http.routes import ERRORS, IdPath, perform
+from coupons.entrypoints.http.routing import IdRoute
 from coupons.services import events, webhooks
 from coupons.services.common import Actor
 
-router = APIRouter()
+router = APIRouter(route_class=IdRoute)
 
 AdminActor = Annotated[Actor, Depends(allowed("admin"))]
 
@@ -69,8 +70,8 @@ async def list_webhooks(request: Request, actor: AdminActor) -> Response:
     )
 
 
-@router.delete("/v2/webhooks/{webhook_id}", tags=["webhooks"], responses=ERRORS)
-async def delete_webhook(webhook_id: DbId, request: Request, actor: AdminActor) -> Response:
+@router.delete("/v2/webhooks/{id}", tags=["webhooks"], responses=ERRORS)
+async def delete_webhook(webhook_id: IdPath, request: Request, actor: AdminActor) -> Response:
     """Stop a subscription at once (coupon_admin)."""
     return await perform(
         request,
@@ -80,8 +81,8 @@ async def delete_webhook(webhook_id: DbId, request: Request, actor: AdminActor) 
     )
 
 
-@router.post("/v2/webhooks/{webhook_id}/retry", tags=["webhooks"], responses=ERRORS)
-async def retry_webhook(webhook_id: DbId, request: Request, actor: AdminActor) -> Response:
+@router.post("/v2/webhooks/{id}/retry", tags=["webhooks"], responses=ERRORS)
+async def retry_webhook(webhook_id: IdPath, request: Request, actor: AdminActor) -> Response:
     """Retry a dead-lettered (or backing-off) subscription now, from where it stopped."""
     return await perform(
         request,
@@ -91,9 +92,9 @@ async def retry_webhook(webhook_id: DbId, request: Request, actor: AdminActor) -
     )
 
 
-@router.get("/v2/webhooks/{webhook_id}/deliveries", tags=["webhooks"], responses=ERRORS)
+@router.get("/v2/webhooks/{id}/deliveries", tags=["webhooks"], responses=ERRORS)
 async def list_deliveries(
-    webhook_id: DbId,
+    webhook_id: IdPath,
     request: Request,
     actor: AdminActor,
     limit: Annotated[int, Query(ge=1, le=webhooks.MAX_DELIVERY_PAGE)] = 50,

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from coupons.domain import errors
 from coupons.entrypoints.http.envelope import failure
 from coupons.entrypoints.http.middleware import request_id_of
+from coupons.entrypoints.http.routing import allowed_methods
 
 log = structlog.get_logger("coupons.http")
 
@@ -53,7 +54,10 @@ async def validation_error(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
-        return failure(9022, "method not allowed on this path", 405)
+        allow = ", ".join(allowed_methods(request.scope)) or (exc.headers or {}).get("Allow")
+        return failure(
+            9022, "method not allowed on this path", 405, {"Allow": allow} if allow else None
+        )
     if exc.status_code == 404:
         return failure(9014, "no such endpoint", 404)
     if exc.status_code == 401:

@@ -74,6 +74,9 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     )
 
 
+MAX_LOGGED_PATH = 300
+
+
 class MetricsMiddleware:
     """Counts and times each request by route template (not raw path: bounded labels) and
     binds the request id for every log line written while serving it."""
@@ -104,13 +107,16 @@ class MetricsMiddleware:
                 method = scope["method"]
                 REQUESTS.labels(method, template, str(status)).inc()
                 LATENCY.labels(method, template).observe(elapsed)
-                log.info(
-                    "request",
-                    method=method,
-                    route=template,
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
+                fields: dict[str, object] = {
+                    "method": method,
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                }
+                if route is None:
+                    # Metrics keep the bounded "unmatched" label; the log says what was asked.
+                    fields["path"] = str(scope.get("path", ""))[:MAX_LOGGED_PATH]
+                log.info("request", **fields)
 
 
 def _on_commit(conn: Any) -> None:

@@ -18,6 +18,11 @@ def request_id_of(scope: Scope) -> str:
     return str(state.get("request_id", ""))
 
 
+def answer_as(scope: Scope, request_id: str) -> None:
+    """Send `request_id` as this answer's `X-Request-Id` (a replay: the original request's)."""
+    scope.setdefault("state", {})["request_id"] = request_id
+
+
 class EdgeMiddleware:
     """Gives every request an id (the client's `X-Request-Id` when it is sane) and answers
     413 for bodies over the limit before any route reads them."""
@@ -44,13 +49,15 @@ class EdgeMiddleware:
                     declared_length = None
         if not request_id:
             request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], header]
+                # Read when the answer starts: an idempotent replay answers with the id of
+                # the request it replays (`answer_as`).
+                header = (b"x-request-id", str(state["request_id"]).encode())
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         if b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", ""):

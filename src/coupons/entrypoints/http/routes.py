@@ -16,9 +16,15 @@ from coupons.domain import errors
 from coupons.domain.codes import CodeCase
 from coupons.domain.model import DiscountType, SeriesType
 from coupons.entrypoints.http import render, schemas
-from coupons.entrypoints.http.deps import ReadActor, allowed, client_address
+from coupons.entrypoints.http.deps import (
+    IDEMPOTENCY_KEY_MAX,
+    ReadActor,
+    allowed,
+    client_address,
+)
 from coupons.entrypoints.http.envelope import JSON, success_body
-from coupons.entrypoints.http.middleware import request_id_of
+from coupons.entrypoints.http.middleware import answer_as, request_id_of
+from coupons.entrypoints.http.routing import IdRoute
 from coupons.services import customers, issue, redeem, revoke, series
 from coupons.services.auth import Authenticator
 from coupons.services.common import Actor, Context, CustomerRef, utcnow
@@ -27,13 +33,15 @@ from coupons.services.runner import Idempotency, execute
 
 T = TypeVar("T")
 
-router = APIRouter()
+router = APIRouter(route_class=IdRoute)
 
 DbId = Annotated[int, Path(ge=1, le=2**62)]
+# Path parameters are named as the API documents them, in messages and in OpenAPI too.
+IdPath = Annotated[int, Path(alias="id", ge=1, le=2**62)]
+CouponIdPath = Annotated[int, Path(alias="couponId", ge=1, le=2**62)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429)
 }
-IDEMPOTENCY_KEY_MAX = 255
 
 
 async def perform(
@@ -64,7 +72,11 @@ async def perform(
         dry_run=dry_run,
         write=write,
     )
-    headers = {"Idempotent-Replayed": "true"} if rendered.replayed else None
+    headers = None
+    if rendered.replayed:
+        headers = {"Idempotent-Replayed": "true"}
+        if rendered.request_id:
+            answer_as(request.scope, rendered.request_id)
     return Response(
         rendered.body, status_code=rendered.status_code, media_type=JSON, headers=headers
     )
@@ -133,8 +145,8 @@ async def create_series(
     )
 
 
-@router.get("/v2/coupon/series/{series_id}", tags=["series"], responses=ERRORS)
-async def get_series(series_id: DbId, request: Request, actor: ReadActor) -> Response:
+@router.get("/v2/coupon/series/{id}", tags=["series"], responses=ERRORS)
+async def get_series(series_id: IdPath, request: Request, actor: ReadActor) -> Response:
     """A series with its coupon counts per state."""
     return await perform(
         request,
@@ -145,9 +157,30 @@ async def get_series(series_id: DbId, request: Request, actor: ReadActor) -> Res
     )
 
 
-@router.post("/v2/coupon/series/{series_id}/codes", tags=["series"], responses=ERRORS)
+@router.patch("/v2/coupon/series/{id}", tags=["series"], responses=ERRORS)
+async def change_series(
+    series_id: IdPath,
+    body: Annotated[schemas.SeriesPatchBody, Body(openapi_examples=schemas.SERIES_PATCH_EXAMPLES)],
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("admin"))],
+) -> Response:
+    """End a campaign early (its coupons expire at once) or extend it, or change its
+    description (coupon_admin). Fields left out stay as they are."""
+    change = series.SeriesChange(
+        valid_till=None if body.valid_till is None else _valid_till(body.valid_till),
+        description=body.description,
+    )
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: series.change_series(uow, ctx, series_id, change),
+        lambda found, ctx: render.series(found[0], found[1], ctx.now),
+    )
+
+
+@router.post("/v2/coupon/series/{id}/codes", tags=["series"], responses=ERRORS)
 async def add_codes(
-    series_id: DbId,
+    series_id: IdPath,
     body: schemas.CodesBody,
     request: Request,
     actor: Annotated[Actor, Depends(allowed("admin"))],
@@ -216,9 +249,9 @@ async def lookup_customer(
     )
 
 
-@router.get("/v2/customers/{customer_id}/coupons", tags=["customers"], responses=ERRORS)
+@router.get("/v2/customers/{id}/coupons", tags=["customers"], responses=ERRORS)
 async def customer_coupons(
-    customer_id: DbId,
+    customer_id: IdPath,
     request: Request,
     actor: ReadActor,
     status: Annotated[str, Query(max_length=20)] = "ALL",
@@ -268,8 +301,8 @@ async def issue_multiple(
     )
 
 
-@router.get("/v2/coupon/{coupon_id}", tags=["coupons"], responses=ERRORS)
-async def get_coupon(coupon_id: DbId, request: Request, actor: ReadActor) -> Response:
+@router.get("/v2/coupon/{couponId}", tags=["coupons"], responses=ERRORS)
+async def get_coupon(coupon_id: CouponIdPath, request: Request, actor: ReadActor) -> Response:
     """A coupon with every state change in order."""
 
     def load(uow: UnitOfWork, ctx: Context) -> dict[str, Any]:

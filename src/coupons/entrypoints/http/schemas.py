@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 
 from coupons.domain.codes import MAX_CODE_LENGTH, CodeCase, normalize
 from coupons.domain.model import Coupon, CouponState, normalize_email
-from coupons.domain.revoke import FailureReason, Outcome
+from coupons.domain.revoke import MAX_REASON_LENGTH, FailureReason, Outcome
 from coupons.entrypoints.http import render
 from coupons.entrypoints.http.envelope import failure_body, success_body
 from coupons.services.common import CustomerRef
@@ -197,7 +197,7 @@ class RevokeBody(Body):
     # trimming and de-duplication; the 1 MiB body limit already bounds the list.
     coupon_codes: list[Code] | None = None
     customer: CustomerIdentifiers | None = None
-    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=MAX_REASON_LENGTH)] | None = None
 
 
 class ReinstateBody(RevokeBody):
@@ -261,37 +261,62 @@ class TokenRequest(Body):
     secret: Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
 
+def _storable_valid_till(value: datetime | date | None) -> datetime | date | None:
+    # Extreme offsets (9999-12-31T23:59-12:00) overflow when moved to UTC; keep every
+    # value storable and comparable on both databases instead of answering 500.
+    if value is None:
+        return None  # a change that leaves validTill alone
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must be a date between 1970 and 9998") from None
+    if not 1970 <= value.year <= 9998:
+        raise ValueError("must be a date between 1970 and 9998")
+    return value
+
+
+def _bare_date_stays_a_date(value: Any) -> Any:
+    # FastAPI validates decoded JSON in Python mode, where the union would read
+    # "YYYY-MM-DD" as midnight; a bare date means the whole day, so keep it a date.
+    if isinstance(value, str) and _BARE_DATE.fullmatch(value.strip()):
+        return date.fromisoformat(value.strip())
+    return value
+
+
 class SeriesBody(Body):
     description: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     client_handling_type: Literal["DISC_CODE", "DISC_CODE_PIN", "GENERIC", "GENERIC_REDEEMABLE"]
     generic_code: NewCode | None = None
     valid_till: datetime | date
     discount_type: Literal["ABS", "PERC"]
-
-    @field_validator("valid_till", mode="after")
-    @classmethod
-    def _storable_valid_till(cls, value: datetime | date) -> datetime | date:
-        # Extreme offsets (9999-12-31T23:59-12:00) overflow when moved to UTC; keep every
-        # value storable and comparable on both databases instead of answering 500.
-        if isinstance(value, datetime) and value.tzinfo is not None:
-            try:
-                value.astimezone(UTC)
-            except OverflowError:
-                raise ValueError("must be a date between 1970 and 9998") from None
-        if not 1970 <= value.year <= 9998:
-            raise ValueError("must be a date between 1970 and 9998")
-        return value
-
     discount_value: Decimal = Field(max_digits=14, decimal_places=4)
 
-    @field_validator("valid_till", mode="before")
-    @classmethod
-    def _bare_date_stays_a_date(cls, value: Any) -> Any:
-        # FastAPI validates decoded JSON in Python mode, where the union would read
-        # "YYYY-MM-DD" as midnight; a bare date means the whole day, so keep it a date.
-        if isinstance(value, str) and _BARE_DATE.fullmatch(value.strip()):
-            return date.fromisoformat(value.strip())
-        return value
+    _valid_till_after = field_validator("valid_till", mode="after")(_storable_valid_till)
+    _valid_till_before = field_validator("valid_till", mode="before")(_bare_date_stays_a_date)
+
+
+class SeriesPatchBody(Body):
+    """What may change on a series: its end (end a campaign early, or extend it) and its
+    description. Fields left out stay as they are."""
+
+    description: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+    valid_till: datetime | date | None = None
+
+    _valid_till_after = field_validator("valid_till", mode="after")(_storable_valid_till)
+    _valid_till_before = field_validator("valid_till", mode="before")(_bare_date_stays_a_date)
+
+
+SERIES_PATCH_EXAMPLES: dict[str, dict[str, Any]] = {
+    "end": {
+        "summary": "end a campaign early: its coupons expire at once",
+        "value": {"validTill": "2026-01-31T18:00:00Z"},
+    },
+    "describe": {
+        "summary": "change the description",
+        "value": {"description": "Spring 15% (ended early: leaked)"},
+    },
+}
 
 
 class CodeWithPin(Body):

@@ -1,0 +1,78 @@
+"""The HTTP side of one batch: revoke its codes, and tell "already revoked" from "unknown"."""
+
+from __future__ import annotations
+
+from coupons.client import CodeCase, CouponClient
+from coupons.domain.codes import normalize
+from coupons.entrypoints.bulk_revoke.codes_file import Line
+from coupons.entrypoints.bulk_revoke.journal import Row, RunSpec
+from coupons.entrypoints.bulk_revoke.results import OUTCOME_OF_ERROR, Outcome
+
+# The server's answer for one code, before it is tied to its line: code, outcome, errorCode,
+# couponId. Codes come back written per `couponCodeCase`; they are matched by the domain's key.
+Answer = tuple[str, str, str, str]
+
+
+def revoke_batch(client: CouponClient, spec: RunSpec, lines: list[Line], key: str) -> list[Row]:
+    """Revoke one batch of distinct valid codes; one row per line, in file order."""
+    result = client.revoke(
+        series_id=spec.series,
+        codes=[line.code for line in lines],
+        reason=spec.reason,
+        code_case=code_case(spec.case),
+        dry_run=spec.dry_run,
+        idempotency_key=key,
+    )
+    found: dict[str, Answer] = {}
+    done = Outcome.WOULD_REVOKE if spec.dry_run else Outcome.REVOKED
+    for coupon in result.changed:
+        found[normalize(coupon.coupon_code)] = (
+            coupon.coupon_code,
+            done.value,
+            "",
+            str(coupon.coupon_id),
+        )
+    unclear: list[str] = []
+    for group in result.failed:
+        for code in group.coupon_codes:
+            if group.error_code == 682:
+                unclear.append(code)
+            outcome = OUTCOME_OF_ERROR.get(group.error_code, Outcome.FAILED)
+            found[normalize(code)] = (code, outcome.value, str(group.error_code), "")
+    if unclear:
+        found.update(tell_revoked_from_unknown(client, spec, unclear))
+    rows: list[Row] = []
+    for line in lines:
+        answer = found.get(normalize(line.code), (line.code, Outcome.FAILED.value, "", ""))
+        rows.append((line.number, *answer))
+    return rows
+
+
+def tell_revoked_from_unknown(
+    client: CouponClient, spec: RunSpec, codes: list[str]
+) -> dict[str, Answer]:
+    """682 means "not in the series" or "already revoked"; a dry-run reinstate tells which."""
+    check = client.reinstate(
+        series_id=spec.series, codes=codes, code_case=code_case(spec.case), dry_run=True
+    )
+    found: dict[str, Answer] = {}
+    for coupon in check.changed:
+        found[normalize(coupon.coupon_code)] = (
+            coupon.coupon_code,
+            Outcome.ALREADY_REVOKED.value,
+            "682",
+            str(coupon.coupon_id),
+        )
+    for group in check.failed:
+        for code in group.coupon_codes:
+            found[normalize(code)] = (code, Outcome.NOT_FOUND.value, "682", "")
+    return found
+
+
+def code_case(value: str) -> CodeCase:
+    """The option's value as the client's type (the command has validated it)."""
+    if value == "LOWER":
+        return "LOWER"
+    if value == "AS_IT_IS":
+        return "AS_IT_IS"
+    return "UPPER"

@@ -1,0 +1,112 @@
+"""Reading a codes file and deciding, line by line, what the run does with it.
+
+The whole file is planned before anything is sent, with the domain's own code rules (trimmed,
+matched case-insensitively, at most 100 characters): each non-blank line is a code to send, a
+later duplicate of a code already in the file, or invalid. A dry run and a real run follow the
+same plan, so they agree on every line, wherever the duplicates fall and whatever their case.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from coupons.domain.codes import MAX_CODE_LENGTH, clean, normalize
+
+
+class CodesFileError(Exception):
+    """The file cannot be read as codes (a CSV without a `code` column)."""
+
+
+class LineKind(StrEnum):
+    """What the run does with one line."""
+
+    SEND = "send"  # the first occurrence of a valid code: goes to the server
+    DUPLICATE = "duplicate"  # the same code (ignoring case and spaces) on an earlier line
+    INVALID = "invalid"  # too long for the server; sending it would spoil its whole batch
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One non-blank code of the file with its 1-based line number."""
+
+    number: int
+    code: str
+    kind: LineKind
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What one pass over the file learnt: counts, fingerprint, and the duplicate lines."""
+
+    total: int  # non-blank codes, duplicates and invalid ones included
+    sendable: int  # distinct valid codes: what goes to the server
+    sha256: str
+    duplicate_lines: frozenset[int]
+
+
+def read_codes(path: Path) -> Iterator[tuple[int, str]]:
+    """Stream (line number, trimmed code): one a line, or the `code` column of a .csv."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        if path.suffix.lower() == ".csv":
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            names = [name.strip().lower() for name in header or []]
+            if "code" not in names:
+                raise CodesFileError(f"{path} has no 'code' column (header: {header})")
+            column = names.index("code")
+            for record in reader:
+                code = clean(record[column]) if column < len(record) else ""
+                if code:
+                    yield reader.line_num, code
+        else:
+            for number, text in enumerate(handle, start=1):
+                code = clean(text)
+                if code:
+                    yield number, code
+
+
+def is_valid(code: str) -> bool:
+    """Whether the server would accept the (trimmed, non-blank) code at all."""
+    return len(code) <= MAX_CODE_LENGTH
+
+
+def scan(path: Path) -> Scan:
+    """Fingerprint the file, count its codes and find every later duplicate.
+
+    Finding duplicates across the whole file needs every distinct code's matching key at
+    once (about 100 bytes a code while scanning); only the duplicates' line numbers are kept.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    seen: set[str] = set()
+    duplicates: set[int] = set()
+    total = 0
+    for number, code in read_codes(path):
+        total += 1
+        if not is_valid(code):
+            continue
+        key = normalize(code)
+        if key in seen:
+            duplicates.add(number)
+        else:
+            seen.add(key)
+    return Scan(total, len(seen), digest.hexdigest(), frozenset(duplicates))
+
+
+def plan(path: Path, scanned: Scan) -> Iterator[Line]:
+    """Every code of the file in order, each with what the run does with it."""
+    for number, code in read_codes(path):
+        if not is_valid(code):
+            kind = LineKind.INVALID
+        elif number in scanned.duplicate_lines:
+            kind = LineKind.DUPLICATE
+        else:
+            kind = LineKind.SEND
+        yield Line(number, code, kind)

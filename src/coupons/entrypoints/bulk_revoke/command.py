@@ -1,0 +1,198 @@
+"""The `coupons revoke` command: its options, and the run that ties the parts together.
+
+Codes are planned from the whole file (`codes_file`), sent in numbered batches of at most 50
+with several in flight under keys kept in a journal (`journal`, `calls`), and reported per line
+in file order (`results`, `ui`). The command loads neither the server nor the database layer,
+so it starts fast; the domain's code rules it shares have no heavy imports.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+
+from coupons.client import (
+    BasicAuth,
+    CouponApiError,
+    CouponApiUnavailable,
+    CouponClient,
+    RetryPolicy,
+)
+from coupons.domain.codes import CodeCase
+from coupons.domain.revoke import MAX_REASON_LENGTH
+from coupons.entrypoints.bulk_revoke.calls import revoke_batch
+from coupons.entrypoints.bulk_revoke.codes_file import CodesFileError, Scan, plan, scan
+from coupons.entrypoints.bulk_revoke.journal import (
+    Journal,
+    JournalMismatch,
+    Row,
+    RunSpec,
+    batches,
+    codes_in,
+)
+from coupons.entrypoints.bulk_revoke.results import (
+    EXIT_SOME_FAILED,
+    EXIT_UNFINISHED,
+    RunReport,
+    default_results,
+    write_results,
+)
+from coupons.entrypoints.bulk_revoke.ui import failure_reasons, progress_bar, summary_table
+
+
+def run(
+    client: CouponClient,
+    spec: RunSpec,
+    codes_path: Path,
+    scanned: Scan,
+    results: Path,
+    parallel: int,
+    err: Console,
+) -> RunReport:
+    """Send every unfinished batch, then write the result CSV from the journal."""
+    journal = Journal(results.with_name(results.name + ".journal"), spec)
+    problem: str | None = None
+    progress = progress_bar(err)
+    pending: dict[Future[list[Row]], tuple[int, int]] = {}
+
+    def settle(futures: set[Future[list[Row]]]) -> None:
+        nonlocal problem
+        for future in futures:
+            batch, size = pending.pop(future)
+            try:
+                journal.finish(batch, future.result())
+            except CouponApiError as error:
+                # Left unfinished in the journal: the rerun resends it with the same key.
+                problem = problem or _describe(error)
+            progress.advance(task, size)
+
+    with progress, ThreadPoolExecutor(max_workers=parallel) as pool:
+        # Lines decided without the server and batches finished by an earlier run start the
+        # bar filled, so the rate and ETA describe this run's own progress.
+        local = scanned.total - scanned.sendable
+        task = progress.add_task(
+            "dry run" if spec.dry_run else "revoking",
+            total=scanned.total,
+            completed=local + codes_in(journal.done, scanned.sendable),
+        )
+        try:
+            for batch, lines in batches(plan(codes_path, scanned)):
+                if problem is not None:
+                    break
+                if batch in journal.done:
+                    continue
+                key = journal.key_for(batch)
+                future = pool.submit(revoke_batch, client, spec, lines, key)
+                pending[future] = (batch, len(lines))
+                # Keep a bounded window of work queued: memory stays flat for any file size.
+                if len(pending) >= parallel * 2:
+                    finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
+                    settle(finished)
+            settle(wait(set(pending)).done)
+        except KeyboardInterrupt:
+            problem = "interrupted"
+            for future in list(pending):
+                if future.cancel():
+                    pending.pop(future)
+            settle(wait(set(pending)).done)
+        finally:
+            journal.close()
+    every_line = plan(codes_path, scanned)
+    return write_results(every_line, journal, results, scanned.total, CodeCase[spec.case], problem)
+
+
+def _describe(error: CouponApiError) -> str:
+    if isinstance(error, CouponApiUnavailable):
+        return f"server unavailable after retries: {error.message}"
+    if error.code == 0:
+        return error.message
+    return f"the server refused the request: {error.code} {error.message}"
+
+
+def revoke(
+    series: Annotated[int, typer.Option("--series", min=1, help="coupon series id")],
+    codes_file: Annotated[
+        Path, typer.Option("--codes-file", help=".txt (one code a line) or .csv (a code column)")
+    ],
+    reason: Annotated[
+        str | None, typer.Option(help="recorded in each coupon's history (<= 500 chars)")
+    ] = None,
+    url: Annotated[str, typer.Option(envvar="COUPONS_URL", help="API base URL")] = (
+        "http://127.0.0.1:8000"
+    ),
+    username: Annotated[
+        str | None, typer.Option(envvar="COUPONS_USERNAME", help="API client username")
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option(envvar="COUPONS_PASSWORD", help="API client secret")
+    ] = None,
+    parallel: Annotated[int, typer.Option(min=1, max=32, help="requests in flight")] = 4,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report what would happen, change nothing")
+    ] = False,
+    case: Annotated[
+        str, typer.Option(help="how codes are written in the results: UPPER, LOWER, AS_IT_IS")
+    ] = "UPPER",
+    results: Annotated[
+        Path | None,
+        typer.Option(help="result CSV (default: <codes-file stem>.results.csv beside it)"),
+    ] = None,
+    retry_seconds: Annotated[
+        float, typer.Option(min=0, help="keep retrying an unreachable server this long")
+    ] = 60.0,
+) -> None:
+    """Revoke every code of a file through the API, 50 a request; rerun to resume."""
+    err = Console(stderr=True)
+    out = Console()
+
+    def stop(message: str) -> typer.Exit:
+        err.print(f"[red]error:[/red] {message}")
+        return typer.Exit(EXIT_UNFINISHED)
+
+    case = case.strip().upper()
+    if case not in ("UPPER", "LOWER", "AS_IT_IS"):
+        raise stop(f"--case must be UPPER, LOWER or AS_IT_IS, not {case!r}")
+    if not username or not password:
+        raise stop("give --username and --password (or COUPONS_USERNAME, COUPONS_PASSWORD)")
+    if reason is not None and len(reason) > MAX_REASON_LENGTH:
+        raise stop(f"--reason is limited to {MAX_REASON_LENGTH} characters")
+    results = results or default_results(codes_file, dry_run)
+    try:
+        scanned = scan(codes_file)
+        path = str(codes_file.resolve())
+        spec = RunSpec(series, path, scanned.sha256, reason, case, dry_run)
+        retry = RetryPolicy(deadline=retry_seconds)
+        with CouponClient(
+            url, BasicAuth(username, password), retry=retry, max_connections=parallel
+        ) as client:
+            report = run(client, spec, codes_file, scanned, results, parallel, err)
+    except (
+        OSError,
+        UnicodeDecodeError,
+        CodesFileError,
+        JournalMismatch,
+        httpx.InvalidURL,
+    ) as error:
+        raise stop(str(error)) from None
+    except KeyboardInterrupt:  # before any batch went out, or while writing the results
+        raise stop("interrupted; rerun the same command to resume") from None
+    out.print(summary_table(report, dry_run))
+    out.print(f"results: {results}")
+    status = report.exit_status
+    if status == EXIT_UNFINISHED:
+        err.print(f"[red]not finished:[/red] {report.problem}; rerun the same command to resume")
+    elif status == EXIT_SOME_FAILED:
+        for reason_line in failure_reasons(report):
+            err.print(reason_line)
+    raise typer.Exit(status)
+
+
+def main() -> None:
+    """Run the command alone (`python -m coupons.entrypoints.bulk_revoke`): starts faster,
+    as it loads neither the server nor the database layer."""
+    typer.run(revoke)

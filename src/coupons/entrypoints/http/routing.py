@@ -1,0 +1,59 @@
+"""Route matching that keeps `/v2/coupon/{couponId}` from answering for other paths.
+
+Routes are tried in order and the first full match wins, so `GET /v2/coupon/{couponId}`
+would take `GET /v2/coupon/revoke` (a path whose only route is a POST) and answer with a
+validation error about `couponId`, instead of the 405 a wrong method deserves. An id route
+therefore steps aside when a path parameter is not a number and another route has this
+exact path: that route then answers (or the router's 405 for its method). A non-numeric id
+on no other route's path still reaches the route and fails validation (9002, naming it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from fastapi.routing import APIRoute
+from starlette.routing import Match, Route
+from starlette.types import Scope
+
+
+class IdRoute(APIRoute):
+    """An API route whose numeric path parameters never capture another route's path."""
+
+    _every: ClassVar[list[IdRoute]] = []
+
+    def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self._has_parameters = bool(self.param_convertors)
+        IdRoute._every.append(self)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        # Revoke, first in line, has no path parameter: one attribute read and done.
+        if not self._has_parameters or match is Match.NONE or _numeric(child_scope):
+            return match, child_scope  # the usual case: one cheap check, no more
+        # Also for a method mismatch: the 405 must come from the route owning the path.
+        if any(other is not self for other in _routes_with_this_path(scope)):
+            return Match.NONE, {}
+        return match, child_scope
+
+
+def _numeric(child_scope: Scope) -> bool:
+    values = (child_scope.get("path_params") or {}).values()
+    return all(str(v).isascii() and str(v).isdigit() for v in values)
+
+
+def _routes_with_this_path(scope: Scope) -> list[IdRoute]:
+    """Routes whose path is this one with numbers (or nothing) in its parameters."""
+    found = []
+    for route in IdRoute._every:
+        # The plain path-and-method match: no recursion into a route's own check.
+        match, child_scope = Route.matches(route, scope)
+        if match is not Match.NONE and _numeric(child_scope):
+            found.append(route)
+    return found
+
+
+def allowed_methods(scope: Scope) -> list[str]:
+    """Every method the request's path takes (for the `Allow` header of a 405)."""
+    return sorted({m for route in _routes_with_this_path(scope) for m in route.methods or ()})

@@ -1,0 +1,209 @@
+"""Every `curl` example of the README runs as written, top to bottom, against a fresh demo.
+
+The test does what a newcomer does: starts `coupons serve --demo` on a fresh database, runs
+the `curl` line the server printed, pastes the printed `export` line in place of the README's
+(which has a placeholder for the secret), then runs each shell block's `curl` commands and
+variable assignments in order, in one shell, so variables carry over. Each answer must be
+`success: true` with nothing failed; every `"field":value` shown on the `# →` line after a
+command must be in its answer. Markers (documented in the README's "Development"):
+
+- `# expect: CODE` on the line before a command: it answers with that error code, as a
+  whole-request error or as a per-code failure group (an example failing on purpose).
+- `<!-- readme-test: skip -->` on the line before a shell block: the block is not run (it
+  needs state the demo does not create, say a webhook receiver). Use it sparingly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+SKIP_MARKER = "<!-- readme-test: skip -->"
+ASSIGNMENT = re.compile(r"^(export\s+)?[A-Za-z_][A-Za-z0-9_]*=")
+SHOWN_PAIR = re.compile(r'"(\w+)":("[^"…]*"|-?\d+(?:\.\d+)?|true|false|null)(?=[,}\]\s:]|$)')
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+@dataclass
+class Example:
+    """One command of the README with what its answer must show."""
+
+    line: int
+    command: str
+    expect: int | None = None
+    shown: str = ""
+
+
+def examples(text: str) -> list[Example]:
+    """The runnable commands of every ```sh block: curl calls and variable assignments."""
+    found: list[Example] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() != "```sh":
+            i += 1
+            continue
+        skip = i > 0 and lines[i - 1].strip() == SKIP_MARKER
+        i += 1
+        expect: int | None = None
+        while i < len(lines) and lines[i].strip() != "```":
+            start, command = i, lines[i].strip()
+            while command.endswith("\\") and i + 1 < len(lines):
+                i += 1
+                command = command[:-1].rstrip() + " " + lines[i].strip()
+            i += 1
+            if command.startswith("# expect:"):
+                expect = int(command.removeprefix("# expect:").split()[0])
+            elif command.startswith("# →") and found and found[-1].line >= start - 3:
+                found[-1].shown = command
+            elif not skip and ("curl " in command or ASSIGNMENT.match(command)):
+                found.append(Example(start + 1, command, expect))
+                expect = None
+        i += 1
+    return found
+
+
+@dataclass
+class Demo:
+    url: str
+    export: str  # the `export U=… P=… API=…` line the server printed
+    curl: str  # the ready revoke line it printed
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """`coupons serve --demo` on a fresh SQLite file (what `make run` does), on a free port."""
+    workdir = tmp_path_factory.mktemp("readme")
+    port = free_port()
+    log = workdir / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "coupons.entrypoints.cli", "serve", "--demo", "--no-worker",
+             "--db", f"sqlite:///{workdir / 'coupons.db'}", "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start within 60 s"
+            time.sleep(0.2)
+        printed = log.read_text().splitlines()
+        export = next(line for line in printed if line.startswith("export U="))
+        curl = next(line for line in printed if line.startswith("curl "))
+        yield Demo(url, export, curl)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def run_in_one_shell(commands: list[str]) -> list[str]:
+    """Run the commands in order in one bash, so assignments carry over; output per command."""
+    script = "".join(f"printf '\\n@@{n}@@\\n'\n{command}\n" for n, command in enumerate(commands))
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=120, env={**os.environ}
+    )
+    parts = re.split(r"\n@@(\d+)@@\n", "\n" + done.stdout)
+    outputs = {int(parts[k]): parts[k + 1].strip() for k in range(1, len(parts) - 1, 2)}
+    assert len(outputs) == len(commands), done.stderr
+    return [outputs[n] for n in range(len(commands))]
+
+
+def check(example: Example, output: str) -> None:
+    """The answer is what the README promises (see the module docstring)."""
+    where = f"README.md line {example.line}: {example.command}\n→ {output[:600]}"
+    body: dict[str, Any] = json.loads(output)
+    entity = body.get("entity") or {}
+    if example.expect is not None:
+        groups = entity.get("failedToRevoke") or entity.get("failedToReinstate") or []
+        codes = {e["code"] for e in body.get("errors", [])} | {g["errorCode"] for g in groups}
+        assert example.expect in codes, where
+    else:
+        assert body["success"] is True, where
+        if "failedCount" in entity:
+            assert entity["failedCount"] == 0 and entity["totalCount"] > 0, where
+    for name, value in SHOWN_PAIR.findall(example.shown):
+        assert f'"{name}":{value}' in output, f"shown {name}={value} missing; {where}"
+
+
+def test_every_curl_example_of_the_readme_runs_as_written_against_a_fresh_demo(
+    demo: Demo,
+) -> None:
+    # given the README's commands, with the printed export line pasted in place of its own
+    found = examples(README.read_text())
+    assert sum("curl " in e.command for e in found) >= 15
+    commands = []
+    for example in found:
+        if example.command.startswith("export U="):
+            assert example.command.split()[:2] == demo.export.split()[:2]
+            example.command = demo.export
+        commands.append(example.command)
+
+    # when the server's own curl line runs first (as a newcomer does), then every example
+    outputs = run_in_one_shell([demo.curl, *commands])
+
+    # then the printed line revokes a coupon, and every example answers as documented
+    printed = json.loads(outputs[0])
+    assert printed["success"] and printed["entity"]["failedCount"] == 0, outputs[0]
+    for example, output in zip(found, outputs[1:], strict=True):
+        if ASSIGNMENT.match(example.command):
+            assert output == "", f"README.md line {example.line} printed {output!r}"
+        else:
+            check(example, output)
+
+
+def test_the_markers_are_read_as_documented() -> None:
+    # given a README fragment with an expected error and a skipped block
+    text = "\n".join(
+        [
+            "```sh",
+            "export A=1",
+            "# expect: 701",
+            "curl -s $API/x \\",
+            '  -d "{}"',
+            '# → {"entity":{"id":3}}',
+            "coupons db upgrade",
+            "```",
+            SKIP_MARKER,
+            "```sh",
+            "curl -s $API/needs-a-receiver",
+            "```",
+        ]
+    )
+
+    # when it is parsed, then continuation lines join, markers attach, skipped blocks vanish
+    found = examples(text)
+    assert [(e.command, e.expect) for e in found] == [
+        ("export A=1", None),
+        ('curl -s $API/x -d "{}"', 701),
+    ]
+    assert found[1].shown == '# → {"entity":{"id":3}}'

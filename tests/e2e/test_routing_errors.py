@@ -1,0 +1,86 @@
+"""Wrong methods, unknown paths and bad path parameters answer in the API's own words."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.e2e.conftest import Api, error_code
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v2/coupon/revoke", "POST"),
+        ("GET", "/v2/coupon/reinstate", "POST"),
+        ("GET", "/v2/coupon/issue", "POST"),
+        ("PUT", "/v2/coupon/reactivate", "PATCH"),
+        ("DELETE", "/v2/coupon/7", "GET"),
+        ("POST", "/v2/customers/lookup", "GET"),
+    ],
+)
+def test_a_wrong_method_on_a_known_path_is_405_with_9022(
+    api: Api, method: str, path: str, allow: str
+) -> None:
+    # when a path that exists is called with a method it does not take
+    response = api.request(method, path)
+
+    # then 405 / 9022 says so, with the methods the path takes, and no internal names
+    assert response.status_code == 405, response.text
+    assert error_code(response) == 9022
+    assert allow in response.headers["allow"]
+    assert "coupon_id" not in response.text
+
+
+def test_a_literal_path_is_never_taken_for_a_coupon_id(api: Api) -> None:
+    # when GET is sent to a path whose only routes take other methods
+    response = api.get("/v2/coupon/series")
+
+    # then it is not answered by GET /v2/coupon/{couponId} with a complaint about the id
+    assert response.status_code in (200, 405), response.text
+    assert "couponId" not in response.text and "coupon_id" not in response.text
+
+
+@pytest.mark.parametrize("path", ["/v2/nothing", "/v2/coupon/7/extra", "/v3/coupon/revoke", "/"])
+def test_an_unknown_path_is_404_with_9014(api: Api, path: str) -> None:
+    response = api.get(path)
+    assert response.status_code == 404, response.text
+    assert error_code(response) == 9014
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v2/coupon/abc", "couponId"),
+        ("/v2/coupon/0", "couponId"),
+        ("/v2/coupon/series/abc", "id"),
+        ("/v2/customers/x1/coupons", "id"),
+        ("/v2/webhooks/abc/deliveries", "id"),
+    ],
+)
+def test_a_bad_path_parameter_is_9002_naming_it_as_the_api_does(
+    api: Api, path: str, name: str
+) -> None:
+    response = api.get(path)
+    assert response.status_code == 400, response.text
+    assert error_code(response) == 9002
+    message = response.json()["errors"][0]["message"]
+    assert message.startswith(f"{name}:"), message
+
+
+def test_every_path_parameter_in_the_openapi_document_is_named_in_camel_case(
+    client: TestClient,
+) -> None:
+    # given the published document
+    document: dict[str, Any] = client.get("/openapi.json").json()
+
+    # then no path or parameter leaks a snake_case internal name
+    for path, operations in document["paths"].items():
+        assert "_" not in "".join(re.findall(r"{([^}]*)}", path)), path
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path":
+                    assert "_" not in parameter["name"], (path, parameter["name"])
