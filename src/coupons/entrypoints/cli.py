@@ -12,7 +12,7 @@ from rich.console import Console
 
 from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError
-from coupons.entrypoints import bulk_revoke, worker_cli
+from coupons.entrypoints import bulk_revoke, finding_cli, worker_cli
 
 # The server, database and migration modules are imported inside the commands that need
 # them, so `coupons revoke` (an HTTP client) starts fast.
@@ -30,6 +30,7 @@ app.add_typer(org_app, name="org")
 app.add_typer(client_app, name="client")
 app.command("revoke")(bulk_revoke.revoke)
 worker_cli.register(app)
+finding_cli.register(app)
 
 WORKER_HEALTHCHECK_SECONDS = 60
 
