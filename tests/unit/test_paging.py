@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from coupons.domain import paging
 from coupons.domain.errors import InvalidField
+from coupons.domain.trail import prefix_successor
 
 ids = st.integers(min_value=0, max_value=2**63 - 1)
 texts = st.text(max_size=paging.MAX_KEY_TEXT).filter(lambda t: "\x00" not in t)
@@ -77,3 +78,20 @@ def test_a_page_has_a_cursor_only_when_more_rows_follow() -> None:
     assert full.next_cursor is not None
     assert paging.decode_cursor("n", full.next_cursor, (int,)) == (2,)
     assert last == paging.Page([1, 2], None)
+
+
+@given(st.text(min_size=1, max_size=8), st.text(max_size=8))
+def test_every_string_with_the_prefix_lies_below_its_successor(prefix: str, rest: str) -> None:
+    upper = prefix_successor(prefix)
+    if upper is not None:
+        assert prefix <= prefix + rest < upper
+        assert upper.encode("utf-8", "surrogatepass") > (prefix + rest).encode(
+            "utf-8", "surrogatepass"
+        )
+
+
+def test_the_successor_skips_past_the_last_character() -> None:
+    assert prefix_successor("abc") == "abd"
+    assert prefix_successor("ab\U0010ffff") == "ac"
+    assert prefix_successor("\U0010ffff") is None
+    assert prefix_successor("a\ud7ff") == "a\ue000"
