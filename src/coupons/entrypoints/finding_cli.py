@@ -168,4 +168,3 @@ def revocations_table(rows: list[Revocation]) -> Table:
         # Reasons are user input: printed as text, never as Rich markup.
         table.add_row(*(escape(value(row)) for _, _, value in columns))
     return table
-
