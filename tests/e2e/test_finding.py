@@ -365,3 +365,33 @@ def test_an_export_spans_many_pages(api: Api, backend: Backend) -> None:
     rows = parse_csv(api.get(f"/v2/coupon/series/{series_id}/coupons.csv").text)
 
     assert [r[1] for r in rows[1:]] == codes
+
+
+def test_the_openapi_document_shows_every_finding_read_with_an_example(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+
+    for path in (
+        "/v2/coupon/series",
+        "/v2/coupon/series/{series_id}/coupons",
+        "/v2/coupon/search",
+        "/v2/coupon/revocations",
+    ):
+        operation = paths[path]["get"]
+        assert operation["responses"]["200"]["content"]["application/json"]["example"]
+        assert operation["security"], path
+    for path in (
+        "/v2/coupon/series/{series_id}/coupons.csv",
+        "/v2/customers/{customer_id}/coupons.csv",
+        "/v2/coupon/revocations.csv",
+        "/v2/coupon/{coupon_id}.csv",
+    ):
+        assert paths[path]["get"]["responses"]["200"]["content"]["text/csv"]["example"]
+
+
+@pytest.mark.parametrize("params", [{"code": "a\x00b"}, {"codePrefix": "abc\x00"}])
+def test_text_with_nul_is_refused_as_9002_not_a_fault(api: Api, params: dict[str, str]) -> None:
+    response = api.get("/v2/coupon/search", params=params)
+    trail = api.get("/v2/coupon/revocations", params={"actor": "x\x00"})
+
+    assert error_code(response) == 9002
+    assert error_code(trail) == 9002

@@ -17,6 +17,7 @@ from coupons.domain.paging import DEFAULT_LIMIT, MAX_LIMIT, Page
 from coupons.domain.trail import Revocation, TrailFilter
 from coupons.entrypoints.http import csv_export, render
 from coupons.entrypoints.http.deps import ReadActor
+from coupons.entrypoints.http.envelope import JSON
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.entrypoints.http.routes import ERRORS, DbId, perform
 from coupons.services import finding
@@ -48,6 +49,29 @@ Reader = Callable[[UnitOfWork, Context, str | None, int], Page[T]]
 def wants_csv(request: Request) -> bool:
     """`Accept: text/csv` asks for the export of a list (JSON stays the default)."""
     return "text/csv" in request.headers.get("accept", "").lower()
+
+
+def _json_doc(entity: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    envelope = {"entity": entity, "warnings": [], "errors": [], "success": True}
+    return {**ERRORS, 200: {"content": {JSON: {"example": envelope}}}}
+
+
+COUPON_EXAMPLE = {
+    "couponId": 17, "couponCode": "SPRING-001", "seriesId": 3, "state": "ISSUED",
+    "issuedToUserId": 977,
+}  # fmt: skip
+CURSOR_EXAMPLE = "WyJzZXJpZXMtY291cG9ucyIsMTdd"
+SERIES_EXAMPLE = {
+    "id": 3, "description": "Spring 15%", "clientHandlingType": "DISC_CODE",
+    "genericCode": None, "validTill": "2030-12-31T23:59:59.999999Z", "discountType": "PERC",
+    "discountValue": 15, "expired": False, "createdAt": "2026-11-26T04:00:00Z",
+    "counts": {"AVAILABLE": 7, "ISSUED": 2, "REDEEMED": 0, "REVOKED": 1}, "totalCount": 10,
+}  # fmt: skip
+TRAIL_EXAMPLE = {
+    "requestId": "9f1c0d2a6b4e4f7e8d7a3c1b2e0f9a8b", "at": "2026-11-26T04:17:33.512044Z",
+    "actor": "pos-terminal-12", "reason": "leak #4411", "revokedCount": 50,
+    "reinstatedCount": 2, "jobId": None,
+}  # fmt: skip
 
 
 def _csv_doc(example: str) -> dict[int | str, dict[str, Any]]:
@@ -123,7 +147,11 @@ def _coupons_entity(page: Page[Coupon]) -> dict[str, Any]:
 # --- series --------------------------------------------------------------------------------
 
 
-@router.get("/v2/coupon/series", tags=["finding"], responses=ERRORS)
+@router.get(
+    "/v2/coupon/series",
+    tags=["finding"],
+    responses=_json_doc({"series": [SERIES_EXAMPLE], "nextCursor": None}),
+)
 async def list_series(
     request: Request, actor: ReadActor, limit: Limit = DEFAULT_LIMIT, after: After = None
 ) -> Response:
@@ -169,7 +197,11 @@ async def export_series_coupons(
     )  # fmt: skip
 
 
-@router.get("/v2/coupon/series/{series_id}/coupons", tags=["finding"], responses=ERRORS)
+@router.get(
+    "/v2/coupon/series/{series_id}/coupons",
+    tags=["finding"],
+    responses=_json_doc({"coupons": [COUPON_EXAMPLE], "nextCursor": CURSOR_EXAMPLE}),
+)
 async def series_coupons(
     series_id: DbId,
     request: Request,
@@ -218,7 +250,11 @@ async def export_customer_coupons(
 # --- search --------------------------------------------------------------------------------
 
 
-@router.get("/v2/coupon/search", tags=["finding"], responses=ERRORS)
+@router.get(
+    "/v2/coupon/search",
+    tags=["finding"],
+    responses=_json_doc({"coupons": [COUPON_EXAMPLE], "nextCursor": None}),
+)
 async def search_coupons(
     request: Request,
     actor: ReadActor,
@@ -231,6 +267,9 @@ async def search_coupons(
     after: After = None,
 ) -> Response:
     """Coupons of every series of the org by code (case-insensitive), or by code prefix."""
+
+    _no_nul("code", code)
+    _no_nul("codePrefix", code_prefix)
 
     def read(uow: UnitOfWork, ctx: Context, cursor: str | None, size: int) -> Page[Coupon]:
         return finding.search_coupons(uow, ctx, code, code_prefix, size, cursor)
@@ -253,6 +292,12 @@ Until = Annotated[
 ActorQuery = Annotated[str | None, Query(max_length=200, description="who revoked")]
 
 
+def _no_nul(name: str, value: str | None) -> None:
+    # PostgreSQL cannot compare text holding NUL: refuse it as a 400, never a 500.
+    if value is not None and "\x00" in value:
+        raise errors.InvalidField(name, "must not contain NUL characters")
+
+
 def _moment(name: str, value: str | None, *, end_of_day: bool) -> datetime | None:
     if value is None or not value.strip():
         return None
@@ -269,6 +314,7 @@ def _moment(name: str, value: str | None, *, end_of_day: bool) -> datetime | Non
 
 
 def _trail_reader(actor: str | None, since: str | None, until: str | None) -> Reader[Revocation]:
+    _no_nul("actor", actor)
     where = TrailFilter(
         actor=actor or None,
         since=_moment("since", since, end_of_day=False),
@@ -300,7 +346,11 @@ async def export_revocations(
     )  # fmt: skip
 
 
-@router.get("/v2/coupon/revocations", tags=["finding"], responses=ERRORS)
+@router.get(
+    "/v2/coupon/revocations",
+    tags=["finding"],
+    responses=_json_doc({"revocations": [TRAIL_EXAMPLE], "nextCursor": None}),
+)
 async def list_revocations(
     request: Request,
     actor: ReadActor,
