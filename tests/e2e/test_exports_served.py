@@ -226,6 +226,8 @@ def test_the_export_command_writes_the_series_and_the_trail(served: Served, tmp_
     wide = {"COLUMNS": "250"}  # one table row a line
     trail = runner.invoke(cli_app, ["revocations", "--since", "2000-01-01", *auth], env=wide)
     trail_csv = runner.invoke(cli_app, ["revocations", "--csv", *auth])
+    trail_file = tmp_path / "trail.csv"
+    trail_out = runner.invoke(cli_app, ["export", "revocations", "--out", str(trail_file), *auth])
     missing = runner.invoke(cli_app, ["export", "series", "999999", "--out", str(out), *auth])
 
     # Then the file holds every coupon, the table and the CSV show the revoke
@@ -237,6 +239,8 @@ def test_the_export_command_writes_the_series_and_the_trail(served: Served, tmp_
     assert "@export test" in trail.output and USERNAME in trail.output
     (row,) = list(csv.reader(io.StringIO(trail_csv.stdout, newline="")))[1:]
     assert row[2:5] == [USERNAME, "'@export test", "2"]
+    assert trail_out.exit_code == 0, trail_out.output
+    assert list(csv.reader(trail_file.open(newline="")))[1][2:5] == row[2:5]
     assert missing.exit_code == 1
     assert "707" in missing.output
     assert len(list(csv.reader(out.open(newline="")))) == 2_001  # a failed export keeps the file

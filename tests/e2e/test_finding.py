@@ -249,6 +249,38 @@ def test_the_trail_is_newest_first_and_filters_by_actor_and_time(api: Api, agent
     assert len(until_today["revocations"]) == 5  # a bare date includes that whole day
 
 
+def test_walking_the_trail_while_others_revoke_returns_every_earlier_row_once(
+    api: Api, client: TestClient, acme_agent: Credentials
+) -> None:
+    # Given twelve revokes already in the trail
+    series_id = api.series(codes=[f"W-{i:02}" for i in range(30)])
+    for i in range(12):
+        api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": [f"W-{i:02}"]}))
+    earlier = {r["requestId"] for r in api.ok(api.get("/v2/coupon/revocations"))["revocations"]}
+    stop = threading.Event()
+
+    def revoke_more() -> None:
+        agent = Api(TestClient(client.app), acme_agent)
+        for i in range(12, 30):
+            if stop.is_set():
+                return
+            body = {"couponSeriesId": series_id, "couponCodes": [f"W-{i:02}"]}
+            agent.ok(agent.revoke(body))
+
+    # When it is walked two at a time while another client keeps revoking
+    thread = threading.Thread(target=revoke_more)
+    thread.start()
+    try:
+        seen = [r["requestId"] for r in walk(api, "/v2/coupon/revocations", "revocations", limit=2)]
+    finally:
+        stop.set()
+        thread.join()
+
+    # Then every earlier row comes exactly once
+    assert len(seen) == len(set(seen))
+    assert earlier <= set(seen)
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [({"since": "yesterday"}, "since"), ({"since": "2026-02-02", "until": "2026-02-01"}, "until")],
