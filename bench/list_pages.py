@@ -29,7 +29,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bench import load
-from bench.run import Server, chosen_backends, save_results
+from bench.database import chosen_backends
+from bench.report import save_results
+from bench.server import Server
 from coupons.domain.paging import encode_cursor
 from coupons.services.finding import SERIES_COUPONS
 

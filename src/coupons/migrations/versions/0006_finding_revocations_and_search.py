@@ -1,7 +1,7 @@
 """finding: the revocations trail, and indexes for paging a series and searching codes
 
 Revision ID: 0006_finding
-Revises: 0004
+Revises: 0005_event_versions
 Create Date: 2026-12-01
 
 `revocations` holds one row per revoke call (or revoke job) that revoked something, written
@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_finding"
-down_revision = "0004"
+down_revision = "0005_event_versions"
 branch_labels = None
 depends_on = None
 
