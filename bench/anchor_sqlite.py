@@ -65,8 +65,13 @@ HISTORY_SQL = (
     "coupons.version FROM coupons "
     "WHERE coupons.id = ?"
 )
+TRAIL_SQL = (
+    "INSERT INTO revocations (org_id, request_id, at, actor, reason, revoked_count, "
+    "reinstated_count, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org_id, request_id) "
+    "DO UPDATE SET revoked_count = (revocations.revoked_count + excluded.revoked_count)"
+)
 REVOCABLE = ("AVAILABLE", "ISSUED")
-STATEMENTS = (CLIENT_SQL, SERIES_SQL, COUPONS_SQL, UPDATE_SQL, HISTORY_SQL)
+STATEMENTS = (CLIENT_SQL, SERIES_SQL, COUPONS_SQL, UPDATE_SQL, TRAIL_SQL, HISTORY_SQL)
 
 
 def _stamp() -> str:
@@ -127,6 +132,10 @@ class Revoker:
                     ("REVOKED", now, 1, *(row[0] for row in done), *REVOCABLE),
                 )
                 request_id = uuid.uuid4().hex
+                execute(
+                    TRAIL_SQL,
+                    (self.org_id, request_id, now, self.username, REASON, len(done), 0, None),
+                )
                 before = [(row[3], row[0]) for row in done]  # (from state, coupon id)
                 self.conn.executemany(
                     HISTORY_SQL,

@@ -58,6 +58,14 @@ def run_raw(db: Database, caller: Caller, job: Job, *, commit: bool = True) -> i
         done = [c for c in matches if c.state in REVOCABLE]
         if done:
             uow.coupons.mark_revoked([c.id for c in done], now)
+            uow.revocations.record_revoke(
+                caller.org_id,
+                request_id=request_id,
+                at=now,
+                actor=caller.username,
+                reason=REASON,
+                revoked=len(done),
+            )
             uow.history.write(caller.org_id, _history(done, caller, request_id, now))
         if commit:
             uow.commit()

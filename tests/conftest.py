@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 DATA_TABLES = (
+    "revocations",
     "webhook_deliveries",
     "webhooks",
     "idempotency_keys",

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import httpx
 
+from coupons.client_finding import FindingCalls, Page, Revocation
 from coupons.client_results import (
     ChangedCoupon,
     CodesAdded,
@@ -50,8 +51,10 @@ __all__ = [
     "HistoryEntry",
     "IssuedCoupon",
     "OAuth",
+    "Page",
     "Redemption",
     "RetryPolicy",
+    "Revocation",
     "RevokeResult",
     "Series",
     "Token",
@@ -145,7 +148,7 @@ def _error_of(response: httpx.Response) -> CouponApiError:
         return CouponApiError(0, text, response.status_code)
 
 
-class CouponClient:
+class CouponClient(FindingCalls):
     """Synchronous client for every endpoint of the spec; safe to share between threads."""
 
     def __init__(

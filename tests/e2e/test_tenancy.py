@@ -29,6 +29,7 @@ NO_FOREIGN_INPUT = {
     # These take no other org's ids: they list or create within the caller's org (the full
     # isolation matrix of the event log lives with the reliability tests).
     ("GET", "/v2/events"),
+    ("GET", "/v2/coupon/series"),
     ("GET", "/v2/webhooks"),
     ("POST", "/v2/webhooks"),
 }
@@ -325,6 +326,55 @@ CASES: dict[str, Case] = {
         MISSING_ID,
         lambda api, a, v: api.get(f"/v2/webhooks/{v}/deliveries"),
     ),
+    # Finding things (spec §7): lists, search, the trail and exports.
+    "series-coupons": Case(
+        ("GET", "/v2/coupon/series/{id}/coupons"),
+        lambda g: g.series_id,
+        MISSING_ID,
+        lambda api, a, v: api.get(f"/v2/coupon/series/{v}/coupons"),
+    ),
+    "series-coupons-csv": Case(
+        ("GET", "/v2/coupon/series/{id}/coupons.csv"),
+        lambda g: g.series_id,
+        MISSING_ID,
+        lambda api, a, v: api.get(f"/v2/coupon/series/{v}/coupons.csv"),
+    ),
+    "customer-coupons-csv": Case(
+        ("GET", "/v2/customers/{id}/coupons.csv"),
+        lambda g: g.customer_id,
+        MISSING_ID,
+        lambda api, a, v: api.get(f"/v2/customers/{v}/coupons.csv"),
+    ),
+    "coupon-history-csv": Case(
+        ("GET", "/v2/coupon/{couponId}.csv"),
+        lambda g: g.issued_id,
+        MISSING_ID,
+        lambda api, a, v: api.get(f"/v2/coupon/{v}.csv"),
+    ),
+    "search-foreign-code": Case(
+        ("GET", "/v2/coupon/search"),
+        lambda g: g.issued_code,
+        "NOSUCHCODE1",
+        lambda api, a, v: api.get("/v2/coupon/search", params={"code": v}),
+    ),
+    "search-foreign-prefix": Case(
+        ("GET", "/v2/coupon/search"),
+        lambda g: g.issued_code[:6],
+        "NOSUCH",
+        lambda api, a, v: api.get("/v2/coupon/search", params={"codePrefix": v}),
+    ),
+    "trail-foreign-actor": Case(
+        ("GET", "/v2/coupon/revocations"),
+        lambda g: "globex-admin",
+        "nobody-at-all",
+        lambda api, a, v: api.get("/v2/coupon/revocations", params={"actor": v}),
+    ),
+    "trail-csv-foreign-actor": Case(
+        ("GET", "/v2/coupon/revocations.csv"),
+        lambda g: "globex-admin",
+        "nobody-at-all",
+        lambda api, a, v: api.get("/v2/coupon/revocations.csv", params={"actor": v}),
+    ),
 }
 
 
@@ -342,6 +392,8 @@ def _masked(response: httpx.Response, value: Any) -> Any:
             return {key: mask(item) for key, item in node.items()}
         return node
 
+    if response.headers.get("content-type", "").startswith("text/csv"):
+        return mask(response.text)  # an export: the whole file, value aside
     return mask(response.json())
 
 

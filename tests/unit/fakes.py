@@ -43,6 +43,7 @@ from coupons.domain.records import (
     StoredResponse,
     WebhookRecord,
 )
+from coupons.domain.trail import Revocation, TrailFilter
 from coupons.services import ports
 
 T = TypeVar("T")
@@ -84,6 +85,7 @@ class Store:
     service_keys: dict[str, str] = field(default_factory=dict)
     webhooks: dict[int, WebhookRecord] = field(default_factory=dict)
     deliveries: list[DeliveryRecord] = field(default_factory=list)
+    trail: list[tuple[int, str, int]] = field(default_factory=list)
     last_id: int = 0
 
     def new_id(self) -> int:
@@ -183,6 +185,61 @@ class FakeCouponRepository:
     def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]:
         wanted = set(ids)
         return [row.coupon for row in self._rows(org_id) if row.coupon.id in wanted]
+
+    def page_of_series(
+        self, series_id: int, *, state: CouponState | None, after_id: int | None, limit: int
+    ) -> list[Coupon]:
+        rows = sorted(self.store.coupons.items())
+        found = [
+            r.coupon
+            for i, r in rows
+            if r.coupon.series_id == series_id
+            and (after_id is None or i > after_id)
+            and (state is None or r.coupon.state is state)
+        ]
+        return found[:limit]
+
+    def page_of_customer(
+        self,
+        org_id: int,
+        customer_id: int,
+        *,
+        states: Sequence[CouponState],
+        after_id: int | None,
+        limit: int,
+    ) -> list[Coupon]:
+        found = [
+            r.coupon
+            for i, r in sorted(self.store.coupons.items())
+            if r.org_id == org_id
+            and r.coupon.customer_id == customer_id
+            and r.coupon.state in states
+            and (after_id is None or i > after_id)
+        ]
+        return found[:limit]
+
+    def search_page(
+        self,
+        org_id: int,
+        *,
+        low: str,
+        high: str | None,
+        exact: bool,
+        after: tuple[str, int] | None,
+        limit: int,
+    ) -> list[Coupon]:
+        keyed = sorted(
+            ((normalize(r.coupon.code), i), r.coupon)
+            for i, r in self.store.coupons.items()
+            if r.org_id == org_id
+        )
+        found = [
+            c
+            for key, c in keyed
+            if (key[0] == low if exact else key[0] >= low and (high is None or key[0] < high))
+            and (after is None or key > after)
+        ]
+        return found[:limit]
 
     def coupon(self, org_id: int, coupon_id: int) -> Coupon | None:
         row = self.store.coupons.get(coupon_id)
@@ -306,6 +363,17 @@ class FakeSeriesRepository:
         )
         self.store.series[series_id] = changed
         return changed
+
+    def series_page(self, org_id: int, *, before_id: int | None, limit: int) -> list[Series]:
+        found = [
+            x
+            for i, x in sorted(self.store.series.items(), reverse=True)
+            if x.org_id == org_id and (before_id is None or i < before_id)
+        ]
+        return found[:limit]
+
+    def state_counts_many(self, series_ids: Sequence[int]) -> dict[int, dict[CouponState, int]]:
+        return {i: self.state_counts(i) for i in series_ids}
 
     def state_counts(self, series_id: int) -> dict[CouponState, int]:
         counts = dict.fromkeys(CouponState, 0)
@@ -634,6 +702,34 @@ class FakeWebhookRepository:
         return []
 
 
+class FakeRevocationRepository:
+    """The trail kept in memory (the revoke use cases only write it here)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def record_revoke(
+        self,
+        org_id: int,
+        *,
+        request_id: str,
+        at: datetime,
+        actor: str,
+        reason: str | None,
+        revoked: int,
+        job_id: int | None = None,
+    ) -> None:
+        self.store.trail.append((org_id, request_id, revoked))
+
+    def record_reinstated(self, org_id: int, coupon_ids: Sequence[int]) -> None:
+        self.store.trail.append((org_id, "reinstated", len(coupon_ids)))
+
+    def page(
+        self, org_id: int, where: TrailFilter, *, before: tuple[datetime, int] | None, limit: int
+    ) -> list[Revocation]:
+        return []
+
+
 class FakeUnitOfWork:
     """One transaction over a `Store`: `rollback()` (or no `commit()`) restores the snapshot."""
 
@@ -649,6 +745,7 @@ class FakeUnitOfWork:
         self.idempotency = FakeIdempotencyRepository(self.store)
         self.clients = FakeClientRepository(self.store)
         self.webhooks = FakeWebhookRepository(self.store)
+        self.revocations = FakeRevocationRepository(self.store)
 
     def commit(self) -> None:
         self.committed = True

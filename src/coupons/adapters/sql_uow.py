@@ -27,6 +27,7 @@ from coupons.adapters.repos import (
     SqlCustomerRepository,
     SqlHistoryRepository,
     SqlIdempotencyRepository,
+    SqlRevocationRepository,
     SqlSeriesRepository,
     SqlWebhookRepository,
 )
@@ -62,6 +63,7 @@ class SqlUnitOfWork:
     idempotency: SqlIdempotencyRepository
     clients: SqlClientRepository
     webhooks: SqlWebhookRepository
+    revocations: SqlRevocationRepository
     conn: Connection
 
     def __init__(self, engine: Engine, *, write: bool, gate: SqliteWriteGate | None = None) -> None:
@@ -97,6 +99,7 @@ class SqlUnitOfWork:
         self.idempotency = SqlIdempotencyRepository(conn)
         self.clients = SqlClientRepository(conn)
         self.webhooks = SqlWebhookRepository(conn)
+        self.revocations = SqlRevocationRepository(conn)
         return self
 
     def __exit__(

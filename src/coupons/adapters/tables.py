@@ -29,6 +29,9 @@ from sqlalchemy.types import TypeDecorator
 POOL_SERIES = "CASE WHEN state = 'AVAILABLE' THEN series_id END"
 COUPONS_FILLFACTOR = 85
 
+# Normalised codes compare byte-wise on PostgreSQL as SQLite's default BINARY does.
+CodeNorm = String(100).with_variant(String(100, collation="C"), "postgresql")
+
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -132,7 +135,9 @@ coupons = Table(
     Column("org_id", Id, ForeignKey("orgs.id"), nullable=False),
     Column("series_id", Id, ForeignKey("coupon_series.id"), nullable=False),
     Column("code", String(100), nullable=False),
-    Column("code_norm", String(100), nullable=False),
+    # Code point order on both stores (PostgreSQL: the "C" collation, whatever the
+    # database's), so a code prefix is one range of ix_coupons_org_code (spec §7 search).
+    Column("code_norm", CodeNorm, nullable=False),
     Column("pin", String(20)),
     # Generic series share one code across many coupons; the uniqueness index skips them.
     Column("is_generic", Boolean, nullable=False, default=False),
@@ -156,12 +161,15 @@ coupons = Table(
         sqlite_where=text("is_generic = false"),
         postgresql_where=text("is_generic = false"),
     ),
-    Index("ix_coupons_org_code", "org_id", "code_norm"),
+    # Code look-ups and prefix search; `id` last so equal codes (a generic code) page in
+    # id order without a sort.
+    Index("ix_coupons_org_code", "org_id", "code_norm", "id"),
     # No index reads `state`, not even in a predicate, so a revoke or redeem of an issued
     # coupon changes no index entry (on PostgreSQL a heap-only update on the same page). The
     # pool that issuing draws from is indexed through `pool_series_id` instead.
     Index("ix_coupons_customer_id", "customer_id"),
-    Index("ix_coupons_series_id", "series_id"),
+    # A series' coupons page in id order on this range (spec §7).
+    Index("ix_coupons_series_id_id", "series_id", "id"),
     Index(
         "ix_coupons_pool",
         "pool_series_id",
@@ -196,6 +204,26 @@ coupon_history = Table(
     Index("ix_coupon_history_org_request", "org_id", "request_id"),
     # The per-org event log is read in id order from a cursor.
     Index("ix_coupon_history_org_id", "org_id", "id"),
+)
+
+# The audit trail (spec §7): one row per revoke call or job that revoked something, written
+# in the revoke's transaction; a reinstate adds to the row of the revoke it undoes.
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False),
+    Column("request_id", String(200), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", String(500)),
+    Column("revoked_count", Integer, nullable=False),
+    Column("reinstated_count", Integer, nullable=False, default=0),
+    Column("job_id", Id),
+    Index("uq_revocations_org_request", "org_id", "request_id", unique=True),
+    # Newest first, all or one actor's: both read backwards on these.
+    Index("ix_revocations_org_at", "org_id", "at", "id"),
+    Index("ix_revocations_org_actor_at", "org_id", "actor", "at", "id"),
 )
 
 webhooks = Table(
@@ -279,6 +307,7 @@ __all__ = [
     "metadata",
     "orgs",
     "redemptions",
+    "revocations",
     "service_keys",
     "webhook_deliveries",
     "webhooks",

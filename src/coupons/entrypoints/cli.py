@@ -12,7 +12,7 @@ from rich.console import Console
 
 from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError
-from coupons.entrypoints import worker_cli
+from coupons.entrypoints import finding_cli, worker_cli
 from coupons.entrypoints.bulk_revoke import command as bulk_revoke
 
 # The server, database and migration modules are imported inside the commands that need
@@ -31,6 +31,7 @@ app.add_typer(org_app, name="org")
 app.add_typer(client_app, name="client")
 app.command("revoke")(bulk_revoke.revoke)
 worker_cli.register(app)
+finding_cli.register(app)
 
 WORKER_HEALTHCHECK_SECONDS = 60
 

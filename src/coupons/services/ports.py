@@ -35,6 +35,7 @@ from coupons.domain.records import (
     StoredResponse,
     WebhookRecord,
 )
+from coupons.domain.trail import Revocation, TrailFilter
 
 T = TypeVar("T")
 
@@ -86,6 +87,35 @@ class CouponRepository(Protocol):
 
     def mark_reactivated(self, ids: Sequence[int], now: datetime) -> int: ...
 
+    # Lists and search (spec §7): keyset pages of `limit` rows after a key, one index range.
+
+    def page_of_series(
+        self, series_id: int, *, state: CouponState | None, after_id: int | None, limit: int
+    ) -> list[Coupon]: ...
+
+    def page_of_customer(
+        self,
+        org_id: int,
+        customer_id: int,
+        *,
+        states: Sequence[CouponState],
+        after_id: int | None,
+        limit: int,
+    ) -> list[Coupon]: ...
+
+    def search_page(
+        self,
+        org_id: int,
+        *,
+        low: str,
+        high: str | None,
+        exact: bool,
+        after: tuple[str, int] | None,
+        limit: int,
+    ) -> list[Coupon]:
+        """Normalised code == `low` (exact) or in [low, high), by (code, id) after `after`."""
+        ...
+
 
 class SeriesRepository(Protocol):
     """Coupon series, and the counts of their coupons per state."""
@@ -123,6 +153,12 @@ class SeriesRepository(Protocol):
     ) -> Series | None:
         """Change what is given; None when the org has no such series."""
         ...
+
+    def series_page(self, org_id: int, *, before_id: int | None, limit: int) -> list[Series]:
+        """Newest (highest id) first, below `before_id`."""
+        ...
+
+    def state_counts_many(self, series_ids: Sequence[int]) -> dict[int, dict[CouponState, int]]: ...
 
 
 class CustomerRepository(Protocol):
@@ -253,6 +289,40 @@ class WebhookRepository(Protocol):
     def outbox_backlog(self) -> list[tuple[int, str, datetime | None]]: ...
 
 
+class RevocationRepository(Protocol):
+    """The revocations trail: one row per revoke call or job that revoked something."""
+
+    def record_revoke(
+        self,
+        org_id: int,
+        *,
+        request_id: str,
+        at: datetime,
+        actor: str,
+        reason: str | None,
+        revoked: int,
+        job_id: int | None = None,
+    ) -> None:
+        """Add a revoke's row, in its transaction; the same request id again (a job's next
+        chunk, or a client reusing X-Request-Id) adds to that row's count."""
+        ...
+
+    def record_reinstated(self, org_id: int, coupon_ids: Sequence[int]) -> None:
+        """Count reinstated coupons against the revoke that last revoked each."""
+        ...
+
+    def page(
+        self,
+        org_id: int,
+        where: TrailFilter,
+        *,
+        before: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[Revocation]:
+        """Newest first, below the (at, id) of `before`."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction; leaving it without `commit()` rolls back."""
 
@@ -276,6 +346,9 @@ class UnitOfWork(Protocol):
 
     @property
     def webhooks(self) -> WebhookRepository: ...
+
+    @property
+    def revocations(self) -> RevocationRepository: ...
 
     def commit(self) -> None: ...
 

@@ -115,6 +115,18 @@ def _apply(
         changed = uow.coupons.mark_reinstated(ids, ctx.now)
     if changed != len(ids):
         raise RuntimeError(f"coupons changed under lock during {action.value.lower()}")
+    # The audit trail (spec §7), one statement, before the history write that ends the use case.
+    if action is Action.REVOKE:
+        uow.revocations.record_revoke(
+            ctx.org_id,
+            request_id=ctx.request_id,
+            at=ctx.now,
+            actor=ctx.actor.username,
+            reason=reason,
+            revoked=len(ids),
+        )
+    else:
+        uow.revocations.record_reinstated(ctx.org_id, ids)
     record_history(
         uow,
         ctx,

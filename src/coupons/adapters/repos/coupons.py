@@ -7,8 +7,10 @@ from datetime import datetime
 
 from sqlalchemy import (
     Connection,
+    bindparam,
     insert,
     select,
+    tuple_,
     update,
 )
 
@@ -260,3 +262,70 @@ class SqlCouponRepository:
             .values(reactivated_at=now)
         )
         return result.rowcount
+
+    # --- lists and search (spec §7): keyset pages, each one index range ----------------------
+
+    def page_of_series(
+        self, series_id: int, *, state: CouponState | None, after_id: int | None, limit: int
+    ) -> list[Coupon]:
+        """A series' coupons in id order after `after_id`, read on (series_id, id)."""
+        query = select(*COUPON_COLUMNS).where(coupons.c.series_id == series_id)
+        if after_id is not None:
+            query = query.where(coupons.c.id > after_id)
+        if state is not None:
+            query = query.where(coupons.c.state == state.value)
+        query = query.order_by(coupons.c.id).limit(limit)
+        return [coupon_of(r) for r in self.conn.execute(query)]
+
+    def page_of_customer(
+        self,
+        org_id: int,
+        customer_id: int,
+        *,
+        states: Sequence[CouponState],
+        after_id: int | None,
+        limit: int,
+    ) -> list[Coupon]:
+        """A customer's coupons in the states, in id order after `after_id`."""
+        query = select(*COUPON_COLUMNS).where(
+            coupons.c.org_id == org_id,
+            coupons.c.customer_id == customer_id,
+            coupons.c.state.in_([s.value for s in states]),
+        )
+        if after_id is not None:
+            query = query.where(coupons.c.id > after_id)
+        query = query.order_by(coupons.c.id).limit(limit)
+        return [coupon_of(r) for r in self.conn.execute(query)]
+
+    def search_page(
+        self,
+        org_id: int,
+        *,
+        low: str,
+        high: str | None,
+        exact: bool,
+        after: tuple[str, int] | None,
+        limit: int,
+    ) -> list[Coupon]:
+        """The org's coupons whose normalised code equals `low` (exact) or lies in
+        [low, high), ordered by code then id, after the `(code, id)` key: one range of
+        ix_coupons_org_code (code point order on both stores)."""
+        code = coupons.c.code_norm
+        query = select(*COUPON_COLUMNS).where(coupons.c.org_id == org_id)
+        if exact:
+            query = query.where(code == low)
+        else:
+            query = query.where(code >= low)
+            if high is not None:
+                query = query.where(code < high)
+        if after is not None:
+            # A row comparison, so the range starts at the cursor.
+            query = query.where(
+                tuple_(code, coupons.c.id)
+                > tuple_(
+                    bindparam("after_code", after[0], type_=code.type),
+                    bindparam("after_id", after[1], type_=coupons.c.id.type),
+                )
+            )
+        query = query.order_by(code, coupons.c.id).limit(limit)
+        return [coupon_of(r) for r in self.conn.execute(query)]

@@ -136,3 +136,28 @@ class SqlSeriesRepository:
         for state, count in rows:
             counts[CouponState(state)] = int(count)
         return counts
+
+    # --- lists (spec §7) ---------------------------------------------------------------------
+
+    def series_page(self, org_id: int, *, before_id: int | None, limit: int) -> list[Series]:
+        """The org's series, newest (highest id) first, below `before_id`."""
+        query = select(coupon_series).where(coupon_series.c.org_id == org_id)
+        if before_id is not None:
+            query = query.where(coupon_series.c.id < before_id)
+        query = query.order_by(coupon_series.c.id.desc()).limit(limit)
+        return [series_of(row) for row in self.conn.execute(query)]
+
+    def state_counts_many(self, series_ids: Sequence[int]) -> dict[int, dict[CouponState, int]]:
+        """Counts per state for each series, in one grouped query (a page of series costs one
+        statement, not one per series)."""
+        if not series_ids:
+            return {}
+        rows = self.conn.execute(
+            select(coupons.c.series_id, coupons.c.state, func.count())
+            .where(coupons.c.series_id.in_(list(series_ids)))
+            .group_by(coupons.c.series_id, coupons.c.state)
+        )
+        counts = {series_id: dict.fromkeys(CouponState, 0) for series_id in series_ids}
+        for series_id, state, count in rows:
+            counts[int(series_id)][CouponState(state)] = int(count)
+        return counts

@@ -16,7 +16,7 @@ from coupons import __version__
 from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
 from coupons.domain import errors
-from coupons.entrypoints.http import events_routes, handlers, metrics
+from coupons.entrypoints.http import events_routes, finding_routes, handlers, metrics
 from coupons.entrypoints.http.deps import document_security
 from coupons.entrypoints.http.envelope import failure, success
 from coupons.entrypoints.http.middleware import EdgeMiddleware
@@ -59,6 +59,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         throttle=FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_seconds),
     )
     handlers.install(app)
+    finding_routes.install(router)
     app.include_router(router)
     app.include_router(events_routes.router)
     document_security(app, [router, events_routes.router])

@@ -9,6 +9,7 @@ from typing import Any
 from coupons.domain.codes import CodeCase
 from coupons.domain.model import Coupon, CouponState, Customer, Series, StateChange
 from coupons.domain.revoke import Outcome
+from coupons.domain.trail import Revocation
 from coupons.services.issue import IssuedCoupon
 from coupons.services.redeem import Reactivation, Redemption
 from coupons.services.series import UploadResult
@@ -148,4 +149,17 @@ def outcome(o: Outcome, case: CodeCase, done_key: str, failed_key: str) -> dict[
             for c in o.done
         ],
         failed_key: failure_groups(o, case),
+    }
+
+
+def revocation(r: Revocation) -> dict[str, Any]:
+    """One row of the revocations trail (spec §7)."""
+    return {
+        "requestId": r.request_id,
+        "at": timestamp(r.at),
+        "actor": r.actor,
+        "reason": r.reason,
+        "revokedCount": r.revoked_count,
+        "reinstatedCount": r.reinstated_count,
+        "jobId": r.job_id,
     }

@@ -256,7 +256,12 @@ async def customer_coupons(
     actor: ReadActor,
     status: Annotated[str, Query(max_length=20)] = "ALL",
 ) -> Response:
-    """A customer's coupons: ACTIVE (issued, unredeemed), REDEEMED, REVOKED or ALL."""
+    """A customer's coupons: ACTIVE (issued, unredeemed), REDEEMED, REVOKED or ALL;
+    `Accept: text/csv` exports them (as `/v2/customers/{id}/coupons.csv` does)."""
+    from coupons.entrypoints.http import finding_routes  # it builds on this module
+
+    if finding_routes.wants_csv(request):
+        return await finding_routes.export_customer_coupons(customer_id, request, actor, status)
     return await perform(
         request,
         actor,
@@ -303,7 +308,12 @@ async def issue_multiple(
 
 @router.get("/v2/coupon/{couponId}", tags=["coupons"], responses=ERRORS)
 async def get_coupon(coupon_id: CouponIdPath, request: Request, actor: ReadActor) -> Response:
-    """A coupon with every state change in order."""
+    """A coupon with every state change in order; `Accept: text/csv` exports the history
+    (as `/v2/coupon/{couponId}.csv` does)."""
+    from coupons.entrypoints.http import finding_routes  # it builds on this module
+
+    if finding_routes.wants_csv(request):
+        return await finding_routes.export_coupon_history(coupon_id, request, actor)
 
     def load(uow: UnitOfWork, ctx: Context) -> dict[str, Any]:
         found = uow.coupons.coupon(ctx.org_id, coupon_id)

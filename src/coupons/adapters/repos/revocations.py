@@ -1,0 +1,119 @@
+"""The revocations trail: one row per revoke call or job, written in the revoke's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from coupons.adapters.tables import UtcDateTime, coupon_history, revocations
+from coupons.domain.model import Action
+from coupons.domain.trail import Revocation, TrailFilter
+
+_r = revocations.c
+
+
+def _revocation(row: Any) -> Revocation:
+    return Revocation(
+        id=int(row.id),
+        request_id=row.request_id,
+        at=row.at,
+        actor=row.actor,
+        reason=row.reason,
+        revoked_count=int(row.revoked_count),
+        reinstated_count=int(row.reinstated_count),
+        job_id=None if row.job_id is None else int(row.job_id),
+    )
+
+
+class SqlRevocationRepository:
+    """The trail over one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def record_revoke(
+        self,
+        org_id: int,
+        *,
+        request_id: str,
+        at: datetime,
+        actor: str,
+        reason: str | None,
+        revoked: int,
+        job_id: int | None = None,
+    ) -> None:
+        """One statement. A request id seen before in the org (clients choose X-Request-Id)
+        adds to that row, as reinstating by that id would undo both calls together."""
+        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(revocations).values(
+            org_id=org_id,
+            request_id=request_id,
+            at=at,
+            actor=actor,
+            reason=reason,
+            revoked_count=revoked,
+            reinstated_count=0,
+            job_id=job_id,
+        )
+        self.conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[_r.org_id, _r.request_id],
+                set_={"revoked_count": _r.revoked_count + statement.excluded.revoked_count},
+            )
+        )
+
+    def record_reinstated(self, org_id: int, coupon_ids: Sequence[int]) -> None:
+        """Add each coupon to the row of the revoke that last revoked it (one statement).
+
+        Call it before the reinstate's own history is written or after: only REVOKE
+        entries are read."""
+        h = coupon_history.c
+        latest = (
+            select(func.max(h.id))
+            .where(h.coupon_id.in_(list(coupon_ids)), h.action == Action.REVOKE.value)
+            .group_by(h.coupon_id)
+        )
+        undone = (
+            select(func.count())
+            .where(h.id.in_(latest), h.request_id == _r.request_id)
+            .scalar_subquery()
+        )
+        requests = select(h.request_id).where(h.id.in_(latest))
+        self.conn.execute(
+            update(revocations)
+            .where(_r.org_id == org_id, _r.request_id.in_(requests))
+            .values(reinstated_count=_r.reinstated_count + undone)
+        )
+
+    def page(
+        self,
+        org_id: int,
+        where: TrailFilter,
+        *,
+        before: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[Revocation]:
+        """Newest first from just below `before` (a row's time and id), on the org's index
+        (or the actor's, when one is asked for)."""
+        query = select(revocations).where(_r.org_id == org_id)
+        if where.actor is not None:
+            query = query.where(_r.actor == where.actor)
+        if where.since is not None:
+            query = query.where(_r.at >= where.since)
+        if where.until is not None:
+            query = query.where(_r.at < where.until)
+        if before is not None:
+            # A row comparison, so the index range starts at the cursor (no scan to it).
+            query = query.where(
+                tuple_(_r.at, _r.id)
+                < tuple_(
+                    bindparam("before_at", before[0], type_=UtcDateTime),
+                    bindparam("before_id", before[1], type_=BigInteger),
+                )
+            )
+        query = query.order_by(_r.at.desc(), _r.id.desc()).limit(limit)
+        return [_revocation(row) for row in self.conn.execute(query)]

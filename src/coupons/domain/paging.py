@@ -1,0 +1,82 @@
+"""Cursor paging (spec §7): `limit` and an opaque `after` cursor holding a keyset key.
+
+A page is read as "the next `limit` rows after this key" on an indexed order (never OFFSET),
+so its cost does not grow with how far the walk has gone, and a row that existed when the
+walk began is returned exactly once however many rows are inserted meanwhile.
+
+The cursor is the key of the last row of a page, tagged with the list it belongs to, as JSON
+in URL-safe base64 without padding. Clients must treat it as opaque; the server checks it
+strictly, so a cursor of another list or a hand-edited one is 9002 naming `after`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from coupons.domain.errors import InvalidField
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_CURSOR_LENGTH = 600
+MAX_KEY_TEXT = 200
+MAX_KEY_INT = 2**63 - 1
+
+T = TypeVar("T")
+KeyPart = int | str
+Key = tuple[KeyPart, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list and the cursor of the next (None on the last page)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+def check_limit(limit: int) -> int:
+    """A page size within 1..1,000 (9002 naming `limit` otherwise)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidField("limit", f"must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def encode_cursor(kind: str, key: Key) -> str:
+    """The opaque cursor for a row's keyset key in the list `kind`."""
+    raw = json.dumps([kind, *key], separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(kind: str, cursor: str, shape: Sequence[type[KeyPart]]) -> Key:
+    """The key a cursor of list `kind` holds, with parts of the types in `shape`."""
+    bad = InvalidField("after", "not a cursor of this list (pass back nextCursor unchanged)")
+    if not cursor or len(cursor) > MAX_CURSOR_LENGTH:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        decoded = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not isinstance(decoded, list) or len(decoded) != len(shape) + 1 or decoded[0] != kind:
+        raise bad
+    key = tuple(decoded[1:])
+    for part, wanted in zip(key, shape, strict=True):
+        if wanted is int:
+            if type(part) is not int or not 0 <= part <= MAX_KEY_INT:
+                raise bad
+        elif type(part) is not str or len(part) > MAX_KEY_TEXT or "\x00" in part:
+            raise bad
+    return key
+
+
+def page_of(items: list[T], limit: int, kind: str, key_of: Callable[[T], Key]) -> Page[T]:
+    """A page from up to `limit + 1` rows read: the extra row only says that more follow."""
+    if len(items) <= limit:
+        return Page(items, None)
+    shown = items[:limit]
+    return Page(shown, encode_cursor(kind, key_of(shown[-1])))

@@ -1,0 +1,97 @@
+"""The client's finding calls offline: pages and cursors, the trail walked to its end, and
+CSV exports streamed to a file, retried only before the first byte."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import pytest
+
+from coupons.client import CouponApiError, CouponApiUnavailable, Revocation
+from tests.e2e.test_client import Recorder, failure, ok
+
+ROW = {
+    "requestId": "r-1",
+    "at": "2026-11-26T04:17:33.512044Z",
+    "actor": "pos-1",
+    "reason": "leak",
+    "revokedCount": 50,
+    "reinstatedCount": 2,
+    "jobId": None,
+}
+
+
+def test_iter_revocations_follows_next_cursor_to_the_last_page() -> None:
+    server = Recorder(
+        ok({"revocations": [ROW], "nextCursor": "c1"}),
+        ok({"revocations": [{**ROW, "requestId": "r-2", "jobId": 7}], "nextCursor": None}),
+    )
+
+    with server.client() as client:
+        rows = list(client.iter_revocations(actor="pos-1", since="2026-11-01"))
+
+    assert [r.request_id for r in rows] == ["r-1", "r-2"]
+    assert rows[0] == Revocation("r-1", ROW["at"], "pos-1", "leak", 50, 2, None)  # type: ignore[arg-type]
+    assert rows[1].job_id == 7
+    first, second = server.requests
+    assert first.url.params["actor"] == "pos-1" and "after" not in first.url.params
+    assert second.url.params["after"] == "c1" and second.url.params["limit"] == "1000"
+
+
+def test_pages_of_coupons_and_series_carry_their_cursor() -> None:
+    coupon = {
+        "couponId": 5,
+        "couponCode": "A",
+        "seriesId": 3,
+        "state": "ISSUED",
+        "issuedToUserId": 9,
+    }
+    series = {
+        "id": 3, "description": "s", "clientHandlingType": "DISC_CODE", "genericCode": None,
+        "validTill": "2030-01-01T00:00:00Z", "discountType": "ABS", "discountValue": 5,
+        "expired": False, "counts": {"ISSUED": 1},
+    }  # fmt: skip
+    server = Recorder(
+        ok({"coupons": [coupon], "nextCursor": "n"}),
+        ok({"coupons": [], "nextCursor": None}),
+        ok({"series": [series], "nextCursor": None}),
+    )
+
+    with server.client() as client:
+        page = client.series_coupons(3, state="ISSUED", limit=1)
+        found = client.search_coupons(code_prefix="abc", after="n")
+        listed = client.list_series()
+
+    assert page.items[0].coupon_code == "A" and page.next_cursor == "n"
+    assert found.items == [] and found.next_cursor is None
+    assert listed.items[0].counts == {"ISSUED": 1}
+    assert server.requests[0].url.path == "/v2/coupon/series/3/coupons"
+    assert server.requests[1].url.params["codePrefix"] == "abc"
+
+
+def test_export_csv_streams_to_the_file_and_retries_a_refused_connection_first() -> None:
+    server = Recorder(
+        httpx.ConnectError("refused"),
+        httpx.Response(200, content=b"couponId\r\n1\r\n", headers={"content-type": "text/csv"}),
+    )
+    out = io.BytesIO()
+
+    with server.client() as client:
+        written = client.export_csv("/v2/coupon/series/3/coupons.csv", out, {"state": "ISSUED"})
+
+    assert (written, out.getvalue()) == (13, b"couponId\r\n1\r\n")
+    assert len(server.sleeps) == 1
+    assert server.requests[1].url.params["state"] == "ISSUED"
+
+
+def test_export_csv_raises_the_envelopes_error_and_gives_up_after_its_attempts() -> None:
+    refused = Recorder(failure(404, 707, "coupon series id is invalid"))
+    down = Recorder(*[httpx.ConnectError("refused")] * 3)
+
+    with refused.client() as client, pytest.raises(CouponApiError) as error:
+        client.export_csv("/v2/coupon/series/9/coupons.csv", io.BytesIO())
+    with down.client(attempts=3) as client, pytest.raises(CouponApiUnavailable):
+        client.export_csv("/v2/coupon/series/9/coupons.csv", io.BytesIO())
+
+    assert (error.value.code, error.value.http_status) == (707, 404)

@@ -1,0 +1,429 @@
+"""Finding things (spec §7) through the HTTP API, on both stores: lists with cursors, code
+search, the revocations trail, CSV exports, and org scoping."""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import Backend, Credentials
+from tests.e2e.conftest import Api, error_code
+
+
+def walk(api: Api, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
+    """Every row of a list, following nextCursor."""
+    rows: list[dict[str, Any]] = []
+    after = None
+    while True:
+        query = {**params, **({"after": after} if after else {})}
+        entity = api.ok(api.get(path, params=query))
+        rows.extend(entity[key])
+        after = entity["nextCursor"]
+        if after is None:
+            return rows
+
+
+def parse_csv(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+# --- series and their coupons ----------------------------------------------------------------
+
+
+def test_series_are_listed_newest_first_with_counts_per_state(api: Api) -> None:
+    # Given three series, one with codes in several states
+    first = api.series(codes=["L-1", "L-2", "L-3"])
+    second = api.series()
+    third = api.series(codes=["L-4"])
+    customer = api.customer("555-0300")
+    api.issue(first, customer)
+    api.ok(api.revoke({"couponSeriesId": first, "couponCodes": ["L-3"]}))
+
+    # When the list is walked two at a time
+    page = api.ok(api.get("/v2/coupon/series", params={"limit": 2}))
+    rest = api.ok(api.get("/v2/coupon/series", params={"limit": 2, "after": page["nextCursor"]}))
+
+    # Then the newest come first, each with its counts
+    assert [s["id"] for s in page["series"]] == [third, second]
+    assert [s["id"] for s in rest["series"]] == [first]
+    assert rest["nextCursor"] is None
+    assert rest["series"][0]["counts"] == {
+        "AVAILABLE": 1, "ISSUED": 1, "REDEEMED": 0, "REVOKED": 1
+    }  # fmt: skip
+    assert page["series"][1]["counts"]["AVAILABLE"] == 0
+
+
+def test_a_series_coupons_page_in_id_order_and_filter_by_state(api: Api) -> None:
+    codes = [f"P-{i:02}" for i in range(7)]
+    series_id = api.series(codes=codes)
+    customer = api.customer("555-0301")
+    issued = [c["couponCode"] for c in api.issue_many(series_id, customer, 3)]
+    path = f"/v2/coupon/series/{series_id}/coupons"
+
+    everything = walk(api, path, "coupons", limit=3)
+    only_issued = walk(api, path, "coupons", state="issued", limit=2)
+
+    assert [c["couponCode"] for c in everything] == codes
+    assert [c["couponId"] for c in everything] == sorted(c["couponId"] for c in everything)
+    assert set(everything[0]) == {"couponId", "couponCode", "seriesId", "state", "issuedToUserId"}
+    assert sorted(c["couponCode"] for c in only_issued) == sorted(issued)
+    assert {c["state"] for c in only_issued} == {"ISSUED"}
+
+
+def test_paging_while_another_thread_inserts_returns_every_pre_existing_row_once(
+    api: Api, client: TestClient, acme_admin: Credentials
+) -> None:
+    # Given a series of 120 codes
+    before = [f"C-{i:03}" for i in range(120)]
+    series_id = api.series(codes=before)
+    stop = threading.Event()
+    inserted: list[str] = []
+
+    def insert_more() -> None:
+        writer = Api(TestClient(client.app), acme_admin)
+        n = 0
+        while not stop.is_set() and n < 60:
+            batch = [f"N-{n + i:03}" for i in range(5)]
+            writer.ok(writer.post(f"/v2/coupon/series/{series_id}/codes", {"codes": batch}))
+            inserted.extend(batch)
+            n += 5
+
+    # When it is walked 7 at a time while another thread keeps adding codes
+    thread = threading.Thread(target=insert_more)
+    thread.start()
+    try:
+        seen = walk(api, f"/v2/coupon/series/{series_id}/coupons", "coupons", limit=7)
+    finally:
+        stop.set()
+        thread.join()
+
+    # Then every code that existed before comes exactly once; new ones at most once
+    codes = [c["couponCode"] for c in seen]
+    assert sorted(c for c in codes if c.startswith("C-")) == before
+    assert len(codes) == len(set(codes))
+    assert set(codes) - set(before) <= set(inserted)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"after": "bm90IGEgY3Vyc29y"}, "after"),
+        ({"state": "LOST"}, "state"),
+    ],
+)
+def test_bad_paging_or_filters_are_9002_naming_the_field(
+    api: Api, params: dict[str, Any], field: str
+) -> None:
+    series_id = api.series(codes=["B-1"])
+
+    response = api.get(f"/v2/coupon/series/{series_id}/coupons", params=params)
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"].startswith(field)
+
+
+def test_a_cursor_of_another_list_is_refused(api: Api) -> None:
+    series_id = api.series(codes=["X-1", "X-2"])
+    page = api.ok(api.get(f"/v2/coupon/series/{series_id}/coupons", params={"limit": 1}))
+
+    response = api.get("/v2/coupon/series", params={"after": page["nextCursor"]})
+
+    assert error_code(response) == 9002
+
+
+def test_another_orgs_series_and_its_coupons_are_absent(api: Api, other: Api) -> None:
+    theirs = other.series(codes=["THEIRS-1"])
+
+    response = api.get(f"/v2/coupon/series/{theirs}/coupons")
+    listed = api.ok(api.get("/v2/coupon/series"))
+
+    assert (response.status_code, error_code(response)) == (404, 707)
+    assert theirs not in [s["id"] for s in listed["series"]]
+
+
+# --- search ----------------------------------------------------------------------------------
+
+
+def test_search_finds_a_code_in_every_series_of_the_org_and_never_in_another_org(
+    api: Api, other: Api
+) -> None:
+    # Given the same code in two of our series, and in another org
+    ours = [api.series(codes=["Spring-2026", "Spring-2027"]), api.series(codes=["SPRING-2026"])]
+    other.series(codes=["spring-2026"])
+
+    # When we search by code in another case
+    found = api.ok(api.get("/v2/coupon/search", params={"code": "  sPrInG-2026 "}))
+
+    # Then both of ours come back, as stored, and nothing of the other org
+    assert sorted(c["seriesId"] for c in found["coupons"]) == sorted(ours)
+    assert sorted(c["couponCode"] for c in found["coupons"]) == ["SPRING-2026", "Spring-2026"]
+    assert found["nextCursor"] is None
+
+
+def test_prefix_search_pages_in_code_order(api: Api, other: Api) -> None:
+    api.series(codes=["abc-3", "ABC-1", "abd-1", "ab"])
+    api.series(codes=["Abc-2"])
+    other.series(codes=["abc-0"])
+
+    found = walk(api, "/v2/coupon/search", "coupons", codePrefix="ABC", limit=2)
+
+    assert [c["couponCode"] for c in found] == ["ABC-1", "Abc-2", "abc-3"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"codePrefix": "ab"}, {"codePrefix": "  a "}, {}, {"code": "x", "codePrefix": "abc"}],
+)
+def test_a_prefix_under_3_characters_or_no_single_criterion_is_9002(
+    api: Api, params: dict[str, str]
+) -> None:
+    response = api.get("/v2/coupon/search", params=params)
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+
+
+# --- the revocations trail -------------------------------------------------------------------
+
+
+def test_a_revoke_appears_in_the_trail_and_its_reinstated_count_follows_an_undo(
+    api: Api, agent: Api
+) -> None:
+    # Given a revoke of three codes by the agent, under a known request id
+    series_id = api.series(codes=["T-1", "T-2", "T-3", "T-4"])
+    body = {"couponSeriesId": series_id, "couponCodes": ["T-1", "T-2", "T-3"], "reason": "leak"}
+    agent.ok(agent.post("/v2/coupon/revoke", body, headers={"X-Request-Id": "rev-trail-1"}))
+
+    # Then the trail shows one row for it
+    (row,) = api.ok(api.get("/v2/coupon/revocations"))["revocations"]
+    assert row["requestId"] == "rev-trail-1"
+    assert (row["actor"], row["reason"]) == ("acme-agent", "leak")
+    assert (row["revokedCount"], row["reinstatedCount"]) == (3, 0)
+    assert row["at"].endswith("Z")
+
+    # When one code is reinstated by code, then the rest by the revoke's request id
+    api.ok(api.post("/v2/coupon/reinstate", {"couponSeriesId": series_id, "couponCodes": ["T-1"]}))
+    one = api.ok(api.get("/v2/coupon/revocations"))["revocations"][0]
+    api.ok(api.post("/v2/coupon/reinstate", {"revokeRequestId": "rev-trail-1"}))
+    all_back = api.ok(api.get("/v2/coupon/revocations"))["revocations"][0]
+
+    # Then its reinstated count follows
+    assert one["reinstatedCount"] == 1
+    assert all_back["reinstatedCount"] == 3
+
+
+def test_only_revokes_that_revoked_something_and_were_not_dry_runs_are_in_the_trail(
+    api: Api, other: Api
+) -> None:
+    series_id = api.series(codes=["D-1"])
+    api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": ["D-1"]}, dryRun="true"))
+    api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": ["NOPE"]}))
+    theirs = other.series(codes=["O-1"])
+    other.ok(other.revoke({"couponSeriesId": theirs, "couponCodes": ["O-1"]}))
+
+    assert api.ok(api.get("/v2/coupon/revocations"))["revocations"] == []
+    assert len(other.ok(other.get("/v2/coupon/revocations"))["revocations"]) == 1
+
+
+def test_the_trail_is_newest_first_and_filters_by_actor_and_time(api: Api, agent: Api) -> None:
+    series_id = api.series(codes=[f"F-{i}" for i in range(5)])
+    for i, who in enumerate([api, agent, api, agent, agent]):
+        who.ok(who.revoke({"couponSeriesId": series_id, "couponCodes": [f"F-{i}"]}))
+
+    everything = walk(api, "/v2/coupon/revocations", "revocations", limit=2)
+    agents = walk(api, "/v2/coupon/revocations", "revocations", actor="acme-agent", limit=2)
+    future = api.ok(api.get("/v2/coupon/revocations", params={"since": "2999-01-01"}))
+    today = everything[0]["at"][:10]
+    until_today = api.ok(api.get("/v2/coupon/revocations", params={"until": today}))
+
+    ats = [(r["at"], r["requestId"]) for r in everything]
+    assert len(everything) == 5 and ats == sorted(ats, reverse=True)
+    assert [r["actor"] for r in agents] == ["acme-agent"] * 3
+    assert future["revocations"] == []
+    assert len(until_today["revocations"]) == 5  # a bare date includes that whole day
+
+
+def test_walking_the_trail_while_others_revoke_returns_every_earlier_row_once(
+    api: Api, client: TestClient, acme_agent: Credentials
+) -> None:
+    # Given twelve revokes already in the trail
+    series_id = api.series(codes=[f"W-{i:02}" for i in range(30)])
+    for i in range(12):
+        api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": [f"W-{i:02}"]}))
+    earlier = {r["requestId"] for r in api.ok(api.get("/v2/coupon/revocations"))["revocations"]}
+    stop = threading.Event()
+
+    def revoke_more() -> None:
+        agent = Api(TestClient(client.app), acme_agent)
+        for i in range(12, 30):
+            if stop.is_set():
+                return
+            body = {"couponSeriesId": series_id, "couponCodes": [f"W-{i:02}"]}
+            agent.ok(agent.revoke(body))
+
+    # When it is walked two at a time while another client keeps revoking
+    thread = threading.Thread(target=revoke_more)
+    thread.start()
+    try:
+        seen = [r["requestId"] for r in walk(api, "/v2/coupon/revocations", "revocations", limit=2)]
+    finally:
+        stop.set()
+        thread.join()
+
+    # Then every earlier row comes exactly once
+    assert len(seen) == len(set(seen))
+    assert earlier <= set(seen)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"since": "yesterday"}, "since"), ({"since": "2026-02-02", "until": "2026-02-01"}, "until")],
+)
+def test_bad_trail_filters_are_9002(api: Api, params: dict[str, str], field: str) -> None:
+    response = api.get("/v2/coupon/revocations", params=params)
+
+    assert error_code(response) == 9002
+    assert response.json()["errors"][0]["message"].startswith(field)
+
+
+# --- access ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/coupon/series",
+        "/v2/coupon/search?code=x",
+        "/v2/coupon/revocations",
+        "/v2/coupon/revocations.csv",
+    ],
+)
+def test_reads_need_credentials_and_read_only_clients_may_read(
+    viewer: Api, client: TestClient, path: str
+) -> None:
+    assert viewer.get(path).status_code == 200
+    anonymous = client.get(path)
+    assert (anonymous.status_code, error_code(anonymous)) == (401, 9010)
+
+
+# --- CSV exports -----------------------------------------------------------------------------
+
+# Codes are trimmed when added: tab and CR come in through a reason (further down).
+FORMULAS = ["=1+1", "+SUM(A1)", "-2", "@cmd", 'plain,"quoted"']
+
+
+def test_a_series_exports_as_csv_with_formula_cells_neutralised(api: Api) -> None:
+    series_id = api.series(codes=FORMULAS)
+
+    by_path = api.get(f"/v2/coupon/series/{series_id}/coupons.csv")
+    by_accept = api.get(f"/v2/coupon/series/{series_id}/coupons", headers={"Accept": "text/csv"})
+
+    assert by_path.status_code == 200
+    assert by_path.headers["content-type"] == "text/csv; charset=utf-8"
+    assert by_path.content == by_accept.content
+    rows = parse_csv(by_path.text)
+    assert rows[0] == ["couponId", "couponCode", "seriesId", "state", "issuedToUserId"]
+    assert [r[1] for r in rows[1:]] == [
+        "'=1+1", "'+SUM(A1)", "'-2", "'@cmd", "plain,\"quoted\""
+    ]  # fmt: skip
+    assert {r[3] for r in rows[1:]} == {"AVAILABLE"}
+
+
+def test_customer_coupons_revocations_and_history_export_as_csv(api: Api) -> None:
+    # Given a customer whose coupon was revoked with a formula as the reason
+    series_id = api.series(codes=["H-1", "H-2"])
+    customer = api.customer("555-0302")
+    issued = api.issue(series_id, customer)
+    api.ok(
+        api.post(
+            "/v2/coupon/revoke",
+            {
+                "couponSeriesId": series_id,
+                "couponCodes": [issued["couponCode"]],
+                "reason": "\t=HYPERLINK(1)",
+            },
+            headers={"X-Request-Id": "csv-req-1"},
+        )
+    )
+
+    customer_rows = parse_csv(api.get(f"/v2/customers/{customer}/coupons.csv").text)
+    accept = api.get(f"/v2/customers/{customer}/coupons", headers={"Accept": "text/csv"})
+    trail = parse_csv(api.get("/v2/coupon/revocations", headers={"Accept": "text/csv"}).text)
+    history = parse_csv(api.get(f"/v2/coupon/{issued['couponId']}.csv").text)
+
+    assert customer_rows[1][:4] == [str(issued["couponId"]), "H-1", str(series_id), "REVOKED"]
+    assert parse_csv(accept.text) == customer_rows
+    assert trail[0] == [
+        "requestId",
+        "at",
+        "actor",
+        "reason",
+        "revokedCount",
+        "reinstatedCount",
+        "jobId",
+    ]
+    assert (
+        trail[1][0] == "csv-req-1"
+        and trail[1][3] == "'\t=HYPERLINK(1)"
+        and trail[1][4:] == ["1", "0", ""]
+    )
+    assert [h[1] for h in history[1:]] == ["ISSUE", "REVOKE"]
+    assert history[2][7] == "'\t=HYPERLINK(1)"
+
+
+def test_an_export_that_cannot_start_answers_with_the_json_envelope(api: Api, other: Api) -> None:
+    theirs = other.series(codes=["Z-1"])
+
+    unknown = api.get(f"/v2/coupon/series/{theirs}/coupons.csv")
+    bad_state = api.get(f"/v2/coupon/series/{theirs}/coupons.csv", params={"state": "NOPE"})
+    no_coupon = api.get("/v2/coupon/99999999.csv")
+
+    assert (unknown.status_code, error_code(unknown)) == (404, 707)
+    assert error_code(bad_state) == 9002
+    assert no_coupon.status_code == 404
+    assert unknown.headers["content-type"].startswith("application/json")
+
+
+def test_an_export_spans_many_pages(api: Api, backend: Backend) -> None:
+    codes = [f"E-{i:05}" for i in range(2_500)]
+    series_id = api.series(codes=codes)
+
+    rows = parse_csv(api.get(f"/v2/coupon/series/{series_id}/coupons.csv").text)
+
+    assert [r[1] for r in rows[1:]] == codes
+
+
+def test_the_openapi_document_shows_every_finding_read_with_an_example(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+
+    for path in (
+        "/v2/coupon/series",
+        "/v2/coupon/series/{id}/coupons",
+        "/v2/coupon/search",
+        "/v2/coupon/revocations",
+    ):
+        operation = paths[path]["get"]
+        assert operation["responses"]["200"]["content"]["application/json"]["example"]
+        assert operation["security"], path
+    for path in (
+        "/v2/coupon/series/{id}/coupons.csv",
+        "/v2/customers/{id}/coupons.csv",
+        "/v2/coupon/revocations.csv",
+        "/v2/coupon/{couponId}.csv",
+    ):
+        assert paths[path]["get"]["responses"]["200"]["content"]["text/csv"]["example"]
+
+
+@pytest.mark.parametrize("params", [{"code": "a\x00b"}, {"codePrefix": "abc\x00"}])
+def test_text_with_nul_is_refused_as_9002_not_a_fault(api: Api, params: dict[str, str]) -> None:
+    response = api.get("/v2/coupon/search", params=params)
+    trail = api.get("/v2/coupon/revocations", params={"actor": "x\x00"})
+
+    assert error_code(response) == 9002
+    assert error_code(trail) == 9002
