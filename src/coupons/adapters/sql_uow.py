@@ -27,6 +27,7 @@ from coupons.adapters.repos import (
     SqlCustomerRepository,
     SqlHistoryRepository,
     SqlIdempotencyRepository,
+    SqlJobRepository,
     SqlSeriesRepository,
     SqlWebhookRepository,
 )
@@ -62,6 +63,7 @@ class SqlUnitOfWork:
     idempotency: SqlIdempotencyRepository
     clients: SqlClientRepository
     webhooks: SqlWebhookRepository
+    jobs: SqlJobRepository
     conn: Connection
 
     def __init__(self, engine: Engine, *, write: bool, gate: SqliteWriteGate | None = None) -> None:
@@ -97,6 +99,7 @@ class SqlUnitOfWork:
         self.idempotency = SqlIdempotencyRepository(conn)
         self.clients = SqlClientRepository(conn)
         self.webhooks = SqlWebhookRepository(conn)
+        self.jobs = SqlJobRepository(conn)
         return self
 
     def __exit__(

@@ -163,11 +163,13 @@ class Job:
     series_id: int | None
     reason: str | None
     code_case: str
+    client_id: int
     created_by: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     total: int
+    cursor: int
     processed: int
     done_count: int
     failed_count: int
@@ -176,6 +178,14 @@ class Job:
     undo_of_job_id: str | None
     undone_by_job_id: str | None
     error: str | None = None
+    claimed_by: str | None = None
+    lease_until: datetime | None = None
+
+    def is_held(self, now: datetime) -> bool:
+        """Whether a worker holds the job's lease right now."""
+        return (
+            self.claimed_by is not None and self.lease_until is not None and self.lease_until > now
+        )
 
     def check_can_cancel(self) -> None:
         if self.state.is_finished:
@@ -192,6 +202,43 @@ class Job:
             raise errors.JobStateConflict("a dry run changed nothing; there is nothing to undo")
         if self.undone_by_job_id is not None:
             raise errors.JobStateConflict(f"job was already undone by {self.undone_by_job_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    id: str
+    org_id: int
+    kind: JobKind
+    source: JobSource
+    dry_run: bool
+    series_id: int | None
+    reason: str | None
+    code_case: str
+    client_id: int
+    created_by: str
+    created_at: datetime
+    undo_of_job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLine:
+    """A line not yet done: its code, and the coupon it names when the job was made of ids."""
+
+    line_no: int
+    code: str
+    norm: str
+    coupon_id: int | None
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    line_no: int
+    code: str
+    outcome: str
+    error_code: int | None
+    coupon_id: int | None
+    issued_to: int | None
 
 
 def cancelled(state: JobState, *, held: bool) -> JobState:

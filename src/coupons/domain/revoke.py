@@ -148,3 +148,12 @@ def decide_reinstate(
     return decide(
         Action.REINSTATE, codes, matches, customer_id=customer_id, series_given=series_given
     )
+
+
+def decide_each(action: Action, coupons: list[Coupon]) -> Outcome:
+    """Revoke or reinstate coupons named one by one (by id): each is its own decision."""
+    outcome = Outcome()
+    for coupon in coupons:
+        reason = None if can_take(action, coupon) else _refusal(action, [coupon])
+        outcome.decide(coupon.code, [coupon], reason)
+    return outcome

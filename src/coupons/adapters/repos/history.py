@@ -9,6 +9,7 @@ from sqlalchemy import (
     Connection,
     String,
     bindparam,
+    exists,
     func,
     insert,
     select,
@@ -205,6 +206,22 @@ class SqlHistoryRepository:
             .order_by(coupon_history.c.coupon_id)
         )
         return [(int(cid), bool(is_last)) for cid, is_last in rows]
+
+    def still_revoked_by(self, request_id: str, coupon_ids: Sequence[int]) -> set[int]:
+        """Of these coupons, those whose latest history entry is the revoke of `request_id`."""
+        if not coupon_ids:
+            return set()
+        h = coupon_history.c
+        later = coupon_history.alias("later")
+        rows = self.conn.scalars(
+            select(h.coupon_id).where(
+                h.coupon_id.in_(coupon_ids),
+                h.request_id == request_id,
+                h.action == Action.REVOKE.value,
+                ~exists().where(later.c.coupon_id == h.coupon_id, later.c.id > h.id),
+            )
+        )
+        return {int(r) for r in rows}
 
     def events(self, org_id: int, after: int, limit: int) -> list[EventRecord]:
         """The org's events with ids above `after`, oldest first, as far as they are final.
