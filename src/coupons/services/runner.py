@@ -43,6 +43,7 @@ def execute(
     idempotency: Idempotency | None = None,
     dry_run: bool = False,
     write: bool = True,
+    status_code: int = 200,
 ) -> Rendered:
     """Run `use_case` once, atomically; a `CouponError` rolls everything back."""
 
@@ -65,13 +66,13 @@ def execute(
                 org_id=ctx.org_id,
                 key=idempotency.key,
                 fingerprint=idempotency.fingerprint,
-                status_code=200,
+                status_code=status_code,
                 body=body,
                 now=ctx.now,
                 expired_before=ctx.now - IDEMPOTENCY_WINDOW,
             )
         uow.commit()
-        return Rendered(200, body)
+        return Rendered(status_code, body)
 
     # A dry run writes for real (under the same locks) and then rolls back.
     return db.run(attempt, write=write, retry_integrity=True)

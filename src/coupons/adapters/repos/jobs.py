@@ -166,7 +166,7 @@ class SqlJobRepository:
         source = select(literal(job_id), line_no, c.code, c.code_norm, c.id).where(
             c.org_id == org_id, c.series_id == series_id, c.state.in_(REVOCABLE_STATES)
         )
-        return self._stage(source)
+        return self._stage(job_id, source)
 
     def stage_undo(self, job_id: str, org_id: int, undone_job_id: str) -> int:
         """The coupons another job revoked, as lines in the order it revoked them."""
@@ -181,16 +181,17 @@ class SqlJobRepository:
                 h.action == Action.REVOKE.value,
             )
         )
-        return self._stage(source)
+        return self._stage(job_id, source)
 
-    def _stage(self, source: Any) -> int:
+    def _stage(self, job_id: str, source: Any) -> int:
         c = revoke_job_lines.c
-        result = self.conn.execute(
+        self.conn.execute(
             insert(revoke_job_lines).from_select(
                 [c.job_id, c.line_no, c.code, c.norm, c.coupon_id], source
             )
         )
-        return int(result.rowcount)
+        # Counted, not taken from rowcount: psycopg reports -1 for INSERT ... SELECT.
+        return self.staged_count(job_id)
 
     def staged_count(self, job_id: str) -> int:
         count = self.conn.scalar(select(func.count()).where(revoke_job_lines.c.job_id == job_id))
@@ -378,7 +379,7 @@ class SqlJobRepository:
             "duplicate_count": revoke_jobs.c.duplicate_count + tally.duplicates,
             "failed_by_code": json.dumps({str(k): v for k, v in sorted(by_code.items())}),
         }
-        if job.started_at is None:
+        if job.started_at is None and tally.processed:
             values["started_at"] = now
         if state.is_finished:
             values.update(finished_at=now, claimed_by=None, lease_until=None, error=error)
