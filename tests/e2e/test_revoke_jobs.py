@@ -360,3 +360,35 @@ def test_a_read_only_client_can_read_jobs_but_not_start_them(
     assert viewer.ok(viewer.get(f"{JOBS}/{job['jobId']}"))["jobId"] == job["jobId"]
     assert error_code(upload(viewer, "OK1\n", couponSeriesId=mixed["series"])) == 9011
     assert error_code(viewer.post(f"{JOBS}/{job['jobId']}/cancel")) == 9011
+
+
+def test_job_revokes_are_coupon_events_and_its_end_is_one_org_event(
+    api: Api, backend: Backend, mixed: dict[str, Any]
+) -> None:
+    start = api.ok(api.get("/v2/events", params={"limit": 1000}))["nextAfter"]
+    job = accepted(upload(api, "OK1\nOK2\nRED1\n", couponSeriesId=mixed["series"], reason="r"))
+    drain(backend.db, chunk_size=1)
+    events = api.ok(api.get("/v2/events", params={"after": start}))["events"]
+    revoked = [e for e in events if e["type"] == "coupon.revoked"]
+    assert sorted(e["couponCode"] for e in revoked) == ["OK1", "OK2"]
+    assert {e["requestId"] for e in revoked} == {job["jobId"]}
+    assert events[-1] == {
+        "id": events[-1]["id"],
+        "type": "revoke_job.finished",
+        "orgId": events[-1]["orgId"],
+        "jobId": job["jobId"],
+        "state": "SUCCEEDED",
+        "seriesId": mixed["series"],
+        "actor": "acme-admin",
+        "requestId": job["jobId"],
+        "reason": "r",
+        "at": events[-1]["at"],
+    }
+    assert len(events) == 3
+    # subscribers can ask for the job event alone
+    hook = api.ok(
+        api.post(
+            "/v2/webhooks", {"url": "https://example.com/h", "events": ["revoke_job.finished"]}
+        )
+    )
+    assert hook["events"] == ["revoke_job.finished"]

@@ -17,16 +17,31 @@ EVENT_TYPES: dict[Action, str] = {
     Action.REVOKE: "coupon.revoked",
     Action.REINSTATE: "coupon.reinstated",
 }
-ALL_TYPES = frozenset(EVENT_TYPES.values())
+# The one org-level event: a revoke job ended (docs/events.md).
+JOB_FINISHED = "revoke_job.finished"
+ALL_TYPES = frozenset({*EVENT_TYPES.values(), JOB_FINISHED})
 MAX_PAGE = 1000
 
 
-def event_type(action: Action) -> str:
-    return EVENT_TYPES[action]
+def event_type(event: EventRecord) -> str:
+    return JOB_FINISHED if event.action is None else EVENT_TYPES[event.action]
 
 
 def payload(event: EventRecord) -> dict[str, Any]:
     """The public shape of one event (docs/events.md); stable across retries."""
+    if event.action is None:
+        return {
+            "id": event.id,
+            "type": JOB_FINISHED,
+            "orgId": event.org_id,
+            "jobId": event.request_id,
+            "state": event.job_state,
+            "seriesId": event.series_id,
+            "actor": event.actor,
+            "requestId": event.request_id,
+            "reason": event.reason,
+            "at": event.at.isoformat().replace("+00:00", "Z"),
+        }
     return {
         "id": event.id,
         "type": EVENT_TYPES[event.action],
@@ -37,7 +52,7 @@ def payload(event: EventRecord) -> dict[str, Any]:
         "customerId": event.customer_id,
         "couponVersion": event.coupon_version,
         "fromState": event.from_state.value if event.from_state else None,
-        "toState": event.to_state.value,
+        "toState": event.to_state.value if event.to_state else None,
         "actor": event.actor,
         "requestId": event.request_id,
         "reason": event.reason,

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
-from coupons.adapters.repos.history import OUTBOX_LOCK_SPACE
+from coupons.adapters.repos.history import SqlHistoryRepository
 from coupons.adapters.tables import (
     coupon_history,
     coupons,
@@ -46,7 +46,6 @@ from coupons.domain.jobs import (
 from coupons.domain.model import Action, CouponState
 
 STAGING = "STAGING"
-JOB_FINISHED = "JOB_FINISHED"
 REVOCABLE_STATES = (CouponState.AVAILABLE.value, CouponState.ISSUED.value)
 
 _LINE_UPDATE_PG = text(
@@ -406,22 +405,13 @@ class SqlJobRepository:
         )
 
     def add_finished_event(self, job: Job, state: JobState, now: datetime) -> None:
-        """The `revoke_job.finished` event: an org-level row of the history outbox."""
-        values = {
-            "org_id": job.org_id,
-            "coupon_id": None,
-            "action": JOB_FINISHED,
-            "from_state": None,
-            "to_state": state.value,
-            "at": now,
-            "actor": job.created_by,
-            "request_id": job.id,
-            "reason": job.reason,
-            "series_id": job.series_id,
-        }
-        if self._postgres:
-            self.conn.execute(
-                text("SELECT pg_advisory_xact_lock(:space, :key)"),
-                {"space": OUTBOX_LOCK_SPACE, "key": job.org_id % 2**31},
-            )
-        self.conn.execute(insert(coupon_history).values(**values))
+        """The `revoke_job.finished` event, written through the outbox's own repository."""
+        SqlHistoryRepository(self.conn).write_job_finished(
+            job.org_id,
+            job.id,
+            state.value,
+            at=now,
+            actor=job.created_by,
+            reason=job.reason,
+            series_id=job.series_id,
+        )
