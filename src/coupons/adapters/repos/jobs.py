@@ -144,12 +144,22 @@ class SqlJobRepository:
         )
 
     def add_lines(self, job_id: str, lines: Sequence[tuple[int, str, str]]) -> None:
-        """Stage (line number, code, matching key) rows of an upload."""
-        if lines:
-            self.conn.execute(
-                insert(revoke_job_lines),
-                [{"job_id": job_id, "line_no": n, "code": c, "norm": k} for n, c, k in lines],
-            )
+        """Stage (line number, code, matching key) rows of an upload, at driver speed: a
+        million-line upload spends its time here (COPY on PostgreSQL, executemany on SQLite)."""
+        if not lines:
+            return
+        if self._postgres:
+            cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(
+                "COPY revoke_job_lines (job_id, line_no, code, norm) FROM STDIN"
+            ) as copy:
+                for line_no, code, norm in lines:
+                    copy.write_row((job_id, line_no, code, norm))
+            return
+        self.conn.exec_driver_sql(
+            "INSERT INTO revoke_job_lines (job_id, line_no, code, norm) VALUES (?, ?, ?, ?)",
+            [(job_id, n, c, k) for n, c, k in lines],
+        )
 
     def keep_staging(self, job_id: str, until: datetime) -> None:
         self.conn.execute(
