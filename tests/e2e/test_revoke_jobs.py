@@ -8,9 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, select, text
 
 from coupons.adapters.sql_uow import Database
+from coupons.adapters.tables import coupon_series
+from coupons.adapters.tables import coupons as coupons_table
 from coupons.entrypoints.job_worker import JobWorker, JobWorkerOptions
 from coupons.services import job_runner
 from coupons.services.common import utcnow
@@ -392,3 +394,71 @@ def test_job_revokes_are_coupon_events_and_its_end_is_one_org_event(
         )
     )
     assert hook["events"] == ["revoke_job.finished"]
+
+
+def seed_coupons(backend: Backend, series_id: int, states: list[str]) -> list[str]:
+    """Insert coupons straight into the table (fast): code `BIG%06d`, one per state given."""
+    with backend.db.engine.connect() as conn:
+        org_id = conn.execute(
+            select(coupon_series.c.org_id).where(coupon_series.c.id == series_id)
+        ).scalar_one()
+    now = utcnow()
+    codes = [f"BIG{i:06d}" for i in range(len(states))]
+    rows = [
+        {
+            "org_id": org_id,
+            "series_id": series_id,
+            "code": code,
+            "code_norm": code.lower(),
+            "is_generic": False,
+            "state": state,
+            "revoked_from": "AVAILABLE" if state == "REVOKED" else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for code, state in zip(codes, states, strict=True)
+    ]
+    with backend.db.engine.begin() as conn:
+        conn.execute(insert(coupons_table), rows)
+    return codes
+
+
+def test_a_hundred_thousand_line_job_ends_with_exact_counts_and_an_exact_report(
+    api: Api, backend: Backend
+) -> None:
+    # given 99,000 coupons: 1,000 redeemed, 1,000 revoked before, the rest available
+    states = ["REDEEMED"] * 1_000 + ["REVOKED"] * 1_000 + ["AVAILABLE"] * 97_000
+    series = api.series()
+    codes = seed_coupons(backend, series, states)
+    # and a file of them all, in mixed case, with 500 unknown codes and 500 repeats mixed in
+    lines: list[str] = []
+    expected: list[tuple[str, str]] = []
+    state_of = dict(zip(codes, states, strict=True))
+    outcome_of = {"REDEEMED": "redeemed", "REVOKED": "already_revoked", "AVAILABLE": "revoked"}
+    for i, code in enumerate(codes):
+        lines.append(code.lower() if i % 2 else code)
+        expected.append((code, outcome_of[state_of[code]]))
+        if i % 198 == 0 and i // 198 < 500:
+            lines.append(f"UNKNOWN{i}")
+            expected.append((f"UNKNOWN{i}", "not_found"))
+            lines.append(codes[i // 2])
+            expected.append((codes[i // 2], "duplicate_in_file"))
+    assert len(lines) == 100_000
+    job = accepted(upload(api, "\n".join(lines), couponSeriesId=series, reason="big"))
+    # when a worker runs it in chunks of 500
+    drain(backend.db)
+    # then the counts are exact
+    done = job_of(api, job["jobId"])
+    assert (done["state"], done["total"], done["processed"]) == ("SUCCEEDED", 100_000, 100_000)
+    assert (done["revokedCount"], done["failedCount"], done["duplicateCount"]) == (
+        97_000,
+        2_500,
+        500,
+    )
+    assert done["failedByCode"] == {"405": 1_000, "682": 1_500}
+    # and so is the report, line for line
+    rows = report(api, job["jobId"])[1:]
+    assert [(r[0], r[1]) for r in rows] == expected
+    counts = api.ok(api.get(f"/v2/coupon/series/{series}"))["counts"]
+    assert counts == {"AVAILABLE": 0, "ISSUED": 0, "REDEEMED": 1_000, "REVOKED": 98_000}
+    assert count_rows(backend, "coupon_history") == 97_000 + 1
