@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+import time
 from typing import Any
 
 import httpx
@@ -462,3 +464,40 @@ def test_a_hundred_thousand_line_job_ends_with_exact_counts_and_an_exact_report(
     counts = api.ok(api.get(f"/v2/coupon/series/{series}"))["counts"]
     assert counts == {"AVAILABLE": 0, "ISSUED": 0, "REDEEMED": 1_000, "REVOKED": 98_000}
     assert count_rows(backend, "coupon_history") == 97_000 + 1
+
+
+def test_a_redeem_during_a_job_goes_through_and_the_job_reports_it_redeemed(
+    api: Api, backend: Backend
+) -> None:
+    # given a 20,000-line job whose last coupon is issued to a customer
+    series = api.series()
+    codes = seed_coupons(backend, series, ["AVAILABLE"] * 20_000)
+    customer = api.customer(mobile="+15550077")
+    with backend.db.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE coupons SET state = 'ISSUED', customer_id = :c WHERE code = :code"),
+            {"c": customer, "code": codes[-1]},
+        )
+    job = accepted(upload(api, "\n".join(codes), couponSeriesId=series))
+    # when a worker runs it in chunks of 200 while the customer redeems that last coupon
+    worker = threading.Thread(target=drain, args=(backend.db, 200))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        while job_of(api, job["jobId"])["processed"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        redeemed = api.redeem(customer, codes[-1])
+        seen = job_of(api, job["jobId"])
+    finally:
+        worker.join(timeout=300)
+    # then the redeem went through while the job was still running (it waited for at most
+    # the chunk in flight, not the job) and the job tells the truth about that coupon
+    assert redeemed.status_code == 200, redeemed.text
+    assert seen["processed"] < seen["total"]
+    done = job_of(api, job["jobId"])
+    assert (done["state"], done["revokedCount"], done["failedByCode"]) == (
+        "SUCCEEDED",
+        19_999,
+        {"405": 1},
+    )
+    assert report(api, job["jobId"])[-1][:3] == [codes[-1], "redeemed", "405"]
