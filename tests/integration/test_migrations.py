@@ -134,7 +134,7 @@ def test_revoke_jobs_upgrade_keeps_history_and_downgrade_drops_org_events(
     # Given a database just before the jobs revision, holding a coupon's history
     migrate.upgrade(empty_database_url, "0003")
     seed_0003(empty_database_url)
-    migrate.upgrade(empty_database_url, "0005")
+    migrate.upgrade(empty_database_url, "0005_event_versions")
     # When it is upgraded and an org-level event (no coupon) is written
     migrate.upgrade(empty_database_url, "head")
     engine = create_db_engine(empty_database_url, null_pool=True)
@@ -148,7 +148,7 @@ def test_revoke_jobs_upgrade_keeps_history_and_downgrade_drops_org_events(
         )
         assert conn.execute(text("SELECT count(*) FROM revoke_jobs")).scalar() == 0
     # And taken back to 0005 and forward again
-    migrate.downgrade(empty_database_url, "0005")
+    migrate.downgrade(empty_database_url, "0005_event_versions")
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT coupon_id, request_id FROM coupon_history")).all()
         tables = set(

@@ -1,7 +1,7 @@
 """revoke jobs: jobs, their input lines, and org-level events
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0005_event_versions
 Create Date: 2026-12-01
 
 A revoke job (spec §8) keeps its input lines in the database, so an upload is never held in a
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0005_event_versions"
 branch_labels = None
 depends_on = None
 
