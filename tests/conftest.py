@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 DATA_TABLES = (
     "revocations",
+    "revoke_job_lines",
+    "revoke_jobs",
     "webhook_deliveries",
     "webhooks",
     "idempotency_keys",

@@ -16,14 +16,16 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
 from coupons.client_finding import FindingCalls, Page, Revocation
+from coupons.client_jobs import RevokeJob, RevokeJobCalls
 from coupons.client_results import (
     ChangedCoupon,
     CodesAdded,
@@ -55,6 +57,7 @@ __all__ = [
     "Redemption",
     "RetryPolicy",
     "Revocation",
+    "RevokeJob",
     "RevokeResult",
     "Series",
     "Token",
@@ -148,7 +151,19 @@ def _error_of(response: httpx.Response) -> CouponApiError:
         return CouponApiError(0, text, response.status_code)
 
 
-class CouponClient(FindingCalls):
+def _body(content: bytes | Path | None) -> bytes | Iterator[bytes] | None:
+    if not isinstance(content, Path):
+        return content
+
+    def pieces() -> Iterator[bytes]:
+        with content.open("rb") as handle:
+            while piece := handle.read(1 << 20):
+                yield piece
+
+    return pieces()
+
+
+class CouponClient(FindingCalls, RevokeJobCalls):
     """Synchronous client for every endpoint of the spec; safe to share between threads."""
 
     def __init__(
@@ -207,9 +222,17 @@ class CouponClient(FindingCalls):
         params: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         authenticated: bool = True,
+        content: bytes | Path | None = None,
+        content_type: str | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
     ) -> httpx.Response:
-        """Send with retries; return the final 2xx response or raise `CouponApiError`."""
-        headers: dict[str, str] = {}
+        """Send with retries; return the final 2xx response or raise `CouponApiError`.
+
+        A `Path` body is streamed from the file, afresh on each try; `stream` leaves a
+        successful response's body unread (the caller iterates and closes it).
+        """
+        headers: dict[str, str] = {"Content-Type": content_type} if content_type else {}
         if method != "GET":
             headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         started = time.monotonic()
@@ -221,9 +244,18 @@ class CouponClient(FindingCalls):
                 headers.update(self._auth_headers())
             wait: float | None = None
             try:
-                response = self._http.request(
-                    method, path, json=json, params=params, headers=headers
+                request = self._http.build_request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    content=_body(content),
+                    timeout=self._http.timeout if timeout is None else httpx.Timeout(timeout),
                 )
+                response = self._http.send(request, stream=stream)
+                if stream and not response.is_success:
+                    response.read()
             except httpx.UnsupportedProtocol as error:
                 raise CouponApiError(0, f"bad URL: {error}", None) from error
             except httpx.TransportError as error:

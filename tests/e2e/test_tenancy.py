@@ -32,7 +32,10 @@ NO_FOREIGN_INPUT = {
     ("GET", "/v2/coupon/series"),
     ("GET", "/v2/webhooks"),
     ("POST", "/v2/webhooks"),
+    ("GET", "/v2/coupon/revoke/jobs"),
 }
+JOBS = "/v2/coupon/revoke/jobs"
+MISSING_JOB = "job_000000000000000000000000"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Globex:
     redemption_id: int
     revoke_request_id: str
     webhook_id: int
+    job_id: str
 
     def secrets(self) -> list[str]:
         """Strings that must never reach acme unless acme itself sent them."""
@@ -100,6 +104,13 @@ def globex(other: Api) -> Globex:
         webhook_id=other.ok(
             other.post("/v2/webhooks", {"url": "http://127.0.0.1:9/globex-hook", "events": []})
         )["id"],
+        job_id=other.request(
+            "POST",
+            JOBS,
+            content=b"GLXPOOL01\n",
+            params={"couponSeriesId": series_id, "dryRun": "true"},
+            headers={"Content-Type": "text/plain"},
+        ).json()["entity"]["jobId"],
     )
 
 
@@ -319,6 +330,48 @@ CASES: dict[str, Case] = {
         lambda g: g.webhook_id,
         MISSING_ID,
         lambda api, a, v: api.post(f"/v2/webhooks/{v}/retry"),
+    ),
+    "job-file-foreign-series": Case(
+        ("POST", JOBS),
+        lambda g: g.series_id,
+        MISSING_ID,
+        lambda api, a, v: api.request(
+            "POST",
+            JOBS,
+            content=b"GLXPOOL01\n",
+            params={"couponSeriesId": v},
+            headers={"Content-Type": "text/plain"},
+        ),
+    ),
+    "job-selector-foreign-series": Case(
+        ("POST", JOBS),
+        lambda g: g.series_id,
+        MISSING_ID,
+        lambda api, a, v: api.post(JOBS, {"couponSeriesId": v}),
+    ),
+    "get-job": Case(
+        ("GET", JOBS + "/{job_id}"),
+        lambda g: g.job_id,
+        MISSING_JOB,
+        lambda api, a, v: api.get(f"{JOBS}/{v}"),
+    ),
+    "job-report": Case(
+        ("GET", JOBS + "/{job_id}/report"),
+        lambda g: g.job_id,
+        MISSING_JOB,
+        lambda api, a, v: api.get(f"{JOBS}/{v}/report"),
+    ),
+    "cancel-job": Case(
+        ("POST", JOBS + "/{job_id}/cancel"),
+        lambda g: g.job_id,
+        MISSING_JOB,
+        lambda api, a, v: api.post(f"{JOBS}/{v}/cancel"),
+    ),
+    "undo-job": Case(
+        ("POST", JOBS + "/{job_id}/undo"),
+        lambda g: g.job_id,
+        MISSING_JOB,
+        lambda api, a, v: api.post(f"{JOBS}/{v}/undo"),
     ),
     "webhook-deliveries": Case(
         ("GET", "/v2/webhooks/{id}/deliveries"),

@@ -30,6 +30,7 @@ def test_a_webhook_with_no_types_subscribes_to_every_type(api: Api) -> None:
         "coupon.redeemed",
         "coupon.reinstated",
         "coupon.revoked",
+        "revoke_job.finished",
     ]
 
 

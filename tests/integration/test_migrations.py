@@ -168,3 +168,42 @@ def test_replay_request_id_upgrade_keeps_stored_responses_and_downgrades(
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM idempotency_keys")).scalar() == 1
     engine.dispose()
+
+
+def test_revoke_jobs_upgrade_keeps_history_and_downgrade_drops_org_events(
+    empty_database_url: str,
+) -> None:
+    # Given a database just before the jobs revision, holding a coupon's history
+    migrate.upgrade(empty_database_url, "0003")
+    seed_0003(empty_database_url)
+    migrate.upgrade(empty_database_url, "0005_event_versions")
+    # When it is upgraded and an org-level event (no coupon) is written
+    migrate.upgrade(empty_database_url, "head")
+    engine = create_db_engine(empty_database_url, null_pool=True)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO coupon_history (org_id, coupon_id, action, to_state, at, actor, "
+                "request_id) VALUES (1, NULL, 'JOB_FINISHED', 'SUCCEEDED', :t, 'test', 'job_1')"
+            ),
+            {"t": NOW},
+        )
+        assert conn.execute(text("SELECT count(*) FROM revoke_jobs")).scalar() == 0
+    # And taken back to 0005 and forward again
+    migrate.downgrade(empty_database_url, "0005_event_versions")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT coupon_id, request_id FROM coupon_history")).all()
+        tables = set(
+            conn.execute(
+                text(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    if conn.dialect.name == "sqlite"
+                    else "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                )
+            ).scalars()
+        )
+    engine.dispose()
+    # Then the coupon's history survived, the org event (which 0005 cannot hold) did not
+    assert [(int(c), r) for c, r in rows] == [(3, "r1")]
+    assert "revoke_jobs" not in tables and "revoke_job_lines" not in tables
+    migrate.upgrade(empty_database_url, "head")

@@ -458,6 +458,16 @@ class FakeHistoryRepository:
             if h.change.request_id == request_id and h.change.action.value == "REVOKE"
         )
 
+    def still_revoked_by(self, request_id: str, coupon_ids: Sequence[int]) -> set[int]:
+        latest = {row.coupon_id: row.change for row in self.store.history}
+        return {
+            cid
+            for cid in coupon_ids
+            if (last := latest.get(cid)) is not None
+            and last.request_id == request_id
+            and last.action.value == "REVOKE"
+        }
+
     def events(self, org_id: int, after: int, limit: int) -> list[EventRecord]:
         """Each event carries the coupon's version after its change: one per change so far."""
         found = []
@@ -746,6 +756,11 @@ class FakeUnitOfWork:
         self.clients = FakeClientRepository(self.store)
         self.webhooks = FakeWebhookRepository(self.store)
         self.revocations = FakeRevocationRepository(self.store)
+
+    @property
+    def jobs(self) -> ports.JobRepository:
+        """Revoke jobs are tested on the SQL stores (their chunks are set-based SQL)."""
+        raise NotImplementedError("no fake of the jobs repository")
 
     def commit(self) -> None:
         self.committed = True

@@ -27,6 +27,7 @@ from coupons.adapters.repos import (
     SqlCustomerRepository,
     SqlHistoryRepository,
     SqlIdempotencyRepository,
+    SqlJobRepository,
     SqlRevocationRepository,
     SqlSeriesRepository,
     SqlWebhookRepository,
@@ -64,6 +65,8 @@ class SqlUnitOfWork:
     clients: SqlClientRepository
     webhooks: SqlWebhookRepository
     revocations: SqlRevocationRepository
+
+    jobs: SqlJobRepository
     conn: Connection
 
     def __init__(self, engine: Engine, *, write: bool, gate: SqliteWriteGate | None = None) -> None:
@@ -100,6 +103,8 @@ class SqlUnitOfWork:
         self.clients = SqlClientRepository(conn)
         self.webhooks = SqlWebhookRepository(conn)
         self.revocations = SqlRevocationRepository(conn)
+
+        self.jobs = SqlJobRepository(conn)
         return self
 
     def __exit__(

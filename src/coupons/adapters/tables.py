@@ -186,7 +186,8 @@ coupon_history = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("org_id", Id, ForeignKey("orgs.id"), nullable=False),
-    Column("coupon_id", Id, ForeignKey("coupons.id"), nullable=False),
+    # NULL for an org-level event (a revoke job finished); every coupon change names one.
+    Column("coupon_id", Id, ForeignKey("coupons.id")),
     Column("action", String(12), nullable=False),
     Column("from_state", String(12)),
     Column("to_state", String(12), nullable=False),
@@ -297,6 +298,61 @@ idempotency_keys = Table(
     PrimaryKeyConstraint("client_id", "key"),
 )
 
+# A revoke job (spec §8). Its id is also the history `request_id` of every change it makes.
+revoke_jobs = Table(
+    "revoke_jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False),
+    Column("kind", String(10), nullable=False),  # REVOKE or REINSTATE
+    Column("source", String(10), nullable=False),  # FILE, SERIES or UNDO
+    # STAGING while an upload is still being read (invisible, never run), then the states of
+    # the job (domain/jobs.py).
+    Column("state", String(12), nullable=False),
+    Column("dry_run", Boolean, nullable=False),
+    Column("series_id", Id, ForeignKey("coupon_series.id")),
+    Column("reason", String(500)),
+    Column("code_case", String(10), nullable=False),
+    Column("client_id", Id, ForeignKey("api_clients.id"), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("total", Integer, nullable=False),
+    # The checkpoint: lines up to `cursor` are done, written with their coupons' changes.
+    Column("cursor", BigInteger, nullable=False),
+    Column("processed", Integer, nullable=False),
+    Column("done_count", Integer, nullable=False),
+    Column("failed_count", Integer, nullable=False),
+    Column("duplicate_count", Integer, nullable=False),
+    Column("failed_by_code", String(500), nullable=False),  # JSON object, error code -> n
+    Column("undo_of_job_id", String(40)),
+    Column("undone_by_job_id", String(40)),
+    Column("error", String(500)),
+    Column("claimed_by", String(100)),
+    Column("lease_until", UtcDateTime),
+    Index("ix_revoke_jobs_org_created", "org_id", "created_at"),
+    Index("ix_revoke_jobs_state_created", "state", "created_at"),
+)
+
+# One row per input line of a job, in input order; `outcome` NULL until its chunk commits.
+revoke_job_lines = Table(
+    "revoke_job_lines",
+    metadata,
+    Column("job_id", String(40), ForeignKey("revoke_jobs.id"), nullable=False),
+    Column("line_no", BigInteger, nullable=False),
+    Column("code", String(100), nullable=False),
+    Column("norm", String(100), nullable=False),
+    # Given for SERIES and UNDO lines; for FILE lines, the coupon the code was found as.
+    Column("coupon_id", Id),
+    Column("outcome", String(20)),
+    Column("error_code", Integer),
+    Column("issued_to", Id),
+    PrimaryKeyConstraint("job_id", "line_no"),
+    # Finds an earlier line of the same code: the later one is a duplicate in the file.
+    Index("ix_revoke_job_lines_norm", "job_id", "norm", "line_no"),
+)
+
 __all__ = [
     "api_clients",
     "coupon_history",
@@ -308,6 +364,8 @@ __all__ = [
     "orgs",
     "redemptions",
     "revocations",
+    "revoke_job_lines",
+    "revoke_jobs",
     "service_keys",
     "webhook_deliveries",
     "webhooks",

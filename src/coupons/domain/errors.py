@@ -6,8 +6,8 @@ the error envelope. Per-code revoke outcomes are data (see `model.FailureReason`
     CouponError
     ├── InvalidRequest (9001/9002/9003/9005/9007/9008/9013/756 ...)
     ├── AuthError (9010, 9011, 9021)
-    ├── NotFound (404-ish lookups: 701, 707, 9014)
-    ├── Conflict (9006, 9016)
+    ├── NotFound (404-ish lookups: 701, 707, 9014, 9025)
+    ├── Conflict (9006, 9016, 9026)
     └── DatabaseUnavailable (9023: retry later)
 """
 
@@ -72,6 +72,20 @@ class BodyTooLarge(CouponError):
     code, http_status, message = 9013, 413, "request body too large (limit 1 MiB)"
 
 
+class CodesFileTooLarge(BodyTooLarge):
+    message = "codes file too large (limit 1,000,000 codes and 64 MiB)"
+
+
+class MalformedCodesFile(CouponError):
+    """A codes file a job cannot be made of; the message names the first bad line."""
+
+    code = 9027
+
+    def __init__(self, line: int, problem: str) -> None:
+        self.line = line
+        super().__init__(f"codes file, line {line}: {problem}")
+
+
 class CodesOrCustomerRequired(CouponError):
     code, message = 756, "CouponCode/s or customer info is mandatory"
 
@@ -134,6 +148,10 @@ class ResourceNotFound(CouponError):
     code, http_status, message = 9014, 404, "resource not found"
 
 
+class JobNotFound(CouponError):
+    code, http_status, message = 9025, 404, "no such revoke job"
+
+
 class SeriesNotFound(CouponError):
     code, http_status, message = 707, 404, "coupon series id is invalid"
 
@@ -173,6 +191,12 @@ class UsernameTaken(CouponError):
 
     def __init__(self, username: str) -> None:
         super().__init__(f"username {username!r} already exists")
+
+
+class JobStateConflict(CouponError):
+    """Cancel of a finished job, undo of an unfinished one (or of one already undone)."""
+
+    code, http_status = 9026, 409
 
 
 # --- authentication -----------------------------------------------------------------------

@@ -55,14 +55,18 @@ class ClientSummary:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """One history row read as an event: the change plus the coupon as it was then."""
+    """One history row read as an event: the change plus the coupon as it was then.
+
+    An org-level event (a revoke job finished) has no coupon and no action: `job_state` is the
+    job's final state and `request_id` the job id.
+    """
 
     id: int
     org_id: int
-    coupon_id: int
-    action: Action
+    coupon_id: int | None
+    action: Action | None
     from_state: CouponState | None
-    to_state: CouponState
+    to_state: CouponState | None
     at: datetime
     actor: str
     request_id: str
@@ -71,6 +75,7 @@ class EventRecord:
     code: str | None
     customer_id: int | None
     coupon_version: int
+    job_state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

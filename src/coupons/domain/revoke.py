@@ -31,15 +31,37 @@ class FailureReason(Enum):
         return self.value[1]
 
 
+@dataclass(frozen=True, slots=True)
+class CodeDecision:
+    """What happened to one distinct code: its coupons in scope and why it failed, if it did.
+
+    A revoke job reports per input line, and it needs what the vendor's groups blur: 682 is
+    both "no such code" (no coupons) and "already revoked" (coupons, none revocable).
+    """
+
+    code: str
+    coupons: tuple[Coupon, ...]
+    reason: FailureReason | None
+
+
 @dataclass(slots=True)
 class Outcome:
     """What a revoke or reinstate call did, code by code."""
 
     done: list[Coupon] = field(default_factory=list)
     failed: dict[FailureReason, list[str]] = field(default_factory=dict)
+    decisions: list[CodeDecision] = field(default_factory=list)
 
     def fail(self, reason: FailureReason, code: str) -> None:
         self.failed.setdefault(reason, []).append(code)
+
+    def decide(self, code: str, coupons: list[Coupon], reason: FailureReason | None) -> None:
+        """Record one code's decision: done coupons, or a failure under `reason`."""
+        self.decisions.append(CodeDecision(code, tuple(coupons), reason))
+        if reason is None:
+            self.done.extend(coupons)
+        else:
+            self.fail(reason, coupons[0].code if coupons else code)
 
     @property
     def failed_count(self) -> int:
@@ -88,19 +110,19 @@ def decide(
     for code in codes:
         found = by_code.get(normalize(code), [])
         if not found:
-            outcome.fail(missing, code)
+            outcome.decide(code, [], missing)
             continue
         if customer_id is not None:
             mine = [c for c in found if c.customer_id == customer_id]
             if not mine:
-                outcome.fail(FailureReason.NOT_THIS_CUSTOMERS, found[0].code)
+                outcome.decide(code, found, FailureReason.NOT_THIS_CUSTOMERS)
                 continue
             found = mine
         eligible = [c for c in found if can_take(action, c)]
         if eligible:
-            outcome.done.extend(eligible)
+            outcome.decide(code, eligible, None)
         else:
-            outcome.fail(_refusal(action, found), found[0].code)
+            outcome.decide(code, found, _refusal(action, found))
     return outcome
 
 
@@ -118,3 +140,12 @@ def decide_reinstate(
     return decide(
         Action.REINSTATE, codes, matches, customer_id=customer_id, series_given=series_given
     )
+
+
+def decide_each(action: Action, coupons: list[Coupon]) -> Outcome:
+    """Revoke or reinstate coupons named one by one (by id): each is its own decision."""
+    outcome = Outcome()
+    for coupon in coupons:
+        reason = None if can_take(action, coupon) else _refusal(action, [coupon])
+        outcome.decide(coupon.code, [coupon], reason)
+    return outcome

@@ -225,6 +225,9 @@ def serve(
     deliver_webhooks: Annotated[
         bool, typer.Option("--worker/--no-worker", help="deliver webhooks in this process")
     ] = True,
+    run_jobs: Annotated[
+        bool, typer.Option("--jobs/--no-jobs", help="run revoke jobs in this process")
+    ] = True,
 ) -> None:
     """Migrate the database, then serve the API."""
     import uvicorn
@@ -252,6 +255,10 @@ def serve(
         from coupons.entrypoints.worker import start_in_background
 
         start_in_background(db)
+    if run_jobs:
+        from coupons.entrypoints import job_worker
+
+        job_worker.start_in_background(db)
     uvicorn.run(
         "coupons.entrypoints.http.asgi:app_from_env",
         factory=True,

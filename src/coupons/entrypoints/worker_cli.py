@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
@@ -31,8 +32,13 @@ def worker_command(
     metrics_port: Annotated[
         int | None, typer.Option(help="serve Prometheus metrics on this port")
     ] = None,
+    jobs: Annotated[bool, typer.Option("--jobs/--no-jobs", help="run revoke jobs too")] = True,
+    job_lease_seconds: Annotated[
+        float, typer.Option(help="lease on a revoke job; a dead worker's job waits this long")
+    ] = 30.0,
+    chunk_size: Annotated[int, typer.Option(help="codes per revoke job chunk", min=1)] = 500,
 ) -> None:
-    """Deliver webhooks until interrupted (run as many as you like)."""
+    """Deliver webhooks and run revoke jobs until interrupted (run as many as you like)."""
     from coupons.adapters.sql_uow import Database
     from coupons.entrypoints.http.metrics import configure_logging
     from coupons.entrypoints.worker import Worker, WorkerOptions, log
@@ -49,15 +55,38 @@ def worker_command(
         poll_interval=poll_interval,
     )
     worker = Worker(Database.from_url(db, pool_size=max(2, concurrency // 2)), options)
-    # SIGTERM stops polling and lets in-flight deliveries finish; a harder kill loses
-    # nothing either (their leases expire and the events go out again).
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    job_thread = None
+    if jobs:
+        from coupons.entrypoints.job_worker import JobWorker, JobWorkerOptions
+
+        job_runner = JobWorker(
+            Database.from_url(db, pool_size=2),
+            JobWorkerOptions(
+                chunk_size=chunk_size,
+                lease=timedelta(seconds=job_lease_seconds),
+                poll_interval=poll_interval,
+            ),
+        )
+        job_thread = threading.Thread(target=job_runner.run, name="job-worker")
+        job_thread.start()
+
+    def stop() -> None:
+        worker.stop()
+        if job_thread is not None:
+            job_runner.stop()
+
+    # SIGTERM stops polling and lets in-flight deliveries and job chunks finish; a harder
+    # kill loses nothing either (leases expire; events go out again, jobs resume).
+    signal.signal(signal.SIGTERM, lambda *_: stop())
     log.info("worker started", owner=worker.owner)
     try:
         worker.run()
     except KeyboardInterrupt:
-        worker.stop()
+        stop()
     finally:
+        if job_thread is not None:
+            job_thread.join()
+            job_runner.db.dispose()
         worker.db.dispose()
 
 

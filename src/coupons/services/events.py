@@ -15,12 +15,14 @@ EVENT_TYPES: dict[Action, str] = {
     Action.REVOKE: "coupon.revoked",
     Action.REINSTATE: "coupon.reinstated",
 }
-ALL_TYPES = frozenset(EVENT_TYPES.values())
+# The one org-level event: a revoke job ended (docs/events.md).
+JOB_FINISHED = "revoke_job.finished"
+ALL_TYPES = frozenset({*EVENT_TYPES.values(), JOB_FINISHED})
 MAX_PAGE = 1000
 
 
-def event_type(action: Action) -> str:
-    return EVENT_TYPES[action]
+def event_type(event: EventRecord) -> str:
+    return JOB_FINISHED if event.action is None else EVENT_TYPES[event.action]
 
 
 def list_events(uow: UnitOfWork, ctx: Context, after: int, limit: int) -> list[EventRecord]:

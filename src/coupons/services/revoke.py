@@ -9,6 +9,7 @@ one state: whichever transaction locks the row second sees the first one's resul
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coupons.domain import codes as code_rules
@@ -22,7 +23,7 @@ from coupons.domain.model import (
     SeriesType,
     target_state,
 )
-from coupons.domain.revoke import FailureReason, Outcome, decide
+from coupons.domain.revoke import FailureReason, Outcome, decide, decide_each
 from coupons.services.common import Context, CustomerRef, find_customer, record_history
 from coupons.services.ports import UnitOfWork
 
@@ -83,22 +84,72 @@ def reinstate_request(
     first_look = uow.history.revoked_by_request(ctx.org_id, revoke_request_id)
     if not first_look:
         raise errors.InvalidField("revokeRequestId", "no revoke with this request id")
-    locked = uow.coupons.coupons_by_ids(ctx.org_id, [cid for cid, _ in first_look], lock=True)
-    # Read again under the lock: a change that committed meanwhile must count.
-    still_latest = {
-        cid
-        for cid, latest in uow.history.revoked_by_request(ctx.org_id, revoke_request_id)
-        if latest
-    }
+    return reinstate_revoked(
+        uow, ctx, revoke_request_id, [cid for cid, _ in first_look], reason, apply=True
+    )
+
+
+# --- the per-code part, shared with revoke jobs ----------------------------------------------
+# A job chunk is a revoke request without the request's limits: the same lookups, locks,
+# decisions, guarded UPDATE and history write, so a job and a call can never disagree.
+
+
+def revoke_codes(
+    uow: UnitOfWork,
+    ctx: Context,
+    codes: list[str],
+    series: Series | None,
+    reason: str | None,
+    *,
+    apply: bool,
+) -> tuple[Outcome, dict[str, errors.CouponError]]:
+    """Revoke distinct codes; without a series each is looked up as a single-code revoke is.
+
+    Returns the outcome and, by matching key, the codes that such a single-code call would
+    refuse as a whole (108, 712, 811). `apply=False` decides under the locks, changing nothing.
+    """
+    matches, refusals = _lookup(uow, ctx, _Scope(codes=codes, series=series, customer=None))
+    kept = [c for c in codes if code_rules.normalize(c) not in refusals]
+    outcome = decide(Action.REVOKE, kept, matches, customer_id=None, series_given=bool(series))
+    if apply:
+        _apply(uow, ctx, outcome, Action.REVOKE, reason)
+    return outcome, refusals
+
+
+def revoke_coupons(
+    uow: UnitOfWork, ctx: Context, ids: Sequence[int], reason: str | None, *, apply: bool
+) -> Outcome:
+    """Revoke coupons named by id (every unredeemed coupon of a series), in id order."""
+    locked = uow.coupons.coupons_by_ids(ctx.org_id, ids, lock=True)
+    outcome = decide_each(Action.REVOKE, locked)
+    if apply:
+        _apply(uow, ctx, outcome, Action.REVOKE, reason)
+    return outcome
+
+
+def reinstate_revoked(
+    uow: UnitOfWork,
+    ctx: Context,
+    revoke_request_id: str,
+    ids: Sequence[int],
+    reason: str | None,
+    *,
+    apply: bool,
+) -> Outcome:
+    """Reinstate those of `ids` whose latest change is still that revoke; report the others."""
+    locked = uow.coupons.coupons_by_ids(ctx.org_id, ids, lock=True)
+    # Read under the lock: a change that committed meanwhile must count.
+    still = uow.history.still_revoked_by(revoke_request_id, [c.id for c in locked])
     outcome = Outcome()
     for coupon in locked:
         if coupon.state is not CouponState.REVOKED:
-            outcome.fail(FailureReason.NOT_REVOKED, coupon.code)
-        elif coupon.id in still_latest:
-            outcome.done.append(coupon)
+            outcome.decide(coupon.code, [coupon], FailureReason.NOT_REVOKED)
+        elif coupon.id in still:
+            outcome.decide(coupon.code, [coupon], None)
         else:
-            outcome.fail(FailureReason.CHANGED_SINCE, coupon.code)
-    _apply(uow, ctx, outcome, Action.REINSTATE, reason)
+            outcome.decide(coupon.code, [coupon], FailureReason.CHANGED_SINCE)
+    if apply:
+        _apply(uow, ctx, outcome, Action.REINSTATE, reason)
     return outcome
 
 
@@ -153,14 +204,15 @@ def _check(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> _Scope:
         series = uow.series.series(ctx.org_id, request.series_id)
         if series is None:
             raise errors.InvalidSeries()
-        _check_series(ctx, series)
+        check_series(ctx, series)
     customer = find_customer(uow, ctx.org_id, customer_ref) if customer_ref else None
     if series is not None and series.type is SeriesType.GENERIC and codes and customer is None:
         raise errors.GenericCodeNeedsCustomer()
     return _Scope(codes=codes, series=series, customer=customer)
 
 
-def _check_series(ctx: Context, series: Series) -> None:
+def check_series(ctx: Context, series: Series) -> None:
+    """A given series must be live and revocable (712, 811)."""
     if series.is_expired(ctx.now):
         raise errors.SeriesExpired()
     if series.type is SeriesType.GENERIC_REDEEMABLE:
@@ -169,26 +221,54 @@ def _check_series(ctx: Context, series: Series) -> None:
 
 def _coupons_for_codes(uow: UnitOfWork, ctx: Context, scope: _Scope) -> list[Coupon]:
     """Lock the coupons carrying the codes, in the series or (one code) across the org."""
+    matches, refusals = _lookup(uow, ctx, scope)
+    for refusal in refusals.values():
+        raise refusal
+    return matches
+
+
+def _lookup(
+    uow: UnitOfWork, ctx: Context, scope: _Scope
+) -> tuple[list[Coupon], dict[str, errors.CouponError]]:
+    """Lock the coupons carrying the codes; without a series, also say which codes a
+    single-code revoke would refuse as a whole (by matching key)."""
     norms = [code_rules.normalize(c) for c in scope.codes]
     series_id = scope.series.id if scope.series else None
     matches = uow.coupons.coupons_by_codes(ctx.org_id, norms, series_id=series_id, lock=True)
-    if scope.series is None:
-        # One code without a series: it is looked for in the org's live series, as customer
-        # mode is; only when every series carrying it has expired is the call refused (712).
-        # The live series then get the checks a given series would get (GENERIC_REDEEMABLE
-        # 811, GENERIC without customer 108). A generic series is found by its shared code
-        # even before it has any coupon.
-        found = uow.series.series_many(ctx.org_id, {c.series_id for c in matches})
-        found.update((s.id, s) for s in uow.series.generic_series_by_codes(ctx.org_id, norms))
-        live = {i: s for i, s in found.items() if not s.is_expired(ctx.now)}
-        if found and not live:
-            raise errors.SeriesExpired()
-        for series in sorted(live.values(), key=lambda s: s.id):
-            _check_series(ctx, series)
-            if series.type is SeriesType.GENERIC and scope.customer is None:
-                raise errors.GenericCodeNeedsCustomer()
-        matches = [c for c in matches if c.series_id in live]
-    return matches
+    if scope.series is not None:
+        return matches, {}
+    # A code without a series is looked for in the org's live series, as customer mode is;
+    # only when every series carrying it has expired is it refused (712). The live series then
+    # get the checks a given series would get (GENERIC_REDEEMABLE 811, GENERIC without
+    # customer 108). A generic series is found by its shared code even before it has coupons.
+    found = uow.series.series_many(ctx.org_id, {c.series_id for c in matches})
+    generic = uow.series.generic_series_by_codes(ctx.org_id, norms)
+    found.update((s.id, s) for s in generic)
+    carriers: dict[str, set[int]] = {}
+    for coupon in matches:
+        carriers.setdefault(code_rules.normalize(coupon.code), set()).add(coupon.series_id)
+    for s in generic:
+        carriers.setdefault(code_rules.normalize(s.generic_code or ""), set()).add(s.id)
+    refusals: dict[str, errors.CouponError] = {}
+    for norm in norms:
+        carrying = [found[i] for i in sorted(carriers.get(norm, ()))]
+        live = [s for s in carrying if not s.is_expired(ctx.now)]
+        try:
+            if carrying and not live:
+                raise errors.SeriesExpired()
+            for series in live:
+                check_series(ctx, series)
+                if series.type is SeriesType.GENERIC and scope.customer is None:
+                    raise errors.GenericCodeNeedsCustomer()
+        except errors.CouponError as refusal:
+            refusals[norm] = refusal
+    live_ids = {i for i, s in found.items() if not s.is_expired(ctx.now)}
+    kept = [
+        c
+        for c in matches
+        if c.series_id in live_ids and code_rules.normalize(c.code) not in refusals
+    ]
+    return kept, refusals
 
 
 def _customer_coupons(

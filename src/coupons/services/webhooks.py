@@ -219,7 +219,7 @@ def deliver(
     if not pending:
         _finish(db, webhook, owner, cursor=None, ok=True, now=utcnow(), policy=policy)
         return DeliveryResult("NOTHING")
-    types = [event_log.event_type(e.action) for e in pending]
+    types = [event_log.event_type(e) for e in pending]
     batch = [e for e, keep in zip(pending, _wanted(webhook, types), strict=True) if keep]
     if not batch:
         # Nothing this subscription wants: move past it without calling the receiver.

@@ -6,6 +6,7 @@ from coupons.adapters.repos.coupons import SqlCouponRepository
 from coupons.adapters.repos.customers import SqlCustomerRepository
 from coupons.adapters.repos.history import PENDING_CHANGES, SqlHistoryRepository
 from coupons.adapters.repos.idempotency import SqlIdempotencyRepository
+from coupons.adapters.repos.jobs import SqlJobRepository
 from coupons.adapters.repos.revocations import SqlRevocationRepository
 from coupons.adapters.repos.series import SqlSeriesRepository
 from coupons.adapters.repos.webhooks import SqlWebhookRepository
@@ -17,6 +18,7 @@ __all__ = [
     "SqlCustomerRepository",
     "SqlHistoryRepository",
     "SqlIdempotencyRepository",
+    "SqlJobRepository",
     "SqlRevocationRepository",
     "SqlSeriesRepository",
     "SqlWebhookRepository",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import (
     Connection,
     String,
     bindparam,
+    exists,
     func,
     insert,
     select,
@@ -30,6 +32,8 @@ from coupons.domain.records import (
 
 _ACTIONS = {a.value: a for a in Action}
 _STATES = {s.value: s for s in CouponState}
+# The action of an org-level history row: a revoke job ended (its final state in `to_state`).
+JOB_FINISHED = "JOB_FINISHED"
 # Key in a connection's `info`: history actions written in its open transaction, counted
 # into metrics on commit (see entrypoints/http/metrics.py).
 PENDING_CHANGES = "coupons_pending_changes"
@@ -55,6 +59,17 @@ _INSERT_HISTORY_PG = text(
     "SELECT e.id, :org_id, c.id, e.action, e.from_state, e.to_state, e.at, e.actor, "
     "e.request_id, e.reason, c.series_id, c.code, c.customer_id, c.version "
     "FROM e JOIN coupons c ON c.id = e.coupon_id ORDER BY e.ord"
+)
+
+# The same fence for an org-level event (a revoke job finished): one row, no coupon.
+_INSERT_ORG_EVENT_PG = text(
+    "WITH fence AS MATERIALIZED ("
+    "SELECT pg_advisory_xact_lock_shared(last_value - 1) AS held FROM coupon_history_id_seq), "
+    "e AS MATERIALIZED (SELECT nextval('coupon_history_id_seq'::regclass) AS id FROM fence) "
+    "INSERT INTO coupon_history (id, org_id, coupon_id, action, from_state, to_state, at, "
+    "actor, request_id, reason, series_id) "
+    "SELECT e.id, :org_id, NULL, :action, NULL, :to_state, :at, :actor, :request_id, "
+    ":reason, :series_id FROM e"
 )
 
 # PostgreSQL: the highest event id a cursor reader may hand out now. First the highest id
@@ -166,6 +181,34 @@ class SqlHistoryRepository:
         pending = self.conn.info.setdefault(PENDING_CHANGES, Counter())
         pending.update(e.action.value for _, e in changes)
 
+    def write_job_finished(
+        self,
+        org_id: int,
+        job_id: str,
+        state: str,
+        *,
+        at: datetime,
+        actor: str,
+        reason: str | None,
+        series_id: int | None,
+    ) -> None:
+        """The `revoke_job.finished` event: an org-level row of the outbox, ordered for cursor
+        readers exactly as coupon events are (the same fence on PostgreSQL)."""
+        values = {
+            "org_id": org_id,
+            "action": JOB_FINISHED,
+            "to_state": state,
+            "at": at,
+            "actor": actor,
+            "request_id": job_id,
+            "reason": reason,
+            "series_id": series_id,
+        }
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(_INSERT_ORG_EVENT_PG, values)
+        else:
+            self.conn.execute(insert(coupon_history).values(coupon_id=None, **values))
+
     def history(self, coupon_id: int) -> list[StateChange]:
         rows = self.conn.execute(
             select(coupon_history)
@@ -205,6 +248,22 @@ class SqlHistoryRepository:
             .order_by(coupon_history.c.coupon_id)
         )
         return [(int(cid), bool(is_last)) for cid, is_last in rows]
+
+    def still_revoked_by(self, request_id: str, coupon_ids: Sequence[int]) -> set[int]:
+        """Of these coupons, those whose latest history entry is the revoke of `request_id`."""
+        if not coupon_ids:
+            return set()
+        h = coupon_history.c
+        later = coupon_history.alias("later")
+        rows = self.conn.scalars(
+            select(h.coupon_id).where(
+                h.coupon_id.in_(coupon_ids),
+                h.request_id == request_id,
+                h.action == Action.REVOKE.value,
+                ~exists().where(later.c.coupon_id == h.coupon_id, later.c.id > h.id),
+            )
+        )
+        return {int(r) for r in rows}
 
     def events(self, org_id: int, after: int, limit: int) -> list[EventRecord]:
         """The org's events with ids above `after`, oldest first, as far as they are final.
@@ -254,6 +313,24 @@ class SqlHistoryRepository:
                 r[11],
                 r[12],
                 r[13],
+            )
+            if r[3] != JOB_FINISHED
+            else EventRecord(
+                r[0],
+                r[1],
+                None,
+                None,
+                None,
+                None,
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                None,
+                None,
+                0,
+                job_state=r[5],
             )
             for r in rows.all()
         ]

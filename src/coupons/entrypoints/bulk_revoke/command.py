@@ -115,10 +115,10 @@ def _describe(error: CouponApiError) -> str:
 
 
 def revoke(
-    series: Annotated[int, typer.Option("--series", min=1, help="coupon series id")],
     codes_file: Annotated[
         Path, typer.Option("--codes-file", help=".txt (one code a line) or .csv (a code column)")
     ],
+    series: Annotated[int | None, typer.Option("--series", min=1, help="coupon series id")] = None,
     reason: Annotated[
         str | None, typer.Option(help="recorded in each coupon's history (<= 500 chars)")
     ] = None,
@@ -145,10 +145,37 @@ def revoke(
     retry_seconds: Annotated[
         float, typer.Option(min=0, help="keep retrying an unreachable server this long")
     ] = 60.0,
+    on_server: Annotated[
+        bool, typer.Option("--on-server", help="upload the file as a server-side revoke job")
+    ] = False,
 ) -> None:
     """Revoke every code of a file through the API, 50 a request; rerun to resume."""
     err = Console(stderr=True)
     out = Console()
+    if on_server:
+        from coupons.entrypoints import server_revoke
+
+        raise typer.Exit(
+            server_revoke.command(
+                server_revoke.Args(
+                    series,
+                    codes_file,
+                    reason,
+                    dry_run,
+                    case,
+                    results,
+                    url,
+                    username,
+                    password,
+                    retry_seconds,
+                ),
+                out,
+                err,
+            )
+        )
+    if series is None:
+        err.print("[red]error:[/red] --series is required (it is optional with --on-server)")
+        raise typer.Exit(EXIT_UNFINISHED)
 
     def stop(message: str) -> typer.Exit:
         err.print(f"[red]error:[/red] {message}")

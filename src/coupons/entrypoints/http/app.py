@@ -16,7 +16,7 @@ from coupons import __version__
 from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
 from coupons.domain import errors
-from coupons.entrypoints.http import events_routes, finding_routes, handlers, metrics
+from coupons.entrypoints.http import events_routes, finding_routes, handlers, jobs_routes, metrics
 from coupons.entrypoints.http.deps import document_security
 from coupons.entrypoints.http.envelope import failure, success
 from coupons.entrypoints.http.middleware import EdgeMiddleware
@@ -62,7 +62,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     finding_routes.install(router)
     app.include_router(router)
     app.include_router(events_routes.router)
-    document_security(app, [router, events_routes.router])
+    app.include_router(jobs_routes.router)
+    document_security(app, [router, events_routes.router, jobs_routes.router])
     metrics.install(app, database)  # inside EdgeMiddleware: it sees the request id
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")

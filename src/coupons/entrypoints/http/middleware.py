@@ -7,10 +7,15 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from coupons.domain.errors import BodyTooLarge, CouponError, InvalidField
+from coupons.domain.codes_file import MAX_FILE_BYTES
+from coupons.domain.errors import BodyTooLarge, CodesFileTooLarge, CouponError, InvalidField
 from coupons.entrypoints.http.envelope import failure_body
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Codes files for revoke jobs: streamed to the route as they arrive (it stages them in
+# batches), never buffered here, and allowed up to the job limit instead of the JSON one.
+STREAMED_UPLOADS = frozenset({"/v2/coupon/revoke/jobs"})
+UPLOAD_TYPES = frozenset({b"text/csv", b"text/plain"})
 
 
 def request_id_of(scope: Scope) -> str:
@@ -37,11 +42,14 @@ class EdgeMiddleware:
             return
         request_id = ""
         declared_length: int | None = None
+        media_type = b""
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1").strip()
                 if _REQUEST_ID.match(candidate):
                     request_id = candidate
+            elif name == b"content-type":
+                media_type = value.split(b";", 1)[0].strip().lower()
             elif name == b"content-length":
                 try:
                     declared_length = int(value)
@@ -63,6 +71,16 @@ class EdgeMiddleware:
         if b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", ""):
             error = InvalidField("query", "must not contain NUL characters")
             await self._reply(send_with_id, error)
+            return
+        if (
+            scope["method"] == "POST"
+            and scope.get("path") in STREAMED_UPLOADS
+            and media_type in UPLOAD_TYPES
+        ):
+            if declared_length is not None and declared_length > MAX_FILE_BYTES:
+                await self._reply(send_with_id, CodesFileTooLarge(), close=True)
+                return
+            await self.app(scope, receive, send_with_id)
             return
         if declared_length is not None and declared_length > self.max_body_bytes:
             await self._too_large(send_with_id)

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from coupons.domain.codes import CodeCase
+from coupons.domain.jobs import Job, JobKind
 from coupons.domain.model import Coupon, CouponState, Customer, Series, StateChange
 from coupons.domain.revoke import Outcome
 from coupons.domain.trail import Revocation
@@ -162,4 +163,32 @@ def revocation(r: Revocation) -> dict[str, Any]:
         "revokedCount": r.revoked_count,
         "reinstatedCount": r.reinstated_count,
         "jobId": r.job_id,
+    }
+
+
+def job(j: Job) -> dict[str, Any]:
+    """A revoke job (spec §8); counts are per input line."""
+    revoking = j.kind is JobKind.REVOKE
+    return {
+        "jobId": j.id,
+        "kind": j.kind.value,
+        "state": j.state.value,
+        "dryRun": j.dry_run,
+        "couponSeriesId": j.series_id,
+        "reason": j.reason,
+        "couponCodeCase": j.code_case,
+        "createdBy": j.created_by,
+        "createdAt": timestamp(j.created_at),
+        "startedAt": timestamp(j.started_at) if j.started_at else None,
+        "finishedAt": timestamp(j.finished_at) if j.finished_at else None,
+        "total": j.total,
+        "processed": j.processed,
+        "revokedCount": j.done_count if revoking else 0,
+        "reinstatedCount": 0 if revoking else j.done_count,
+        "failedCount": j.failed_count,
+        "duplicateCount": j.duplicate_count,
+        "failedByCode": {str(code): n for code, n in sorted(j.failed_by_code.items())},
+        "undoneByJobId": j.undone_by_job_id,
+        "undoOfJobId": j.undo_of_job_id,
+        "error": j.error,
     }

@@ -16,9 +16,22 @@ from coupons.services.webhooks import CreatedWebhook
 
 def event(e: EventRecord) -> dict[str, Any]:
     """The public shape of one event; stable across retries."""
+    if e.action is None:  # an org-level event: a revoke job ended (docs/events.md)
+        return {
+            "id": e.id,
+            "type": event_log.event_type(e),
+            "orgId": e.org_id,
+            "jobId": e.request_id,
+            "state": e.job_state,
+            "seriesId": e.series_id,
+            "actor": e.actor,
+            "requestId": e.request_id,
+            "reason": e.reason,
+            "at": timestamp(e.at),
+        }
     return {
         "id": e.id,
-        "type": event_log.event_type(e.action),
+        "type": event_log.event_type(e),
         "orgId": e.org_id,
         "couponId": e.coupon_id,
         "couponCode": e.code,
@@ -26,7 +39,7 @@ def event(e: EventRecord) -> dict[str, Any]:
         "customerId": e.customer_id,
         "couponVersion": e.coupon_version,
         "fromState": e.from_state.value if e.from_state else None,
-        "toState": e.to_state.value,
+        "toState": e.to_state.value if e.to_state else None,
         "actor": e.actor,
         "requestId": e.request_id,
         "reason": e.reason,

@@ -1,0 +1,158 @@
+"""Reading a codes file for a revoke job, a piece at a time (spec §8).
+
+Two formats: `text/plain`, one code a line; `text/csv`, the column named `code` (any case,
+other columns ignored; the first record is the header). UTF-8, a byte order mark is fine, line
+ends `\\n` or `\\r\\n`. Codes are trimmed; blank lines (and CSV rows with a blank `code`) are
+skipped and are not report lines. Each code keeps the number of the line it started on (1 is
+the first line of the file, the header for CSV), which is how the report keeps input order and
+how an error names the line.
+
+The parser pulls bytes from an iterator and yields codes as it goes, so a 64 MiB upload is never
+held whole: memory is one line (at most `MAX_LINE_BYTES`) plus the caller's batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from coupons.domain import errors
+from coupons.domain.codes import MAX_CODE_LENGTH
+
+MAX_CODES = 1_000_000
+MAX_FILE_BYTES = 64 * 1024 * 1024
+# No sane codes file has a longer line; refusing it keeps a line-less upload out of memory.
+MAX_LINE_BYTES = 64 * 1024
+BOM = b"\xef\xbb\xbf"
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+class CodesFormat(StrEnum):
+    TEXT = "text/plain"
+    CSV = "text/csv"
+
+
+@dataclass(frozen=True, slots=True)
+class FileCode:
+    line_no: int
+    code: str
+
+
+def parse_codes(
+    chunks: Iterable[bytes],
+    fmt: CodesFormat,
+    *,
+    max_codes: int = MAX_CODES,
+    max_bytes: int = MAX_FILE_BYTES,
+) -> Iterator[FileCode]:
+    """Yield each non-blank code with its line number; raise 9027 or 9013 on the first problem."""
+    lines = _decoded_lines(chunks, max_bytes)
+    codes = _csv_codes(lines) if fmt is CodesFormat.CSV else _text_codes(lines)
+    for count, found in enumerate(codes, 1):
+        if len(found.code) > MAX_CODE_LENGTH:
+            raise errors.MalformedCodesFile(
+                found.line_no, f"code longer than {MAX_CODE_LENGTH} characters"
+            )
+        if _CONTROL.search(found.code):
+            # PostgreSQL cannot store NUL in text, and no code is typed with control characters.
+            raise errors.MalformedCodesFile(found.line_no, "code contains a control character")
+        if count > max_codes:
+            raise errors.CodesFileTooLarge()
+        yield found
+
+
+def _decoded_lines(chunks: Iterable[bytes], max_bytes: int) -> Iterator[tuple[int, str]]:
+    """(line number, text) per physical line.
+
+    Complete lines are decoded a block at a time (fast); only a block that is not UTF-8 is
+    decoded line by line to name the bad line. Splitting bytes at line feeds is safe: in
+    UTF-8 the byte 0x0A is only ever a line feed.
+    """
+    pending = b""
+    line_no = 0
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise errors.CodesFileTooLarge()
+        pending += chunk
+        end = pending.rfind(b"\n")
+        if end < 0:
+            if len(pending) > MAX_LINE_BYTES:
+                raise errors.MalformedCodesFile(
+                    line_no + 1, f"line longer than {MAX_LINE_BYTES} bytes"
+                )
+            continue
+        block, pending = pending[: end + 1], pending[end + 1 :]
+        for text in _decode_block(block, line_no):
+            line_no += 1
+            yield line_no, text
+        if len(pending) > MAX_LINE_BYTES:
+            raise errors.MalformedCodesFile(line_no + 1, f"line longer than {MAX_LINE_BYTES} bytes")
+    if pending:
+        line_no += 1
+        yield line_no, _decode(pending, line_no)
+
+
+def _decode_block(block: bytes, lines_before: int) -> list[str]:
+    """The lines of a block of complete lines (each ends with a line feed)."""
+    if lines_before == 0 and block.startswith(BOM):
+        block = block[len(BOM) :]
+    try:
+        texts = block.decode("utf-8").split("\n")[:-1]
+    except UnicodeDecodeError:
+        raws = block.split(b"\n")[:-1]
+        texts = [_decode(raw, lines_before + n) for n, raw in enumerate(raws, 1)]
+    for n, text in enumerate(texts, lines_before + 1):
+        if len(text) > MAX_LINE_BYTES // 4 and len(text.encode()) > MAX_LINE_BYTES:
+            raise errors.MalformedCodesFile(n, f"line longer than {MAX_LINE_BYTES} bytes")
+    return [t[:-1] if t.endswith("\r") else t for t in texts]
+
+
+def _decode(raw: bytes, line_no: int) -> str:
+    if line_no == 1 and raw.startswith(BOM):
+        raw = raw[len(BOM) :]
+    if len(raw) > MAX_LINE_BYTES:
+        raise errors.MalformedCodesFile(line_no, f"line longer than {MAX_LINE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.MalformedCodesFile(line_no, "not UTF-8") from None
+    return text[:-1] if text.endswith("\r") else text
+
+
+def _text_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
+    for line_no, text in lines:
+        code = text.strip()
+        if code:
+            yield FileCode(line_no, code)
+
+
+def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
+    current = [0]
+
+    def texts() -> Iterator[str]:
+        for line_no, text in lines:
+            current[0] = line_no
+            yield text + "\n"
+
+    reader = csv.reader(texts())
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        names = [name.strip().lower() for name in header]
+        if "code" not in names:
+            raise errors.MalformedCodesFile(1, "no 'code' column in the header")
+        column = names.index("code")
+        start = current[0] + 1
+        for record in reader:
+            code = record[column].strip() if column < len(record) else ""
+            if code:
+                yield FileCode(start, code)
+            start = current[0] + 1
+    except csv.Error as error:
+        raise errors.MalformedCodesFile(current[0], f"not valid CSV ({error})") from None

@@ -1,0 +1,300 @@
+"""Routes for revoke jobs (spec §8): upload or select, read, report, cancel, undo."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
+
+import anyio.from_thread
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from coupons.domain import errors
+from coupons.domain.codes import CodeCase
+from coupons.domain.codes_file import CodesFormat, parse_codes
+from coupons.domain.jobs import Job, ReportRow
+from coupons.entrypoints.http import render
+from coupons.entrypoints.http.deps import IDEMPOTENCY_KEY_MAX, ReadActor, allowed
+from coupons.entrypoints.http.envelope import JSON, success_body
+from coupons.entrypoints.http.middleware import request_id_of
+from coupons.entrypoints.http.routes import (
+    ERRORS,
+    CodeCaseQuery,
+    DryRunQuery,
+    perform,
+)
+from coupons.services import jobs
+from coupons.services.common import Actor, Context, utcnow
+from coupons.services.runner import Idempotency, Rendered, execute
+
+router = APIRouter()
+
+JOBS = "/v2/coupon/revoke/jobs"
+UPLOADS = {"text/csv": CodesFormat.CSV, "text/plain": CodesFormat.TEXT}
+REPORT_COLUMNS = ("code", "outcome", "errorCode", "couponId", "issuedToUserId")
+# Spreadsheet programs run a cell starting with these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+RevokeActor = Annotated[Actor, Depends(allowed("revoke"))]
+JobId = Annotated[str, Path(min_length=1, max_length=40)]
+
+
+class JobSelector(BaseModel):
+    """A whole series: every unredeemed coupon of it (a cancelled campaign)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    coupon_series_id: int = Field(alias="couponSeriesId", ge=1, le=2**62)
+    reason: str | None = Field(default=None, max_length=500)
+    dry_run: bool = Field(default=False, alias="dryRun")
+
+
+def _location(job_id: str) -> dict[str, str]:
+    return {"Location": f"{JOBS}/{job_id}"}
+
+
+def _accepted(rendered: Rendered) -> Response:
+    entity = orjson.loads(rendered.body).get("entity") or {}
+    headers = _location(str(entity.get("jobId", "")))
+    if rendered.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        rendered.body, status_code=rendered.status_code, media_type=JSON, headers=headers
+    )
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX:
+        raise errors.InvalidField("Idempotency-Key", f"1 to {IDEMPOTENCY_KEY_MAX} characters")
+    return key
+
+
+def _fingerprint(request: Request, body_digest: str) -> str:
+    query = sorted((k.lower(), v.lower()) for k, v in request.query_params.multi_items())
+    digest = hashlib.sha256()
+    for part in (request.method, request.url.path, repr(query), body_digest):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+@router.post(JOBS, tags=["revoke jobs"], status_code=202, responses=ERRORS)
+async def create_job(
+    request: Request,
+    actor: RevokeActor,
+    coupon_series_id: Annotated[int | None, Query(alias="couponSeriesId", ge=1, le=2**62)] = None,
+    reason: Annotated[str | None, Query(max_length=500)] = None,
+    dry_run: DryRunQuery = False,
+    coupon_code_case: CodeCaseQuery = None,
+) -> Response:
+    """Start a revoke job: a codes file as the body (`text/csv` with a `code` column, or
+    `text/plain`, one code a line; up to 1,000,000 codes / 64 MiB), or a JSON selector
+    `{"couponSeriesId", "reason"}` for every unredeemed coupon of a series. 202 with the job."""
+    case = CodeCase.parse(coupon_code_case)
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    fmt = UPLOADS.get(media)
+    if fmt is not None:
+        spec = jobs.JobRequest(coupon_series_id, reason, dry_run, case)
+        return await _upload(request, actor, fmt, spec)
+    raw = await request.body()
+    try:
+        selector = JobSelector.model_validate_json(raw or b"{}")
+    except ValidationError as error:
+        problem = error.errors()[0]
+        if problem["type"] in ("json_invalid", "model_type"):
+            raise errors.MalformedJson() from None
+        field = ".".join(str(p) for p in problem["loc"]) or "body"
+        raise errors.InvalidField(field, str(problem["msg"])) from None
+    spec = jobs.JobRequest(
+        selector.coupon_series_id, selector.reason, dry_run or selector.dry_run, case
+    )
+    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
+    key = _idempotency_key(request)
+    idempotency = None
+    if key is not None:
+        idempotency = Idempotency(key, _fingerprint(request, hashlib.sha256(raw).hexdigest()))
+    rendered = await run_in_threadpool(
+        execute,
+        request.app.state.db,
+        ctx,
+        lambda uow: jobs.create_series_job(uow, ctx, spec),
+        lambda job: success_body(render.job(job)),
+        idempotency=idempotency,
+        status_code=202,
+    )
+    return _accepted(rendered)
+
+
+async def _upload(
+    request: Request, actor: Actor, fmt: CodesFormat, spec: jobs.JobRequest
+) -> Response:
+    """Stream the file into a staged job, then open it (or replay / refuse, deleting it)."""
+    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
+    key = _idempotency_key(request)
+    db = request.app.state.db
+    digest = hashlib.sha256()
+    stream: AsyncIterator[bytes] = request.stream().__aiter__()
+
+    async def next_chunk() -> bytes | None:
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def chunks() -> Iterator[bytes]:
+        # Runs in the worker thread: each piece is fetched from the event loop as needed.
+        while (chunk := anyio.from_thread.run(next_chunk)) is not None:
+            digest.update(chunk)
+            yield chunk
+
+    job_id = await run_in_threadpool(jobs.stage_upload, db, ctx, spec, parse_codes(chunks(), fmt))
+    idempotency = None
+    if key is not None:
+        idempotency = Idempotency(key, _fingerprint(request, digest.hexdigest()))
+    try:
+        rendered = await run_in_threadpool(
+            execute,
+            db,
+            ctx,
+            lambda uow: jobs.open_upload(uow, ctx, job_id),
+            lambda job: success_body(render.job(job)),
+            idempotency=idempotency,
+            status_code=202,
+        )
+    except BaseException:
+        await run_in_threadpool(jobs.discard_upload, db, job_id)
+        raise
+    if rendered.replayed:
+        # The same upload under the same key: the first job answers, this copy never existed.
+        await run_in_threadpool(jobs.discard_upload, db, job_id)
+    return _accepted(rendered)
+
+
+@router.get(JOBS, tags=["revoke jobs"], responses=ERRORS)
+async def list_jobs(
+    request: Request,
+    actor: ReadActor,
+    state: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST)] = 100,
+) -> Response:
+    """The org's revoke jobs, newest first; `state` filters."""
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: jobs.list_jobs(uow, ctx, state, limit),
+        lambda found, ctx: {"jobs": [render.job(j) for j in found]},
+        write=False,
+    )
+
+
+@router.get(JOBS + "/{job_id}", tags=["revoke jobs"], responses=ERRORS)
+async def get_job(job_id: JobId, request: Request, actor: ReadActor) -> Response:
+    """A job with its progress and counts."""
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: jobs.get_job(uow, ctx, job_id),
+        lambda job, ctx: render.job(job),
+        write=False,
+    )
+
+
+@router.post(JOBS + "/{job_id}/cancel", tags=["revoke jobs"], responses=ERRORS)
+async def cancel_job(job_id: JobId, request: Request, actor: RevokeActor) -> Response:
+    """Stop at the next chunk boundary; what was revoked stays revoked (9026 once finished)."""
+    return await perform(
+        request,
+        actor,
+        lambda uow, ctx: jobs.cancel_job(uow, ctx, job_id),
+        lambda job, ctx: render.job(job),
+    )
+
+
+@router.post(JOBS + "/{job_id}/undo", tags=["revoke jobs"], status_code=202, responses=ERRORS)
+async def undo_job(
+    job_id: JobId,
+    request: Request,
+    actor: Annotated[Actor, Depends(allowed("reinstate"))],
+    reason: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    """A REINSTATE job of what this job revoked and is still revoked by it (9026 unless the
+    job has finished)."""
+    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
+    key = _idempotency_key(request)
+    idempotency = None
+    if key is not None:
+        idempotency = Idempotency(key, _fingerprint(request, ""))
+    rendered = await run_in_threadpool(
+        execute,
+        request.app.state.db,
+        ctx,
+        lambda uow: jobs.undo_job(uow, ctx, job_id, reason),
+        lambda job: success_body(render.job(job)),
+        idempotency=idempotency,
+        status_code=202,
+    )
+    return _accepted(rendered)
+
+
+@router.get(
+    JOBS + "/{job_id}/report",
+    tags=["revoke jobs"],
+    responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
+)
+async def job_report(job_id: JobId, request: Request, actor: ReadActor) -> Response:
+    """CSV, one row per input line in input order: `code,outcome,errorCode,couponId,
+    issuedToUserId`; while the job runs, the lines done so far."""
+    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
+    db = request.app.state.db
+    job: Job = await run_in_threadpool(
+        db.run, lambda uow: jobs.get_job(uow, ctx, job_id), write=False
+    )
+    case = CodeCase(job.code_case)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield _csv([REPORT_COLUMNS])
+        after = 0
+        while True:
+            # One short read per page: the report never holds a transaction open while the
+            # client reads, and memory stays one page whatever the job's size.
+            page: list[ReportRow] = await run_in_threadpool(
+                db.run,
+                lambda uow, after=after: jobs.report_page(uow, ctx, job_id, after),
+                write=False,
+            )
+            if not page:
+                return
+            yield _csv(_row(r, case) for r in page)
+            after = page[-1].line_no
+
+    headers = {"Content-Disposition": f'attachment; filename="{job.id}.csv"'}
+    return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _row(r: ReportRow, case: CodeCase) -> tuple[Any, ...]:
+    return (
+        _cell(case.render(r.code)),
+        r.outcome,
+        "" if r.error_code is None else r.error_code,
+        "" if r.coupon_id is None else r.coupon_id,
+        "" if r.issued_to is None else r.issued_to,
+    )
+
+
+def _csv(rows: Any) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue().encode()

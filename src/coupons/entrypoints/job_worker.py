@@ -1,0 +1,113 @@
+"""The revoke job worker: a thread of `coupons serve`, or part of `coupons worker`.
+
+It leases one job at a time and runs it chunk by chunk, each chunk one transaction, until the
+job ends, its lease is lost, or the worker is stopped (then the current chunk finishes and the
+lease is given back, so another worker resumes at once). A worker that dies keeps its lease
+until it runs out; then any other worker resumes the job from its last committed chunk.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from coupons.adapters.sql_uow import Database
+from coupons.domain.errors import CouponError
+from coupons.services import job_runner, jobs
+from coupons.services.common import utcnow
+from coupons.services.ports import UnitOfWork
+
+log = structlog.get_logger("coupons.jobs")
+CLEANUP_SECONDS = 60.0
+
+
+@dataclass
+class JobWorkerOptions:
+    chunk_size: int = job_runner.CHUNK_SIZE
+    # Renewed with every chunk; a dead worker's job waits this long before another takes it.
+    lease: timedelta = timedelta(seconds=30)
+    poll_interval: float = 0.5
+
+
+class JobWorker:
+    """Claims runnable jobs and runs them until stopped."""
+
+    def __init__(self, db: Database, options: JobWorkerOptions | None = None) -> None:
+        self.db = db
+        self.options = options or JobWorkerOptions()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        """Run jobs until `stop()`."""
+        next_cleanup = 0.0
+        while not self.stopping.is_set():
+            try:
+                if time.monotonic() >= next_cleanup:
+                    self.db.run(lambda uow: jobs.clear_abandoned_uploads(uow, utcnow()))
+                    next_cleanup = time.monotonic() + CLEANUP_SECONDS
+                job_id = self.db.run(
+                    lambda uow: job_runner.claim(uow, self.owner, utcnow(), self.options.lease)
+                )
+            except Exception:
+                log.exception("job claim failed")
+                job_id = None
+            if job_id is None:
+                self.stopping.wait(self.options.poll_interval)
+                continue
+            self.run_job(job_id)
+
+    def run_job(self, job_id: str) -> None:
+        """Chunk after chunk until the job ends, is lost, or the worker stops."""
+        log.info("job started", job=job_id, owner=self.owner)
+        options = self.options
+
+        def chunk(uow: UnitOfWork) -> bool:
+            return job_runner.run_chunk(
+                uow, job_id, self.owner, utcnow(), options.lease, options.chunk_size
+            )
+
+        try:
+            while not self.stopping.is_set():
+                if not self.db.run(chunk):
+                    log.info("job left", job=job_id)
+                    return
+        except CouponError as error:
+            # A whole-request refusal mid-job (its series expired): the job ends FAILED.
+            message = f"{error.code}: {error.message}"
+            self.db.run(lambda uow: job_runner.fail_job(uow, job_id, self.owner, utcnow(), message))
+            log.warning("job failed", job=job_id, error=message)
+            return
+        except Exception:
+            # Nothing of the failed chunk committed; the lease runs out and a worker resumes.
+            log.exception("job chunk failed", job=job_id)
+            self.stopping.wait(self.options.poll_interval)
+            return
+        self._release(job_id)
+
+    def _release(self, job_id: str) -> None:
+        def work(uow: UnitOfWork) -> None:
+            uow.jobs.release(job_id, self.owner)
+            uow.commit()
+
+        try:
+            self.db.run(work)
+        except Exception:
+            log.exception("job release failed", job=job_id)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def start_in_background(url: str, options: JobWorkerOptions | None = None) -> JobWorker:
+    """A job worker on a daemon thread (the embedded setup of `coupons serve`)."""
+    worker = JobWorker(Database.from_url(url, pool_size=2), options)
+    threading.Thread(target=worker.run, name="job-worker", daemon=True).start()
+    return worker

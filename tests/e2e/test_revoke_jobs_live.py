@@ -1,0 +1,224 @@
+"""Revoke jobs against real processes, on SQLite and PostgreSQL: `coupons revoke --on-server`,
+a `coupons worker` killed with SIGKILL mid-job and restarted, and the memory of an upload."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from coupons.adapters.db import create_db_engine
+from coupons.client import CouponClient, RevokeJob
+from coupons.entrypoints.cli import app as cli_app
+from tests.conftest import scratch_postgres
+from tests.e2e.test_bulk_revoke import (
+    COUPONS,
+    PASSWORD,
+    USERNAME,
+    Server,
+    _cli,
+    free_port,
+    given_series,
+    write_codes,
+)
+
+
+class JobServer(Server):
+    """`coupons serve` without its own job worker, so tests choose who runs jobs."""
+
+    def start(self) -> None:
+        log = (self.workdir / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [*COUPONS, "serve", "--port", str(self.port), "--db", self.db_url, "--no-jobs"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None, (self.workdir / "server.log").read_text()
+            time.sleep(0.2)
+        raise AssertionError("server did not start within 60 s")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_admin_url: str | None,
+) -> Iterator[JobServer]:
+    workdir = tmp_path_factory.mktemp(f"jobs-{request.param}")
+    with ExitStack() as cleanup:
+        if request.param == "sqlite":
+            db_url = f"sqlite:///{workdir / 'coupons.db'}"
+        else:
+            if postgres_admin_url is None:
+                pytest.skip("PostgreSQL not reachable")
+            db_url = cleanup.enter_context(scratch_postgres(postgres_admin_url, "coupons_jobs"))
+        _cli("db", "upgrade", "--db", db_url)
+        _cli("org", "create", "bulk-org", "--db", db_url)
+        _cli(
+            "client", "create", "--org", "bulk-org", "--username", USERNAME, "--password", PASSWORD,
+            "--groups", "default,coupon_admin", "--db", db_url,
+        )  # fmt: skip
+        srv = JobServer(db_url=db_url, port=free_port(), workdir=workdir)
+        srv.start()
+        cleanup.callback(srv.kill)
+        yield srv
+
+
+def start_worker(server: Server, *extra: str) -> subprocess.Popen[bytes]:
+    log = (server.workdir / "worker.log").open("ab")
+    return subprocess.Popen(
+        [*COUPONS, "worker", "--db", server.db_url, "--poll-interval", "0.1", *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for(api: CouponClient, job_id: str, done: bool, at_least: int = 0) -> RevokeJob:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        job = api.revoke_job(job_id)
+        if job.is_finished if done else job.processed >= at_least:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not get there: {job}")
+
+
+def report_rows(api: CouponClient, job_id: str) -> list[list[str]]:
+    body = b"".join(api.revoke_job_report(job_id)).decode()
+    return list(csv.reader(io.StringIO(body)))[1:]
+
+
+def test_a_worker_killed_mid_job_is_resumed_by_another_exactly_once(
+    server: JobServer, tmp_path: Path
+) -> None:
+    # given 6,000 codes (2 redeemed, 3 revoked before) with unknown and repeated lines
+    given = given_series(server, 6_000, redeemed=2, revoked=3)
+    lines = [*given.codes, "NO-SUCH-1", given.codes[0], "NO-SUCH-2"]
+    codes_file = write_codes(tmp_path / "codes.txt", lines)
+    with server.client() as api:
+        job = api.start_revoke_job(codes_file, series_id=given.series_id, reason="kill test")
+        # when a worker with small chunks has done part of it and is killed with SIGKILL
+        first = start_worker(server, "--chunk-size", "100", "--job-lease-seconds", "2")
+        try:
+            partway = wait_for(api, job.job_id, done=False, at_least=1_000)
+        finally:
+            first.kill()
+            first.wait(timeout=30)
+        stopped = api.revoke_job(job.job_id)
+        assert partway.processed <= stopped.processed < stopped.total
+        # and another worker starts once the dead one's lease has run out
+        second = start_worker(server, "--chunk-size", "700", "--job-lease-seconds", "2")
+        try:
+            done = wait_for(api, job.job_id, done=True)
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+        # then the job finished with every line counted once
+        assert done.state == "SUCCEEDED" and done.processed == done.total == 6_003
+        assert (done.revoked_count, done.duplicate_count) == (5_995, 1)
+        assert done.failed_by_code == {405: 2, 682: 5}
+        rows = report_rows(api, job.job_id)
+    assert [r[0] for r in rows] == [c.upper() for c in lines]
+    assert Counter(r[1] for r in rows) == {
+        "revoked": 5_995,
+        "redeemed": 2,
+        "already_revoked": 3,
+        "not_found": 2,
+        "duplicate_in_file": 1,
+    }
+    # and each coupon was revoked once: one history row per revoked line, under the job's id
+    engine = create_db_engine(server.db_url, null_pool=True)
+    with engine.connect() as conn:
+        revokes = conn.execute(
+            text(
+                "SELECT count(*), count(DISTINCT coupon_id) FROM coupon_history "
+                "WHERE request_id = :job AND action = 'REVOKE'"
+            ),
+            {"job": job.job_id},
+        ).one()
+        finished = conn.execute(
+            text(
+                "SELECT count(*) FROM coupon_history WHERE request_id = :job AND coupon_id IS NULL"
+            ),
+            {"job": job.job_id},
+        ).scalar_one()
+    engine.dispose()
+    assert tuple(revokes) == (5_995, 5_995)
+    assert finished == 1
+
+
+def test_coupons_revoke_on_server_uploads_watches_and_downloads_the_report(
+    server: JobServer, tmp_path: Path
+) -> None:
+    given = given_series(server, 300, redeemed=1)
+    codes_file = write_codes(tmp_path / "codes.txt", [*given.codes, "NOPE"])
+    args = [
+        "revoke", "--on-server", "--series", str(given.series_id), "--codes-file",
+        str(codes_file), "--url", server.url, "--username", USERNAME, "--password", PASSWORD,
+        "--reason", "cli job",
+    ]  # fmt: skip
+    worker = start_worker(server)
+    try:
+        result = CliRunner().invoke(cli_app, args)
+        # a rerun of the same command watches the same job (its idempotency key) again
+        again = CliRunner().invoke(cli_app, args)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert result.exit_code == 1, result.output
+    assert "299" in result.stdout and "301 of 301" in result.stdout
+    rows = list(csv.DictReader((tmp_path / "codes.results.csv").open()))
+    assert Counter(r["outcome"] for r in rows) == {"revoked": 299, "redeemed": 1, "not_found": 1}
+    assert again.exit_code == 1 and result.stderr.split()[1] == again.stderr.split()[1]
+    with server.client() as api:
+        assert len(api.revoke_jobs()) >= 1
+        assert api.revoke_jobs()[0].job_id == result.stderr.split()[1].rstrip(":")
+
+
+def rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def test_a_million_code_upload_does_not_grow_the_server_by_more_than_a_few_tens_of_mb(
+    server: JobServer, tmp_path: Path
+) -> None:
+    # given a 1,000,000-line codes file (about 12 MB) and a warmed-up server
+    codes_file = tmp_path / "million.txt"
+    with codes_file.open("w") as handle:
+        handle.writelines(f"MILLION{i:07d}\n" for i in range(1_000_000))
+    assert server.process is not None
+    pid = server.process.pid
+    with server.client() as api:
+        api.revoke_jobs()
+        # Reset the peak to now: start-up (migrations, imports) peaked higher than serving.
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        before = rss_kib(pid, "VmRSS")
+        # when it is uploaded as a dry run (streamed from disk by the client)
+        job = api.start_revoke_job(codes_file, dry_run=True)
+        peak = rss_kib(pid, "VmHWM")
+        assert job.total == 1_000_000
+        api.cancel_revoke_job(job.job_id)
+    # then the server's peak resident memory grew by less than 40 MB
+    grown_mb = (peak - before) / 1024
+    print(f"\nserver RSS before {before / 1024:.0f} MB, peak {peak / 1024:.0f} MB")
+    assert grown_mb < 40, f"the upload grew the server by {grown_mb:.0f} MB"

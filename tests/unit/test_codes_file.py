@@ -1,0 +1,162 @@
+"""The codes-file parser of revoke jobs: formats, line numbers, limits, streaming."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coupons.domain import errors
+from coupons.domain.codes_file import BOM, CodesFormat, FileCode, parse_codes
+
+# Codes: any printable text without line breaks, quotes or commas, up to the 100-char limit.
+code_text = st.text(
+    alphabet=st.characters(
+        blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters='",\x85'
+    ),
+    min_size=1,
+    max_size=100,
+).filter(lambda c: c.strip() == c and c != "")
+blank = st.sampled_from(["", " ", "\t", "  \t "])
+line_items = st.lists(st.one_of(code_text, blank), max_size=40)
+
+
+def chunked(data: bytes, sizes: list[int]) -> list[bytes]:
+    """Split `data` at arbitrary points, as a network delivers it."""
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(data[start : start + size])
+        start += size
+    pieces.append(data[start:])
+    return pieces
+
+
+def parse(data: bytes, fmt: CodesFormat, sizes: list[int] | None = None) -> list[FileCode]:
+    return list(parse_codes(chunked(data, sizes or []), fmt))
+
+
+# --- properties ------------------------------------------------------------------------------
+
+
+@given(
+    items=line_items,
+    newline=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+    sizes=st.lists(st.integers(1, 7), max_size=30),
+)
+def test_a_text_file_yields_each_non_blank_trimmed_line_with_its_number_however_it_arrives(
+    items: list[str], newline: str, bom: bool, sizes: list[int]
+) -> None:
+    # given a text file of codes and blank lines, codes padded with spaces
+    data = (BOM if bom else b"") + newline.join(f"  {i} " for i in items).encode()
+    # when it arrives in arbitrary pieces
+    found = parse(data, CodesFormat.TEXT, sizes)
+    # then every non-blank line is one code, trimmed, numbered from 1 by physical line
+    expected = [FileCode(n, i.strip()) for n, i in enumerate(items, 1) if i.strip()]
+    assert found == expected
+
+
+@given(
+    items=line_items,
+    before=st.integers(0, 3),
+    after=st.integers(0, 3),
+    sizes=st.lists(st.integers(1, 11), max_size=30),
+)
+def test_a_csv_file_yields_the_code_column_whatever_the_other_columns(
+    items: list[str], before: int, after: int, sizes: list[int]
+) -> None:
+    # given a CSV with the code column among others
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([f"x{i}" for i in range(before)] + ["Code"] + [f"y{i}" for i in range(after)])
+    for item in items:
+        writer.writerow(["a,b" for _ in range(before)] + [item] + ['q"z' for _ in range(after)])
+    # when parsed in pieces
+    found = parse(out.getvalue().encode(), CodesFormat.CSV, sizes)
+    # then codes come in order, numbered by their line (the header is line 1)
+    expected = [FileCode(n, i.strip()) for n, i in enumerate(items, 2) if i.strip()]
+    assert found == expected
+
+
+@given(items=st.lists(code_text, min_size=1, max_size=20), bad=st.data())
+def test_invalid_utf8_is_refused_naming_its_line(items: list[str], bad: st.DataObject) -> None:
+    # given a file whose line k holds a byte sequence that is not UTF-8
+    k = bad.draw(st.integers(1, len(items)))
+    lines = [i.encode() for i in items]
+    lines[k - 1] = lines[k - 1] + b"\xff\xfe"
+    # when parsed, then 9027 names line k, and no code from line k on is yielded
+    seen: list[FileCode] = []
+    with pytest.raises(errors.MalformedCodesFile) as refused:
+        for code in parse_codes([b"\n".join(lines)], CodesFormat.TEXT):
+            seen.append(code)
+    assert refused.value.line == k
+    assert refused.value.code == 9027
+    assert "line " + str(k) in refused.value.message
+    assert [c.line_no for c in seen] == list(range(1, len(seen) + 1))
+    assert len(seen) < k
+
+
+# --- examples --------------------------------------------------------------------------------
+
+
+def test_a_code_over_100_characters_is_refused_naming_its_line() -> None:
+    data = b"A1\n\nB2\n" + b"C" * 101 + b"\nD4\n"
+    with pytest.raises(errors.MalformedCodesFile, match="line 4: code longer than 100"):
+        parse(data, CodesFormat.TEXT)
+
+
+def test_a_code_of_exactly_100_characters_is_accepted() -> None:
+    assert parse(b"X" * 100, CodesFormat.TEXT) == [FileCode(1, "X" * 100)]
+
+
+def test_a_csv_without_a_code_column_is_refused_at_line_1() -> None:
+    with pytest.raises(errors.MalformedCodesFile, match="line 1: no 'code' column"):
+        parse(b"coupon,name\nA1,x\n", CodesFormat.CSV)
+
+
+def test_a_csv_header_with_a_bom_and_spaces_still_finds_code() -> None:
+    assert parse(BOM + b" CODE ,n\r\nA1,1\r\n,2\r\nB2\r\n", CodesFormat.CSV) == [
+        FileCode(2, "A1"),
+        FileCode(4, "B2"),
+    ]
+
+
+def test_a_quoted_csv_field_spanning_lines_keeps_the_line_it_started_on() -> None:
+    found = parse(b'code,note\nA1,"two\nlines"\nB2,x\n', CodesFormat.CSV)
+    assert found == [FileCode(2, "A1"), FileCode(4, "B2")]
+
+
+def test_an_empty_file_has_no_codes() -> None:
+    assert parse(b"", CodesFormat.TEXT) == []
+    assert parse(b"", CodesFormat.CSV) == []
+    assert parse(b"\n \n", CodesFormat.TEXT) == []
+
+
+def test_more_codes_than_the_limit_is_9013() -> None:
+    with pytest.raises(errors.CodesFileTooLarge) as refused:
+        list(parse_codes([b"a\nb\nc\n"], CodesFormat.TEXT, max_codes=2))
+    assert (refused.value.code, refused.value.http_status) == (9013, 413)
+    assert list(parse_codes([b"a\n\nb\n"], CodesFormat.TEXT, max_codes=2)) == [
+        FileCode(1, "a"),
+        FileCode(3, "b"),
+    ]
+
+
+def test_more_bytes_than_the_limit_is_9013_before_parsing_them() -> None:
+    with pytest.raises(errors.CodesFileTooLarge):
+        list(parse_codes([b"a\n" * 10, b"b\n"], CodesFormat.TEXT, max_bytes=20))
+
+
+def test_a_line_without_end_is_refused_once_it_passes_64_kib() -> None:
+    endless = (b"x" * 4096 for _ in range(100))
+    with pytest.raises(errors.MalformedCodesFile, match="line 1: line longer than"):
+        list(parse_codes(endless, CodesFormat.TEXT))
+
+
+@pytest.mark.parametrize("fmt", list(CodesFormat))
+def test_a_code_with_a_control_character_is_malformed_naming_its_line(fmt: CodesFormat) -> None:
+    with pytest.raises(errors.MalformedCodesFile, match="line 2: code contains a control"):
+        parse(b"code\nA\x001\n", fmt)
