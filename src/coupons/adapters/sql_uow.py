@@ -28,6 +28,7 @@ from coupons.adapters.repos import (
     SqlHistoryRepository,
     SqlIdempotencyRepository,
     SqlSeriesRepository,
+    SqlUsersRepository,
     SqlWebhookRepository,
 )
 from coupons.domain import errors
@@ -62,6 +63,7 @@ class SqlUnitOfWork:
     idempotency: SqlIdempotencyRepository
     clients: SqlClientRepository
     webhooks: SqlWebhookRepository
+    users: SqlUsersRepository
     conn: Connection
 
     def __init__(self, engine: Engine, *, write: bool, gate: SqliteWriteGate | None = None) -> None:
@@ -97,6 +99,7 @@ class SqlUnitOfWork:
         self.idempotency = SqlIdempotencyRepository(conn)
         self.clients = SqlClientRepository(conn)
         self.webhooks = SqlWebhookRepository(conn)
+        self.users = SqlUsersRepository(conn)
         return self
 
     def __exit__(

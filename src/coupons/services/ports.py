@@ -21,6 +21,7 @@ from coupons.domain.model import (
     SeriesType,
     StateChange,
 )
+from coupons.domain.people import ConsoleSession, Person, Role
 from coupons.domain.records import (
     ClientRecord,
     CustomerDetails,
@@ -235,6 +236,35 @@ class WebhookRepository(Protocol):
     def outbox_backlog(self) -> list[tuple[int, str, datetime | None]]: ...
 
 
+class UsersRepository(Protocol):
+    """People who sign in to the console, and their sessions."""
+
+    def add(
+        self, org_id: int, email: str, password_hash: str, role: Role, now: datetime
+    ) -> int: ...
+
+    def by_email(self, email: str) -> Person | None: ...
+
+    def update(
+        self,
+        email: str,
+        *,
+        is_active: bool | None = None,
+        password_hash: str | None = None,
+        role: Role | None = None,
+    ) -> bool: ...
+
+    def add_session(self, session: ConsoleSession) -> None: ...
+
+    def session(self, token_hash: str, now: datetime) -> tuple[ConsoleSession, Person] | None: ...
+
+    def delete_session(self, token_hash: str) -> None: ...
+
+    def delete_sessions_of(self, user_id: int) -> None: ...
+
+    def delete_expired_sessions(self, now: datetime) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction; leaving it without `commit()` rolls back."""
 
@@ -258,6 +288,9 @@ class UnitOfWork(Protocol):
 
     @property
     def webhooks(self) -> WebhookRepository: ...
+
+    @property
+    def users(self) -> UsersRepository: ...
 
     def commit(self) -> None: ...
 

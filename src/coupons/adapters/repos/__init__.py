@@ -7,6 +7,7 @@ from coupons.adapters.repos.customers import SqlCustomerRepository
 from coupons.adapters.repos.history import PENDING_CHANGES, SqlHistoryRepository
 from coupons.adapters.repos.idempotency import SqlIdempotencyRepository
 from coupons.adapters.repos.series import SqlSeriesRepository
+from coupons.adapters.repos.users import SqlUsersRepository
 from coupons.adapters.repos.webhooks import SqlWebhookRepository
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "SqlHistoryRepository",
     "SqlIdempotencyRepository",
     "SqlSeriesRepository",
+    "SqlUsersRepository",
     "SqlWebhookRepository",
 ]
