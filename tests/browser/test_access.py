@@ -117,7 +117,11 @@ def test_a_revoke_without_the_right_csrf_token_or_from_another_origin_changes_no
     given = campaign(server, issued=1)
     sign_in(page, server, "agent@acme.test")
     token = page.locator("input[name=csrf]").first.get_attribute("value") or ""
-    body: dict[str, str | float | bool] = {"coupon": str(given.coupon_ids[0]), "reason": "forged", "step": "confirm"}
+    body: dict[str, str | float | bool] = {
+        "coupon": str(given.coupon_ids[0]),
+        "reason": "forged",
+        "step": "confirm",
+    }
     url = f"{server.base}/console/revoke"
 
     # When a page elsewhere makes the browser post without the token, with a wrong one, or
