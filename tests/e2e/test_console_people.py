@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from coupons.domain import errors
@@ -233,3 +234,37 @@ def test_the_demo_person_keeps_its_documented_password_across_restarts(backend: 
     assert first == second == (people.DEMO_EMAIL, people.DEMO_PASSWORD)
     signed = sign_in(backend, people.DEMO_EMAIL, people.DEMO_PASSWORD)
     assert signed.person.role.value == "admin"
+
+
+def test_a_persons_own_api_client_can_never_sign_in_to_the_api(
+    backend: Backend, client: TestClient
+) -> None:
+    # Given a person (and with them, their API client)
+    email = f"{unique('eve')}@example.com"
+    assert (
+        run(
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            email,
+            "--role",
+            "admin",
+            "--password",
+            "pw-123456",
+            "--db",
+            backend.url,
+        )[0]
+        == 0
+    )
+
+    # When anyone tries that client's name with the person's password, by token or Basic
+    token = client.post(
+        "/v3/oauth/token/generate", json={"key": f"console:{email}", "secret": "pw-123456"}
+    )
+    basic = client.get("/v2/coupon/series/1", auth=(f"console:{email}", "pw-123456"))
+
+    # Then both are refused
+    assert token.status_code == 401
+    assert basic.status_code == 401

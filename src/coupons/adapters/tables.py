@@ -98,6 +98,9 @@ users = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("org_id", Id, ForeignKey("orgs.id"), nullable=False, index=True),
+    # The person's own API client (never able to sign in): what records that name an API
+    # client (idempotency keys, revoke jobs) name for a person.
+    Column("client_id", Id, ForeignKey("api_clients.id"), nullable=False, unique=True),
     Column("email", String(320), nullable=False, unique=True),
     Column("password_hash", String(255), nullable=False),
     Column("role", String(20), nullable=False),

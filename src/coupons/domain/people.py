@@ -36,6 +36,7 @@ _GROUPS = {Role.VIEWER: "read_only", Role.SUPPORT: "default", Role.ADMIN: "coupo
 class Person:
     id: int
     org_id: int
+    client_id: int
     email: str
     role: Role
     password_hash: str

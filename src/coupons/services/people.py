@@ -31,9 +31,10 @@ from coupons.services.ports import UnitOfWork
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "demo-console"
 DEMO_ORG = "demo"
-# Persons are not API clients: their actor has no client id (the console sends no
-# Idempotency-Key, which is the only thing keyed by one).
-NO_CLIENT = 0
+# A person's own API client: ':' cannot appear in a client's name (Basic auth splits on it)
+# and its secret is random and never shown, so it never signs in; it only gives records that
+# name an API client (idempotency keys, revoke jobs) a client to name.
+CLIENT_PREFIX = "console:"
 MAX_EMAIL = 320
 
 _verifier = PasswordHasher()
@@ -58,7 +59,7 @@ def actor_of(person: Person) -> Actor:
     """The person as the API's use cases see a caller: their email is the actor."""
     return Actor(
         org_id=person.org_id,
-        client_id=NO_CLIENT,
+        client_id=person.client_id,
         username=person.email,
         groups=frozenset({person.role.group}),
     )
@@ -90,7 +91,10 @@ def create_person(
     if uow.users.by_email(address) is not None:
         raise errors.UsernameTaken(address)
     secret = password or new_secret()
-    uow.users.add(org_id, address, hash_secret(secret), parsed, now)
+    client_id = uow.clients.add_client(
+        org_id, CLIENT_PREFIX + address, hash_secret(new_secret()), [parsed.group], now
+    )
+    uow.users.add(org_id, client_id, address, hash_secret(secret), parsed, now)
     return secret
 
 
@@ -100,6 +104,7 @@ def disable_person(uow: UnitOfWork, email: str) -> None:
     if found is None:
         raise errors.InvalidField("email", f"no person with email {email!r}")
     uow.users.update(found.email, is_active=False)
+    uow.clients.update_client(CLIENT_PREFIX + found.email, is_active=False)
     uow.users.delete_sessions_of(found.id)
 
 
@@ -113,6 +118,9 @@ def ensure_demo_person(uow: UnitOfWork, now: datetime) -> tuple[str, str]:
     elif not _verifies(found.password_hash, DEMO_PASSWORD) or not found.is_active:
         uow.users.update(
             DEMO_EMAIL, password_hash=hash_secret(DEMO_PASSWORD), is_active=True, role=Role.ADMIN
+        )
+        uow.clients.update_client(
+            CLIENT_PREFIX + DEMO_EMAIL, is_active=True, groups=[Role.ADMIN.group]
         )
     uow.commit()
     return DEMO_EMAIL, DEMO_PASSWORD

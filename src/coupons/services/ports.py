@@ -240,7 +240,13 @@ class UsersRepository(Protocol):
     """People who sign in to the console, and their sessions."""
 
     def add(
-        self, org_id: int, email: str, password_hash: str, role: Role, now: datetime
+        self,
+        org_id: int,
+        client_id: int,
+        email: str,
+        password_hash: str,
+        role: Role,
+        now: datetime,
     ) -> int: ...
 
     def by_email(self, email: str) -> Person | None: ...

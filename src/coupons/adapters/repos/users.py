@@ -15,6 +15,7 @@ def _person(row: Row[Any]) -> Person:
     return Person(
         id=int(row.id),
         org_id=int(row.org_id),
+        client_id=int(row.client_id),
         email=row.email,
         role=Role(row.role),
         password_hash=row.password_hash,
@@ -28,10 +29,19 @@ class SqlUsersRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def add(self, org_id: int, email: str, password_hash: str, role: Role, now: datetime) -> int:
+    def add(
+        self,
+        org_id: int,
+        client_id: int,
+        email: str,
+        password_hash: str,
+        role: Role,
+        now: datetime,
+    ) -> int:
         result = self.conn.execute(
             insert(users).values(
                 org_id=org_id,
+                client_id=client_id,
                 email=email,
                 password_hash=password_hash,
                 role=role.value,

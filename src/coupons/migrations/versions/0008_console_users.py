@@ -5,8 +5,11 @@ Revises: 0004
 Create Date: 2026-12-01
 
 People sign in to the web console with an email and a password (argon2, as API secrets are);
-each role maps to an API access group. A session row per signed-in browser keeps only the
-SHA-256 of its cookie, expires, and is deleted on sign-out or when the person is disabled.
+each role maps to an API access group. Each person has an API client of their own that can
+never sign in (no valid secret; a name with ':' that Basic auth cannot carry), so records that
+name an API client (idempotency keys, revoke jobs) can name a person. A session row per
+signed-in browser keeps only the SHA-256 of its cookie, expires, and is deleted on sign-out or
+when the person is disabled.
 """
 
 from __future__ import annotations
@@ -27,13 +30,18 @@ def upgrade() -> None:
         "users",
         sa.Column("id", Id, autoincrement=True, nullable=False),
         sa.Column("org_id", Id, nullable=False),
+        sa.Column("client_id", Id, nullable=False),
         sa.Column("email", sa.String(320), nullable=False),
         sa.Column("password_hash", sa.String(255), nullable=False),
         sa.Column("role", sa.String(20), nullable=False),
         sa.Column("is_active", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["org_id"], ["orgs.id"], name=op.f("fk_users_org_id_orgs")),
+        sa.ForeignKeyConstraint(
+            ["client_id"], ["api_clients.id"], name=op.f("fk_users_client_id_api_clients")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        sa.UniqueConstraint("client_id", name=op.f("uq_users_client_id")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
     )
     op.create_index(op.f("ix_users_org_id"), "users", ["org_id"], unique=False)
