@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from coupons.services import lookup
 from tests.conftest import Backend
+from tests.e2e.conftest import Api
 from tests.e2e.test_cli import run, unique
 
 BASE = "http://testserver"
@@ -139,3 +140,36 @@ def test_the_api_keeps_its_json_bodies_next_to_the_console(client: TestClient) -
 
     assert answer.status_code == 400
     assert answer.json()["errors"][0]["code"] == 9001
+
+
+def test_one_search_box_finds_by_code_coupon_id_mobile_email_and_external_id(
+    signed_in: TestClient, api: Api
+) -> None:
+    # Given a customer holding one coupon
+    series_id = api.series(codes=["CODE-AAA-1", "CODE-AAA-2"])
+    customer_id = api.customer("+44 7700 900555", email="Lee@Example.com", externalId="EXT-9")
+    issued = api.issue(series_id, customer_id)
+
+    def lands_on(text: str) -> str:
+        answer = signed_in.get("/console/search", params={"q": text}, follow_redirects=False)
+        assert answer.status_code == 303, (text, answer.status_code)
+        return str(answer.headers["location"])
+
+    # Then each reading of the box finds its one match
+    coupon_page = f"/console/coupons/{issued['couponId']}"
+    assert lands_on(issued["couponCode"].lower()) == coupon_page
+    assert (
+        lands_on(" 0044 7700 900555 ".replace("0044", "44")) == f"/console/customers/{customer_id}"
+    )
+    assert lands_on("lee@example.COM") == f"/console/customers/{customer_id}"
+    assert lands_on("EXT-9") == f"/console/customers/{customer_id}"
+
+    # And a number that is both a coupon id and another coupon's code lists both
+    other_series = api.series(codes=[str(issued["couponId"])])
+    listed = signed_in.get("/console/search", params={"q": str(issued["couponId"])})
+    assert listed.status_code == 200
+    assert coupon_page in listed.text
+    assert listed.text.count("/console/coupons/") == 2, other_series
+
+    # And nothing found says so
+    assert "Nothing matches" in signed_in.get("/console/search", params={"q": "zzz"}).text
