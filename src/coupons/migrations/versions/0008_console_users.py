@@ -1,7 +1,7 @@
 """console users and their sessions
 
-Revision ID: 0008
-Revises: 0004
+Revision ID: 0008_console_users
+Revises: 0005_event_versions
 Create Date: 2026-12-01
 
 People sign in to the web console with an email and a password (argon2, as API secrets are);
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0004"
+revision = "0008_console_users"
+down_revision = "0005_event_versions"
 branch_labels = None
 depends_on = None
 
