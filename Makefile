@@ -7,7 +7,7 @@ DB ?= sqlite:///./coupons.db
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck bench bench-quick bench-events soak clean os-deps test-deps
+.PHONY: run test lint typecheck bench bench-quick bench-events soak clean os-deps test-deps browser screenshots
 
 # Debian images sometimes lack venv/ensurepip; install them only when missing.
 os-deps:
@@ -22,6 +22,12 @@ test-deps:
 	  echo "installing pgbouncer (needs root)"; \
 	  apt-get update -qq && apt-get install -y -qq pgbouncer; }
 
+# The console's browser tests drive Debian's Chromium (Playwright cannot download its own).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium for the browser tests (needs root)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 $(BIN)/python: | os-deps
 	$(PYTHON) -m venv $(VENV)
 
@@ -34,7 +40,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/coupons serve --demo --db $(DB) --host $(HOST) --port $(PORT)
 
-test: $(STAMP) test-deps
+test: $(STAMP) test-deps browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src tests
 	$(BIN)/python -m pytest -n auto --cov=coupons --cov-report=term:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
@@ -46,6 +52,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src tests
+
+# Refresh the README's console screenshots (docs/screenshots) from the browser tests.
+screenshots: $(STAMP) browser
+	COUPONS_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -n 0 tests/browser -k "sqlite or not postgresql"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage coupons.db*

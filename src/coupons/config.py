@@ -23,6 +23,8 @@ class Settings:
     db_pool_size: int = 10
     # Seconds a 503 (9023, database unreachable) tells clients to wait before retrying.
     db_retry_after_seconds: int = 2
+    # How long a console sign-in lasts (spec §9: the session cookie expires).
+    console_session_seconds: int = 8 * 3600
 
     def __post_init__(self) -> None:
         # HS256 keys shorter than the hash output are guessable; refuse them at start-up.
@@ -41,6 +43,7 @@ class Settings:
             log_level=env.get("COUPONS_LOG_LEVEL", "INFO"),
             db_pool_size=int(env.get("COUPONS_DB_POOL_SIZE", "10")),
             db_retry_after_seconds=int(env.get("COUPONS_DB_RETRY_AFTER_SECONDS", "2")),
+            console_session_seconds=int(env.get("COUPONS_CONSOLE_SESSION_SECONDS", "28800")),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean)  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from coupons.domain.model import (
     normalize_email,
     normalize_mobile,
 )
+from coupons.domain.people import ConsoleSession, Person, Role
 from coupons.domain.records import (
     ClientRecord,
     ClientSummary,
@@ -86,6 +87,9 @@ class Store:
     webhooks: dict[int, WebhookRecord] = field(default_factory=dict)
     deliveries: list[DeliveryRecord] = field(default_factory=list)
     trail: list[tuple[int, str, int]] = field(default_factory=list)
+
+    people: dict[int, Person] = field(default_factory=dict)
+    sessions: dict[str, ConsoleSession] = field(default_factory=dict)
     last_id: int = 0
 
     def new_id(self) -> int:
@@ -740,6 +744,68 @@ class FakeRevocationRepository:
         return []
 
 
+class FakeUsersRepository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add(
+        self,
+        org_id: int,
+        client_id: int,
+        email: str,
+        password_hash: str,
+        role: Role,
+        now: datetime,
+    ) -> int:
+        person_id = self.store.new_id()
+        self.store.people[person_id] = Person(
+            person_id, org_id, client_id, email, role, password_hash, True
+        )
+        return person_id
+
+    def by_email(self, email: str) -> Person | None:
+        return next((p for p in self.store.people.values() if p.email == email), None)
+
+    def update(
+        self,
+        email: str,
+        *,
+        is_active: bool | None = None,
+        password_hash: str | None = None,
+        role: Role | None = None,
+    ) -> bool:
+        found = self.by_email(email)
+        if found is None:
+            return False
+        self.store.people[found.id] = replace(
+            found,
+            is_active=found.is_active if is_active is None else is_active,
+            password_hash=password_hash or found.password_hash,
+            role=role or found.role,
+        )
+        return True
+
+    def add_session(self, session: ConsoleSession) -> None:
+        self.store.sessions[session.token_hash] = session
+
+    def session(self, token_hash: str, now: datetime) -> tuple[ConsoleSession, Person] | None:
+        found = self.store.sessions.get(token_hash)
+        if found is None or found.expires_at <= now:
+            return None
+        return found, self.store.people[found.user_id]
+
+    def delete_session(self, token_hash: str) -> None:
+        self.store.sessions.pop(token_hash, None)
+
+    def delete_sessions_of(self, user_id: int) -> None:
+        for key in [k for k, v in self.store.sessions.items() if v.user_id == user_id]:
+            del self.store.sessions[key]
+
+    def delete_expired_sessions(self, now: datetime) -> None:
+        for key in [k for k, v in self.store.sessions.items() if v.expires_at <= now]:
+            del self.store.sessions[key]
+
+
 class FakeUnitOfWork:
     """One transaction over a `Store`: `rollback()` (or no `commit()`) restores the snapshot."""
 
@@ -756,6 +822,7 @@ class FakeUnitOfWork:
         self.clients = FakeClientRepository(self.store)
         self.webhooks = FakeWebhookRepository(self.store)
         self.revocations = FakeRevocationRepository(self.store)
+        self.users = FakeUsersRepository(self.store)
 
     @property
     def jobs(self) -> ports.JobRepository:
@@ -805,6 +872,7 @@ def _typed(store: Store) -> ports.UnitOfWork:
     idempotency: ports.IdempotencyRepository = FakeIdempotencyRepository(store)
     clients: ports.ClientRepository = FakeClientRepository(store)
     webhooks: ports.WebhookRepository = FakeWebhookRepository(store)
+    users: ports.UsersRepository = FakeUsersRepository(store)
     transactions: ports.Transactions = FakeTransactions(store)
-    del coupons, series, customers, history, idempotency, clients, webhooks, transactions
+    del coupons, series, customers, history, idempotency, clients, webhooks, users, transactions
     return FakeUnitOfWork(store)

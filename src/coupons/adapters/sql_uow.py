@@ -30,6 +30,7 @@ from coupons.adapters.repos import (
     SqlJobRepository,
     SqlRevocationRepository,
     SqlSeriesRepository,
+    SqlUsersRepository,
     SqlWebhookRepository,
 )
 from coupons.domain import errors
@@ -67,6 +68,8 @@ class SqlUnitOfWork:
     revocations: SqlRevocationRepository
 
     jobs: SqlJobRepository
+
+    users: SqlUsersRepository
     conn: Connection
 
     def __init__(self, engine: Engine, *, write: bool, gate: SqliteWriteGate | None = None) -> None:
@@ -105,6 +108,8 @@ class SqlUnitOfWork:
         self.revocations = SqlRevocationRepository(conn)
 
         self.jobs = SqlJobRepository(conn)
+
+        self.users = SqlUsersRepository(conn)
         return self
 
     def __exit__(

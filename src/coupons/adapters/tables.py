@@ -94,6 +94,34 @@ service_keys = Table(
     Column("value", String(500), nullable=False),
 )
 
+# People who sign in to the console (spec §9); `email` is stored lower-cased, unique
+# across orgs because a person signs in with the address alone.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False, index=True),
+    # The person's own API client (never able to sign in): what records that name an API
+    # client (idempotency keys, revoke jobs) name for a person.
+    Column("client_id", Id, ForeignKey("api_clients.id"), nullable=False, unique=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Signed-in browsers: only the SHA-256 of the cookie value is kept, so a copy of this table
+# signs nobody in.
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Id, ForeignKey("users.id"), nullable=False, index=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
 customers = Table(
     "customers",
     metadata,
@@ -367,6 +395,8 @@ __all__ = [
     "revoke_job_lines",
     "revoke_jobs",
     "service_keys",
+    "user_sessions",
+    "users",
     "webhook_deliveries",
     "webhooks",
 ]

@@ -26,9 +26,11 @@ app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 org_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
 client_app = typer.Typer(help="API clients and their credentials.", no_args_is_help=True)
+user_app = typer.Typer(help="People who sign in to the web console.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(org_app, name="org")
 app.add_typer(client_app, name="client")
+app.add_typer(user_app, name="user")
 app.command("revoke")(bulk_revoke.revoke)
 worker_cli.register(app)
 finding_cli.register(app)
@@ -208,6 +210,59 @@ def _print_rows(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None
         )
 
 
+@user_app.command("create")
+def user_create(
+    org: Annotated[str, typer.Option(help="org name")],
+    email: Annotated[str, typer.Option(help="sign-in address, unique across orgs")],
+    role: Annotated[
+        str, typer.Option(help="viewer (reads), support (revokes), admin (and series)")
+    ],
+    password: Annotated[
+        str | None, typer.Option(help="password to use; generated when omitted")
+    ] = None,
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Create a console person; prints the password once (it is stored only as a hash)."""
+    from coupons.services import people
+    from coupons.services.common import utcnow
+
+    database = _database(db)
+    try:
+        secret = database.run(
+            lambda uow: _committed(
+                uow,
+                people.create_person(
+                    uow, org=org, email=email, role=role, password=password, now=utcnow()
+                ),
+            )
+        )
+    except CouponError as error:
+        raise _fail(error.message) from None
+    finally:
+        database.dispose()
+    typer.echo(secret)
+
+
+@user_app.command("disable")
+def user_disable(email: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Disable a person: they are signed out everywhere and cannot sign in."""
+    from coupons.services import people
+
+    database = _database(db)
+    try:
+
+        def work(uow: UnitOfWork) -> None:
+            people.disable_person(uow, email)
+            uow.commit()
+
+        database.run(work)
+    except CouponError as error:
+        raise _fail(error.message) from None
+    finally:
+        database.dispose()
+    typer.echo(f"{email} disabled")
+
+
 def _committed(uow: object, value: object) -> object:
     uow.commit()  # type: ignore[attr-defined]
     return value
@@ -244,12 +299,17 @@ def serve(
     except Exception as error:
         raise _fail(f"migration failed: {error}") from None
     if demo_data:
+        from coupons.services import people
+        from coupons.services.common import utcnow
+
         database = _database(db)
         try:
             data = database.run(demo.seed)
+            person = database.run(lambda uow: people.ensure_demo_person(uow, utcnow()))
         finally:
             database.dispose()
         _print_demo(data, host, port)
+        _print_console(person, host, port)
     os.environ["COUPONS_DATABASE_URL"] = db
     if deliver_webhooks:
         from coupons.entrypoints.worker import start_in_background
@@ -299,6 +359,14 @@ def _print_demo(data: DemoData, host: str, port: int) -> None:
 def _print_command(command: str) -> None:
     """A line to copy: never wrapped, never styled."""
     console.print(command, soft_wrap=True, markup=False, highlight=False)
+
+
+def _print_console(person: tuple[str, str], host: str, port: int) -> None:
+    email, password = person
+    console.print(f"Console:             http://{host}:{port}/console")
+    console.print(f"Console email:       [bold]{email}[/bold]")
+    console.print(f"Console password:    [bold]{password}[/bold] (demo only)")
+    console.rule()
 
 
 def main() -> None:

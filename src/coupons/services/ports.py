@@ -30,6 +30,7 @@ from coupons.domain.model import (
     SeriesType,
     StateChange,
 )
+from coupons.domain.people import ConsoleSession, Person, Role
 from coupons.domain.records import (
     ClientRecord,
     ClientSummary,
@@ -395,6 +396,41 @@ class JobRepository(Protocol):
     def add_finished_event(self, job: Job, state: JobState, now: datetime) -> None: ...
 
 
+class UsersRepository(Protocol):
+    """People who sign in to the console, and their sessions."""
+
+    def add(
+        self,
+        org_id: int,
+        client_id: int,
+        email: str,
+        password_hash: str,
+        role: Role,
+        now: datetime,
+    ) -> int: ...
+
+    def by_email(self, email: str) -> Person | None: ...
+
+    def update(
+        self,
+        email: str,
+        *,
+        is_active: bool | None = None,
+        password_hash: str | None = None,
+        role: Role | None = None,
+    ) -> bool: ...
+
+    def add_session(self, session: ConsoleSession) -> None: ...
+
+    def session(self, token_hash: str, now: datetime) -> tuple[ConsoleSession, Person] | None: ...
+
+    def delete_session(self, token_hash: str) -> None: ...
+
+    def delete_sessions_of(self, user_id: int) -> None: ...
+
+    def delete_expired_sessions(self, now: datetime) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction; leaving it without `commit()` rolls back."""
 
@@ -424,6 +460,9 @@ class UnitOfWork(Protocol):
 
     @property
     def jobs(self) -> JobRepository: ...
+
+    @property
+    def users(self) -> UsersRepository: ...
 
     def commit(self) -> None: ...
 

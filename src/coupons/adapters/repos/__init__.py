@@ -9,6 +9,7 @@ from coupons.adapters.repos.idempotency import SqlIdempotencyRepository
 from coupons.adapters.repos.jobs import SqlJobRepository
 from coupons.adapters.repos.revocations import SqlRevocationRepository
 from coupons.adapters.repos.series import SqlSeriesRepository
+from coupons.adapters.repos.users import SqlUsersRepository
 from coupons.adapters.repos.webhooks import SqlWebhookRepository
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "SqlJobRepository",
     "SqlRevocationRepository",
     "SqlSeriesRepository",
+    "SqlUsersRepository",
     "SqlWebhookRepository",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import fastapi_offline
@@ -16,6 +17,7 @@ from coupons import __version__
 from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
 from coupons.domain import errors
+from coupons.entrypoints.console import create_console
 from coupons.entrypoints.http import events_routes, finding_routes, handlers, jobs_routes, metrics
 from coupons.entrypoints.http.deps import document_security
 from coupons.entrypoints.http.envelope import failure, success
@@ -67,6 +69,15 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     metrics.install(app, database)  # inside EdgeMiddleware: it sees the request id
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+    app.mount(
+        "/console",
+        create_console(
+            database,
+            app.state.authenticator.throttle,
+            session_lifetime=timedelta(seconds=settings.console_session_seconds),
+        ),
+        name="console",
+    )
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

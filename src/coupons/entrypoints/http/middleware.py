@@ -11,6 +11,7 @@ from coupons.domain.codes_file import MAX_FILE_BYTES
 from coupons.domain.errors import BodyTooLarge, CodesFileTooLarge, CouponError, InvalidField
 from coupons.entrypoints.http.envelope import failure_body
 
+CONSOLE_PREFIX = "/console/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Codes files for revoke jobs: streamed to the route as they arrive (it stages them in
 # batches), never buffered here, and allowed up to the job limit instead of the JSON one.
@@ -68,6 +69,10 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        if scope["path"].startswith(CONSOLE_PREFIX):
+            # The console's forms are not JSON: it reads (and bounds) its own bodies.
+            await self.app(scope, receive, send_with_id)
+            return
         if b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", ""):
             error = InvalidField("query", "must not contain NUL characters")
             await self._reply(send_with_id, error)

@@ -1,7 +1,7 @@
 """replay request id: a replayed answer carries the original request's X-Request-Id
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008_console_users
 Create Date: 2026-12-01
 
 A client that retried a revoke got the stored answer with a new `X-Request-Id`, and reinstate
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008_console_users"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,108 @@
+"""The console as an ASGI app mounted at /console by the HTTP app.
+
+It has its own error handling: whatever goes wrong, the browser gets an HTML page saying so,
+never the API's JSON envelope and never a stack trace (the fault is logged with the request
+id instead).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from coupons.adapters.sql_uow import Database
+from coupons.entrypoints.console import pages, revoking
+from coupons.entrypoints.console.web import SECURITY_HEADERS, Console, Refused, log, page
+from coupons.entrypoints.http.middleware import request_id_of
+from coupons.services.auth import FailureThrottle
+
+HERE = Path(__file__).parent
+
+
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def create_console(
+    db: Database, throttle: FailureThrottle, *, session_lifetime: timedelta
+) -> ASGIApp:
+    """The console app; `throttle` is the API's, so sign-ins and API logins count together."""
+    app = Starlette(
+        routes=[
+            *pages.routes,
+            *revoking.routes,
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ],
+        exception_handlers={HTTPException: _http_error, Refused: _refused, Exception: _fault},
+    )
+    app.state.console = Console(
+        db=db, throttle=throttle, session_lifetime=session_lifetime, templates=_templates()
+    )
+    return FaultPage(app, app.state.console.templates)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return page(request, "error.html", status=404, message="There is no such page.")
+    if exc.status_code == 405:
+        return page(request, "error.html", status=405, message="This page cannot do that.")
+    return page(request, "error.html", status=exc.status_code, message="That request failed.")
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    return page(request, "error.html", status=exc.status, message=exc.message)
+
+
+async def _fault(request: Request, exc: Exception) -> Response:
+    """Starlette's last handler: sends this page, then re-raises to `FaultPage`."""
+    body = request.app.state.console.templates.get_template("fault.html").render(
+        request_id=request_id_of(request.scope)
+    )
+    return HTMLResponse(body, status_code=500, headers=SECURITY_HEADERS)
+
+
+class FaultPage:
+    """Outermost: any unexpected fault becomes a plain error page (sent by `_fault`, or here
+    when none was sent yet) and one log line, and goes no further: the API's JSON handler
+    never sees it."""
+
+    def __init__(self, app: ASGIApp, templates: jinja2.Environment) -> None:
+        self.app = app
+        self.templates = templates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as error:
+            request_id = request_id_of(scope)
+            log.error("console fault", request_id=request_id, error=type(error).__name__)
+            if started or scope["type"] != "http":
+                return
+            body = self.templates.get_template("fault.html").render(request_id=request_id)
+            response = HTMLResponse(body, status_code=500, headers=SECURITY_HEADERS)
+            await response(scope, receive, send)

@@ -1,0 +1,211 @@
+"""Sign-in and sign-out, search, coupon and customer pages."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from coupons.domain import errors
+from coupons.domain.people import Person
+from coupons.entrypoints.console.web import (
+    COOKIE,
+    PREFIX,
+    checked_form,
+    console_of,
+    message_of,
+    page,
+    read,
+    safe_next,
+    session_token,
+    signed_in,
+    to_sign_in,
+)
+from coupons.entrypoints.http.deps import client_address
+from coupons.services import lookup, people
+from coupons.services.common import utcnow
+
+Handler = Callable[[Request, Person], Awaitable[Response]]
+NOTICES = {
+    "reinstated": "Reinstated.",
+    "signed-out": "You are signed out.",
+}
+
+
+def needs_person(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """The page for a signed-in person; anyone else goes to the sign-in page first."""
+
+    @wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        person = await signed_in(request)
+        if person is None:
+            return to_sign_in(request)
+        return await handler(request, person)
+
+    return endpoint
+
+
+def notice(request: Request) -> str | None:
+    return NOTICES.get(request.query_params.get("notice", ""))
+
+
+# --- sign in and out ---------------------------------------------------------------------
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse(f"{PREFIX}/search", status_code=303)
+
+
+async def sign_in_page(request: Request) -> Response:
+    if await signed_in(request) is not None:
+        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+    return page(
+        request,
+        "signin.html",
+        title="Sign in",
+        next=safe_next(request.query_params.get("next")),
+        email="",
+        notice=notice(request),
+    )
+
+
+async def sign_in(request: Request) -> Response:
+    form = await checked_form(request, None)
+    email = str(form.get("email") or "")[:400]
+    password = str(form.get("password") or "")[:1000]
+    target = safe_next(str(form.get("next") or ""))
+    console = console_of(request)
+    try:
+        done = await run_in_threadpool(
+            console.db.run,
+            lambda uow: people.sign_in(
+                uow,
+                console.throttle,
+                email=email,
+                password=password,
+                address=client_address(request),
+                now=utcnow(),
+                lifetime=console.session_lifetime,
+            ),
+        )
+    except errors.TooManyAuthFailures as error:
+        message = f"Too many failed sign-ins. Try again in {error.retry_after} seconds."
+        return page(
+            request,
+            "signin.html",
+            status=429,
+            title="Sign in",
+            next=target,
+            email=email,
+            error=message,
+        )
+    except errors.AuthenticationFailed:
+        return page(
+            request,
+            "signin.html",
+            status=401,
+            title="Sign in",
+            next=target,
+            email=email,
+            error="Wrong email or password.",
+        )
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        done.token,
+        max_age=int(console.session_lifetime.total_seconds()),
+        path=PREFIX,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="lax",
+    )
+    return response
+
+
+async def sign_out(request: Request) -> Response:
+    person = await signed_in(request)
+    token = session_token(request)
+    if person is not None and token is not None:
+        await checked_form(request, person)
+        await run_in_threadpool(console_of(request).db.run, lambda uow: people.sign_out(uow, token))
+    response = RedirectResponse(f"{PREFIX}/signin?notice=signed-out", status_code=303)
+    response.delete_cookie(COOKIE, path=PREFIX)
+    return response
+
+
+# --- search, coupon, customer ------------------------------------------------------------
+
+
+@needs_person
+async def search(request: Request, person: Person) -> Response:
+    text = request.query_params.get("q", "").strip()[:320]
+    found = None
+    if text:
+        found = await read(request, person, lambda uow, ctx: lookup.search(uow, ctx, text))
+        hits = len(found.coupons) + len(found.customers)
+        if hits == 1 and found.coupons:
+            return RedirectResponse(f"{PREFIX}/coupons/{found.coupons[0].id}", status_code=303)
+        if hits == 1:
+            return RedirectResponse(f"{PREFIX}/customers/{found.customers[0].id}", status_code=303)
+    return page(request, "search.html", title="Search", q=text, found=found)
+
+
+def _path_id(request: Request, name: str) -> int:
+    raw = request.path_params[name]
+    return int(raw) if raw.isdigit() and len(raw) < 19 else 0
+
+
+@needs_person
+async def coupon(request: Request, person: Person) -> Response:
+    coupon_id = _path_id(request, "coupon_id")
+    try:
+        detail = await read(
+            request, person, lambda uow, ctx: lookup.coupon_detail(uow, ctx, coupon_id)
+        )
+    except errors.CouponError as error:
+        return page(request, "error.html", status=404, title="Coupon", message=message_of(error))
+    return page(
+        request,
+        "coupon.html",
+        title=f"Coupon {detail.coupon.code}",
+        detail=detail,
+        notice=notice(request),
+    )
+
+
+@needs_person
+async def customer(request: Request, person: Person) -> Response:
+    customer_id = _path_id(request, "customer_id")
+    try:
+        detail = await read(
+            request, person, lambda uow, ctx: lookup.customer_detail(uow, ctx, customer_id)
+        )
+    except errors.CouponError as error:
+        return page(request, "error.html", status=404, title="Customer", message=message_of(error))
+    return page(request, "customer.html", title="Customer", detail=detail)
+
+
+def _unavailable(title: str, message: str) -> Callable[[Request], Awaitable[Response]]:
+    @needs_person
+    async def endpoint(request: Request, person: Person) -> Response:
+        return page(request, "unavailable.html", title=title, message=message)
+
+    return endpoint
+
+
+routes = [
+    Route("/", home),
+    Route("/signin", sign_in_page, methods=["GET"]),
+    Route("/signin", sign_in, methods=["POST"]),
+    Route("/signout", sign_out, methods=["POST"]),
+    Route("/search", search),
+    Route("/coupons/{coupon_id}", coupon),
+    Route("/customers/{customer_id}", customer),
+    Route("/bulk", _unavailable("Bulk revoke", "Revoke jobs are not available yet.")),
+    Route("/activity", _unavailable("Activity", "The revocations trail is not available yet.")),
+    Route("/series", _unavailable("Series", "The series list is not available yet.")),
+]

@@ -1,0 +1,185 @@
+"""Revoke (preview, confirm), undo by request id, and reinstate one coupon.
+
+The preview is the API's dry run of the very call that "Confirm revoke" makes; both go
+through `services.picked`, which names the picked coupons to `services.revoke` exactly as an
+API client would. The result shows the API's entity (`revokedCoupons`, `failedToRevoke`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from coupons.domain import errors
+from coupons.domain.codes import CodeCase
+from coupons.domain.people import Person
+from coupons.entrypoints.console.pages import needs_person
+from coupons.entrypoints.console.web import PREFIX, call, checked_form, message_of, page, read
+from coupons.entrypoints.http import render
+from coupons.entrypoints.http.middleware import request_id_of
+from coupons.services import lookup, picked, revoke
+from coupons.services.common import CustomerRef
+
+MAX_REASON = 500
+REVOKED = ("revokedCoupons", "failedToRevoke")
+REINSTATED = ("reinstatedCoupons", "failedToReinstate")
+
+
+def _ids(values: list[str]) -> list[int]:
+    return sorted({int(v) for v in values if v.isdigit() and len(v) < 19})[: picked.MAX_PICKED + 1]
+
+
+@needs_person
+async def revoke_page(request: Request, person: Person) -> Response:
+    """What will be revoked (the picked coupons), and the form for a reason."""
+    ids = _ids(request.query_params.getlist("coupon"))
+    coupons = await read(request, person, lambda uow, ctx: lookup.coupons_by_ids(uow, ctx, ids))
+    return page(
+        request,
+        "revoke.html",
+        title="Revoke",
+        coupons=coupons,
+        reason="",
+        preview=None,
+        result=None,
+    )
+
+
+@needs_person
+async def revoke_post(request: Request, person: Person) -> Response:
+    form = await checked_form(request, person)
+    ids = _ids([str(v) for v in form.getlist("coupon")])
+    reason = str(form.get("reason") or "").strip()
+    step = str(form.get("step") or "preview")
+    coupons = await read(request, person, lambda uow, ctx: lookup.coupons_by_ids(uow, ctx, ids))
+    context: dict[str, Any] = {
+        "title": "Revoke",
+        "coupons": coupons,
+        "reason": reason,
+        "preview": None,
+    }
+    if not reason:
+        return page(
+            request,
+            "revoke.html",
+            status=400,
+            result=None,
+            error="Give a reason: it is written into each coupon's history.",
+            **context,
+        )
+    if len(reason) > MAX_REASON:
+        return page(
+            request,
+            "revoke.html",
+            status=400,
+            result=None,
+            error=f"The reason is too long (at most {MAX_REASON} characters).",
+            **context,
+        )
+    dry_run = step != "confirm"
+    try:
+        entity = await call(
+            request,
+            person,
+            lambda uow, ctx: picked.revoke_picked(uow, ctx, ids, reason),
+            lambda outcome, ctx: render.outcome(outcome, CodeCase.AS_IT_IS, *REVOKED),
+            permission="revoke",
+            dry_run=dry_run,
+        )
+    except errors.CouponError as error:
+        status = error.http_status if error.http_status >= 400 else 400
+        return page(
+            request, "revoke.html", status=status, result=None, error=message_of(error), **context
+        )
+    if dry_run:
+        context["preview"] = entity
+        return page(request, "revoke.html", result=None, **context)
+    return page(
+        request,
+        "revoked.html",
+        title="Revoked",
+        result=entity,
+        request_id=request_id_of(request.scope),
+        reason=reason,
+    )
+
+
+@needs_person
+async def undo(request: Request, person: Person) -> Response:
+    """Reinstate everything one revoke request revoked that nothing changed since."""
+    form = await checked_form(request, person)
+    request_id = str(form.get("request_id") or "")[:128]
+    try:
+        entity = await call(
+            request,
+            person,
+            lambda uow, ctx: revoke.reinstate_request(
+                uow, ctx, request_id, f"undo of revoke {request_id}"
+            ),
+            lambda outcome, ctx: render.outcome(outcome, CodeCase.AS_IT_IS, *REINSTATED),
+            permission="reinstate",
+        )
+    except errors.CouponError as error:
+        return page(
+            request,
+            "error.html",
+            status=max(error.http_status, 400),
+            title="Undo",
+            message=message_of(error),
+        )
+    return page(request, "undone.html", title="Undone", result=entity, undone=request_id)
+
+
+@needs_person
+async def reinstate(request: Request, person: Person) -> Response:
+    """Reinstate one revoked coupon, named to the API by series, code and holder."""
+    form: FormData = await checked_form(request, person)
+    coupon_id = int(request.path_params["coupon_id"])
+    try:
+        detail = await read(
+            request, person, lambda uow, ctx: lookup.coupon_detail(uow, ctx, coupon_id)
+        )
+        found = detail.coupon
+        command = revoke.RevokeRequest(
+            series_id=found.series_id,
+            codes=(found.code,),
+            customer=CustomerRef(id=found.customer_id) if found.customer_id else None,
+            reason=str(form.get("reason") or "").strip()[:MAX_REASON] or None,
+        )
+        entity = await call(
+            request,
+            person,
+            lambda uow, ctx: revoke.reinstate(uow, ctx, command),
+            lambda outcome, ctx: render.outcome(outcome, CodeCase.AS_IT_IS, *REINSTATED),
+            permission="reinstate",
+        )
+    except errors.CouponError as error:
+        return page(
+            request,
+            "error.html",
+            status=max(error.http_status, 400),
+            title="Reinstate",
+            message=message_of(error),
+        )
+    if entity["failedCount"]:
+        group = entity["failedToReinstate"][0]
+        return page(
+            request,
+            "error.html",
+            status=409,
+            title="Reinstate",
+            message=f"Not reinstated: {group['errorMessage']} (error {group['errorCode']})",
+        )
+    return RedirectResponse(f"{PREFIX}/coupons/{coupon_id}?notice=reinstated", status_code=303)
+
+
+routes = [
+    Route("/revoke", revoke_page, methods=["GET"]),
+    Route("/revoke", revoke_post, methods=["POST"]),
+    Route("/undo", undo, methods=["POST"]),
+    Route("/coupons/{coupon_id:int}/reinstate", reinstate, methods=["POST"]),
+]

@@ -1,0 +1,225 @@
+"""What every console page shares: templates, the signed-in person, CSRF and Origin checks,
+and running a use case exactly as the API does.
+
+Sessions: the cookie holds a random token; the database keeps its SHA-256 and expiry
+(`services.people`), so any process serves any request, and sign-out or disabling a person
+ends it at once. The CSRF token is an HMAC of the session token: fixed for the session,
+never stored, and unguessable without the HttpOnly cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import jinja2
+import orjson
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from coupons.adapters.sql_uow import Database
+from coupons.domain import errors
+from coupons.domain.people import Person
+from coupons.entrypoints.http.middleware import request_id_of
+from coupons.services import people
+from coupons.services.auth import FailureThrottle, require
+from coupons.services.common import Context, utcnow
+from coupons.services.ports import UnitOfWork
+from coupons.services.runner import execute
+
+T = TypeVar("T")
+log = structlog.get_logger("coupons.console")
+
+COOKIE = "coupons_session"
+MAX_FORM_BYTES = 1024 * 1024
+PREFIX = "/console"
+SECURITY_HEADERS = {
+    # Everything the pages use is served from here; nothing inline runs, nothing frames us.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class Refused(Exception):
+    """A request the console will not act on (CSRF, Origin, role); nothing was changed."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Console:
+    """The console's state, built once per app."""
+
+    db: Database
+    throttle: FailureThrottle
+    session_lifetime: timedelta
+    templates: jinja2.Environment
+
+
+def console_of(request: Request) -> Console:
+    state: Console = request.app.state.console
+    return state
+
+
+def csrf_token(session_token: str) -> str:
+    return hmac.new(session_token.encode(), b"console-csrf", hashlib.sha256).hexdigest()
+
+
+def session_token(request: Request) -> str | None:
+    token = request.cookies.get(COOKIE)
+    return token if token and len(token) <= 100 else None
+
+
+async def signed_in(request: Request) -> Person | None:
+    """The person whose unexpired session the cookie names, or None."""
+    token = session_token(request)
+    if token is None:
+        return None
+    db = console_of(request).db
+    person = await run_in_threadpool(
+        db.run, lambda uow: people.session_person(uow, token, utcnow()), write=False
+    )
+    if person is not None:
+        request.state.person = person
+        request.state.csrf = csrf_token(token)
+    return person
+
+
+def to_sign_in(request: Request) -> Response:
+    """Send a signed-out browser to the sign-in page, remembering where it was going."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"{PREFIX}/signin?next={_quote(target)}", status_code=303)
+
+
+def _quote(value: str) -> str:
+    return quote(value, safe="/")
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path inside the console: never an open redirect to another site."""
+    if (
+        value
+        and value.startswith(f"{PREFIX}/")
+        and "\\" not in value
+        and not urlsplit(value).netloc
+    ):
+        return value
+    return f"{PREFIX}/search"
+
+
+def check_origin(request: Request) -> None:
+    """A state-changing request must come from a page of this console: its Origin (or, when
+    a browser sends none, its Referer) must name this host."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    host = request.headers.get("host", "")
+    if not origin or origin == "null" or urlsplit(origin).netloc != host:
+        raise Refused("This form was not sent from this console's own page; nothing was changed.")
+
+
+async def checked_form(
+    request: Request, person: Person | None, *, max_bytes: int = MAX_FORM_BYTES
+) -> FormData:
+    """The posted form, after the Origin check and (when signed in) the CSRF token check."""
+    check_origin(request)
+    try:
+        declared = int(request.headers.get("content-length", ""))
+    except ValueError:
+        raise Refused("A form must say how long it is; nothing was changed.", 411) from None
+    if declared > max_bytes:
+        limit = f"{max_bytes // (1024 * 1024)} MiB"
+        raise Refused(
+            f"That is too much to send at once (limit {limit}); nothing was changed.", 413
+        )
+    form = await request.form()
+    if person is not None:
+        sent = form.get("csrf")
+        expected = getattr(request.state, "csrf", "")
+        if not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+            raise Refused(
+                "This form has expired or was not sent by this console; nothing was changed."
+            )
+    return form
+
+
+def page(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+    """Render a page with the layout's context: who is signed in, their CSRF token."""
+    console = console_of(request)
+    person: Person | None = getattr(request.state, "person", None)
+    body = console.templates.get_template(template).render(
+        person=person,
+        csrf=getattr(request.state, "csrf", ""),
+        can_revoke=person is not None and can(person, "revoke"),
+        can_admin=person is not None and can(person, "admin"),
+        path=request.url.path,
+        **context,
+    )
+    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+def can(person: Person, permission: str) -> bool:
+    """Whether the person's role allows it: the API's own group check."""
+    try:
+        require(people.actor_of(person), permission)
+    except errors.AccessDenied:
+        return False
+    return True
+
+
+def message_of(error: errors.CouponError) -> str:
+    """An API error as a person reads it: the message, with the API's code for support."""
+    text = error.message[:1].upper() + error.message[1:]
+    return f"{text} (error {error.code})"
+
+
+async def call(
+    request: Request,
+    person: Person,
+    use_case: Callable[[UnitOfWork, Context], T],
+    entity: Callable[[T, Context], Any],
+    *,
+    permission: str = "read",
+    dry_run: bool = False,
+    write: bool = True,
+) -> Any:
+    """Run one use case through the API's runner (one transaction; a dry run or a read rolls
+    back) as the person, and return the entity the API would answer with."""
+    actor = people.actor_of(person)
+    require(actor, permission)
+    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
+    rendered = await run_in_threadpool(
+        execute,
+        console_of(request).db,
+        ctx,
+        lambda uow: use_case(uow, ctx),
+        lambda result: orjson.dumps(entity(result, ctx)),
+        dry_run=dry_run,
+        write=write,
+    )
+    return orjson.loads(rendered.body)
+
+
+async def read(request: Request, person: Person, use_case: Callable[[UnitOfWork, Context], T]) -> T:
+    """Run a read-only use case as the person and return its result as it is."""
+    actor = people.actor_of(person)
+    require(actor, "read")
+    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
+    return await run_in_threadpool(
+        console_of(request).db.run, lambda uow: use_case(uow, ctx), write=False
+    )

@@ -1,0 +1,125 @@
+"""The console's use cases on in-memory fakes: picking coupons to revoke, and people."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from coupons.domain import errors
+from coupons.domain.model import Coupon, CouponState, SeriesType
+from coupons.domain.revoke import FailureReason
+from coupons.services import people, picked
+from coupons.services.auth import FailureThrottle
+from tests.unit.world import NOW, OTHER_ORG, World
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_a_pick_across_series_and_holders_revokes_exactly_those_coupons_in_one_request(
+    world: World,
+) -> None:
+    # Given two customers holding the same generic code, and coupons in two series
+    ann, bob = world.customer("+1 555 0100"), world.customer("+1 555 0101")
+    generic = world.series(SeriesType.GENERIC, generic_code="SALE20")
+    pool = world.series()
+    ann_generic = world.coupons(generic, "SALE20", to=ann)
+    bob_generic = world.coupons(generic, "SALE20", to=bob)
+    ann_pool = world.coupons(pool, "P-1", "P-2", to=ann)
+    unissued = world.coupons(pool, "P-3", state=CouponState.AVAILABLE)
+    redeemed = world.coupons(pool, "P-4", state=CouponState.REDEEMED, to=ann)
+    chosen = [*ann_generic, *ann_pool, *unissued, *redeemed]
+
+    # When they are revoked by id
+    uow = world.uow()
+    outcome = picked.revoke_picked(uow, world.ctx(), [c.id for c in chosen], "fraud")
+    uow.commit()
+
+    # Then each picked coupon is revoked (Bob's copy of the shared code is not), and the
+    # redeemed one is reported as the API reports it
+    assert sorted(c.id for c in outcome.done) == sorted(c.id for c in chosen[:-1])
+    assert outcome.failed == {FailureReason.REDEEMED: ["P-4"]}
+    assert world.states(bob_generic) == [CouponState.ISSUED]
+    assert world.states(chosen[:-1]) == [CouponState.REVOKED] * 4
+    # under the one request id, so one undo takes them all back
+    assert {h.change.request_id for h in world.store.history} == {"req-1"}
+
+
+def test_a_pick_of_another_orgs_coupons_or_of_nothing_changes_nothing(world: World) -> None:
+    theirs = world.coupons(world.series(org_id=OTHER_ORG), "X-1")
+
+    with pytest.raises(errors.InvalidField):
+        picked.revoke_picked(world.uow(), world.ctx(), [theirs[0].id], None)
+    with pytest.raises(errors.InvalidField):
+        picked.revoke_picked(world.uow(), world.ctx(), list(range(1, picked.MAX_PICKED + 2)), None)
+    assert world.states(theirs) == [CouponState.ISSUED]
+
+
+def test_a_pick_in_an_expired_series_fails_whole_and_revokes_nothing(world: World) -> None:
+    live = world.coupons(world.series(), "L-1")
+    old = world.coupons(world.series(expired=True), "O-1")
+    uow = world.uow()
+
+    with pytest.raises(errors.SeriesExpired):
+        picked.revoke_picked(uow, world.ctx(), [live[0].id, old[0].id], None)
+    uow.rollback()
+
+    assert world.states([*live, *old]) == [CouponState.ISSUED, CouponState.ISSUED]
+
+
+def test_more_than_50_codes_of_one_series_become_several_api_requests() -> None:
+    coupons = [Coupon(i, 9, f"C-{i}", CouponState.ISSUED, None) for i in range(1, 121)]
+
+    requests = picked.requests_for(coupons, "r")
+
+    assert [len(r.codes) for r in requests] == [50, 50, 20]
+    assert {r.series_id for r in requests} == {9}
+
+
+def test_sign_in_makes_a_session_that_ends_on_sign_out_and_never_stores_the_token(
+    world: World,
+) -> None:
+    # Given a person
+    uow = world.uow()
+    world.store.orgs[1001] = "acme"
+    people.create_person(
+        uow, org="acme", email="Ann@Example.com", role="support", password="pw-1", now=NOW
+    )
+    uow.commit()
+
+    # When they sign in
+    signed = people.sign_in(
+        world.uow(), FailureThrottle(3, 60), email="ann@example.COM", password="pw-1",
+        address="a", now=NOW, lifetime=timedelta(hours=1),
+    )  # fmt: skip
+
+    # Then the session names them until it expires, keyed only by the token's hash
+    assert signed.token not in world.store.sessions
+    assert people.session_person(world.uow(), signed.token, NOW) == signed.person
+    assert people.session_person(world.uow(), signed.token, NOW + timedelta(hours=2)) is None
+    assert people.actor_of(signed.person).groups == frozenset({"default"})
+    people.sign_out(world.uow(), signed.token)
+    assert people.session_person(world.uow(), signed.token, NOW) is None
+
+
+def test_wrong_passwords_are_refused_alike_and_then_throttled(world: World) -> None:
+    world.store.orgs[1001] = "acme"
+    uow = world.uow()
+    people.create_person(uow, org="acme", email="a@x.test", role="viewer", password="p", now=NOW)
+    uow.commit()
+    throttle = FailureThrottle(2, 60)
+
+    def attempt(email: str, password: str) -> None:
+        people.sign_in(
+            world.uow(), throttle, email=email, password=password, address="b", now=NOW,
+            lifetime=timedelta(hours=1),
+        )  # fmt: skip
+
+    for email in ("a@x.test", "nobody@x.test"):
+        with pytest.raises(errors.AuthenticationFailed):
+            attempt(email, "wrong")
+    with pytest.raises(errors.TooManyAuthFailures):
+        attempt("a@x.test", "p")
