@@ -9,8 +9,8 @@ leanest client there is:
   (`-M prepared`, as psycopg prepares a statement from its fifth use), one client per
   connection of the HTTP side. The codes come from a pool of still-ISSUED coupons, one
   request's worth per row of a scratch table that the script reads with `\\gset`: the only
-  statement the service does not send (a primary-key read, inside the client lookup's read
-  transaction).
+  statement the service does not send (a primary-key read, inside the write transaction,
+  taking no lock).
 - SQLite: the same statements through the standard library's `sqlite3` (statements prepared
   once and cached), same pragmas and checkpointing as the service, writers queued on a
   blocking `flock`, one process per connection (as the raw side), no SQLAlchemy; see
@@ -177,13 +177,8 @@ def pgbench_script(*, advisory_lock: bool = True) -> str:
         "BEGIN;",
         # Not sent by the service: this request's codes from the pool.
         f"SELECT * FROM {JOBS_TABLE} WHERE id = (SELECT nextval('{JOBS_SEQUENCE}')) \\gset",
-        # Basic authentication: the client row, in its own read transaction.
-        "SELECT api_clients.id, api_clients.org_id, api_clients.username, "
-        "api_clients.secret_hash, api_clients.groups, api_clients.is_active, "
-        "api_clients.created_at FROM api_clients "
-        "WHERE api_clients.username = :username::VARCHAR;",
-        "ROLLBACK;",
-        "BEGIN;",
+        # No client lookup: the service reads a client row at most once a second per worker
+        # (services/auth.py), so a busy client's requests send none.
         "SELECT coupon_series.id, coupon_series.org_id, coupon_series.description, "
         "coupon_series.client_handling_type, coupon_series.generic_code, "
         "coupon_series.generic_code_norm, coupon_series.valid_till, "
@@ -193,11 +188,11 @@ def pgbench_script(*, advisory_lock: bool = True) -> str:
         "SELECT coupons.id, coupons.series_id, coupons.code, coupons.state, "
         "coupons.customer_id, coupons.revoked_from, coupons.pin FROM coupons "
         "WHERE coupons.org_id = :org_id::BIGINT "
-        f"AND coupons.code_norm IN ({_list(':c{}::VARCHAR')}) "
-        "AND coupons.series_id = :series_id::BIGINT ORDER BY coupons.id FOR UPDATE;",
+        "AND coupons.code_norm = ANY (:norms::VARCHAR[]) "
+        "AND coupons.series_id + 0 = :series_id::BIGINT ORDER BY coupons.id FOR UPDATE;",
         "UPDATE coupons SET state=:revoked::VARCHAR, revoked_from=coupons.state, "
         "updated_at=:at::TIMESTAMP WITH TIME ZONE, version=(coupons.version + :one::BIGINT) "
-        f"WHERE coupons.id IN ({_list(':i{}::BIGINT')}) "
+        "WHERE coupons.id = ANY (:ids::BIGINT[]) "
         "AND coupons.state IN (:available::VARCHAR, :issued::VARCHAR);",
         # The revocations trail row (one per revoke call); pgbench sets no NULL or text, so
         # the anchor's rows carry a random numeric request id and job id 0.
@@ -232,7 +227,17 @@ def _array(values: Sequence[object]) -> str:
 
 
 # The script's per-request variables after the codes and ids: `at`, then text arrays.
-_ARRAYS = ("ids", "actions", "from_states", "to_states", "ats", "actors", "request_ids", "reasons")
+_ARRAYS = (
+    "ids",
+    "norms",
+    "actions",
+    "from_states",
+    "to_states",
+    "ats",
+    "actors",
+    "request_ids",
+    "reasons",
+)
 
 
 def _load_jobs(layout: Layout, pool: Sequence[PoolJob]) -> None:
@@ -256,7 +261,15 @@ def _load_jobs(layout: Layout, pool: Sequence[PoolJob]) -> None:
                 request_id = uuid.uuid4().hex
                 same = ("REVOKE", "ISSUED", "REVOKED", at, layout.username, request_id, REASON)
                 copy.write_row(
-                    [number, job.series_id, *job.norms, *job.ids, at, _array(job.ids)]
+                    [
+                        number,
+                        job.series_id,
+                        *job.norms,
+                        *job.ids,
+                        at,
+                        _array(job.ids),
+                        _array(job.norms),
+                    ]
                     + [_array([value] * N) for value in same]
                 )
         conn.execute(f"ANALYZE {JOBS_TABLE}")

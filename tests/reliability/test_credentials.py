@@ -149,7 +149,21 @@ def test_a_token_says_when_it_expires_and_is_not_accepted_signed_with_another_ke
         assert response.status_code == 401
 
 
-def test_disabling_a_client_stops_its_tokens_and_secret_at_once(
+def _refused_within(client: TestClient, headers: dict[str, str], seconds: float) -> float:
+    """How long until a request with `headers` is refused with 9010 (fails past `seconds`)."""
+    start = time.monotonic()
+    while True:
+        response = client.get("/v2/coupon/1", headers=headers)
+        waited = time.monotonic() - start
+        if response.status_code == 401:
+            assert error_code(response) == 9010
+            return waited
+        assert response.status_code == 404, response.text
+        assert waited < seconds, f"still accepted after {waited:.2f}s"
+        time.sleep(0.05)
+
+
+def test_disabling_a_client_stops_its_tokens_and_secret_within_two_seconds(
     backend: Backend, client: TestClient
 ) -> None:
     # given a client with a valid token and a cached Basic login
@@ -157,13 +171,74 @@ def test_disabling_a_client_stops_its_tokens_and_secret_at_once(
     token = _token(client, creds)
     assert client.get("/v2/coupon/1", headers=creds.headers).status_code == 404
 
-    # when the client is disabled
+    # when the client is disabled (behind the service's back, as the CLI does)
     _set_active(backend, creds.username, False)
 
-    # then the very next token and Basic requests are refused
-    response = client.get("/v2/coupon/1", headers={"X-CAP-API-OAUTH-TOKEN": token})
+    # then its token and its Basic credentials are refused within two seconds
+    assert _refused_within(client, {"X-CAP-API-OAUTH-TOKEN": token}, 2.0) < 2.0
+    assert _refused_within(client, creds.headers, 2.0) < 2.0
+
+
+def test_a_changed_secret_stops_working_within_two_seconds_and_the_new_one_works(
+    backend: Backend, client: TestClient
+) -> None:
+    # given a client whose Basic login the service has just checked and cached
+    creds = _new_client(backend)
+    assert client.get("/v2/coupon/1", headers=creds.headers).status_code == 404
+
+    # when its secret is changed in the database
+    new_secret = f"pw-{uuid.uuid4().hex}"
+
+    def work(uow: Any) -> None:
+        assert uow.clients.update_client(creds.username, secret_hash=auth.hash_secret(new_secret))
+        uow.commit()
+
+    backend.db.run(work)
+
+    # then the old secret is refused within two seconds, and the new one is accepted
+    assert _refused_within(client, creds.headers, 2.0) < 2.0
+    renewed = Credentials(username=creds.username, password=new_secret, org=creds.org)
+    assert client.get("/v2/coupon/1", headers=renewed.headers).status_code == 404
+
+
+def test_a_wrong_secret_is_refused_even_while_the_client_row_is_cached(
+    backend: Backend, client: TestClient
+) -> None:
+    creds = _new_client(backend)
+    assert client.get("/v2/coupon/1", headers=creds.headers).status_code == 404
+
+    wrong = Credentials(username=creds.username, password=creds.password + "x", org=creds.org)
+    response = client.get("/v2/coupon/1", headers=wrong.headers)
+
     assert response.status_code == 401 and error_code(response) == 9010
-    assert client.get("/v2/coupon/1", headers=creds.headers).status_code == 401
+
+
+def test_a_busy_client_is_read_from_the_database_about_once_a_second(
+    app: FastAPI, client: TestClient, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a client that has just authenticated
+    creds = _new_client(backend)
+    token = _token(client, creds)
+    assert client.get("/v2/coupon/1", headers=creds.headers).status_code == 404
+    reads: list[str] = []
+    authenticator = app.state.authenticator
+    real_run = authenticator.db.run
+
+    def counting_run(work: Any, **kwargs: Any) -> Any:
+        reads.append(getattr(work, "__qualname__", "?"))
+        return real_run(work, **kwargs)
+
+    monkeypatch.setattr(authenticator.db, "run", counting_run)
+
+    # when it sends ten Basic and ten token requests at once
+    for _ in range(10):
+        assert client.get("/v2/coupon/1", headers=creds.headers).status_code == 404
+        response = client.get("/v2/coupon/1", headers={"X-CAP-API-OAUTH-TOKEN": token})
+        assert response.status_code == 404
+
+    # then authentication read the client table at most once per kind (the entries may just
+    # have expired), not once per request
+    assert sum("_client_by" in r for r in reads) <= 2, reads
 
 
 def test_an_unknown_username_still_costs_an_argon2_verify(

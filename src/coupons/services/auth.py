@@ -2,9 +2,13 @@
 
 Secrets are stored only as argon2 hashes. Argon2 is slow on purpose, so a successful Basic
 check is remembered in memory, keyed by the stored hash and a SHA-256 of the presented secret:
-the next request with the same credentials skips argon2, a changed secret misses the cache,
-and the client row (active flag) is still read on every request so a disabled client stops at
-once.
+the next request with the same credentials skips argon2, and a changed secret misses the cache.
+
+The client row itself is remembered for a second (`CLIENT_CACHE_SECONDS`), by username and by
+id, so a busy client costs no database read per request. A disable or a secret change made
+anywhere (another worker, the CLI) therefore takes effect within about a second: the row is
+read again once its entry is older than that, and the hash check is keyed by the stored hash,
+so a wrong or superseded secret is never accepted from the cache.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 SIGNING_KEY_NAME = "token_signing_key"
+# How long a client row read for authentication is trusted (see the module docstring).
+CLIENT_CACHE_SECONDS = 1.0
+_CACHE_LIMIT = 10_000
 _hasher = PasswordHasher()
 
 
@@ -137,8 +144,13 @@ class Authenticator:
         token_secret: str | None,
         token_ttl_seconds: int,
         throttle: FailureThrottle,
+        client_cache_seconds: float = CLIENT_CACHE_SECONDS,
     ) -> None:
         self.db = db
+        self.client_cache_seconds = client_cache_seconds
+        # username / client id -> (monotonic time read, row); None rows are not kept.
+        self._by_username: dict[str, tuple[float, ClientRecord]] = {}
+        self._by_id: dict[int, tuple[float, ClientRecord]] = {}
         self.token_ttl = token_ttl_seconds
         self.throttle = throttle
         self._token_secret = token_secret
@@ -154,11 +166,7 @@ class Authenticator:
         self.throttle.check(*keys)
         # No stored username holds NUL, and PostgreSQL refuses it in a query (a 500), so such a
         # name is simply unknown; it still costs an argon2 verify like any unknown name.
-        client = (
-            None
-            if "\x00" in username
-            else self.db.run(lambda uow: uow.clients.client_by_username(username), write=False)
-        )
+        client = None if "\x00" in username else self._client_by_username(username)
         # Verify first, whatever the lookup found: an unknown username must cost the same
         # argon2 work as a known one, or response time tells which usernames exist.
         verified = self._verify(client, secret)
@@ -182,10 +190,44 @@ class Authenticator:
         if client is None:
             return False
         with self._lock:
-            if len(self._verified) > 10_000:
+            if len(self._verified) > _CACHE_LIMIT:
                 self._verified.clear()
             self._verified[(client.id, client.secret_hash)] = digest
         return True
+
+    # --- the client row, cached briefly ---------------------------------------------------
+
+    def _client_by_username(self, username: str) -> ClientRecord | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._by_username.get(username)
+        if hit is not None and now - hit[0] < self.client_cache_seconds:
+            return hit[1]
+        client = self.db.run(lambda uow: uow.clients.client_by_username(username), write=False)
+        self._remember(now, client)
+        return client
+
+    def _client_by_id(self, client_id: int) -> ClientRecord | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._by_id.get(client_id)
+        if hit is not None and now - hit[0] < self.client_cache_seconds:
+            return hit[1]
+        client = self.db.run(lambda uow: uow.clients.client_by_id(client_id), write=False)
+        self._remember(now, client)
+        return client
+
+    def _remember(self, read_at: float, client: ClientRecord | None) -> None:
+        # Unknown names are not remembered: a client created a moment ago works at once, and
+        # a spray of made-up names cannot fill the cache.
+        if client is None or self.client_cache_seconds <= 0:
+            return
+        with self._lock:
+            if len(self._by_username) > _CACHE_LIMIT or len(self._by_id) > _CACHE_LIMIT:
+                self._by_username.clear()
+                self._by_id.clear()
+            self._by_username[client.username] = (read_at, client)
+            self._by_id[client.id] = (read_at, client)
 
     # --- tokens ---------------------------------------------------------------------------
 
@@ -221,7 +263,7 @@ class Authenticator:
             client_id = int(claims["sub"])
         except (jwt.PyJWTError, ValueError, TypeError):
             raise errors.AuthenticationFailed() from None
-        client = self.db.run(lambda uow: uow.clients.client_by_id(client_id), write=False)
+        client = self._client_by_id(client_id)
         if client is None or not client.is_active or client.org_id != claims.get("org"):
             raise errors.AuthenticationFailed()
         if claims.get("sv") != secret_version(client.secret_hash):
