@@ -26,6 +26,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 
 from coupons.config import Settings
 from coupons.entrypoints.http import create_app
+from coupons.entrypoints.job_worker import JobWorker, JobWorkerOptions
 from coupons.services import people
 from coupons.services.common import utcnow
 from tests.conftest import PASSWORD, Backend
@@ -42,6 +43,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 PERSON_PASSWORD = "console-pass-0123"
+JOB_CHUNK = 25
 PEOPLE = {
     "admin@acme.test": ("acme", "admin"),
     "agent@acme.test": ("acme", "support"),
@@ -121,12 +123,19 @@ def _serve(backend: Backend) -> Iterator[Server]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    # Revoke jobs run in a background worker, as under `coupons serve`; small chunks and a
+    # quick poll so a test sees a job move and end within a second or two.
+    worker = JobWorker(backend.db, JobWorkerOptions(chunk_size=JOB_CHUNK, poll_interval=0.05))
+    worker_thread = threading.Thread(target=worker.run, name="job-worker", daemon=True)
+    worker_thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if time.monotonic() > deadline:
             raise RuntimeError("console test server did not start")
         time.sleep(0.02)
     yield Server(f"http://127.0.0.1:{port}", backend, app)
+    worker.stop()
+    worker_thread.join(timeout=10)
     server.should_exit = True
     thread.join(timeout=10)
 

@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coupons.adapters.sql_uow import Database
-from coupons.entrypoints.console import pages, revoking
+from coupons.entrypoints.console import finding_pages, jobs_pages, pages, revoking
 from coupons.entrypoints.console.web import SECURITY_HEADERS, Console, Refused, log, page
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services.auth import FailureThrottle
@@ -46,10 +46,13 @@ def create_console(
         routes=[
             *pages.routes,
             *revoking.routes,
+            *finding_pages.routes,
+            *jobs_pages.routes,
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         exception_handlers={HTTPException: _http_error, Refused: _refused, Exception: _fault},
     )
+    app.state.db = db  # what the API's CSV export reads its pages from
     app.state.console = Console(
         db=db, throttle=throttle, session_lifetime=session_lifetime, templates=_templates()
     )

@@ -189,14 +189,6 @@ async def customer(request: Request, person: Person) -> Response:
     return page(request, "customer.html", title="Customer", detail=detail)
 
 
-def _unavailable(title: str, message: str) -> Callable[[Request], Awaitable[Response]]:
-    @needs_person
-    async def endpoint(request: Request, person: Person) -> Response:
-        return page(request, "unavailable.html", title=title, message=message)
-
-    return endpoint
-
-
 routes = [
     Route("/", home),
     Route("/signin", sign_in_page, methods=["GET"]),
@@ -205,7 +197,4 @@ routes = [
     Route("/search", search),
     Route("/coupons/{coupon_id}", coupon),
     Route("/customers/{customer_id}", customer),
-    Route("/bulk", _unavailable("Bulk revoke", "Revoke jobs are not available yet.")),
-    Route("/activity", _unavailable("Activity", "The revocations trail is not available yet.")),
-    Route("/series", _unavailable("Series", "The series list is not available yet.")),
 ]

@@ -1,0 +1,181 @@
+"""Activity (the revocations trail) and series pages, on the API's finding use cases."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from coupons.domain import errors
+from coupons.domain.model import CouponState, Series
+from coupons.domain.people import Person
+from coupons.entrypoints.console.pages import needs_person
+from coupons.entrypoints.console.web import PREFIX, call, message_of, page
+from coupons.entrypoints.http import finding_routes, render
+from coupons.services import finding, people, series
+from coupons.services.common import Context
+from coupons.services.ports import UnitOfWork
+
+PAGE = 50
+STATES = [s.value for s in CouponState]
+
+
+def _text(request: Request, name: str, limit: int = 200) -> str:
+    return request.query_params.get(name, "").strip()[:limit]
+
+
+@needs_person
+async def activity(request: Request, person: Person) -> Response:
+    """Revoke calls and jobs, newest first, filtered by person and dates."""
+    filters = {name: _text(request, name) for name in ("actor", "since", "until")}
+    after = _text(request, "after", 500) or None
+    try:
+        reader = finding_routes._trail_reader(
+            filters["actor"] or None, filters["since"] or None, filters["until"] or None
+        )
+        entity = await call(
+            request,
+            person,
+            lambda uow, ctx: reader(uow, ctx, after, PAGE),
+            lambda found, ctx: {
+                "rows": [render.revocation(r) for r in found.items],
+                "next": found.next_cursor,
+            },
+            write=False,
+        )
+    except errors.CouponError as error:
+        return page(
+            request,
+            "activity.html",
+            status=400,
+            title="Activity",
+            rows=[],
+            filters=filters,
+            next_url=None,
+            error=message_of(error),
+        )
+    next_url = None
+    if entity["next"]:
+        query = {k: v for k, v in filters.items() if v}
+        next_url = f"{PREFIX}/activity?{urlencode({**query, 'after': entity['next']})}"
+    return page(
+        request,
+        "activity.html",
+        title="Activity",
+        rows=entity["rows"],
+        filters=filters,
+        next_url=next_url,
+    )
+
+
+@needs_person
+async def series_list(request: Request, person: Person) -> Response:
+    after = _text(request, "after", 500) or None
+    try:
+        entity = await call(
+            request,
+            person,
+            lambda uow, ctx: finding.list_series(uow, ctx, PAGE, after),
+            lambda found, ctx: {
+                "series": [render.series(s.series, s.counts, ctx.now) for s in found.items],
+                "next": found.next_cursor,
+            },
+            write=False,
+        )
+    except errors.CouponError as error:
+        return page(request, "error.html", status=400, title="Series", message=message_of(error))
+    next_url = f"{PREFIX}/series?{urlencode({'after': entity['next']})}" if entity["next"] else None
+    return page(
+        request,
+        "series_list.html",
+        title="Series",
+        series=entity["series"],
+        states=STATES,
+        next_url=next_url,
+    )
+
+
+@needs_person
+async def series_detail(request: Request, person: Person) -> Response:
+    series_id = _series_id(request)
+    state = _text(request, "state", 20).upper()
+    after = _text(request, "after", 500) or None
+    try:
+        entity = await call(
+            request,
+            person,
+            lambda uow, ctx: (
+                finding.series_coupons(uow, ctx, series_id, state or None, PAGE, after),
+                _series(uow, ctx, series_id),
+            ),
+            lambda found, ctx: {
+                "coupons": [render.coupon(c) for c in found[0].items],
+                "next": found[0].next_cursor,
+                "series": render.series(found[1][0], found[1][1], ctx.now),
+            },
+            write=False,
+        )
+    except errors.CouponError as error:
+        return page(
+            request,
+            "error.html",
+            status=max(error.http_status, 400),
+            title="Series",
+            message=message_of(error),
+        )
+    next_url = None
+    if entity["next"]:
+        query = {"state": state} if state else {}
+        next_url = f"{PREFIX}/series/{series_id}?{urlencode({**query, 'after': entity['next']})}"
+    return page(
+        request,
+        "series.html",
+        title=entity["series"]["description"],
+        s=entity["series"],
+        coupons=entity["coupons"],
+        states=STATES,
+        chosen=state if state in STATES else "",
+        next_url=next_url,
+    )
+
+
+def _series(uow: UnitOfWork, ctx: Context, series_id: int) -> tuple[Series, dict[CouponState, int]]:
+    return series.get_series(uow, ctx, series_id)
+
+
+def _series_id(request: Request) -> int:
+    raw = request.path_params["series_id"]
+    return int(raw) if raw.isdigit() and len(raw) < 19 else 0
+
+
+@needs_person
+async def series_export(request: Request, person: Person) -> Response:
+    series_id = _series_id(request)
+    state = _text(request, "state", 20).upper() or None
+    try:
+        return await finding_routes.export(
+            request,
+            people.actor_of(person),
+            finding_routes._series_reader(series_id, state),
+            finding_routes.COUPON_HEADER,
+            finding_routes.coupon_row,
+            f"series-{series_id}-coupons.csv",
+        )
+    except errors.CouponError as error:
+        return page(
+            request,
+            "error.html",
+            status=max(error.http_status, 400),
+            title="Export",
+            message=message_of(error),
+        )
+
+
+routes = [
+    Route("/activity", activity),
+    Route("/series", series_list),
+    Route("/series/{series_id}", series_detail),
+    Route("/series/{series_id}/coupons.csv", series_export),
+]

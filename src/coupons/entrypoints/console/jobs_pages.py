@@ -1,0 +1,232 @@
+"""Bulk revoke as a server job (spec §8): start or preview one, watch it, cancel, undo.
+
+The form's pasted codes and uploaded file go to the jobs service exactly as an API upload
+does (`parse_codes`, `stage_upload`, `open_upload`); the job page reads the job as the API
+renders it, and the report is the API's CSV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from coupons.domain import errors
+from coupons.domain.codes import CodeCase
+from coupons.domain.codes_file import CodesFormat, parse_codes
+from coupons.domain.jobs import Job, ReportRow
+from coupons.domain.people import Person
+from coupons.domain.revoke import FailureReason
+from coupons.entrypoints.console.pages import needs_person
+from coupons.entrypoints.console.web import (
+    PREFIX,
+    call,
+    checked_form,
+    console_of,
+    message_of,
+    page,
+    read,
+)
+from coupons.entrypoints.http import render
+from coupons.entrypoints.http.jobs_routes import REPORT_COLUMNS, _csv, _row
+from coupons.entrypoints.http.middleware import request_id_of
+from coupons.services import jobs, people
+from coupons.services.auth import require
+from coupons.services.common import Context, utcnow
+
+MAX_UPLOAD = 64 * 1024 * 1024
+REASONS = {str(r.code): r.message for r in FailureReason}
+CHUNK = 64 * 1024
+
+
+@needs_person
+async def bulk_page(request: Request, person: Person) -> Response:
+    recent = await read(request, person, lambda uow, ctx: jobs.list_jobs(uow, ctx, None, 20))
+    return page(
+        request,
+        "bulk.html",
+        title="Bulk revoke",
+        series=[],
+        form={"series": "", "codes": "", "reason": ""},
+        jobs=[render.job(j) for j in recent],
+    )
+
+
+def _chunks(upload: UploadFile | None, pasted: str) -> tuple[Iterator[bytes], CodesFormat]:
+    if upload is not None and upload.filename:
+        name = upload.filename.lower()
+        fmt = CodesFormat.CSV if name.endswith(".csv") else CodesFormat.TEXT
+
+        def read_file() -> Iterator[bytes]:
+            while chunk := upload.file.read(CHUNK):
+                yield chunk
+
+        return read_file(), fmt
+    return iter([pasted.encode()]), CodesFormat.TEXT
+
+
+@needs_person
+async def bulk_start(request: Request, person: Person) -> Response:
+    form = await checked_form(request, person, max_bytes=MAX_UPLOAD)
+    series_raw = str(form.get("series") or "").strip()
+    pasted = str(form.get("codes") or "")
+    reason = str(form.get("reason") or "").strip()
+    upload = form.get("codes_file")
+    dry_run = str(form.get("step") or "") == "preview"
+    values = {"series": series_raw, "codes": pasted[:100_000], "reason": reason}
+
+    async def again(message: str, status: int = 400) -> Response:
+        recent = await read(request, person, lambda uow, ctx: jobs.list_jobs(uow, ctx, None, 20))
+        return page(
+            request,
+            "bulk.html",
+            status=status,
+            title="Bulk revoke",
+            series=[],
+            form=values,
+            jobs=[render.job(j) for j in recent],
+            error=message,
+        )
+
+    if not reason:
+        return await again("Give a reason: it is written into each coupon's history.")
+    if len(reason) > 500:
+        return await again("The reason is too long (at most 500 characters).")
+    file = upload if isinstance(upload, UploadFile) else None
+    if not pasted.strip() and (file is None or not file.filename):
+        return await again("Paste some codes or choose a codes file.")
+    series_id = int(series_raw) if series_raw.isdigit() and len(series_raw) < 19 else None
+    actor = people.actor_of(person)
+    try:
+        require(actor, "revoke")
+        ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
+        spec = jobs.JobRequest(series_id, reason, dry_run, CodeCase.AS_IT_IS)
+        chunks, fmt = _chunks(file, pasted)
+        db = console_of(request).db
+        job_id = await run_in_threadpool(jobs.stage_upload, db, ctx, spec, parse_codes(chunks, fmt))
+        try:
+            await run_in_threadpool(db.run, lambda uow: _open(uow, ctx, job_id))
+        except BaseException:
+            await run_in_threadpool(jobs.discard_upload, db, job_id)
+            raise
+    except errors.CouponError as error:
+        return await again(message_of(error), max(error.http_status, 400))
+    return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
+
+
+def _open(uow: Any, ctx: Context, job_id: str) -> Job:
+    job = jobs.open_upload(uow, ctx, job_id)
+    uow.commit()
+    return job
+
+
+@needs_person
+async def job_page(request: Request, person: Person) -> Response:
+    job_id = request.path_params["job_id"][:40]
+    try:
+        job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
+    except errors.CouponError as error:
+        return page(request, "error.html", status=404, title="Job", message=message_of(error))
+    return page(request, "job.html", title=f"Job {job.id}", job=render.job(job), reasons=REASONS)
+
+
+@needs_person
+async def job_progress(request: Request, person: Person) -> Response:
+    job_id = request.path_params["job_id"][:40]
+    try:
+        job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
+    except errors.CouponError as error:
+        return JSONResponse({"error": message_of(error)}, status_code=404)
+    return JSONResponse(render.job(job), headers={"Cache-Control": "no-store"})
+
+
+@needs_person
+async def job_report(request: Request, person: Person) -> Response:
+    job_id = request.path_params["job_id"][:40]
+    try:
+        job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
+    except errors.CouponError as error:
+        return page(request, "error.html", status=404, title="Job", message=message_of(error))
+    case = CodeCase(job.code_case)
+    actor = people.actor_of(person)
+    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
+    db = console_of(request).db
+
+    async def body() -> AsyncIterator[bytes]:
+        yield _csv([REPORT_COLUMNS])
+        after = 0
+        while True:
+            rows: list[ReportRow] = await run_in_threadpool(
+                db.run,
+                lambda uow, after=after: jobs.report_page(uow, ctx, job_id, after),
+                write=False,
+            )
+            if not rows:
+                return
+            yield _csv(_row(r, case) for r in rows)
+            after = rows[-1].line_no
+
+    headers = {"Content-Disposition": f'attachment; filename="{job.id}.csv"'}
+    return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+@needs_person
+async def job_cancel(request: Request, person: Person) -> Response:
+    await checked_form(request, person)
+    job_id = request.path_params["job_id"][:40]
+    try:
+        await call(
+            request,
+            person,
+            lambda uow, ctx: jobs.cancel_job(uow, ctx, job_id),
+            lambda job, ctx: render.job(job),
+            permission="revoke",
+        )
+    except errors.CouponError as error:
+        return page(
+            request,
+            "error.html",
+            status=max(error.http_status, 400),
+            title="Cancel job",
+            message=message_of(error),
+        )
+    return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
+
+
+@needs_person
+async def job_undo(request: Request, person: Person) -> Response:
+    await checked_form(request, person)
+    job_id = request.path_params["job_id"][:40]
+    try:
+        entity = await call(
+            request,
+            person,
+            lambda uow, ctx: jobs.undo_job(uow, ctx, job_id, None),
+            lambda job, ctx: render.job(job),
+            permission="reinstate",
+        )
+    except errors.CouponError as error:
+        return page(
+            request,
+            "error.html",
+            status=max(error.http_status, 400),
+            title="Undo job",
+            message=message_of(error),
+        )
+    return RedirectResponse(f"{PREFIX}/jobs/{entity['jobId']}", status_code=303)
+
+
+routes = [
+    Route("/bulk", bulk_page, methods=["GET"]),
+    Route("/bulk", bulk_start, methods=["POST"]),
+    Route("/jobs/{job_id}", job_page),
+    Route("/jobs/{job_id}/progress", job_progress),
+    Route("/jobs/{job_id}/report", job_report),
+    Route("/jobs/{job_id}/cancel", job_cancel, methods=["POST"]),
+    Route("/jobs/{job_id}/undo", job_undo, methods=["POST"]),
+]
