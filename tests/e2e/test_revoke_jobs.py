@@ -357,6 +357,35 @@ def test_undo_reinstates_what_the_job_revoked_and_reports_what_changed_since(
     assert error_code(api.post(f"{JOBS}/{job['jobId']}/undo")) == 9026
 
 
+def test_a_job_is_one_row_of_the_revocations_trail_across_its_chunks_and_its_undo(
+    api: Api, backend: Backend, mixed: dict[str, Any]
+) -> None:
+    series = mixed["series"]
+    dry = accepted(upload(api, "OK1\n", couponSeriesId=series, dryRun="true"))
+    job = accepted(upload(api, "OK1\nOK2\nAV1\nRED1\n", couponSeriesId=series, reason="leak"))
+    # when the job runs one line per chunk (and the dry run changes nothing)
+    drain(backend.db, chunk_size=1)
+    trail = api.ok(api.get("/v2/coupon/revocations"))["revocations"]
+    # then its four chunks are one row under its id, beside the fixture's own revoke
+    rows = {row["requestId"]: row for row in trail}
+    assert dry["jobId"] not in rows and len(rows) == 2
+    row = rows[job["jobId"]]
+    assert (row["jobId"], row["reason"], row["revokedCount"], row["reinstatedCount"]) == (
+        job["jobId"],
+        "leak",
+        3,
+        0,
+    )
+    assert row["actor"] == job["createdBy"]
+    # and undoing the job counts against that row
+    accepted(api.post(f"{JOBS}/{job['jobId']}/undo"))
+    drain(backend.db)
+    after = api.ok(api.get("/v2/coupon/revocations"))["revocations"]
+    assert [(r["jobId"], r["reinstatedCount"]) for r in after if r["requestId"] == job["jobId"]] == [
+        (job["jobId"], 3)
+    ]
+
+
 def test_a_read_only_client_can_read_jobs_but_not_start_them(
     api: Api, viewer: Api, mixed: dict[str, Any]
 ) -> None:

@@ -109,3 +109,50 @@ def test_downgrade_and_upgrade_again_keep_coupons_and_rebuild_the_trail(
 
     migrate.upgrade(empty_database_url, "head")
     assert [row[0] for row in trail(empty_database_url)] == ["req-a", "req-b", "req-d"]
+
+
+def test_0010_names_the_job_on_trail_rows_a_job_wrote_before_it(empty_database_url: str) -> None:
+    # Given a database at 0009 where a job and a plain call each revoked something
+    migrate.upgrade(empty_database_url, "0009")
+    engine = create_db_engine(empty_database_url, null_pool=True)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO orgs (id, name, created_at) VALUES (1, 'o', :t)"), {"t": NOW}
+        )
+        conn.execute(
+            text(
+                "INSERT INTO api_clients (id, org_id, username, secret_hash, groups, is_active, "
+                "created_at) VALUES (1, 1, 'u', 'x', 'default', true, :t)"
+            ),
+            {"t": NOW},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO revoke_jobs (id, org_id, kind, source, state, dry_run, code_case, "
+                "client_id, created_by, created_at, total, cursor, processed, done_count, "
+                "failed_count, duplicate_count, failed_by_code) VALUES ('job_1', 1, 'REVOKE', "
+                "'FILE', 'SUCCEEDED', false, 'AS_IS', 1, 'u', :t, 1, 1, 1, 1, 0, 0, '{}')"
+            ),
+            {"t": NOW},
+        )
+        for request in ("job_1", "req-a"):
+            conn.execute(
+                text(
+                    "INSERT INTO revocations (org_id, request_id, at, actor, revoked_count, "
+                    "reinstated_count) VALUES (1, :r, :t, 'u', 1, 0)"
+                ),
+                {"r": request, "t": NOW},
+            )
+    # When it is upgraded
+    migrate.upgrade(empty_database_url, "head")
+    # Then the job's row names the job, the call's row names none
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT request_id, job_id FROM revocations ORDER BY request_id")
+        ).all()
+    assert [tuple(r) for r in rows] == [("job_1", "job_1"), ("req-a", None)]
+    # and it goes back down to integers, which cannot name a job
+    migrate.downgrade(empty_database_url, "0009")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(job_id) FROM revocations")).scalar_one() == 0
+    engine.dispose()

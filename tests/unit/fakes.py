@@ -731,7 +731,7 @@ class FakeRevocationRepository:
         actor: str,
         reason: str | None,
         revoked: int,
-        job_id: int | None = None,
+        job_id: str | None = None,
     ) -> None:
         self.store.trail.append((org_id, request_id, revoked))
 

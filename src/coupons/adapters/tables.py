@@ -248,7 +248,8 @@ revocations = Table(
     Column("reason", String(500)),
     Column("revoked_count", Integer, nullable=False),
     Column("reinstated_count", Integer, nullable=False, default=0),
-    Column("job_id", Id),
+    # The revoke job whose chunks made this row (their request id is the job id too).
+    Column("job_id", String(40)),
     Index("uq_revocations_org_request", "org_id", "request_id", unique=True),
     # Newest first, all or one actor's: both read backwards on these.
     Index("ix_revocations_org_at", "org_id", "at", "id"),

@@ -18,7 +18,7 @@ class Revocation:
     reason: str | None
     revoked_count: int
     reinstated_count: int
-    job_id: int | None = None
+    job_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,8 @@ class Context:
     actor: Actor
     request_id: str
     now: datetime
+    # Set when a revoke job acts: its changes are one row of the revocations trail.
+    job_id: str | None = None
 
     @property
     def org_id(self) -> int:

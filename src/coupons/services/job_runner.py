@@ -98,7 +98,7 @@ def _context(job: Job, now: datetime) -> Context:
     actor = Actor(
         org_id=job.org_id, client_id=job.client_id, username=job.created_by, groups=frozenset()
     )
-    return Context(actor=actor, request_id=job.id, now=now)
+    return Context(actor=actor, request_id=job.id, now=now, job_id=job.id)
 
 
 def _process(

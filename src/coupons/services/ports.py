@@ -313,7 +313,7 @@ class RevocationRepository(Protocol):
         actor: str,
         reason: str | None,
         revoked: int,
-        job_id: int | None = None,
+        job_id: str | None = None,
     ) -> None:
         """Add a revoke's row, in its transaction; the same request id again (a job's next
         chunk, or a client reusing X-Request-Id) adds to that row's count."""

@@ -175,6 +175,7 @@ def _apply(
             actor=ctx.actor.username,
             reason=reason,
             revoked=len(ids),
+            job_id=ctx.job_id,
         )
     else:
         uow.revocations.record_reinstated(ctx.org_id, ids)

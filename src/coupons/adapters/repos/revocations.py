@@ -25,7 +25,7 @@ def _revocation(row: Any) -> Revocation:
         reason=row.reason,
         revoked_count=int(row.revoked_count),
         reinstated_count=int(row.reinstated_count),
-        job_id=None if row.job_id is None else int(row.job_id),
+        job_id=row.job_id,
     )
 
 
@@ -44,7 +44,7 @@ class SqlRevocationRepository:
         actor: str,
         reason: str | None,
         revoked: int,
-        job_id: int | None = None,
+        job_id: str | None = None,
     ) -> None:
         """One statement. A request id seen before in the org (clients choose X-Request-Id)
         adds to that row, as reinstating by that id would undo both calls together."""
