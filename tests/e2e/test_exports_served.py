@@ -244,3 +244,33 @@ def test_the_export_command_writes_the_series_and_the_trail(served: Served, tmp_
     assert missing.exit_code == 1
     assert "707" in missing.output
     assert len(list(csv.reader(out.open(newline="")))) == 2_001  # a failed export keeps the file
+
+
+def test_the_export_command_writes_a_customers_coupons(served: Served, tmp_path: Path) -> None:
+    # Given a customer holding three coupons of the small series, one of them revoked
+    with served.client() as client:
+        customer = client.create_customer(mobile=f"+1555{served.pid % 10_000_000:07}")
+        issued = client.issue_multiple(served.small_series, {"id": customer.id}, 3)
+        client.revoke(series_id=served.small_series, codes=[issued[0].coupon_code])
+    auth = ["--url", served.url, "--username", USERNAME, "--password", PASSWORD]
+    runner = CliRunner()
+    every, revoked = tmp_path / "all.csv", tmp_path / "revoked.csv"
+
+    # When the customer's coupons are exported, all and then only the revoked one
+    args = ["export", "customer", str(customer.id), "--out"]
+    all_run = runner.invoke(cli_app, [*args, str(every), *auth])
+    revoked_run = runner.invoke(cli_app, [*args, str(revoked), "--status", "revoked", *auth])
+    unknown = runner.invoke(cli_app, ["export", "customer", "999999", "--out", "-", *auth])
+
+    # Then each file holds the header and the customer's coupons, formulas neutralised
+    assert all_run.exit_code == 0, all_run.output
+    rows = list(csv.reader(every.open(newline="")))
+    assert rows[0] == ["couponId", "couponCode", "seriesId", "state", "issuedToUserId"]
+    assert sorted(int(r[0]) for r in rows[1:]) == sorted(c.coupon_id for c in issued)
+    assert all(r[1].startswith("'=") and r[4] == str(customer.id) for r in rows[1:])
+    assert revoked_run.exit_code == 0, revoked_run.output
+    (only,) = list(csv.reader(revoked.open(newline="")))[1:]
+    assert (int(only[0]), only[3]) == (issued[0].coupon_id, "REVOKED")
+    # and an unknown customer is an error naming its code, not an empty file
+    assert unknown.exit_code == 1
+    assert "701" in unknown.output
