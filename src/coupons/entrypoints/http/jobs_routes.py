@@ -42,7 +42,7 @@ REPORT_COLUMNS = ("code", "outcome", "errorCode", "couponId", "issuedToUserId")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 RevokeActor = Annotated[Actor, Depends(allowed("revoke"))]
-JobId = Annotated[str, Path(min_length=1, max_length=40)]
+JobId = Annotated[str, Path(alias="jobId", min_length=1, max_length=40)]
 
 
 class JobSelector(BaseModel):
@@ -196,7 +196,7 @@ async def list_jobs(
     )
 
 
-@router.get(JOBS + "/{job_id}", tags=["revoke jobs"], responses=ERRORS)
+@router.get(JOBS + "/{jobId}", tags=["revoke jobs"], responses=ERRORS)
 async def get_job(job_id: JobId, request: Request, actor: ReadActor) -> Response:
     """A job with its progress and counts."""
     return await perform(
@@ -208,7 +208,7 @@ async def get_job(job_id: JobId, request: Request, actor: ReadActor) -> Response
     )
 
 
-@router.post(JOBS + "/{job_id}/cancel", tags=["revoke jobs"], responses=ERRORS)
+@router.post(JOBS + "/{jobId}/cancel", tags=["revoke jobs"], responses=ERRORS)
 async def cancel_job(job_id: JobId, request: Request, actor: RevokeActor) -> Response:
     """Stop at the next chunk boundary; what was revoked stays revoked (9026 once finished)."""
     return await perform(
@@ -219,7 +219,7 @@ async def cancel_job(job_id: JobId, request: Request, actor: RevokeActor) -> Res
     )
 
 
-@router.post(JOBS + "/{job_id}/undo", tags=["revoke jobs"], status_code=202, responses=ERRORS)
+@router.post(JOBS + "/{jobId}/undo", tags=["revoke jobs"], status_code=202, responses=ERRORS)
 async def undo_job(
     job_id: JobId,
     request: Request,
@@ -246,7 +246,7 @@ async def undo_job(
 
 
 @router.get(
-    JOBS + "/{job_id}/report",
+    JOBS + "/{jobId}/report",
     tags=["revoke jobs"],
     responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
 )
