@@ -188,20 +188,20 @@ def pgbench_script(*, advisory_lock: bool = True) -> str:
         "SELECT coupons.id, coupons.series_id, coupons.code, coupons.state, "
         "coupons.customer_id, coupons.revoked_from, coupons.pin FROM coupons "
         "WHERE coupons.org_id = :org_id::BIGINT "
-        "AND coupons.code_norm = ANY (:norms::VARCHAR[]) "
+        "AND coupons.code_norm = ANY (CAST(:norms::VARCHAR AS VARCHAR[])) "
         "AND coupons.series_id + 0 = :series_id::BIGINT ORDER BY coupons.id FOR UPDATE;",
         "UPDATE coupons SET state=:revoked::VARCHAR, revoked_from=coupons.state, "
         "updated_at=:at::TIMESTAMP WITH TIME ZONE, version=(coupons.version + :one::BIGINT) "
-        "WHERE coupons.id = ANY (:ids::BIGINT[]) "
+        "WHERE coupons.id = ANY (CAST(:ids::VARCHAR AS BIGINT[])) "
         "AND coupons.state IN (:available::VARCHAR, :issued::VARCHAR);",
         # The revocations trail row (one per revoke call); pgbench sets no NULL or text, so
-        # the anchor's rows carry a random numeric request id and job id 0.
+        # the anchor's rows carry a random numeric request id and job id '0'.
         "\\set rid random(1, 9000000000000000)",
         "\\set zero 0",
         "INSERT INTO revocations (org_id, request_id, at, actor, reason, revoked_count, "
         "reinstated_count, job_id) VALUES (:org_id::BIGINT, :rid::VARCHAR, "
         ":at::TIMESTAMP WITH TIME ZONE, :username::VARCHAR, :username::VARCHAR, "
-        ":one::INTEGER, :zero::INTEGER, :zero::BIGINT) ON CONFLICT (org_id, request_id) "
+        ":one::INTEGER, :zero::INTEGER, :zero::VARCHAR) ON CONFLICT (org_id, request_id) "
         "DO UPDATE SET revoked_count = (revocations.revoked_count + excluded.revoked_count) "
         "RETURNING revocations.id;",
         f"WITH {fence}e AS MATERIALIZED (SELECT u.*, "

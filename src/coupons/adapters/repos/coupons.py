@@ -10,9 +10,13 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    Select,
     String,
+    Text,
+    Update,
     any_,
     bindparam,
+    cast,
     insert,
     literal_column,
     select,
@@ -21,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from coupons.adapters.pg_arrays import int_array, text_array
 from coupons.adapters.repos.rows import (
     COUPON_COLUMNS,
     POOL_CODE,
@@ -44,6 +49,78 @@ from coupons.domain.records import (
 )
 
 
+def _among(arrays: bool, column: Any, name: str) -> ColumnElement[bool]:
+    """`column IN (:name)`; on PostgreSQL `column = ANY(CAST(:name AS type[]))` instead: one
+    parameter whatever the count, so the statement text is the same for 1 or 50 values and
+    psycopg prepares it once, SQLAlchemy expands no bind parameters, and the array goes as
+    one literal (`adapters.pg_arrays`) rather than being adapted item by item."""
+    if not arrays:
+        return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
+    item = BigInteger() if name.endswith("ids") else String()
+    return column == any_(cast(bindparam(name, type_=Text()), ARRAY(item)))  # type: ignore[no-any-return]
+
+
+def _array_value(arrays: bool, name: str, values: Sequence[Any]) -> Any:
+    """The value `_among`'s parameter takes: a list, or PostgreSQL's array literal."""
+    if not arrays:
+        return list(values)
+    return int_array(values) if name.endswith("ids") else text_array(values)
+
+
+# The revoke path's statements, built once (per store, and per variant where a request's shape
+# changes the SQL): building and cache-keying a statement per call cost more CPU than sending it.
+def _by_codes(arrays: bool, in_series: bool, lock: bool) -> Select[Any]:
+    conditions = [
+        coupons.c.org_id == bindparam("org_id"),
+        _among(arrays, coupons.c.code_norm, "norms"),
+    ]
+    if in_series:
+        # `+ 0` keeps the series out of index choice: without statistics (a fresh or freshly
+        # loaded table) SQLite and PostgreSQL both preferred the series index and read the
+        # whole series for every lookup (a revoke job's chunk of a 1M-code series took
+        # seconds); the (org, code) index finds each code's few rows directly.
+        conditions.append(coupons.c.series_id + literal_column("0") == bindparam("series_id"))
+    query = select(*COUPON_COLUMNS).where(*conditions).order_by(coupons.c.id)
+    return query.with_for_update() if lock else query
+
+
+def _mark(arrays: bool, revoke: bool) -> Update:
+    now = bindparam("now", type_=coupons.c.updated_at.type)
+    ids = _among(arrays, coupons.c.id, "ids")
+    if revoke:
+        return (
+            update(coupons)
+            .where(ids, coupons.c.state.in_(REVOCABLE_STATES))
+            .values(
+                revoked_from=coupons.c.state,
+                state=CouponState.REVOKED.value,
+                updated_at=now,
+                version=coupons.c.version + 1,
+            )
+        )
+    return (
+        update(coupons)
+        .where(ids, coupons.c.state == CouponState.REVOKED.value)
+        .values(
+            state=coupons.c.revoked_from,
+            revoked_from=None,
+            updated_at=now,
+            version=coupons.c.version + 1,
+        )
+    )
+
+
+_BY_CODES = {
+    (arrays, in_series, lock): _by_codes(arrays, in_series, lock)
+    for arrays in (False, True)
+    for in_series in (False, True)
+    for lock in (False, True)
+}
+_MARK = {
+    (arrays, revoke): _mark(arrays, revoke) for arrays in (False, True) for revoke in (False, True)
+}
+
+
 class SqlCouponRepository:
     """Coupons over one connection, inside the caller's transaction."""
 
@@ -51,14 +128,8 @@ class SqlCouponRepository:
         self.conn = conn
         self._arrays = conn.dialect.name == "postgresql"
 
-    def _among(self, column: Any, values: Sequence[Any], name: str) -> ColumnElement[bool]:
-        """`column IN (values)`; on PostgreSQL `column = ANY(array)` instead: one parameter
-        whatever the count, so the statement text is the same for 1 or 50 values and psycopg
-        prepares it once, and SQLAlchemy does not expand 50 bind parameters per call."""
-        if not self._arrays:
-            return column.in_(values)  # type: ignore[no-any-return]
-        item = BigInteger() if name.endswith("ids") else String()
-        return column == any_(bindparam(name, list(values), type_=ARRAY(item)))  # type: ignore[no-any-return]
+    def _values(self, name: str, values: Sequence[Any]) -> Any:
+        return _array_value(self._arrays, name, values)
 
     def existing_code_norms(self, series_id: int, norms: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -136,17 +207,11 @@ class SqlCouponRepository:
         self, org_id: int, norms: Sequence[str], *, series_id: int | None, lock: bool
     ) -> list[Coupon]:
         """Coupons carrying any of the codes, in a series or across the org, locked in id order."""
-        conditions = [coupons.c.org_id == org_id, self._among(coupons.c.code_norm, norms, "norms")]
+        query = _BY_CODES[self._arrays, series_id is not None, lock]
+        params: dict[str, Any] = {"org_id": org_id, "norms": self._values("norms", norms)}
         if series_id is not None:
-            # `+ 0` keeps the series out of index choice: without statistics (a fresh or
-            # freshly loaded table) SQLite and PostgreSQL both preferred the series index and
-            # read the whole series for every lookup (a revoke job's chunk of a 1M-code series
-            # took seconds); the (org, code) index finds each code's few rows directly.
-            conditions.append(coupons.c.series_id + literal_column("0") == series_id)
-        query = select(*COUPON_COLUMNS).where(*conditions).order_by(coupons.c.id)
-        if lock:
-            query = query.with_for_update()
-        return [coupon_of(r) for r in self.conn.execute(query)]
+            params["series_id"] = series_id
+        return [coupon_of(r) for r in self.conn.execute(query, params)]
 
     def coupons_of_customer(
         self,
@@ -196,32 +261,12 @@ class SqlCouponRepository:
 
     def mark_revoked(self, ids: Sequence[int], now: datetime) -> int:
         """Revoke in one statement; the state guard makes a lost race visible in rowcount."""
-        result = self.conn.execute(
-            update(coupons)
-            .where(self._among(coupons.c.id, ids, "ids"), coupons.c.state.in_(REVOCABLE_STATES))
-            .values(
-                revoked_from=coupons.c.state,
-                state=CouponState.REVOKED.value,
-                updated_at=now,
-                version=coupons.c.version + 1,
-            )
-        )
-        return result.rowcount
+        params = {"ids": self._values("ids", ids), "now": now}
+        return self.conn.execute(_MARK[self._arrays, True], params).rowcount
 
     def mark_reinstated(self, ids: Sequence[int], now: datetime) -> int:
-        result = self.conn.execute(
-            update(coupons)
-            .where(
-                self._among(coupons.c.id, ids, "ids"), coupons.c.state == CouponState.REVOKED.value
-            )
-            .values(
-                state=coupons.c.revoked_from,
-                revoked_from=None,
-                updated_at=now,
-                version=coupons.c.version + 1,
-            )
-        )
-        return result.rowcount
+        params = {"ids": self._values("ids", ids), "now": now}
+        return self.conn.execute(_MARK[self._arrays, False], params).rowcount
 
     def set_state(
         self, ids: Sequence[int], *, from_state: CouponState, to_state: CouponState, now: datetime

@@ -17,6 +17,7 @@ from sqlalchemy import (
     text,
 )
 
+from coupons.adapters.pg_arrays import int_array, text_array, timestamp_array
 from coupons.adapters.tables import (
     coupon_history,
     coupons,
@@ -145,16 +146,16 @@ class SqlHistoryRepository:
                 _INSERT_HISTORY_PG,
                 {
                     "org_id": org_id,
-                    "coupon_ids": [cid for cid, _ in changes],
-                    "actions": [e.action.value for _, e in changes],
-                    "from_states": [
-                        e.from_state.value if e.from_state else None for _, e in changes
-                    ],
-                    "to_states": [e.to_state.value for _, e in changes],
-                    "ats": [e.at for _, e in changes],
-                    "actors": [e.actor for _, e in changes],
-                    "request_ids": [e.request_id for _, e in changes],
-                    "reasons": [e.reason for _, e in changes],
+                    "coupon_ids": int_array([cid for cid, _ in changes]),
+                    "actions": text_array([e.action.value for _, e in changes]),
+                    "from_states": text_array(
+                        [e.from_state.value if e.from_state else None for _, e in changes]
+                    ),
+                    "to_states": text_array([e.to_state.value for _, e in changes]),
+                    "ats": timestamp_array([e.at for _, e in changes]),
+                    "actors": text_array([e.actor for _, e in changes]),
+                    "request_ids": text_array([e.request_id for _, e in changes]),
+                    "reasons": text_array([e.reason for _, e in changes]),
                 },
             )
         else:

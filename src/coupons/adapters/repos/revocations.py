@@ -29,6 +29,28 @@ def _revocation(row: Any) -> Revocation:
     )
 
 
+def _record(postgres: bool) -> Any:
+    """The trail's upsert, built once per store (every revoke sends it)."""
+    dialect: Any = postgresql if postgres else sqlite
+    statement = dialect.insert(revocations).values(
+        org_id=bindparam("org_id", type_=_r.org_id.type),
+        request_id=bindparam("request_id", type_=_r.request_id.type),
+        at=bindparam("at", type_=_r.at.type),
+        actor=bindparam("actor", type_=_r.actor.type),
+        reason=bindparam("reason", type_=_r.reason.type),
+        revoked_count=bindparam("revoked", type_=_r.revoked_count.type),
+        reinstated_count=0,
+        job_id=bindparam("job_id", type_=_r.job_id.type),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[_r.org_id, _r.request_id],
+        set_={"revoked_count": _r.revoked_count + statement.excluded.revoked_count},
+    )
+
+
+_RECORD = {postgres: _record(postgres) for postgres in (False, True)}
+
+
 class SqlRevocationRepository:
     """The trail over one connection, inside the caller's transaction."""
 
@@ -48,22 +70,17 @@ class SqlRevocationRepository:
     ) -> None:
         """One statement. A request id seen before in the org (clients choose X-Request-Id)
         adds to that row, as reinstating by that id would undo both calls together."""
-        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(revocations).values(
-            org_id=org_id,
-            request_id=request_id,
-            at=at,
-            actor=actor,
-            reason=reason,
-            revoked_count=revoked,
-            reinstated_count=0,
-            job_id=job_id,
-        )
         self.conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[_r.org_id, _r.request_id],
-                set_={"revoked_count": _r.revoked_count + statement.excluded.revoked_count},
-            )
+            _RECORD[self.conn.dialect.name == "postgresql"],
+            {
+                "org_id": org_id,
+                "request_id": request_id,
+                "at": at,
+                "actor": actor,
+                "reason": reason,
+                "revoked": revoked,
+                "job_id": job_id,
+            },
         )
 
     def record_reinstated(self, org_id: int, coupon_ids: Sequence[int]) -> None:

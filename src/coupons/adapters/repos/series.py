@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    bindparam,
     func,
     insert,
     select,
@@ -29,6 +30,11 @@ from coupons.domain.model import (
     DiscountType,
     Series,
     SeriesType,
+)
+
+# Every revoke of a series reads it: built once, not per call.
+_SERIES = select(coupon_series).where(
+    coupon_series.c.id == bindparam("series_id"), coupon_series.c.org_id == bindparam("org_id")
 )
 
 
@@ -69,11 +75,7 @@ class SqlSeriesRepository:
         return series
 
     def series(self, org_id: int, series_id: int) -> Series | None:
-        row = self.conn.execute(
-            select(coupon_series).where(
-                coupon_series.c.id == series_id, coupon_series.c.org_id == org_id
-            )
-        ).first()
+        row = self.conn.execute(_SERIES, {"series_id": series_id, "org_id": org_id}).first()
         return None if row is None else series_of(row)
 
     def series_by_description(self, org_id: int, description: str) -> Series | None:
