@@ -211,7 +211,7 @@ class SqlCouponRepository:
         params: dict[str, Any] = {"org_id": org_id, "norms": self._values("norms", norms)}
         if series_id is not None:
             params["series_id"] = series_id
-        return [coupon_of(r) for r in self.conn.execute(query, params)]
+        return [coupon_of(r) for r in self.conn.execute(query, params).all()]
 
     def coupons_of_customer(
         self,
@@ -241,7 +241,7 @@ class SqlCouponRepository:
             query = query.limit(limit)
         if lock:
             query = query.with_for_update()
-        return [coupon_of(r) for r in self.conn.execute(query)]
+        return [coupon_of(r) for r in self.conn.execute(query).all()]
 
     def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]:
         query = (
@@ -251,7 +251,7 @@ class SqlCouponRepository:
         )
         if lock:
             query = query.with_for_update()
-        return [coupon_of(r) for r in self.conn.execute(query)]
+        return [coupon_of(r) for r in self.conn.execute(query).all()]
 
     def coupon(self, org_id: int, coupon_id: int) -> Coupon | None:
         row = self.conn.execute(
@@ -343,7 +343,7 @@ class SqlCouponRepository:
         if state is not None:
             query = query.where(coupons.c.state == state.value)
         query = query.order_by(coupons.c.id).limit(limit)
-        return [coupon_of(r) for r in self.conn.execute(query)]
+        return [coupon_of(r) for r in self.conn.execute(query).all()]
 
     def page_of_customer(
         self,
@@ -363,7 +363,7 @@ class SqlCouponRepository:
         if after_id is not None:
             query = query.where(coupons.c.id > after_id)
         query = query.order_by(coupons.c.id).limit(limit)
-        return [coupon_of(r) for r in self.conn.execute(query)]
+        return [coupon_of(r) for r in self.conn.execute(query).all()]
 
     def search_page(
         self,
@@ -396,4 +396,4 @@ class SqlCouponRepository:
                 )
             )
         query = query.order_by(code, coupons.c.id).limit(limit)
-        return [coupon_of(r) for r in self.conn.execute(query)]
+        return [coupon_of(r) for r in self.conn.execute(query).all()]

@@ -147,11 +147,10 @@ class SqlHistoryRepository:
                 {
                     "org_id": org_id,
                     "coupon_ids": int_array([cid for cid, _ in changes]),
-                    "actions": text_array([e.action.value for _, e in changes]),
-                    "from_states": text_array(
-                        [e.from_state.value if e.from_state else None for _, e in changes]
-                    ),
-                    "to_states": text_array([e.to_state.value for _, e in changes]),
+                    # The enums are StrEnums: their members are the strings themselves.
+                    "actions": text_array([e.action for _, e in changes]),
+                    "from_states": text_array([e.from_state for _, e in changes]),
+                    "to_states": text_array([e.to_state for _, e in changes]),
                     "ats": timestamp_array([e.at for _, e in changes]),
                     "actors": text_array([e.actor for _, e in changes]),
                     "request_ids": text_array([e.request_id for _, e in changes]),

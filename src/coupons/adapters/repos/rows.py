@@ -48,14 +48,18 @@ def series_of(row: Row[Any] | Any) -> Series:
     )
 
 
+# A dict lookup, not `CouponState(text)`: an enum call per row is most of a row's mapping.
+_STATES = {state.value: state for state in CouponState}
+
+
 def coupon_of(row: Row[Any] | Any) -> Coupon:
     return Coupon(
         id=row.id,
         series_id=row.series_id,
         code=row.code,
-        state=CouponState(row.state),
+        state=_STATES[row.state],
         customer_id=row.customer_id,
-        revoked_from=CouponState(row.revoked_from) if row.revoked_from else None,
+        revoked_from=_STATES[row.revoked_from] if row.revoked_from else None,
         pin=row.pin,
     )
 
