@@ -17,7 +17,7 @@ from coupons.adapters.pg_arrays import int_array, text_array, timestamp_array
 TEXT = st.text(
     alphabet=st.one_of(
         st.sampled_from(list("{}\",\\ \t\nNULLnull'")),
-        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        st.characters(codec="utf-8", exclude_characters="\x00"),
     ),
     max_size=20,
 )
