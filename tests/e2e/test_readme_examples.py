@@ -11,6 +11,10 @@ command must be in its answer. Markers (documented in the README's "Development"
   whole-request error or as a per-code failure group (an example failing on purpose).
 - `<!-- readme-test: skip -->` on the line before a shell block: the block is not run (it
   needs state the demo does not create, say a webhook receiver). Use it sparingly.
+- `<!-- readme-test: script -->` on the line before a shell block: the block runs whole, as
+  one bash script with `set -euo pipefail` in an empty directory (for blocks that write files,
+  run the `coupons` command or depend on timing); every command must succeed, and the files
+  it writes are checked by `test_the_script_blocks_run_whole_and_write_what_they_say`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SKIP_MARKER = "<!-- readme-test: skip -->"
+SCRIPT_MARKER = "<!-- readme-test: script -->"
 ASSIGNMENT = re.compile(r"^(export\s+)?[A-Za-z_][A-Za-z0-9_]*=")
 SHOWN_PAIR = re.compile(r'"(\w+)":("[^"…]*"|-?\d+(?:\.\d+)?|true|false|null)(?=[,}\]\s:]|$)')
 
@@ -57,7 +62,7 @@ def examples(text: str) -> list[Example]:
         if lines[i].strip() != "```sh":
             i += 1
             continue
-        skip = i > 0 and lines[i - 1].strip() == SKIP_MARKER
+        skip = i > 0 and lines[i - 1].strip() in (SKIP_MARKER, SCRIPT_MARKER)
         i += 1
         expect: int | None = None
         while i < len(lines) and lines[i].strip() != "```":
@@ -74,6 +79,17 @@ def examples(text: str) -> list[Example]:
                 found.append(Example(start + 1, command, expect))
                 expect = None
         i += 1
+    return found
+
+
+def script_blocks(text: str) -> list[tuple[int, str]]:
+    """The shell blocks marked to run whole: (line of the fence, the block's text)."""
+    lines = text.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if line.strip() == "```sh" and i > 0 and lines[i - 1].strip() == SCRIPT_MARKER:
+            end = lines.index("```", i + 1)
+            found.append((i + 1, "\n".join(lines[i + 1 : end])))
     return found
 
 
@@ -207,3 +223,44 @@ def test_the_markers_are_read_as_documented() -> None:
         ('curl -s $API/x -d "{}"', 701),
     ]
     assert found[1].shown == '# → {"entity":{"id":3}}'
+
+
+# The files the script blocks write: their header row, and how many rows at least (a job's
+# report fetched right after the upload may hold only the lines done so far: none).
+CSV_FILES = {
+    "series-1.csv": ("couponId,couponCode,seriesId,state,issuedToUserId", 2),
+    "report.csv": ("code,outcome,errorCode,couponId,issuedToUserId", 1),
+}
+
+
+def test_the_script_blocks_run_whole_and_write_what_they_say(demo: Demo, tmp_path: Path) -> None:
+    # given the README's blocks that write files or watch a job, each with the printed export
+    blocks = script_blocks(README.read_text())
+    assert len(blocks) >= 2
+    written = {name: False for name in CSV_FILES}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    for line, block in blocks:
+        workdir = tmp_path / f"block-{line}"
+        workdir.mkdir()
+        # when each runs whole, as a reader pastes it, in an empty directory
+        script = f"set -euo pipefail\n{demo.export}\n{block}\n"
+        done = subprocess.run(
+            ["bash", "-c", script], cwd=workdir, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PATH": path, "COLUMNS": "200"},
+        )  # fmt: skip
+        # then every command succeeded, and every answer that is JSON is a documented one
+        where = f"README.md block at line {line}:\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
+        assert done.returncode == 0, where
+        assert "Traceback" not in done.stderr, where
+        for answer in re.findall(r'\{"entity".*?"success":(?:true|false)\}', done.stdout):
+            body = json.loads(answer)
+            codes = {e["code"] for e in body["errors"]}
+            # cancel and undo of a tiny job race with the worker: 9026 names that, nothing else
+            assert body["success"] or codes <= {9026}, f"{answer}\n{where}"
+        # and the files it writes hold a header row, then the rows it promises
+        for name, (header, at_least) in CSV_FILES.items():
+            if (workdir / name).exists():
+                written[name] = True
+                rows = (workdir / name).read_text().splitlines()
+                assert rows[0] == header and len(rows) >= at_least, where
+    assert all(written.values()), written
