@@ -75,7 +75,7 @@ def run_side(
 
     `target(*first_args, its_jobs, start, duration_s, results)` runs in each process and puts
     `asdict(Side)` on `results`."""
-    ctx = multiprocessing.get_context("fork")
+    ctx = _context(target)
     results = ctx.Queue()
     # Every connection is open before any starts: the clock starts when all are ready.
     start = ctx.Barrier(connections)
@@ -87,17 +87,37 @@ def run_side(
         )
         for i in range(connections)
     ]
-    for process in processes:
-        process.start()
-    if during is not None:
-        during()
-    parts = [Side(**results.get(timeout=duration_s + 120)) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
+    try:
+        for process in processes:
+            process.start()
+        if during is not None:
+            during()
+        parts = [Side(**results.get(timeout=duration_s + 120)) for _ in processes]
+        for process in processes:
+            process.join(timeout=30)
+    finally:
+        # A connection that never reported (it failed, or hangs) must not outlive the run.
+        start.abort()
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=10)
     total = combine(parts)
     # Connections ran side by side: the wall time is the slowest one's, not the sum.
     total.elapsed_s = max(part.elapsed_s for part in parts)
     return total
+
+
+def _context(target: Callable[..., None]) -> Any:
+    """Processes forked from a clean, single-threaded server, not from this process.
+
+    Forking the caller copies its threads' locks mid-use: a test process whose other threads
+    were inside SQLite (a background job worker) handed a child a held SQLite mutex, and the
+    child hung in `sqlite3.connect` forever, keeping the caller's pipes open. The server has
+    the target's module imported already, so a connection starts about as fast as a fork."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([target.__module__])
+    return ctx
 
 
 def combine(parts: Sequence[Side]) -> Side:

@@ -139,12 +139,17 @@ def test_a_forked_child_waits_for_the_parent_like_any_other_process(tmp_path: Pa
     # When a forked child, which inherited the gate, asks for it
     context = multiprocessing.get_context("fork")
     waited = context.Queue()
-    child = context.Process(target=_hold_in_child, args=(gate, waited))
+    child = context.Process(target=_hold_in_child, args=(gate, waited), daemon=True)
     child.start()
-    time.sleep(0.3)
-    gate.release()
-    ok, seconds = waited.get(timeout=10)
-    child.join(timeout=10)
+    try:
+        time.sleep(0.3)
+        gate.release()
+        ok, seconds = waited.get(timeout=10)
+        child.join(timeout=10)
+    finally:
+        # A stuck child would keep this process's pipes (a browser driver's, say) open.
+        if child.is_alive():
+            child.kill()
 
     # Then the child got the gate, and only after the parent let go
     assert ok and seconds >= 0.25
