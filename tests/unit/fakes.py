@@ -733,6 +733,12 @@ class FakeRevocationRepository:
         revoked: int,
         job_id: str | None = None,
     ) -> None:
+        """A request id seen before in the org adds to its entry, as the SQL upsert does: a
+        job's chunks all revoke under the job's id and make one entry."""
+        for i, (org, request, count) in enumerate(self.store.trail):
+            if (org, request) == (org_id, request_id):
+                self.store.trail[i] = (org, request, count + revoked)
+                return
         self.store.trail.append((org_id, request_id, revoked))
 
     def record_reinstated(self, org_id: int, coupon_ids: Sequence[int]) -> None:
