@@ -87,6 +87,9 @@ class Store:
     webhooks: dict[int, WebhookRecord] = field(default_factory=dict)
     deliveries: list[DeliveryRecord] = field(default_factory=list)
     trail: list[tuple[int, str, int]] = field(default_factory=list)
+    # Org-level events (a revoke job finished): outbox rows without a coupon, numbered from
+    # the same sequence as `history`, so one cursor reads both in order.
+    org_events: list[EventRecord] = field(default_factory=list)
 
     people: dict[int, Person] = field(default_factory=dict)
     sessions: dict[str, ConsoleSession] = field(default_factory=dict)
@@ -96,6 +99,12 @@ class Store:
         """One id sequence for every table, so ids never collide across them."""
         self.last_id += 1
         return self.last_id
+
+    def last_event_id(self, org_id: int) -> int:
+        """The org's newest outbox id, coupon change or org-level event."""
+        ids = [h.id for h in self.history if h.org_id == org_id]
+        ids += [e.id for e in self.org_events if e.org_id == org_id]
+        return max(ids, default=0)
 
 
 class FakeCouponRepository:
@@ -500,10 +509,11 @@ class FakeHistoryRepository:
                     versions[h.coupon_id],
                 )
             )
-        return found[:limit]
+        found += [e for e in self.store.org_events if e.org_id == org_id and e.id > after]
+        return sorted(found, key=lambda e: e.id)[:limit]
 
     def last_event_id(self, org_id: int) -> int:
-        return max((h.id for h in self.store.history if h.org_id == org_id), default=0)
+        return self.store.last_event_id(org_id)
 
 
 class FakeIdempotencyRepository:
@@ -609,7 +619,7 @@ class FakeWebhookRepository:
     def add_webhook(
         self, *, org_id: int, url: str, events: Iterable[str], secret: str, now: datetime
     ) -> WebhookRecord:
-        cursor = max((h.id for h in self.store.history if h.org_id == org_id), default=0)
+        cursor = self.store.last_event_id(org_id)
         webhook = WebhookRecord(
             id=self.store.new_id(),
             org_id=org_id,
@@ -655,7 +665,7 @@ class FakeWebhookRepository:
             for _, w in sorted(self.store.webhooks.items())
             if w.status == "ACTIVE"
             and w.next_attempt_at <= now
-            and any(h.org_id == w.org_id and h.id > w.cursor for h in self.store.history)
+            and self.store.last_event_id(w.org_id) > w.cursor
         ]
         return due[:limit]
 
