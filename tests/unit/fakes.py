@@ -17,8 +17,18 @@ from decimal import Decimal
 from typing import TypeVar
 
 from coupons.domain.codes import normalize
+from coupons.domain.jobs import (
+    Job,
+    JobState,
+    LineResult,
+    NewJob,
+    PendingLine,
+    ReportRow,
+    Tally,
+)
 from coupons.domain.model import (
     REVOCABLE,
+    Action,
     Coupon,
     CouponState,
     Customer,
@@ -72,6 +82,28 @@ class StoredHistory:
 
 
 @dataclass
+class StoredJob:
+    """A job row; `staging` stands for the SQL state STAGING (an upload still arriving: hidden
+    and never run), which `JobState` has no member for. Its lease then bounds the upload."""
+
+    job: Job
+    staging: bool
+
+
+@dataclass
+class StoredLine:
+    """One input line of a job; `outcome` stays None until its chunk is done."""
+
+    line_no: int
+    code: str
+    norm: str
+    coupon_id: int | None = None
+    outcome: str | None = None
+    error_code: int | None = None
+    issued_to: int | None = None
+
+
+@dataclass
 class Store:
     """Every table the fakes know, as plain dicts and lists."""
 
@@ -90,6 +122,8 @@ class Store:
     # Org-level events (a revoke job finished): outbox rows without a coupon, numbered from
     # the same sequence as `history`, so one cursor reads both in order.
     org_events: list[EventRecord] = field(default_factory=list)
+    jobs: dict[str, StoredJob] = field(default_factory=dict)
+    job_lines: dict[str, dict[int, StoredLine]] = field(default_factory=dict)
 
     people: dict[int, Person] = field(default_factory=dict)
     sessions: dict[str, ConsoleSession] = field(default_factory=dict)
@@ -760,6 +794,295 @@ class FakeRevocationRepository:
         return []
 
 
+class FakeJobRepository:
+    """Revoke jobs and their lines, with the SQL repository's guards: STAGING jobs are hidden
+    and never claimed, leases are taken only when free or run out, and updates keyed by an
+    owner change nothing once another owner holds the job."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _row(self, job_id: str) -> StoredJob | None:
+        return self.store.jobs.get(job_id)
+
+    @staticmethod
+    def _copy(job: Job) -> Job:
+        """A fresh value per read, as a query returns: callers cannot change the stored row."""
+        return replace(job, failed_by_code=dict(job.failed_by_code))
+
+    def _lines(self, job_id: str) -> list[StoredLine]:
+        return sorted(self.store.job_lines.get(job_id, {}).values(), key=lambda x: x.line_no)
+
+    def _visible(self) -> list[Job]:
+        return [row.job for row in self.store.jobs.values() if not row.staging]
+
+    # --- creating a job ----------------------------------------------------------------------
+
+    def add(self, new: NewJob, *, staging_until: datetime | None) -> None:
+        if new.id in self.store.jobs:
+            raise RuntimeError(f"duplicate job id {new.id}")
+        job = Job(
+            id=new.id,
+            org_id=new.org_id,
+            kind=new.kind,
+            source=new.source,
+            state=JobState.QUEUED,
+            dry_run=new.dry_run,
+            series_id=new.series_id,
+            reason=new.reason,
+            code_case=new.code_case,
+            client_id=new.client_id,
+            created_by=new.created_by,
+            created_at=new.created_at,
+            started_at=None,
+            finished_at=None,
+            total=0,
+            cursor=0,
+            processed=0,
+            done_count=0,
+            failed_count=0,
+            duplicate_count=0,
+            failed_by_code={},
+            undo_of_job_id=new.undo_of_job_id,
+            undone_by_job_id=None,
+            lease_until=staging_until,
+        )
+        self.store.jobs[new.id] = StoredJob(job, staging=staging_until is not None)
+        self.store.job_lines[new.id] = {}
+
+    def _insert(self, job_id: str, lines: Iterable[StoredLine]) -> None:
+        """Lines need their job, and (job, line number) is the key: as the SQL constraints."""
+        if job_id not in self.store.jobs:
+            raise RuntimeError(f"lines for a job that does not exist: {job_id}")
+        table = self.store.job_lines.setdefault(job_id, {})
+        for line in lines:
+            if line.line_no in table:
+                raise RuntimeError(f"line {line.line_no} of {job_id} staged twice")
+            table[line.line_no] = line
+
+    def add_lines(self, job_id: str, lines: Sequence[tuple[int, str, str]]) -> None:
+        self._insert(job_id, [StoredLine(n, code, norm) for n, code, norm in lines])
+
+    def keep_staging(self, job_id: str, until: datetime) -> None:
+        row = self._row(job_id)
+        if row is not None and row.staging:
+            row.job = replace(row.job, lease_until=until)
+
+    def stage_series(self, job_id: str, org_id: int, series_id: int) -> int:
+        """Every unredeemed (AVAILABLE or ISSUED) coupon of the series, in id order."""
+        revocable = (CouponState.AVAILABLE, CouponState.ISSUED)
+        found = [
+            row.coupon
+            for _, row in sorted(self.store.coupons.items())
+            if row.org_id == org_id
+            and row.coupon.series_id == series_id
+            and row.coupon.state in revocable
+        ]
+        self._insert(
+            job_id,
+            [StoredLine(n, c.code, normalize(c.code), c.id) for n, c in enumerate(found, 1)],
+        )
+        return self.staged_count(job_id)
+
+    def stage_undo(self, job_id: str, org_id: int, undone_job_id: str) -> int:
+        """The coupons the undone job revoked, in the order of their history entries."""
+        revokes = [
+            h
+            for h in sorted(self.store.history, key=lambda h: h.id)
+            if h.org_id == org_id
+            and h.change.request_id == undone_job_id
+            and h.change.action is Action.REVOKE
+        ]
+        lines: list[StoredLine] = []
+        for n, h in enumerate(revokes, 1):
+            code = self.store.coupons[h.coupon_id].coupon.code
+            lines.append(StoredLine(n, code, normalize(code), h.coupon_id))
+        self._insert(job_id, lines)
+        return self.staged_count(job_id)
+
+    def staged_count(self, job_id: str) -> int:
+        return len(self.store.job_lines.get(job_id, {}))
+
+    def open(self, job_id: str, total: int) -> bool:
+        row = self._row(job_id)
+        if row is None or not row.staging:
+            return False
+        row.staging = False
+        row.job = replace(row.job, state=JobState.QUEUED, total=total, lease_until=None)
+        return True
+
+    def set_total(self, job_id: str, total: int) -> None:
+        row = self._row(job_id)
+        if row is not None:
+            row.job = replace(row.job, total=total)
+
+    def delete_staged(self, job_id: str) -> None:
+        row = self._row(job_id)
+        if row is not None and row.staging:
+            del self.store.jobs[job_id]
+            self.store.job_lines.pop(job_id, None)
+
+    def abandoned_staging(self, now: datetime, limit: int) -> list[str]:
+        found = [
+            job_id
+            for job_id, row in self.store.jobs.items()
+            if row.staging and row.job.lease_until is not None and row.job.lease_until < now
+        ]
+        return found[:limit]
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def get(self, org_id: int, job_id: str, *, lock: bool = False) -> Job | None:
+        row = self._row(job_id)
+        if row is None or row.staging or row.job.org_id != org_id:
+            return None
+        return self._copy(row.job)
+
+    def of_org(self, org_id: int, state: JobState | None, limit: int) -> list[Job]:
+        found = [j for j in self._visible() if j.org_id == org_id and state in (None, j.state)]
+        found.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        return [self._copy(j) for j in found[:limit]]
+
+    def report(self, job_id: str, after: int, limit: int) -> list[ReportRow]:
+        rows = [
+            ReportRow(x.line_no, x.code, x.outcome, x.error_code, x.coupon_id, x.issued_to)
+            for x in self._lines(job_id)
+            if x.line_no > after and x.outcome is not None
+        ]
+        return rows[:limit]
+
+    # --- running -------------------------------------------------------------------------------
+
+    def claim(self, owner: str, now: datetime, lease_until: datetime) -> str | None:
+        free = [
+            j
+            for j in self._visible()
+            if j.state.is_runnable and (j.lease_until is None or j.lease_until < now)
+        ]
+        if not free:
+            return None
+        oldest = min(free, key=lambda j: (j.created_at, j.id))
+        self.store.jobs[oldest.id].job = replace(oldest, claimed_by=owner, lease_until=lease_until)
+        return oldest.id
+
+    def held(self, job_id: str, owner: str, *, lock: bool) -> Job | None:
+        row = self._row(job_id)
+        if row is None or row.job.claimed_by != owner:
+            return None
+        return self._copy(row.job)
+
+    def release(self, job_id: str, owner: str) -> None:
+        row = self._row(job_id)
+        if row is not None and row.job.claimed_by == owner:
+            row.job = replace(row.job, claimed_by=None, lease_until=None)
+
+    def pending(
+        self, job_id: str, after: int, limit: int, *, duplicates: bool
+    ) -> list[PendingLine]:
+        """With `duplicates`, a line is one when any earlier line of the job (in this chunk
+        or a done one) has the same matching key."""
+        first: dict[str, int] = {}
+        found: list[PendingLine] = []
+        for x in self._lines(job_id):
+            first.setdefault(x.norm, x.line_no)
+            if x.line_no > after and len(found) < limit:
+                earlier = duplicates and first[x.norm] < x.line_no
+                found.append(PendingLine(x.line_no, x.code, x.norm, x.coupon_id, earlier))
+        return found
+
+    def finish_lines(self, job_id: str, results: Sequence[LineResult]) -> None:
+        """Each result overwrites its line's outcome columns (a line not there is skipped)."""
+        table = self.store.job_lines.get(job_id, {})
+        for r in results:
+            line = table.get(r.line_no)
+            if line is not None:
+                line.outcome = r.outcome.value
+                line.error_code = r.error_code
+                line.coupon_id = r.coupon_id
+                line.issued_to = r.issued_to
+
+    def advance(
+        self,
+        job: Job,
+        *,
+        state: JobState,
+        cursor: int,
+        tally: Tally,
+        now: datetime,
+        error: str | None = None,
+    ) -> None:
+        """Counters add to the stored row; the failures by code add to `job`'s, as in SQL."""
+        row = self._row(job.id)
+        if row is None:
+            return
+        by_code = dict(job.failed_by_code)
+        for code, n in tally.failed_by_code.items():
+            by_code[code] = by_code.get(code, 0) + n
+        stored = row.job
+        starts = job.started_at is None and tally.processed > 0
+        row.staging = False
+        row.job = replace(
+            self._ended(stored, state, now, error) if state.is_finished else stored,
+            state=state,
+            cursor=cursor,
+            processed=stored.processed + tally.processed,
+            done_count=stored.done_count + tally.done,
+            failed_count=stored.failed_count + tally.failed,
+            duplicate_count=stored.duplicate_count + tally.duplicates,
+            failed_by_code=dict(sorted(by_code.items())),
+            started_at=now if starts else stored.started_at,
+        )
+
+    @staticmethod
+    def _ended(job: Job, state: JobState, now: datetime, error: str | None) -> Job:
+        """A job reaching a final state: finished now, its lease let go."""
+        return replace(
+            job, state=state, finished_at=now, claimed_by=None, lease_until=None, error=error
+        )
+
+    def extend(self, job_id: str, owner: str, lease_until: datetime) -> None:
+        row = self._row(job_id)
+        if row is not None and row.job.claimed_by == owner:
+            row.job = replace(row.job, lease_until=lease_until)
+
+    def set_state(self, job_id: str, state: JobState, now: datetime) -> None:
+        row = self._row(job_id)
+        if row is None:
+            return
+        row.staging = False
+        if state.is_finished:
+            row.job = self._ended(row.job, state, now, row.job.error)
+        else:
+            row.job = replace(row.job, state=state)
+
+    def mark_undone(self, job_id: str, by_job_id: str) -> None:
+        row = self._row(job_id)
+        if row is not None and row.job.undone_by_job_id is None:
+            row.job = replace(row.job, undone_by_job_id=by_job_id)
+
+    def add_finished_event(self, job: Job, state: JobState, now: datetime) -> None:
+        """The `revoke_job.finished` event, in the outbox with the coupon changes' ids."""
+        self.store.org_events.append(
+            EventRecord(
+                self.store.new_id(),
+                job.org_id,
+                None,
+                None,
+                None,
+                None,
+                now,
+                job.created_by,
+                job.id,
+                job.reason,
+                job.series_id,
+                None,
+                None,
+                0,
+                job_state=state.value,
+            )
+        )
+
+
 class FakeUsersRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -839,11 +1162,7 @@ class FakeUnitOfWork:
         self.webhooks = FakeWebhookRepository(self.store)
         self.revocations = FakeRevocationRepository(self.store)
         self.users = FakeUsersRepository(self.store)
-
-    @property
-    def jobs(self) -> ports.JobRepository:
-        """Revoke jobs are tested on the SQL stores (their chunks are set-based SQL)."""
-        raise NotImplementedError("no fake of the jobs repository")
+        self.jobs = FakeJobRepository(self.store)
 
     def commit(self) -> None:
         self.committed = True
@@ -889,6 +1208,9 @@ def _typed(store: Store) -> ports.UnitOfWork:
     clients: ports.ClientRepository = FakeClientRepository(store)
     webhooks: ports.WebhookRepository = FakeWebhookRepository(store)
     users: ports.UsersRepository = FakeUsersRepository(store)
+    jobs: ports.JobRepository = FakeJobRepository(store)
+    revocations: ports.RevocationRepository = FakeRevocationRepository(store)
     transactions: ports.Transactions = FakeTransactions(store)
-    del coupons, series, customers, history, idempotency, clients, webhooks, users, transactions
+    del coupons, series, customers, history, idempotency, clients, webhooks, users
+    del jobs, revocations, transactions
     return FakeUnitOfWork(store)
