@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from coupons.adapters import migrate
 from coupons.adapters.db import create_db_engine
+from tests.integration.test_migrations import seed_org_and_client
 
 NOW = "2026-11-26 10:00:00"
 LATER = "2026-11-27 10:00:00"
@@ -116,16 +117,7 @@ def test_0010_names_the_job_on_trail_rows_a_job_wrote_before_it(empty_database_u
     migrate.upgrade(empty_database_url, "0009")
     engine = create_db_engine(empty_database_url, null_pool=True)
     with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO orgs (id, name, created_at) VALUES (1, 'o', :t)"), {"t": NOW}
-        )
-        conn.execute(
-            text(
-                "INSERT INTO api_clients (id, org_id, username, secret_hash, groups, is_active, "
-                "created_at) VALUES (1, 1, 'u', 'x', 'default', true, :t)"
-            ),
-            {"t": NOW},
-        )
+        seed_org_and_client(conn)
         conn.execute(
             text(
                 "INSERT INTO revoke_jobs (id, org_id, kind, source, state, dry_run, code_case, "

@@ -3,12 +3,24 @@ backends: an upgrade must carry existing rows over, not only build an empty sche
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from coupons.adapters import migrate
 from coupons.adapters.db import create_db_engine
 
 NOW = "2026-11-26 10:00:00"
+
+
+def seed_org_and_client(conn: Connection) -> None:
+    """Org 1 and its API client 1, as any revision since the first has them."""
+    conn.execute(text("INSERT INTO orgs (id, name, created_at) VALUES (1, 'o', :t)"), {"t": NOW})
+    conn.execute(
+        text(
+            "INSERT INTO api_clients (id, org_id, username, secret_hash, groups, is_active, "
+            "created_at) VALUES (1, 1, 'c', 'h', 'default', true, :t)"
+        ),
+        {"t": NOW},
+    )
 
 
 def seed_0003(url: str) -> None:
@@ -135,16 +147,7 @@ def test_replay_request_id_upgrade_keeps_stored_responses_and_downgrades(
     migrate.upgrade(empty_database_url, "0004")
     engine = create_db_engine(empty_database_url, null_pool=True)
     with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO orgs (id, name, created_at) VALUES (1, 'o', :t)"), {"t": NOW}
-        )
-        conn.execute(
-            text(
-                "INSERT INTO api_clients (id, org_id, username, secret_hash, groups, is_active, "
-                "created_at) VALUES (1, 1, 'c', 'h', 'default', true, :t)"
-            ),
-            {"t": NOW},
-        )
+        seed_org_and_client(conn)
         conn.execute(
             text(
                 "INSERT INTO idempotency_keys (client_id, key, org_id, fingerprint, status_code, "
