@@ -85,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="only samples of threads holding the GIL: where Python spends CPU, no waiting",
+    )
     args = parser.parse_args(argv)
     beside = Path(sys.executable).parent / "py-spy"  # the venv's, when it is not on PATH
     py_spy = str(beside) if beside.exists() else shutil.which("py-spy")
@@ -107,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             recorders.append(
                 subprocess.Popen(
                     [py_spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
-                     "--format", "raw", "--rate", "200", "--output", str(out), "--nonblocking"],
+                     "--format", "raw", "--rate", "200", "--output", str(out), "--nonblocking",
+                     *(["--gil"] if args.gil else [])],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )

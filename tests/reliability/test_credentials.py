@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import String, Text, inspect, select
 
 from coupons.adapters import tables
+from coupons.entrypoints.http import deps
 from coupons.services import admin, auth
 from tests.conftest import PASSWORD, Backend, Credentials
 from tests.e2e.conftest import Api, error_code
@@ -239,6 +240,38 @@ def test_a_busy_client_is_read_from_the_database_about_once_a_second(
     # then authentication read the client table at most once per kind (the entries may just
     # have expired), not once per request
     assert sum("_client_by" in r for r in reads) <= 2, reads
+
+
+def test_a_client_memory_vouches_for_is_checked_without_a_worker_thread(
+    client: TestClient, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a client that has just authenticated by secret and by token
+    creds = _new_client(backend)
+    token = _token(client, creds)
+    assert client.get("/v2/coupon/1", headers=creds.headers).status_code == 404
+    assert client.get("/v2/coupon/1", headers={"X-CAP-API-OAUTH-TOKEN": token}).status_code == 404
+    hops: list[str] = []
+    real_hop = deps.run_in_threadpool
+
+    async def counting_hop(function: Any, *args: Any) -> Any:
+        hops.append(function.__name__)
+        return await real_hop(function, *args)
+
+    monkeypatch.setattr(deps, "run_in_threadpool", counting_hop)
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    # when it sends more requests, then a wrong secret and a forged token
+    for headers in (creds.headers, {"X-CAP-API-OAUTH-TOKEN": token}, bearer):
+        assert client.get("/v2/coupon/1", headers=headers).status_code == 404
+    assert hops == []
+    wrong = Credentials(username=creds.username, password=creds.password + "x", org=creds.org)
+    refused = client.get("/v2/coupon/1", headers=wrong.headers)
+    forged = client.get("/v2/coupon/1", headers={"X-CAP-API-OAUTH-TOKEN": token + "x"})
+
+    # then only the bad ones went the full way, and were refused there
+    assert hops == ["authenticate", "authenticate"]
+    assert (refused.status_code, error_code(refused)) == (401, 9010)
+    assert (forged.status_code, error_code(forged)) == (401, 9010)
 
 
 def test_an_unknown_username_still_costs_an_argon2_verify(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
 from coupons.domain import errors
 from coupons.entrypoints.http.middleware import request_id_of
@@ -86,15 +87,27 @@ def client_address(request: Request) -> str:
 
 
 def authenticate(request: Request) -> Actor:
-    """The caller, from Basic credentials, `X-CAP-API-OAUTH-TOKEN` or a Bearer token."""
+    """The caller, from Basic credentials, `X-CAP-API-OAUTH-TOKEN` or a Bearer token.
+
+    May read the database and run argon2: call it from a worker thread."""
+    actor = _authenticate(request, cached_only=False)
+    assert actor is not None
+    return actor
+
+
+def _authenticate(request: Request, *, cached_only: bool) -> Actor | None:
+    """`authenticate`; with `cached_only`, from memory alone (never blocks), None when memory
+    cannot tell."""
     auth = authenticator(request)
     token = request.headers.get("x-cap-api-oauth-token")
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
+    if not token and scheme.lower() == "bearer" and value.strip():
+        token = value
     if token:
-        return actor_of(auth.check_token(token.strip()))
-    if scheme.lower() == "bearer" and value.strip():
-        return actor_of(auth.check_token(value.strip()))
+        token = token.strip()
+        client = auth.cached_token(token) if cached_only else auth.check_token(token)
+        return None if client is None else actor_of(client)
     if scheme.lower() == "basic" and value.strip():
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
@@ -103,15 +116,23 @@ def authenticate(request: Request) -> Actor:
         username, sep, secret = decoded.partition(":")
         if not sep or not username:
             raise errors.AuthenticationFailed()
-        return actor_of(auth.check_secret(username, secret, client_address(request)))
+        address = client_address(request)
+        check = auth.cached_secret if cached_only else auth.check_secret
+        client = check(username, secret, address)
+        return None if client is None else actor_of(client)
     raise errors.AuthenticationFailed()
 
 
-def allowed(permission: str) -> Callable[..., Actor]:
-    """A dependency: the authenticated caller, if its access group allows `permission`."""
+def allowed(permission: str) -> Callable[..., Awaitable[Actor]]:
+    """A dependency: the authenticated caller, if its access group allows `permission`.
 
-    def dependency(request: Request) -> Actor:
-        actor = authenticate(request)
+    Async, so that a caller memory can vouch for costs no worker thread: only a cache miss
+    (first request, a row older than a second, a new secret) goes to the thread pool."""
+
+    async def dependency(request: Request) -> Actor:
+        actor = _authenticate(request, cached_only=True)
+        if actor is None:
+            actor = await run_in_threadpool(authenticate, request)
         require(actor, permission)
         return actor
 
