@@ -22,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import String, Text, inspect, select
+from starlette.concurrency import run_in_threadpool
 
 from coupons.adapters import tables
 from coupons.entrypoints.http import deps
@@ -251,7 +252,7 @@ def test_a_client_memory_vouches_for_is_checked_without_a_worker_thread(
     assert client.get("/v2/coupon/1", headers=creds.headers).status_code == 404
     assert client.get("/v2/coupon/1", headers={"X-CAP-API-OAUTH-TOKEN": token}).status_code == 404
     hops: list[str] = []
-    real_hop = deps.run_in_threadpool
+    real_hop = run_in_threadpool
 
     async def counting_hop(function: Any, *args: Any) -> Any:
         hops.append(function.__name__)
