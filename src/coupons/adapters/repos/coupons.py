@@ -90,7 +90,8 @@ def _mark(arrays: bool, revoke: bool) -> Update:
     if revoke:
         return (
             update(coupons)
-            .where(ids, coupons.c.state.in_(REVOCABLE_STATES))
+            # Named parameters, not a list: `in_` of a list is expanded anew on every call.
+            .where(ids, coupons.c.state.in_([bindparam(s.lower(), s) for s in REVOCABLE_STATES]))
             .values(
                 revoked_from=coupons.c.state,
                 state=CouponState.REVOKED.value,
