@@ -134,9 +134,10 @@ def test_a_token_is_accepted_in_the_vendor_header_and_as_bearer(
 
 
 def test_an_expired_token_is_refused(backend: Backend, acme_admin: Credentials) -> None:
-    # given an app whose tokens live one second, and a token from it
+    # given an app whose tokens live three seconds (at least two: `exp` is whole seconds,
+    # rounded down), and a token from it
     short = create_app(
-        Settings(database_url=backend.url, token_secret=SIGNING_KEY, token_ttl_seconds=1),
+        Settings(database_url=backend.url, token_secret=SIGNING_KEY, token_ttl_seconds=3),
         db=backend.db,
     )
     client = TestClient(short, raise_server_exceptions=False)
@@ -145,7 +146,7 @@ def test_an_expired_token_is_refused(backend: Backend, acme_admin: Credentials) 
     assert (fresh.status_code, error_code(fresh)) == (404, 701)
 
     # when the token has expired
-    time.sleep(2.1)
+    time.sleep(3.1)
     response = client.get("/v2/customers/lookup?id=1", headers={"X-CAP-API-OAUTH-TOKEN": token})
 
     # then it no longer authenticates
