@@ -30,6 +30,7 @@ from coupons.domain.jobs import (
     line_of_decision,
     started,
 )
+from coupons.domain.model import Series
 from coupons.domain.revoke import CodeDecision, Outcome
 from coupons.services import revoke
 from coupons.services.common import Actor, Context
@@ -115,13 +116,17 @@ def _process(
             uow, ctx, job.undo_of_job_id, ids, job.reason, apply=apply
         )
     else:
-        if job.series_id is not None:
-            series = uow.series.series(job.org_id, job.series_id)
-            assert series is not None
-            revoke.check_series(ctx, series)
+        _series(uow, ctx, job)  # a series that expired meanwhile fails the job (712)
         outcome = revoke.revoke_coupons(uow, ctx, ids, job.reason, apply=apply)
     by_id = {d.coupons[0].id: d for d in outcome.decisions}
     return [_by_id(line, by_id, job) for line in lines]
+
+
+def _series(uow: UnitOfWork, ctx: Context, job: Job) -> Series | None:
+    """The job's series, checked again at every chunk as a call's would be."""
+    if job.series_id is None:
+        return None
+    return revoke.revocable_series(uow, ctx, job.series_id)
 
 
 def _by_id(line: PendingLine, decisions: dict[int, CodeDecision], job: Job) -> LineResult:
@@ -140,11 +145,7 @@ def _process_codes(
 ) -> list[LineResult]:
     """A chunk of file lines: the first line of each code is decided, later ones are
     duplicates (known from the lines table, across chunks)."""
-    series = None
-    if job.series_id is not None:
-        series = uow.series.series(job.org_id, job.series_id)
-        assert series is not None
-        revoke.check_series(ctx, series)
+    series = _series(uow, ctx, job)
     codes = [line.code for line in lines if not line.duplicate]
     outcome, refusals = (
         revoke.revoke_codes(uow, ctx, codes, series, job.reason, apply=not job.dry_run)

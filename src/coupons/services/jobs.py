@@ -69,10 +69,7 @@ def _new_job(ctx: Context, request: JobRequest, source: JobSource, job_id: str) 
 
 def _series(uow: UnitOfWork, ctx: Context, series_id: int, *, by_code: bool) -> Series:
     """The revoke checks of a given series (707, 712, 811; 108 for codes of a GENERIC one)."""
-    series = uow.series.series(ctx.org_id, series_id)
-    if series is None:
-        raise errors.InvalidSeries()
-    revoke.check_series(ctx, series)
+    series = revoke.revocable_series(uow, ctx, series_id)
     if by_code and series.type is SeriesType.GENERIC:
         raise errors.GenericCodeNeedsCustomer()
     return series

@@ -24,7 +24,13 @@ from coupons.domain.model import (
     target_state,
 )
 from coupons.domain.revoke import FailureReason, Outcome, decide, decide_each
-from coupons.services.common import Context, CustomerRef, find_customer, record_history
+from coupons.services.common import (
+    Context,
+    CustomerRef,
+    find_customer,
+    record_history,
+    series_for_operation,
+)
 from coupons.services.ports import UnitOfWork
 
 MAX_CODES = code_rules.MAX_CODES_PER_REQUEST
@@ -202,14 +208,19 @@ def _check(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> _Scope:
         raise errors.SeriesRequiredForManyCodes()
     series = None
     if request.series_id is not None:
-        series = uow.series.series(ctx.org_id, request.series_id)
-        if series is None:
-            raise errors.InvalidSeries()
-        check_series(ctx, series)
+        series = revocable_series(uow, ctx, request.series_id)
     customer = find_customer(uow, ctx.org_id, customer_ref) if customer_ref else None
     if series is not None and series.type is SeriesType.GENERIC and codes and customer is None:
         raise errors.GenericCodeNeedsCustomer()
     return _Scope(codes=codes, series=series, customer=customer)
+
+
+def revocable_series(uow: UnitOfWork, ctx: Context, series_id: int) -> Series:
+    """The org's series a revoke (call or job) names, checked in spec §5's order: 707, then
+    712 and 811."""
+    series = series_for_operation(uow, ctx.org_id, series_id)
+    check_series(ctx, series)
+    return series
 
 
 def check_series(ctx: Context, series: Series) -> None:
