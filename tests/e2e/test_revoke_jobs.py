@@ -227,10 +227,13 @@ def test_the_same_upload_under_the_same_key_replays_the_first_job(
     api: Api, backend: Backend, mixed: dict[str, Any]
 ) -> None:
     key = {"Idempotency-Key": "upload-1"}
-    first = accepted(upload(api, "OK1\n", couponSeriesId=mixed["series"], headers=key))
+    created = upload(api, "OK1\n", couponSeriesId=mixed["series"], headers=key)
+    first = accepted(created)
     again = upload(api, "OK1\n", couponSeriesId=mixed["series"], headers=dict(key))
     assert accepted(again)["jobId"] == first["jobId"]
     assert again.headers["Idempotent-Replayed"] == "true"
+    # the replay answers as the request that created the job, as every replayed call does
+    assert again.headers["X-Request-Id"] == created.headers["X-Request-Id"]
     other = upload(api, "OK2\n", couponSeriesId=mixed["series"], headers=dict(key))
     assert error_code(other) == 9006
     assert count_rows(backend, "revoke_jobs") == 1

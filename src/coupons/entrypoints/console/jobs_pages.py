@@ -7,19 +7,19 @@ renders it, and the report is the API's CSV.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from coupons.domain import errors
 from coupons.domain.codes import CodeCase
 from coupons.domain.codes_file import CodesFormat, parse_codes
-from coupons.domain.jobs import Job, ReportRow
+from coupons.domain.jobs import Job
 from coupons.domain.people import Person
 from coupons.domain.revoke import FailureReason
 from coupons.entrypoints.console.pages import needs_person
@@ -33,7 +33,7 @@ from coupons.entrypoints.console.web import (
     read,
 )
 from coupons.entrypoints.http import render
-from coupons.entrypoints.http.jobs_routes import REPORT_COLUMNS, _csv, _row
+from coupons.entrypoints.http.jobs_routes import report_response
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services import jobs, people
 from coupons.services.auth import require
@@ -152,27 +152,10 @@ async def job_report(request: Request, person: Person) -> Response:
         job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
     except errors.CouponError as error:
         return page(request, "error.html", status=404, title="Job", message=message_of(error))
-    case = CodeCase(job.code_case)
-    actor = people.actor_of(person)
-    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
-    db = console_of(request).db
-
-    async def body() -> AsyncIterator[bytes]:
-        yield _csv([REPORT_COLUMNS])
-        after = 0
-        while True:
-            rows: list[ReportRow] = await run_in_threadpool(
-                db.run,
-                lambda uow, after=after: jobs.report_page(uow, ctx, job_id, after),
-                write=False,
-            )
-            if not rows:
-                return
-            yield _csv(_row(r, case) for r in rows)
-            after = rows[-1].line_no
-
-    headers = {"Content-Disposition": f'attachment; filename="{job.id}.csv"'}
-    return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=headers)
+    ctx = Context(
+        actor=people.actor_of(person), request_id=request_id_of(request.scope), now=utcnow()
+    )
+    return report_response(console_of(request).db, ctx, job)
 
 
 @needs_person

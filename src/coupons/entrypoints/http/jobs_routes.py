@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Annotated
 
 import anyio.from_thread
 import orjson
@@ -19,7 +17,7 @@ from coupons.domain import errors
 from coupons.domain.codes import CodeCase
 from coupons.domain.codes_file import CodesFormat, parse_codes
 from coupons.domain.jobs import Job, ReportRow
-from coupons.entrypoints.http import render
+from coupons.entrypoints.http import csv_export, render
 from coupons.entrypoints.http.deps import IDEMPOTENCY_KEY_MAX, ReadActor, allowed
 from coupons.entrypoints.http.envelope import JSON, success_body
 from coupons.entrypoints.http.middleware import request_id_of
@@ -28,9 +26,11 @@ from coupons.entrypoints.http.routes import (
     CodeCaseQuery,
     DryRunQuery,
     perform,
+    replay_headers,
 )
 from coupons.services import jobs
 from coupons.services.common import Actor, Context, utcnow
+from coupons.services.ports import Transactions
 from coupons.services.runner import Idempotency, Rendered, execute
 
 router = APIRouter()
@@ -38,8 +38,6 @@ router = APIRouter()
 JOBS = "/v2/coupon/revoke/jobs"
 UPLOADS = {"text/csv": CodesFormat.CSV, "text/plain": CodesFormat.TEXT}
 REPORT_COLUMNS = ("code", "outcome", "errorCode", "couponId", "issuedToUserId")
-# Spreadsheet programs run a cell starting with these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 RevokeActor = Annotated[Actor, Depends(allowed("revoke"))]
 JobId = Annotated[str, Path(alias="jobId", min_length=1, max_length=40)]
@@ -59,11 +57,9 @@ def _location(job_id: str) -> dict[str, str]:
     return {"Location": f"{JOBS}/{job_id}"}
 
 
-def _accepted(rendered: Rendered) -> Response:
+def _accepted(request: Request, rendered: Rendered) -> Response:
     entity = orjson.loads(rendered.body).get("entity") or {}
-    headers = _location(str(entity.get("jobId", "")))
-    if rendered.replayed:
-        headers["Idempotent-Replayed"] = "true"
+    headers = _location(str(entity.get("jobId", ""))) | replay_headers(request, rendered)
     return Response(
         rendered.body, status_code=rendered.status_code, media_type=JSON, headers=headers
     )
@@ -131,7 +127,7 @@ async def create_job(
         idempotency=idempotency,
         status_code=202,
     )
-    return _accepted(rendered)
+    return _accepted(request, rendered)
 
 
 async def _upload(
@@ -176,7 +172,7 @@ async def _upload(
     if rendered.replayed:
         # The same upload under the same key: the first job answers, this copy never existed.
         await run_in_threadpool(jobs.discard_upload, db, job_id)
-    return _accepted(rendered)
+    return _accepted(request, rendered)
 
 
 @router.get(JOBS, tags=["revoke jobs"], responses=ERRORS)
@@ -242,7 +238,7 @@ async def undo_job(
         idempotency=idempotency,
         status_code=202,
     )
-    return _accepted(rendered)
+    return _accepted(request, rendered)
 
 
 @router.get(
@@ -258,43 +254,32 @@ async def job_report(job_id: JobId, request: Request, actor: ReadActor) -> Respo
     job: Job = await run_in_threadpool(
         db.run, lambda uow: jobs.get_job(uow, ctx, job_id), write=False
     )
+    return report_response(db, ctx, job)
+
+
+def report_row(r: ReportRow, case: CodeCase) -> Sequence[csv_export.Cell]:
+    """One report line: the code as the job was asked to write it, then what happened."""
+    return (case.render(r.code), r.outcome, r.error_code, r.coupon_id, r.issued_to)
+
+
+def report_response(db: Transactions, ctx: Context, job: Job) -> StreamingResponse:
+    """A job's report as CSV (the API's and the console's download), one short read per page:
+    no transaction stays open while the client reads, and memory holds one page."""
     case = CodeCase(job.code_case)
 
     async def body() -> AsyncIterator[bytes]:
-        yield _csv([REPORT_COLUMNS])
+        yield csv_export.encode_rows([REPORT_COLUMNS])
         after = 0
         while True:
-            # One short read per page: the report never holds a transaction open while the
-            # client reads, and memory stays one page whatever the job's size.
             page: list[ReportRow] = await run_in_threadpool(
                 db.run,
-                lambda uow, after=after: jobs.report_page(uow, ctx, job_id, after),
+                lambda uow, after=after: jobs.report_page(uow, ctx, job.id, after),
                 write=False,
             )
             if not page:
                 return
-            yield _csv(_row(r, case) for r in page)
+            yield csv_export.encode_rows(report_row(r, case) for r in page)
             after = page[-1].line_no
 
     headers = {"Content-Disposition": f'attachment; filename="{job.id}.csv"'}
-    return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=headers)
-
-
-def _cell(text: str) -> str:
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
-
-
-def _row(r: ReportRow, case: CodeCase) -> tuple[Any, ...]:
-    return (
-        _cell(case.render(r.code)),
-        r.outcome,
-        "" if r.error_code is None else r.error_code,
-        "" if r.coupon_id is None else r.coupon_id,
-        "" if r.issued_to is None else r.issued_to,
-    )
-
-
-def _csv(rows: Any) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
-    return buffer.getvalue().encode()
+    return StreamingResponse(body(), media_type=csv_export.MEDIA_TYPE, headers=headers)

@@ -29,7 +29,7 @@ from coupons.services import customers, issue, redeem, revoke, series
 from coupons.services.auth import Authenticator
 from coupons.services.common import Actor, Context, CustomerRef, utcnow
 from coupons.services.ports import UnitOfWork
-from coupons.services.runner import Idempotency, execute
+from coupons.services.runner import Idempotency, Rendered, execute
 
 T = TypeVar("T")
 
@@ -72,14 +72,22 @@ async def perform(
         dry_run=dry_run,
         write=write,
     )
-    headers = None
-    if rendered.replayed:
-        headers = {"Idempotent-Replayed": "true"}
-        if rendered.request_id:
-            answer_as(request.scope, rendered.request_id)
     return Response(
-        rendered.body, status_code=rendered.status_code, media_type=JSON, headers=headers
+        rendered.body,
+        status_code=rendered.status_code,
+        media_type=JSON,
+        headers=replay_headers(request, rendered),
     )
+
+
+def replay_headers(request: Request, rendered: Rendered) -> dict[str, str]:
+    """A replayed answer says so, and carries the `X-Request-Id` of the request that did the
+    work (the id a reinstate by request id needs); a fresh answer adds nothing."""
+    if not rendered.replayed:
+        return {}
+    if rendered.request_id:
+        answer_as(request.scope, rendered.request_id)
+    return {"Idempotent-Replayed": "true"}
 
 
 async def _fingerprint(request: Request) -> str:
