@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 
-def int_array(values: Iterable[int]) -> str:
-    """`{1,2,3}`."""
-    return "{" + ",".join([str(int(v)) for v in values]) + "}"
+def int_array(values: Iterable[int | None]) -> str:
+    """`{1,2,NULL}`."""
+    return "{" + ",".join(["NULL" if v is None else str(int(v)) for v in values]) + "}"
 
 
 def _quoted(value: str) -> str:

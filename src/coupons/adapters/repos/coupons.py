@@ -117,6 +117,20 @@ _BY_CODES = {
     for in_series in (False, True)
     for lock in (False, True)
 }
+
+
+def _by_ids(arrays: bool, lock: bool) -> Select[Any]:
+    query = (
+        select(*COUPON_COLUMNS)
+        .where(coupons.c.org_id == bindparam("org_id"), _among(arrays, coupons.c.id, "ids"))
+        .order_by(coupons.c.id)
+    )
+    return query.with_for_update() if lock else query
+
+
+_BY_IDS = {
+    (arrays, lock): _by_ids(arrays, lock) for arrays in (False, True) for lock in (False, True)
+}
 _MARK = {
     (arrays, revoke): _mark(arrays, revoke) for arrays in (False, True) for revoke in (False, True)
 }
@@ -245,14 +259,9 @@ class SqlCouponRepository:
         return [coupon_of(r) for r in self.conn.execute(query).all()]
 
     def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]:
-        query = (
-            select(*COUPON_COLUMNS)
-            .where(coupons.c.org_id == org_id, coupons.c.id.in_(ids))
-            .order_by(coupons.c.id)
-        )
-        if lock:
-            query = query.with_for_update()
-        return [coupon_of(r) for r in self.conn.execute(query).all()]
+        """A job chunk's coupons (up to a chunk of ids), in id order."""
+        params = {"org_id": org_id, "ids": self._values("ids", ids)}
+        return [coupon_of(r) for r in self.conn.execute(_BY_IDS[self._arrays, lock], params).all()]
 
     def coupon(self, org_id: int, coupon_id: int) -> Coupon | None:
         row = self.conn.execute(

@@ -21,7 +21,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
+from coupons.adapters.pg_arrays import int_array, text_array
 from coupons.adapters.repos.history import SqlHistoryRepository
+from coupons.adapters.repos.rows import REVOCABLE_STATES
 from coupons.adapters.tables import (
     coupon_history,
     coupons,
@@ -39,10 +41,9 @@ from coupons.domain.jobs import (
     ReportRow,
     Tally,
 )
-from coupons.domain.model import Action, CouponState
+from coupons.domain.model import Action
 
 STAGING = "STAGING"
-REVOCABLE_STATES = (CouponState.AVAILABLE.value, CouponState.ISSUED.value)
 
 _LINE_UPDATE_PG = text(
     "UPDATE revoke_job_lines AS l SET outcome = v.outcome, error_code = v.error_code, "
@@ -324,11 +325,12 @@ class SqlJobRepository:
                 _LINE_UPDATE_PG,
                 {
                     "job_id": job_id,
-                    "line_nos": [r.line_no for r in results],
-                    "outcomes": [r.outcome.value for r in results],
-                    "error_codes": [r.error_code for r in results],
-                    "coupon_ids": [r.coupon_id for r in results],
-                    "issued_tos": [r.issued_to for r in results],
+                    # One array literal each (see adapters/pg_arrays), not 500 adapted items.
+                    "line_nos": int_array([r.line_no for r in results]),
+                    "outcomes": text_array([r.outcome.value for r in results]),
+                    "error_codes": int_array([r.error_code for r in results]),
+                    "coupon_ids": int_array([r.coupon_id for r in results]),
+                    "issued_tos": int_array([r.issued_to for r in results]),
                 },
             )
             return
