@@ -496,13 +496,15 @@ class FakeHistoryRepository:
     def history(self, coupon_id: int) -> list[StateChange]:
         return [h.change for h in self.store.history if h.coupon_id == coupon_id]
 
-    def revoked_by_request(self, org_id: int, request_id: str) -> list[tuple[int, bool]]:
-        mine = [h for h in self.store.history if h.org_id == org_id]
-        latest = {h.coupon_id: h.id for h in mine}
+    def revoked_by_request(self, org_id: int, request_id: str) -> list[int]:
         return sorted(
-            (h.coupon_id, latest[h.coupon_id] == h.id)
-            for h in mine
-            if h.change.request_id == request_id and h.change.action.value == "REVOKE"
+            {
+                h.coupon_id
+                for h in self.store.history
+                if h.org_id == org_id
+                and h.change.request_id == request_id
+                and h.change.action.value == "REVOKE"
+            }
         )
 
     def still_revoked_by(self, request_id: str, coupon_ids: Sequence[int]) -> set[int]:

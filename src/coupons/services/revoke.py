@@ -87,12 +87,10 @@ def reinstate_request(
 ) -> Outcome:
     """Undo one earlier revoke call, skipping (and reporting) coupons no longer revoked (9017:
     reinstated already, perhaps by this very call made twice) or revoked again since (9018)."""
-    first_look = uow.history.revoked_by_request(ctx.org_id, revoke_request_id)
-    if not first_look:
+    revoked = uow.history.revoked_by_request(ctx.org_id, revoke_request_id)
+    if not revoked:
         raise errors.InvalidField("revokeRequestId", "no revoke with this request id")
-    return reinstate_revoked(
-        uow, ctx, revoke_request_id, [cid for cid, _ in first_look], reason, apply=True
-    )
+    return reinstate_revoked(uow, ctx, revoke_request_id, revoked, reason, apply=True)
 
 
 # --- the per-code part, shared with revoke jobs ----------------------------------------------

@@ -229,26 +229,21 @@ class SqlHistoryRepository:
             for r in rows
         ]
 
-    def revoked_by_request(self, org_id: int, request_id: str) -> list[tuple[int, bool]]:
-        """Coupons a revoke request changed, each with whether that revoke is still its latest
-        history entry (so a later change can be told apart)."""
-        latest = (
-            select(coupon_history.c.coupon_id, func.max(coupon_history.c.id).label("last_id"))
-            .where(coupon_history.c.org_id == org_id)
-            .group_by(coupon_history.c.coupon_id)
-            .subquery()
-        )
+    def revoked_by_request(self, org_id: int, request_id: str) -> list[int]:
+        """Coupons a revoke request changed, in id order (whether each is still revoked by it
+        is `still_revoked_by`'s to say, under the coupons' locks)."""
+        h = coupon_history.c
         rows = self.conn.execute(
-            select(coupon_history.c.coupon_id, coupon_history.c.id == latest.c.last_id)
-            .join(latest, latest.c.coupon_id == coupon_history.c.coupon_id)
+            select(h.coupon_id)
             .where(
-                coupon_history.c.org_id == org_id,
-                coupon_history.c.request_id == request_id,
-                coupon_history.c.action == Action.REVOKE.value,
+                h.org_id == org_id,
+                h.request_id == request_id,
+                h.action == Action.REVOKE.value,
             )
-            .order_by(coupon_history.c.coupon_id)
+            .distinct()
+            .order_by(h.coupon_id)
         )
-        return [(int(cid), bool(is_last)) for cid, is_last in rows]
+        return [int(cid) for cid in rows.scalars()]
 
     def still_revoked_by(self, request_id: str, coupon_ids: Sequence[int]) -> set[int]:
         """Of these coupons, those whose latest history entry is the revoke of `request_id`."""
