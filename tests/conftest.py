@@ -120,15 +120,23 @@ def postgres_admin_url() -> str | None:
     return _postgres_admin_url()
 
 
-@pytest.fixture(scope="session")
-def sqlite_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
-    path = Path(tmp_path_factory.mktemp("sqlite")) / "coupons.db"
-    url = f"sqlite:///{path}"
+@contextmanager
+def sqlite_database(directory: Path) -> Iterator[Backend]:
+    """A migrated SQLite database in `directory`, with the test orgs and clients."""
+    url = f"sqlite:///{directory / 'coupons.db'}"
     migrate.upgrade(url)
     db = Database.from_url(url)
     _seed_clients(db)
-    yield Backend("sqlite", url, db)
-    db.dispose()
+    try:
+        yield Backend("sqlite", url, db)
+    finally:
+        db.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    with sqlite_database(Path(tmp_path_factory.mktemp("sqlite"))) as backend:
+        yield backend
 
 
 @contextmanager
@@ -148,16 +156,25 @@ def scratch_postgres(admin_url: str, prefix: str) -> Iterator[str]:
         admin_engine.dispose()
 
 
+@contextmanager
+def postgresql_database(admin_url: str, prefix: str) -> Iterator[Backend]:
+    """A migrated scratch PostgreSQL database, with the test orgs and clients."""
+    with scratch_postgres(admin_url, prefix) as url:
+        migrate.upgrade(url)
+        db = Database.from_url(url)
+        _seed_clients(db)
+        try:
+            yield Backend("postgresql", url, db)
+        finally:
+            db.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgresql_backend(postgres_admin_url: str | None) -> Iterator[Backend]:
     if postgres_admin_url is None:
         pytest.skip("PostgreSQL not reachable (see warning above)")
-    with scratch_postgres(postgres_admin_url, "coupons_test") as url:
-        migrate.upgrade(url)
-        db = Database.from_url(url)
-        _seed_clients(db)
-        yield Backend("postgresql", url, db)
-        db.dispose()
+    with postgresql_database(postgres_admin_url, "coupons_test") as backend:
+        yield backend
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

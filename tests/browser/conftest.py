@@ -29,7 +29,7 @@ from coupons.entrypoints.http import create_app
 from coupons.entrypoints.job_worker import JobWorker, JobWorkerOptions
 from coupons.services import people
 from coupons.services.common import utcnow
-from tests.conftest import PASSWORD, Backend
+from tests.conftest import PASSWORD, Backend, postgresql_database, sqlite_database
 
 CHROMIUM = os.environ.get("COUPONS_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -140,14 +140,20 @@ def _serve(backend: Backend) -> Iterator[Server]:
     thread.join(timeout=10)
 
 
+# Each server has a database of its own: its job worker polls for jobs all session long, and
+# on the shared test database it took the jobs other tests queued for their own workers.
 @pytest.fixture(scope="session")
-def sqlite_server(sqlite_backend: Backend) -> Iterator[Server]:
-    yield from _serve(sqlite_backend)
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with sqlite_database(Path(tmp_path_factory.mktemp("console-sqlite"))) as backend:
+        yield from _serve(backend)
 
 
 @pytest.fixture(scope="session")
-def postgresql_server(postgresql_backend: Backend) -> Iterator[Server]:
-    yield from _serve(postgresql_backend)
+def postgresql_server(postgres_admin_url: str | None) -> Iterator[Server]:
+    if postgres_admin_url is None:
+        pytest.skip("PostgreSQL not reachable")
+    with postgresql_database(postgres_admin_url, "coupons_console") as backend:
+        yield from _serve(backend)
 
 
 @pytest.fixture
