@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from coupons.domain import errors
 from coupons.services import lookup
 from tests.conftest import Backend
 from tests.e2e.conftest import Api
@@ -113,6 +114,25 @@ def test_a_fault_shows_a_plain_page_with_a_reference_and_no_stack_trace(
     assert answer.headers["content-type"].startswith("text/html")
     assert "req-fault-1" in answer.text
     assert "secret internals" not in answer.text and "Traceback" not in answer.text
+
+
+@pytest.mark.parametrize(
+    ("path", "use_case"),
+    [("/console/coupons/1", "coupon_detail"), ("/console/search?q=ANY-1", "search")],
+)
+def test_a_database_outage_is_a_503_page_that_says_so_never_not_found(
+    signed_in: TestClient, monkeypatch: pytest.MonkeyPatch, path: str, use_case: str
+) -> None:
+    def unavailable(*args: object) -> None:
+        raise errors.DatabaseUnavailable(2)
+
+    monkeypatch.setattr(lookup, use_case, unavailable)
+
+    answer = signed_in.get(path)
+
+    assert answer.status_code == 503
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "unreachable" in answer.text and "error 9023" in answer.text
 
 
 def test_an_oversized_form_is_refused_before_it_is_read(signed_in: TestClient) -> None:

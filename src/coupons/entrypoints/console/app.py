@@ -20,8 +20,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coupons.adapters.sql_uow import Database
+from coupons.domain import errors
 from coupons.entrypoints.console import finding_pages, jobs_pages, pages, revoking
-from coupons.entrypoints.console.web import SECURITY_HEADERS, Console, Refused, log, page
+from coupons.entrypoints.console.web import (
+    SECURITY_HEADERS,
+    Console,
+    Refused,
+    error_page,
+    log,
+    page,
+)
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services.auth import FailureThrottle
 
@@ -50,7 +58,12 @@ def create_console(
             *jobs_pages.routes,
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
-        exception_handlers={HTTPException: _http_error, Refused: _refused, Exception: _fault},
+        exception_handlers={
+            HTTPException: _http_error,
+            Refused: _refused,
+            errors.CouponError: _api_error,
+            Exception: _fault,
+        },
     )
     app.state.db = db  # what the API's CSV export reads its pages from
     app.state.console = Console(
@@ -71,6 +84,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
     return page(request, "error.html", status=exc.status, message=exc.message)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    """An API error no page handled itself (the database away during a search or a sign-in):
+    its message and status, as a page; a 503 keeps the API's `Retry-After`."""
+    assert isinstance(exc, errors.CouponError)
+    response = error_page(request, "Error", exc)
+    if isinstance(exc, errors.DatabaseUnavailable):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def _fault(request: Request, exc: Exception) -> Response:

@@ -12,7 +12,7 @@ from coupons.domain import errors
 from coupons.domain.model import CouponState, Series
 from coupons.domain.people import Person
 from coupons.entrypoints.console.pages import needs_person
-from coupons.entrypoints.console.web import PREFIX, call, message_of, page
+from coupons.entrypoints.console.web import PREFIX, call, error_page, message_of, page, status_of
 from coupons.entrypoints.http import finding_routes, render
 from coupons.services import finding, people, series
 from coupons.services.common import Context
@@ -49,7 +49,7 @@ async def activity(request: Request, person: Person) -> Response:
         return page(
             request,
             "activity.html",
-            status=400,
+            status=status_of(error),
             title="Activity",
             rows=[],
             filters=filters,
@@ -85,7 +85,7 @@ async def series_list(request: Request, person: Person) -> Response:
             write=False,
         )
     except errors.CouponError as error:
-        return page(request, "error.html", status=400, title="Series", message=message_of(error))
+        return error_page(request, "Series", error)
     next_url = f"{PREFIX}/series?{urlencode({'after': entity['next']})}" if entity["next"] else None
     return page(
         request,
@@ -118,13 +118,7 @@ async def series_detail(request: Request, person: Person) -> Response:
             write=False,
         )
     except errors.CouponError as error:
-        return page(
-            request,
-            "error.html",
-            status=max(error.http_status, 400),
-            title="Series",
-            message=message_of(error),
-        )
+        return error_page(request, "Series", error)
     next_url = None
     if entity["next"]:
         query = {"state": state} if state else {}
@@ -164,13 +158,7 @@ async def series_export(request: Request, person: Person) -> Response:
             f"series-{series_id}-coupons.csv",
         )
     except errors.CouponError as error:
-        return page(
-            request,
-            "error.html",
-            status=max(error.http_status, 400),
-            title="Export",
-            message=message_of(error),
-        )
+        return error_page(request, "Export", error)
 
 
 routes = [

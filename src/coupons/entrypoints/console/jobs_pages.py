@@ -28,9 +28,11 @@ from coupons.entrypoints.console.web import (
     call,
     checked_form,
     console_of,
+    error_page,
     message_of,
     page,
     read,
+    status_of,
 )
 from coupons.entrypoints.http import render
 from coupons.entrypoints.http.jobs_routes import report_response
@@ -115,7 +117,7 @@ async def bulk_start(request: Request, person: Person) -> Response:
             await run_in_threadpool(jobs.discard_upload, db, job_id)
             raise
     except errors.CouponError as error:
-        return await again(message_of(error), max(error.http_status, 400))
+        return await again(message_of(error), status_of(error))
     return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
 
 
@@ -131,7 +133,7 @@ async def job_page(request: Request, person: Person) -> Response:
     try:
         job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
     except errors.CouponError as error:
-        return page(request, "error.html", status=404, title="Job", message=message_of(error))
+        return error_page(request, "Job", error)
     return page(request, "job.html", title=f"Job {job.id}", job=render.job(job), reasons=REASONS)
 
 
@@ -141,7 +143,7 @@ async def job_progress(request: Request, person: Person) -> Response:
     try:
         job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
     except errors.CouponError as error:
-        return JSONResponse({"error": message_of(error)}, status_code=404)
+        return JSONResponse({"error": message_of(error)}, status_code=status_of(error))
     return JSONResponse(render.job(job), headers={"Cache-Control": "no-store"})
 
 
@@ -151,7 +153,7 @@ async def job_report(request: Request, person: Person) -> Response:
     try:
         job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
     except errors.CouponError as error:
-        return page(request, "error.html", status=404, title="Job", message=message_of(error))
+        return error_page(request, "Job", error)
     ctx = Context(
         actor=people.actor_of(person), request_id=request_id_of(request.scope), now=utcnow()
     )
@@ -171,13 +173,7 @@ async def job_cancel(request: Request, person: Person) -> Response:
             permission="revoke",
         )
     except errors.CouponError as error:
-        return page(
-            request,
-            "error.html",
-            status=max(error.http_status, 400),
-            title="Cancel job",
-            message=message_of(error),
-        )
+        return error_page(request, "Cancel job", error)
     return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
 
 
@@ -194,13 +190,7 @@ async def job_undo(request: Request, person: Person) -> Response:
             permission="reinstate",
         )
     except errors.CouponError as error:
-        return page(
-            request,
-            "error.html",
-            status=max(error.http_status, 400),
-            title="Undo job",
-            message=message_of(error),
-        )
+        return error_page(request, "Undo job", error)
     return RedirectResponse(f"{PREFIX}/jobs/{entity['jobId']}", status_code=303)
 
 

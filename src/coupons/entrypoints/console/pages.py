@@ -17,7 +17,7 @@ from coupons.entrypoints.console.web import (
     PREFIX,
     checked_form,
     console_of,
-    message_of,
+    error_page,
     page,
     read,
     safe_next,
@@ -167,7 +167,7 @@ async def coupon(request: Request, person: Person) -> Response:
             request, person, lambda uow, ctx: lookup.coupon_detail(uow, ctx, coupon_id)
         )
     except errors.CouponError as error:
-        return page(request, "error.html", status=404, title="Coupon", message=message_of(error))
+        return error_page(request, "Coupon", error)
     return page(
         request,
         "coupon.html",
@@ -185,7 +185,7 @@ async def customer(request: Request, person: Person) -> Response:
             request, person, lambda uow, ctx: lookup.customer_detail(uow, ctx, customer_id)
         )
     except errors.CouponError as error:
-        return page(request, "error.html", status=404, title="Customer", message=message_of(error))
+        return error_page(request, "Customer", error)
     return page(request, "customer.html", title="Customer", detail=detail)
 
 

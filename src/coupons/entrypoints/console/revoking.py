@@ -18,7 +18,15 @@ from coupons.domain import errors
 from coupons.domain.codes import CodeCase
 from coupons.domain.people import Person
 from coupons.entrypoints.console.pages import needs_person
-from coupons.entrypoints.console.web import PREFIX, call, checked_form, message_of, page, read
+from coupons.entrypoints.console.web import (
+    PREFIX,
+    call,
+    checked_form,
+    message_of,
+    page,
+    read,
+    status_of,
+)
 from coupons.entrypoints.http import render
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services import lookup, picked, revoke
@@ -91,7 +99,7 @@ async def revoke_post(request: Request, person: Person) -> Response:
             dry_run=dry_run,
         )
     except errors.CouponError as error:
-        status = error.http_status if error.http_status >= 400 else 400
+        status = status_of(error)
         return page(
             request, "revoke.html", status=status, result=None, error=message_of(error), **context
         )
@@ -127,7 +135,7 @@ async def undo(request: Request, person: Person) -> Response:
         return page(
             request,
             "error.html",
-            status=max(error.http_status, 400),
+            status=status_of(error),
             title="Undo",
             message=message_of(error),
         )
@@ -161,7 +169,7 @@ async def reinstate(request: Request, person: Person) -> Response:
         return page(
             request,
             "error.html",
-            status=max(error.http_status, 400),
+            status=status_of(error),
             title="Reinstate",
             message=message_of(error),
         )

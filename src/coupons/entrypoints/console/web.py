@@ -188,6 +188,19 @@ def message_of(error: errors.CouponError) -> str:
     return f"{text} (error {error.code})"
 
 
+def error_page(request: Request, title: str, error: errors.CouponError) -> HTMLResponse:
+    """An API error as a page: its message, and its status (see `status_of`)."""
+    return page(
+        request, "error.html", status=status_of(error), title=title, message=message_of(error)
+    )
+
+
+def status_of(error: errors.CouponError) -> int:
+    """The HTTP status a page shows an API error with: the API's own (a 503 outage stays a
+    503, never a "not found"), and at least 400."""
+    return max(error.http_status, 400)
+
+
 async def call(
     request: Request,
     person: Person,
