@@ -34,7 +34,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -206,15 +205,14 @@ def pgbench_script(*, advisory_lock: bool = True) -> str:
         "RETURNING revocations.id;",
         f"WITH {fence}e AS MATERIALIZED (SELECT u.*, "
         "nextval('coupon_history_id_seq'::regclass) AS id "
-        f"FROM {from_fence}unnest(CAST(:ids AS bigint[]), CAST(:actions AS text[]), "
-        "CAST(:from_states AS text[]), CAST(:to_states AS text[]), CAST(:ats AS timestamptz[]), "
-        "CAST(:actors AS text[]), CAST(:request_ids AS text[]), CAST(:reasons AS text[])) "
-        "WITH ORDINALITY AS u(coupon_id, action, from_state, to_state, at, actor, request_id, "
-        "reason, ord)) "
+        f"FROM {from_fence}unnest(CAST(:ids AS bigint[]), CAST(:from_states AS text[]), "
+        "CAST(:to_states AS text[])) WITH ORDINALITY AS u(coupon_id, from_state, to_state, "
+        "ord)) "
         "INSERT INTO coupon_history (id, org_id, coupon_id, action, from_state, to_state, at, "
         "actor, request_id, reason, series_id, code, customer_id, coupon_version) "
-        "SELECT e.id, CAST(:org_id AS bigint), c.id, e.action, e.from_state, e.to_state, e.at, "
-        "e.actor, e.request_id, e.reason, c.series_id, c.code, c.customer_id, c.version "
+        "SELECT e.id, CAST(:org_id AS bigint), c.id, CAST(:action AS text), e.from_state, "
+        "e.to_state, CAST(:at AS timestamptz), CAST(:username AS text), CAST(:rid AS text), "
+        "CAST(:reason AS text), c.series_id, c.code, c.customer_id, c.version "
         "FROM e JOIN coupons c ON c.id = e.coupon_id ORDER BY e.ord;",
         "COMMIT;",
     ]
@@ -227,17 +225,7 @@ def _array(values: Sequence[object]) -> str:
 
 
 # The script's per-request variables after the codes and ids: `at`, then text arrays.
-_ARRAYS = (
-    "ids",
-    "norms",
-    "actions",
-    "from_states",
-    "to_states",
-    "ats",
-    "actors",
-    "request_ids",
-    "reasons",
-)
+_ARRAYS = ("ids", "norms", "from_states", "to_states")
 
 
 def _load_jobs(layout: Layout, pool: Sequence[PoolJob]) -> None:
@@ -258,8 +246,7 @@ def _load_jobs(layout: Layout, pool: Sequence[PoolJob]) -> None:
         conn.execute(f"CREATE SEQUENCE {JOBS_SEQUENCE}")
         with conn.cursor() as cur, cur.copy(f"COPY {JOBS_TABLE} FROM STDIN") as copy:
             for number, job in enumerate(pool, start=1):
-                request_id = uuid.uuid4().hex
-                same = ("REVOKE", "ISSUED", "REVOKED", at, layout.username, request_id, REASON)
+                same = ("ISSUED", "REVOKED")
                 copy.write_row(
                     [
                         number,
@@ -294,6 +281,8 @@ def _pgbench_round(
         "org_id": layout.org_id,
         "one": 1,
         "username": layout.username,
+        "action": "REVOKE",
+        "reason": REASON,
         "revoked": "REVOKED",
         "available": "AVAILABLE",
         "issued": "ISSUED",

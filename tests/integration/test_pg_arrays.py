@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -11,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
-from coupons.adapters.pg_arrays import int_array, text_array, timestamp_array
+from coupons.adapters.pg_arrays import int_array, text_array
 
 # Any text PostgreSQL can hold (no NUL), with the array syntax's own characters made likely.
 TEXT = st.text(
@@ -51,13 +50,3 @@ def test_an_int_array_reads_back_as_the_same_numbers(
 ) -> None:
     row = pg.execute("SELECT CAST(%s AS bigint[])", [int_array(values)]).fetchone()
     assert row is not None and row[0] == values
-
-
-def test_a_timestamp_array_keeps_each_instant_whatever_the_offset(pg: psycopg.Connection) -> None:
-    at = datetime(2026, 12, 1, 22, 0, 0, 123456, tzinfo=UTC)
-    values = [at, at, at.astimezone(timezone(timedelta(hours=-5))), at + timedelta(seconds=1)]
-    pg.execute("SET TIME ZONE 'Asia/Tokyo'")
-    row = pg.execute("SELECT CAST(%s AS timestamptz[])", [timestamp_array(values)]).fetchone()
-    assert row is not None and row[0] == values
-    with pytest.raises(ValueError):
-        timestamp_array([datetime(2026, 12, 1)])

@@ -12,7 +12,6 @@ string; `None` is the unquoted NULL.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 
 def int_array(values: Iterable[int | None]) -> str:
@@ -29,18 +28,3 @@ def _quoted(value: str) -> str:
 def text_array(values: Iterable[str | None]) -> str:
     """`{"a","b",NULL}`: any strings (PostgreSQL text holds no NUL character)."""
     return "{" + ",".join(["NULL" if v is None else _quoted(v) for v in values]) + "}"
-
-
-def timestamp_array(values: Iterable[datetime]) -> str:
-    """Aware datetimes in ISO form, offset included, for a `timestamptz[]` (a batch's rows
-    usually share one time: each distinct one is formatted once)."""
-    formatted: dict[datetime, str] = {}
-    parts = []
-    for value in values:
-        text = formatted.get(value)
-        if text is None:
-            if value.tzinfo is None:
-                raise ValueError("a timestamptz array needs aware datetimes")
-            text = formatted[value] = '"' + value.isoformat() + '"'
-        parts.append(text)
-    return "{" + ",".join(parts) + "}"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
+from itertools import groupby
 
 from sqlalchemy import (
     Connection,
@@ -17,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from coupons.adapters.pg_arrays import int_array, text_array, timestamp_array
+from coupons.adapters.pg_arrays import int_array, text_array
 from coupons.adapters.tables import (
     coupon_history,
     coupons,
@@ -49,18 +50,18 @@ _FENCE = (
     "WITH fence AS MATERIALIZED ("
     "SELECT pg_advisory_xact_lock_shared(last_value - 1) AS held FROM coupon_history_id_seq), "
 )
+# The changes of one use case share their action, time, actor, request id and reason: those
+# go once, as scalars; only the coupon ids and states are arrays (see `_uniform_runs`).
 _INSERT_HISTORY_PG = text(
     _FENCE + "e AS MATERIALIZED ("
     "SELECT u.*, nextval('coupon_history_id_seq'::regclass) AS id "
-    "FROM fence, unnest(CAST(:coupon_ids AS bigint[]), CAST(:actions AS text[]), "
-    "CAST(:from_states AS text[]), CAST(:to_states AS text[]), CAST(:ats AS timestamptz[]), "
-    "CAST(:actors AS text[]), CAST(:request_ids AS text[]), CAST(:reasons AS text[])) "
-    "WITH ORDINALITY AS u(coupon_id, action, from_state, to_state, at, actor, request_id, "
-    "reason, ord)) "
+    "FROM fence, unnest(CAST(:coupon_ids AS bigint[]), CAST(:from_states AS text[]), "
+    "CAST(:to_states AS text[])) WITH ORDINALITY AS u(coupon_id, from_state, to_state, ord)) "
     "INSERT INTO coupon_history (id, org_id, coupon_id, action, from_state, to_state, at, "
     "actor, request_id, reason, series_id, code, customer_id, coupon_version) "
-    "SELECT e.id, :org_id, c.id, e.action, e.from_state, e.to_state, e.at, e.actor, "
-    "e.request_id, e.reason, c.series_id, c.code, c.customer_id, c.version "
+    "SELECT e.id, :org_id, c.id, CAST(:action AS text), e.from_state, e.to_state, "
+    "CAST(:at AS timestamptz), CAST(:actor AS text), CAST(:request_id AS text), "
+    "CAST(:reason AS text), c.series_id, c.code, c.customer_id, c.version "
     "FROM e JOIN coupons c ON c.id = e.coupon_id ORDER BY e.ord"
 )
 
@@ -119,6 +120,20 @@ _INSERT_HISTORY = insert(coupon_history).from_select(
 )
 
 
+def _uniform_runs(
+    changes: Sequence[tuple[int, StateChange]],
+) -> Iterator[tuple[tuple[Action, datetime, str, str, str | None], list[tuple[int, StateChange]]]]:
+    """Consecutive changes that share action, time, actor, request id and reason (a use
+    case's whole batch is one run), in order."""
+
+    def shared(pair: tuple[int, StateChange]) -> tuple[Action, datetime, str, str, str | None]:
+        e = pair[1]
+        return (e.action, e.at, e.actor, e.request_id, e.reason)
+
+    for key, run in groupby(changes, key=shared):
+        yield key, list(run)
+
+
 class SqlHistoryRepository:
     """History and events over one connection, inside the caller's transaction."""
 
@@ -143,21 +158,23 @@ class SqlHistoryRepository:
         if self.conn.dialect.name == "postgresql":
             # No org-wide lock: see _INSERT_HISTORY_PG and `events`. SQLite writers are
             # serialized by BEGIN IMMEDIATE, so there ids commit in order.
-            result = self.conn.execute(
-                _INSERT_HISTORY_PG,
-                {
-                    "org_id": org_id,
-                    "coupon_ids": int_array([cid for cid, _ in changes]),
-                    # The enums are StrEnums: their members are the strings themselves.
-                    "actions": text_array([e.action for _, e in changes]),
-                    "from_states": text_array([e.from_state for _, e in changes]),
-                    "to_states": text_array([e.to_state for _, e in changes]),
-                    "ats": timestamp_array([e.at for _, e in changes]),
-                    "actors": text_array([e.actor for _, e in changes]),
-                    "request_ids": text_array([e.request_id for _, e in changes]),
-                    "reasons": text_array([e.reason for _, e in changes]),
-                },
-            )
+            written = 0
+            for shared, run in _uniform_runs(changes):
+                action, at, actor, request_id, reason = shared
+                written += self.conn.execute(
+                    _INSERT_HISTORY_PG,
+                    {
+                        "org_id": org_id,
+                        "coupon_ids": int_array([cid for cid, _ in run]),
+                        "from_states": text_array([e.from_state for _, e in run]),
+                        "to_states": text_array([e.to_state for _, e in run]),
+                        "action": action.value,
+                        "at": at,
+                        "actor": actor,
+                        "request_id": request_id,
+                        "reason": reason,
+                    },
+                ).rowcount
         else:
             result = self.conn.execute(
                 _INSERT_HISTORY,
@@ -176,8 +193,9 @@ class SqlHistoryRepository:
                     for cid, e in changes
                 ],
             )
+            written = result.rowcount
         # A coupon id that matches no row would silently lose its history and its event.
-        if result.rowcount not in (-1, len(changes)):
+        if written not in (-1, len(changes)):
             raise RuntimeError("history rows written do not match the changes recorded")
         pending = self.conn.info.setdefault(PENDING_CHANGES, Counter())
         pending.update(e.action.value for _, e in changes)
