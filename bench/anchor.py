@@ -44,6 +44,8 @@ from bench import load
 from bench.load import Layout
 from bench.timing import Side, combine
 from bench.workloads import CODES_PER_REQUEST, REASON, statement_shapes
+from coupons.adapters.repos.history import HISTORY_FENCE
+from coupons.adapters.repos.revoke_batch import REVOKE_PG_SQL
 
 PGBENCH = os.environ.get("PGBENCH", "pgbench")
 JOBS_TABLE = "bench_anchor_jobs"
@@ -164,14 +166,7 @@ def pgbench_script(*, advisory_lock: bool = True) -> str:
     SQLAlchemy's `%(name)s` as `$n`; here pgbench's `:name` does), plus the job read."""
     # The history insert takes a shared advisory lock keyed below the event ids it is about
     # to allocate (readers use it to tell which ids may still commit); without the lock, the
-    # same insert with the fence left out.
-    fence = (
-        "fence AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(last_value - 1) AS held "
-        "FROM coupon_history_id_seq), "
-    )
-    from_fence = "fence, "
-    if not advisory_lock:
-        fence = from_fence = ""
+    # same statement with the fence left out.
     statements = [
         "BEGIN;",
         # Not sent by the service: this request's codes from the pool.
@@ -189,34 +184,27 @@ def pgbench_script(*, advisory_lock: bool = True) -> str:
         "WHERE coupons.org_id = :org_id::BIGINT "
         "AND coupons.code_norm = ANY (CAST(:norms::VARCHAR AS VARCHAR[])) "
         "AND coupons.series_id + 0 = :series_id::BIGINT ORDER BY coupons.id FOR UPDATE;",
-        "UPDATE coupons SET state=:revoked::VARCHAR, revoked_from=coupons.state, "
-        "updated_at=:at::TIMESTAMP WITH TIME ZONE, version=(coupons.version + :one::BIGINT) "
-        "WHERE coupons.id = ANY (CAST(:ids::VARCHAR AS BIGINT[])) "
-        "AND coupons.state IN (:available::VARCHAR, :issued::VARCHAR);",
-        # The revocations trail row (one per revoke call); pgbench sets no NULL or text, so
-        # the anchor's rows carry a random numeric request id and job id '0'.
-        "\\set rid random(1, 9000000000000000)",
-        "\\set zero 0",
-        "INSERT INTO revocations (org_id, request_id, at, actor, reason, revoked_count, "
-        "reinstated_count, job_id) VALUES (:org_id::BIGINT, :rid::VARCHAR, "
-        ":at::TIMESTAMP WITH TIME ZONE, :username::VARCHAR, :username::VARCHAR, "
-        ":one::INTEGER, :zero::INTEGER, :zero::VARCHAR) ON CONFLICT (org_id, request_id) "
-        "DO UPDATE SET revoked_count = (revocations.revoked_count + excluded.revoked_count) "
-        "RETURNING revocations.id;",
-        f"WITH {fence}e AS MATERIALIZED (SELECT u.*, "
-        "nextval('coupon_history_id_seq'::regclass) AS id "
-        f"FROM {from_fence}unnest(CAST(:ids AS bigint[]), CAST(:from_states AS text[]), "
-        "CAST(:to_states AS text[])) WITH ORDINALITY AS u(coupon_id, from_state, to_state, "
-        "ord)) "
-        "INSERT INTO coupon_history (id, org_id, coupon_id, action, from_state, to_state, at, "
-        "actor, request_id, reason, series_id, code, customer_id, coupon_version) "
-        "SELECT e.id, CAST(:org_id AS bigint), c.id, CAST(:action AS text), e.from_state, "
-        "e.to_state, CAST(:at AS timestamptz), CAST(:username AS text), CAST(:rid AS text), "
-        "CAST(:reason AS text), c.series_id, c.code, c.customer_id, c.version "
-        "FROM e JOIN coupons c ON c.id = e.coupon_id ORDER BY e.ord;",
+        # The revoke's writes: the service's own statement (guarded UPDATE, trail row and
+        # history as one CTE). pgbench sets no NULL, so the trail rows carry job id '0', and
+        # a random numeric request id.
+        "\\set request_id random(1, 9000000000000000)",
+        revoke_statement(advisory_lock=advisory_lock) + ";",
         "COMMIT;",
     ]
     return "\n".join(statements) + "\n"
+
+
+def revoke_statement(*, advisory_lock: bool = True) -> str:
+    """The service's revoke write (`adapters/repos/revoke_batch.py`), without the history
+    fence when `advisory_lock` is off."""
+    if advisory_lock:
+        return REVOKE_PG_SQL
+    without = REVOKE_PG_SQL.replace(HISTORY_FENCE.removeprefix("WITH "), "").replace(
+        "FROM fence, ", "FROM "
+    )
+    if without == REVOKE_PG_SQL:
+        raise RuntimeError("the revoke statement's fence is no longer where the anchor expects")
+    return without
 
 
 def _array(values: Sequence[object]) -> str:
@@ -225,7 +213,7 @@ def _array(values: Sequence[object]) -> str:
 
 
 # The script's per-request variables after the codes and ids: `at`, then text arrays.
-_ARRAYS = ("ids", "norms", "from_states", "to_states")
+_ARRAYS = ("ids", "norms")
 
 
 def _load_jobs(layout: Layout, pool: Sequence[PoolJob]) -> None:
@@ -246,7 +234,6 @@ def _load_jobs(layout: Layout, pool: Sequence[PoolJob]) -> None:
         conn.execute(f"CREATE SEQUENCE {JOBS_SEQUENCE}")
         with conn.cursor() as cur, cur.copy(f"COPY {JOBS_TABLE} FROM STDIN") as copy:
             for number, job in enumerate(pool, start=1):
-                same = ("ISSUED", "REVOKED")
                 copy.write_row(
                     [
                         number,
@@ -257,7 +244,6 @@ def _load_jobs(layout: Layout, pool: Sequence[PoolJob]) -> None:
                         _array(job.ids),
                         _array(job.norms),
                     ]
-                    + [_array([value] * N) for value in same]
                 )
         conn.execute(f"ANALYZE {JOBS_TABLE}")
 
@@ -279,13 +265,9 @@ def _pgbench_round(
     _load_jobs(layout, pool[: per_client * clients])
     variables = {
         "org_id": layout.org_id,
-        "one": 1,
-        "username": layout.username,
-        "action": "REVOKE",
+        "actor": layout.username,
         "reason": REASON,
-        "revoked": "REVOKED",
-        "available": "AVAILABLE",
-        "issued": "ISSUED",
+        "job_id": 0,
     }
     if shutil.which(PGBENCH) is None:
         raise RuntimeError(f"{PGBENCH} not found (it ships with PostgreSQL); or run --no-anchor")

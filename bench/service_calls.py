@@ -10,13 +10,13 @@ repositories are renamed or split, this module is the only one in `bench/` that 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from bench.workloads import REASON, Caller, Job
 from coupons.adapters.sql_uow import Database
 from coupons.domain.codes import normalize
-from coupons.domain.model import Action, Coupon, CouponState, StateChange
+from coupons.domain.model import CouponState
+from coupons.domain.records import RevokeBatch
 from coupons.services.common import utcnow
 from coupons.services.ports import UnitOfWork
 from coupons.services.revoke import MAX_CUSTOMER_COUPONS
@@ -56,41 +56,21 @@ def run_raw(db: Database, caller: Caller, job: Job, *, commit: bool = True) -> i
                 uow.series.generic_series_by_codes(caller.org_id, norms)
         done = [c for c in matches if c.state in REVOCABLE]
         if done:
-            uow.coupons.mark_revoked([c.id for c in done], now)
-            uow.revocations.record_revoke(
-                caller.org_id,
-                request_id=request_id,
+            batch = RevokeBatch(
+                org_id=caller.org_id,
+                coupon_ids=tuple(c.id for c in done),
+                from_states=tuple(c.state for c in done),
                 at=now,
                 actor=caller.username,
+                request_id=request_id,
                 reason=REASON,
-                revoked=len(done),
             )
-            uow.history.write(caller.org_id, _history(done, caller, request_id, now))
+            uow.apply_revoke(batch)
         if commit:
             uow.commit()
         return len(done)
 
     return db.run(work, retry_integrity=True)
-
-
-def _history(
-    done: Sequence[Coupon], caller: Caller, request_id: str, now: Any
-) -> list[tuple[int, StateChange]]:
-    return [
-        (
-            c.id,
-            StateChange(
-                action=Action.REVOKE,
-                from_state=c.state,
-                to_state=CouponState.REVOKED,
-                at=now,
-                actor=caller.username,
-                request_id=request_id,
-                reason=REASON,
-            ),
-        )
-        for c in done
-    ]
 
 
 def webhooks_left(url: str, org_id: int) -> tuple[list[Any], list[Any]]:

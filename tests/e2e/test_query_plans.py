@@ -13,7 +13,9 @@ import pytest
 from sqlalchemy import event, text
 
 from coupons.adapters.repos import SqlCouponRepository
+from coupons.adapters.repos.revoke_batch import write_revoke
 from coupons.domain.model import CouponState
+from coupons.domain.records import RevokeBatch
 from tests.conftest import Backend
 from tests.e2e.conftest import Api
 
@@ -123,8 +125,18 @@ def test_revoke_and_redeem_of_issued_coupons_touch_no_index(api: Api, backend: B
         conn.commit()
         repo = SqlCouponRepository(conn)
         before = conn.scalar(hot_updates)
-        # When ten are revoked and ten redeemed by the statements the use cases send
-        assert repo.mark_revoked(ids[:10], now) == 10
+        # When ten are revoked and ten redeemed by the statements the use cases send (the
+        # revoke's UPDATE is part of one statement with its history and trail row)
+        revoke = RevokeBatch(
+            org_id=conn.scalar(text("SELECT org_id FROM coupons WHERE id = :i"), {"i": ids[0]}),
+            coupon_ids=tuple(ids[:10]),
+            from_states=(CouponState.ISSUED,) * 10,
+            at=now,
+            actor="plans",
+            request_id="hot-1",
+            reason=None,
+        )
+        assert write_revoke(conn, revoke) == 10
         redeem = {"from_state": CouponState.ISSUED, "to_state": CouponState.REDEEMED}
         assert repo.set_state(ids[10:], **redeem, now=now) == 10
         # Then every one of the twenty updates was heap-only

@@ -51,6 +51,7 @@ from coupons.domain.records import (
     NewRedemption,
     OrgSummary,
     RedemptionRecord,
+    RevokeBatch,
     StoredResponse,
     WebhookRecord,
 )
@@ -1165,6 +1166,38 @@ class FakeUnitOfWork:
         self.revocations = FakeRevocationRepository(self.store)
         self.users = FakeUsersRepository(self.store)
         self.jobs = FakeJobRepository(self.store)
+
+    def apply_revoke(self, batch: RevokeBatch) -> int:
+        """The three writes in turn, as the SQL unit of work does on SQLite."""
+        changed = self.coupons.mark_revoked(batch.coupon_ids, batch.at)
+        if changed != len(batch.coupon_ids):
+            return changed
+        self.revocations.record_revoke(
+            batch.org_id,
+            request_id=batch.request_id,
+            at=batch.at,
+            actor=batch.actor,
+            reason=batch.reason,
+            revoked=changed,
+            job_id=batch.job_id,
+        )
+        change = StateChange(
+            Action.REVOKE,
+            None,
+            CouponState.REVOKED,
+            batch.at,
+            batch.actor,
+            batch.request_id,
+            batch.reason,
+        )
+        self.history.write(
+            batch.org_id,
+            [
+                (coupon_id, replace(change, from_state=before))
+                for coupon_id, before in zip(batch.coupon_ids, batch.from_states, strict=True)
+            ],
+        )
+        return changed
 
     def commit(self) -> None:
         self.committed = True

@@ -33,7 +33,9 @@ from coupons.adapters.repos import (
     SqlUsersRepository,
     SqlWebhookRepository,
 )
+from coupons.adapters.repos.revoke_batch import write_revoke
 from coupons.domain import errors
+from coupons.domain.records import RevokeBatch
 
 T = TypeVar("T")
 
@@ -133,6 +135,10 @@ class SqlUnitOfWork:
     def commit(self) -> None:
         self.commit_started = True
         self._tx.commit()
+
+    def apply_revoke(self, batch: RevokeBatch) -> int:
+        """The revoke's UPDATE, history and trail row: one statement on PostgreSQL."""
+        return write_revoke(self.conn, batch)
 
     def ping(self) -> None:
         """One cheap round trip, proving the database answers."""

@@ -169,3 +169,18 @@ class CustomerDetails:
     external_id: str | None
     first_name: str | None
     last_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeBatch:
+    """What one revoke call (or job chunk) writes: its coupons (in decision order, each
+    revocable and locked), their history, and its row of the revocations trail."""
+
+    org_id: int
+    coupon_ids: tuple[int, ...]
+    from_states: tuple[CouponState, ...]  # each coupon's state before, in the same order
+    at: datetime
+    actor: str
+    request_id: str
+    reason: str | None
+    job_id: str | None = None

@@ -42,6 +42,7 @@ from coupons.domain.records import (
     NewRedemption,
     OrgSummary,
     RedemptionRecord,
+    RevokeBatch,
     StoredResponse,
     WebhookRecord,
 )
@@ -80,8 +81,6 @@ class CouponRepository(Protocol):
     def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]: ...
 
     def coupon(self, org_id: int, coupon_id: int) -> Coupon | None: ...
-
-    def mark_revoked(self, ids: Sequence[int], now: datetime) -> int: ...
 
     def mark_reinstated(self, ids: Sequence[int], now: datetime) -> int: ...
 
@@ -304,21 +303,6 @@ class WebhookRepository(Protocol):
 class RevocationRepository(Protocol):
     """The revocations trail: one row per revoke call or job that revoked something."""
 
-    def record_revoke(
-        self,
-        org_id: int,
-        *,
-        request_id: str,
-        at: datetime,
-        actor: str,
-        reason: str | None,
-        revoked: int,
-        job_id: str | None = None,
-    ) -> None:
-        """Add a revoke's row, in its transaction; the same request id again (a job's next
-        chunk, or a client reusing X-Request-Id) adds to that row's count."""
-        ...
-
     def record_reinstated(self, org_id: int, coupon_ids: Sequence[int]) -> None:
         """Count reinstated coupons against the revoke that last revoked each."""
         ...
@@ -463,6 +447,14 @@ class UnitOfWork(Protocol):
 
     @property
     def users(self) -> UsersRepository: ...
+
+    def apply_revoke(self, batch: RevokeBatch) -> int:
+        """Revoke the batch's locked, revocable coupons, write their history and the batch's
+        revocations trail row, as the last writes of the use case; how many coupons changed.
+
+        One call rather than three repository calls because it is every revoke's last step
+        and the store may send it as one statement (PostgreSQL does)."""
+        ...
 
     def commit(self) -> None: ...
 

@@ -23,6 +23,7 @@ from coupons.domain.model import (
     SeriesType,
     target_state,
 )
+from coupons.domain.records import RevokeBatch
 from coupons.domain.revoke import FailureReason, Outcome, decide, decide_each
 from coupons.services.common import (
     Context,
@@ -160,29 +161,27 @@ def reinstate_revoked(
 def _apply(
     uow: UnitOfWork, ctx: Context, outcome: Outcome, action: Action, reason: str | None
 ) -> None:
-    """One guarded UPDATE for every decided coupon, then their history, as the last step."""
+    """One guarded UPDATE for every decided coupon, their history and the trail, as the last
+    step (a revoke's three writes go to the store together: `UnitOfWork.apply_revoke`)."""
     if not outcome.done:
         return
     ids = [c.id for c in outcome.done]
     if action is Action.REVOKE:
-        changed = uow.coupons.mark_revoked(ids, ctx.now)
-    else:
-        changed = uow.coupons.mark_reinstated(ids, ctx.now)
-    if changed != len(ids):
-        raise RuntimeError(f"coupons changed under lock during {action.value.lower()}")
-    # The audit trail (spec §7), one statement, before the history write that ends the use case.
-    if action is Action.REVOKE:
-        uow.revocations.record_revoke(
-            ctx.org_id,
-            request_id=ctx.request_id,
+        batch = RevokeBatch(
+            org_id=ctx.org_id,
+            coupon_ids=tuple(ids),
+            from_states=tuple(c.state for c in outcome.done),
             at=ctx.now,
             actor=ctx.actor.username,
+            request_id=ctx.request_id,
             reason=reason,
-            revoked=len(ids),
             job_id=ctx.job_id,
         )
-    else:
-        uow.revocations.record_reinstated(ctx.org_id, ids)
+        _check_changed(uow.apply_revoke(batch), ids, action)
+        return
+    _check_changed(uow.coupons.mark_reinstated(ids, ctx.now), ids, action)
+    # The audit trail (spec §7), one statement, before the history write that ends the use case.
+    uow.revocations.record_reinstated(ctx.org_id, ids)
     record_history(
         uow,
         ctx,
@@ -190,6 +189,11 @@ def _apply(
         [(c.id, c.state, target_state(c, action)) for c in outcome.done],
         reason,
     )
+
+
+def _check_changed(changed: int, ids: list[int], action: Action) -> None:
+    if changed != len(ids):
+        raise RuntimeError(f"coupons changed under lock during {action.value.lower()}")
 
 
 def _check(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> _Scope:

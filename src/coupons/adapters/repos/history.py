@@ -46,14 +46,14 @@ PENDING_CHANGES = "coupons_pending_changes"
 # the sequence's last value, minus one), then allocates them (`e`, whose rows need `fence`'s
 # row first). The lock is visible in pg_locks until COMMIT, so a reader can tell the smallest
 # id any unfinished writer may still commit (`_FINAL_BOUND`). Shared locks never conflict.
-_FENCE = (
+HISTORY_FENCE = (
     "WITH fence AS MATERIALIZED ("
     "SELECT pg_advisory_xact_lock_shared(last_value - 1) AS held FROM coupon_history_id_seq), "
 )
 # The changes of one use case share their action, time, actor, request id and reason: those
 # go once, as scalars; only the coupon ids and states are arrays (see `_uniform_runs`).
 _INSERT_HISTORY_PG = text(
-    _FENCE + "e AS MATERIALIZED ("
+    HISTORY_FENCE + "e AS MATERIALIZED ("
     "SELECT u.*, nextval('coupon_history_id_seq'::regclass) AS id "
     "FROM fence, unnest(CAST(:coupon_ids AS bigint[]), CAST(:from_states AS text[]), "
     "CAST(:to_states AS text[])) WITH ORDINALITY AS u(coupon_id, from_state, to_state, ord)) "
@@ -67,7 +67,7 @@ _INSERT_HISTORY_PG = text(
 
 # The same fence for an org-level event (a revoke job finished): one row, no coupon.
 _INSERT_ORG_EVENT_PG = text(
-    _FENCE
+    HISTORY_FENCE
     + "e AS MATERIALIZED (SELECT nextval('coupon_history_id_seq'::regclass) AS id FROM fence) "
     "INSERT INTO coupon_history (id, org_id, coupon_id, action, from_state, to_state, at, "
     "actor, request_id, reason, series_id) "
