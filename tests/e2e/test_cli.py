@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from coupons.entrypoints.cli import app as cli
 from tests.conftest import Backend
 from tests.e2e.conftest import error_code
+from tests.reliability.live import free_port
 
 runner = CliRunner()
 
@@ -350,3 +351,18 @@ def test_a_bad_database_url_fails_plainly(url: str) -> None:
 
     assert code != 0
     assert "error" in output
+
+
+@pytest.mark.parametrize(
+    "command", [("org", "list"), ("client", "list"), ("user", "disable", "x@y.z")]
+)
+def test_a_database_that_does_not_answer_is_a_clean_error_for_any_command(
+    command: tuple[str, ...],
+) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+
+    code, output = run(*command, "--db", url)
+
+    assert code == 1
+    assert "error:" in output and "unreachable" in output
+    assert "Traceback" not in output

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError
@@ -22,7 +23,19 @@ if TYPE_CHECKING:
     from coupons.services.demo import DemoData
     from coupons.services.ports import UnitOfWork
 
-app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True)
+
+class _Commands(TyperGroup):
+    """The root command group: an API error that a command did not handle itself (say the
+    database went away under `org list`) ends it with its message, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CouponError as error:
+            raise _fail(f"{error.message} (error {error.code})") from None
+
+
+app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True, cls=_Commands)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 org_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
 client_app = typer.Typer(help="API clients and their credentials.", no_args_is_help=True)
