@@ -769,24 +769,14 @@ class FakeRevocationRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def record_revoke(
-        self,
-        org_id: int,
-        *,
-        request_id: str,
-        at: datetime,
-        actor: str,
-        reason: str | None,
-        revoked: int,
-        job_id: str | None = None,
-    ) -> None:
+    def record_revoke(self, batch: RevokeBatch, revoked: int) -> None:
         """A request id seen before in the org adds to its entry, as the SQL upsert does: a
         job's chunks all revoke under the job's id and make one entry."""
         for i, (org, request, count) in enumerate(self.store.trail):
-            if (org, request) == (org_id, request_id):
+            if (org, request) == (batch.org_id, batch.request_id):
                 self.store.trail[i] = (org, request, count + revoked)
                 return
-        self.store.trail.append((org_id, request_id, revoked))
+        self.store.trail.append((batch.org_id, batch.request_id, revoked))
 
     def record_reinstated(self, org_id: int, coupon_ids: Sequence[int]) -> None:
         self.store.trail.append((org_id, "reinstated", len(coupon_ids)))
@@ -1172,31 +1162,8 @@ class FakeUnitOfWork:
         changed = self.coupons.mark_revoked(batch.coupon_ids, batch.at)
         if changed != len(batch.coupon_ids):
             return changed
-        self.revocations.record_revoke(
-            batch.org_id,
-            request_id=batch.request_id,
-            at=batch.at,
-            actor=batch.actor,
-            reason=batch.reason,
-            revoked=changed,
-            job_id=batch.job_id,
-        )
-        change = StateChange(
-            Action.REVOKE,
-            None,
-            CouponState.REVOKED,
-            batch.at,
-            batch.actor,
-            batch.request_id,
-            batch.reason,
-        )
-        self.history.write(
-            batch.org_id,
-            [
-                (coupon_id, replace(change, from_state=before))
-                for coupon_id, before in zip(batch.coupon_ids, batch.from_states, strict=True)
-            ],
-        )
+        self.revocations.record_revoke(batch, changed)
+        self.history.write(batch.org_id, batch.history())
         return changed
 
     def commit(self) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from coupons.domain.model import Action, CouponState
+from coupons.domain.model import Action, CouponState, StateChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,3 +184,21 @@ class RevokeBatch:
     request_id: str
     reason: str | None
     job_id: str | None = None
+
+    def history(self) -> list[tuple[int, StateChange]]:
+        """The batch's history entries, (coupon id, change) in batch order."""
+        return [
+            (
+                coupon_id,
+                StateChange(
+                    action=Action.REVOKE,
+                    from_state=before,
+                    to_state=CouponState.REVOKED,
+                    at=self.at,
+                    actor=self.actor,
+                    request_id=self.request_id,
+                    reason=self.reason,
+                ),
+            )
+            for coupon_id, before in zip(self.coupon_ids, self.from_states, strict=True)
+        ]

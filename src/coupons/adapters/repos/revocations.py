@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from coupons.adapters.tables import UtcDateTime, coupon_history, revocations
 from coupons.domain.model import Action
+from coupons.domain.records import RevokeBatch
 from coupons.domain.trail import Revocation, TrailFilter
 
 _r = revocations.c
@@ -57,29 +58,20 @@ class SqlRevocationRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def record_revoke(
-        self,
-        org_id: int,
-        *,
-        request_id: str,
-        at: datetime,
-        actor: str,
-        reason: str | None,
-        revoked: int,
-        job_id: str | None = None,
-    ) -> None:
-        """One statement. A request id seen before in the org (clients choose X-Request-Id)
-        adds to that row, as reinstating by that id would undo both calls together."""
+    def record_revoke(self, batch: RevokeBatch, revoked: int) -> None:
+        """The batch's trail row, one statement (SQLite; PostgreSQL writes it inside the
+        revoke's single statement). A request id seen before in the org (clients choose
+        X-Request-Id) adds to that row, as reinstating by that id would undo both calls."""
         self.conn.execute(
             _RECORD[self.conn.dialect.name == "postgresql"],
             {
-                "org_id": org_id,
-                "request_id": request_id,
-                "at": at,
-                "actor": actor,
-                "reason": reason,
+                "org_id": batch.org_id,
+                "request_id": batch.request_id,
+                "at": batch.at,
+                "actor": batch.actor,
+                "reason": batch.reason,
                 "revoked": revoked,
-                "job_id": job_id,
+                "job_id": batch.job_id,
             },
         )
 

@@ -21,7 +21,6 @@ SQLite has no data-modifying CTEs: there the three repository calls run in turn.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 
 from sqlalchemy import Connection, text
 
@@ -29,7 +28,7 @@ from coupons.adapters.pg_arrays import int_array
 from coupons.adapters.repos.coupons import SqlCouponRepository
 from coupons.adapters.repos.history import HISTORY_FENCE, PENDING_CHANGES, SqlHistoryRepository
 from coupons.adapters.repos.revocations import SqlRevocationRepository
-from coupons.domain.model import Action, CouponState, StateChange
+from coupons.domain.model import Action
 from coupons.domain.records import RevokeBatch
 
 REVOKE_PG_SQL = (
@@ -92,29 +91,6 @@ def _write_in_turn(conn: Connection, batch: RevokeBatch) -> int:
     changed = SqlCouponRepository(conn).mark_revoked(batch.coupon_ids, batch.at)
     if changed != len(batch.coupon_ids):
         return changed  # the caller refuses the whole batch: nothing more to write
-    SqlRevocationRepository(conn).record_revoke(
-        batch.org_id,
-        request_id=batch.request_id,
-        at=batch.at,
-        actor=batch.actor,
-        reason=batch.reason,
-        revoked=changed,
-        job_id=batch.job_id,
-    )
-    change = StateChange(
-        action=Action.REVOKE,
-        from_state=None,
-        to_state=CouponState.REVOKED,
-        at=batch.at,
-        actor=batch.actor,
-        request_id=batch.request_id,
-        reason=batch.reason,
-    )
-    SqlHistoryRepository(conn).write(
-        batch.org_id,
-        [
-            (coupon_id, replace(change, from_state=before))
-            for coupon_id, before in zip(batch.coupon_ids, batch.from_states, strict=True)
-        ],
-    )
+    SqlRevocationRepository(conn).record_revoke(batch, changed)
+    SqlHistoryRepository(conn).write(batch.org_id, batch.history())
     return changed
