@@ -164,6 +164,46 @@ def test_a_worker_killed_mid_job_is_resumed_by_another_exactly_once(
     assert finished == 1
 
 
+def test_a_worker_stopped_with_sigterm_gives_its_job_back_at_once(
+    server: JobServer, tmp_path: Path
+) -> None:
+    # given a job being run by a worker whose lease (120 s) would outlast the test
+    given = given_series(server, 3_000)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    with server.client() as api:
+        job = api.start_revoke_job(codes_file, series_id=given.series_id, reason="term test")
+        first = start_worker(server, "--chunk-size", "100", "--job-lease-seconds", "120")
+        try:
+            wait_for(api, job.job_id, done=False, at_least=300)
+        finally:
+            # when it is stopped the polite way
+            first.terminate()
+            code = first.wait(timeout=30)
+        # then it exits cleanly, its last chunk committed and the lease given back
+        stopped = api.revoke_job(job.job_id)
+        engine = create_db_engine(server.db_url, null_pool=True)
+        with engine.connect() as conn:
+            claimed_by, lease_until = conn.execute(
+                text("SELECT claimed_by, lease_until FROM revoke_jobs WHERE id = :id"),
+                {"id": job.job_id},
+            ).one()
+        engine.dispose()
+        assert code == 0
+        assert claimed_by is None and lease_until is None
+        assert 300 <= stopped.processed < stopped.total and stopped.processed % 100 == 0
+        # and another worker finishes it at once, not after the 120 s lease
+        second = start_worker(server, "--chunk-size", "500")
+        started = time.monotonic()
+        try:
+            done = wait_for(api, job.job_id, done=True)
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+    assert time.monotonic() - started < 60
+    assert done.state == "SUCCEEDED" and done.processed == done.total == 3_000
+    assert done.revoked_count == 3_000
+
+
 def test_coupons_revoke_on_server_uploads_watches_and_downloads_the_report(
     server: JobServer, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@ chunk of a lost lease changes nothing."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 from coupons.domain.codes import CodeCase
@@ -73,3 +74,47 @@ def test_a_chunk_run_by_a_worker_that_lost_its_lease_does_nothing(backend: Backe
         ("A2", "not_found"),
         ("A1", "duplicate_in_file"),
     ]
+
+
+def test_workers_claiming_at_the_same_instant_never_share_a_job(backend: Backend) -> None:
+    # given two runnable jobs and six workers, each on its own connection, released together
+    # by a barrier, over several rounds (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: its
+    # write lock serializes the claims)
+    workers = 6
+    for round_number in range(8):
+        queued = {queued_job(backend), queued_job(backend)}
+        won = claim_together(backend, [f"w{round_number}-{i}" for i in range(workers)])
+
+        # then each job went to exactly one worker, and the others found nothing
+        taken = [job for job in won if job is not None]
+        assert sorted(taken) == sorted(queued), won
+        with backend.db.unit_of_work(write=False) as uow:
+            holders = {job: uow.jobs.get(1, job) for job in queued}
+        for job_id, job in holders.items():
+            assert job is not None
+            assert job.claimed_by == f"w{round_number}-{won.index(job_id)}"
+        # (end them, so the next round's claims see only its own jobs)
+        for job_id in queued:
+            backend.db.run(lambda uow, job_id=job_id: _end(uow, job_id))  # type: ignore[misc]
+
+
+def claim_together(backend: Backend, owners: list[str]) -> list[str | None]:
+    """Each owner claims on its own thread and connection, all released at once."""
+    start = threading.Barrier(len(owners))
+    won: list[str | None] = [None] * len(owners)
+
+    def take(i: int) -> None:
+        start.wait()
+        won[i] = claim(backend, owners[i])
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(len(owners))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return won
+
+
+def _end(uow: UnitOfWork, job_id: str) -> None:
+    uow.jobs.set_state(job_id, JobState.CANCELLED, utcnow())
+    uow.commit()
