@@ -76,7 +76,7 @@ class JobWorker:
 
         try:
             while not self.stopping.is_set():
-                if not self.db.run(chunk):
+                if not self.db.run(chunk, custom_plans=True):
                     log.info("job left", job=job_id)
                     return
         except CouponError as error:
