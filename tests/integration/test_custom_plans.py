@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from coupons.adapters.repos.jobs import ANALYZE_AFTER_LINES
 from coupons.adapters.sql_uow import Database, SqlUnitOfWork
 from coupons.entrypoints.job_worker import JobWorker, JobWorkerOptions
 from coupons.services import job_runner
@@ -66,3 +67,27 @@ def test_the_job_worker_runs_its_chunks_with_custom_plans(
     with backend.db.unit_of_work(write=False) as uow:
         job = uow.jobs.get(1, job_id)
     assert job is not None and job.processed == 3
+
+
+def test_a_big_staging_refreshes_the_planners_statistics_of_job_lines(backend: Backend) -> None:
+    # given a job whose upload staged as many lines as make statistics worth refreshing
+    job_id = queued_job(backend)
+    many = ANALYZE_AFTER_LINES
+    reltuples = text("SELECT reltuples FROM pg_class WHERE relname = 'revoke_job_lines'")
+
+    def stage(uow: SqlUnitOfWork) -> tuple[Any, Any]:
+        uow.jobs.add_lines(job_id, [(n, f"C{n}", f"c{n}") for n in range(10, 10 + many)])
+        before = uow.conn.execute(reltuples).scalar() if backend.name == "postgresql" else None
+        # when the service reports them
+        uow.jobs.lines_added(many)
+        after = uow.conn.execute(reltuples).scalar() if backend.name == "postgresql" else None
+        uow.commit()
+        return before, after
+
+    before, after = backend.db.run(stage)
+
+    # then PostgreSQL counted them (ANALYZE ran); SQLite has nothing to do
+    if backend.name == "postgresql":
+        assert before < many <= after
+    else:
+        assert before is None and after is None

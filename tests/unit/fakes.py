@@ -120,6 +120,8 @@ class Store:
     webhooks: dict[int, WebhookRecord] = field(default_factory=dict)
     deliveries: list[DeliveryRecord] = field(default_factory=list)
     trail: list[tuple[int, str, int]] = field(default_factory=list)
+    # Line counts the job service reported staged (`JobRepository.lines_added`).
+    lines_added: list[int] = field(default_factory=list)
     # Org-level events (a revoke job finished): outbox rows without a coupon, numbered from
     # the same sequence as `history`, so one cursor reads both in order.
     org_events: list[EventRecord] = field(default_factory=list)
@@ -895,6 +897,9 @@ class FakeJobRepository:
 
     def staged_count(self, job_id: str) -> int:
         return len(self.store.job_lines.get(job_id, {}))
+
+    def lines_added(self, count: int) -> None:
+        self.store.lines_added.append(count)
 
     def open(self, job_id: str, total: int) -> bool:
         row = self._row(job_id)

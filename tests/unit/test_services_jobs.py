@@ -512,3 +512,25 @@ def test_an_abandoned_upload_is_hidden_and_cleared_once_its_staging_lease_ran_ou
     # Then only the second clears it, lines and all
     assert (before, after) == (0, 1)
     assert (world.store.jobs, world.store.job_lines) == ({}, {})
+
+
+def test_every_way_of_staging_a_job_says_how_many_lines_it_staged(world: World) -> None:
+    # (the store refreshes its planner statistics after a big staging; see `lines_added`)
+    series = world.series()
+    world.coupons(series, "S1", "S2")
+    world.coupons(series, "S3", state=AVAILABLE)
+
+    # When a file job, a series job and an undo job are staged
+    from_file = file_job(world, ["S1", "S2", "S1", "NOPE"], series_id=series.id)
+    drain(world)
+    request = jobs.JobRequest(series.id, None, True, CodeCase.UPPER)
+    uow = world.uow()
+    jobs.create_series_job(uow, world.ctx(), request)
+    uow.commit()
+    drain(world)
+    uow = world.uow()
+    jobs.undo_job(uow, world.ctx("undo-1"), from_file.id, None)
+    uow.commit()
+
+    # Then each reported its own line count: 4 file lines, 1 coupon left, 2 revoked to undo
+    assert world.store.lines_added == [4, 1, 2]

@@ -123,6 +123,7 @@ def open_upload(uow: UnitOfWork, ctx: Context, job_id: str) -> Job:
     total = uow.jobs.staged_count(job_id)
     if total == 0:
         raise errors.MalformedCodesFile(1, "the file holds no codes")
+    uow.jobs.lines_added(total)
     if not uow.jobs.open(job_id, total):
         raise RuntimeError(f"staged job {job_id} vanished")
     return _job(uow, ctx, job_id)
@@ -155,7 +156,9 @@ def create_series_job(uow: UnitOfWork, ctx: Context, request: JobRequest) -> Job
     _series(uow, ctx, request.series_id, by_code=False)
     job_id = new_job_id()
     uow.jobs.add(_new_job(ctx, request, JobSource.SERIES, job_id), staging_until=None)
-    uow.jobs.set_total(job_id, uow.jobs.stage_series(job_id, ctx.org_id, request.series_id))
+    total = uow.jobs.stage_series(job_id, ctx.org_id, request.series_id)
+    uow.jobs.lines_added(total)
+    uow.jobs.set_total(job_id, total)
     return _job(uow, ctx, job_id)
 
 
@@ -226,6 +229,8 @@ def undo_job(uow: UnitOfWork, ctx: Context, job_id: str, reason: str | None) -> 
         ),
         staging_until=None,
     )
-    uow.jobs.set_total(undo_id, uow.jobs.stage_undo(undo_id, ctx.org_id, job.id))
+    total = uow.jobs.stage_undo(undo_id, ctx.org_id, job.id)
+    uow.jobs.lines_added(total)
+    uow.jobs.set_total(undo_id, total)
     uow.jobs.mark_undone(job.id, undo_id)
     return _job(uow, ctx, undo_id)

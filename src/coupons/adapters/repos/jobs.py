@@ -45,6 +45,9 @@ from coupons.domain.model import Action
 
 STAGING = "STAGING"
 
+# Staged lines from which a job refreshes the lines table's statistics (`lines_added`).
+ANALYZE_AFTER_LINES = 10_000
+
 _LINE_UPDATE_PG = text(
     "UPDATE revoke_job_lines AS l SET outcome = v.outcome, error_code = v.error_code, "
     "coupon_id = v.coupon_id, issued_to = v.issued_to "
@@ -293,6 +296,14 @@ class SqlJobRepository:
             .where(revoke_jobs.c.id == job_id, revoke_jobs.c.claimed_by == owner)
             .values(claimed_by=None, lease_until=None)
         )
+
+    def lines_added(self, count: int) -> None:
+        """PostgreSQL: ANALYZE the lines table after a big staging. Its statistics otherwise
+        lag until autovacuum gets to them, and `pending` planned with stale ones read every
+        remaining line of a 1M-line job per chunk (a bitmap scan and a sort, 330 ms) instead
+        of the next 501 in index order. Sampling costs a fraction of a second, once a job."""
+        if self._postgres and count >= ANALYZE_AFTER_LINES:
+            self.conn.exec_driver_sql("ANALYZE revoke_job_lines")
 
     def pending(
         self, job_id: str, after: int, limit: int, *, duplicates: bool
