@@ -131,6 +131,7 @@ def test_a_database_outage_is_a_503_page_that_says_so_never_not_found(
     answer = signed_in.get(path)
 
     assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "2"
     assert answer.headers["content-type"].startswith("text/html")
     assert "unreachable" in answer.text and "error 9023" in answer.text
 

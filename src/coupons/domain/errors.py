@@ -20,6 +20,9 @@ class CouponError(Exception):
     code: int = 9002
     http_status: int = 400
     message: str = "invalid request"
+    # Seconds after which a retry may succeed, for errors that are about timing (throttled,
+    # database away): every entrypoint sends it as `Retry-After`.
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None) -> None:
         if message is not None:

@@ -87,13 +87,9 @@ async def _refused(request: Request, exc: Exception) -> Response:
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
-    """An API error no page handled itself (the database away during a search or a sign-in):
-    its message and status, as a page; a 503 keeps the API's `Retry-After`."""
+    """An API error no page handled itself (the database away during a search or a sign-in)."""
     assert isinstance(exc, errors.CouponError)
-    response = error_page(request, "Error", exc)
-    if isinstance(exc, errors.DatabaseUnavailable):
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
+    return error_page(request, "Error", exc)
 
 
 async def _fault(request: Request, exc: Exception) -> Response:

@@ -189,10 +189,14 @@ def message_of(error: errors.CouponError) -> str:
 
 
 def error_page(request: Request, title: str, error: errors.CouponError) -> HTMLResponse:
-    """An API error as a page: its message, and its status (see `status_of`)."""
-    return page(
+    """An API error as a page: its message, its status (see `status_of`) and, for errors
+    about timing, the API's `Retry-After`."""
+    response = page(
         request, "error.html", status=status_of(error), title=title, message=message_of(error)
     )
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def status_of(error: errors.CouponError) -> int:

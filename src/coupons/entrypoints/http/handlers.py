@@ -30,7 +30,7 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
 async def coupon_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.CouponError)
     headers: dict[str, str] = {}
-    if isinstance(exc, errors.TooManyAuthFailures | errors.DatabaseUnavailable):
+    if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, errors.AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Basic realm="coupons"'
