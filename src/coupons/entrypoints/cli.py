@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 
 class _Commands(TyperGroup):
-    """The root command group: an API error that a command did not handle itself (say the
-    database went away under `org list`) ends it with its message, never a traceback."""
+    """The root command group: any API error a command raises (a name taken, the database
+    away) ends it with its message and code, never a traceback; commands do not catch them."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -97,8 +97,6 @@ def org_create(name: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     database = _database(db)
     try:
         org_id = database.run(lambda uow: _committed(uow, admin.create_org(uow, name)))
-    except CouponError as error:
-        raise _fail(error.message) from None
     finally:
         database.dispose()
     typer.echo(org_id)
@@ -142,8 +140,6 @@ def client_create(
                 ),
             )
         )
-    except CouponError as error:
-        raise _fail(error.message) from None
     finally:
         database.dispose()
     typer.echo(secret)
@@ -176,8 +172,6 @@ def client_reset_secret(username: str, db: DbOption = DEFAULT_DATABASE_URL) -> N
     database = _database(db)
     try:
         secret = database.run(lambda uow: _committed(uow, admin.reset_client_secret(uow, username)))
-    except CouponError as error:
-        raise _fail(error.message) from None
     finally:
         database.dispose()
     typer.echo(secret)
@@ -206,8 +200,6 @@ def _set_active(username: str, active: bool, db: str) -> None:
             uow.commit()
 
         database.run(work)
-    except CouponError as error:
-        raise _fail(error.message) from None
     finally:
         database.dispose()
     typer.echo(f"{username} {'enabled' if active else 'disabled'}")
@@ -249,8 +241,6 @@ def user_create(
                 ),
             )
         )
-    except CouponError as error:
-        raise _fail(error.message) from None
     finally:
         database.dispose()
     typer.echo(secret)
@@ -269,8 +259,6 @@ def user_disable(email: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
             uow.commit()
 
         database.run(work)
-    except CouponError as error:
-        raise _fail(error.message) from None
     finally:
         database.dispose()
     typer.echo(f"{email} disabled")
