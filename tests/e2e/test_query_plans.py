@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, text
 
 from coupons.adapters.repos import SqlCouponRepository
-from coupons.adapters.repos.revoke_batch import write_revoke
+from coupons.adapters.repos.revoke_batch import write_revoke_pg
 from coupons.domain.model import CouponState
 from coupons.domain.records import RevokeBatch
 from tests.conftest import Backend
@@ -136,7 +136,7 @@ def test_revoke_and_redeem_of_issued_coupons_touch_no_index(api: Api, backend: B
             request_id="hot-1",
             reason=None,
         )
-        assert write_revoke(conn, revoke) == 10
+        assert write_revoke_pg(conn, revoke) == 10
         redeem = {"from_state": CouponState.ISSUED, "to_state": CouponState.REDEEMED}
         assert repo.set_state(ids[10:], **redeem, now=now) == 10
         # Then every one of the twenty updates was heap-only

@@ -33,7 +33,7 @@ from coupons.adapters.repos import (
     SqlUsersRepository,
     SqlWebhookRepository,
 )
-from coupons.adapters.repos.revoke_batch import write_revoke
+from coupons.adapters.repos.revoke_batch import write_revoke_pg
 from coupons.domain import errors
 from coupons.domain.records import RevokeBatch
 
@@ -153,8 +153,18 @@ class SqlUnitOfWork:
         self._tx.commit()
 
     def apply_revoke(self, batch: RevokeBatch) -> int:
-        """The revoke's UPDATE, history and trail row: one statement on PostgreSQL."""
-        return write_revoke(self.conn, batch)
+        """The revoke's UPDATE, history and trail row: one statement on PostgreSQL, the three
+        repository calls in turn on SQLite (no data-modifying CTEs there)."""
+        if not batch.coupon_ids:
+            return 0
+        if self.conn.dialect.name == "postgresql":
+            return write_revoke_pg(self.conn, batch)
+        changed = self.coupons.mark_revoked(batch.coupon_ids, batch.at)
+        if changed != len(batch.coupon_ids):
+            return changed  # the caller refuses the whole batch: nothing more to write
+        self.revocations.record_revoke(batch, changed)
+        self.history.write(batch.org_id, batch.history())
+        return changed
 
     def ping(self) -> None:
         """One cheap round trip, proving the database answers."""

@@ -15,7 +15,8 @@ round trip; the semantics stay those of the three statements in a row:
   ids, and copies each coupon from `upd` (a CTE's snapshot does not see the UPDATE, so the
   insert cannot read `coupons` as the separate statement did), in the batch's order.
 
-SQLite has no data-modifying CTEs: there the three repository calls run in turn.
+SQLite has no data-modifying CTEs: there the unit of work makes the three repository calls
+in turn (`SqlUnitOfWork.apply_revoke`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ from collections import Counter
 from sqlalchemy import Connection, text
 
 from coupons.adapters.pg_arrays import int_array
-from coupons.adapters.repos.coupons import SqlCouponRepository
-from coupons.adapters.repos.history import HISTORY_FENCE, PENDING_CHANGES, SqlHistoryRepository
-from coupons.adapters.repos.revocations import SqlRevocationRepository
+from coupons.adapters.repos.history import HISTORY_FENCE, PENDING_CHANGES
 from coupons.domain.model import Action
 from coupons.domain.records import RevokeBatch
 
@@ -60,13 +59,9 @@ REVOKE_PG_SQL = (
 _REVOKE_PG = text(REVOKE_PG_SQL)
 
 
-def write_revoke(conn: Connection, batch: RevokeBatch) -> int:
-    """Revoke the batch's coupons, record their history and the trail row; how many coupons
-    changed (all of them, under the caller's locks; the caller checks)."""
-    if not batch.coupon_ids:
-        return 0
-    if conn.dialect.name != "postgresql":
-        return _write_in_turn(conn, batch)
+def write_revoke_pg(conn: Connection, batch: RevokeBatch) -> int:
+    """Revoke the batch's coupons, record their history and the trail row in one statement;
+    how many coupons changed (all of them, under the caller's locks; the caller checks)."""
     if len(set(batch.coupon_ids)) != len(batch.coupon_ids):
         raise RuntimeError("one coupon changed twice in one history write")
     changed = conn.execute(
@@ -85,12 +80,3 @@ def write_revoke(conn: Connection, batch: RevokeBatch) -> int:
         pending: Counter[str] = conn.info.setdefault(PENDING_CHANGES, Counter())
         pending[Action.REVOKE.value] += changed
     return int(changed)
-
-
-def _write_in_turn(conn: Connection, batch: RevokeBatch) -> int:
-    changed = SqlCouponRepository(conn).mark_revoked(batch.coupon_ids, batch.at)
-    if changed != len(batch.coupon_ids):
-        return changed  # the caller refuses the whole batch: nothing more to write
-    SqlRevocationRepository(conn).record_revoke(batch, changed)
-    SqlHistoryRepository(conn).write(batch.org_id, batch.history())
-    return changed
