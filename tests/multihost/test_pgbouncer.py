@@ -12,10 +12,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from coupons.adapters.db import postgres_connect_args
+from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
 from coupons.entrypoints.http import create_app
 from tests.e2e.conftest import Api
-from tests.multihost.cluster import PgBouncer
+from tests.integration.test_custom_plans import plan_mode
+from tests.multihost.cluster import Cluster, PgBouncer, pgbouncer_in_front
 from tests.multihost.conftest import TOKEN_SECRET, ServiceDatabase
 from tests.multihost.load import SCRIPT, Load
 from tests.reliability.live import threaded_server
@@ -70,3 +72,25 @@ def test_the_service_works_through_pgbouncer_in_transaction_pooling_mode(
     assert set(load.seen.statuses) == {200}
     assert all(load.seen.acknowledged.get(code) == list(SCRIPT) for code in codes)
     assert len(events) == COUPONS * (1 + len(SCRIPT))
+
+
+def test_a_job_chunks_plan_setting_holds_for_its_transaction_only_through_pgbouncer(
+    service_database: ServiceDatabase, cluster: Cluster
+) -> None:
+    # given PgBouncer in transaction pooling with a single server connection, shared by two
+    # clients of the service (one a job worker's pool, one any other)
+    with pgbouncer_in_front(cluster, pool_size=1) as bouncer:
+        url = bouncer.url(service_database.name)
+        worker, other = Database.from_url(url, pool_size=1), Database.from_url(url, pool_size=1)
+        try:
+            # when the job worker runs a chunk-style transaction, then anyone else runs one
+            inside = worker.run(plan_mode, custom_plans=True)
+            after = other.run(plan_mode)
+            again = worker.run(plan_mode)
+        finally:
+            worker.dispose()
+            other.dispose()
+
+    # then SET LOCAL held inside it and never leaked onto the shared server connection
+    assert inside == "force_custom_plan"
+    assert after == again == "auto"
