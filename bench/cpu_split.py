@@ -17,7 +17,7 @@ import argparse
 import os
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +57,12 @@ def snapshot(proc: Path = Path("/proc")) -> dict[int, Usage]:
     return found
 
 
-def group_of(pid: int, usage: Usage, server_pids: Iterable[int], load_pids: Iterable[int]) -> str:
-    if pid in set(server_pids):
+def group_of(
+    pid: int, usage: Usage, server_pids: Collection[int], load_pids: Collection[int]
+) -> str:
+    if pid in server_pids:
         return "server"
-    if pid in set(load_pids):
+    if pid in load_pids:
         return "load generator"
     if usage.command.startswith("postgres"):
         return "postgresql"
@@ -75,11 +77,12 @@ def split(
 ) -> dict[str, tuple[float, float]]:
     """(user, system) CPU seconds per group between two snapshots (processes alive in both)."""
     totals: dict[str, tuple[float, float]] = {}
+    servers, loads = set(server_pids), set(load_pids)
     for pid, end in after.items():
         start = before.get(pid)
         if start is None or start.command != end.command:
             continue
-        name = group_of(pid, end, server_pids, load_pids)
+        name = group_of(pid, end, servers, loads)
         user, system = totals.get(name, (0.0, 0.0))
         totals[name] = (user + end.user_s - start.user_s, system + end.system_s - start.system_s)
     return totals
