@@ -325,7 +325,7 @@ def statements(backend: str, *, advisory_lock: bool = True) -> list[str]:
     else:
         from bench.anchor_sqlite import STATEMENTS
 
-        sent = [s.format(marks=", ".join("?" * N)) for s in STATEMENTS]
+        sent = list(STATEMENTS)
     return [s for s in (_shape(s) for s in sent) if s not in _TRANSACTION]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import sqlite3
 import threading
@@ -42,23 +43,24 @@ SERIES_SQL = (
     "coupon_series.discount_value, coupon_series.created_at FROM coupon_series "
     "WHERE coupon_series.id = ? AND coupon_series.org_id = ?"
 )
+# Lists go as one JSON text parameter, read with `json_each`, as the service sends them.
 COUPONS_SQL = (
     "SELECT coupons.id, coupons.series_id, coupons.code, coupons.state, coupons.customer_id, "
     "coupons.revoked_from, coupons.pin FROM coupons WHERE coupons.org_id = ? "
-    "AND coupons.code_norm IN ({marks}) AND coupons.series_id + 0 = ? ORDER BY coupons.id"
+    "AND coupons.code_norm IN (SELECT value FROM json_each(?)) AND coupons.series_id + 0 = ? "
+    "ORDER BY coupons.id"
 )
 UPDATE_SQL = (
     "UPDATE coupons SET state=?, revoked_from=coupons.state, updated_at=?, "
     "version=(coupons.version + ?) "
-    "WHERE coupons.id IN ({marks}) AND coupons.state IN (?, ?)"
+    "WHERE coupons.id IN (SELECT value FROM json_each(?)) AND coupons.state IN (?, ?)"
 )
 HISTORY_SQL = (
     "INSERT INTO coupon_history (org_id, coupon_id, action, from_state, to_state, at, actor, "
-    "request_id, reason, series_id, code, customer_id, coupon_version) SELECT ? AS anon_1, "
-    "coupons.id, ? AS anon_2, ? AS anon_3, ? AS anon_4, ? AS anon_5, ? AS anon_6, "
-    "? AS anon_7, ? AS anon_8, coupons.series_id, coupons.code, coupons.customer_id, "
-    "coupons.version FROM coupons "
-    "WHERE coupons.id = ?"
+    "request_id, reason, series_id, code, customer_id, coupon_version) "
+    "SELECT ?, c.id, ?, json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'), ?, ?, "
+    "?, ?, c.series_id, c.code, c.customer_id, c.version FROM json_each(?) AS e "
+    "JOIN coupons AS c ON c.id = json_extract(e.value, '$[0]') ORDER BY e.key"
 )
 TRAIL_SQL = (
     "INSERT INTO revocations (org_id, request_id, at, actor, reason, revoked_count, "
@@ -68,6 +70,9 @@ TRAIL_SQL = (
 REVOCABLE = ("AVAILABLE", "ISSUED")
 # No client lookup: the service reads a client row at most once a second per worker.
 STATEMENTS = (SERIES_SQL, COUPONS_SQL, UPDATE_SQL, TRAIL_SQL, HISTORY_SQL)
+
+
+_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _stamp() -> str:
@@ -109,43 +114,26 @@ class Revoker:
     def revoke(self, job: PoolJob, *, commit: bool = True) -> int:
         """One write transaction; returns coupons revoked."""
         execute = self.conn.execute
-        marks = ", ".join("?" * len(job.norms))
         now = _stamp()
         fcntl.flock(self._queue, fcntl.LOCK_EX)
         try:
             execute("BEGIN IMMEDIATE")
             execute(SERIES_SQL, (job.series_id, self.org_id)).fetchall()
-            rows = execute(
-                COUPONS_SQL.format(marks=marks), (self.org_id, *job.norms, job.series_id)
-            ).fetchall()
+            rows = execute(COUPONS_SQL, (self.org_id, _json(job.norms), job.series_id)).fetchall()
             done = [row for row in rows if row[3] in REVOCABLE]
             if done:
                 execute(
-                    UPDATE_SQL.format(marks=", ".join("?" * len(done))),
-                    ("REVOKED", now, 1, *(row[0] for row in done), *REVOCABLE),
+                    UPDATE_SQL, ("REVOKED", now, 1, _json([row[0] for row in done]), *REVOCABLE)
                 )
                 request_id = uuid.uuid4().hex
                 execute(
                     TRAIL_SQL,
                     (self.org_id, request_id, now, self.username, REASON, len(done), 0, None),
                 )
-                before = [(row[3], row[0]) for row in done]  # (from state, coupon id)
-                self.conn.executemany(
+                changes = _json([(row[0], row[3], "REVOKED") for row in done])
+                execute(
                     HISTORY_SQL,
-                    [
-                        (
-                            self.org_id,
-                            "REVOKE",
-                            state,
-                            "REVOKED",
-                            now,
-                            self.username,
-                            request_id,
-                            REASON,
-                            coupon_id,
-                        )
-                        for state, coupon_id in before
-                    ],
+                    (self.org_id, "REVOKE", now, self.username, request_id, REASON, changes),
                 )
             execute("COMMIT" if commit else "ROLLBACK")
         except BaseException:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     cast,
+    func,
     insert,
     literal_column,
     select,
@@ -32,6 +33,7 @@ from coupons.adapters.repos.rows import (
     REVOCABLE_STATES,
     coupon_of,
 )
+from coupons.adapters.sqlite_arrays import json_array
 from coupons.adapters.tables import (
     coupon_series,
     coupons,
@@ -49,30 +51,35 @@ from coupons.domain.records import (
 )
 
 
-def _among(arrays: bool, column: Any, name: str) -> ColumnElement[bool]:
-    """`column IN (:name)`; on PostgreSQL `column = ANY(CAST(:name AS type[]))` instead: one
-    parameter whatever the count, so the statement text is the same for 1 or 50 values and
-    psycopg prepares it once, SQLAlchemy expands no bind parameters, and the array goes as
-    one literal (`adapters.pg_arrays`) rather than being adapted item by item."""
-    if not arrays:
-        return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
+def _among(postgres: bool, column: Any, name: str) -> ColumnElement[bool]:
+    """`column` is one of the values in parameter `name`, sent as one array whatever the
+    count: on PostgreSQL `column = ANY(CAST(:name AS type[]))` (an array literal,
+    `adapters.pg_arrays`), on SQLite `column IN (SELECT value FROM json_each(:name))` (JSON
+    text, `adapters.sqlite_arrays`). The statement text is the same for 1 or 500 values, so
+    it is prepared once, SQLAlchemy expands no bind parameters, and the values go as one
+    literal rather than being processed item by item."""
+    if not postgres:
+        values: Select[Any] = select(literal_column("value")).select_from(
+            func.json_each(bindparam(name, type_=Text()))
+        )
+        return column.in_(values)  # type: ignore[no-any-return]
     item = BigInteger() if name.endswith("ids") else String()
     return column == any_(cast(bindparam(name, type_=Text()), ARRAY(item)))  # type: ignore[no-any-return]
 
 
-def _array_value(arrays: bool, name: str, values: Sequence[Any]) -> Any:
-    """The value `_among`'s parameter takes: a list, or PostgreSQL's array literal."""
-    if not arrays:
-        return list(values)
+def _array_value(postgres: bool, name: str, values: Sequence[Any]) -> Any:
+    """The value `_among`'s parameter takes: PostgreSQL's array literal, or JSON text."""
+    if not postgres:
+        return json_array(values)
     return int_array(values) if name.endswith("ids") else text_array(values)
 
 
 # The revoke path's statements, built once (per store, and per variant where a request's shape
 # changes the SQL): building and cache-keying a statement per call cost more CPU than sending it.
-def _by_codes(arrays: bool, in_series: bool, lock: bool) -> Select[Any]:
+def _by_codes(postgres: bool, in_series: bool, lock: bool) -> Select[Any]:
     conditions = [
         coupons.c.org_id == bindparam("org_id"),
-        _among(arrays, coupons.c.code_norm, "norms"),
+        _among(postgres, coupons.c.code_norm, "norms"),
     ]
     if in_series:
         # `+ 0` keeps the series out of index choice: without statistics (a fresh or freshly
@@ -84,9 +91,9 @@ def _by_codes(arrays: bool, in_series: bool, lock: bool) -> Select[Any]:
     return query.with_for_update() if lock else query
 
 
-def _mark(arrays: bool, revoke: bool) -> Update:
+def _mark(postgres: bool, revoke: bool) -> Update:
     now = bindparam("now", type_=coupons.c.updated_at.type)
-    ids = _among(arrays, coupons.c.id, "ids")
+    ids = _among(postgres, coupons.c.id, "ids")
     if revoke:
         return (
             update(coupons)
@@ -112,27 +119,31 @@ def _mark(arrays: bool, revoke: bool) -> Update:
 
 
 _BY_CODES = {
-    (arrays, in_series, lock): _by_codes(arrays, in_series, lock)
-    for arrays in (False, True)
+    (postgres, in_series, lock): _by_codes(postgres, in_series, lock)
+    for postgres in (False, True)
     for in_series in (False, True)
     for lock in (False, True)
 }
 
 
-def _by_ids(arrays: bool, lock: bool) -> Select[Any]:
+def _by_ids(postgres: bool, lock: bool) -> Select[Any]:
     query = (
         select(*COUPON_COLUMNS)
-        .where(coupons.c.org_id == bindparam("org_id"), _among(arrays, coupons.c.id, "ids"))
+        .where(coupons.c.org_id == bindparam("org_id"), _among(postgres, coupons.c.id, "ids"))
         .order_by(coupons.c.id)
     )
     return query.with_for_update() if lock else query
 
 
 _BY_IDS = {
-    (arrays, lock): _by_ids(arrays, lock) for arrays in (False, True) for lock in (False, True)
+    (postgres, lock): _by_ids(postgres, lock)
+    for postgres in (False, True)
+    for lock in (False, True)
 }
 _MARK = {
-    (arrays, revoke): _mark(arrays, revoke) for arrays in (False, True) for revoke in (False, True)
+    (postgres, revoke): _mark(postgres, revoke)
+    for postgres in (False, True)
+    for revoke in (False, True)
 }
 
 
@@ -141,10 +152,10 @@ class SqlCouponRepository:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._arrays = conn.dialect.name == "postgresql"
+        self._postgres = conn.dialect.name == "postgresql"
 
     def _values(self, name: str, values: Sequence[Any]) -> Any:
-        return _array_value(self._arrays, name, values)
+        return _array_value(self._postgres, name, values)
 
     def existing_code_norms(self, series_id: int, norms: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -222,7 +233,7 @@ class SqlCouponRepository:
         self, org_id: int, norms: Sequence[str], *, series_id: int | None, lock: bool
     ) -> list[Coupon]:
         """Coupons carrying any of the codes, in a series or across the org, locked in id order."""
-        query = _BY_CODES[self._arrays, series_id is not None, lock]
+        query = _BY_CODES[self._postgres, series_id is not None, lock]
         params: dict[str, Any] = {"org_id": org_id, "norms": self._values("norms", norms)}
         if series_id is not None:
             params["series_id"] = series_id
@@ -261,7 +272,9 @@ class SqlCouponRepository:
     def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]:
         """A job chunk's coupons (up to a chunk of ids), in id order."""
         params = {"org_id": org_id, "ids": self._values("ids", ids)}
-        return [coupon_of(r) for r in self.conn.execute(_BY_IDS[self._arrays, lock], params).all()]
+        return [
+            coupon_of(r) for r in self.conn.execute(_BY_IDS[self._postgres, lock], params).all()
+        ]
 
     def coupon(self, org_id: int, coupon_id: int) -> Coupon | None:
         row = self.conn.execute(
@@ -272,11 +285,11 @@ class SqlCouponRepository:
     def mark_revoked(self, ids: Sequence[int], now: datetime) -> int:
         """Revoke in one statement; the state guard makes a lost race visible in rowcount."""
         params = {"ids": self._values("ids", ids), "now": now}
-        return self.conn.execute(_MARK[self._arrays, True], params).rowcount
+        return self.conn.execute(_MARK[self._postgres, True], params).rowcount
 
     def mark_reinstated(self, ids: Sequence[int], now: datetime) -> int:
         params = {"ids": self._values("ids", ids), "now": now}
-        return self.conn.execute(_MARK[self._arrays, False], params).rowcount
+        return self.conn.execute(_MARK[self._postgres, False], params).rowcount
 
     def set_state(
         self, ids: Sequence[int], *, from_state: CouponState, to_state: CouponState, now: datetime

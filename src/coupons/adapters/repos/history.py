@@ -6,10 +6,10 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from itertools import groupby
+from typing import Any
 
 from sqlalchemy import (
     Connection,
-    String,
     bindparam,
     exists,
     func,
@@ -19,9 +19,9 @@ from sqlalchemy import (
 )
 
 from coupons.adapters.pg_arrays import int_array, text_array
+from coupons.adapters.sqlite_arrays import json_array
 from coupons.adapters.tables import (
     coupon_history,
-    coupons,
 )
 from coupons.domain.model import (
     Action,
@@ -86,38 +86,16 @@ _FINAL_BOUND = text(
     "AND seq.last_value IS NOT NULL)) FROM seq"
 )
 
-_INSERT_HISTORY = insert(coupon_history).from_select(
-    [
-        "org_id",
-        "coupon_id",
-        "action",
-        "from_state",
-        "to_state",
-        "at",
-        "actor",
-        "request_id",
-        "reason",
-        "series_id",
-        "code",
-        "customer_id",
-        "coupon_version",
-    ],
-    select(
-        bindparam("h_org_id", type_=coupon_history.c.org_id.type),
-        coupons.c.id,
-        bindparam("h_action", type_=String()),
-        bindparam("h_from_state", type_=String()),
-        bindparam("h_to_state", type_=String()),
-        bindparam("h_at", type_=coupon_history.c.at.type),
-        bindparam("h_actor", type_=String()),
-        bindparam("h_request_id", type_=String()),
-        bindparam("h_reason", type_=String()),
-        coupons.c.series_id,
-        coupons.c.code,
-        coupons.c.customer_id,
-        coupons.c.version,
-    ).where(coupons.c.id == bindparam("h_coupon_id")),
-)
+# SQLite: the same one statement per run, the arrays as one JSON text of [coupon id, from
+# state, to state] triples (`adapters.sqlite_arrays`), inserted in the order given.
+_INSERT_HISTORY_SQLITE = text(
+    "INSERT INTO coupon_history (org_id, coupon_id, action, from_state, to_state, at, actor, "
+    "request_id, reason, series_id, code, customer_id, coupon_version) "
+    "SELECT :org_id, c.id, :action, json_extract(e.value, '$[1]'), "
+    "json_extract(e.value, '$[2]'), :at, :actor, :request_id, :reason, c.series_id, c.code, "
+    "c.customer_id, c.version FROM json_each(:changes) AS e "
+    "JOIN coupons AS c ON c.id = json_extract(e.value, '$[0]') ORDER BY e.key"
+).bindparams(bindparam("at", type_=coupon_history.c.at.type))
 
 
 def _uniform_runs(
@@ -155,45 +133,33 @@ class SqlHistoryRepository:
         # batch would copy the same version.
         if len({cid for cid, _ in changes}) != len(changes):
             raise RuntimeError("one coupon changed twice in one history write")
-        if self.conn.dialect.name == "postgresql":
-            # No org-wide lock: see _INSERT_HISTORY_PG and `events`. SQLite writers are
-            # serialized by BEGIN IMMEDIATE, so there ids commit in order.
-            written = 0
-            for shared, run in _uniform_runs(changes):
-                action, at, actor, request_id, reason = shared
-                written += self.conn.execute(
-                    _INSERT_HISTORY_PG,
-                    {
-                        "org_id": org_id,
-                        "coupon_ids": int_array([cid for cid, _ in run]),
-                        "from_states": text_array([e.from_state for _, e in run]),
-                        "to_states": text_array([e.to_state for _, e in run]),
-                        "action": action.value,
-                        "at": at,
-                        "actor": actor,
-                        "request_id": request_id,
-                        "reason": reason,
-                    },
-                ).rowcount
-        else:
-            result = self.conn.execute(
-                _INSERT_HISTORY,
-                [
-                    {
-                        "h_org_id": org_id,
-                        "h_coupon_id": cid,
-                        "h_action": e.action.value,
-                        "h_from_state": e.from_state.value if e.from_state else None,
-                        "h_to_state": e.to_state.value,
-                        "h_at": e.at,
-                        "h_actor": e.actor,
-                        "h_request_id": e.request_id,
-                        "h_reason": e.reason,
-                    }
-                    for cid, e in changes
-                ],
-            )
-            written = result.rowcount
+        postgres = self.conn.dialect.name == "postgresql"
+        # PostgreSQL: no org-wide lock, see _INSERT_HISTORY_PG and `events`. SQLite writers
+        # are serialized by BEGIN IMMEDIATE, so there ids commit in order.
+        written = 0
+        for shared, run in _uniform_runs(changes):
+            action, at, actor, request_id, reason = shared
+            values: dict[str, Any] = {
+                "org_id": org_id,
+                "action": action.value,
+                "at": at,
+                "actor": actor,
+                "request_id": request_id,
+                "reason": reason,
+            }
+            if postgres:
+                values["coupon_ids"] = int_array([cid for cid, _ in run])
+                values["from_states"] = text_array([e.from_state for _, e in run])
+                values["to_states"] = text_array([e.to_state for _, e in run])
+            else:
+                values["changes"] = json_array(
+                    [
+                        (cid, e.from_state.value if e.from_state else None, e.to_state.value)
+                        for cid, e in run
+                    ]
+                )
+            query = _INSERT_HISTORY_PG if postgres else _INSERT_HISTORY_SQLITE
+            written += self.conn.execute(query, values).rowcount
         # A coupon id that matches no row would silently lose its history and its event.
         if written not in (-1, len(changes)):
             raise RuntimeError("history rows written do not match the changes recorded")
