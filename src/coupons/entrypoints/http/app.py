@@ -21,6 +21,7 @@ from coupons.entrypoints.console import create_console
 from coupons.entrypoints.http import events_routes, finding_routes, handlers, jobs_routes, metrics
 from coupons.entrypoints.http.deps import document_security
 from coupons.entrypoints.http.envelope import failure, success
+from coupons.entrypoints.http.fast_revoke import RevokeFastPath, revoke_route
 from coupons.entrypoints.http.middleware import EdgeMiddleware
 from coupons.entrypoints.http.routes import router
 from coupons.services.auth import Authenticator, FailureThrottle
@@ -66,6 +67,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(events_routes.router)
     app.include_router(jobs_routes.router)
     document_security(app, [router, events_routes.router, jobs_routes.router])
+    app.add_middleware(RevokeFastPath, route=revoke_route(router))  # inside metrics: timed, logged
     metrics.install(app, database)  # inside EdgeMiddleware: it sees the request id
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")

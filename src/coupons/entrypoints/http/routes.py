@@ -419,6 +419,19 @@ async def revoke_coupons(
 
     Per-code failures are grouped in `failedToRevoke`; the call is still HTTP 200.
     """
+    return await revoke_response(request, actor, body, coupon_code_case, dry_run=dry_run)
+
+
+async def revoke_response(
+    request: Request,
+    actor: Actor,
+    body: schemas.RevokeBody,
+    coupon_code_case: str | None,
+    *,
+    dry_run: bool,
+) -> Response:
+    """The revoke call once its caller and body are known (the route's, and the fast path's:
+    `fast_revoke`)."""
     case = CodeCase.parse(coupon_code_case)
     command = _revoke_request(body)
     return await perform(
