@@ -32,6 +32,7 @@ from coupons.adapters.repos.rows import (
     POOL_CODE,
     REVOCABLE_STATES,
     coupon_of,
+    coupons_of,
 )
 from coupons.adapters.sqlite_arrays import json_array
 from coupons.adapters.tables import (
@@ -214,7 +215,7 @@ class SqlCouponRepository:
             .limit(count)
             .with_for_update(skip_locked=True)
         )
-        return [coupon_of(r) for r in rows]
+        return coupons_of(rows)
 
     def mark_issued(self, ids: Sequence[int], customer_id: int, now: datetime) -> int:
         result = self.conn.execute(
@@ -237,7 +238,7 @@ class SqlCouponRepository:
         params: dict[str, Any] = {"org_id": org_id, "norms": self._values("norms", norms)}
         if series_id is not None:
             params["series_id"] = series_id
-        return [coupon_of(r) for r in self.conn.execute(query, params).all()]
+        return coupons_of(self.conn.execute(query, params).all())
 
     def coupons_of_customer(
         self,
@@ -267,14 +268,12 @@ class SqlCouponRepository:
             query = query.limit(limit)
         if lock:
             query = query.with_for_update()
-        return [coupon_of(r) for r in self.conn.execute(query).all()]
+        return coupons_of(self.conn.execute(query).all())
 
     def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]:
         """A job chunk's coupons (up to a chunk of ids), in id order."""
         params = {"org_id": org_id, "ids": self._values("ids", ids)}
-        return [
-            coupon_of(r) for r in self.conn.execute(_BY_IDS[self._postgres, lock], params).all()
-        ]
+        return coupons_of(self.conn.execute(_BY_IDS[self._postgres, lock], params))
 
     def coupon(self, org_id: int, coupon_id: int) -> Coupon | None:
         row = self.conn.execute(
@@ -366,7 +365,7 @@ class SqlCouponRepository:
         if state is not None:
             query = query.where(coupons.c.state == state.value)
         query = query.order_by(coupons.c.id).limit(limit)
-        return [coupon_of(r) for r in self.conn.execute(query).all()]
+        return coupons_of(self.conn.execute(query).all())
 
     def page_of_customer(
         self,
@@ -386,7 +385,7 @@ class SqlCouponRepository:
         if after_id is not None:
             query = query.where(coupons.c.id > after_id)
         query = query.order_by(coupons.c.id).limit(limit)
-        return [coupon_of(r) for r in self.conn.execute(query).all()]
+        return coupons_of(self.conn.execute(query).all())
 
     def search_page(
         self,
@@ -419,4 +418,4 @@ class SqlCouponRepository:
                 )
             )
         query = query.order_by(code, coupons.c.id).limit(limit)
-        return [coupon_of(r) for r in self.conn.execute(query).all()]
+        return coupons_of(self.conn.execute(query).all())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import fields
 from decimal import Decimal
 from typing import Any
 
@@ -52,16 +54,29 @@ def series_of(row: Row[Any] | Any) -> Series:
 _STATES = {state.value: state for state in CouponState}
 
 
-def coupon_of(row: Row[Any] | Any) -> Coupon:
+def coupon_of(row: Any) -> Coupon:
+    """A row of `COUPON_COLUMNS`, read by position: a `Row`'s attribute access cost four
+    times the whole mapping (0.4 ms for a codes50 lookup's 50 rows)."""
+    id_, series_id, code, state, customer_id, revoked_from, pin = row
+    states = _STATES
     return Coupon(
-        id=row.id,
-        series_id=row.series_id,
-        code=row.code,
-        state=_STATES[row.state],
-        customer_id=row.customer_id,
-        revoked_from=_STATES[row.revoked_from] if row.revoked_from else None,
-        pin=row.pin,
+        id_,
+        series_id,
+        code,
+        states[state],
+        customer_id,
+        states[revoked_from] if revoked_from else None,
+        pin,
     )
+
+
+def coupons_of(rows: Iterable[Any]) -> list[Coupon]:
+    """`coupon_of` for a whole result, without a call per row."""
+    states = _STATES
+    return [
+        Coupon(i, s, c, states[st], cu, states[rf] if rf else None, p)
+        for i, s, c, st, cu, rf, p in rows
+    ]
 
 
 def customer_of(row: Row[Any] | Any) -> Customer:
@@ -85,3 +100,5 @@ COUPON_COLUMNS = (
     coupons.c.revoked_from,
     coupons.c.pin,
 )
+# `coupon_of` reads these by position, in the order of the Coupon's fields.
+assert [c.name for c in COUPON_COLUMNS] == [f.name for f in fields(Coupon)]
