@@ -100,3 +100,51 @@ def test_a_whole_request_error_after_writes_rolls_every_write_back() -> None:
         execute(db, world.ctx(), use_case, lambda o: b"", idempotency=Idempotency("k", "f"))
     assert world.coupon(coupon.id).state is CouponState.ISSUED
     assert world.store.history == [] and world.store.responses == {}
+
+
+class _Watched(FakeTransactions):
+    """Says whether a transaction is open at the moment of asking."""
+
+    open = False
+
+    def run(self, work, *, write=True, retry_integrity=False):  # type: ignore[no-untyped-def]
+        self.open = True
+        try:
+            return super().run(work, write=write, retry_integrity=retry_integrity)
+        finally:
+            self.open = False
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_the_answer_is_rendered_once_the_transaction_has_ended(dry_run: bool) -> None:
+    # Given a revoke without an idempotency key (a SQLite transaction holds the write lock)
+    world = World()
+    series = world.series()
+    world.coupons(series, "K1")
+    db = _Watched(world.store)
+    _, use_case = revoke_code(world, "K1", series.id)
+    seen: list[bool] = []
+
+    def render(outcome: Outcome) -> bytes:
+        seen.append(db.open)
+        return b"done"
+
+    # When it runs, Then its answer is rendered after the transaction, not inside it
+    rendered = execute(db, world.ctx(), use_case, render, dry_run=dry_run)
+    assert rendered.body == b"done" and seen == [False]
+
+
+def test_an_answer_stored_under_a_key_is_rendered_inside_its_transaction() -> None:
+    world = World()
+    series = world.series()
+    world.coupons(series, "K1")
+    db = _Watched(world.store)
+    _, use_case = revoke_code(world, "K1", series.id)
+    seen: list[bool] = []
+
+    def render(outcome: Outcome) -> bytes:
+        seen.append(db.open)
+        return b"done"
+
+    execute(db, world.ctx(), use_case, render, idempotency=Idempotency("k", "f"))
+    assert seen == [True]

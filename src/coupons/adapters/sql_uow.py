@@ -163,7 +163,7 @@ class SqlUnitOfWork:
         if changed != len(batch.coupon_ids):
             return changed  # the caller refuses the whole batch: nothing more to write
         self.revocations.record_revoke(batch, changed)
-        self.history.write(batch.org_id, batch.history())
+        self.history.write_revoke(batch)
         return changed
 
     def ping(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from coupons.domain import errors
 from coupons.services.common import Context
@@ -49,9 +49,13 @@ def execute(
     write: bool = True,
     status_code: int = 200,
 ) -> Rendered:
-    """Run `use_case` once, atomically; a `CouponError` rolls everything back."""
+    """Run `use_case` once, atomically; a `CouponError` rolls everything back.
 
-    def attempt(uow: UnitOfWork) -> Rendered:
+    The answer is rendered after the transaction ends, unless it must be stored under an
+    idempotency key with the work: on SQLite the transaction holds the database's one write
+    lock, and every writer waits while it is held."""
+
+    def attempt(uow: UnitOfWork) -> Rendered | _Done[T]:
         if idempotency is not None:
             stored = uow.idempotency.stored_response(
                 ctx.actor.client_id, idempotency.key, ctx.now - IDEMPOTENCY_WINDOW
@@ -62,24 +66,37 @@ def execute(
                 return Rendered(
                     stored.status_code, stored.body, replayed=True, request_id=stored.request_id
                 )
-        body = render(use_case(uow))
+        result = use_case(uow)
         if dry_run or not write:
             uow.rollback()
-            return Rendered(status_code, body)
-        if idempotency is not None:
-            uow.idempotency.store_response(
-                client_id=ctx.actor.client_id,
-                org_id=ctx.org_id,
-                key=idempotency.key,
-                fingerprint=idempotency.fingerprint,
-                status_code=status_code,
-                body=body,
-                request_id=ctx.request_id,
-                now=ctx.now,
-                expired_before=ctx.now - IDEMPOTENCY_WINDOW,
-            )
+            return _Done(result)
+        if idempotency is None:
+            uow.commit()
+            return _Done(result)
+        body = render(result)
+        uow.idempotency.store_response(
+            client_id=ctx.actor.client_id,
+            org_id=ctx.org_id,
+            key=idempotency.key,
+            fingerprint=idempotency.fingerprint,
+            status_code=status_code,
+            body=body,
+            request_id=ctx.request_id,
+            now=ctx.now,
+            expired_before=ctx.now - IDEMPOTENCY_WINDOW,
+        )
         uow.commit()
         return Rendered(status_code, body)
 
     # A dry run writes for real (under the same locks) and then rolls back.
-    return db.run(attempt, write=write, retry_integrity=True)
+    done = db.run(attempt, write=write, retry_integrity=True)
+    if isinstance(done, Rendered):
+        return done
+    return Rendered(status_code, render(done.result))
+
+
+@dataclass(frozen=True, slots=True)
+class _Done(Generic[T]):
+    """A use case's result, its transaction ended, still to be rendered."""
+
+    result: T

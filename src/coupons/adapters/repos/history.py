@@ -30,10 +30,12 @@ from coupons.domain.model import (
 )
 from coupons.domain.records import (
     EventRecord,
+    RevokeBatch,
 )
 
 _ACTIONS = {a.value: a for a in Action}
 _STATES = {s.value: s for s in CouponState}
+_VALUE = {s: s.value for s in CouponState}
 # The action of an org-level history row: a revoke job ended (its final state in `to_state`).
 JOB_FINISHED = "JOB_FINISHED"
 # Key in a connection's `info`: history actions written in its open transaction, counted
@@ -165,6 +167,37 @@ class SqlHistoryRepository:
             raise RuntimeError("history rows written do not match the changes recorded")
         pending = self.conn.info.setdefault(PENDING_CHANGES, Counter())
         pending.update(e.action.value for _, e in changes)
+
+    def write_revoke(self, batch: RevokeBatch) -> None:
+        """`write` for a revoke batch, on SQLite: its changes share everything but the coupon
+        and its state before, so they go straight from the batch, with no change object per
+        coupon (the SQLite revoke holds the database's write lock while it writes this).
+        PostgreSQL writes a revoke's history inside its one statement (`revoke_batch`)."""
+        ids = batch.coupon_ids
+        if not ids:
+            return
+        if len(set(ids)) != len(ids):
+            raise RuntimeError("one coupon changed twice in one history write")
+        revoked = CouponState.REVOKED.value
+        changes = json_array(
+            [
+                (cid, _VALUE[before], revoked)
+                for cid, before in zip(ids, batch.from_states, strict=True)
+            ]
+        )
+        values = {
+            "org_id": batch.org_id,
+            "action": Action.REVOKE.value,
+            "at": batch.at,
+            "actor": batch.actor,
+            "request_id": batch.request_id,
+            "reason": batch.reason,
+            "changes": changes,
+        }
+        if self.conn.execute(_INSERT_HISTORY_SQLITE, values).rowcount != len(ids):
+            raise RuntimeError("history rows written do not match the changes recorded")
+        pending = self.conn.info.setdefault(PENDING_CHANGES, Counter())
+        pending[Action.REVOKE.value] += len(ids)
 
     def write_job_finished(
         self,
