@@ -115,9 +115,9 @@ class _Watched(FakeTransactions):
             self.open = False
 
 
-@pytest.mark.parametrize("dry_run", [False, True])
-def test_the_answer_is_rendered_once_the_transaction_has_ended(dry_run: bool) -> None:
-    # Given a revoke without an idempotency key (a SQLite transaction holds the write lock)
+def _watched_revoke() -> tuple[World, _Watched, UseCase, list[bool], Callable[[Outcome], bytes]]:
+    """A revoke of one code, its transactions watched, and a renderer noting whether one was
+    open when it ran."""
     world = World()
     series = world.series()
     world.coupons(series, "K1")
@@ -128,6 +128,14 @@ def test_the_answer_is_rendered_once_the_transaction_has_ended(dry_run: bool) ->
     def render(outcome: Outcome) -> bytes:
         seen.append(db.open)
         return b"done"
+
+    return world, db, use_case, seen, render
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_the_answer_is_rendered_once_the_transaction_has_ended(dry_run: bool) -> None:
+    # Given a revoke without an idempotency key (a SQLite transaction holds the write lock)
+    world, db, use_case, seen, render = _watched_revoke()
 
     # When it runs, Then its answer is rendered after the transaction, not inside it
     rendered = execute(db, world.ctx(), use_case, render, dry_run=dry_run)
@@ -135,16 +143,6 @@ def test_the_answer_is_rendered_once_the_transaction_has_ended(dry_run: bool) ->
 
 
 def test_an_answer_stored_under_a_key_is_rendered_inside_its_transaction() -> None:
-    world = World()
-    series = world.series()
-    world.coupons(series, "K1")
-    db = _Watched(world.store)
-    _, use_case = revoke_code(world, "K1", series.id)
-    seen: list[bool] = []
-
-    def render(outcome: Outcome) -> bytes:
-        seen.append(db.open)
-        return b"done"
-
+    world, db, use_case, seen, render = _watched_revoke()
     execute(db, world.ctx(), use_case, render, idempotency=Idempotency("k", "f"))
     assert seen == [True]

@@ -22,11 +22,12 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coupons.domain import errors
 from coupons.entrypoints.http import handlers, schemas
 from coupons.entrypoints.http.deps import _authenticate
+from coupons.entrypoints.http.middleware import replaying
 from coupons.services.auth import require
 from coupons.services.common import Actor
 
@@ -62,16 +63,8 @@ class RevokeFastPath:
             await self.app(scope, receive, send)
             return
         body = await _whole_body(receive)
-        replayed = False
-
-        async def again() -> Message:
-            # Whoever answers (this path or the route) reads the same body once more.
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        # Whoever answers (this path or the route) reads the same body once more.
+        again = replaying(body, receive)
         request = Request(scope, again)
         parsed = self._plain(request, body)
         if parsed is None:

@@ -29,6 +29,21 @@ def answer_as(scope: Scope, request_id: str) -> None:
     scope.setdefault("state", {})["request_id"] = request_id
 
 
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands out `body` (already read) as the whole request, once, then
+    whatever `receive` says next (a disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class EdgeMiddleware:
     """Gives every request an id (the client's `X-Request-Id` when it is sane) and answers
     413 for bodies over the limit before any route reads them."""
@@ -99,16 +114,7 @@ class EdgeMiddleware:
             if too_large:
                 await self._too_large(send_with_id)
                 return
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send_with_id)
+            await self.app(scope, replaying(body, receive), send_with_id)
             return
         await self.app(scope, receive, send_with_id)
 
