@@ -22,6 +22,7 @@ from coupons.domain.model import (
     normalize_mobile,
     replay,
 )
+from coupons.domain.records import RevokeBatch
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -226,3 +227,14 @@ def test_mobiles_written_in_full_width_digits_match_their_ascii_form() -> None:
     # Then both normalise to the same ASCII digits
     full_width = "".join(chr(0xFF10 + int(d)) if d.isdigit() else d for d in "+1 555 0100")
     assert normalize_mobile(full_width) == normalize_mobile("+1 555 0100") == "15550100"
+
+
+def test_a_revoke_batch_names_each_coupon_once_with_its_state_before() -> None:
+    def batch(ids: tuple[int, ...], states: tuple[CouponState, ...]) -> RevokeBatch:
+        return RevokeBatch(1, ids, states, datetime.now(UTC), "agent", "req", None)
+
+    assert batch((1, 2), (CouponState.ISSUED, CouponState.AVAILABLE)).coupon_ids == (1, 2)
+    with pytest.raises(ValueError, match="twice"):
+        batch((1, 1), (CouponState.ISSUED, CouponState.ISSUED))
+    with pytest.raises(ValueError, match="state before"):
+        batch((1, 2), (CouponState.ISSUED,))

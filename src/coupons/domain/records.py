@@ -185,6 +185,13 @@ class RevokeBatch:
     reason: str | None
     job_id: str | None = None
 
+    def __post_init__(self) -> None:
+        # Each coupon once: its history row copies the version its one change gave it.
+        if len(set(self.coupon_ids)) != len(self.coupon_ids):
+            raise ValueError("a revoke batch names one coupon twice")
+        if len(self.from_states) != len(self.coupon_ids):
+            raise ValueError("a revoke batch needs one state before per coupon")
+
     def history(self) -> list[tuple[int, StateChange]]:
         """The batch's history entries, (coupon id, change) in batch order."""
         return [

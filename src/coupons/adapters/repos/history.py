@@ -35,7 +35,6 @@ from coupons.domain.records import (
 
 _ACTIONS = {a.value: a for a in Action}
 _STATES = {s.value: s for s in CouponState}
-_VALUE = {s: s.value for s in CouponState}
 # The action of an org-level history row: a revoke job ended (its final state in `to_state`).
 JOB_FINISHED = "JOB_FINISHED"
 # Key in a connection's `info`: history actions written in its open transaction, counted
@@ -135,69 +134,76 @@ class SqlHistoryRepository:
         # batch would copy the same version.
         if len({cid for cid, _ in changes}) != len(changes):
             raise RuntimeError("one coupon changed twice in one history write")
-        postgres = self.conn.dialect.name == "postgresql"
-        # PostgreSQL: no org-wide lock, see _INSERT_HISTORY_PG and `events`. SQLite writers
-        # are serialized by BEGIN IMMEDIATE, so there ids commit in order.
-        written = 0
-        for shared, run in _uniform_runs(changes):
-            action, at, actor, request_id, reason = shared
-            values: dict[str, Any] = {
-                "org_id": org_id,
-                "action": action.value,
-                "at": at,
-                "actor": actor,
-                "request_id": request_id,
-                "reason": reason,
-            }
-            if postgres:
-                values["coupon_ids"] = int_array([cid for cid, _ in run])
-                values["from_states"] = text_array([e.from_state for _, e in run])
-                values["to_states"] = text_array([e.to_state for _, e in run])
-            else:
-                values["changes"] = json_array(
-                    [
-                        (cid, e.from_state.value if e.from_state else None, e.to_state.value)
-                        for cid, e in run
-                    ]
-                )
-            query = _INSERT_HISTORY_PG if postgres else _INSERT_HISTORY_SQLITE
-            written += self.conn.execute(query, values).rowcount
-        # A coupon id that matches no row would silently lose its history and its event.
-        if written not in (-1, len(changes)):
-            raise RuntimeError("history rows written do not match the changes recorded")
-        pending = self.conn.info.setdefault(PENDING_CHANGES, Counter())
-        pending.update(e.action.value for _, e in changes)
+        for (action, at, actor, request_id, reason), run in _uniform_runs(changes):
+            self._insert_run(
+                org_id,
+                [(cid, e.from_state, e.to_state) for cid, e in run],
+                action=action,
+                at=at,
+                actor=actor,
+                request_id=request_id,
+                reason=reason,
+            )
 
     def write_revoke(self, batch: RevokeBatch) -> None:
-        """`write` for a revoke batch, on SQLite: its changes share everything but the coupon
-        and its state before, so they go straight from the batch, with no change object per
-        coupon (the SQLite revoke holds the database's write lock while it writes this).
-        PostgreSQL writes a revoke's history inside its one statement (`revoke_batch`)."""
-        ids = batch.coupon_ids
-        if not ids:
-            return
-        if len(set(ids)) != len(ids):
-            raise RuntimeError("one coupon changed twice in one history write")
-        revoked = CouponState.REVOKED.value
-        changes = json_array(
+        """`write` for a revoke batch (SQLite's revoke path; PostgreSQL writes a revoke's
+        history inside its one statement, `revoke_batch`): one run straight from the batch,
+        with no change object per coupon, as the SQLite revoke holds the database's write
+        lock while it writes this. The batch itself holds each coupon once."""
+        revoked = CouponState.REVOKED
+        self._insert_run(
+            batch.org_id,
             [
-                (cid, _VALUE[before], revoked)
-                for cid, before in zip(ids, batch.from_states, strict=True)
-            ]
+                (cid, before, revoked)
+                for cid, before in zip(batch.coupon_ids, batch.from_states, strict=True)
+            ],
+            action=Action.REVOKE,
+            at=batch.at,
+            actor=batch.actor,
+            request_id=batch.request_id,
+            reason=batch.reason,
         )
-        values = {
-            "org_id": batch.org_id,
-            "action": Action.REVOKE.value,
-            "at": batch.at,
-            "actor": batch.actor,
-            "request_id": batch.request_id,
-            "reason": batch.reason,
-            "changes": changes,
+
+    def _insert_run(
+        self,
+        org_id: int,
+        changes: Sequence[tuple[int, CouponState | None, CouponState]],
+        *,
+        action: Action,
+        at: datetime,
+        actor: str,
+        request_id: str,
+        reason: str | None,
+    ) -> None:
+        """One statement for changes that share action, time, actor, request id and reason:
+        those go once, as scalars; (coupon id, from, to) go as arrays. The enums are
+        StrEnums: their members are the strings themselves, in both array forms.
+
+        PostgreSQL: no org-wide lock, see _INSERT_HISTORY_PG and `events`. SQLite writers are
+        serialized by BEGIN IMMEDIATE, so there ids commit in order."""
+        if not changes:
+            return
+        values: dict[str, Any] = {
+            "org_id": org_id,
+            "action": action.value,
+            "at": at,
+            "actor": actor,
+            "request_id": request_id,
+            "reason": reason,
         }
-        if self.conn.execute(_INSERT_HISTORY_SQLITE, values).rowcount != len(ids):
+        if self.conn.dialect.name == "postgresql":
+            query = _INSERT_HISTORY_PG
+            values["coupon_ids"] = int_array([cid for cid, _, _ in changes])
+            values["from_states"] = text_array([before for _, before, _ in changes])
+            values["to_states"] = text_array([after for _, _, after in changes])
+        else:
+            query = _INSERT_HISTORY_SQLITE
+            values["changes"] = json_array(changes)
+        # A coupon id that matches no row would silently lose its history and its event.
+        if self.conn.execute(query, values).rowcount not in (-1, len(changes)):
             raise RuntimeError("history rows written do not match the changes recorded")
         pending = self.conn.info.setdefault(PENDING_CHANGES, Counter())
-        pending[Action.REVOKE.value] += len(ids)
+        pending[action.value] += len(changes)
 
     def write_job_finished(
         self,
