@@ -123,6 +123,15 @@ def _authenticate(request: Request, *, cached_only: bool) -> Actor | None:
     raise errors.AuthenticationFailed()
 
 
+def cached_caller(request: Request, permission: str) -> Actor | None:
+    """The caller, from memory alone (never blocks), refused (9011) unless allowed
+    `permission`; None when memory cannot tell who it is."""
+    actor = _authenticate(request, cached_only=True)
+    if actor is not None:
+        require(actor, permission)
+    return actor
+
+
 def allowed(permission: str) -> Callable[..., Awaitable[Actor]]:
     """A dependency: the authenticated caller, if its access group allows `permission`.
 
@@ -130,10 +139,10 @@ def allowed(permission: str) -> Callable[..., Awaitable[Actor]]:
     (first request, a row older than a second, a new secret) goes to the thread pool."""
 
     async def dependency(request: Request) -> Actor:
-        actor = _authenticate(request, cached_only=True)
+        actor = cached_caller(request, permission)
         if actor is None:
             actor = await run_in_threadpool(authenticate, request)
-        require(actor, permission)
+            require(actor, permission)
         return actor
 
     _AUTHENTICATING.add(dependency)

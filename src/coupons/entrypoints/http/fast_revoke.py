@@ -26,9 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coupons.domain import errors
 from coupons.entrypoints.http import handlers, schemas
-from coupons.entrypoints.http.deps import _authenticate
-from coupons.entrypoints.http.middleware import replaying
-from coupons.services.auth import require
+from coupons.entrypoints.http.deps import cached_caller
+from coupons.entrypoints.http.middleware import read_body, replaying
+from coupons.entrypoints.http.routes import REVOKE_PERMISSION, revoke_response
 from coupons.services.common import Actor
 
 REVOKE_PATH = "/v2/coupon/revoke"
@@ -62,7 +62,7 @@ class RevokeFastPath:
         ):
             await self.app(scope, receive, send)
             return
-        body = await _whole_body(receive)
+        body = await read_body(receive) or b""
         # Whoever answers (this path or the route) reads the same body once more.
         again = replaying(body, receive)
         request = Request(scope, again)
@@ -70,8 +70,6 @@ class RevokeFastPath:
         if parsed is None:
             await self.app(scope, again, send)
             return
-        from coupons.entrypoints.http.routes import revoke_response
-
         actor, revoke_body = parsed
         scope["route"] = self.route  # what the metrics and the log line name the call by
         try:
@@ -84,11 +82,10 @@ class RevokeFastPath:
     def _plain(request: Request, body: bytes) -> tuple[Actor, schemas.RevokeBody] | None:
         """The caller and the body, when the route would accept both without a question."""
         try:
-            actor = _authenticate(request, cached_only=True)
-            if actor is None:
-                return None
-            require(actor, "revoke")
-        except errors.CouponError:
+            actor = cached_caller(request, REVOKE_PERMISSION)
+        except errors.CouponError:  # throttled, refused: the route answers
+            return None
+        if actor is None:
             return None
         try:
             data = json.loads(body)  # as the framework reads a JSON body
@@ -97,15 +94,3 @@ class RevokeFastPath:
             return actor, schemas.RevokeBody.model_validate(data)
         except (ValueError, ValidationError, RecursionError):  # nested too deep, say
             return None
-
-
-async def _whole_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)

@@ -29,6 +29,24 @@ def answer_as(scope: Scope, request_id: str) -> None:
     scope.setdefault("state", {})["request_id"] = request_id
 
 
+async def read_body(receive: Receive, limit: int | None = None) -> bytes | None:
+    """The whole request body; None once it grows past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
 def replaying(body: bytes, receive: Receive) -> Receive:
     """A `receive` that hands out `body` (already read) as the whole request, once, then
     whatever `receive` says next (a disconnect)."""
@@ -110,29 +128,13 @@ class EdgeMiddleware:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
                 (b"content-type", b"application/json")
             ]
-            body, too_large = await self._read_body(receive)
-            if too_large:
+            body = await read_body(receive, self.max_body_bytes)
+            if body is None:
                 await self._too_large(send_with_id)
                 return
             await self.app(scope, replaying(body, receive), send_with_id)
             return
         await self.app(scope, receive, send_with_id)
-
-    async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return b"", True
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks), False
 
     async def _too_large(self, send: Send) -> None:
         await self._reply(send, BodyTooLarge(), close=True)

@@ -36,6 +36,8 @@ T = TypeVar("T")
 router = APIRouter(route_class=IdRoute)
 
 DbId = Annotated[int, Path(ge=1, le=2**62)]
+# What a revoke call needs, on the route and on its fast path (`fast_revoke`).
+REVOKE_PERMISSION = "revoke"
 # Path parameters are named as the API documents them, in messages and in OpenAPI too.
 IdPath = Annotated[int, Path(alias="id", ge=1, le=2**62)]
 CouponIdPath = Annotated[int, Path(alias="couponId", ge=1, le=2**62)]
@@ -410,7 +412,7 @@ def _revoke_request(body: schemas.RevokeBody) -> revoke.RevokeRequest:
 )
 async def revoke_coupons(
     request: Request,
-    actor: Annotated[Actor, Depends(allowed("revoke"))],
+    actor: Annotated[Actor, Depends(allowed(REVOKE_PERMISSION))],
     body: Annotated[schemas.RevokeBody, Body(openapi_examples=schemas.REVOKE_EXAMPLES)],
     coupon_code_case: CodeCaseQuery = None,
     dry_run: DryRunQuery = False,
