@@ -1168,7 +1168,24 @@ class FakeUnitOfWork:
         if changed != len(batch.coupon_ids):
             return changed
         self.revocations.record_revoke(batch, changed)
-        self.history.write(batch.org_id, batch.history())
+        self.history.write(
+            batch.org_id,
+            [
+                (
+                    coupon_id,
+                    StateChange(
+                        Action.REVOKE,
+                        before,
+                        CouponState.REVOKED,
+                        batch.at,
+                        batch.actor,
+                        batch.request_id,
+                        batch.reason,
+                    ),
+                )
+                for coupon_id, before in zip(batch.coupon_ids, batch.from_states, strict=True)
+            ],
+        )
         return changed
 
     def commit(self) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from coupons.domain.model import Action, CouponState, StateChange
+from coupons.domain.model import Action, CouponState
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,21 +191,3 @@ class RevokeBatch:
             raise ValueError("a revoke batch names one coupon twice")
         if len(self.from_states) != len(self.coupon_ids):
             raise ValueError("a revoke batch needs one state before per coupon")
-
-    def history(self) -> list[tuple[int, StateChange]]:
-        """The batch's history entries, (coupon id, change) in batch order."""
-        return [
-            (
-                coupon_id,
-                StateChange(
-                    action=Action.REVOKE,
-                    from_state=before,
-                    to_state=CouponState.REVOKED,
-                    at=self.at,
-                    actor=self.actor,
-                    request_id=self.request_id,
-                    reason=self.reason,
-                ),
-            )
-            for coupon_id, before in zip(self.coupon_ids, self.from_states, strict=True)
-        ]
