@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
+from coupons.adapters.driver_sql import send
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on POSIX: threads are still lined up
@@ -143,7 +145,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         # Writers take the database lock up front: a deferred transaction that reads and then
         # upgrades to write can fail with SQLITE_BUSY without waiting; IMMEDIATE waits instead.
         write = conn.get_execution_options().get("coupons_write", True)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        send(conn, "BEGIN IMMEDIATE" if write else "BEGIN", ())
 
 
 class SqliteWriteGate:

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from coupons.adapters.driver_sql import DriverStatement
 from coupons.adapters.pg_arrays import int_array, text_array
 from coupons.adapters.repos.rows import (
     COUPON_COLUMNS,
@@ -120,7 +121,7 @@ def _mark(postgres: bool, revoke: bool) -> Update:
 
 
 _BY_CODES = {
-    (postgres, in_series, lock): _by_codes(postgres, in_series, lock)
+    (postgres, in_series, lock): DriverStatement(_by_codes(postgres, in_series, lock))
     for postgres in (False, True)
     for in_series in (False, True)
     for lock in (False, True)
@@ -137,12 +138,12 @@ def _by_ids(postgres: bool, lock: bool) -> Select[Any]:
 
 
 _BY_IDS = {
-    (postgres, lock): _by_ids(postgres, lock)
+    (postgres, lock): DriverStatement(_by_ids(postgres, lock))
     for postgres in (False, True)
     for lock in (False, True)
 }
 _MARK = {
-    (postgres, revoke): _mark(postgres, revoke)
+    (postgres, revoke): DriverStatement(_mark(postgres, revoke))
     for postgres in (False, True)
     for revoke in (False, True)
 }
@@ -238,7 +239,7 @@ class SqlCouponRepository:
         params: dict[str, Any] = {"org_id": org_id, "norms": self._values("norms", norms)}
         if series_id is not None:
             params["series_id"] = series_id
-        return coupons_of(self.conn.execute(query, params).all())
+        return coupons_of(query.rows(self.conn, params))
 
     def coupons_of_customer(
         self,
@@ -273,7 +274,7 @@ class SqlCouponRepository:
     def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]:
         """A job chunk's coupons (up to a chunk of ids), in id order."""
         params = {"org_id": org_id, "ids": self._values("ids", ids)}
-        return coupons_of(self.conn.execute(_BY_IDS[self._postgres, lock], params))
+        return coupons_of(_BY_IDS[self._postgres, lock].rows(self.conn, params))
 
     def coupon(self, org_id: int, coupon_id: int) -> Coupon | None:
         row = self.conn.execute(
@@ -284,11 +285,11 @@ class SqlCouponRepository:
     def mark_revoked(self, ids: Sequence[int], now: datetime) -> int:
         """Revoke in one statement; the state guard makes a lost race visible in rowcount."""
         params = {"ids": self._values("ids", ids), "now": now}
-        return self.conn.execute(_MARK[self._postgres, True], params).rowcount
+        return _MARK[self._postgres, True].rowcount(self.conn, params)
 
     def mark_reinstated(self, ids: Sequence[int], now: datetime) -> int:
         params = {"ids": self._values("ids", ids), "now": now}
-        return self.conn.execute(_MARK[self._postgres, False], params).rowcount
+        return _MARK[self._postgres, False].rowcount(self.conn, params)
 
     def set_state(
         self, ids: Sequence[int], *, from_state: CouponState, to_state: CouponState, now: datetime

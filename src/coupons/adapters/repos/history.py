@@ -18,6 +18,7 @@ from sqlalchemy import (
     text,
 )
 
+from coupons.adapters.driver_sql import DriverStatement
 from coupons.adapters.pg_arrays import int_array, text_array
 from coupons.adapters.sqlite_arrays import json_array
 from coupons.adapters.tables import (
@@ -89,14 +90,16 @@ _FINAL_BOUND = text(
 
 # SQLite: the same one statement per run, the arrays as one JSON text of [coupon id, from
 # state, to state] triples (`adapters.sqlite_arrays`), inserted in the order given.
-_INSERT_HISTORY_SQLITE = text(
-    "INSERT INTO coupon_history (org_id, coupon_id, action, from_state, to_state, at, actor, "
-    "request_id, reason, series_id, code, customer_id, coupon_version) "
-    "SELECT :org_id, c.id, :action, json_extract(e.value, '$[1]'), "
-    "json_extract(e.value, '$[2]'), :at, :actor, :request_id, :reason, c.series_id, c.code, "
-    "c.customer_id, c.version FROM json_each(:changes) AS e "
-    "JOIN coupons AS c ON c.id = json_extract(e.value, '$[0]') ORDER BY e.key"
-).bindparams(bindparam("at", type_=coupon_history.c.at.type))
+_INSERT_HISTORY_SQLITE = DriverStatement(
+    text(
+        "INSERT INTO coupon_history (org_id, coupon_id, action, from_state, to_state, at, actor, "
+        "request_id, reason, series_id, code, customer_id, coupon_version) "
+        "SELECT :org_id, c.id, :action, json_extract(e.value, '$[1]'), "
+        "json_extract(e.value, '$[2]'), :at, :actor, :request_id, :reason, c.series_id, c.code, "
+        "c.customer_id, c.version FROM json_each(:changes) AS e "
+        "JOIN coupons AS c ON c.id = json_extract(e.value, '$[0]') ORDER BY e.key"
+    ).bindparams(bindparam("at", type_=coupon_history.c.at.type))
+)
 
 
 def _uniform_runs(
@@ -192,15 +195,15 @@ class SqlHistoryRepository:
             "reason": reason,
         }
         if self.conn.dialect.name == "postgresql":
-            query = _INSERT_HISTORY_PG
             values["coupon_ids"] = int_array([cid for cid, _, _ in changes])
             values["from_states"] = text_array([before for _, before, _ in changes])
             values["to_states"] = text_array([after for _, _, after in changes])
+            written = self.conn.execute(_INSERT_HISTORY_PG, values).rowcount
         else:
-            query = _INSERT_HISTORY_SQLITE
             values["changes"] = json_array(changes)
+            written = _INSERT_HISTORY_SQLITE.rowcount(self.conn, values)
         # A coupon id that matches no row would silently lose its history and its event.
-        if self.conn.execute(query, values).rowcount not in (-1, len(changes)):
+        if written not in (-1, len(changes)):
             raise RuntimeError("history rows written do not match the changes recorded")
         pending = self.conn.info.setdefault(PENDING_CHANGES, Counter())
         pending[action.value] += len(changes)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Connection, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from coupons.adapters.driver_sql import DriverStatement
 from coupons.adapters.tables import UtcDateTime, coupon_history, revocations
 from coupons.domain.model import Action
 from coupons.domain.records import RevokeBatch
@@ -49,7 +50,7 @@ def _record(postgres: bool) -> Any:
     )
 
 
-_RECORD = {postgres: _record(postgres) for postgres in (False, True)}
+_RECORD = {postgres: DriverStatement(_record(postgres)) for postgres in (False, True)}
 
 
 class SqlRevocationRepository:
@@ -62,8 +63,8 @@ class SqlRevocationRepository:
         """The batch's trail row, one statement (SQLite; PostgreSQL writes it inside the
         revoke's single statement). A request id seen before in the org (clients choose
         X-Request-Id) adds to that row, as reinstating by that id would undo both calls."""
-        self.conn.execute(
-            _RECORD[self.conn.dialect.name == "postgresql"],
+        _RECORD[self.conn.dialect.name == "postgresql"].rowcount(
+            self.conn,
             {
                 "org_id": batch.org_id,
                 "request_id": batch.request_id,

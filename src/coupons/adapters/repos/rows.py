@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -48,6 +49,11 @@ def series_of(row: Row[Any] | Any) -> Series:
         discount_value=Decimal(row.discount_value),
         created_at=row.created_at,
     )
+
+
+def series_of_values(columns: Iterable[Any], values: Sequence[Any]) -> Series:
+    """`series_of` for a row of plain values (a `DriverStatement`'s) of `columns`."""
+    return series_of(SimpleNamespace(**{c.key: v for c, v in zip(columns, values, strict=True)}))
 
 
 # A dict lookup, not `CouponState(text)`: an enum call per row is most of a row's mapping.

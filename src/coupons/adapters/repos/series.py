@@ -16,9 +16,11 @@ from sqlalchemy import (
     update,
 )
 
+from coupons.adapters.driver_sql import DriverStatement
 from coupons.adapters.repos.rows import (
     new_id,
     series_of,
+    series_of_values,
 )
 from coupons.adapters.tables import (
     coupon_series,
@@ -33,8 +35,11 @@ from coupons.domain.model import (
 )
 
 # Every revoke of a series reads it: built once, not per call.
-_SERIES = select(coupon_series).where(
-    coupon_series.c.id == bindparam("series_id"), coupon_series.c.org_id == bindparam("org_id")
+_SERIES = DriverStatement(
+    select(coupon_series).where(
+        coupon_series.c.id == bindparam("series_id"),
+        coupon_series.c.org_id == bindparam("org_id"),
+    )
 )
 
 
@@ -75,8 +80,8 @@ class SqlSeriesRepository:
         return series
 
     def series(self, org_id: int, series_id: int) -> Series | None:
-        row = self.conn.execute(_SERIES, {"series_id": series_id, "org_id": org_id}).first()
-        return None if row is None else series_of(row)
+        rows = _SERIES.rows(self.conn, {"series_id": series_id, "org_id": org_id})
+        return series_of_values(coupon_series.columns, rows[0]) if rows else None
 
     def series_by_description(self, org_id: int, description: str) -> Series | None:
         row = self.conn.execute(

@@ -1,0 +1,159 @@
+"""Statements sent straight to SQLite's driver answer exactly as SQLAlchemy's execution would:
+the same rows with the same Python types, the same row counts, the same errors, and every
+statement still seen by the engine's cursor listeners. On PostgreSQL they go through
+SQLAlchemy as any other statement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, bindparam, event, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from coupons.adapters.driver_sql import DriverStatement, compile_for_driver
+from coupons.adapters.tables import coupon_series, coupons, orgs
+from coupons.services.common import utcnow
+from tests.conftest import Backend
+from tests.e2e.conftest import Api
+
+SERIES = select(coupon_series).where(
+    coupon_series.c.id == bindparam("series_id"), coupon_series.c.org_id == bindparam("org_id")
+)
+
+
+def _org_of(backend: Backend, series_id: int) -> int:
+    return int(
+        backend.db.run(
+            lambda uow: uow.conn.execute(
+                select(coupon_series.c.org_id).where(coupon_series.c.id == series_id)
+            ).scalar_one()
+        )
+    )
+
+
+def test_rows_come_back_as_sqlalchemy_reads_them_types_included(api: Api, backend: Backend) -> None:
+    # given a series (timestamps, a decimal, enums as text, nulls)
+    series_id = api.series(codes=["DRV-1"])
+    params = {"series_id": series_id, "org_id": _org_of(backend, series_id)}
+
+    # when it is read both ways, in one transaction
+    def both(uow: Any) -> tuple[list[Any], list[Any]]:
+        direct = DriverStatement(SERIES).rows(uow.conn, params)
+        through = uow.conn.execute(SERIES, params).all()
+        return [tuple(r) for r in direct], [tuple(r) for r in through]
+
+    direct, through = backend.db.run(both, write=False)
+
+    # then the values are equal and of the same types
+    assert direct == through and len(direct) == 1
+    assert [type(v) for v in direct[0]] == [type(v) for v in through[0]]
+
+
+def test_a_statements_own_values_and_bound_timestamps_are_sent(api: Api, backend: Backend) -> None:
+    # given two coupons, and an UPDATE carrying a value of its own and a timestamp parameter
+    series_id = api.series(codes=["DRV-A", "DRV-B"])
+    now = utcnow()
+    statement = DriverStatement(
+        update(coupons)
+        .where(coupons.c.series_id == bindparam("in_series"))
+        .values(pin="fixed-pin", updated_at=bindparam("now", type_=coupons.c.updated_at.type))
+    )
+
+    # when it runs
+    def change(uow: Any) -> int:
+        count = statement.rowcount(uow.conn, {"in_series": series_id, "now": now})
+        uow.commit()
+        return count
+
+    changed = backend.db.run(change)
+
+    # then it reports both rows, and both hold the value and the timestamp
+    assert changed == 2
+    rows = backend.db.run(
+        lambda uow: uow.conn.execute(
+            select(coupons.c.pin, coupons.c.updated_at).where(coupons.c.series_id == series_id)
+        ).all(),
+        write=False,
+    )
+    assert [tuple(r) for r in rows] == [("fixed-pin", now), ("fixed-pin", now)]
+
+
+def test_cursor_listeners_see_each_statement_with_its_values(api: Api, backend: Backend) -> None:
+    series_id = api.series(codes=["DRV-L"])
+    params = {"series_id": series_id, "org_id": _org_of(backend, series_id)}
+    seen: list[tuple[str, Any]] = []
+    after: list[str] = []
+
+    def before(_c: Any, _cur: Any, statement: str, parameters: Any, *_a: Any) -> None:
+        seen.append((statement, parameters))
+
+    def done(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        after.append(statement)
+
+    event.listen(backend.db.engine, "before_cursor_execute", before)
+    event.listen(backend.db.engine, "after_cursor_execute", done)
+    try:
+        backend.db.run(lambda uow: DriverStatement(SERIES).rows(uow.conn, params), write=False)
+    finally:
+        event.remove(backend.db.engine, "before_cursor_execute", before)
+        event.remove(backend.db.engine, "after_cursor_execute", done)
+
+    lookups = [(s, p) for s, p in seen if "FROM coupon_series" in s]
+    assert len(lookups) == 1
+    statement, values = lookups[0]
+    assert [s for s in after if "FROM coupon_series" in s] == [statement]
+    if backend.name == "sqlite":
+        assert values == (series_id, params["org_id"])
+    else:
+        assert values["series_id"] == series_id
+
+
+def test_a_driver_error_is_raised_as_sqlalchemys(backend: Backend) -> None:
+    # given an org, and an INSERT of a second org under the same name
+    now = utcnow()
+    statement = DriverStatement(
+        insert(orgs).values(name=bindparam("name"), created_at=bindparam("at"))
+    )
+
+    def add_twice(uow: Any) -> None:
+        statement.rowcount(uow.conn, {"name": "twice", "at": now})
+        statement.rowcount(uow.conn, {"name": "twice", "at": now})
+
+    # then the unique violation is SQLAlchemy's IntegrityError, and nothing was kept
+    with pytest.raises(IntegrityError):
+        backend.db.run(add_twice)
+    kept = backend.db.run(
+        lambda uow: uow.conn.execute(select(orgs.c.id).where(orgs.c.name == "twice")).all(),
+        write=False,
+    )
+    assert kept == []
+
+
+def test_an_error_of_the_database_is_the_one_sqlalchemy_raises(backend: Backend) -> None:
+    # (SQLite's "database is locked" is an OperationalError: the retries look for that class)
+    missing = text("SELECT * FROM no_such_table")
+    raised: list[type[BaseException]] = []
+    for send in (
+        lambda uow: DriverStatement(missing).rows(uow.conn, {}),
+        lambda uow: uow.conn.execute(missing).all(),
+    ):
+        with pytest.raises(DBAPIError) as caught:
+            backend.db.run(send, write=False)
+        raised.append(type(caught.value))
+    assert raised[0] is raised[1]
+    if backend.name == "sqlite":
+        assert raised[0] is OperationalError
+
+
+def test_statements_whose_sql_changes_with_their_values_are_refused(backend: Backend) -> None:
+    if backend.name != "sqlite":
+        pytest.skip("statements are compiled for SQLite's driver only")
+    listed = select(coupons.c.id).where(coupons.c.id.in_(bindparam("ids", expanding=True)))
+
+    def compile_it(uow: Any) -> None:
+        conn: Connection = uow.conn
+        compile_for_driver(listed, conn.dialect)
+
+    with pytest.raises(ValueError, match="expanding"):
+        backend.db.run(compile_it, write=False)
