@@ -5,10 +5,11 @@ from __future__ import annotations
 import hypothesis.strategies as st
 from hypothesis import given
 
-from coupons.domain.codes import CodeCase, distinct_codes
-from coupons.domain.model import Coupon, CouponState
-from coupons.domain.revoke import FailureReason, decide_reinstate, decide_revoke
+from coupons.domain.codes import CodeCase, distinct_codes, normalize
+from coupons.domain.model import Action, Coupon, CouponState
+from coupons.domain.revoke import FailureReason, decide, decide_reinstate, decide_revoke
 from coupons.entrypoints.http.render import failure_groups
+from coupons.services.revoke import RevokeRequest
 
 ALICE, BOB = 1, 2
 
@@ -153,3 +154,33 @@ def test_every_distinct_code_is_counted_exactly_once(
     assert all(c.can_be_revoked() for c in outcome.done)
     assert customer is None or all(c.customer_id == customer for c in outcome.done)
     assert outcome.failed_count == len(failed)
+
+
+CODES = st.lists(st.sampled_from(["a1", "A1 ", " b2", "B2", "c3", "", "  ", "İx", "ß"]), max_size=8)
+
+
+@given(CODES, st.lists(st.sampled_from(list(CouponState)), min_size=3, max_size=3))
+def test_a_request_works_out_its_distinct_codes_and_keys_before_any_transaction(
+    codes: list[str], states: list[CouponState]
+) -> None:
+    # given a revoke request as a client sends it
+    request = RevokeRequest(series_id=10, codes=tuple(codes))
+    matches = [
+        coupon(i, c, s) for i, (c, s) in enumerate(zip(["a1", "B2", "c3"], states, strict=True), 1)
+    ]
+
+    # then its distinct codes are those the rules give, each with its matching key
+    assert list(request.distinct) == distinct_codes(codes)
+    assert list(request.keys) == [normalize(c) for c in request.distinct]
+    # and deciding with those keys is deciding without them
+    with_keys = decide(
+        Action.REVOKE,
+        request.distinct,
+        matches,
+        customer_id=None,
+        series_given=True,
+        keys=request.keys,
+    )
+    assert with_keys == decide_revoke(
+        list(request.distinct), matches, customer_id=None, series_given=True
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -90,25 +91,29 @@ def _refusal(action: Action, found: list[Coupon]) -> FailureReason:
 
 def decide(
     action: Action,
-    codes: list[str],
+    codes: Sequence[str],
     matches: list[Coupon],
     *,
     customer_id: int | None,
     series_given: bool,
+    keys: Sequence[str] | None = None,
 ) -> Outcome:
     """Sort each distinct code into coupons to revoke (or reinstate) or a failure group.
 
     `matches` are all coupons carrying one of `codes` in scope (the series, or the org when no
     series was given). A generic code can match several coupons; with a customer, only that
     customer's coupons count. A code counts once: changed if any of its coupons was.
+    `keys`, when the caller has them, are the codes' matching keys, in order.
     """
     by_code: dict[str, list[Coupon]] = {}
     for coupon in matches:
         by_code.setdefault(normalize(coupon.code), []).append(coupon)
     outcome = Outcome()
     missing = FailureReason.NOT_FOUND_IN_SERIES if series_given else FailureReason.NOT_FOUND_IN_ORG
-    for code in codes:
-        found = by_code.get(normalize(code), [])
+    if keys is None:
+        keys = [normalize(code) for code in codes]
+    for code, key in zip(codes, keys, strict=True):
+        found = by_code.get(key, [])
         if not found:
             outcome.decide(code, [], missing)
             continue

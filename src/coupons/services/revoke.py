@@ -10,7 +10,7 @@ one state: whichever transaction locks the row second sees the first one's resul
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
@@ -44,13 +44,23 @@ class RevokeRequest:
     codes: tuple[str, ...] = ()
     customer: CustomerRef | None = None
     reason: str | None = None
+    # The distinct codes and their matching keys, worked out when the request is made rather
+    # than inside its transaction: on SQLite that holds the database's one write lock.
+    distinct: tuple[str, ...] = field(init=False)
+    keys: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        distinct = code_rules.distinct_codes(self.codes)
+        object.__setattr__(self, "distinct", tuple(distinct))
+        object.__setattr__(self, "keys", tuple(code_rules.normalize(c) for c in distinct))
 
 
 @dataclass(frozen=True, slots=True)
 class _Scope:
-    codes: list[str]
+    codes: Sequence[str]
     series: Series | None
     customer: Customer | None
+    keys: Sequence[str]  # `codes`' matching keys, in the same order
 
 
 def revoke(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> Outcome:
@@ -74,6 +84,7 @@ def _change(uow: UnitOfWork, ctx: Context, request: RevokeRequest, action: Actio
             matches,
             customer_id=scope.customer.id if scope.customer else None,
             series_given=scope.series is not None,
+            keys=scope.keys,
         )
     else:
         # Customer mode: revoke takes the customer's ISSUED coupons, reinstate its REVOKED ones.
@@ -113,9 +124,18 @@ def revoke_codes(
     Returns the outcome and, by matching key, the codes that such a single-code call would
     refuse as a whole (108, 712, 811). `apply=False` decides under the locks, changing nothing.
     """
-    matches, refusals = _lookup(uow, ctx, _Scope(codes=codes, series=series, customer=None))
-    kept = [c for c in codes if code_rules.normalize(c) not in refusals]
-    outcome = decide(Action.REVOKE, kept, matches, customer_id=None, series_given=bool(series))
+    keys = [code_rules.normalize(c) for c in codes]
+    scope = _Scope(codes=codes, series=series, customer=None, keys=keys)
+    matches, refusals = _lookup(uow, ctx, scope)
+    kept = [(c, k) for c, k in zip(codes, keys, strict=True) if k not in refusals]
+    outcome = decide(
+        Action.REVOKE,
+        [c for c, _ in kept],
+        matches,
+        customer_id=None,
+        series_given=bool(series),
+        keys=[k for _, k in kept],
+    )
     if apply:
         _apply(uow, ctx, outcome, Action.REVOKE, reason)
     return outcome, refusals
@@ -198,7 +218,7 @@ def _check_changed(changed: int, ids: list[int], action: Action) -> None:
 
 def _check(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> _Scope:
     """The whole-request checks of spec §5, in its order; the first failure answers alone."""
-    codes = code_rules.distinct_codes(request.codes)
+    codes = request.distinct
     customer_ref = (
         request.customer if request.customer and not request.customer.is_empty() else None
     )
@@ -214,7 +234,7 @@ def _check(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> _Scope:
     customer = find_customer(uow, ctx.org_id, customer_ref) if customer_ref else None
     if series is not None and series.type is SeriesType.GENERIC and codes and customer is None:
         raise errors.GenericCodeNeedsCustomer()
-    return _Scope(codes=codes, series=series, customer=customer)
+    return _Scope(codes=codes, series=series, customer=customer, keys=request.keys)
 
 
 def revocable_series(uow: UnitOfWork, ctx: Context, series_id: int) -> Series:
@@ -246,7 +266,7 @@ def _lookup(
 ) -> tuple[list[Coupon], dict[str, errors.CouponError]]:
     """Lock the coupons carrying the codes; without a series, also say which codes a
     single-code revoke would refuse as a whole (by matching key)."""
-    norms = [code_rules.normalize(c) for c in scope.codes]
+    norms = scope.keys
     series_id = scope.series.id if scope.series else None
     matches = uow.coupons.coupons_by_codes(ctx.org_id, norms, series_id=series_id, lock=True)
     if scope.series is not None:
