@@ -140,8 +140,12 @@ class SqlUnitOfWork:
             if self._tx.is_active:
                 self._tx.rollback()
         finally:
-            self.conn.close()
-            self._leave_gate()
+            # The transaction is over: the next writer may start while this connection goes
+            # back to the pool.
+            try:
+                self._leave_gate()
+            finally:
+                self.conn.close()
 
     def _leave_gate(self) -> None:
         if self._gated and self._gate is not None:
