@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -53,11 +53,17 @@ class Server:
     """`coupons serve --workers N` in a subprocess on a free port, as an operator starts it."""
 
     def __init__(
-        self, url: str, workers: int, log_path: Path, extra_args: Sequence[str] = ()
+        self,
+        url: str,
+        workers: int,
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url
         self.workers = workers
         self.extra_args = tuple(extra_args)
+        self.env = dict(env or {})
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self.log_path = log_path
@@ -69,7 +75,7 @@ class Server:
             "--host", HOST, "--port", str(self.port), "--workers", str(self.workers),
             "--db", self.url, *self.extra_args,
         ]  # fmt: skip
-        env = {**os.environ, "COUPONS_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "COUPONS_LOG_LEVEL": "WARNING", **self.env}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
