@@ -96,22 +96,21 @@ def decide(
     *,
     customer_id: int | None,
     series_given: bool,
-    keys: Sequence[str] | None = None,
+    keys: Sequence[str],
 ) -> Outcome:
     """Sort each distinct code into coupons to revoke (or reinstate) or a failure group.
 
     `matches` are all coupons carrying one of `codes` in scope (the series, or the org when no
     series was given). A generic code can match several coupons; with a customer, only that
     customer's coupons count. A code counts once: changed if any of its coupons was.
-    `keys`, when the caller has them, are the codes' matching keys, in order.
+    `keys` are the codes' matching keys, in order (worked out by the caller, before its
+    transaction: `services.revoke.RevokeRequest`).
     """
     by_code: dict[str, list[Coupon]] = {}
     for coupon in matches:
         by_code.setdefault(normalize(coupon.code), []).append(coupon)
     outcome = Outcome()
     missing = FailureReason.NOT_FOUND_IN_SERIES if series_given else FailureReason.NOT_FOUND_IN_ORG
-    if keys is None:
-        keys = [normalize(code) for code in codes]
     for code, key in zip(codes, keys, strict=True):
         found = by_code.get(key, [])
         if not found:
@@ -134,16 +133,27 @@ def decide(
 def decide_revoke(
     codes: list[str], matches: list[Coupon], *, customer_id: int | None, series_given: bool
 ) -> Outcome:
-    """`decide` for revoke."""
-    return decide(Action.REVOKE, codes, matches, customer_id=customer_id, series_given=series_given)
+    """`decide` for revoke, the keys worked out here."""
+    return _decide_codes(Action.REVOKE, codes, matches, customer_id, series_given)
 
 
 def decide_reinstate(
     codes: list[str], matches: list[Coupon], *, customer_id: int | None, series_given: bool
 ) -> Outcome:
-    """`decide` for reinstate."""
+    """`decide` for reinstate, the keys worked out here."""
+    return _decide_codes(Action.REINSTATE, codes, matches, customer_id, series_given)
+
+
+def _decide_codes(
+    action: Action,
+    codes: list[str],
+    matches: list[Coupon],
+    customer_id: int | None,
+    series_given: bool,
+) -> Outcome:
+    keys = [normalize(c) for c in codes]
     return decide(
-        Action.REINSTATE, codes, matches, customer_id=customer_id, series_given=series_given
+        action, codes, matches, customer_id=customer_id, series_given=series_given, keys=keys
     )
 
 
