@@ -5,13 +5,18 @@ SQLAlchemy as any other statement."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, bindparam, event, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from coupons.adapters.db import create_db_engine
 from coupons.adapters.driver_sql import DriverStatement, compile_for_driver
+from coupons.adapters.sql_uow import Database
 from coupons.adapters.tables import coupon_series, coupons, orgs
 from coupons.services.common import utcnow
 from tests.conftest import Backend
@@ -157,3 +162,34 @@ def test_statements_whose_sql_changes_with_their_values_are_refused(backend: Bac
 
     with pytest.raises(ValueError, match="expanding"):
         backend.db.run(compile_it, write=False)
+
+
+def test_a_write_that_finds_sqlite_locked_by_another_writer_is_retried(tmp_path: Path) -> None:
+    # given a SQLite file whose write lock another program holds for a moment (not through
+    # the service's write gate), and a store that waits 20 ms for it before giving up
+    path = tmp_path / "locked.db"
+    outside = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    outside.execute("PRAGMA journal_mode=WAL")
+    outside.execute("BEGIN IMMEDIATE")
+    db = Database(create_db_engine(f"sqlite:///{path}", busy_timeout_ms=20))
+    begins: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        if statement.startswith("BEGIN"):
+            begins.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    release = threading.Timer(0.15, lambda: outside.execute("COMMIT"))
+    release.start()
+    try:
+        # when a write runs: its `BEGIN IMMEDIATE` goes to the driver and finds the file locked
+        answer = db.run(lambda uow: DriverStatement(text("SELECT 7")).rows(uow.conn, {})[0][0])
+    finally:
+        release.join()
+        outside.close()
+        db.dispose()
+
+    # then "database is locked" came back as the error the retries know, and a later attempt
+    # got through
+    assert answer == 7
+    assert len(begins) >= 2 and set(begins) == {"BEGIN IMMEDIATE"}
