@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +82,16 @@ class Server:
 
     def client(self) -> CouponClient:
         return CouponClient(self.url, BasicAuth(USERNAME, PASSWORD))
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze the server process (SIGSTOP): requests in flight wait until it resumes."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
 
 def _cli(*args: str) -> str:
@@ -199,7 +209,7 @@ def wait_for_batches(journal: Path, done: int, process: subprocess.Popen[str]) -
         if journal.exists() and journal.read_text().count('"state":"done"') >= done:
             return
         assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
+        time.sleep(0.01)
     raise AssertionError("bulk revoke made no progress")
 
 
@@ -304,20 +314,24 @@ def test_a_killed_run_resumes_and_revokes_every_code_exactly_once(
 def test_an_interrupted_run_stops_with_2_and_a_rerun_finishes_it(
     server: Server, tmp_path: Path
 ) -> None:
-    # given a run interrupted with Ctrl-C mid-way
-    given = given_series(server, 1_000)
+    # given a run interrupted with Ctrl-C mid-way: the server is paused first, so the run
+    # cannot finish between the test seeing progress and the interrupt arriving
+    given = given_series(server, 2_000)
     codes_file = write_codes(tmp_path / "codes.txt", given.codes)
     journal = tmp_path / "codes.results.csv.journal"
     process = start_bulk(server, given.series_id, codes_file, "--parallel", "1")
     wait_for_batches(journal, 3, process)
-    process.send_signal(signal.SIGINT)
+    with server.paused():
+        assert process.poll() is None, "the run finished before it could be interrupted"
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # the interrupt lands while a batch is in flight
     _, stderr = process.communicate(timeout=60)
 
     # then it says it did not finish, and its partial results are consistent
     assert process.returncode == 2, stderr
     assert "rerun the same command to resume" in stderr
     partial = read_results(tmp_path / "codes.results.csv")
-    assert 0 < len(partial) < 1_000 and {row["outcome"] for row in partial} == {"revoked"}
+    assert 0 < len(partial) < 2_000 and {row["outcome"] for row in partial} == {"revoked"}
 
     # when rerun, then every code is reported exactly once as revoked
     done = run_bulk(server, given.series_id, codes_file, "--parallel", "1")
