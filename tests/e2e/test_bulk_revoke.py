@@ -281,8 +281,10 @@ def test_a_killed_run_resumes_and_revokes_every_code_exactly_once(
     journal = tmp_path / "codes.results.csv.journal"
     process = start_bulk(server, given.series_id, codes_file, "--parallel", "2")
     wait_for_batches(journal, 4, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    with server.paused():  # so the run cannot finish before the kill lands
+        assert process.poll() is None, "the run finished before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
     killed_at = journal.read_text().count('"state":"done"')
 
     # when running the same command again
