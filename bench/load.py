@@ -160,7 +160,27 @@ def restore(layout: Layout) -> int:
             "UPDATE coupons SET state = revoked_from, revoked_from = NULL "
             "WHERE state = 'REVOKED' AND revoked_from IS NOT NULL"
         )
-        return int(cur.rowcount)
+        restored = int(cur.rowcount)
+    finally:
+        conn.close()
+    vacuum(layout)
+    return restored
+
+
+# The tables a revoke writes. Each revoke and each restore leaves a dead row version per
+# coupon in PostgreSQL; where autovacuum is off (a shared test server, say), a day of runs
+# piled up over a million of them, so a figure depended on how many runs came before it.
+_WRITTEN = ("coupons", "coupon_history", "revocations")
+
+
+def vacuum(layout: Layout) -> None:
+    """Clear PostgreSQL's dead row versions before a measurement, as autovacuum would between
+    bursts; SQLite keeps none (it rewrites rows in place)."""
+    if layout.backend != "postgresql":
+        return
+    conn = _connect_raw(layout.url)
+    try:
+        conn.execute(f"VACUUM {', '.join(_WRITTEN)}")
     finally:
         conn.close()
 
@@ -212,6 +232,7 @@ def ensure(
         if codes >= need_codes and customers >= need_customer_coupons:
             if log:
                 print(f"[load] reusing {backend}/{scale}: {codes} + {customers} ISSUED left")
+            vacuum(layout)
             return layout
         if log:
             print(f"[load] {backend}/{scale} has only {codes} + {customers} ISSUED left: reload")
