@@ -1,7 +1,7 @@
-"""Statements sent straight to SQLite's driver answer exactly as SQLAlchemy's execution would:
-the same rows with the same Python types, the same row counts, the same errors, and every
-statement still seen by the engine's cursor listeners. On PostgreSQL they go through
-SQLAlchemy as any other statement."""
+"""Statements sent straight to the driver (sqlite3, psycopg) answer exactly as SQLAlchemy's
+execution would: the same rows with the same Python types, the same row counts, the same
+errors, and every statement still seen by the engine's cursor listeners. A PostgreSQL
+connection found gone is invalidated, as SQLAlchemy would, and the next request reconnects."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Connection, bindparam, event, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -152,8 +153,6 @@ def test_an_error_of_the_database_is_the_one_sqlalchemy_raises(backend: Backend)
 
 
 def test_statements_whose_sql_changes_with_their_values_are_refused(backend: Backend) -> None:
-    if backend.name != "sqlite":
-        pytest.skip("statements are compiled for SQLite's driver only")
     listed = select(coupons.c.id).where(coupons.c.id.in_(bindparam("ids", expanding=True)))
 
     def compile_it(uow: Any) -> None:
@@ -162,6 +161,44 @@ def test_statements_whose_sql_changes_with_their_values_are_refused(backend: Bac
 
     with pytest.raises(ValueError, match="expanding"):
         backend.db.run(compile_it, write=False)
+
+
+def test_a_lost_postgresql_connection_is_invalidated_and_the_request_tried_again(
+    api: Api, backend: Backend
+) -> None:
+    if backend.name != "postgresql":
+        pytest.skip("SQLite has no connection to lose")
+    series_id = api.series(codes=["DRV-GONE"])
+    params = {"series_id": series_id, "org_id": _org_of(backend, series_id)}
+    statement = DriverStatement(SERIES)
+
+    def terminate(conn: Connection) -> None:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with psycopg.connect(backend.url.replace("postgresql+psycopg", "postgresql")) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    # given a transaction whose server process was terminated from outside
+    with backend.db.engine.connect() as conn:
+        transaction = conn.begin()
+        terminate(conn)
+        # when its next statement goes to the driver, then the error is SQLAlchemy's, says
+        # the connection was lost, and the connection is let go
+        with pytest.raises(DBAPIError) as caught:
+            statement.rows(conn, params)
+        assert caught.value.connection_invalidated and conn.invalidated
+        transaction.rollback()
+
+    # and a unit of work that loses its connection that way is run again on a fresh one
+    attempts: list[int] = []
+
+    def lose_the_first(uow: Any) -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            terminate(uow.conn)
+        return len(statement.rows(uow.conn, params))
+
+    assert backend.db.run(lose_the_first, write=False) == 1
+    assert len(attempts) == 2
 
 
 def test_a_write_that_finds_sqlite_locked_by_another_writer_is_retried(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from coupons.adapters.driver_sql import send
+from coupons.adapters.driver_sql import is_disconnect_sqlstate, send
 
 try:
     import fcntl
@@ -31,16 +31,6 @@ POSTGRES_CONNECT_DEFAULTS = {
     "keepalives_interval": "10",
     "keepalives_count": "3",
 }
-# SQLSTATEs meaning "this connection, or the server behind it, is gone": connection
-# exceptions (class 08, also what PgBouncer sends when it cannot reach the server), the
-# server shutting down or starting up (57P01-57P03), and a primary that became read-only in
-# a failover (25006). The pool is thrown away on these, so the next checkout reconnects.
-DISCONNECT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "25006"})
-
-
-def is_disconnect_sqlstate(sqlstate: str | None) -> bool:
-    """Whether a PostgreSQL error code means the connection or its server went away."""
-    return sqlstate is not None and (sqlstate.startswith("08") or sqlstate in DISCONNECT_SQLSTATES)
 
 
 def normalize_url(url: str) -> URL:

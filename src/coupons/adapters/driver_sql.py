@@ -1,24 +1,25 @@
-"""The revoke's statements on SQLite: compiled once by SQLAlchemy Core, sent by the driver.
+"""The revoke's statements: compiled once by SQLAlchemy Core, sent by the driver.
 
-SQLite runs inside the process and has one write lock per database file, held from
-`BEGIN IMMEDIATE` to `COMMIT`; every microsecond of Python a writer spends between its
-statements is taken from every other writer. SQLAlchemy's per-call execution (cache key,
-parameter and result set-up, events) came to about a third of a codes50 revoke's time under
-that lock (docs/benchmarks.md). So the statements a revoke sends are still built with Core from
-the table definitions, compiled by SQLAlchemy's SQLite dialect and bound and read with its type
-processing, but compiled once per statement, and each call hands the finished SQL and values
-straight to the `sqlite3` cursor of the unit of work's own connection, inside its transaction.
+SQLAlchemy's per-call execution (cache key, parameter and result set-up, events) costs more
+CPU than the driver's own work for the short statements a revoke sends: on PostgreSQL a
+primary-key lookup of a series took 0.17-0.22 ms of CPU through `Connection.execute` and
+0.06-0.08 ms on the psycopg cursor. On SQLite it is worse, as every writer waits while one holds
+the database's write lock from `BEGIN IMMEDIATE` to `COMMIT`; on two cores shared with
+PostgreSQL every such millisecond comes off the database (docs/benchmarks.md). So the statements
+a revoke sends are still built with Core from the table definitions, compiled by the
+connection's SQLAlchemy dialect and bound and read with its type processing, but compiled once
+per statement and dialect, and each call hands the finished SQL and values straight to the
+driver cursor of the unit of work's own connection, inside its transaction.
 
 Nothing is hidden: listeners of `before_cursor_execute` and `after_cursor_execute` see each
 statement (tests count statements and read their plans that way), and a driver error is
 raised as SQLAlchemy's (`OperationalError` for "database is locked", so retries behave the
-same). On PostgreSQL, which locks rows and answers over a socket, a `DriverStatement` is sent
-through `Connection.execute` as any other statement: there the time goes to waiting.
+same). A PostgreSQL error that means the connection is gone invalidates it and throws the pool
+away, as SQLAlchemy's own handling does (`adapters.db`), so the next request reconnects.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -40,25 +41,29 @@ class _Compiled:
     names: tuple[str, ...]  # the bind parameters, in the order of the `?` marks
     fixed: Mapping[str, Any]  # values the statement itself carries (`values(state=...)`)
     binders: tuple[Processor, ...]  # per `?`: the type's bind processing, if any
-    readers: tuple[Processor, ...] | None  # per result column, or None: rows come as they are
+    # The result's type processing: None until the first rows came back (the processors
+    # depend on the driver's column types), then one per column, or None when no column has one.
+    readers: list[tuple[Processor, ...] | None]
+    named: bool  # values go by name (`%(name)s`, psycopg), not in the order of `?` marks
 
 
 class DriverStatement:
-    """A Core statement, sent to SQLite's driver directly (see the module's docstring)."""
+    """A Core statement, sent to the driver directly (see the module's docstring)."""
 
     __slots__ = ("_compiled", "statement")
 
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
-        self._compiled: _Compiled | None = None
+        self._compiled: dict[str, _Compiled] = {}  # by dialect name
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """Every row the statement returns, each a sequence of its columns' values."""
-        if conn.dialect.name != "sqlite":
-            return conn.execute(self.statement, params).all()  # type: ignore[call-overload,no-any-return]
         compiled = self._compile(conn.dialect)
-        rows = self._send(conn, compiled, params).fetchall()
-        readers = compiled.readers
+        cursor = self._send(conn, compiled, params)
+        rows: Sequence[Sequence[Any]] = cursor.fetchall()
+        if not compiled.readers:
+            compiled.readers.append(_readers(self.statement, conn.dialect, cursor.description))
+        readers = compiled.readers[0]
         if readers is None:
             return rows
         return [
@@ -68,65 +73,99 @@ class DriverStatement:
 
     def rowcount(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """How many rows the statement changed."""
-        if conn.dialect.name != "sqlite":
-            return int(conn.execute(self.statement, params).rowcount)  # type: ignore[call-overload]
         return int(self._send(conn, self._compile(conn.dialect), params).rowcount)
 
-    def _send(
-        self, conn: Connection, compiled: _Compiled, params: Mapping[str, Any]
-    ) -> sqlite3.Cursor:
+    def _send(self, conn: Connection, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
         values = []
         for name, bind in zip(compiled.names, compiled.binders, strict=True):
             value = params[name] if name in params else compiled.fixed[name]
             values.append(value if bind is None else bind(value))
+        if compiled.named:
+            return send(conn, compiled.sql, dict(zip(compiled.names, values, strict=True)))
         return send(conn, compiled.sql, tuple(values))
 
     def _compile(self, dialect: Dialect) -> _Compiled:
-        compiled = self._compiled
+        compiled = self._compiled.get(dialect.name)
         if compiled is None:
-            compiled = self._compiled = compile_for_driver(self.statement, dialect)
+            compiled = self._compiled[dialect.name] = compile_for_driver(self.statement, dialect)
         return compiled
 
 
-def send(conn: Connection, sql: str, arguments: tuple[Any, ...]) -> sqlite3.Cursor:
-    """Run SQL on a SQLite connection's driver cursor, seen by the engine's cursor listeners,
-    its errors raised as SQLAlchemy's."""
-    cursor: sqlite3.Cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+def send(conn: Connection, sql: str, arguments: tuple[Any, ...] | dict[str, Any]) -> Any:
+    """Run SQL on a connection's driver cursor, seen by the engine's cursor listeners, its
+    errors raised as SQLAlchemy's."""
+    pooled = conn.connection
+    cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
     dispatch = conn.dispatch
     if dispatch.before_cursor_execute:
         dispatch.before_cursor_execute(conn, cursor, sql, arguments, None, False)
+    dialect = conn.dialect
+    driver_error = dialect.loaded_dbapi.Error
     try:
         cursor.execute(sql, arguments)
-    except sqlite3.Error as error:
-        raise DBAPIError.instance(
-            sql, arguments, error, sqlite3.Error, dialect=conn.dialect
-        ) from error
+    except driver_error as error:
+        lost = dialect.is_disconnect(error, pooled.dbapi_connection, cursor) or (
+            is_disconnect_sqlstate(getattr(error, "sqlstate", None))
+        )
+        wrapped = DBAPIError.instance(
+            sql, arguments, error, driver_error, connection_invalidated=lost, dialect=dialect
+        )
+        if lost:
+            conn.invalidate(wrapped)
+            conn.engine.dispose()  # the others went with it: the next checkout reconnects
+        raise wrapped from error
     if dispatch.after_cursor_execute:
         dispatch.after_cursor_execute(conn, cursor, sql, arguments, None, False)
     return cursor
+
+
+# SQLSTATEs meaning "this connection, or the server behind it, is gone": connection
+# exceptions (class 08, also what PgBouncer sends when it cannot reach the server), the
+# server shutting down or starting up (57P01-57P03), and a primary that became read-only in
+# a failover (25006). The pool is thrown away on these, so the next checkout reconnects.
+DISCONNECT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "25006"})
+
+
+def is_disconnect_sqlstate(sqlstate: str | None) -> bool:
+    """Whether a PostgreSQL error code means the connection or its server went away."""
+    return sqlstate is not None and (sqlstate.startswith("08") or sqlstate in DISCONNECT_SQLSTATES)
 
 
 def compile_for_driver(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     """The SQL, parameter order and type processing SQLAlchemy would use for `statement`.
 
     Only statements whose SQL never changes with their values qualify: no expanding `IN`
-    lists (the revoke's lists go as one JSON text parameter, `adapters.sqlite_arrays`)."""
+    lists (the revoke's lists go as one array or JSON text parameter, `adapters.pg_arrays`,
+    `adapters.sqlite_arrays`)."""
     compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
     binds = compiled.binds
     if any(bind.expanding for bind in binds.values()):
         raise ValueError("an expanding IN list changes the SQL with its values")
-    names = tuple(compiled.positiontup or ())
-    if len(names) != compiled.string.count("?"):
-        raise ValueError("only qmark statements with one mark per parameter qualify")
+    named = dialect.paramstyle == "pyformat"
+    if named:
+        if compiled.escaped_bind_names:
+            raise ValueError("only parameters named as plain identifiers qualify")
+        names = tuple(binds)
+    else:
+        names = tuple(compiled.positiontup or ())
+        if len(names) != compiled.string.count("?"):
+            raise ValueError("only qmark statements with one mark per parameter qualify")
     fixed = {name: binds[name].effective_value for name in names if not binds[name].required}
     binders = tuple(
         binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
-    readers: tuple[Processor, ...] | None = None
-    if isinstance(statement, Select):
-        found = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.selected_columns
-        )
-        readers = found if any(found) else None
-    return _Compiled(compiled.string, names, fixed, binders, readers)
+    return _Compiled(compiled.string, names, fixed, binders, [], named)
+
+
+def _readers(
+    statement: ClauseElement, dialect: Dialect, description: Sequence[Sequence[Any]] | None
+) -> tuple[Processor, ...] | None:
+    """Per result column, the processing SQLAlchemy would apply to the driver's values (it
+    picks it by the column's type and, on PostgreSQL, by the type the driver reports)."""
+    if not isinstance(statement, Select) or description is None:
+        return None
+    found = tuple(
+        column.type.dialect_impl(dialect).result_processor(dialect, described[1])
+        for column, described in zip(statement.selected_columns, description, strict=True)
+    )
+    return found if any(found) else None

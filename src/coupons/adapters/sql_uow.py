@@ -18,9 +18,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from coupons.adapters.db import (
     SqliteWriteGate,
     create_db_engine,
-    is_disconnect_sqlstate,
     sqlite_write_gate,
 )
+from coupons.adapters.driver_sql import is_disconnect_sqlstate
 from coupons.adapters.repos import (
     SqlClientRepository,
     SqlCouponRepository,

@@ -25,6 +25,7 @@ from collections import Counter
 
 from sqlalchemy import Connection, text
 
+from coupons.adapters.driver_sql import DriverStatement
 from coupons.adapters.pg_arrays import int_array
 from coupons.adapters.repos.history import HISTORY_FENCE, PENDING_CHANGES
 from coupons.domain.model import Action
@@ -56,14 +57,14 @@ REVOKE_PG_SQL = (
     "CAST(:reason AS text), upd.series_id, upd.code, upd.customer_id, upd.version "
     "FROM e JOIN upd ON upd.id = e.coupon_id ORDER BY e.ord"
 )
-_REVOKE_PG = text(REVOKE_PG_SQL)
+_REVOKE_PG = DriverStatement(text(REVOKE_PG_SQL))
 
 
 def write_revoke_pg(conn: Connection, batch: RevokeBatch) -> int:
     """Revoke the batch's coupons, record their history and the trail row in one statement;
     how many coupons changed (all of them, under the caller's locks; the caller checks)."""
-    changed = conn.execute(
-        _REVOKE_PG,
+    changed = _REVOKE_PG.rowcount(
+        conn,
         {
             "ids": int_array(batch.coupon_ids),
             "org_id": batch.org_id,
@@ -73,7 +74,7 @@ def write_revoke_pg(conn: Connection, batch: RevokeBatch) -> int:
             "reason": batch.reason,
             "job_id": batch.job_id,
         },
-    ).rowcount
+    )
     if changed:
         pending: Counter[str] = conn.info.setdefault(PENDING_CHANGES, Counter())
         pending[Action.REVOKE.value] += changed
