@@ -35,14 +35,14 @@ Processor = Callable[[Any], Any] | None
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    """One statement as the SQLite driver takes it."""
+    """One statement as its dialect's driver takes it."""
 
     sql: str
-    names: tuple[str, ...]  # the bind parameters, in the order of the `?` marks
+    names: tuple[str, ...]  # the bind parameters (on SQLite in the order of the `?` marks)
     fixed: Mapping[str, Any]  # values the statement itself carries (`values(state=...)`)
-    binders: tuple[Processor, ...]  # per `?`: the type's bind processing, if any
-    # The result's type processing: None until the first rows came back (the processors
-    # depend on the driver's column types), then one per column, or None when no column has one.
+    binders: tuple[Processor, ...]  # per parameter: the type's bind processing, if any
+    # The result's type processing, set when the first rows come back (the processors depend
+    # on the driver's column types): one per column, or None when no column has one.
     readers: list[tuple[Processor, ...] | None]
     named: bool  # values go by name (`%(name)s`, psycopg), not in the order of `?` marks
 
