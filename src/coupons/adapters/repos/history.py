@@ -54,17 +54,19 @@ HISTORY_FENCE = (
 )
 # The changes of one use case share their action, time, actor, request id and reason: those
 # go once, as scalars; only the coupon ids and states are arrays (see `_uniform_runs`).
-_INSERT_HISTORY_PG = text(
-    HISTORY_FENCE + "e AS MATERIALIZED ("
-    "SELECT u.*, nextval('coupon_history_id_seq'::regclass) AS id "
-    "FROM fence, unnest(CAST(:coupon_ids AS bigint[]), CAST(:from_states AS text[]), "
-    "CAST(:to_states AS text[])) WITH ORDINALITY AS u(coupon_id, from_state, to_state, ord)) "
-    "INSERT INTO coupon_history (id, org_id, coupon_id, action, from_state, to_state, at, "
-    "actor, request_id, reason, series_id, code, customer_id, coupon_version) "
-    "SELECT e.id, :org_id, c.id, CAST(:action AS text), e.from_state, e.to_state, "
-    "CAST(:at AS timestamptz), CAST(:actor AS text), CAST(:request_id AS text), "
-    "CAST(:reason AS text), c.series_id, c.code, c.customer_id, c.version "
-    "FROM e JOIN coupons c ON c.id = e.coupon_id ORDER BY e.ord"
+_INSERT_HISTORY_PG = DriverStatement(
+    text(
+        HISTORY_FENCE + "e AS MATERIALIZED ("
+        "SELECT u.*, nextval('coupon_history_id_seq'::regclass) AS id "
+        "FROM fence, unnest(CAST(:coupon_ids AS bigint[]), CAST(:from_states AS text[]), "
+        "CAST(:to_states AS text[])) WITH ORDINALITY AS u(coupon_id, from_state, to_state, ord)) "
+        "INSERT INTO coupon_history (id, org_id, coupon_id, action, from_state, to_state, at, "
+        "actor, request_id, reason, series_id, code, customer_id, coupon_version) "
+        "SELECT e.id, :org_id, c.id, CAST(:action AS text), e.from_state, e.to_state, "
+        "CAST(:at AS timestamptz), CAST(:actor AS text), CAST(:request_id AS text), "
+        "CAST(:reason AS text), c.series_id, c.code, c.customer_id, c.version "
+        "FROM e JOIN coupons c ON c.id = e.coupon_id ORDER BY e.ord"
+    )
 )
 
 # The same fence for an org-level event (a revoke job finished): one row, no coupon.
@@ -198,10 +200,11 @@ class SqlHistoryRepository:
             values["coupon_ids"] = int_array([cid for cid, _, _ in changes])
             values["from_states"] = text_array([before for _, before, _ in changes])
             values["to_states"] = text_array([after for _, _, after in changes])
-            written = self.conn.execute(_INSERT_HISTORY_PG, values).rowcount
+            insert = _INSERT_HISTORY_PG
         else:
             values["changes"] = json_array(changes)
-            written = _INSERT_HISTORY_SQLITE.rowcount(self.conn, values)
+            insert = _INSERT_HISTORY_SQLITE
+        written = insert.rowcount(self.conn, values)
         # A coupon id that matches no row would silently lose its history and its event.
         if written not in (-1, len(changes)):
             raise RuntimeError("history rows written do not match the changes recorded")
