@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,38 @@ def test_a_lost_postgresql_connection_is_invalidated_and_the_request_tried_again
         return len(statement.rows(uow.conn, params))
 
     assert backend.db.run(lose_the_first, write=False) == 1
+    assert len(attempts) == 2
+
+
+def test_after_one_lost_connection_the_pools_other_dead_connections_are_not_handed_out(
+    api: Api, backend: Backend
+) -> None:
+    if backend.name != "postgresql":
+        pytest.skip("SQLite has no connection to lose")
+    series_id = api.series(codes=["DRV-POOL"])
+    params = {"series_id": series_id, "org_id": _org_of(backend, series_id)}
+    statement = DriverStatement(SERIES)
+
+    # given three pooled connections whose server processes all went away (a restart, say)
+    with ExitStack() as held:
+        conns = [held.enter_context(backend.db.engine.connect()) for _ in range(3)]
+        pids = [c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() for c in conns]
+        for conn in conns:
+            conn.rollback()
+    with psycopg.connect(backend.url.replace("postgresql+psycopg", "postgresql")) as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    # when a unit of work sends a driver statement
+    attempts: list[int] = []
+
+    def look_up(uow: Any) -> int:
+        attempts.append(1)
+        return len(statement.rows(uow.conn, params))
+
+    # then the first dead connection costs one retry, and the retry gets a fresh connection,
+    # not the next dead one (which would fail it for good: the store tries a lost one twice)
+    assert backend.db.run(look_up, write=False) == 1
     assert len(attempts) == 2
 
 
