@@ -283,13 +283,22 @@ def test_walking_the_trail_while_others_revoke_returns_every_earlier_row_once(
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"since": "yesterday"}, "since"), ({"since": "2026-02-02", "until": "2026-02-01"}, "until")],
+    [
+        ({"since": "yesterday"}, "since"),
+        ({"since": "2026-02-02", "until": "2026-02-01"}, "until"),
+        # Past the calendar's ends: a bare date's whole day, or a UTC offset, overflows
+        ({"until": "9999-12-31"}, "until"),
+        ({"since": "0001-01-01T00:00:00+14:00"}, "since"),
+        ({"until": "9999-12-31T23:59:59-14:00"}, "until"),
+    ],
 )
 def test_bad_trail_filters_are_9002(api: Api, params: dict[str, str], field: str) -> None:
     response = api.get("/v2/coupon/revocations", params=params)
+    export = api.get("/v2/coupon/revocations.csv", params=params)
 
     assert error_code(response) == 9002
     assert response.json()["errors"][0]["message"].startswith(field)
+    assert error_code(export) == 9002
 
 
 # --- access ----------------------------------------------------------------------------------

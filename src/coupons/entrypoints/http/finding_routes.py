@@ -308,9 +308,13 @@ def _moment(name: str, value: str | None, *, end_of_day: bool) -> datetime | Non
             start = datetime.combine(day, time.min, tzinfo=UTC)
             return start + timedelta(days=1) if end_of_day else start
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        # The first or last day of year 1 or 9999, moved past the calendar's end by the
+        # whole day a date means, or by its UTC offset.
+        raise errors.InvalidField(name, "must be between 0001-01-02 and 9999-12-30") from None
     except ValueError:
         raise errors.InvalidField(name, "use YYYY-MM-DD or an ISO-8601 time") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _trail_reader(actor: str | None, since: str | None, until: str | None) -> Reader[Revocation]:
