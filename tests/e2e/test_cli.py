@@ -354,6 +354,17 @@ def test_a_bad_database_url_fails_plainly(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("option", "value"), [("--port", "70000"), ("--port", "0"), ("--workers", "0")]
+)
+def test_serve_refuses_a_port_or_worker_count_out_of_range(option: str, value: str) -> None:
+    # 70000 would have been bound as 4464 (modulo 65536) while the log named 70000
+    code, output = run("serve", option, value, "--db", "sqlite:////no/such/dir/x.db")
+
+    assert code == 2
+    assert option in output and value in output
+
+
+@pytest.mark.parametrize(
     "command", [("org", "list"), ("client", "list"), ("user", "disable", "x@y.z")]
 )
 def test_a_database_that_does_not_answer_is_a_clean_error_for_any_command(

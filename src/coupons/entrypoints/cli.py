@@ -272,11 +272,12 @@ def _committed(uow: object, value: object) -> object:
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    # Out of range, the socket layer would bind the port modulo 65536 and log the asked one.
+    port: Annotated[int, typer.Option(help="port to bind", min=1, max=65535)] = 8000,
     demo_data: Annotated[
         bool, typer.Option("--demo", help="seed demo data and print credentials")
     ] = False,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    workers: Annotated[int, typer.Option(help="worker processes", min=1)] = 1,
     db: DbOption = DEFAULT_DATABASE_URL,
     deliver_webhooks: Annotated[
         bool, typer.Option("--worker/--no-worker", help="deliver webhooks in this process")
