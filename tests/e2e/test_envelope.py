@@ -55,6 +55,18 @@ def test_a_body_that_is_not_a_json_object_gets_9001(api: Api, path: str) -> None
         ("/v2/coupon/series", {**SERIES_BODY, "discountValue": [1]}, "discountValue"),
         ("/v2/customers", {"mobile": ["555"]}, "mobile"),
         ("/v2/coupon/issue/multiple", {"seriesId": 1, "customer": {"id": 1}}, "count"),
+        # An id or a count is a JSON integer: not a numeric string, a float or a boolean
+        ("/v2/coupon/revoke", {"couponSeriesId": "1", "couponCodes": ["A"]}, "couponSeriesId"),
+        ("/v2/coupon/revoke", {"couponSeriesId": True, "couponCodes": ["A"]}, "couponSeriesId"),
+        ("/v2/coupon/revoke", {"couponSeriesId": 1.0, "couponCodes": ["A"]}, "couponSeriesId"),
+        ("/v2/coupon/revoke", {"customer": {"id": "1"}}, "customer.id"),
+        ("/v2/coupon/issue", {"seriesId": "1", "customer": {"id": 1}}, "seriesId"),
+        (
+            "/v2/coupon/issue/multiple",
+            {"seriesId": 1, "customer": {"id": 1}, "count": "2"},
+            "count",
+        ),
+        ("/v2/coupon/revoke/jobs", {"couponSeriesId": "1"}, "couponSeriesId"),
     ],
 )
 def test_a_field_of_the_wrong_type_gets_9002_naming_the_field(

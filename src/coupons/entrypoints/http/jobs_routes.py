@@ -17,7 +17,7 @@ from coupons.domain import errors
 from coupons.domain.codes import CodeCase
 from coupons.domain.codes_file import CodesFormat, parse_codes
 from coupons.domain.jobs import Job, ReportRow
-from coupons.entrypoints.http import csv_export, render
+from coupons.entrypoints.http import csv_export, render, schemas
 from coupons.entrypoints.http.deps import IDEMPOTENCY_KEY_MAX, ReadActor, allowed
 from coupons.entrypoints.http.envelope import JSON, success_body
 from coupons.entrypoints.http.middleware import request_id_of
@@ -48,7 +48,7 @@ class JobSelector(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    coupon_series_id: int = Field(alias="couponSeriesId", ge=1, le=2**62)
+    coupon_series_id: schemas.Int = Field(alias="couponSeriesId", ge=1, le=2**62)
     reason: str | None = Field(default=None, max_length=500)
     dry_run: bool = Field(default=False, alias="dryRun")
 

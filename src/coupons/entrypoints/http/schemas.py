@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     field_validator,
 )
@@ -27,6 +28,9 @@ from coupons.entrypoints.http.envelope import failure_body, success_body
 from coupons.services.common import CustomerRef
 
 Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH)]
+# A JSON integer and nothing else: "1", 1.0 and true where an id or a count belongs are 9002
+# (spec §1), not read as 1. Text fields still take numbers (`coerce_numbers_to_str`).
+Int = Annotated[int, Strict()]
 
 
 def _fits_folded(limit: int, fold: Callable[[str], str]) -> AfterValidator:
@@ -97,7 +101,7 @@ class Body(BaseModel):
 class CustomerIdentifiers(Body):
     """Any of the customer's identifiers; all that are given must name the same customer."""
 
-    id: int | None = Field(default=None, ge=1, le=2**62)
+    id: Int | None = Field(default=None, ge=1, le=2**62)
     mobile: ShortText | None = None
     email: Annotated[str, StringConstraints(max_length=320)] | None = None
     external_id: ShortText | None = None
@@ -192,7 +196,7 @@ REVOKE_ERROR_EXAMPLES = {
 class RevokeBody(Body):
     """Which coupons to revoke: codes (at most 50), a customer's, or both."""
 
-    coupon_series_id: int | None = Field(default=None, ge=1, le=2**62)
+    coupon_series_id: Int | None = Field(default=None, ge=1, le=2**62)
     # No cap on entries here: the limit is 50 *distinct* codes (9003, spec §5), counted after
     # trimming and de-duplication; the 1 MiB body limit already bounds the list.
     coupon_codes: list[Code] | None = None
@@ -328,7 +332,7 @@ class CodesBody(Body):
     """Either `codes` (at most 10,000) or `generate` (a number of codes to make)."""
 
     codes: list[NewCode | CodeWithPin] | None = Field(default=None, max_length=10_000)
-    generate: int | None = Field(default=None, ge=1, le=10_000)
+    generate: Int | None = Field(default=None, ge=1, le=10_000)
 
 
 class CustomerBody(Body):
@@ -340,12 +344,12 @@ class CustomerBody(Body):
 
 
 class IssueBody(Body):
-    series_id: int = Field(ge=1, le=2**62)
+    series_id: Int = Field(ge=1, le=2**62)
     customer: CustomerIdentifiers
 
 
 class IssueMultipleBody(IssueBody):
-    count: int = Field(ge=1, le=500)
+    count: Int = Field(ge=1, le=500)
 
 
 class RedeemLineBody(Body):
@@ -361,4 +365,4 @@ class RedeemBody(Body):
 
 
 class ReactivateBody(Body):
-    redemption_ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(min_length=1, max_length=50)
+    redemption_ids: list[Annotated[Int, Field(ge=1, le=2**62)]] = Field(min_length=1, max_length=50)
