@@ -186,6 +186,18 @@ def test_more_than_ten_thousand_codes_get_9002_and_add_nothing(api: Api) -> None
     assert counts(api, series_id)["AVAILABLE"] == 0
 
 
+@pytest.mark.parametrize("blank", ["", "   ", {"code": " ", "pin": "1234"}])
+def test_an_empty_code_gets_9002_naming_it_and_adds_nothing(api: Api, blank: object) -> None:
+    # Stored, it could be issued but never redeemed or revoked by its code
+    series_id = api.series()
+
+    response = api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": ["OK1", blank]})
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"].startswith("codes[1]")
+    assert counts(api, series_id)["AVAILABLE"] == 0
+
+
 def test_duplicates_within_one_upload_are_reported_case_insensitively(api: Api) -> None:
     series_id = api.series()
 

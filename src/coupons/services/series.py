@@ -117,8 +117,10 @@ def add_codes(uow: UnitOfWork, ctx: Context, series_id: int, upload: CodeUpload)
     assert upload.codes is not None
     wanted: dict[str, tuple[str, str | None]] = {}
     duplicates: list[str] = []
-    for raw, pin in upload.codes:
+    for index, (raw, pin) in enumerate(upload.codes):
         code = code_rules.clean(raw)
+        if not code:  # it could be issued, but never redeemed or revoked by its code
+            raise errors.InvalidField(f"codes[{index}]", "a code must not be empty")
         key = code_rules.normalize(code)
         if key in wanted:
             duplicates.append(code)
