@@ -52,6 +52,27 @@ def test_an_unknown_path_is_404_with_9014(api: Api, path: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v2/coupon/revoke/"), ("GET", "/v2/coupon/series/"), ("GET", "/health/")],
+)
+def test_a_trailing_slash_is_an_unknown_path_not_an_empty_redirect(
+    api: Api, method: str, path: str
+) -> None:
+    # A redirect had no body, and a client following it would send its POST again
+    response = api.request(method, path, json={"couponCodes": ["A"]} if method == "POST" else None)
+
+    assert response.status_code == 404, response.text
+    assert error_code(response) == 9014
+
+
+def test_the_console_without_its_slash_still_leads_to_the_console(client: TestClient) -> None:
+    response = client.get("/console", follow_redirects=False)
+
+    assert response.status_code == 307
+    assert response.headers["location"] == "/console/"
+
+
+@pytest.mark.parametrize(
     ("path", "name"),
     [
         ("/v2/coupon/abc", "couponId"),

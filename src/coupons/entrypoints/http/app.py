@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from coupons import __version__
 from coupons.adapters.sql_uow import Database
@@ -52,6 +52,9 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         description=DESCRIPTION,
         docs_url=None,
         redoc_url=None,
+        # `/v2/coupon/revoke/` is no route: a 404 in the envelope, not an empty redirect
+        # (a client following it would re-send its POST elsewhere).
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.db = database
@@ -80,6 +83,12 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         ),
         name="console",
     )
+
+    @app.get("/console", include_in_schema=False)
+    async def console_home() -> RedirectResponse:
+        # The address people type: the console's pages are under `/console/`. (Slashes are
+        # not redirected in general, see above.)
+        return RedirectResponse("/console/", status_code=307)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
