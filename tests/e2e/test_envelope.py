@@ -42,6 +42,23 @@ def test_a_body_that_is_not_a_json_object_gets_9001(api: Api, path: str) -> None
         assert_failure_envelope(response)
 
 
+@pytest.mark.parametrize("raw", [b"{bad", b"[1]", b"\xff\xfe"])
+@pytest.mark.parametrize("path", ["/v2/coupon/revoke", "/v2/customers", "/v2/coupon/series"])
+def test_credentials_are_checked_before_the_body_is_judged(
+    client: TestClient, viewer: Api, path: str, raw: bytes
+) -> None:
+    # Only health and metrics answer anyone: a body that is not JSON is no reason to skip
+    # the caller's credentials, or its access group
+    json_header = {"Content-Type": "application/json"}
+    anonymous = client.post(path, content=raw, headers=json_header)
+    wrong = client.post(path, content=raw, headers=json_header, auth=("acme-viewer", "nope"))
+    refused = viewer.post(path, content=raw, headers=json_header)
+
+    assert (anonymous.status_code, error_code(anonymous)) == (401, 9010)
+    assert (wrong.status_code, error_code(wrong)) == (401, 9010)
+    assert (refused.status_code, error_code(refused)) == (403, 9011)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [

@@ -153,6 +153,29 @@ def _authenticates(dependant: Dependant) -> bool:
     return any(d.call in _AUTHENTICATING or _authenticates(d) for d in dependant.dependencies)
 
 
+def _authentication(dependant: Dependant) -> Callable[..., Awaitable[Actor]] | None:
+    for d in dependant.dependencies:
+        if d.call in _AUTHENTICATING:
+            return d.call
+        found = _authentication(d)
+        if found is not None:
+            return found
+    return None
+
+
+async def authenticate_route(request: Request) -> None:
+    """Check the caller as the matched route would, raising its 9010 or 9011.
+
+    The framework decodes a JSON body before it solves a route's dependencies, so a body
+    that is not JSON was refused (9001) before the caller was asked who it is. The spec puts
+    credentials first: only health and metrics answer anyone."""
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute):
+        check = _authentication(route.dependant)
+        if check is not None:
+            await check(request)
+
+
 def document_security(app: FastAPI, routers: Sequence[APIRouter]) -> None:
     """List the credential schemes in the OpenAPI document, on every operation of `routers`
     that needs them (those depending on `allowed`), and the headers each operation reads:

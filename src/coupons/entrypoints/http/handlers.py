@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from coupons.domain import errors
+from coupons.entrypoints.http.deps import authenticate_route
 from coupons.entrypoints.http.envelope import failure
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.entrypoints.http.routing import allowed_methods
@@ -44,10 +45,19 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     loc = tuple(first.get("loc", ()))
     kind = first.get("type", "")
     if kind == "json_invalid" or (loc == ("body",) and kind in _NOT_AN_OBJECT):
-        error: errors.CouponError = errors.MalformedJson()
-    else:
-        message = str(first.get("msg", "invalid value"))
-        error = errors.InvalidField(_field_name(loc), message)
+        return await _malformed_body(request)
+    message = str(first.get("msg", "invalid value"))
+    error = errors.InvalidField(_field_name(loc), message)
+    return failure(error.code, error.message, error.http_status)
+
+
+async def _malformed_body(request: Request) -> Response:
+    """9001, once the caller has passed the route's credentials and access checks."""
+    try:
+        await authenticate_route(request)
+    except errors.CouponError as refused:
+        return await coupon_error(request, refused)
+    error = errors.MalformedJson()
     return failure(error.code, error.message, error.http_status)
 
 
@@ -66,8 +76,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 400:
         # FastAPI raises a bare 400 when the body cannot be decoded at all (invalid UTF-8,
         # nesting too deep for the parser): the body is not valid JSON, spec code 9001.
-        error = errors.MalformedJson()
-        return failure(error.code, error.message, error.http_status)
+        return await _malformed_body(request)
     return failure(9002, str(exc.detail), exc.status_code)
 
 
