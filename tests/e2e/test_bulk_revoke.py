@@ -409,6 +409,21 @@ def test_a_dry_run_reports_what_would_happen_and_changes_nothing(
     assert series_counts(server, given.series_id) == {"AVAILABLE": 118, "REDEEMED": 1, "REVOKED": 1}
 
 
+def test_codes_a_spreadsheet_would_run_are_written_as_text(server: Server, tmp_path: Path) -> None:
+    # given codes that start like formulas (unknown to the server, as a leaked list may hold)
+    given = given_series(server, 2)
+    risky = ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)"]
+    codes_file = write_codes(tmp_path / "codes.txt", [*given.codes, *risky])
+
+    # when dry-running with the codes written as they came
+    done = invoke_bulk(server, given.series_id, codes_file, "--dry-run", "--case", "AS_IT_IS")
+
+    # then the result file shows each such code behind a quote, as the server's exports do
+    assert done.returncode == 1, done.stderr
+    rows = read_results(tmp_path / "codes.dry-run.csv")
+    assert [r["code"] for r in rows] == [*given.codes, *("'" + code for code in risky)]
+
+
 def test_dry_run_and_real_run_agree_on_duplicates_across_batches_and_case(
     server: Server, tmp_path: Path
 ) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coupons.entrypoints.http import csv_export
-from coupons.entrypoints.http.csv_export import FORMULA_STARTS, neutralise, restore
+from coupons.entrypoints.spreadsheet import FORMULA_STARTS, neutralise, restore
 
 # Any text a user could type, and text built to start like a formula.
 any_text = st.text(max_size=40)

@@ -12,6 +12,7 @@ from pathlib import Path
 from coupons.domain.codes import MAX_CODE_LENGTH, MAX_CODES_PER_REQUEST, CodeCase
 from coupons.entrypoints.bulk_revoke.codes_file import Line, LineKind
 from coupons.entrypoints.bulk_revoke.journal import Journal, Row
+from coupons.entrypoints.spreadsheet import neutralise
 
 COLUMNS = ["line", "code", "outcome", "errorCode", "couponId"]
 EXIT_OK, EXIT_SOME_FAILED, EXIT_UNFINISHED = 0, 1, 2
@@ -111,7 +112,8 @@ def write_results(
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for row in ordered_rows(lines, journal, case):
-            writer.writerow(row)
+            # A code is the user's text: a spreadsheet must show it, never run it.
+            writer.writerow([neutralise(v) if isinstance(v, str) else v for v in row])
             counts[row[2]] += 1
             if row[3]:
                 error_codes.setdefault(row[2], Counter())[row[3]] += 1
