@@ -399,6 +399,21 @@ def test_an_export_that_cannot_start_answers_with_the_json_envelope(api: Api, ot
     assert unknown.headers["content-type"].startswith("application/json")
 
 
+def test_an_export_starts_after_a_list_pages_cursor_on_either_form(api: Api) -> None:
+    series_id = api.series(codes=["C-1", "C-2", "C-3", "C-4", "C-5"])
+    path = f"/v2/coupon/series/{series_id}/coupons"
+    cursor = api.ok(api.get(path, params={"limit": 2}))["nextCursor"]
+
+    by_accept = api.get(path, params={"after": cursor}, headers={"Accept": "text/csv"})
+    by_path = api.get(f"{path}.csv", params={"after": cursor})
+    bad = api.get(path, params={"after": "bad"}, headers={"Accept": "text/csv"})
+
+    assert [r[1] for r in parse_csv(by_accept.text)[1:]] == ["C-3", "C-4", "C-5"]
+    assert by_path.content == by_accept.content
+    assert error_code(bad) == 9002
+    assert bad.json()["errors"][0]["message"].startswith("after")
+
+
 def test_an_export_spans_many_pages(api: Api, backend: Backend) -> None:
     codes = [f"E-{i:05}" for i in range(2_500)]
     series_id = api.series(codes=codes)

@@ -188,12 +188,17 @@ def _series_reader(series_id: int, state: str | None) -> Reader[Coupon]:
     ),
 )
 async def export_series_coupons(
-    series_id: IdPath, request: Request, actor: ReadActor, state: StateQuery = None
+    series_id: IdPath,
+    request: Request,
+    actor: ReadActor,
+    state: StateQuery = None,
+    after: After = None,
 ) -> Response:
-    """Every coupon of a series (in one state, if given) as CSV, in id order."""
+    """Every coupon of a series (in one state, if given) as CSV, in id order; after a list
+    page's `nextCursor`, if given."""
     return await export(
         request, actor, _series_reader(series_id, state), COUPON_HEADER, coupon_row,
-        f"series-{series_id}-coupons.csv",
+        f"series-{series_id}-coupons.csv", after,
     )  # fmt: skip
 
 
@@ -212,7 +217,7 @@ async def series_coupons(
 ) -> Response:
     """A page of a series' coupons in id order; `Accept: text/csv` exports them all."""
     if wants_csv(request):
-        return await export_series_coupons(series_id, request, actor, state)
+        return await export_series_coupons(series_id, request, actor, state, after)
     return await _page(
         request, actor, _series_reader(series_id, state), _coupons_entity, after, limit
     )
@@ -342,11 +347,13 @@ async def export_revocations(
     by: Annotated[str | None, Query(alias="actor", max_length=200)] = None,
     since: Since = None,
     until: Until = None,
+    after: After = None,
 ) -> Response:
-    """The revocations trail as CSV, newest first."""
+    """The revocations trail as CSV, newest first; after a list page's `nextCursor`, if
+    given."""
     return await export(
         request, actor, _trail_reader(by, since, until), TRAIL_HEADER, trail_row,
-        "revocations.csv",
+        "revocations.csv", after,
     )  # fmt: skip
 
 
@@ -368,7 +375,7 @@ async def list_revocations(
     how many, and how many were reinstated since. `requestId` is what
     `POST /v2/coupon/reinstate {"revokeRequestId"}` undoes."""
     if wants_csv(request):
-        return await export_revocations(request, actor, by, since, until)
+        return await export_revocations(request, actor, by, since, until, after)
     return await _page(
         request,
         actor,
