@@ -76,7 +76,8 @@ def test_credentials_are_checked_before_the_body_is_judged(
         ("/v2/coupon/revoke", {"couponSeriesId": "1", "couponCodes": ["A"]}, "couponSeriesId"),
         ("/v2/coupon/revoke", {"couponSeriesId": True, "couponCodes": ["A"]}, "couponSeriesId"),
         ("/v2/coupon/revoke", {"couponSeriesId": 1.0, "couponCodes": ["A"]}, "couponSeriesId"),
-        ("/v2/coupon/revoke", {"customer": {"id": "1"}}, "customer.id"),
+        ("/v2/coupon/revoke", {"customer": {"id": True}}, "customer.id"),
+        ("/v2/coupon/revoke", {"customer": {"id": "1.0"}}, "customer.id"),
         ("/v2/coupon/issue", {"seriesId": "1", "customer": {"id": 1}}, "seriesId"),
         (
             "/v2/coupon/issue/multiple",

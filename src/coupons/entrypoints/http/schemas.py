@@ -12,6 +12,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -31,6 +32,15 @@ Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH)]
 # A JSON integer and nothing else: "1", 1.0 and true where an id or a count belongs are 9002
 # (spec §1), not read as 1. Text fields still take numbers (`coerce_numbers_to_str`).
 Int = Annotated[int, Strict()]
+
+
+def _digits_as_int(value: Any) -> Any:
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+
+
+# A customer id may also come as a string of digits: the vendor's own revoke example sends
+# `"customer": {"id": "555567088"}`. Still not a float or a boolean.
+CustomerId = Annotated[int, BeforeValidator(_digits_as_int), Strict()]
 
 
 def _fits_folded(limit: int, fold: Callable[[str], str]) -> AfterValidator:
@@ -101,7 +111,7 @@ class Body(BaseModel):
 class CustomerIdentifiers(Body):
     """Any of the customer's identifiers; all that are given must name the same customer."""
 
-    id: Int | None = Field(default=None, ge=1, le=2**62)
+    id: CustomerId | None = Field(default=None, ge=1, le=2**62)
     mobile: ShortText | None = None
     email: Annotated[str, StringConstraints(max_length=320)] | None = None
     external_id: ShortText | None = None
