@@ -412,7 +412,7 @@ def test_a_dry_run_reports_what_would_happen_and_changes_nothing(
 def test_codes_a_spreadsheet_would_run_are_written_as_text(server: Server, tmp_path: Path) -> None:
     # given codes that start like formulas (unknown to the server, as a leaked list may hold)
     given = given_series(server, 2)
-    risky = ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)"]
+    risky = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)"]
     codes_file = write_codes(tmp_path / "codes.txt", [*given.codes, *risky])
 
     # when dry-running with the codes written as they came
