@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import html
+import re
+
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from coupons.domain import errors
 from coupons.services import lookup
 from tests.conftest import Backend
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import PAST, Api
 from tests.e2e.test_cli import run, unique
 
 BASE = "http://testserver"
@@ -155,9 +159,9 @@ def test_an_unknown_console_path_is_an_html_page_not_the_apis_json(signed_in: Te
     assert "There is no such page." in answer.text
 
 
-def test_the_api_keeps_its_json_bodies_next_to_the_console(client: TestClient) -> None:
+def test_the_api_keeps_its_json_bodies_next_to_the_console(api: Api) -> None:
     # The console reads its own forms; every other path still treats bodies as JSON
-    answer = client.post("/v2/coupon/revoke", content=b"not json")
+    answer = api.request("POST", "/v2/coupon/revoke", content=b"not json")
 
     assert answer.status_code == 400
     assert answer.json()["errors"][0]["code"] == 9001
@@ -194,3 +198,145 @@ def test_one_search_box_finds_by_code_coupon_id_mobile_email_and_external_id(
 
     # And nothing found says so
     assert "Nothing matches" in signed_in.get("/console/search", params={"q": "zzz"}).text
+
+
+def _csrf(client: TestClient) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/console/search").text)
+    assert found is not None
+    return found.group(1)
+
+
+@pytest.mark.parametrize(
+    "series", ["1a", "#1", "-1", "1.0", "<b>", "0", "99999999999999999999", "4611686018427387905"]
+)
+def test_a_bulk_revoke_naming_a_series_that_is_no_id_is_9002_and_starts_no_job(
+    signed_in: TestClient, api: Api, series: str
+) -> None:
+    # Given a code in a series the agent did not mean
+    code = unique("BIG").upper()
+    api.series(codes=[code])
+
+    def start(with_series: str) -> httpx.Response:
+        form = {"csrf": _csrf(signed_in), "series": with_series, "codes": code, "reason": "leak"}
+        sent: httpx.Response = signed_in.post(
+            "/console/bulk", data=form, headers=ORIGIN, follow_redirects=False
+        )
+        return sent
+
+    # When they start a bulk revoke with a Series that is not a series id
+    answer = start(series)
+
+    # Then the page names the field as the API would, and no job exists
+    assert answer.status_code == 400, answer.text
+    assert "Series: must be a whole number from 1 to 4611686018427387904 (error 9002)" in (
+        html.unescape(answer.text)
+    )
+    assert 'value="' + html.escape(series) + '"' in answer.text
+    assert api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"] == []
+
+    # And an empty Series still means "look the codes up in the organisation"
+    assert start(" ").status_code == 303
+    [job] = api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"]
+    assert job["couponSeriesId"] is None
+
+
+@pytest.mark.parametrize("bad", ["1a", "-1", "0", "99999999999999999999"])
+def test_a_revoke_picking_a_coupon_id_that_is_no_id_is_9002_and_revokes_nothing(
+    signed_in: TestClient, api: Api, bad: str
+) -> None:
+    # Given a coupon the agent picked
+    series_id = api.series(codes=[unique("PICK").upper()])
+    picked = api.issue(series_id, api.customer(email=f"{unique('pat')}@example.com"))
+
+    # When the revoke page or its confirmed form also names something that is not a coupon id
+    shown = signed_in.get("/console/revoke", params={"coupon": [str(picked["couponId"]), bad]})
+    answer = signed_in.post(
+        "/console/revoke",
+        data={
+            "csrf": _csrf(signed_in),
+            "coupon": [str(picked["couponId"]), bad],
+            "reason": "leak",
+            "step": "confirm",
+        },
+        headers=ORIGIN,
+    )
+
+    # Then the page says so and the picked coupon is untouched
+    for refused in (shown, answer):
+        assert refused.status_code == 400, refused.text
+        assert "Coupon: must be a whole number" in refused.text and "error 9002" in refused.text
+    assert "Confirm revoke" not in shown.text
+    assert api.coupon(picked["couponId"])["state"] == "ISSUED"
+
+
+def test_a_coupon_of_an_expired_series_is_not_offered_for_revoke_and_says_why(
+    signed_in: TestClient, api: Api
+) -> None:
+    # Given a customer holding a coupon of a live series and one of an expired series
+    holder = api.customer(email=f"{unique('old')}@example.com")
+    live = api.issue(api.series(codes=[unique("LIVE").upper()]), holder)
+    old_series = api.series(codes=[unique("OLD").upper()])
+    old = api.issue(old_series, holder)
+    api.ok(api.request("PATCH", f"/v2/coupon/series/{old_series}", json={"validTill": PAST}))
+
+    # When the agent opens the expired coupon and the customer
+    coupon_page = signed_in.get(f"/console/coupons/{old['couponId']}")
+    live_page = signed_in.get(f"/console/coupons/{live['couponId']}")
+    customer_page = signed_in.get(f"/console/customers/{holder}")
+
+    # Then only the live coupon offers a revoke, and the expired one says why
+    assert coupon_page.status_code == live_page.status_code == customer_page.status_code == 200
+    assert ">Revoke</button>" not in coupon_page.text
+    assert "series expired" in coupon_page.text
+    assert ">Revoke</button>" in live_page.text
+    assert "series expired" not in live_page.text
+    boxes = dict(
+        re.findall(r'<input type="checkbox"[^>]*value="(\d+)"([^>]*)>', customer_page.text)
+    )
+    assert "disabled" in boxes[str(old["couponId"])]
+    assert "disabled" not in boxes[str(live["couponId"])]
+    assert customer_page.text.count("series expired") == 1
+
+
+def test_a_generic_redeemable_coupon_is_not_offered_for_revoke(
+    signed_in: TestClient, api: Api
+) -> None:
+    # Given a GENERIC_REDEEMABLE coupon back in the ISSUED state (redeemed, then reactivated),
+    # which the API refuses to revoke (811) whichever way it is asked
+    code = unique("GR").upper()
+    series = api.series("GENERIC_REDEEMABLE", generic_code=code)
+    holder = api.customer(email=f"{unique('gr')}@example.com")
+    redeemed = api.ok(api.redeem(holder, code))["redemptions"][0]
+    api.ok(
+        api.request(
+            "PATCH", "/v2/coupon/reactivate", json={"redemptionIds": [redeemed["redemptionId"]]}
+        )
+    )
+    [coupon] = api.ok(api.get(f"/v2/coupon/series/{series}/coupons"))["coupons"]
+    assert coupon["state"] == "ISSUED"
+
+    coupon_page = signed_in.get(f"/console/coupons/{coupon['couponId']}")
+
+    assert coupon_page.status_code == 200
+    assert ">Revoke</button>" not in coupon_page.text
+    assert "GENERIC_REDEEMABLE series&#39; coupons cannot be revoked" in coupon_page.text
+
+
+@pytest.mark.parametrize(("path", "status"), [("/nonexist", 404), ("/signout", 405)])
+def test_a_missing_page_or_method_shows_the_navigation_to_a_signed_in_person_only(
+    signed_in: TestClient, path: str, status: int
+) -> None:
+    # Given a browser with no session next to the signed-in one
+    anonymous = TestClient(signed_in.app, raise_server_exceptions=False)
+
+    # When both open a page that does not exist, or a form's path with GET
+    answer = signed_in.get(f"/console{path}")
+    stranger = anonymous.get(f"/console{path}")
+
+    # Then both keep the status; only the signed-in person sees navigation and who they are
+    assert answer.status_code == stranger.status_code == status
+    for name in ("Search", "Bulk revoke", "Activity", "Series"):
+        assert f">{name}</a>" in answer.text
+        assert f">{name}</a>" not in stranger.text
+    assert ">Sign out</button>" in answer.text and "Signed in as" in answer.text
+    assert "Sign out" not in stranger.text and "Signed in as" not in stranger.text

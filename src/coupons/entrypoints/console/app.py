@@ -7,6 +7,7 @@ id instead).
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from coupons.entrypoints.console.web import (
     error_page,
     log,
     page,
+    signed_in,
 )
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services.auth import FailureThrottle
@@ -73,7 +75,12 @@ def create_console(
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """No route ran, so no page looked up who is signed in: do it here, so a signed-in person
+    keeps the navigation (spec §9: every page), while anyone else still sees nothing."""
     assert isinstance(exc, HTTPException)
+    # With the database away the page still says what went wrong, only without navigation.
+    with contextlib.suppress(errors.CouponError):
+        await signed_in(request)
     if exc.status_code == 404:
         return page(request, "error.html", status=404, message="There is no such page.")
     if exc.status_code == 405:

@@ -29,6 +29,7 @@ from coupons.entrypoints.console.web import (
     checked_form,
     console_of,
     error_page,
+    form_id,
     message_of,
     page,
     read,
@@ -102,10 +103,10 @@ async def bulk_start(request: Request, person: Person) -> Response:
     file = upload if isinstance(upload, UploadFile) else None
     if not pasted.strip() and (file is None or not file.filename):
         return await again("Paste some codes or choose a codes file.")
-    series_id = int(series_raw) if series_raw.isdigit() and len(series_raw) < 19 else None
     actor = people.actor_of(person)
     try:
         require(actor, "revoke")
+        series_id = form_id("Series", series_raw)
         ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
         spec = jobs.JobRequest(series_id, reason, dry_run, CodeCase.AS_IT_IS)
         chunks, fmt = _chunks(file, pasted)

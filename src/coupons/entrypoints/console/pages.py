@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from functools import wraps
 
 from starlette.concurrency import run_in_threadpool
@@ -11,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from coupons.domain import errors
+from coupons.domain.model import Series, SeriesType
 from coupons.domain.people import Person
 from coupons.entrypoints.console.web import (
     COOKIE,
@@ -173,6 +175,8 @@ async def coupon(request: Request, person: Person) -> Response:
         "coupon.html",
         title=f"Coupon {detail.coupon.code}",
         detail=detail,
+        series_expired=detail.series.is_expired(utcnow()),
+        refusal=_refusal(detail.series, utcnow()),
         notice=notice(request),
     )
 
@@ -186,7 +190,22 @@ async def customer(request: Request, person: Person) -> Response:
         )
     except errors.CouponError as error:
         return error_page(request, "Customer", error)
-    return page(request, "customer.html", title="Customer", detail=detail)
+    now = utcnow()
+    expired = {i for i, s in detail.series.items() if s.is_expired(now)}
+    refused = {i for i, s in detail.series.items() if _refusal(s, now)}
+    return page(
+        request, "customer.html", title="Customer", detail=detail, expired=expired, refused=refused
+    )
+
+
+def _refusal(series: Series, now: datetime) -> str | None:
+    """Why the API would refuse to revoke any coupon of `series` (712, 811), so the page
+    offers no revoke for it; None when it would not."""
+    if series.is_expired(now):
+        return "series expired"
+    if series.type is SeriesType.GENERIC_REDEEMABLE:
+        return "a GENERIC_REDEEMABLE series' coupons cannot be revoked"
+    return None
 
 
 routes = [

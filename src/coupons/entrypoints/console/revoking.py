@@ -22,6 +22,7 @@ from coupons.entrypoints.console.web import (
     PREFIX,
     call,
     checked_form,
+    form_id,
     message_of,
     page,
     read,
@@ -38,13 +39,33 @@ REINSTATED = ("reinstatedCoupons", "failedToReinstate")
 
 
 def _ids(values: list[str]) -> list[int]:
-    return sorted({int(v) for v in values if v.isdigit() and len(v) < 19})[: picked.MAX_PICKED + 1]
+    """The picked coupon ids; a value that is no id is refused (9002), never skipped, so
+    what is revoked is exactly what was picked."""
+    ids = {form_id("coupon", v) for v in values}
+    return sorted(i for i in ids if i is not None)[: picked.MAX_PICKED + 1]
+
+
+def _bad_pick(request: Request, error: errors.CouponError, reason: str) -> Response:
+    return page(
+        request,
+        "revoke.html",
+        status=status_of(error),
+        title="Revoke",
+        coupons=[],
+        reason=reason,
+        preview=None,
+        result=None,
+        error=message_of(error),
+    )
 
 
 @needs_person
 async def revoke_page(request: Request, person: Person) -> Response:
     """What will be revoked (the picked coupons), and the form for a reason."""
-    ids = _ids(request.query_params.getlist("coupon"))
+    try:
+        ids = _ids(request.query_params.getlist("coupon"))
+    except errors.CouponError as error:
+        return _bad_pick(request, error, "")
     coupons = await read(request, person, lambda uow, ctx: lookup.coupons_by_ids(uow, ctx, ids))
     return page(
         request,
@@ -60,9 +81,12 @@ async def revoke_page(request: Request, person: Person) -> Response:
 @needs_person
 async def revoke_post(request: Request, person: Person) -> Response:
     form = await checked_form(request, person)
-    ids = _ids([str(v) for v in form.getlist("coupon")])
     reason = str(form.get("reason") or "").strip()
     step = str(form.get("step") or "preview")
+    try:
+        ids = _ids([str(v) for v in form.getlist("coupon")])
+    except errors.CouponError as error:
+        return _bad_pick(request, error, reason[:MAX_REASON])
     coupons = await read(request, person, lambda uow, ctx: lookup.coupons_by_ids(uow, ctx, ids))
     context: dict[str, Any] = {
         "title": "Revoke",

@@ -39,6 +39,7 @@ T = TypeVar("T")
 log = structlog.get_logger("coupons.console")
 
 COOKIE = "coupons_session"
+MAX_ID = 2**62  # the API's bound on every id it takes
 MAX_FORM_BYTES = 1024 * 1024
 PREFIX = "/console"
 SECURITY_HEADERS = {
@@ -156,6 +157,21 @@ async def checked_form(
                 "This form has expired or was not sent by this console; nothing was changed."
             )
     return form
+
+
+def form_id(field: str, raw: str) -> int | None:
+    """The id a form field names, or None when it is empty. Anything else that is not a whole
+    number in the API's range is the API's 9002, never read as "no id", which would widen
+    what an action touches."""
+    text = raw.strip()
+    if not text:
+        return None
+    digits = text.lstrip("0")
+    if text.isascii() and text.isdigit() and len(digits) <= len(str(MAX_ID)):
+        value = int(text)
+        if 1 <= value <= MAX_ID:
+            return value
+    raise errors.InvalidField(field, f"must be a whole number from 1 to {MAX_ID}")
 
 
 def page(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
