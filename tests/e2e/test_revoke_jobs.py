@@ -186,6 +186,36 @@ def test_without_a_series_each_code_is_looked_up_in_the_org_as_a_single_code_rev
     ]
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_code_in_two_series_is_one_line_naming_both_coupons(
+    api: Api, backend: Backend, dry_run: bool
+) -> None:
+    # Given a code in two series (codes are unique per series only), one copy issued
+    first, second = api.series(codes=["TWICE"]), api.series(codes=["TWICE"])
+    holder = api.customer(mobile="+15550077")
+    issued = api.issue(first, holder)
+    [pooled] = api.ok(api.get(f"/v2/coupon/series/{second}/coupons"))["coupons"]
+    call = api.ok(api.revoke({"couponCodes": ["twice"]}, dryRun="true"))
+
+    # When a job without a series revokes it, as a single-code revoke would
+    job = accepted(upload(api, "twice\n", **({"dryRun": "true"} if dry_run else {})))
+    drain(backend.db)
+
+    # Then its one line names both coupons and their holders, in id order, as the call does
+    assert sorted(c["couponId"] for c in call["revokedCoupons"]) == [
+        issued["couponId"],
+        pooled["couponId"],
+    ]
+    outcome = "would_revoke" if dry_run else "revoked"
+    assert report(api, job["jobId"])[1:] == [
+        ["TWICE", outcome, "", f"{issued['couponId']} {pooled['couponId']}", f"{holder} none"]
+    ]
+    done = job_of(api, job["jobId"])
+    assert (done["total"], done["revokedCount"], done["failedCount"]) == (1, 1, 0)
+    states = {api.coupon(c)["state"] for c in (issued["couponId"], pooled["couponId"])}
+    assert states == ({"ISSUED", "AVAILABLE"} if dry_run else {"REVOKED"})
+
+
 @pytest.mark.parametrize(
     ("body", "media", "message"),
     [

@@ -102,6 +102,7 @@ class StoredLine:
     outcome: str | None = None
     error_code: int | None = None
     issued_to: int | None = None
+    more: tuple[tuple[int, int | None], ...] = ()
 
 
 @dataclass
@@ -943,7 +944,7 @@ class FakeJobRepository:
 
     def report(self, job_id: str, after: int, limit: int) -> list[ReportRow]:
         rows = [
-            ReportRow(x.line_no, x.code, x.outcome, x.error_code, x.coupon_id, x.issued_to)
+            ReportRow(x.line_no, x.code, x.outcome, x.error_code, x.coupon_id, x.issued_to, x.more)
             for x in self._lines(job_id)
             if x.line_no > after and x.outcome is not None
         ]
@@ -998,6 +999,7 @@ class FakeJobRepository:
                 line.error_code = r.error_code
                 line.coupon_id = r.coupon_id
                 line.issued_to = r.issued_to
+                line.more = r.more
 
     def advance(
         self,

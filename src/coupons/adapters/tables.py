@@ -21,6 +21,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -377,6 +378,9 @@ revoke_job_lines = Table(
     Column("outcome", String(20)),
     Column("error_code", Integer),
     Column("issued_to", Id),
+    # The code's further coupons as JSON `[[id, holder], ...]` (`LineResult.more`); NULL for
+    # the usual one coupon.
+    Column("more_coupons", Text),
     PrimaryKeyConstraint("job_id", "line_no"),
     # Finds an earlier line of the same code: the later one is a duplicate in the file.
     Index("ix_revoke_job_lines_norm", "job_id", "norm", "line_no"),

@@ -103,6 +103,9 @@ class LineResult:
     error_code: int | None = None
     coupon_id: int | None = None
     issued_to: int | None = None
+    # The code's further coupons (id, holder), after `coupon_id`: without a series a code
+    # may be in several of the org's series, and a single-code revoke takes them all.
+    more: tuple[tuple[int, int | None], ...] = ()
 
 
 def line_of_decision(line_no: int, decision: CodeDecision, *, dry_run: bool) -> LineResult:
@@ -110,10 +113,11 @@ def line_of_decision(line_no: int, decision: CodeDecision, *, dry_run: bool) -> 
     first = decision.coupons[0] if decision.coupons else None
     coupon_id = first.id if first else None
     issued_to = first.customer_id if first else None
+    more = tuple((c.id, c.customer_id) for c in decision.coupons[1:])
     reason = decision.reason
     if reason is None:
         outcome = LineOutcome.WOULD_REVOKE if dry_run else LineOutcome.REVOKED
-        return LineResult(line_no, outcome, None, coupon_id, issued_to)
+        return LineResult(line_no, outcome, None, coupon_id, issued_to, more)
     mapped = {
         FailureReason.REDEEMED: LineOutcome.REDEEMED,
         FailureReason.NOT_THIS_CUSTOMERS: LineOutcome.NOT_THIS_CUSTOMERS,
@@ -123,7 +127,7 @@ def line_of_decision(line_no: int, decision: CodeDecision, *, dry_run: bool) -> 
     }.get(reason)
     # 682: found but not revocable means it was revoked already.
     already = LineOutcome.ALREADY_REVOKED if first else LineOutcome.NOT_FOUND
-    return LineResult(line_no, mapped or already, reason.code, coupon_id, issued_to)
+    return LineResult(line_no, mapped or already, reason.code, coupon_id, issued_to, more)
 
 
 @dataclass(slots=True)
@@ -239,6 +243,22 @@ class ReportRow:
     error_code: int | None
     coupon_id: int | None
     issued_to: int | None
+    more: tuple[tuple[int, int | None], ...] = ()  # as `LineResult.more`
+
+    @property
+    def coupon_cells(self) -> tuple[str, str]:
+        """The couponId and issuedToUserId cells: every coupon of the code, space-separated
+        and in the same order, `none` for one issued to nobody, when there is more than one."""
+        if not self.more:
+            return (
+                "" if self.coupon_id is None else str(self.coupon_id),
+                "" if self.issued_to is None else str(self.issued_to),
+            )
+        pairs = [(self.coupon_id, self.issued_to), *self.more]
+        return (
+            " ".join(str(i) for i, _ in pairs),
+            " ".join("none" if holder is None else str(holder) for _, holder in pairs),
+        )
 
 
 def cancelled(state: JobState, *, held: bool) -> JobState:

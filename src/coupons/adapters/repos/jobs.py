@@ -50,10 +50,11 @@ ANALYZE_AFTER_LINES = 10_000
 
 _LINE_UPDATE_PG = text(
     "UPDATE revoke_job_lines AS l SET outcome = v.outcome, error_code = v.error_code, "
-    "coupon_id = v.coupon_id, issued_to = v.issued_to "
+    "coupon_id = v.coupon_id, issued_to = v.issued_to, more_coupons = v.more_coupons "
     "FROM unnest(CAST(:line_nos AS bigint[]), CAST(:outcomes AS text[]), "
     "CAST(:error_codes AS integer[]), CAST(:coupon_ids AS bigint[]), "
-    "CAST(:issued_tos AS bigint[])) AS v(line_no, outcome, error_code, coupon_id, issued_to) "
+    "CAST(:issued_tos AS bigint[]), CAST(:more AS text[])) "
+    "AS v(line_no, outcome, error_code, coupon_id, issued_to, more_coupons) "
     "WHERE l.job_id = :job_id AND l.line_no = v.line_no"
 )
 
@@ -251,12 +252,20 @@ class SqlJobRepository:
         """Done lines after line `after`, in input order."""
         c = revoke_job_lines.c
         rows = self.conn.execute(
-            select(c.line_no, c.code, c.outcome, c.error_code, c.coupon_id, c.issued_to)
+            select(
+                c.line_no,
+                c.code,
+                c.outcome,
+                c.error_code,
+                c.coupon_id,
+                c.issued_to,
+                c.more_coupons,
+            )
             .where(c.job_id == job_id, c.line_no > after, c.outcome.is_not(None))
             .order_by(c.line_no)
             .limit(limit)
         )
-        return [ReportRow(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        return [ReportRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], _more_of(r[6])) for r in rows]
 
     # --- running -------------------------------------------------------------------------------
 
@@ -342,6 +351,7 @@ class SqlJobRepository:
                     "error_codes": int_array([r.error_code for r in results]),
                     "coupon_ids": int_array([r.coupon_id for r in results]),
                     "issued_tos": int_array([r.issued_to for r in results]),
+                    "more": text_array([_more_text(r.more) for r in results]),
                 },
             )
             return
@@ -349,12 +359,15 @@ class SqlJobRepository:
         # of this step's time.
         self.conn.exec_driver_sql(
             "UPDATE revoke_job_lines SET outcome = ?, error_code = ?, coupon_id = ?, "
-            "issued_to = ? WHERE job_id = ? AND line_no = ?",
+            "issued_to = ?, more_coupons = ? WHERE job_id = ? AND line_no = ?",
             [
-                (r.outcome.value, r.error_code, r.coupon_id, r.issued_to, job_id, r.line_no)
+                (
+                    r.outcome.value, r.error_code, r.coupon_id, r.issued_to,
+                    _more_text(r.more), job_id, r.line_no,
+                )
                 for r in results
             ],
-        )
+        )  # fmt: skip
 
     def advance(
         self,
@@ -416,3 +429,13 @@ class SqlJobRepository:
             reason=job.reason,
             series_id=job.series_id,
         )
+
+
+def _more_text(more: Sequence[tuple[int, int | None]]) -> str | None:
+    return json.dumps([list(pair) for pair in more]) if more else None
+
+
+def _more_of(text: str | None) -> tuple[tuple[int, int | None], ...]:
+    return (
+        tuple((int(i), None if h is None else int(h)) for i, h in json.loads(text)) if text else ()
+    )
