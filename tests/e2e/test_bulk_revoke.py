@@ -449,12 +449,13 @@ def test_dry_run_and_real_run_agree_on_duplicates_across_batches_and_case(
     # and later duplicates are reported as duplicates, in both modes, not as already revoked
     by_line = {int(r["line"]): r for r in real_rows}
     assert [by_line[n]["outcome"] for n in range(151, 157)] == [
-        "duplicate", "duplicate", "duplicate", "not_found", "duplicate", "duplicate",
+        "duplicate_in_file", "duplicate_in_file", "duplicate_in_file", "not_found",
+        "duplicate_in_file", "duplicate_in_file",
     ]  # fmt: skip
     assert Counter(r["outcome"] for r in real_rows) == {
         "revoked": 149,
         "redeemed": 1,
-        "duplicate": 5,
+        "duplicate_in_file": 5,
         "not_found": 1,
     }
     assert "would_revoke" in {r["outcome"] for r in dry_rows}

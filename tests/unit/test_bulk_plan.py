@@ -45,6 +45,6 @@ def test_a_csv_plans_its_code_column_with_the_files_line_numbers(tmp_path: Path)
     lines = list(plan(path, scan(path)))
     assert [(line.number, line.code, line.kind.value) for line in lines] == [
         (2, "A1", "send"),
-        (4, "a1", "duplicate"),
+        (4, "a1", "duplicate_in_file"),
         (5, "B2", "send"),
     ]

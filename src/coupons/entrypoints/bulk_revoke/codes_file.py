@@ -26,7 +26,7 @@ class LineKind(StrEnum):
     """What the run does with one line."""
 
     SEND = "send"  # the first occurrence of a valid code: goes to the server
-    DUPLICATE = "duplicate"  # the same code (ignoring case and spaces) on an earlier line
+    DUPLICATE = "duplicate_in_file"  # the same code (ignoring case and spaces) on an earlier line
     INVALID = "invalid"  # too long for the server; sending it would spoil its whole batch
 
 

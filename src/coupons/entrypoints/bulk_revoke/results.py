@@ -28,7 +28,7 @@ class Outcome(StrEnum):
     NOT_FOUND = "not_found"
     NOT_ISSUED = "not_issued_to_customer"
     INVALID = "invalid"
-    DUPLICATE = "duplicate"  # the same code on an earlier line of the file
+    DUPLICATE = "duplicate_in_file"  # the same code on an earlier line of the file
     FAILED = "failed"
 
 
