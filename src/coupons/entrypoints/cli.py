@@ -346,15 +346,23 @@ def _print_demo(data: DemoData, host: str, port: int) -> None:
     console.print(f"Docs:                {base}/docs")
     console.print("For the README's examples:")
     _print_command(f"export U={data.username} P={data.secret} API={base}")
+    auth = f"curl -s -u {data.username}:{data.secret}"
     if data.issued_code is not None:
         body = orjson.dumps(
             {"couponSeriesId": data.series_id, "couponCodes": [data.issued_code], "reason": "demo"}
         ).decode()
         console.print("Revoke one of the demo customer's coupons:")
         _print_command(
-            f"curl -s -u {data.username}:{data.secret} -H 'Content-Type: application/json' "
+            f"{auth} -H 'Content-Type: application/json' "
             f"-X POST {base}/v2/coupon/revoke -d {shlex.quote(body)}"
         )
+    else:
+        # Earlier runs' curl lines revoked every coupon the demo customer held: still a line
+        # that works, showing what they did.
+        console.print(
+            "The demo customer's coupons are revoked already; what was revoked, and by whom:"
+        )
+        _print_command(f"{auth} '{base}/v2/coupon/revocations?limit=5'")
     console.rule()
 
 
