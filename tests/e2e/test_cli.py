@@ -299,6 +299,27 @@ def test_client_list_shows_clients_and_their_groups_but_no_secret(backend: Backe
     assert secret_hash(backend, username) not in output
 
 
+def test_console_people_are_not_listed_or_counted_as_api_clients(backend: Backend) -> None:
+    # given an org with one API client and one console person (who has a client of its own,
+    # for the records that name one)
+    org = unique("people")
+    assert run("org", "create", org, "--db", backend.url)[0] == 0
+    bot = unique("people-bot")
+    assert run("client", "create", "--org", org, "--username", bot, "--db", backend.url)[0] == 0
+    person = f"{unique('ann')}@example.com"
+    args = ("--org", org, "--email", person, "--role", "admin", "--db", backend.url)
+    assert run("user", "create", *args)[0] == 0
+
+    # when clients and orgs are listed
+    clients = run("client", "list", "--db", backend.url)[1]
+    orgs = run("org", "list", "--db", backend.url)[1]
+
+    # then only the API client shows, and the org counts one client
+    assert bot in clients and person not in clients
+    [row] = [line.split() for line in orgs.splitlines() if org in line.split()]
+    assert row[-1] == "1"
+
+
 def test_client_reset_secret_prints_a_new_secret_once_and_the_old_one_stops_working(
     backend: Backend, client: TestClient
 ) -> None:

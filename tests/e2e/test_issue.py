@@ -236,6 +236,22 @@ def test_a_customers_coupons_can_be_filtered_by_status(
     assert "history" not in coupon
 
 
+def test_a_campaign_ended_early_takes_its_coupons_out_of_active_at_once(
+    api: Api, wallet: dict[str, Any]
+) -> None:
+    # Given the customer's series ended early
+    api.ok(api.request("PATCH", f"/v2/coupon/series/{wallet['series']}", json={"validTill": PAST}))
+    path = f"/v2/customers/{wallet['alice']}/coupons"
+
+    # Then its issued coupon is no longer ACTIVE (it cannot be redeemed), in the list and the
+    # export alike, and still listed under ALL with its state
+    active = api.ok(api.get(path, params={"status": "ACTIVE"}))["coupons"]
+    exported = api.get(f"{path}.csv", params={"status": "ACTIVE"}).text.splitlines()
+    every = api.ok(api.get(path, params={"status": "ALL"}))["coupons"]
+    assert active == [] and exported[1:] == []
+    assert {c["couponId"]: c["state"] for c in every}[wallet["ACTIVE"]] == "ISSUED"
+
+
 @pytest.mark.parametrize("params", [{"status": "ALL"}, {}], ids=["ALL", "default"])
 def test_all_of_a_customers_coupons_are_listed_with_their_states(
     api: Api, wallet: dict[str, Any], params: dict[str, str]

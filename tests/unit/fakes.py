@@ -258,6 +258,7 @@ class FakeCouponRepository:
         states: Sequence[CouponState],
         after_id: int | None,
         limit: int,
+        unexpired_at: datetime | None = None,
     ) -> list[Coupon]:
         found = [
             r.coupon
@@ -266,6 +267,10 @@ class FakeCouponRepository:
             and r.coupon.customer_id == customer_id
             and r.coupon.state in states
             and (after_id is None or i > after_id)
+            and (
+                unexpired_at is None
+                or self.store.series[r.coupon.series_id].valid_till >= unexpired_at
+            )
         ]
         return found[:limit]
 
@@ -629,18 +634,18 @@ class FakeClientRepository:
         )
         return True
 
-    def orgs(self) -> list[OrgSummary]:
+    def orgs(self, *, hidden_prefix: str) -> list[OrgSummary]:
+        shown = [c for c in self.store.clients.values() if not c.username.startswith(hidden_prefix)]
         return [
-            OrgSummary(
-                org_id, name, sum(1 for c in self.store.clients.values() if c.org_id == org_id)
-            )
+            OrgSummary(org_id, name, sum(1 for c in shown if c.org_id == org_id))
             for org_id, name in sorted(self.store.orgs.items())
         ]
 
-    def clients(self) -> list[ClientSummary]:
+    def clients(self, *, hidden_prefix: str) -> list[ClientSummary]:
         return [
             ClientSummary(c.username, self.store.orgs.get(c.org_id, ""), c.groups, c.is_active)
             for c in sorted(self.store.clients.values(), key=lambda c: c.username)
+            if not c.username.startswith(hidden_prefix)
         ]
 
     def service_key(self, name: str) -> str | None:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from coupons.domain import errors
 from coupons.domain.records import ClientSummary, OrgSummary
+from coupons.services import people
 from coupons.services.auth import hash_secret, new_secret, parse_groups
 from coupons.services.common import utcnow
 from coupons.services.ports import UnitOfWork
@@ -63,10 +64,12 @@ def reset_client_secret(uow: UnitOfWork, username: str) -> str:
 
 
 def list_orgs(uow: UnitOfWork) -> list[OrgSummary]:
-    """Every org, with how many API clients it has."""
-    return uow.clients.orgs()
+    """Every org, with how many API clients it has (console people's own clients are theirs,
+    not the org's: `coupons user list` shows people)."""
+    return uow.clients.orgs(hidden_prefix=people.CLIENT_PREFIX)
 
 
 def list_clients(uow: UnitOfWork) -> list[ClientSummary]:
-    """Every API client with its org, groups and status; never a secret."""
-    return uow.clients.clients()
+    """Every API client with its org, groups and status; never a secret. Not the client each
+    console person gets for the records that name one (`services.people`)."""
+    return uow.clients.clients(hidden_prefix=people.CLIENT_PREFIX)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from coupons.domain import errors
 from coupons.domain.model import Coupon, CouponState, Customer, normalize_email, normalize_mobile
@@ -84,4 +85,12 @@ def customer_coupons(uow: UnitOfWork, ctx: Context, customer_id: int, status: st
         raise errors.InvalidField("status", "use ACTIVE, REDEEMED, REVOKED or ALL")
     if not uow.customers.find_customers(ctx.org_id, id=customer_id):
         raise errors.CustomerLookupNotFound()
-    return uow.coupons.coupons_of_customer(ctx.org_id, customer_id, states=states)
+    return uow.coupons.coupons_of_customer(
+        ctx.org_id, customer_id, states=states, unexpired_at=active_at(status, ctx)
+    )
+
+
+def active_at(status: str, ctx: Context) -> datetime | None:
+    """ACTIVE means redeemable: issued, in a series that has not expired (a campaign ended
+    early, `PATCH validTill`, takes its coupons out at once). Other filters are states only."""
+    return ctx.now if status.upper() == "ACTIVE" else None

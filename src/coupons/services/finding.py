@@ -17,7 +17,7 @@ from coupons.domain.model import Coupon, CouponState, Series, StateChange
 from coupons.domain.paging import Page, check_limit, decode_cursor, page_of
 from coupons.domain.trail import Revocation, TrailFilter, prefix_successor
 from coupons.services.common import Context
-from coupons.services.customers import STATUS_FILTERS
+from coupons.services.customers import STATUS_FILTERS, active_at
 from coupons.services.ports import UnitOfWork
 
 # Cursor tags: a cursor of one list is refused by another.
@@ -89,6 +89,7 @@ def customer_coupons(
         states=states,
         after_id=_int_key(CUSTOMER_COUPONS, after),
         limit=check_limit(limit) + 1,
+        unexpired_at=active_at(status, ctx),
     )
     return page_of(found, limit, CUSTOMER_COUPONS, lambda c: (c.id,))
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Row,
     func,
@@ -101,9 +102,10 @@ class SqlClientRepository:
         )
         return result.rowcount == 1
 
-    def orgs(self) -> list[OrgSummary]:
+    def orgs(self, *, hidden_prefix: str) -> list[OrgSummary]:
         clients = (
             select(api_clients.c.org_id, func.count().label("n"))
+            .where(_not_hidden(hidden_prefix))
             .group_by(api_clients.c.org_id)
             .subquery()
         )
@@ -114,7 +116,7 @@ class SqlClientRepository:
         )
         return [OrgSummary(int(i), name, int(n)) for i, name, n in rows]
 
-    def clients(self) -> list[ClientSummary]:
+    def clients(self, *, hidden_prefix: str) -> list[ClientSummary]:
         rows = self.conn.execute(
             select(
                 api_clients.c.username,
@@ -123,6 +125,7 @@ class SqlClientRepository:
                 api_clients.c.is_active,
             )
             .join(orgs, orgs.c.id == api_clients.c.org_id)
+            .where(_not_hidden(hidden_prefix))
             .order_by(orgs.c.name, api_clients.c.username)
         )
         return [
@@ -135,3 +138,8 @@ class SqlClientRepository:
 
     def add_service_key(self, name: str, value: str) -> None:
         self.conn.execute(insert(service_keys).values(name=name, value=value))
+
+
+def _not_hidden(prefix: str) -> ColumnElement[bool]:
+    """Clients whose name does not start with `prefix` (compared as text, not a pattern)."""
+    return func.substr(api_clients.c.username, 1, len(prefix)) != prefix

@@ -260,10 +260,7 @@ class SqlCouponRepository:
         if series_id is not None:
             query = query.where(coupons.c.series_id == series_id)
         if unexpired_at is not None:
-            live = select(coupon_series.c.id).where(
-                coupon_series.c.org_id == org_id, coupon_series.c.valid_till >= unexpired_at
-            )
-            query = query.where(coupons.c.series_id.in_(live))
+            query = query.where(coupons.c.series_id.in_(_live_series(org_id, unexpired_at)))
         query = query.order_by(coupons.c.id)
         if limit is not None:
             query = query.limit(limit)
@@ -376,13 +373,17 @@ class SqlCouponRepository:
         states: Sequence[CouponState],
         after_id: int | None,
         limit: int,
+        unexpired_at: datetime | None = None,
     ) -> list[Coupon]:
-        """A customer's coupons in the states, in id order after `after_id`."""
+        """A customer's coupons in the states (and in series live at `unexpired_at`, if
+        given), in id order after `after_id`."""
         query = select(*COUPON_COLUMNS).where(
             coupons.c.org_id == org_id,
             coupons.c.customer_id == customer_id,
             coupons.c.state.in_([s.value for s in states]),
         )
+        if unexpired_at is not None:
+            query = query.where(coupons.c.series_id.in_(_live_series(org_id, unexpired_at)))
         if after_id is not None:
             query = query.where(coupons.c.id > after_id)
         query = query.order_by(coupons.c.id).limit(limit)
@@ -420,3 +421,10 @@ class SqlCouponRepository:
             )
         query = query.order_by(code, coupons.c.id).limit(limit)
         return coupons_of(self.conn.execute(query).all())
+
+
+def _live_series(org_id: int, at: datetime) -> Select[Any]:
+    """The org's series not expired at `at`."""
+    return select(coupon_series.c.id).where(
+        coupon_series.c.org_id == org_id, coupon_series.c.valid_till >= at
+    )
