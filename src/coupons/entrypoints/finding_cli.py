@@ -162,8 +162,15 @@ def revocations_table(rows: list[Revocation]) -> Table:
         ("requestId", "left", lambda r: r.request_id),
         ("job", "right", lambda r: "" if r.job_id is None else str(r.job_id)),
     ]
+    # Ids and times are copied from here (a request id is what a reinstate takes): on a
+    # narrow terminal the other columns wrap, these are never cut short.
+    whole = {"at": lambda r: r.at, "requestId": lambda r: r.request_id}
     for name, justify, _ in columns:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        if name in whole:
+            width = max((len(whole[name](r)) for r in rows), default=len(name))
+            table.add_column(name, justify=justify, no_wrap=True, min_width=width)  # type: ignore[arg-type]
+        else:
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in rows:
         # Reasons are user input: printed as text, never as Rich markup.
         table.add_row(*(escape(value(row)) for _, _, value in columns))
