@@ -164,10 +164,9 @@ def revocations_table(rows: list[Revocation]) -> Table:
     ]
     # Ids and times are copied from here (a request id is what a reinstate takes): on a
     # narrow terminal the other columns wrap, these are never cut short.
-    whole = {"at": lambda r: r.at, "requestId": lambda r: r.request_id}
-    for name, justify, _ in columns:
-        if name in whole:
-            width = max((len(whole[name](r)) for r in rows), default=len(name))
+    for name, justify, value in columns:
+        if name in ("at", "requestId"):
+            width = max((len(value(r)) for r in rows), default=len(name))
             table.add_column(name, justify=justify, no_wrap=True, min_width=width)  # type: ignore[arg-type]
         else:
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
