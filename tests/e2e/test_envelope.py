@@ -28,6 +28,8 @@ def assert_failure_envelope(response: Any) -> None:
 
 
 NOT_AN_OBJECT = [b'{"mobile": ', b"not json", b"", b"[1, 2]", b'"a string"', b"42", b"null"]
+# Python's own parser takes these; no other JSON reader does (RFC 8259 has no such numbers)
+NOT_JSON_NUMBERS = [b'{"mobile": NaN}', b'{"mobile": Infinity}', b'{"mobile": -Infinity}']
 
 
 @pytest.mark.parametrize("path", ["/v2/customers", "/v2/coupon/series", "/v2/coupon/issue"])
@@ -40,6 +42,16 @@ def test_a_body_that_is_not_a_json_object_gets_9001(api: Api, path: str) -> None
         assert response.status_code == 400, (raw, response.text)
         assert error_code(response) == 9001, raw
         assert_failure_envelope(response)
+
+
+@pytest.mark.parametrize("raw", NOT_JSON_NUMBERS)
+@pytest.mark.parametrize("path", ["/v2/customers", "/v2/coupon/revoke"])
+def test_nan_and_infinity_are_not_json_9001(api: Api, path: str, raw: bytes) -> None:
+    body = raw.replace(b'"mobile"', b'"couponSeriesId"') if path.endswith("revoke") else raw
+
+    response = api.post(path, content=body, headers={"Content-Type": "application/json"})
+
+    assert (response.status_code, error_code(response)) == (400, 9001), response.text
 
 
 @pytest.mark.parametrize("raw", [b"{bad", b"[1]", b"\xff\xfe"])

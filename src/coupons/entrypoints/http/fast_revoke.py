@@ -16,8 +16,6 @@ log line and its metrics (under the route's template) stay as they are.
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
@@ -29,6 +27,7 @@ from coupons.entrypoints.http import handlers, schemas
 from coupons.entrypoints.http.deps import cached_caller
 from coupons.entrypoints.http.middleware import read_body, replaying
 from coupons.entrypoints.http.routes import REVOKE_PERMISSION, revoke_response
+from coupons.entrypoints.http.routing import strict_json
 from coupons.services.common import Actor
 
 REVOKE_PATH = "/v2/coupon/revoke"
@@ -88,7 +87,7 @@ class RevokeFastPath:
         if actor is None:
             return None
         try:
-            data = json.loads(body)  # as the framework reads a JSON body
+            data = strict_json(body)  # as the route reads a JSON body
             if not isinstance(data, dict):
                 return None
             return actor, schemas.RevokeBody.model_validate(data)

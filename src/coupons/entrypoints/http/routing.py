@@ -10,11 +10,32 @@ on no other route's path still reaches the route and fails validation (9002, nam
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
 from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
+
+
+def _not_json(token: str) -> Any:
+    raise json.JSONDecodeError(f"{token} is not JSON", token, 0)
+
+
+def strict_json(body: bytes) -> Any:
+    """A JSON body as RFC 8259 defines it: Python's parser also takes NaN and Infinity,
+    which no other JSON reader does (9001, as any body that is not JSON)."""
+    return json.loads(body, parse_constant=_not_json)
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json(await self.body())
+        return self._json
 
 
 class IdRoute(APIRoute):
@@ -26,6 +47,15 @@ class IdRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
         self._has_parameters = bool(self.param_convertors)
         IdRoute._every.append(self)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The framework's handler, reading JSON bodies strictly (`strict_json`)."""
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)
