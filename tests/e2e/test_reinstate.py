@@ -187,6 +187,21 @@ def test_reinstate_by_an_unknown_or_foreign_revoke_request_id_is_refused(
     assert view(api, revoked["hers"])[0] == "REVOKED"
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{"couponCodes": ["POOL1"]}, {"couponSeriesId": 999}, {"customer": {"email": "x@y.test"}}],
+)
+def test_a_revoke_request_id_with_codes_series_or_customer_is_refused(
+    api: Api, revoked: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    # Both name the coupons: the undo must not reinstate what the caller did not ask for
+    response = reinstate(api, {"revokeRequestId": "revoke-1", **extra})
+
+    assert error_code(response) == 9002
+    assert response.json()["errors"][0]["message"].startswith("revokeRequestId")
+    assert view(api, revoked["hers"])[0] == view(api, revoked["pool"])[0] == "REVOKED"
+
+
 def test_undoing_the_same_revoke_twice_reports_9017_not_revoked(
     api: Api, revoked: dict[str, Any]
 ) -> None:

@@ -462,6 +462,13 @@ async def reinstate_coupons(
     request id (`revokeRequestId`), skipping coupons that changed since."""
     case = CodeCase.parse(coupon_code_case)
     if body.revoke_request_id is not None:
+        if body.coupon_codes or body.coupon_series_id is not None or body.customer is not None:
+            # Both ways name the coupons: taking one and ignoring the other would undo what
+            # the caller did not ask for.
+            raise errors.InvalidField(
+                "revokeRequestId", "give it alone (with a reason, if any), not with "
+                "couponCodes, couponSeriesId or customer",
+            )  # fmt: skip
         request_id, reason = body.revoke_request_id, body.reason
 
         def use_case(uow: UnitOfWork, ctx: Context) -> Any:
