@@ -444,6 +444,25 @@ def test_the_openapi_document_shows_every_finding_read_with_an_example(api: Api)
         assert paths[path]["get"]["responses"]["200"]["content"]["text/csv"]["example"]
 
 
+def test_examples_keep_the_fields_a_live_answer_carries_even_when_null(api: Api) -> None:
+    # The framework drops nulls from the document: an example without `nextCursor` or `jobId`
+    # described an answer that never comes
+    paths = api.client.get("/openapi.json").json()["paths"]
+
+    def example(path: str) -> dict[str, Any]:
+        found: dict[str, Any] = paths[path]["get"]["responses"]["200"]["content"][
+            "application/json"
+        ]["example"]["entity"]
+        return found
+
+    trail = example("/v2/coupon/revocations")
+    series = example("/v2/coupon/series")
+    live_trail = api.ok(api.get("/v2/coupon/revocations"))
+    assert set(trail) == set(live_trail) == {"revocations", "nextCursor"}
+    assert "jobId" in trail["revocations"][0]
+    assert "nextCursor" in series and "genericCode" in series["series"][0]
+
+
 @pytest.mark.parametrize("params", [{"code": "a\x00b"}, {"codePrefix": "abc\x00"}])
 def test_text_with_nul_is_refused_as_9002_not_a_fault(api: Api, params: dict[str, str]) -> None:
     response = api.get("/v2/coupon/search", params=params)

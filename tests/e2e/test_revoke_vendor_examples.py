@@ -261,3 +261,15 @@ def test_neither_codes_nor_customer_fails_with_the_vendors_756(api: Api) -> None
 
     assert_vendor_failure_shape(response, 756, "CouponCode/s or customer info is mandatory")
     assert error_code(response) == 756
+
+
+def test_the_documented_schema_admits_the_vendors_customer_id_as_a_string(api: Api) -> None:
+    # The vendor's example sends `"id": "555567088"`; the service takes it, so the document
+    # must too, or a client generated from it would refuse the vendor's own request
+    schemas = api.client.get("/openapi.json").json()["components"]["schemas"]
+    kinds = schemas["CustomerIdentifiers"]["properties"]["id"]["anyOf"]
+
+    assert {"type": "integer", "minimum": 1, "maximum": 2**62} in kinds
+    strings = [k for k in kinds if "anyOf" in k] + [k for k in kinds if k.get("type") == "string"]
+    assert any("^[0-9]+$" in str(k) for k in strings)
+    assert not any("ge" in k or "le" in k for k in kinds)  # not JSON Schema keywords

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
@@ -203,9 +204,28 @@ def document_security(app: FastAPI, routers: Sequence[APIRouter]) -> None:
         for operations in schema["paths"].values():
             for operation in operations.values():
                 _add_parameters(operation, [REQUEST_ID_HEADER])
+        for route in routes:
+            if isinstance(route, APIRoute):
+                _keep_nulls_in_examples(schema["paths"].get(route.path_format, {}), route)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _keep_nulls_in_examples(operations: dict[str, Any], route: APIRoute) -> None:
+    """Put each documented response example back as written: the framework drops every null
+    from the document, so `"nextCursor": null` or `"jobId": null` vanished from examples of
+    answers that always carry them."""
+    for status, response in (route.responses or {}).items():
+        for media, content in (response.get("content") or {}).items():
+            if "example" not in content:
+                continue
+            for method in route.methods or ():
+                operation = operations.get(method.lower(), {})
+                documented = operation.get("responses", {}).get(str(status), {})
+                target = documented.get("content", {}).get(media)
+                if target is not None:
+                    target["example"] = jsonable_encoder(content["example"])
 
 
 def _add_parameters(operation: dict[str, Any], headers: list[dict[str, Any]]) -> None:

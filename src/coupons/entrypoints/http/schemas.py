@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     Strict,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -40,7 +41,20 @@ def _digits_as_int(value: Any) -> Any:
 
 # A customer id may also come as a string of digits: the vendor's own revoke example sends
 # `"customer": {"id": "555567088"}`. Still not a float or a boolean.
-CustomerId = Annotated[int, BeforeValidator(_digits_as_int), Strict()]
+CustomerId = Annotated[
+    int,
+    BeforeValidator(_digits_as_int),
+    Strict(),
+    Field(ge=1, le=2**62),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 2**62},
+                {"type": "string", "pattern": "^[0-9]+$"},
+            ]
+        }
+    ),
+]
 
 
 def _fits_folded(limit: int, fold: Callable[[str], str]) -> AfterValidator:
@@ -111,7 +125,7 @@ class Body(BaseModel):
 class CustomerIdentifiers(Body):
     """Any of the customer's identifiers; all that are given must name the same customer."""
 
-    id: CustomerId | None = Field(default=None, ge=1, le=2**62)
+    id: CustomerId | None = None
     mobile: ShortText | None = None
     email: Annotated[str, StringConstraints(max_length=320)] | None = None
     external_id: ShortText | None = None
