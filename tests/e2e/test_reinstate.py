@@ -247,3 +247,18 @@ def test_a_retried_revoke_answers_with_the_first_requests_id_which_reinstate_acc
     # And undoing by that id works for the client that only saw the replay
     entity = api.ok(reinstate(api, {"revokeRequestId": retried.headers["x-request-id"]}))
     assert [c["couponCode"] for c in entity["reinstatedCoupons"]] == ["RETRY1"]
+
+
+def test_the_documented_reinstate_examples_are_answered_as_documented(
+    api: Api, revoked: dict[str, Any]
+) -> None:
+    # The OpenAPI document's request examples, with this test's series and request id
+    doc = api.client.get("/openapi.json").json()
+    body = doc["paths"]["/v2/coupon/reinstate"]["post"]["requestBody"]["content"]
+    examples = body["application/json"]["examples"]
+    codes = {**examples["codes"]["value"], "couponSeriesId": revoked["series"]}
+    codes["couponCodes"] = ["POOL1"]
+    undo = {**examples["undo"]["value"], "revokeRequestId": "revoke-1"}
+
+    assert api.ok(reinstate(api, codes, dryRun="true"))["reinstatedCoupons"]
+    assert api.ok(reinstate(api, undo, dryRun="true"))["reinstatedCoupons"]

@@ -454,7 +454,7 @@ async def revoke_response(
 async def reinstate_coupons(
     request: Request,
     actor: Annotated[Actor, Depends(allowed("reinstate"))],
-    body: schemas.ReinstateBody,
+    body: Annotated[schemas.ReinstateBody, Body(openapi_examples=schemas.REINSTATE_EXAMPLES)],
     coupon_code_case: CodeCaseQuery = None,
     dry_run: DryRunQuery = False,
 ) -> Response:

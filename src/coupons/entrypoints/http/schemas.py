@@ -158,6 +158,20 @@ REVOKE_EXAMPLES = {
         "value": {"couponSeriesId": 415446, "customer": {"email": "Tomswayer@example.com"}},
     },
 }
+REINSTATE_EXAMPLES = {
+    "codes": {
+        "summary": "Reinstate coupons by code",
+        "value": {
+            "couponSeriesId": 415446,
+            "couponCodes": ["3138309782"],
+            "reason": "revoked by mistake",
+        },
+    },
+    "undo": {
+        "summary": "Undo one revoke call by its request id (its X-Request-Id)",
+        "value": {"revokeRequestId": "req-2024-0042", "reason": "wrong list"},
+    },
+}
 
 
 def _revoke_example(
