@@ -64,6 +64,12 @@ def test_bad_urls_and_unknown_event_types_are_field_errors(api: Api) -> None:
     for body, field in (
         ({"url": "ftp://example.test/x"}, "url"),
         ({"url": "not a url"}, "url"),
+        # What the parser takes but the delivery worker could never send to (one was a 500)
+        ({"url": "http://[::1"}, "url"),
+        ({"url": "https://exa mple.test/"}, "url"),
+        ({"url": "https://example.test/\u0000"}, "url"),
+        ({"url": "http://[::1]:99999/x"}, "url"),
+        ({"url": "http://example.test:abc/"}, "url"),
         ({"url": "https://example.test/x", "events": ["coupon.exploded"]}, "events"),
     ):
         response = api.post("/v2/webhooks", body)
