@@ -98,3 +98,20 @@ def test_deleting_a_webhook_wipes_its_stored_secret(api: Api, backend: Backend) 
             text("SELECT secret FROM webhooks WHERE id = :id"), {"id": created["id"]}
         ).scalar_one()
     assert stored == ""
+
+
+def test_a_replay_of_the_creation_answers_without_the_secret(api: Api) -> None:
+    # The secret is shown once; a replay kept it for as long as the key was kept, and showed
+    # it even after a DELETE had wiped it
+    key = {"Idempotency-Key": "create-hook-1"}
+    body = {"url": "https://example.test/replayed"}
+    first = api.post("/v2/webhooks", body, headers=key)
+    again = api.post("/v2/webhooks", body, headers=key)
+    api.ok(api.request("DELETE", f"/v2/webhooks/{api.ok(first)['id']}"))
+    after_delete = api.post("/v2/webhooks", body, headers=key)
+
+    assert api.ok(first)["secret"].startswith("whsec_")
+    for replay in (again, after_delete):
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        entity = api.ok(replay)
+        assert entity["id"] == api.ok(first)["id"] and entity["secret"] is None

@@ -48,12 +48,16 @@ def execute(
     dry_run: bool = False,
     write: bool = True,
     status_code: int = 200,
+    replay: Callable[[T], bytes] | None = None,
 ) -> Rendered:
     """Run `use_case` once, atomically; a `CouponError` rolls everything back.
 
     The answer is rendered after the transaction ends, unless it must be stored under an
     idempotency key with the work: on SQLite the transaction holds the database's one write
-    lock, and every writer waits while it is held."""
+    lock, and every writer waits while it is held.
+
+    `replay`, if given, renders what a replay under the key answers instead of the first
+    answer's bytes: for what may be shown only once (a webhook's signing secret)."""
 
     def attempt(uow: UnitOfWork) -> Rendered | _Done[T]:
         if idempotency is not None:
@@ -80,7 +84,7 @@ def execute(
             key=idempotency.key,
             fingerprint=idempotency.fingerprint,
             status_code=status_code,
-            body=body,
+            body=body if replay is None else replay(result),
             request_id=ctx.request_id,
             now=ctx.now,
             expired_before=ctx.now - IDEMPOTENCY_WINDOW,

@@ -55,6 +55,9 @@ async def create_webhook(body: WebhookBody, request: Request, actor: AdminActor)
         actor,
         lambda uow, ctx: webhooks.create_webhook(uow, ctx, new),
         lambda created, ctx: render_events.created_webhook(created),
+        # The secret is shown once: a replay under the same key answers without it (it would
+        # otherwise outlive a DELETE, which wipes it, for as long as the key is kept).
+        replayed=lambda created, ctx: {**render_events.created_webhook(created), "secret": None},
     )
 
 

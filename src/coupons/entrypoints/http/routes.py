@@ -54,8 +54,11 @@ async def perform(
     *,
     dry_run: bool = False,
     write: bool = True,
+    replayed: Callable[[T, Context], Any] | None = None,
 ) -> Response:
-    """Run one use case in one transaction (in the thread pool) and answer with its envelope."""
+    """Run one use case in one transaction (in the thread pool) and answer with its envelope;
+    `replayed`, if given, is the entity a replay under the same `Idempotency-Key` answers
+    (`services.runner.execute`'s `replay`)."""
     ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
     idempotency = None
     key = request.headers.get("idempotency-key")
@@ -73,6 +76,7 @@ async def perform(
         idempotency=idempotency,
         dry_run=dry_run,
         write=write,
+        replay=None if replayed is None else lambda result: success_body(replayed(result, ctx)),
     )
     return Response(
         rendered.body,
