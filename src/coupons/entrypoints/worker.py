@@ -59,6 +59,10 @@ class Worker:
     def run(self) -> None:
         """Deliver until `stop()`; returns after in-flight deliveries finish."""
         in_flight: dict[Future[webhooks.DeliveryResult], int] = {}
+        # Leased again while its last delivery was still returning (it had released the lease
+        # already): delivered as soon as that one is done. Skipped instead, it stayed leased
+        # to this worker, undelivered, until the lease ran out a minute later.
+        queued: dict[int, WebhookRecord] = {}
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="webhook") as pool:
             while not self.stopping.is_set():
                 free = self.options.concurrency - len(in_flight)
@@ -70,14 +74,18 @@ class Worker:
                         log.exception("claim failed")
                 busy = set(in_flight.values())
                 for webhook in claimed:
-                    if webhook.id not in busy:
+                    if webhook.id in busy:
+                        queued[webhook.id] = webhook
+                    else:
                         in_flight[pool.submit(self._deliver, webhook)] = webhook.id
                 if in_flight:
                     done, _ = wait(
                         in_flight, timeout=self.options.poll_interval, return_when=FIRST_COMPLETED
                     )
                     for future in done:
-                        del in_flight[future]
+                        again = queued.pop(in_flight.pop(future), None)
+                        if again is not None:
+                            in_flight[pool.submit(self._deliver, again)] = again.id
                     # Claim again at once only while a backlog is draining; otherwise wait,
                     # so a steady trickle of events goes out in batches, not one POST each.
                     if any(f.result().more for f in done):
