@@ -173,3 +173,54 @@ def test_a_statement_timeout_is_a_503_with_nothing_written(
     assert api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": ["SLOW-1"]}))[
         "revokedCoupons"
     ]
+
+
+def test_a_revoke_job_waits_out_an_outage_and_ends_as_if_none_happened(
+    api: Api, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a job of 120 codes run in chunks of 50, and a database that loses the connection
+    # under three chunk commits in a row: past the one retry on a fresh connection, so the
+    # worker sees 9023 (the database is away)
+    from coupons.entrypoints.job_worker import JobWorker, JobWorkerOptions
+    from coupons.services import job_runner
+    from coupons.services.common import utcnow
+    from tests.e2e.test_revoke_jobs import accepted, job_of, report, upload
+
+    codes = [f"OUT-{i:03}" for i in range(120)]
+    series_id = api.series(codes=codes)
+    job = accepted(upload(api, "\n".join(codes), couponSeriesId=series_id))
+    lost = {"left": 0, "fired": 0}
+    original = SqlUnitOfWork.commit
+
+    def commit(self: SqlUnitOfWork) -> None:
+        if lost["left"] and ours(self, backend):
+            lost["left"] -= 1
+            lost["fired"] += 1
+            raise lost_connection()
+        original(self)
+
+    monkeypatch.setattr(SqlUnitOfWork, "commit", commit)
+    worker = JobWorker(backend.db, JobWorkerOptions(chunk_size=50, poll_interval=0.01))
+    claimed = backend.db.run(
+        lambda uow: job_runner.claim(uow, worker.owner, utcnow(), worker.options.lease)
+    )
+    assert claimed is not None and claimed == job["jobId"]
+    job_id = claimed
+
+    # when the worker runs it, the outage starting after its first chunk
+    first = backend.db.run(
+        lambda uow: job_runner.run_chunk(
+            uow, job_id, worker.owner, utcnow(), worker.options.lease, 50
+        ),
+        custom_plans=True,
+    )
+    assert first
+    lost["left"] = 3
+    worker.run_job(job_id)
+
+    # then it went on once the database answered: SUCCEEDED, each code revoked once
+    assert lost["fired"] == 3
+    done = job_of(api, job["jobId"])
+    assert (done["state"], done["revokedCount"], done["processed"]) == ("SUCCEEDED", 120, 120)
+    assert [row[1] for row in report(api, job["jobId"])[1:]] == ["revoked"] * 120
+    assert api.ok(api.get(f"/v2/coupon/series/{series_id}"))["counts"]["REVOKED"] == 120

@@ -19,7 +19,7 @@ from datetime import timedelta
 import structlog
 
 from coupons.adapters.sql_uow import Database
-from coupons.domain.errors import CouponError
+from coupons.domain.errors import CouponError, DatabaseUnavailable
 from coupons.services import job_runner, jobs
 from coupons.services.common import utcnow
 from coupons.services.ports import UnitOfWork
@@ -62,7 +62,13 @@ class JobWorker:
             if job_id is None:
                 self.stopping.wait(self.options.poll_interval)
                 continue
-            self.run_job(job_id)
+            try:
+                self.run_job(job_id)
+            except Exception:
+                # Whatever went wrong, this thread is every job's only runner in its process:
+                # it must live on (the job's lease runs out and a worker resumes it).
+                log.exception("job run failed", job=job_id)
+                self.stopping.wait(self.options.poll_interval)
 
     def run_job(self, job_id: str) -> None:
         """Chunk after chunk until the job ends, is lost, or the worker stops."""
@@ -76,7 +82,17 @@ class JobWorker:
 
         try:
             while not self.stopping.is_set():
-                if not self.db.run(chunk, custom_plans=True):
+                try:
+                    more = self.db.run(chunk, custom_plans=True)
+                except DatabaseUnavailable:
+                    # Down, restarting or failing over: nothing of the chunk committed and this
+                    # worker still holds the lease, so it tries again shortly and the job goes
+                    # on within seconds of the database's return (no restart, no waiting out
+                    # the lease). Not a refusal: the job must not end FAILED for it.
+                    log.warning("database unavailable; the job waits", job=job_id)
+                    self.stopping.wait(self.options.poll_interval)
+                    continue
+                if not more:
                     log.info("job left", job=job_id)
                     return
         except CouponError as error:
