@@ -258,6 +258,38 @@ def test_client_disable_stops_its_basic_credentials_and_tokens_within_two_second
         assert error_code(response) == 9010
 
 
+def test_tokens_from_before_a_disable_stay_dead_after_the_client_is_enabled_again(
+    backend: Backend, client: TestClient
+) -> None:
+    # given a client holding a token, then disabled (a leak, say) and enabled again
+    org, username = unique("initech"), unique("initech-bot")
+    assert run("org", "create", org, "--db", backend.url)[0] == 0
+    created = run("client", "create", "--org", org, "--username", username, "--db", backend.url)
+    secret = created[1].strip()
+
+    def new_token() -> str:
+        answer = client.post("/v3/oauth/token/generate", json={"key": username, "secret": secret})
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["data"]["accessToken"])
+
+    def lookup(token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        return int(client.get("/v2/customers/lookup?id=1", headers=headers).status_code)
+
+    old = new_token()
+    assert lookup(old) == 404
+    time.sleep(
+        1.1
+    )  # tokens carry whole seconds: one issued in the disable's second counts as before
+    assert run("client", "disable", username, "--db", backend.url)[0] == 0
+    assert run("client", "enable", username, "--db", backend.url)[0] == 0
+    time.sleep(1.1)  # the service trusts a client row it read for a second
+
+    # then the old token stays refused (spec §2: tokens die with the disable), a new one works
+    assert lookup(old) == 401
+    assert lookup(new_token()) == 404
+
+
 def test_disabling_an_unknown_client_fails_plainly(backend: Backend) -> None:
     code, output = run("client", "disable", unique("ghost"), "--db", backend.url)
 

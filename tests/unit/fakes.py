@@ -622,6 +622,7 @@ class FakeClientRepository:
         is_active: bool | None = None,
         secret_hash: str | None = None,
         groups: Iterable[str] | None = None,
+        tokens_after: datetime | None = None,
     ) -> bool:
         found = self.client_by_username(username)
         if found is None:
@@ -631,6 +632,7 @@ class FakeClientRepository:
             is_active=found.is_active if is_active is None else is_active,
             secret_hash=secret_hash or found.secret_hash,
             groups=found.groups if groups is None else frozenset(groups),
+            tokens_after=tokens_after or found.tokens_after,
         )
         return True
 

@@ -85,6 +85,8 @@ api_clients = Table(
     Column("groups", String(200), nullable=False),
     Column("is_active", Boolean, nullable=False, default=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # When it was last disabled: its tokens issued before then never work again.
+    Column("tokens_after", UtcDateTime),
 )
 
 # Keys the service generates once and keeps (e.g. the token signing key).

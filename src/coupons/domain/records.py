@@ -22,6 +22,8 @@ class ClientRecord:
     secret_hash: str
     groups: frozenset[str]
     is_active: bool
+    # The last disable: tokens issued before it stay dead after the client is enabled again.
+    tokens_after: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

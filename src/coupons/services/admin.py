@@ -49,8 +49,10 @@ def create_client(
 
 
 def set_client_active(uow: UnitOfWork, username: str, active: bool) -> None:
-    """Enable or disable a client; a disabled client's tokens stop working at once."""
-    if not uow.clients.update_client(username, is_active=active):
+    """Enable or disable a client; a disabled client's tokens stop working at once, and those
+    issued before the disable stay dead when it is enabled again (spec §2: they die)."""
+    tokens_after = None if active else utcnow()
+    if not uow.clients.update_client(username, is_active=active, tokens_after=tokens_after):
         raise errors.InvalidField("username", f"no client named {username!r}")
 
 

@@ -318,11 +318,17 @@ class Authenticator:
 
     @staticmethod
     def _token_fits(client: ClientRecord, claims: dict[str, Any]) -> bool:
-        """Active, of the org the token names, and its secret not reset since the token."""
+        """Active, of the org the token names, its secret not reset and the client not
+        disabled since the token (`iat` is whole seconds: one issued in the second of a
+        disable counts as before it)."""
         return (
             client.is_active
             and client.org_id == claims.get("org")
             and claims.get("sv") == secret_version(client.secret_hash)
+            and (
+                client.tokens_after is None
+                or int(claims.get("iat", 0)) > int(client.tokens_after.timestamp())
+            )
         )
 
 

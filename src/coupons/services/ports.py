@@ -247,6 +247,7 @@ class ClientRepository(Protocol):
         is_active: bool | None = None,
         secret_hash: str | None = None,
         groups: Iterable[str] | None = None,
+        tokens_after: datetime | None = None,
     ) -> bool: ...
 
     def orgs(self, *, hidden_prefix: str) -> list[OrgSummary]: ...

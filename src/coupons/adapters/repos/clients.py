@@ -70,6 +70,7 @@ class SqlClientRepository:
             secret_hash=row.secret_hash,
             groups=frozenset(g for g in row.groups.split(",") if g),
             is_active=bool(row.is_active),
+            tokens_after=row.tokens_after,
         )
 
     def client_by_username(self, username: str) -> ClientRecord | None:
@@ -89,10 +90,13 @@ class SqlClientRepository:
         is_active: bool | None = None,
         secret_hash: str | None = None,
         groups: Iterable[str] | None = None,
+        tokens_after: datetime | None = None,
     ) -> bool:
         values: dict[str, Any] = {}
         if is_active is not None:
             values["is_active"] = is_active
+        if tokens_after is not None:
+            values["tokens_after"] = tokens_after
         if secret_hash is not None:
             values["secret_hash"] = secret_hash
         if groups is not None:
