@@ -38,6 +38,14 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def new_client(backend: Backend) -> tuple[str, str]:
+    """A new org's new API client: its username and the generated secret the CLI printed."""
+    org, username = unique("initech"), unique("initech-bot")
+    assert run("org", "create", org, "--db", backend.url)[0] == 0
+    created = run("client", "create", "--org", org, "--username", username, "--db", backend.url)
+    return username, created[1].strip()
+
+
 def secret_hash(backend: Backend, username: str) -> str:
     with backend.db.engine.connect() as conn:
         value = conn.scalar(
@@ -262,10 +270,7 @@ def test_tokens_from_before_a_disable_stay_dead_after_the_client_is_enabled_agai
     backend: Backend, client: TestClient
 ) -> None:
     # given a client holding a token, then disabled (a leak, say) and enabled again
-    org, username = unique("initech"), unique("initech-bot")
-    assert run("org", "create", org, "--db", backend.url)[0] == 0
-    created = run("client", "create", "--org", org, "--username", username, "--db", backend.url)
-    secret = created[1].strip()
+    username, secret = new_client(backend)
 
     def new_token() -> str:
         answer = client.post("/v3/oauth/token/generate", json={"key": username, "secret": secret})
@@ -356,10 +361,7 @@ def test_client_reset_secret_prints_a_new_secret_once_and_the_old_one_stops_work
     backend: Backend, client: TestClient
 ) -> None:
     # given a client that has authenticated with its secret (so the check is cached)
-    org, username = unique("initech"), unique("initech-bot")
-    assert run("org", "create", org, "--db", backend.url)[0] == 0
-    old = run("client", "create", "--org", org, "--username", username, "--db", backend.url)
-    old_secret = old[1].strip()
+    username, old_secret = new_client(backend)
     lookup = "/v2/customers/lookup?id=1"
     assert client.get(lookup, auth=(username, old_secret)).status_code == 404
     token = client.post(
