@@ -164,19 +164,33 @@ def test_statements_whose_sql_changes_with_their_values_are_refused(backend: Bac
         backend.db.run(compile_it, write=False)
 
 
+def _series_lookup(api: Api, backend: Backend, code: str) -> dict[str, Any]:
+    """A PostgreSQL series of one code, and the values its driver-sent lookup takes."""
+    if backend.name != "postgresql":
+        pytest.skip("SQLite has no connection to lose")
+    series_id = api.series(codes=[code])
+    return {"series_id": series_id, "org_id": _org_of(backend, series_id)}
+
+
+def _terminate(backend: Backend, pids: list[int]) -> None:
+    """End those server processes from outside, as a restart or a network cut would."""
+    with psycopg.connect(backend.url.replace("postgresql+psycopg", "postgresql")) as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def _backend_pid(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
 def test_a_lost_postgresql_connection_is_invalidated_and_the_request_tried_again(
     api: Api, backend: Backend
 ) -> None:
-    if backend.name != "postgresql":
-        pytest.skip("SQLite has no connection to lose")
-    series_id = api.series(codes=["DRV-GONE"])
-    params = {"series_id": series_id, "org_id": _org_of(backend, series_id)}
+    params = _series_lookup(api, backend, "DRV-GONE")
     statement = DriverStatement(SERIES)
 
     def terminate(conn: Connection) -> None:
-        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        with psycopg.connect(backend.url.replace("postgresql+psycopg", "postgresql")) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        _terminate(backend, [_backend_pid(conn)])
 
     # given a transaction whose server process was terminated from outside
     with backend.db.engine.connect() as conn:
@@ -205,21 +219,16 @@ def test_a_lost_postgresql_connection_is_invalidated_and_the_request_tried_again
 def test_after_one_lost_connection_the_pools_other_dead_connections_are_not_handed_out(
     api: Api, backend: Backend
 ) -> None:
-    if backend.name != "postgresql":
-        pytest.skip("SQLite has no connection to lose")
-    series_id = api.series(codes=["DRV-POOL"])
-    params = {"series_id": series_id, "org_id": _org_of(backend, series_id)}
+    params = _series_lookup(api, backend, "DRV-POOL")
     statement = DriverStatement(SERIES)
 
     # given three pooled connections whose server processes all went away (a restart, say)
     with ExitStack() as held:
         conns = [held.enter_context(backend.db.engine.connect()) for _ in range(3)]
-        pids = [c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() for c in conns]
+        pids = [_backend_pid(c) for c in conns]
         for conn in conns:
             conn.rollback()
-    with psycopg.connect(backend.url.replace("postgresql+psycopg", "postgresql")) as admin:
-        for pid in pids:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    _terminate(backend, pids)
 
     # when a unit of work sends a driver statement
     attempts: list[int] = []
