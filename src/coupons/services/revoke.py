@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
@@ -241,13 +242,14 @@ def revocable_series(uow: UnitOfWork, ctx: Context, series_id: int) -> Series:
     """The org's series a revoke (call or job) names, checked in spec §5's order: 707, then
     712 and 811."""
     series = series_for_operation(uow, ctx.org_id, series_id)
-    check_series(ctx, series)
+    check_series(series, ctx.now)
     return series
 
 
-def check_series(ctx: Context, series: Series) -> None:
-    """A given series must be live and revocable (712, 811)."""
-    if series.is_expired(ctx.now):
+def check_series(series: Series, now: datetime) -> None:
+    """A given series must be live and revocable (712, 811); the console asks too, to offer
+    a revoke only where this would allow it."""
+    if series.is_expired(now):
         raise errors.SeriesExpired()
     if series.type is SeriesType.GENERIC_REDEEMABLE:
         raise errors.NotSupportedForGenericRedeemable()
@@ -291,7 +293,7 @@ def _lookup(
             if carrying and not live:
                 raise errors.SeriesExpired()
             for series in live:
-                check_series(ctx, series)
+                check_series(series, ctx.now)
                 if series.type is SeriesType.GENERIC and scope.customer is None:
                     raise errors.GenericCodeNeedsCustomer()
         except errors.CouponError as refusal:

@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from coupons.domain import errors
-from coupons.domain.model import Series, SeriesType
+from coupons.domain.model import Series
 from coupons.domain.people import Person
 from coupons.entrypoints.console.web import (
     COOKIE,
@@ -28,7 +28,7 @@ from coupons.entrypoints.console.web import (
     to_sign_in,
 )
 from coupons.entrypoints.http.deps import client_address
-from coupons.services import lookup, people
+from coupons.services import lookup, people, revoke
 from coupons.services.common import utcnow
 
 Handler = Callable[[Request, Person], Awaitable[Response]]
@@ -199,12 +199,14 @@ async def customer(request: Request, person: Person) -> Response:
 
 
 def _refusal(series: Series, now: datetime) -> str | None:
-    """Why the API would refuse to revoke any coupon of `series` (712, 811), so the page
-    offers no revoke for it; None when it would not."""
-    if series.is_expired(now):
+    """Why the API would refuse to revoke any coupon of `series` (the revoke's own check:
+    712, 811), so the page offers no revoke for it; None when it would not."""
+    try:
+        revoke.check_series(series, now)
+    except errors.SeriesExpired:
         return "series expired"
-    if series.type is SeriesType.GENERIC_REDEEMABLE:
-        return "a GENERIC_REDEEMABLE series' coupons cannot be revoked"
+    except errors.CouponError:
+        return f"a {series.type.value} series' coupons cannot be revoked"
     return None
 
 
