@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from coupons.domain.codes import normalize
-from coupons.domain.model import Action, Coupon, CouponState
+from coupons.domain.model import REVOCABLE, Action, Coupon, CouponState
 
 # A revoke's or reinstate's `reason`, written into each coupon's history (spec §5).
 MAX_REASON_LENGTH = 500
@@ -32,12 +33,13 @@ class FailureReason(Enum):
         return self.value[1]
 
 
-@dataclass(frozen=True, slots=True)
-class CodeDecision:
+class CodeDecision(NamedTuple):
     """What happened to one distinct code: its coupons in scope and why it failed, if it did.
 
     A revoke job reports per input line, and it needs what the vendor's groups blur: 682 is
     both "no such code" (no coupons) and "already revoked" (coupons, none revocable).
+    A named tuple, not a frozen dataclass: made once per code while a SQLite revoke holds
+    the write lock, and a third of the cost to make (0.35 us against 1.2 us).
     """
 
     code: str
@@ -73,11 +75,17 @@ class Outcome:
         return len(self.done) + self.failed_count
 
 
+# The states each action applies to: revoke takes unredeemed, unrevoked coupons
+# (`Coupon.can_be_revoked`), reinstate takes revoked ones.
+_TAKES = {
+    Action.REVOKE: frozenset(REVOCABLE),
+    Action.REINSTATE: frozenset({CouponState.REVOKED}),
+}
+
+
 def can_take(action: Action, coupon: Coupon) -> bool:
     """Whether revoke (or reinstate) applies to the coupon in its current state."""
-    if action is Action.REVOKE:
-        return coupon.can_be_revoked()
-    return coupon.state is CouponState.REVOKED
+    return coupon.state in _TAKES[action]
 
 
 def _refusal(action: Action, found: list[Coupon]) -> FailureReason:
@@ -106,13 +114,22 @@ def decide(
     `keys` are the codes' matching keys, in order (worked out by the caller, before its
     transaction: `services.revoke.RevokeRequest`).
     """
+    # On SQLite this runs while the request holds the database's one write lock, so the
+    # common case (one coupon per code, taken) is kept to a few operations per code.
     by_code: dict[str, list[Coupon]] = {}
     for coupon in matches:
-        by_code.setdefault(normalize(coupon.code), []).append(coupon)
+        key = normalize(coupon.code)
+        same = by_code.get(key)
+        if same is None:
+            by_code[key] = [coupon]
+        else:
+            same.append(coupon)
     outcome = Outcome()
+    decisions, done = outcome.decisions, outcome.done
+    takes = _TAKES[action]
     missing = FailureReason.NOT_FOUND_IN_SERIES if series_given else FailureReason.NOT_FOUND_IN_ORG
     for code, key in zip(codes, keys, strict=True):
-        found = by_code.get(key, [])
+        found = by_code.get(key)
         if not found:
             outcome.decide(code, [], missing)
             continue
@@ -122,9 +139,10 @@ def decide(
                 outcome.decide(code, found, FailureReason.NOT_THIS_CUSTOMERS)
                 continue
             found = mine
-        eligible = [c for c in found if can_take(action, c)]
+        eligible = [c for c in found if c.state in takes]
         if eligible:
-            outcome.decide(code, eligible, None)
+            decisions.append(CodeDecision(code, tuple(eligible), None))
+            done.extend(eligible)
         else:
             outcome.decide(code, found, _refusal(action, found))
     return outcome
