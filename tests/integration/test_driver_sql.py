@@ -57,6 +57,45 @@ def test_rows_come_back_as_sqlalchemy_reads_them_types_included(api: Api, backen
     assert [type(v) for v in direct[0]] == [type(v) for v in through[0]]
 
 
+def test_objects_are_built_once_per_unchanged_row_and_again_when_it_changes(
+    api: Api, backend: Backend
+) -> None:
+    # given a series, read as built objects through a statement that counts its builds
+    series_id = api.series(codes=["DRV-M"])
+    params = {"series_id": series_id, "org_id": _org_of(backend, series_id)}
+    statement = DriverStatement(SERIES)
+    built: list[tuple[Any, ...]] = []
+
+    def build(values: Any) -> tuple[Any, ...]:
+        built.append(tuple(values))
+        return tuple(values)
+
+    def read() -> list[tuple[Any, ...]]:
+        return backend.db.run(lambda uow: statement.objects(uow.conn, params, build), write=False)
+
+    # when it is read twice, then its description is changed and it is read again
+    first, second = read(), read()
+    rows = backend.db.run(lambda uow: statement.rows(uow.conn, params), write=False)
+
+    def rename(uow: Any) -> None:
+        uow.conn.execute(
+            update(coupon_series)
+            .where(coupon_series.c.id == series_id)
+            .values(description="renamed")
+        )
+        uow.commit()
+
+    backend.db.run(rename)
+    third = read()
+
+    # then the unchanged row was built once and its object reused, with the values `rows`
+    # gives; the changed row was built anew
+    assert first[0] is second[0]
+    assert [tuple(r) for r in rows] == [first[0]]
+    assert len(built) == 2
+    assert third[0] != first[0] and "renamed" in third[0]
+
+
 def test_a_statements_own_values_and_bound_timestamps_are_sent(api: Api, backend: Backend) -> None:
     # given two coupons, and an UPDATE carrying a value of its own and a timestamp parameter
     series_id = api.series(codes=["DRV-A", "DRV-B"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
@@ -31,6 +31,9 @@ from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any] | None
+T = TypeVar("T")
+# Rows `DriverStatement.objects` remembers per statement and store, before it starts afresh.
+MEMO_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,7 @@ class _Compiled:
     # on the driver's column types): one per column, or None when no column has one.
     readers: list[tuple[Processor, ...] | None]
     named: bool  # values go by name (`%(name)s`, psycopg), not in the order of `?` marks
+    memo: dict[tuple[Any, ...], Any]  # `DriverStatement.objects`: built results by raw row
 
 
 class DriverStatement:
@@ -59,10 +63,7 @@ class DriverStatement:
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """Every row the statement returns, each a sequence of its columns' values."""
         compiled = self._compile(conn.dialect)
-        cursor = self._send(conn, compiled, params)
-        rows: Sequence[Sequence[Any]] = cursor.fetchall()
-        if not compiled.readers:
-            compiled.readers.append(_readers(self.statement, conn.dialect, cursor.description))
+        rows = self._fetch(conn, compiled, params)
         readers = compiled.readers[0]
         if readers is None:
             return rows
@@ -70,6 +71,43 @@ class DriverStatement:
             tuple(v if read is None else read(v) for read, v in zip(readers, row, strict=True))
             for row in rows
         ]
+
+    def objects(
+        self, conn: Connection, params: Mapping[str, Any], build: Callable[[Sequence[Any]], T]
+    ) -> list[T]:
+        """Each row as `build` makes it from the row's values, remembered by the driver's own
+        values: a row read again unchanged (the series every revoke of it reads) costs a dict
+        lookup instead of the type processing and `build`. Only for immutable results of
+        pure builders, and rows of hashable values; at most `MEMO_SIZE` rows are kept."""
+        compiled = self._compile(conn.dialect)
+        rows = self._fetch(conn, compiled, params)
+        readers = compiled.readers[0]
+        memo = compiled.memo
+        found = []
+        for row in rows:
+            key = tuple(row)
+            built = memo.get(key)
+            if built is None:
+                values = (
+                    row
+                    if readers is None
+                    else tuple(v if r is None else r(v) for r, v in zip(readers, row, strict=True))
+                )
+                built = build(values)
+                if len(memo) >= MEMO_SIZE:
+                    memo.clear()
+                memo[key] = built
+            found.append(built)
+        return found
+
+    def _fetch(
+        self, conn: Connection, compiled: _Compiled, params: Mapping[str, Any]
+    ) -> Sequence[Sequence[Any]]:
+        cursor = self._send(conn, compiled, params)
+        rows: Sequence[Sequence[Any]] = cursor.fetchall()
+        if not compiled.readers:
+            compiled.readers.append(_readers(self.statement, conn.dialect, cursor.description))
+        return rows
 
     def rowcount(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """How many rows the statement changed."""
@@ -154,7 +192,7 @@ def compile_for_driver(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     binders = tuple(
         binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
-    return _Compiled(compiled.string, names, fixed, binders, [], named)
+    return _Compiled(compiled.string, names, fixed, binders, [], named, {})
 
 
 def _readers(

@@ -43,6 +43,10 @@ _SERIES = DriverStatement(
 )
 
 
+def _series_of_row(values: Sequence[Any]) -> Series:
+    return series_of_values(coupon_series.columns, values)
+
+
 class SqlSeriesRepository:
     """Series over one connection, inside the caller's transaction."""
 
@@ -80,8 +84,10 @@ class SqlSeriesRepository:
         return series
 
     def series(self, org_id: int, series_id: int) -> Series | None:
-        rows = _SERIES.rows(self.conn, {"series_id": series_id, "org_id": org_id})
-        return series_of_values(coupon_series.columns, rows[0]) if rows else None
+        found = _SERIES.objects(
+            self.conn, {"series_id": series_id, "org_id": org_id}, _series_of_row
+        )
+        return found[0] if found else None
 
     def series_by_description(self, org_id: int, description: str) -> Series | None:
         row = self.conn.execute(
