@@ -340,3 +340,33 @@ def test_a_missing_page_or_method_shows_the_navigation_to_a_signed_in_person_onl
         assert f">{name}</a>" not in stranger.text
     assert ">Sign out</button>" in answer.text and "Signed in as" in answer.text
     assert "Sign out" not in stranger.text and "Signed in as" not in stranger.text
+
+
+def test_picking_one_of_a_customers_two_coupons_of_a_shared_code_revokes_and_reinstates_it_alone(
+    signed_in: TestClient, api: Api
+) -> None:
+    # Given a customer holding a GENERIC series' shared code twice
+    code = unique("SHARED").upper()
+    series = api.series("GENERIC", generic_code=code)
+    holder = api.customer(email=f"{unique('two')}@example.com")
+    first, second = api.issue(series, holder), api.issue(series, holder)
+
+    # When the agent picks the first, previews and confirms the revoke, then reinstates it
+    # from its coupon page
+    form = {"csrf": _csrf(signed_in), "coupon": str(first["couponId"]), "reason": "one"}
+    preview = signed_in.post("/console/revoke", data=form, headers=ORIGIN)
+    confirmed = signed_in.post("/console/revoke", data={**form, "step": "confirm"}, headers=ORIGIN)
+    after_revoke = [api.coupon(c["couponId"])["state"] for c in (first, second)]
+    reinstated = signed_in.post(
+        f"/console/coupons/{first['couponId']}/reinstate",
+        data={"csrf": form["csrf"], "reason": "back"},
+        headers=ORIGIN,
+        follow_redirects=False,
+    )
+
+    # Then only the picked coupon was in the preview, revoked and reinstated
+    assert preview.status_code == confirmed.status_code == 200
+    assert "<strong>1</strong> will be revoked" in preview.text
+    assert after_revoke == ["REVOKED", "ISSUED"]
+    assert reinstated.status_code == 303, reinstated.text
+    assert [api.coupon(c["couponId"])["state"] for c in (first, second)] == ["ISSUED", "ISSUED"]

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from coupons.domain import errors
-from coupons.domain.model import Coupon, CouponState, SeriesType
+from coupons.domain.model import CouponState, SeriesType
 from coupons.domain.revoke import FailureReason
 from coupons.services import people, picked
 from coupons.services.auth import FailureThrottle
@@ -70,13 +70,38 @@ def test_a_pick_in_an_expired_series_fails_whole_and_revokes_nothing(world: Worl
     assert world.states([*live, *old]) == [CouponState.ISSUED, CouponState.ISSUED]
 
 
-def test_more_than_50_codes_of_one_series_become_several_api_requests() -> None:
-    coupons = [Coupon(i, 9, f"C-{i}", CouponState.ISSUED, None) for i in range(1, 121)]
+def test_picking_one_of_two_coupons_a_customer_holds_of_a_shared_code_changes_only_it(
+    world: World,
+) -> None:
+    # Given a customer holding a generic series' shared code twice
+    ann = world.customer("+1 555 0102")
+    generic = world.series(SeriesType.GENERIC, generic_code="SALE30")
+    first, second = world.coupons(generic, "SALE30", "SALE30", to=ann)
 
-    requests = picked.requests_for(coupons, "r")
+    # When one of them is picked and revoked, then reinstated
+    uow = world.uow()
+    revoked = picked.revoke_picked(uow, world.ctx(), [first.id], "fraud")
+    uow.commit()
+    after_revoke = world.states([first, second])
+    uow = world.uow()
+    reinstated = picked.reinstate_picked(uow, world.ctx(), [first.id], "oops")
+    uow.commit()
 
-    assert [len(r.codes) for r in requests] == [50, 50, 20]
-    assert {r.series_id for r in requests} == {9}
+    # Then only the picked coupon changed, each time
+    assert [c.id for c in revoked.done] == [first.id]
+    assert after_revoke == [CouponState.REVOKED, CouponState.ISSUED]
+    assert [c.id for c in reinstated.done] == [first.id]
+    assert world.states([first, second]) == [CouponState.ISSUED, CouponState.ISSUED]
+
+
+def test_reinstating_a_picked_coupon_that_is_not_revoked_reports_9017(world: World) -> None:
+    issued = world.coupons(world.series(), "N-1")
+    uow = world.uow()
+
+    outcome = picked.reinstate_picked(uow, world.ctx(), [issued[0].id], None)
+
+    assert outcome.done == []
+    assert outcome.failed == {FailureReason.NOT_REVOKED: ["N-1"]}
 
 
 def test_sign_in_makes_a_session_that_ends_on_sign_out_and_never_stores_the_token(

@@ -1,58 +1,43 @@
-"""Revoke the coupons a person picked in the console, by coupon id.
+"""Revoke or reinstate the coupons a person picked in the console, by coupon id.
 
-The console picks coupons, the API names them by series and code (spec §5). This turns a
-pick into the API's own revoke requests (one per series and holder, at most 50 codes each,
-with the holder given so a shared generic code touches only their coupon) and runs them in
-ONE transaction under one request id: they commit together, and reinstate by that request id
-undoes them together. Every rule is the API's, in `services.revoke`.
+The console picks coupons; the API names them by series and code (spec §5), and a shared
+GENERIC code held twice by one customer names both of their coupons. A pick must change
+exactly what was picked, so it goes by id: the picked coupons are locked in id order, every
+series among them gets the API's whole-request checks (712 expired, 811 GENERIC_REDEEMABLE,
+in series order), and each coupon gets the API's per-code decision (405 redeemed, 682 not
+revocable; 9017 not revoked for reinstate). All of it is one transaction under one request
+id: it commits together, and reinstate by that request id undoes it together.
 """
 
 from __future__ import annotations
 
 from coupons.domain import errors
-from coupons.domain.model import Coupon
+from coupons.domain.model import Action
 from coupons.domain.revoke import Outcome
 from coupons.services import revoke
-from coupons.services.common import Context, CustomerRef
-from coupons.services.lookup import coupons_by_ids
+from coupons.services.common import Context
 from coupons.services.ports import UnitOfWork
 
 MAX_PICKED = 500
 
 
-def requests_for(picked: list[Coupon], reason: str | None) -> list[revoke.RevokeRequest]:
-    """The API revoke requests that name exactly the picked coupons."""
-    groups: dict[tuple[int, int | None], list[str]] = {}
-    for coupon in sorted(picked, key=lambda c: c.id):
-        groups.setdefault((coupon.series_id, coupon.customer_id), []).append(coupon.code)
-    requests = []
-    for (series_id, customer_id), codes in groups.items():
-        holder = CustomerRef(id=customer_id) if customer_id is not None else None
-        for start in range(0, len(codes), revoke.MAX_CODES):
-            requests.append(
-                revoke.RevokeRequest(
-                    series_id=series_id,
-                    codes=tuple(codes[start : start + revoke.MAX_CODES]),
-                    customer=holder,
-                    reason=reason,
-                )
-            )
-    return requests
-
-
 def revoke_picked(
     uow: UnitOfWork, ctx: Context, coupon_ids: list[int], reason: str | None
 ) -> Outcome:
-    """Revoke the org's coupons among `coupon_ids`; per-code failures are reported."""
+    """Revoke the org's coupons among `coupon_ids`; per-coupon failures are reported."""
+    return _change(uow, ctx, Action.REVOKE, coupon_ids, reason)
+
+
+def reinstate_picked(
+    uow: UnitOfWork, ctx: Context, coupon_ids: list[int], reason: str | None
+) -> Outcome:
+    """Reinstate the org's coupons among `coupon_ids` (the coupon page's one coupon)."""
+    return _change(uow, ctx, Action.REINSTATE, coupon_ids, reason)
+
+
+def _change(
+    uow: UnitOfWork, ctx: Context, action: Action, coupon_ids: list[int], reason: str | None
+) -> Outcome:
     if len(coupon_ids) > MAX_PICKED:
         raise errors.InvalidField("coupons", f"pick at most {MAX_PICKED}; use a revoke job")
-    picked = coupons_by_ids(uow, ctx, coupon_ids)
-    if not picked:
-        raise errors.InvalidField("coupons", "pick at least one coupon")
-    total = Outcome()
-    for request in requests_for(picked, reason):
-        outcome = revoke.revoke(uow, ctx, request)
-        total.done.extend(outcome.done)
-        for failure, codes in outcome.failed.items():
-            total.failed.setdefault(failure, []).extend(codes)
-    return total
+    return revoke.change_coupons(uow, ctx, action, coupon_ids, reason)

@@ -153,6 +153,22 @@ def revoke_coupons(
     return outcome
 
 
+def change_coupons(
+    uow: UnitOfWork, ctx: Context, action: Action, ids: Sequence[int], reason: str | None
+) -> Outcome:
+    """Revoke or reinstate exactly the org's coupons among `ids` (the console's pick), with
+    the request checks a call naming them would get: each of their series must be live and
+    revocable (712, 811, in series order), then each coupon is decided on its own."""
+    locked = uow.coupons.coupons_by_ids(ctx.org_id, ids, lock=True)
+    if not locked:
+        raise errors.InvalidField("coupons", "pick at least one coupon")
+    for series_id in sorted({c.series_id for c in locked}):
+        revocable_series(uow, ctx, series_id)
+    outcome = decide_each(action, locked)
+    _apply(uow, ctx, outcome, action, reason)
+    return outcome
+
+
 def reinstate_revoked(
     uow: UnitOfWork,
     ctx: Context,

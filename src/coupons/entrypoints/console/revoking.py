@@ -31,7 +31,6 @@ from coupons.entrypoints.console.web import (
 from coupons.entrypoints.http import render
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services import lookup, picked, revoke
-from coupons.services.common import CustomerRef
 
 MAX_REASON = 500
 REVOKED = ("revokedCoupons", "failedToRevoke")
@@ -168,24 +167,17 @@ async def undo(request: Request, person: Person) -> Response:
 
 @needs_person
 async def reinstate(request: Request, person: Person) -> Response:
-    """Reinstate one revoked coupon, named to the API by series, code and holder."""
+    """Reinstate this one revoked coupon (by id: a customer holding a shared GENERIC code
+    twice has two coupons of one series, code and holder)."""
     form: FormData = await checked_form(request, person)
     coupon_id = int(request.path_params["coupon_id"])
+    reason = str(form.get("reason") or "").strip()[:MAX_REASON] or None
     try:
-        detail = await read(
-            request, person, lambda uow, ctx: lookup.coupon_detail(uow, ctx, coupon_id)
-        )
-        found = detail.coupon
-        command = revoke.RevokeRequest(
-            series_id=found.series_id,
-            codes=(found.code,),
-            customer=CustomerRef(id=found.customer_id) if found.customer_id else None,
-            reason=str(form.get("reason") or "").strip()[:MAX_REASON] or None,
-        )
+        await read(request, person, lambda uow, ctx: lookup.coupon_detail(uow, ctx, coupon_id))
         entity = await call(
             request,
             person,
-            lambda uow, ctx: revoke.reinstate(uow, ctx, command),
+            lambda uow, ctx: picked.reinstate_picked(uow, ctx, [coupon_id], reason),
             lambda outcome, ctx: render.outcome(outcome, CodeCase.AS_IT_IS, *REINSTATED),
             permission="reinstate",
         )
