@@ -270,6 +270,31 @@ def test_the_same_upload_under_the_same_key_replays_the_first_job(
     assert count_rows(backend, "revoke_job_lines") == 1
 
 
+def test_an_upload_whose_reason_differs_only_in_case_is_another_request(
+    api: Api, backend: Backend, mixed: dict[str, Any]
+) -> None:
+    # given an upload made under a key with one reason
+    key = {"Idempotency-Key": "upload-case"}
+    first = upload(
+        api, "OK1\n", couponSeriesId=mixed["series"], reason="Leak A", dryRun="false", headers=key
+    )
+    accepted(first)
+
+    # when the same file comes under the same key with the reason spelled otherwise, and with
+    # the case-blind parameters spelled otherwise
+    other = upload(
+        api, "OK1\n", couponSeriesId=mixed["series"], reason="leak a", dryRun="false", headers=key
+    )
+    same = upload(
+        api, "OK1\n", couponSeriesId=mixed["series"], reason="Leak A", dryRun="False", headers=key
+    )
+
+    # then the reason makes it another request (9006), and the spelling of false does not
+    assert error_code(other) == 9006
+    assert same.headers.get("Idempotent-Replayed") == "true"
+    assert count_rows(backend, "revoke_jobs") == 1
+
+
 # --- a whole series --------------------------------------------------------------------------
 
 

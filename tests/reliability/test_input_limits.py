@@ -196,9 +196,44 @@ def test_a_customer_status_filter_with_nul_is_a_400(api: Api) -> None:
     # when the status filter holds a NUL byte
     response = api.get("/v2/customers/1/coupons?status=ALL%00")
 
-    # then it is 9002
+    # then it is 9002 naming the parameter
     assert response.status_code == 400
     assert error_code(response) == 9002
+    assert response.json()["errors"][0]["message"].startswith("status:")
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v2/coupon/revocations?actor=demo%00", "actor"),
+        ("/v2/coupon/revoke/jobs/%00", "path"),
+        ("/v2/coupon/1%00", "path"),
+    ],
+)
+def test_a_nul_in_a_query_parameter_or_the_path_is_9002_naming_where(
+    api: Api, path: str, field: str
+) -> None:
+    response = api.get(path)
+
+    assert response.status_code == 400 and error_code(response) == 9002
+    assert response.json()["errors"][0]["message"] == f"{field}: must not contain NUL characters"
+
+
+def test_a_nul_in_a_series_jobs_reason_is_9002_and_starts_no_job(api: Api) -> None:
+    # given a series with coupons
+    series_id = api.series(codes=["NUL-JOB-1"])
+
+    # when a job for the whole series is asked for with a reason holding NUL
+    response = api.post(
+        "/v2/coupon/revoke/jobs", {"couponSeriesId": series_id, "reason": "a\u0000b"}
+    )
+
+    # then it is refused naming the field, and the coupon is untouched
+    assert response.status_code == 400 and error_code(response) == 9002
+    assert response.json()["errors"][0]["message"].startswith("reason:")
+    assert [
+        c["state"] for c in api.ok(api.get(f"/v2/coupon/series/{series_id}/coupons"))["coupons"]
+    ] == ["AVAILABLE"]
 
 
 @pytest.mark.parametrize(

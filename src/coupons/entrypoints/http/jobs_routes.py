@@ -9,7 +9,7 @@ from typing import Annotated
 import anyio.from_thread
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
@@ -26,6 +26,7 @@ from coupons.entrypoints.http.routes import (
     CodeCaseQuery,
     DryRunQuery,
     perform,
+    query_fingerprint,
     replay_headers,
 )
 from coupons.services import jobs
@@ -43,10 +44,9 @@ RevokeActor = Annotated[Actor, Depends(allowed("revoke"))]
 JobId = Annotated[str, Path(alias="jobId", min_length=1, max_length=40)]
 
 
-class JobSelector(BaseModel):
-    """A whole series: every unredeemed coupon of it (a cancelled campaign)."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+class JobSelector(schemas.Body):
+    """A whole series: every unredeemed coupon of it (a cancelled campaign). A `Body`, so
+    its text is checked as every body's is (no NUL, which PostgreSQL cannot store)."""
 
     coupon_series_id: schemas.Int = Field(alias="couponSeriesId", ge=1, le=2**62)
     reason: str | None = Field(default=None, max_length=500)
@@ -76,7 +76,7 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 def _fingerprint(request: Request, body_digest: str) -> str:
-    query = sorted((k.lower(), v.lower()) for k, v in request.query_params.multi_items())
+    query = query_fingerprint(request)
     digest = hashlib.sha256()
     for part in (request.method, request.url.path, repr(query), body_digest):
         digest.update(part.encode() + b"\0")

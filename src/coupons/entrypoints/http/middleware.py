@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -106,9 +107,9 @@ class EdgeMiddleware:
             # The console's forms are not JSON: it reads (and bounds) its own bodies.
             await self.app(scope, receive, send_with_id)
             return
-        if b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", ""):
-            error = InvalidField("query", "must not contain NUL characters")
-            await self._reply(send_with_id, error)
+        nul_in = _nul_field(scope)
+        if nul_in is not None:
+            await self._reply(send_with_id, InvalidField(nul_in, "must not contain NUL characters"))
             return
         if (
             scope["method"] == "POST"
@@ -155,3 +156,17 @@ class EdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _nul_field(scope: Scope) -> str | None:
+    """Where a NUL character came in (PostgreSQL cannot hold one in text): the query
+    parameter's name, or "path"; None when there is none."""
+    if "\x00" in scope.get("path", ""):
+        return "path"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" not in query and b"\x00" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name + value:
+            return name.strip("\x00") or "query"
+    return "query"

@@ -103,12 +103,25 @@ async def _fingerprint(request: Request) -> str:
         canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
     except orjson.JSONDecodeError:
         canonical = raw
-    query = sorted((k.lower(), v.lower()) for k, v in request.query_params.multi_items())
     digest = hashlib.sha256()
-    for part in (request.method, request.url.path, repr(query)):
+    for part in (request.method, request.url.path, repr(query_fingerprint(request))):
         digest.update(part.encode() + b"\0")
     digest.update(canonical)
     return digest.hexdigest()
+
+
+# Query parameters whose values are read without regard to case (`couponCodeCase=upper`,
+# `dryRun=True`): spelled differently, they are still the same request for an idempotency key.
+# Every other value counts as sent: `reason=Leak A` and `reason=leak a` are different requests.
+CASELESS_QUERY = frozenset({"couponcodecase", "dryrun"})
+
+
+def query_fingerprint(request: Request) -> list[tuple[str, str]]:
+    """The query as an idempotency key compares it: sorted, case kept where it matters."""
+    return sorted(
+        (k.lower(), v.lower() if k.lower() in CASELESS_QUERY else v)
+        for k, v in request.query_params.multi_items()
+    )
 
 
 def _valid_till(value: datetime | date) -> datetime:
