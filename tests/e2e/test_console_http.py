@@ -370,3 +370,46 @@ def test_picking_one_of_a_customers_two_coupons_of_a_shared_code_revokes_and_rei
     assert after_revoke == ["REVOKED", "ISSUED"]
     assert reinstated.status_code == 303, reinstated.text
     assert [api.coupon(c["couponId"])["state"] for c in (first, second)] == ["ISSUED", "ISSUED"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/console/search?q=a%00b", "/console/jobs/%00", "/console/jobs/%00/report"]
+)
+def test_a_nul_in_a_console_path_or_query_is_a_400_page_naming_it(
+    signed_in: TestClient, path: str
+) -> None:
+    answer = signed_in.get(path)
+
+    assert answer.status_code == 400, answer.text
+    assert "must not contain NUL characters" in answer.text and "error 9002" in answer.text
+    assert 'action="/console/signout"' in answer.text  # the page keeps its navigation
+
+
+def test_a_nul_in_a_console_form_is_a_400_page_and_changes_nothing(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a coupon the agent picked
+    series_id = api.series(codes=[unique("NULF").upper()])
+    coupon = api.issue(series_id, api.customer(email=f"{unique('nul')}@example.com"))
+    csrf = _csrf(signed_in)
+
+    # when the revoke is confirmed with a reason holding NUL, and an undo names such an id
+    revoke = signed_in.post(
+        "/console/revoke",
+        data={
+            "csrf": csrf,
+            "coupon": str(coupon["couponId"]),
+            "reason": "r\x00",
+            "step": "confirm",
+        },
+        headers=ORIGIN,
+    )
+    undo = signed_in.post(
+        "/console/undo", data={"csrf": csrf, "request_id": "ab\x00c"}, headers=ORIGIN
+    )
+
+    # then both are refused as the API refuses them, and the coupon is untouched
+    for answer in (revoke, undo):
+        assert answer.status_code == 400, answer.text
+        assert "must not contain NUL characters" in answer.text
+    assert api.coupon(coupon["couponId"])["state"] == "ISSUED"

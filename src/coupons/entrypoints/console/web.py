@@ -156,6 +156,10 @@ async def checked_form(
             raise Refused(
                 "This form has expired or was not sent by this console; nothing was changed."
             )
+    for name, value in form.multi_items():
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL can neither store nor compare it: the API's 9002, as a page.
+            raise errors.InvalidField(name, "must not contain NUL characters")
     return form
 
 

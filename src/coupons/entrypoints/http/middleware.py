@@ -107,7 +107,7 @@ class EdgeMiddleware:
             # The console's forms are not JSON: it reads (and bounds) its own bodies.
             await self.app(scope, receive, send_with_id)
             return
-        nul_in = _nul_field(scope)
+        nul_in = nul_field(scope)
         if nul_in is not None:
             await self._reply(send_with_id, InvalidField(nul_in, "must not contain NUL characters"))
             return
@@ -158,7 +158,7 @@ class EdgeMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _nul_field(scope: Scope) -> str | None:
+def nul_field(scope: Scope) -> str | None:
     """Where a NUL character came in (PostgreSQL cannot hold one in text): the query
     parameter's name, or "path"; None when there is none."""
     if "\x00" in scope.get("path", ""):
