@@ -3,8 +3,10 @@ search, the revocations trail, CSV exports, and org scoping."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
 import threading
 from typing import Any
 
@@ -136,6 +138,30 @@ def test_a_cursor_of_another_list_is_refused(api: Api) -> None:
     response = api.get("/v2/coupon/series", params={"after": page["nextCursor"]})
 
     assert error_code(response) == 9002
+
+
+@pytest.mark.parametrize(
+    "moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999-14:00"]
+)
+@pytest.mark.parametrize("path", ["/v2/coupon/revocations", "/v2/coupon/revocations.csv"])
+def test_a_trail_cursor_holding_a_moment_past_the_calendars_ends_is_9002(
+    api: Api, moment: str, path: str
+) -> None:
+    raw = json.dumps(["revocations", moment, 1]).encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    response = api.get(path, params={"after": cursor})
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"].startswith("after")
+
+
+def test_a_search_cursor_holding_a_lone_surrogate_is_9002(api: Api) -> None:
+    cursor = base64.urlsafe_b64encode(b'["search", "\\ud800", 1]').decode().rstrip("=")
+
+    response = api.get("/v2/coupon/search", params={"codePrefix": "dup", "after": cursor})
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
 
 
 def test_another_orgs_series_and_its_coupons_are_absent(api: Api, other: Api) -> None:

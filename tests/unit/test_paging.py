@@ -95,3 +95,13 @@ def test_the_successor_skips_past_the_last_character() -> None:
     assert prefix_successor("ab\U0010ffff") == "ac"
     assert prefix_successor("\U0010ffff") is None
     assert prefix_successor("a\ud7ff") == "a\ue000"
+
+
+def test_a_text_cursor_holding_a_lone_surrogate_is_9002_naming_after() -> None:
+    # JSON's escape decodes to a lone surrogate, which no database text can hold
+    cursor = _b64(b'["search", "\\ud800", 1]')
+
+    with pytest.raises(InvalidField) as raised:
+        paging.decode_cursor("search", cursor, (str, int))
+
+    assert raised.value.field == "after"

@@ -69,9 +69,21 @@ def decode_cursor(kind: str, cursor: str, shape: Sequence[type[KeyPart]]) -> Key
         if wanted is int:
             if type(part) is not int or not 0 <= part <= MAX_KEY_INT:
                 raise bad
-        elif type(part) is not str or len(part) > MAX_KEY_TEXT or "\x00" in part:
+        elif type(part) is not str or len(part) > MAX_KEY_TEXT or not _storable(part):
             raise bad
     return key
+
+
+def _storable(text: str) -> bool:
+    """Text a database can hold and compare: no NUL, no lone surrogate (JSON's `\\ud800`
+    decodes to one, and UTF-8 cannot encode it)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def page_of(items: list[T], limit: int, kind: str, key_of: Callable[[T], Key]) -> Page[T]:

@@ -9,7 +9,7 @@ read is scoped to the caller's org: another org's series, customers and coupons 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
@@ -139,10 +139,11 @@ def revocations(
         at_text, row_id = decode_cursor(REVOCATIONS, after, (str, int))
         try:
             at = datetime.fromisoformat(str(at_text))
-        except ValueError:
+            if at.tzinfo is None:
+                raise ValueError("no offset")
+            at = at.astimezone(UTC)  # a moment past the calendar's ends overflows here
+        except (ValueError, OverflowError):
             raise errors.InvalidField("after", "not a cursor of this list") from None
-        if at.tzinfo is None:
-            raise errors.InvalidField("after", "not a cursor of this list")
         position = (at, int(row_id))
     found = uow.revocations.page(ctx.org_id, where, before=position, limit=check_limit(limit) + 1)
     return page_of(found, limit, REVOCATIONS, lambda r: (r.at.isoformat(), r.id))
