@@ -329,3 +329,19 @@ def test_a_code_that_grows_when_case_folded_never_gets_a_500(api: Api, type: str
     assert response.status_code in (200, 400), response.text
     if response.status_code == 400:
         assert error_code(response) == 9002
+
+
+@pytest.mark.parametrize("valid_till", [20301231, 1.5, "1700000000", " 2030 ", True])
+def test_a_valid_till_that_is_a_number_is_9002_not_unix_seconds(api: Api, valid_till: Any) -> None:
+    # given a live series
+    series_id = api.series()
+
+    # when a series is created, or the live one changed, with a number for validTill
+    created = api.post("/v2/coupon/series", series_body(validTill=valid_till))
+    changed = api.request("PATCH", f"/v2/coupon/series/{series_id}", json={"validTill": valid_till})
+
+    # then both are refused naming the field, and the live series stays live
+    for response in (created, changed):
+        assert (response.status_code, error_code(response)) == (400, 9002)
+        assert response.json()["errors"][0]["message"].startswith("validTill")
+    assert api.ok(api.get(f"/v2/coupon/series/{series_id}"))["expired"] is False

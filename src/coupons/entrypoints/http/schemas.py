@@ -318,11 +318,20 @@ def _storable_valid_till(value: datetime | date | None) -> datetime | date | Non
     return value
 
 
+_NUMBER_TEXT = re.compile(r"\s*[-+]?\d+(\.\d*)?\s*")
+
+
 def _bare_date_stays_a_date(value: Any) -> Any:
     # FastAPI validates decoded JSON in Python mode, where the union would read
     # "YYYY-MM-DD" as midnight; a bare date means the whole day, so keep it a date.
     if isinstance(value, str) and _BARE_DATE.fullmatch(value.strip()):
         return date.fromisoformat(value.strip())
+    # pydantic would read a number (or a string of digits) as Unix seconds: 20301231 became
+    # 1970-08-23 and ended the campaign at once. The contract takes dates and ISO-8601 only.
+    if (value is not None and not isinstance(value, date | str)) or (
+        isinstance(value, str) and _NUMBER_TEXT.fullmatch(value)
+    ):
+        raise ValueError("must be a date (YYYY-MM-DD) or an ISO-8601 date and time")
     return value
 
 
