@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -432,3 +433,28 @@ def test_a_database_that_does_not_answer_is_a_clean_error_for_any_command(
     assert code == 1
     assert "error:" in output and "unreachable" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("org", "create", "X"), "run `coupons db upgrade` first"),
+        (("client", "list"), "run `coupons db upgrade` first"),
+    ],
+)
+def test_a_command_on_a_database_without_the_schema_says_to_upgrade_it(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    code, output = run(*args, "--db", f"sqlite:///{tmp_path / 'fresh.db'}")
+
+    assert code == 1
+    assert says in " ".join(output.split()) and "Traceback" not in output
+
+
+def test_a_command_on_a_database_file_that_cannot_be_opened_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    code, output = run("org", "create", "X", "--db", f"sqlite:///{tmp_path / 'no' / 'x.db'}")
+
+    assert code == 1
+    assert "unable to open database file" in output and "Traceback" not in output

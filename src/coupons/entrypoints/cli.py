@@ -33,6 +33,21 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except CouponError as error:
             raise _fail(f"{error.message} (error {error.code})") from None
+        except Exception as error:
+            # The database refused a statement (no schema yet, a file that cannot be opened):
+            # one line saying so, not SQLAlchemy's traceback. sqlalchemy is not imported here,
+            # so commands that never touch a database start fast.
+            if not type(error).__module__.startswith("sqlalchemy."):
+                raise
+            raise _fail(_database_error(error)) from None
+
+
+def _database_error(error: Exception) -> str:
+    cause = str(getattr(error, "orig", None) or error).strip().splitlines()
+    text = cause[0] if cause else type(error).__name__
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return f"the database has no coupons schema yet ({text}); run `coupons db upgrade` first"
+    return f"database error: {text}"
 
 
 app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True, cls=_Commands)
