@@ -345,3 +345,30 @@ def test_a_valid_till_that_is_a_number_is_9002_not_unix_seconds(api: Api, valid_
         assert (response.status_code, error_code(response)) == (400, 9002)
         assert response.json()["errors"][0]["message"].startswith("validTill")
     assert api.ok(api.get(f"/v2/coupon/series/{series_id}"))["expired"] is False
+
+
+def test_a_100_character_code_with_spaces_around_it_is_taken_trimmed(api: Api) -> None:
+    # given a pool series, and a code of exactly the longest length, pasted with spaces
+    series_id = api.series()
+    code = "L" * 99 + "1"
+
+    # when it is added to the pool, then revoked in a dry run
+    added = api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": [f"  {code}  "]})
+    revoked = api.post(
+        "/v2/coupon/revoke?dryRun=true",
+        {"couponSeriesId": series_id, "couponCodes": [f" {code} "]},
+    )
+
+    # then both count its length trimmed, as they match and store it
+    api.ok(added)
+    entity = api.ok(revoked)
+    assert entity["failedCount"] == 0 and len(entity["revokedCoupons"]) == 1
+
+
+def test_a_code_too_long_is_9002_naming_just_its_place_in_the_list(api: Api) -> None:
+    series_id = api.series()
+
+    response = api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": ["A", "B" * 101]})
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"].startswith("codes[1]: ")

@@ -20,8 +20,16 @@ log = structlog.get_logger("coupons.http")
 _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type", "missing"}
 
 
-def _field_name(loc: tuple[int | str, ...]) -> str:
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+def field_name(loc: tuple[int | str, ...]) -> str:
+    """The field a validation error names, as the API documents it (`codes[6]`): without
+    the request part and without pydantic's labels for its own validators
+    (`function-after[check(), constrained-str]`), which no field name contains."""
+    parts = [
+        p
+        for p in loc
+        if p not in ("body", "query", "path", "header")
+        and not (isinstance(p, str) and ("[" in p or "(" in p))
+    ]
     name = ""
     for part in parts:
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
@@ -47,7 +55,7 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     if kind == "json_invalid" or (loc == ("body",) and kind in _NOT_AN_OBJECT):
         return await _malformed_body(request)
     message = str(first.get("msg", "invalid value"))
-    error = errors.InvalidField(_field_name(loc), message)
+    error = errors.InvalidField(field_name(loc), message)
     return failure(error.code, error.message, error.http_status)
 
 

@@ -20,6 +20,7 @@ from coupons.domain.jobs import Job, ReportRow
 from coupons.entrypoints.http import csv_export, render, schemas
 from coupons.entrypoints.http.deps import IDEMPOTENCY_KEY_MAX, ReadActor, allowed
 from coupons.entrypoints.http.envelope import JSON, success_body
+from coupons.entrypoints.http.handlers import field_name
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.entrypoints.http.routes import (
     ERRORS,
@@ -108,8 +109,7 @@ async def create_job(
         problem = error.errors()[0]
         if problem["type"] in ("json_invalid", "model_type"):
             raise errors.MalformedJson() from None
-        field = ".".join(str(p) for p in problem["loc"]) or "body"
-        raise errors.InvalidField(field, str(problem["msg"])) from None
+        raise errors.InvalidField(field_name(tuple(problem["loc"])), str(problem["msg"])) from None
     spec = jobs.JobRequest(
         selector.coupon_series_id, selector.reason, dry_run or selector.dry_run, case
     )

@@ -29,7 +29,8 @@ from coupons.entrypoints.http import render
 from coupons.entrypoints.http.envelope import failure_body, success_body
 from coupons.services.common import CustomerRef
 
-Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH)]
+# Codes are matched and stored trimmed, so their length is counted trimmed too.
+Code = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_CODE_LENGTH)]
 # A JSON integer and nothing else: "1", 1.0 and true where an id or a count belongs are 9002
 # (spec §1), not read as 1. Text fields still take numbers (`coerce_numbers_to_str`).
 Int = Annotated[int, Strict()]
