@@ -496,3 +496,22 @@ def test_text_with_nul_is_refused_as_9002_not_a_fault(api: Api, params: dict[str
 
     assert error_code(response) == 9002
     assert error_code(trail) == 9002
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/coupons", {"limit": "2"}, "limit"),
+        ("/coupons", {"after": "xyz"}, "after"),
+        ("/coupons.csv", {"after": "xyz"}, "after"),
+    ],
+)
+def test_a_customers_coupons_are_one_list_and_refuse_paging_parameters(
+    api: Api, path: str, params: dict[str, str], field: str
+) -> None:
+    customer = api.customer(email="one-list@example.com")
+
+    response = api.get(f"/v2/customers/{customer}{path}", params=params)
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"].startswith(field)

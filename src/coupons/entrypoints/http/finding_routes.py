@@ -226,6 +226,15 @@ async def series_coupons(
 # --- customers (the JSON list lives with the other customer routes) -------------------------
 
 
+def refuse_paging(request: Request) -> None:
+    """A customer's coupons are one list (spec §4), never paged: a `limit` or an `after` sent
+    to it would be silently ignored, and a client expecting pages would take the whole list
+    for one. 9002 naming the parameter instead."""
+    for name in ("after", "limit"):
+        if name in request.query_params:
+            raise errors.InvalidField(name, "a customer's coupons are one list, not paged")
+
+
 def _customer_reader(customer_id: int, status: str) -> Reader[Coupon]:
     return lambda uow, ctx, after, limit: finding.customer_coupons(
         uow, ctx, customer_id, status, limit, after
@@ -246,6 +255,7 @@ async def export_customer_coupons(
     status: Annotated[str, Query(max_length=20)] = "ALL",
 ) -> Response:
     """A customer's coupons (ACTIVE, REDEEMED, REVOKED or ALL) as CSV, in id order."""
+    refuse_paging(request)
     return await export(
         request, actor, _customer_reader(customer_id, status), COUPON_HEADER, coupon_row,
         f"customer-{customer_id}-coupons.csv",
