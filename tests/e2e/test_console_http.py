@@ -413,3 +413,26 @@ def test_a_nul_in_a_console_form_is_a_400_page_and_changes_nothing(
         assert answer.status_code == 400, answer.text
         assert "must not contain NUL characters" in answer.text
     assert api.coupon(coupon["couponId"])["state"] == "ISSUED"
+
+
+def test_activity_offers_undo_for_a_job_only_while_the_undo_would_be_taken(
+    backend: Backend, signed_in: TestClient, api: Api
+) -> None:
+    from tests.e2e.test_revoke_jobs import JOBS, accepted, drain
+
+    # given a finished revoke job of a whole series
+    series_id = api.series(codes=[unique("ACT").upper(), unique("ACT").upper()])
+    job = accepted(api.post(JOBS, {"couponSeriesId": series_id, "reason": "campaign off"}))
+    undo_form = f'action="/console/jobs/{job["jobId"]}/undo"'
+    queued = signed_in.get("/console/activity").text
+    drain(backend.db)
+    finished = signed_in.get("/console/activity").text
+
+    # when it is undone (the undo job still queued)
+    accepted(api.post(f"{JOBS}/{job['jobId']}/undo"))
+    undone = signed_in.get("/console/activity").text
+
+    # then its row offered Undo only while finished and not undone yet
+    assert undo_form not in queued  # a queued job revoked nothing yet: no row
+    assert undo_form in finished
+    assert undo_form not in undone

@@ -944,6 +944,10 @@ class FakeJobRepository:
             return None
         return self._copy(row.job)
 
+    def many(self, org_id: int, job_ids: Sequence[str]) -> list[Job]:
+        found = (self.get(org_id, job_id) for job_id in dict.fromkeys(job_ids))
+        return [job for job in found if job is not None]
+
     def of_org(self, org_id: int, state: JobState | None, limit: int) -> list[Job]:
         found = [j for j in self._visible() if j.org_id == org_id and state in (None, j.state)]
         found.sort(key=lambda j: (j.created_at, j.id), reverse=True)

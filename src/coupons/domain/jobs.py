@@ -195,17 +195,23 @@ class Job:
         if self.state.is_finished:
             raise errors.JobStateConflict(f"job is {self.state.value}; it cannot be cancelled")
 
-    def check_can_undo(self) -> None:
+    def undo_refusal(self) -> str | None:
+        """Why this job cannot be undone now (9026), or None when it can: the one rule the
+        undo call enforces and the console asks before offering an Undo button."""
         if not self.state.is_finished:
-            raise errors.JobStateConflict(
-                f"job is {self.state.value}; undo is possible once it has finished"
-            )
+            return f"job is {self.state.value}; undo is possible once it has finished"
         if self.kind is not JobKind.REVOKE:
-            raise errors.JobStateConflict("only a REVOKE job can be undone")
+            return "only a REVOKE job can be undone"
         if self.dry_run:
-            raise errors.JobStateConflict("a dry run changed nothing; there is nothing to undo")
+            return "a dry run changed nothing; there is nothing to undo"
         if self.undone_by_job_id is not None:
-            raise errors.JobStateConflict(f"job was already undone by {self.undone_by_job_id}")
+            return f"job was already undone by {self.undone_by_job_id}"
+        return None
+
+    def check_can_undo(self) -> None:
+        refusal = self.undo_refusal()
+        if refusal is not None:
+            raise errors.JobStateConflict(refusal)
 
 
 @dataclass(frozen=True, slots=True)

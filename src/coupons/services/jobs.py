@@ -10,7 +10,7 @@ deletes it. Only a complete upload becomes QUEUED.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -175,6 +175,12 @@ def _job(uow: UnitOfWork, ctx: Context, job_id: str, *, lock: bool = False) -> J
 def get_job(uow: UnitOfWork, ctx: Context, job_id: str) -> Job:
     """The caller's org's job, or 9025 (another org's job behaves as absent)."""
     return _job(uow, ctx, job_id)
+
+
+def undoable(uow: UnitOfWork, ctx: Context, job_ids: Sequence[str]) -> set[str]:
+    """Which of the org's jobs `undo_job` would undo now (finished, revoking, not a dry run,
+    not undone yet): where the console offers an Undo button."""
+    return {job.id for job in uow.jobs.many(ctx.org_id, job_ids) if job.undo_refusal() is None}
 
 
 def list_jobs(uow: UnitOfWork, ctx: Context, state: str | None, limit: int) -> list[Job]:

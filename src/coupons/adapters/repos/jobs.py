@@ -237,6 +237,18 @@ class SqlJobRepository:
         row = self.conn.execute(query).first()
         return None if row is None else _job(row)
 
+    def many(self, org_id: int, job_ids: Sequence[str]) -> list[Job]:
+        if not job_ids:
+            return []
+        rows = self.conn.execute(
+            select(revoke_jobs).where(
+                revoke_jobs.c.id.in_(list(job_ids)),
+                revoke_jobs.c.org_id == org_id,
+                revoke_jobs.c.state != STAGING,
+            )
+        )
+        return [_job(r) for r in rows]
+
     def of_org(self, org_id: int, state: JobState | None, limit: int) -> list[Job]:
         query = select(revoke_jobs).where(
             revoke_jobs.c.org_id == org_id, revoke_jobs.c.state != STAGING

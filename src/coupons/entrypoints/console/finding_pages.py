@@ -10,11 +10,14 @@ from starlette.routing import Route
 
 from coupons.domain import errors
 from coupons.domain.model import CouponState, Series
+from coupons.domain.paging import Page
 from coupons.domain.people import Person
+from coupons.domain.trail import Revocation
 from coupons.entrypoints.console.pages import needs_person
 from coupons.entrypoints.console.web import PREFIX, call, error_page, message_of, page, status_of
 from coupons.entrypoints.http import finding_routes, render
-from coupons.services import finding, people, series
+from coupons.entrypoints.http.finding_routes import Reader
+from coupons.services import finding, jobs, people, series
 from coupons.services.common import Context
 from coupons.services.ports import UnitOfWork
 
@@ -24,6 +27,23 @@ STATES = [s.value for s in CouponState]
 
 def _text(request: Request, name: str, limit: int = 200) -> str:
     return request.query_params.get(name, "").strip()[:limit]
+
+
+def _trail_page(
+    uow: UnitOfWork, ctx: Context, reader: Reader[Revocation], after: str | None
+) -> tuple[Page[Revocation], set[str]]:
+    """A page of the trail, and which of its jobs can still be undone (one more read)."""
+    found = reader(uow, ctx, after, PAGE)
+    job_ids = [r.job_id for r in found.items if r.job_id]
+    return found, jobs.undoable(uow, ctx, job_ids)
+
+
+def _undoable(row: Revocation, undoable_jobs: set[str]) -> bool:
+    """Whether the row's Undo would do something: a job's by the job's own rule (not still
+    running, not undone already), a call's while some of what it revoked is still revoked."""
+    if row.job_id:
+        return row.job_id in undoable_jobs
+    return row.revoked_count > row.reinstated_count
 
 
 @needs_person
@@ -38,10 +58,13 @@ async def activity(request: Request, person: Person) -> Response:
         entity = await call(
             request,
             person,
-            lambda uow, ctx: reader(uow, ctx, after, PAGE),
+            lambda uow, ctx: _trail_page(uow, ctx, reader, after),
             lambda found, ctx: {
-                "rows": [render.revocation(r) for r in found.items],
-                "next": found.next_cursor,
+                "rows": [
+                    {**render.revocation(r), "undoable": _undoable(r, found[1])}
+                    for r in found[0].items
+                ],
+                "next": found[0].next_cursor,
             },
             write=False,
         )
