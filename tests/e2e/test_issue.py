@@ -276,3 +276,18 @@ def test_the_coupons_of_an_unknown_customer_get_701_and_404(api: Api) -> None:
     response = api.get("/v2/customers/987654321/coupons")
 
     assert (response.status_code, error_code(response)) == (404, 701)
+
+
+@pytest.mark.parametrize("path", ["/v2/coupon/issue", "/v2/coupon/redeem"])
+def test_a_customer_with_no_identifier_is_9002_not_customer_not_found(api: Api, path: str) -> None:
+    series_id = api.series(codes=["NOID-1"])
+    body: dict[str, Any] = (
+        {"seriesId": series_id, "customer": {}}
+        if path.endswith("issue")
+        else {"customer": {}, "redemptionRequestList": [{"code": "NOID-1"}]}
+    )
+
+    response = api.post(path, body)
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"].startswith("customer")

@@ -74,7 +74,9 @@ def find_customer(uow: UnitOfWork, org_id: int, ref: CustomerRef) -> Customer:
         if value not in (None, "")
     }
     if not given:
-        raise errors.CustomerNotFound("customer: no identifier given")
+        # Nothing to look for is a request missing its field (9002), not a search that
+        # found nobody (701).
+        raise errors.InvalidField("customer", "give at least one of id, mobile, email, externalId")
     matches = uow.customers.find_customers(
         org_id,
         id=ref.id,
