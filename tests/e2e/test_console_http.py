@@ -298,14 +298,20 @@ def test_a_coupon_of_an_expired_series_is_not_offered_for_revoke_and_says_why(
     assert customer_page.text.count("series expired") == 1
 
 
+def _shared_code_holder(api: Api, series_type: str, prefix: str) -> tuple[str, int, int]:
+    """A new series of one shared code (GENERIC or GENERIC_REDEEMABLE), and a new customer."""
+    code = unique(prefix).upper()
+    series = api.series(series_type, generic_code=code)
+    holder = api.customer(email=f"{unique(prefix.lower())}@example.com")
+    return code, series, holder
+
+
 def test_a_generic_redeemable_coupon_is_not_offered_for_revoke(
     signed_in: TestClient, api: Api
 ) -> None:
     # Given a GENERIC_REDEEMABLE coupon back in the ISSUED state (redeemed, then reactivated),
     # which the API refuses to revoke (811) whichever way it is asked
-    code = unique("GR").upper()
-    series = api.series("GENERIC_REDEEMABLE", generic_code=code)
-    holder = api.customer(email=f"{unique('gr')}@example.com")
+    code, series, holder = _shared_code_holder(api, "GENERIC_REDEEMABLE", "GR")
     redeemed = api.ok(api.redeem(holder, code))["redemptions"][0]
     api.ok(
         api.request(
@@ -346,9 +352,7 @@ def test_picking_one_of_a_customers_two_coupons_of_a_shared_code_revokes_and_rei
     signed_in: TestClient, api: Api
 ) -> None:
     # Given a customer holding a GENERIC series' shared code twice
-    code = unique("SHARED").upper()
-    series = api.series("GENERIC", generic_code=code)
-    holder = api.customer(email=f"{unique('two')}@example.com")
+    _, series, holder = _shared_code_holder(api, "GENERIC", "SHARED")
     first, second = api.issue(series, holder), api.issue(series, holder)
 
     # When the agent picks the first, previews and confirms the revoke, then reinstates it
