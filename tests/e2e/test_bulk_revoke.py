@@ -501,6 +501,55 @@ def test_an_unknown_series_ends_the_run_with_2_and_the_servers_reason(
     assert "707" in done.stderr
 
 
+def test_a_code_holding_a_control_character_is_invalid_and_the_rest_is_revoked(
+    server: Server, tmp_path: Path
+) -> None:
+    # given two codes, and between them one holding NUL and one a tab inside it
+    given = given_series(server, 2)
+    lines = [given.codes[0], "BAD\x00CODE", "BAD\tCODE", given.codes[1]]
+    codes_file = write_codes(tmp_path / "codes.txt", lines)
+
+    # when revoking
+    done = invoke_bulk(server, given.series_id, codes_file)
+
+    # then the run finishes: the two bad lines are invalid, never sent, and both codes revoked
+    assert done.returncode == 1, done.stderr
+    rows = read_results(tmp_path / "codes.results.csv")
+    assert [r["outcome"] for r in rows] == ["revoked", "invalid", "invalid", "revoked"]
+    assert series_counts(server, given.series_id) == {"REVOKED": 2}
+
+
+def test_a_refused_run_says_the_cause_must_be_fixed_before_a_rerun(
+    server: Server, tmp_path: Path
+) -> None:
+    codes_file = write_codes(tmp_path / "codes.txt", ["A1"])
+
+    done = invoke_bulk(server, 987_655, codes_file)
+
+    assert done.returncode == 2
+    assert "fix what it names" in " ".join(done.stderr.split())
+
+
+@pytest.mark.parametrize("on_server", [False, True])
+def test_results_naming_the_codes_file_itself_are_refused_and_the_file_kept(
+    server: Server, tmp_path: Path, on_server: bool
+) -> None:
+    # given a codes file
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.csv", ["code", *given.codes])
+    before = codes_file.read_text()
+
+    # when the results are to be written over it
+    extra = ["--results", str(tmp_path / "." / "codes.csv")]
+    done = invoke_bulk(server, given.series_id, codes_file, *extra, *(["--on-server"] * on_server))
+
+    # then nothing is sent and the file is as it was
+    assert done.returncode == 2
+    assert "must not be the codes file" in done.stderr
+    assert codes_file.read_text() == before
+    assert series_counts(server, given.series_id) == {"AVAILABLE": 2}
+
+
 def test_the_client_speaks_every_endpoint_of_the_spec(server: Server) -> None:
     # given an OAuth client on the real server
     with CouponClient(server.url, OAuth(USERNAME, PASSWORD)) as api:

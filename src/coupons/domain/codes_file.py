@@ -27,7 +27,7 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 # No sane codes file has a longer line; refusing it keeps a line-less upload out of memory.
 MAX_LINE_BYTES = 64 * 1024
 BOM = b"\xef\xbb\xbf"
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 
 class CodesFormat(StrEnum):
@@ -56,7 +56,7 @@ def parse_codes(
             raise errors.MalformedCodesFile(
                 found.line_no, f"code longer than {MAX_CODE_LENGTH} characters"
             )
-        if _CONTROL.search(found.code):
+        if CONTROL_CHARACTER.search(found.code):
             # PostgreSQL cannot store NUL in text, and no code is typed with control characters.
             raise errors.MalformedCodesFile(found.line_no, "code contains a control character")
         if count > max_codes:

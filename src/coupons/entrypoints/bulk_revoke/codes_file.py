@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from coupons.domain.codes import MAX_CODE_LENGTH, clean, normalize
+from coupons.domain.codes_file import CONTROL_CHARACTER
 
 
 class CodesFileError(Exception):
@@ -27,7 +28,7 @@ class LineKind(StrEnum):
 
     SEND = "send"  # the first occurrence of a valid code: goes to the server
     DUPLICATE = "duplicate_in_file"  # the same code (ignoring case and spaces) on an earlier line
-    INVALID = "invalid"  # too long for the server; sending it would spoil its whole batch
+    INVALID = "invalid"  # too long, or a control character: the server would refuse its batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,9 @@ def read_codes(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def is_valid(code: str) -> bool:
-    """Whether the server would accept the (trimmed, non-blank) code at all."""
-    return len(code) <= MAX_CODE_LENGTH
+    """Whether the server would accept the (trimmed, non-blank) code at all: not too long,
+    and no control character (NUL above all, which the server refuses as 9002)."""
+    return len(code) <= MAX_CODE_LENGTH and not CONTROL_CHARACTER.search(code)
 
 
 def scan(path: Path) -> Scan:

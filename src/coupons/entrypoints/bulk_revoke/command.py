@@ -111,7 +111,28 @@ def _describe(error: CouponApiError) -> str:
         return f"server unavailable after retries: {error.message}"
     if error.code == 0:
         return error.message
-    return f"the server refused the request: {error.code} {error.message}"
+    return f"{REFUSED}: {error.code} {error.message}"
+
+
+# How a run stopped by the server's refusal (not by an outage or an interrupt) is described:
+# the same request would be refused again, so resuming needs the cause fixed first.
+REFUSED = "the server refused the request"
+
+
+def _advice(problem: str | None) -> str:
+    if problem is not None and problem.startswith(REFUSED):
+        return (
+            "the same request would be refused again: fix what it names, "
+            "then rerun the same command to resume"
+        )
+    return "rerun the same command to resume"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def revoke(
@@ -152,6 +173,10 @@ def revoke(
     """Revoke every code of a file through the API, 50 a request; rerun to resume."""
     err = Console(stderr=True)
     out = Console()
+    if results is not None and _same_file(results, codes_file):
+        # Writing the results there would replace the codes the run (and its rerun) reads.
+        err.print("[red]error:[/red] --results must not be the codes file itself")
+        raise typer.Exit(EXIT_UNFINISHED)
     if on_server:
         from coupons.entrypoints import server_revoke
 
@@ -212,7 +237,7 @@ def revoke(
     out.print(f"results: {results}")
     status = report.exit_status
     if status == EXIT_UNFINISHED:
-        err.print(f"[red]not finished:[/red] {report.problem}; rerun the same command to resume")
+        err.print(f"[red]not finished:[/red] {report.problem}; {_advice(report.problem)}")
     elif status == EXIT_SOME_FAILED:
         for reason_line in failure_reasons(report):
             err.print(reason_line)
