@@ -458,3 +458,31 @@ def test_a_command_on_a_database_file_that_cannot_be_opened_says_so_in_one_line(
 
     assert code == 1
     assert "unable to open database file" in output and "Traceback" not in output
+
+
+def test_a_worker_on_a_database_without_the_schema_stops_at_once_saying_so(
+    tmp_path: Path,
+) -> None:
+    code, output = run("worker", "--db", f"sqlite:///{tmp_path / 'fresh.db'}")
+
+    assert code == 1
+    assert "run `coupons db upgrade` first" in " ".join(output.split())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("worker", "--concurrency", "0"),
+        ("worker", "--metrics-port", "99999"),
+        ("worker", "--poll-interval", "0"),
+        ("webhook", "retry", "99999999999999999999"),
+        ("webhook", "retry", "0"),
+    ],
+)
+def test_worker_and_webhook_values_out_of_range_are_usage_errors(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    code, output = run(*args, "--db", f"sqlite:///{tmp_path / 'x.db'}")
+
+    assert code == 2
+    assert "Invalid value" in output and "Traceback" not in output

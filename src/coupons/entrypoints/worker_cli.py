@@ -25,16 +25,29 @@ DbOption = Annotated[str, typer.Option("--db", envvar="COUPONS_DATABASE_URL", he
 
 def worker_command(
     db: DbOption = DEFAULT_DATABASE_URL,
-    concurrency: Annotated[int, typer.Option(help="subscriptions delivered at once")] = 8,
-    lease_seconds: Annotated[float, typer.Option(help="lease on a subscription")] = 60.0,
-    timeout: Annotated[float, typer.Option(help="HTTP timeout per delivery, seconds")] = 10.0,
-    poll_interval: Annotated[float, typer.Option(help="seconds between polls when idle")] = 0.5,
+    concurrency: Annotated[
+        int, typer.Option(help="subscriptions delivered at once", min=1, max=256)
+    ] = 8,
+    lease_seconds: Annotated[
+        float, typer.Option(help="lease on a subscription", min=1.0, max=86_400.0)
+    ] = 60.0,
+    timeout: Annotated[
+        float, typer.Option(help="HTTP timeout per delivery, seconds", min=0.1, max=600.0)
+    ] = 10.0,
+    poll_interval: Annotated[
+        float, typer.Option(help="seconds between polls when idle", min=0.01, max=60.0)
+    ] = 0.5,
     metrics_port: Annotated[
-        int | None, typer.Option(help="serve Prometheus metrics on this port")
+        int | None, typer.Option(help="serve Prometheus metrics on this port", min=1, max=65535)
     ] = None,
     jobs: Annotated[bool, typer.Option("--jobs/--no-jobs", help="run revoke jobs too")] = True,
     job_lease_seconds: Annotated[
-        float, typer.Option(help="lease on a revoke job; a dead worker's job waits this long")
+        float,
+        typer.Option(
+            help="lease on a revoke job; a dead worker's job waits this long",
+            min=1.0,
+            max=86_400.0,
+        ),
     ] = 30.0,
     chunk_size: Annotated[int, typer.Option(help="codes per revoke job chunk", min=1)] = 500,
 ) -> None:
@@ -44,6 +57,7 @@ def worker_command(
     from coupons.entrypoints.worker import Worker, WorkerOptions, log
 
     configure_logging(os.environ.get("COUPONS_LOG_LEVEL", "INFO"))
+    _require_schema(db)
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -90,11 +104,34 @@ def worker_command(
         worker.db.dispose()
 
 
+def _require_schema(url: str) -> None:
+    """A worker needs the schema its code was written for: on a database never upgraded (or
+    upgraded past it) it would log a failure every poll, forever. Say so once and stop."""
+    from coupons.adapters import migrate
+
+    try:
+        current = migrate.current_revision(url)
+    except Exception as error:  # a bad URL or a database that cannot be reached
+        typer.echo(f"error: cannot open database {url!r}: {error}", err=True)
+        raise typer.Exit(1) from None
+    head = migrate.head_revision()
+    if current != head:
+        typer.echo(
+            f"error: the database schema is at {current or 'nothing'}, this worker needs "
+            f"{head}: run `coupons db upgrade` first",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
 webhook_app = typer.Typer(help="Webhook subscriptions.", no_args_is_help=True)
 
 
 @webhook_app.command("retry")
-def webhook_retry(webhook_id: int, db: DbOption = DEFAULT_DATABASE_URL) -> None:
+def webhook_retry(
+    webhook_id: Annotated[int, typer.Argument(min=1, max=2**62)],
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
     """Retry a dead-lettered subscription now, from where it stopped."""
     from coupons.adapters.sql_uow import Database
     from coupons.services import webhooks
