@@ -486,3 +486,27 @@ def test_worker_and_webhook_values_out_of_range_are_usage_errors(
 
     assert code == 2
     assert "Invalid value" in output and "Traceback" not in output
+
+
+def test_names_longer_than_their_column_are_refused_alike_on_both_stores(
+    backend: Backend,
+) -> None:
+    long_org = run("org", "create", "o" * 201, "--db", backend.url)
+    org = unique("org")
+    assert run("org", "create", org, "--db", backend.url)[0] == 0
+    long_user = run("client", "create", "--org", org, "--username", "u" * 201, "--db", backend.url)
+
+    for code, output in (long_org, long_user):
+        assert code == 1 and "1 to 200 characters" in output
+
+
+def test_names_given_with_spaces_are_found_as_they_were_stored_trimmed(backend: Backend) -> None:
+    org, user = unique("org"), unique("user")
+    assert run("org", "create", f" {org} ", "--db", backend.url)[0] == 0
+    created = run(
+        "client", "create", "--org", f" {org} ", "--username", f" {user} ", "--db", backend.url
+    )
+    reset = run("client", "reset-secret", f" {user} ", "--db", backend.url)
+    disabled = run("client", "disable", f" {user} ", "--db", backend.url)
+
+    assert created[0] == reset[0] == disabled[0] == 0, (created, reset, disabled)

@@ -11,12 +11,16 @@ from coupons.services.auth import hash_secret, new_secret, parse_groups
 from coupons.services.common import utcnow
 from coupons.services.ports import UnitOfWork
 
+# The width of `orgs.name` and `api_clients.username`: checked here, so SQLite (which does
+# not enforce a VARCHAR's length) and PostgreSQL (which refuses the row) answer alike.
+MAX_NAME = 200
+
 
 def create_org(uow: UnitOfWork, name: str) -> int:
     """A new org; 9016 when the name is taken."""
     name = name.strip()
-    if not name:
-        raise errors.InvalidField("name", "must not be blank")
+    if not name or len(name) > MAX_NAME:
+        raise errors.InvalidField("name", f"must be 1 to {MAX_NAME} characters")
     if uow.clients.org_id_by_name(name) is not None:
         raise errors.OrgNameTaken(name)
     return uow.clients.add_org(name, utcnow())
@@ -31,12 +35,14 @@ def create_client(
     groups: str | Iterable[str],
 ) -> str:
     """A new API client of `org`; returns its secret (generated unless given)."""
-    org_id = uow.clients.org_id_by_name(org)
+    org_id = uow.clients.org_id_by_name(org.strip())
     if org_id is None:
-        raise errors.InvalidField("org", f"no org named {org!r}")
+        raise errors.InvalidField("org", f"no org named {org.strip()!r}")
     username = username.strip()
-    if not username or ":" in username:
-        raise errors.InvalidField("username", "must be non-blank and contain no ':'")
+    if not username or ":" in username or len(username) > MAX_NAME:
+        raise errors.InvalidField(
+            "username", f"must be 1 to {MAX_NAME} characters and contain no ':'"
+        )
     if uow.clients.client_by_username(username) is not None:
         raise errors.UsernameTaken(username)
     try:
@@ -52,6 +58,7 @@ def set_client_active(uow: UnitOfWork, username: str, active: bool) -> None:
     """Enable or disable a client; a disabled client's tokens stop working at once, and those
     issued before the disable stay dead when it is enabled again (spec §2: they die)."""
     tokens_after = None if active else utcnow()
+    username = username.strip()  # stored trimmed (`create_client`): looked up so too
     if not uow.clients.update_client(username, is_active=active, tokens_after=tokens_after):
         raise errors.InvalidField("username", f"no client named {username!r}")
 
@@ -60,6 +67,7 @@ def reset_client_secret(uow: UnitOfWork, username: str) -> str:
     """Give a client a new generated secret and return it; the old secret stops working, and
     so do tokens issued under it (they carry the secret's version)."""
     secret = new_secret()
+    username = username.strip()  # stored trimmed (`create_client`): looked up so too
     if not uow.clients.update_client(username, secret_hash=hash_secret(secret)):
         raise errors.InvalidField("username", f"no client named {username!r}")
     return secret
