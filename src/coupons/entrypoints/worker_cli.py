@@ -56,8 +56,8 @@ def worker_command(
     from coupons.entrypoints.http.metrics import configure_logging
     from coupons.entrypoints.worker import Worker, WorkerOptions, log
 
+    _require_schema(db)  # before logging is set up: a refusal is one line on stderr
     configure_logging(os.environ.get("COUPONS_LOG_LEVEL", "INFO"))
-    _require_schema(db)
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
