@@ -510,3 +510,16 @@ def test_names_given_with_spaces_are_found_as_they_were_stored_trimmed(backend: 
     disabled = run("client", "disable", f" {user} ", "--db", backend.url)
 
     assert created[0] == reset[0] == disabled[0] == 0, (created, reset, disabled)
+
+
+def test_a_postgresql_database_that_does_not_exist_is_named_not_called_an_outage(
+    backend: Backend,
+) -> None:
+    if not backend.url.startswith("postgresql"):
+        pytest.skip("SQLite creates its file; only a server can lack a database")
+    missing = make_url(backend.url).set(database=unique("no_such_db").replace("-", "_"))
+
+    code, output = run("org", "list", "--db", missing.render_as_string(hide_password=False))
+
+    assert code == 1
+    assert "does not exist" in " ".join(output.split()) and "9023" not in output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -201,10 +202,19 @@ def is_unavailable(error: DBAPIError) -> bool:
     if not type(orig).__module__.startswith("psycopg"):
         return False
     sqlstate = getattr(orig, "sqlstate", None)
-    # No SQLSTATE: the client side failed (connection refused, timed out, closed).
+    # No SQLSTATE: the client side failed (connection refused, timed out, closed), unless the
+    # server refused the connection for good (no such database or role, a wrong password):
+    # that is a configuration to fix, not an outage to wait out (9023).
     return is_disconnect_sqlstate(sqlstate) or (
-        sqlstate is None and isinstance(error, OperationalError)
+        sqlstate is None
+        and isinstance(error, OperationalError)
+        and not _REFUSED_FOR_GOOD.search(str(orig))
     )
+
+
+_REFUSED_FOR_GOOD = re.compile(
+    r'(database|role) "[^"]*" does not exist|password authentication failed|no password supplied'
+)
 
 
 class Database:
