@@ -244,6 +244,7 @@ def test_the_export_command_writes_the_series_and_the_trail(served: Served, tmp_
     assert missing.exit_code == 1
     assert "707" in missing.output
     assert len(list(csv.reader(out.open(newline="")))) == 2_001  # a failed export keeps the file
+    assert not out.with_name(out.name + ".partial").exists()  # and leaves nothing beside it
 
 
 def test_the_export_command_writes_a_customers_coupons(served: Served, tmp_path: Path) -> None:

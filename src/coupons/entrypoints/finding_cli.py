@@ -69,9 +69,12 @@ def _output(out: Path) -> Iterator[IO[bytes]]:
         yield sys.stdout.buffer
         return
     partial = out.with_name(out.name + ".partial")
-    with partial.open("wb") as handle:
-        yield handle
-    partial.replace(out)  # only a finished export takes the name
+    try:
+        with partial.open("wb") as handle:
+            yield handle
+        partial.replace(out)  # only a finished export takes the name
+    finally:
+        partial.unlink(missing_ok=True)  # a failed export leaves nothing behind
 
 
 def _export(

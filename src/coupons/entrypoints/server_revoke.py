@@ -121,6 +121,22 @@ def download(
     counts: Counter[str] = Counter()
     errors: dict[str, Counter[str]] = {}
     partial = results.with_name(results.name + ".partial")
+    try:
+        _write_report(api, job_id, partial, counts, errors)
+        partial.replace(results)
+    finally:
+        partial.unlink(missing_ok=True)  # a report cut short leaves nothing behind
+    return counts, errors
+
+
+def _write_report(
+    api: CouponClient,
+    job_id: str,
+    partial: Path,
+    counts: Counter[str],
+    errors: dict[str, Counter[str]],
+) -> None:
+    """Stream the report into `partial`, counting outcomes (and error codes) as it goes."""
     tail = ""
     header = True
     with partial.open("wb") as handle:
@@ -135,8 +151,6 @@ def download(
                 counts[row[1]] += 1
                 if row[2]:
                     errors.setdefault(row[1], Counter())[row[2]] += 1
-    partial.replace(results)
-    return counts, errors
 
 
 def summary(job: RevokeJob, counts: Counter[str], errors: dict[str, Counter[str]]) -> Table:
