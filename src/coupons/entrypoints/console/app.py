@@ -14,10 +14,9 @@ from pathlib import Path
 import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,7 +32,7 @@ from coupons.entrypoints.console.web import (
     page,
     signed_in,
 )
-from coupons.entrypoints.http.middleware import nul_field, request_id_of
+from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services.auth import FailureThrottle
 
 HERE = Path(__file__).parent
@@ -60,9 +59,7 @@ def create_console(
             *finding_pages.routes,
             *jobs_pages.routes,
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-            Route(NUL_PATH, _nul_refused, methods=["GET"]),
         ],
-        middleware=[Middleware(NulGuard)],
         exception_handlers={
             HTTPException: _http_error,
             Refused: _refused,
@@ -75,44 +72,6 @@ def create_console(
         db=db, throttle=throttle, session_lifetime=session_lifetime, templates=_templates()
     )
     return FaultPage(app, app.state.console.templates)
-
-
-# Where a request carrying NUL is sent instead of its own page (see `NulGuard`).
-NUL_PATH = "/-/nul"
-NUL_FIELD = "coupons.nul_field"
-
-
-class NulGuard:
-    """PostgreSQL can neither store nor compare text holding NUL. A console request with one
-    in its path or query is answered as the API answers it (9002 naming the parameter),
-    as a page: it is routed to `_nul_refused` before any page reads it. Forms are checked
-    where they are read (`web.checked_form`)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        field = nul_field(scope) if scope["type"] == "http" else None
-        if field is not None:
-            scope = {
-                **scope,
-                "path": scope.get("root_path", "") + NUL_PATH,
-                "method": "GET",
-                "query_string": b"",
-                NUL_FIELD: field,
-            }
-        await self.app(scope, receive, send)
-
-
-async def _nul_refused(request: Request) -> Response:
-    field = request.scope.get(NUL_FIELD)
-    if field is None:  # asked for by its own name: there is no such page
-        raise HTTPException(404)
-    with contextlib.suppress(errors.CouponError):
-        await signed_in(request)
-    return error_page(
-        request, "Error", errors.InvalidField(str(field), "must not contain NUL characters")
-    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -28,6 +28,7 @@ from coupons.entrypoints.console.web import (
     to_sign_in,
 )
 from coupons.entrypoints.http.deps import client_address
+from coupons.entrypoints.http.middleware import nul_field
 from coupons.services import lookup, people, revoke
 from coupons.services.common import utcnow
 
@@ -39,13 +40,20 @@ NOTICES = {
 
 
 def needs_person(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """The page for a signed-in person; anyone else goes to the sign-in page first."""
+    """The page for a signed-in person; anyone else goes to the sign-in page first.
+
+    A path or query holding NUL, which PostgreSQL can neither store nor compare, is the API's
+    9002 naming the parameter, as a page, before the page reads it (forms are checked where
+    they are read, `web.checked_form`)."""
 
     @wraps(handler)
     async def endpoint(request: Request) -> Response:
         person = await signed_in(request)
         if person is None:
             return to_sign_in(request)
+        field = nul_field(request.scope)
+        if field is not None:
+            raise errors.InvalidField(field, "must not contain NUL characters")
         return await handler(request, person)
 
     return endpoint
