@@ -67,10 +67,7 @@ class DriverStatement:
         readers = compiled.readers[0]
         if readers is None:
             return rows
-        return [
-            tuple(v if read is None else read(v) for read, v in zip(readers, row, strict=True))
-            for row in rows
-        ]
+        return [_read(readers, row) for row in rows]
 
     def objects(
         self, conn: Connection, params: Mapping[str, Any], build: Callable[[Sequence[Any]], T]
@@ -88,12 +85,7 @@ class DriverStatement:
             key = tuple(row)
             built = memo.get(key)
             if built is None:
-                values = (
-                    row
-                    if readers is None
-                    else tuple(v if r is None else r(v) for r, v in zip(readers, row, strict=True))
-                )
-                built = build(values)
+                built = build(row if readers is None else _read(readers, row))
                 if len(memo) >= MEMO_SIZE:
                     memo.clear()
                 memo[key] = built
@@ -193,6 +185,11 @@ def compile_for_driver(statement: ClauseElement, dialect: Dialect) -> _Compiled:
         binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
     return _Compiled(compiled.string, names, fixed, binders, [], named, {})
+
+
+def _read(readers: tuple[Processor, ...], row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row's values with each column's result processing applied."""
+    return tuple(v if read is None else read(v) for read, v in zip(readers, row, strict=True))
 
 
 def _readers(

@@ -114,18 +114,10 @@ def decide(
     `keys` are the codes' matching keys, in order (worked out by the caller, before its
     transaction: `services.revoke.RevokeRequest`).
     """
-    # On SQLite this runs while the request holds the database's one write lock, so the
-    # common case (one coupon per code, taken) is kept to a few operations per code.
     by_code: dict[str, list[Coupon]] = {}
     for coupon in matches:
-        key = normalize(coupon.code)
-        same = by_code.get(key)
-        if same is None:
-            by_code[key] = [coupon]
-        else:
-            same.append(coupon)
+        by_code.setdefault(normalize(coupon.code), []).append(coupon)
     outcome = Outcome()
-    decisions, done = outcome.decisions, outcome.done
     takes = _TAKES[action]
     missing = FailureReason.NOT_FOUND_IN_SERIES if series_given else FailureReason.NOT_FOUND_IN_ORG
     for code, key in zip(codes, keys, strict=True):
@@ -141,8 +133,7 @@ def decide(
             found = mine
         eligible = [c for c in found if c.state in takes]
         if eligible:
-            decisions.append(CodeDecision(code, tuple(eligible), None))
-            done.extend(eligible)
+            outcome.decide(code, eligible, None)
         else:
             outcome.decide(code, found, _refusal(action, found))
     return outcome
