@@ -60,3 +60,15 @@ def head_revision() -> str:
     head = script.get_current_head()
     assert head is not None
     return head
+
+
+def schema_problem(url: str) -> str | None:
+    """Why this version cannot work on the database at `url` as it stands (its schema is not
+    the one this code was written for), or None. Raises what connecting raises."""
+    current, head = current_revision(url), head_revision()
+    if current == head:
+        return None
+    return (
+        f"the database schema is at {current or 'nothing'}, this version needs {head}: "
+        "run `coupons db upgrade` first"
+    )

@@ -12,7 +12,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from coupons.config import DEFAULT_DATABASE_URL, Settings
-from coupons.domain.errors import CouponError
+from coupons.domain.errors import CouponError, DatabaseUnavailable
 from coupons.entrypoints import finding_cli, worker_cli
 from coupons.entrypoints.bulk_revoke import command as bulk_revoke
 
@@ -43,11 +43,13 @@ class _Commands(TyperGroup):
 
 
 def _database_error(error: Exception) -> str:
+    return f"database error: {first_line(error)}"
+
+
+def first_line(error: Exception) -> str:
+    """The driver's own words for a database error, without SQLAlchemy's wrapping."""
     cause = str(getattr(error, "orig", None) or error).strip().splitlines()
-    text = cause[0] if cause else type(error).__name__
-    if "no such table" in text or ("relation" in text and "does not exist" in text):
-        return f"the database has no coupons schema yet ({text}); run `coupons db upgrade` first"
-    return f"database error: {text}"
+    return cause[0] if cause else type(error).__name__
 
 
 app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True, cls=_Commands)
@@ -84,12 +86,35 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _database(url: str) -> Database:
+    """The database a command works on, once it holds this version's schema."""
     from coupons.adapters.sql_uow import Database
 
     try:
-        return Database.from_url(url, pool_size=2)
+        database = Database.from_url(url, pool_size=2)
     except Exception as error:  # bad URL or driver: say so, no traceback
         raise _fail(f"cannot open database {url!r}: {error}") from None
+    require_schema(url)
+    return database
+
+
+def require_schema(url: str) -> None:
+    """Stop with one line unless the database holds this version's schema: on a database
+    never upgraded every command (and the worker, every poll) would fail on a missing table."""
+    from sqlalchemy.exc import DBAPIError
+
+    from coupons.adapters import migrate
+    from coupons.adapters.sql_uow import RETRY_AFTER_SECONDS, is_unavailable
+
+    try:
+        problem = migrate.schema_problem(url)
+    except DBAPIError as error:
+        if is_unavailable(error):  # an outage, as a command meeting one says it (9023)
+            raise DatabaseUnavailable(RETRY_AFTER_SECONDS) from None
+        raise _fail(f"cannot open database {url!r}: {first_line(error)}") from None
+    except Exception as error:  # a file that cannot be opened, a bad URL
+        raise _fail(f"cannot open database {url!r}: {first_line(error)}") from None
+    if problem is not None:
+        raise _fail(problem)
 
 
 @db_app.command("upgrade")

@@ -53,10 +53,11 @@ def worker_command(
 ) -> None:
     """Deliver webhooks and run revoke jobs until interrupted (run as many as you like)."""
     from coupons.adapters.sql_uow import Database
+    from coupons.entrypoints.cli import require_schema  # loaded already: it registers this
     from coupons.entrypoints.http.metrics import configure_logging
     from coupons.entrypoints.worker import Worker, WorkerOptions, log
 
-    _require_schema(db)  # before logging is set up: a refusal is one line on stderr
+    require_schema(db)  # before logging is set up: a refusal is one line on stderr
     configure_logging(os.environ.get("COUPONS_LOG_LEVEL", "INFO"))
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -102,26 +103,6 @@ def worker_command(
             job_thread.join()
             job_runner.db.dispose()
         worker.db.dispose()
-
-
-def _require_schema(url: str) -> None:
-    """A worker needs the schema its code was written for: on a database never upgraded (or
-    upgraded past it) it would log a failure every poll, forever. Say so once and stop."""
-    from coupons.adapters import migrate
-
-    try:
-        current = migrate.current_revision(url)
-    except Exception as error:  # a bad URL or a database that cannot be reached
-        typer.echo(f"error: cannot open database {url!r}: {error}", err=True)
-        raise typer.Exit(1) from None
-    head = migrate.head_revision()
-    if current != head:
-        typer.echo(
-            f"error: the database schema is at {current or 'nothing'}, this worker needs "
-            f"{head}: run `coupons db upgrade` first",
-            err=True,
-        )
-        raise typer.Exit(1)
 
 
 webhook_app = typer.Typer(help="Webhook subscriptions.", no_args_is_help=True)
