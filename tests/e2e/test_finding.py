@@ -515,3 +515,13 @@ def test_a_customers_coupons_are_one_list_and_refuse_paging_parameters(
 
     assert (response.status_code, error_code(response)) == (400, 9002)
     assert response.json()["errors"][0]["message"].startswith(field)
+
+
+def test_a_coupon_is_read_whatever_paging_parameters_come_with_it(api: Api) -> None:
+    # only a customer's coupon list refuses limit and after; one coupon has no pages to refuse
+    series_id = api.series(codes=["ONE-COUPON-1"])
+    [coupon] = api.ok(api.get(f"/v2/coupon/series/{series_id}/coupons"))["coupons"]
+
+    response = api.get(f"/v2/coupon/{coupon['couponId']}", params={"limit": "5"})
+
+    assert api.ok(response)["couponId"] == coupon["couponId"]

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from coupons.client import BasicAuth, CouponApiError, CouponClient, Revocation
+from coupons.entrypoints.whole_file import whole_file
 
 EXIT_FAILED = 1
 
@@ -68,13 +69,8 @@ def _output(out: Path) -> Iterator[IO[bytes]]:
     if str(out) == "-":
         yield sys.stdout.buffer
         return
-    partial = out.with_name(out.name + ".partial")
-    try:
-        with partial.open("wb") as handle:
-            yield handle
-        partial.replace(out)  # only a finished export takes the name
-    finally:
-        partial.unlink(missing_ok=True)  # a failed export leaves nothing behind
+    with whole_file(out) as handle:  # only a finished export takes the name
+        yield handle
 
 
 def _export(

@@ -29,6 +29,7 @@ from coupons.entrypoints.bulk_revoke.results import (
     default_results,
 )
 from coupons.entrypoints.bulk_revoke.ui import progress_bar
+from coupons.entrypoints.whole_file import whole_file
 
 # Outcomes after which a code is where the user wanted it (exit status 0).
 SUCCESSFUL = {"revoked", "would_revoke", "already_revoked", "duplicate_in_file"}
@@ -120,26 +121,9 @@ def download(
     """Write the report beside the codes file (atomically) and count its outcomes."""
     counts: Counter[str] = Counter()
     errors: dict[str, Counter[str]] = {}
-    partial = results.with_name(results.name + ".partial")
-    try:
-        _write_report(api, job_id, partial, counts, errors)
-        partial.replace(results)
-    finally:
-        partial.unlink(missing_ok=True)  # a report cut short leaves nothing behind
-    return counts, errors
-
-
-def _write_report(
-    api: CouponClient,
-    job_id: str,
-    partial: Path,
-    counts: Counter[str],
-    errors: dict[str, Counter[str]],
-) -> None:
-    """Stream the report into `partial`, counting outcomes (and error codes) as it goes."""
     tail = ""
     header = True
-    with partial.open("wb") as handle:
+    with whole_file(results) as handle:
         for piece in api.revoke_job_report(job_id):
             handle.write(piece)
             text = tail + piece.decode("utf-8")
@@ -151,6 +135,7 @@ def _write_report(
                 counts[row[1]] += 1
                 if row[2]:
                     errors.setdefault(row[1], Counter())[row[2]] += 1
+    return counts, errors
 
 
 def summary(job: RevokeJob, counts: Counter[str], errors: dict[str, Counter[str]]) -> Table:

@@ -13,6 +13,7 @@ from coupons.domain.codes import MAX_CODE_LENGTH, MAX_CODES_PER_REQUEST, CodeCas
 from coupons.entrypoints.bulk_revoke.codes_file import Line, LineKind
 from coupons.entrypoints.bulk_revoke.journal import Journal, Row
 from coupons.entrypoints.spreadsheet import neutralise
+from coupons.entrypoints.whole_file import whole_file
 
 COLUMNS = ["line", "code", "outcome", "errorCode", "couponId"]
 EXIT_OK, EXIT_SOME_FAILED, EXIT_UNFINISHED = 0, 1, 2
@@ -104,11 +105,10 @@ def write_results(
     case: CodeCase,
     problem: str | None,
 ) -> RunReport:
-    """Write the CSV (to a temporary file, then renamed) and count outcomes."""
+    """Write the CSV (whole or not at all: `whole_file`) and count outcomes."""
     counts: Counter[str] = Counter()
     error_codes: dict[str, Counter[str]] = {}
-    partial = results.with_name(results.name + ".partial")
-    with partial.open("w", encoding="utf-8", newline="") as handle:
+    with whole_file(results, text=True) as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for row in ordered_rows(lines, journal, case):
@@ -117,7 +117,6 @@ def write_results(
             counts[row[2]] += 1
             if row[3]:
                 error_codes.setdefault(row[2], Counter())[row[3]] += 1
-    partial.replace(results)
     finished = problem is None and sum(counts.values()) == total
     if problem is None and not finished:
         problem = "the journal does not cover every code of the file"

@@ -340,7 +340,6 @@ async def get_coupon(coupon_id: CouponIdPath, request: Request, actor: ReadActor
     (as `/v2/coupon/{couponId}.csv` does)."""
     from coupons.entrypoints.http import finding_routes  # it builds on this module
 
-    finding_routes.refuse_paging(request)
     if finding_routes.wants_csv(request):
         return await finding_routes.export_coupon_history(coupon_id, request, actor)
 
