@@ -244,9 +244,11 @@ def test_a_busy_client_is_read_from_the_database_about_once_a_second(
 
 
 def test_a_client_memory_vouches_for_is_checked_without_a_worker_thread(
-    client: TestClient, backend: Backend, monkeypatch: pytest.MonkeyPatch
+    app: FastAPI, client: TestClient, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given a client that has just authenticated by secret and by token
+    # given a client that has just authenticated by secret and by token (kept in memory for
+    # longer than a second, which a slow machine can take between these calls)
+    monkeypatch.setattr(app.state.authenticator, "client_cache_seconds", 3600.0)
     creds = _new_client(backend)
     token = _token(client, creds)
     assert client.get("/v2/coupon/1", headers=creds.headers).status_code == 404
