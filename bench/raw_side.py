@@ -73,7 +73,8 @@ def service_and_raw_statements(
             # keep it, however slow the machine), so the captured request is a steady-state one.
             app.state.authenticator.client_cache_seconds = 3600.0
             client.get("/v2/coupon/0", auth=(layout.username, layout.secret))
-            with capture_statements(db.engine) as service:
+            # A revoke on PostgreSQL goes through the event loop's engine (`Database.on_loop`).
+            with capture_statements(*db.engines) as service:
                 response = client.post(
                     REVOKE_PATH, json=http_job.body(), auth=(layout.username, layout.secret)
                 )

@@ -81,18 +81,20 @@ _PARAM = re.compile(r"\b(\w+?)(_\d+)+\b")
 
 
 @contextmanager
-def capture_statements(engine: Engine) -> Iterator[list[str]]:
-    """Every SQL statement sent through `engine` while the block runs, in order."""
+def capture_statements(*engines: Engine) -> Iterator[list[str]]:
+    """Every SQL statement sent through any of `engines` while the block runs, in order."""
     seen: list[str] = []
 
     def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         seen.append(" ".join(statement.split()))
 
-    event.listen(engine, "before_cursor_execute", listener)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", listener)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", listener)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", listener)
 
 
 def statement_shapes(statements: Sequence[str]) -> list[str]:

@@ -30,11 +30,13 @@ def captured(backend: Backend) -> Iterator[list[tuple[str, Any]]]:
     ) -> None:
         seen.append((statement, parameters[0] if many else parameters))
 
-    event.listen(backend.db.engine, "before_cursor_execute", keep)
+    for engine in backend.db.engines:  # PostgreSQL revokes go through the loop's
+        event.listen(engine, "before_cursor_execute", keep)
     try:
         yield seen
     finally:
-        event.remove(backend.db.engine, "before_cursor_execute", keep)
+        for engine in backend.db.engines:
+            event.remove(engine, "before_cursor_execute", keep)
 
 
 def touches_coupons(statement: str) -> bool:

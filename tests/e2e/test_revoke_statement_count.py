@@ -28,11 +28,13 @@ def counted_statements(backend: Backend) -> Iterator[list[str]]:
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement)
 
-    event.listen(backend.db.engine, "before_cursor_execute", count)
+    for engine in backend.db.engines:  # PostgreSQL revokes go through the loop's
+        event.listen(engine, "before_cursor_execute", count)
     try:
         yield statements
     finally:
-        event.remove(backend.db.engine, "before_cursor_execute", count)
+        for engine in backend.db.engines:
+            event.remove(engine, "before_cursor_execute", count)
 
 
 def statements_for(backend: Backend, call: Callable[[], Any]) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from coupons.adapters.driver_sql import is_disconnect_sqlstate, send
@@ -99,12 +100,35 @@ def create_db_engine(
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
     if not null_pool:
-        # No pre-ping (a round trip on every checkout, on the revoke hot path): a connection
-        # found dead when used throws the whole pool away instead (`_configure_postgres`).
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
+        kwargs.update(_postgres_pool(pool_size))
     parsed, connect_args = postgres_connect_args(parsed)
     engine = create_engine(parsed, connect_args=connect_args, **kwargs)
     _configure_postgres(engine)
+    return engine
+
+
+def _postgres_pool(pool_size: int) -> dict[str, Any]:
+    # No pre-ping (a round trip on every checkout, on the revoke hot path): a connection
+    # found dead when used throws the whole pool away instead (`_configure_postgres`).
+    return {"pool_size": pool_size, "max_overflow": pool_size * 2, "pool_recycle": 1800}
+
+
+def create_loop_engine(url: str, *, pool_size: int = 10) -> AsyncEngine | None:
+    """PostgreSQL through psycopg's asyncio connections, for use cases the server runs on its
+    event loop (`Database.on_loop`); None for SQLite, whose writers wait for a file lock.
+
+    Same URL, options and disconnect handling as `create_db_engine`'s; its own pool.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    parsed, connect_args = postgres_connect_args(parsed)
+    engine = create_async_engine(
+        parsed.set(drivername="postgresql+psycopg_async"),
+        connect_args=connect_args,
+        **_postgres_pool(pool_size),
+    )
+    _configure_postgres(engine.sync_engine)
     return engine
 
 

@@ -125,7 +125,9 @@ def send(conn: Connection, sql: str, arguments: tuple[Any, ...] | dict[str, Any]
     """Run SQL on a connection's driver cursor, seen by the engine's cursor listeners, its
     errors raised as SQLAlchemy's."""
     pooled = conn.connection
-    cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
+    # The DB-API connection: psycopg's own, or on the event loop SQLAlchemy's adapter of its
+    # asyncio connection, whose calls wait for the loop from inside the use case's greenlet.
+    cursor = pooled.dbapi_connection.cursor()  # type: ignore[union-attr]
     dispatch = conn.dispatch
     if dispatch.before_cursor_execute:
         dispatch.before_cursor_execute(conn, cursor, sql, arguments, None, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import sqlite3
@@ -15,10 +16,13 @@ import structlog
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_only
 
 from coupons.adapters.db import (
     SqliteWriteGate,
     create_db_engine,
+    create_loop_engine,
     sqlite_write_gate,
 )
 from coupons.adapters.driver_sql import is_disconnect_sqlstate
@@ -217,24 +221,71 @@ _REFUSED_FOR_GOOD = re.compile(
 )
 
 
+def _pause_on_loop(seconds: float) -> None:
+    """A retry's pause inside a use case run on the event loop: the loop serves others."""
+    await_only(asyncio.sleep(seconds))
+
+
 class Database:
     """The store: hands out units of work and runs use cases with bounded retries."""
 
-    def __init__(self, engine: Engine, *, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        retry_after: int = RETRY_AFTER_SECONDS,
+        loop_engine: AsyncEngine | None = None,
+        pause: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.engine = engine
         self.retry_after = retry_after
         self._gate = sqlite_write_gate(engine)
         self._checkpointer: tuple[threading.Thread, threading.Event] | None = None
+        self._loop_engine = loop_engine
+        self._on_loop: Database | None = None
+        self._pause = pause
 
     @classmethod
     def from_url(
         cls, url: str, *, pool_size: int = 10, retry_after: int = RETRY_AFTER_SECONDS
     ) -> Database:
-        return cls(create_db_engine(url, pool_size=pool_size), retry_after=retry_after)
+        return cls(
+            create_db_engine(url, pool_size=pool_size),
+            retry_after=retry_after,
+            loop_engine=create_loop_engine(url, pool_size=pool_size),
+        )
 
     @property
     def backend(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def on_loop(self) -> Database | None:
+        """The same store for use cases run on the server's event loop, in a greenlet
+        (`sqlalchemy.util.greenlet_spawn`): PostgreSQL only, None on SQLite.
+
+        The use case and its statements are the same; only the connection differs (psycopg's
+        asyncio one), so each round trip hands control back to the event loop instead of
+        blocking a pool thread. On two cores, the thread hop and the threads' contention for
+        the interpreter cost the revoke more than its own Python (docs/benchmarks.md).
+        Only for use cases that do nothing but database work: anything else would stall
+        every request of the process.
+        """
+        if self._loop_engine is None:
+            return None
+        if self._on_loop is None:
+            self._on_loop = Database(
+                self._loop_engine.sync_engine, retry_after=self.retry_after, pause=_pause_on_loop
+            )
+        return self._on_loop
+
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """Every engine statements go through: listeners that must see all of them (metrics,
+        statement counts) attach to each."""
+        if self._loop_engine is None:
+            return (self.engine,)
+        return (self.engine, self._loop_engine.sync_engine)
 
     def unit_of_work(self, *, write: bool = True, custom_plans: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, write=write, gate=self._gate, custom_plans=custom_plans)
@@ -284,7 +335,7 @@ class Database:
                     log.info("database connection lost; retrying on a fresh one")
                 elif not is_transient(error) or attempt == MAX_ATTEMPTS:
                     raise
-            time.sleep(min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
+            self._pause(min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
 
     def ping(self) -> None:
@@ -330,6 +381,11 @@ class Database:
         thread.start()
 
     def dispose(self) -> None:
+        if self._loop_engine is not None:
+            # Its connections belong to an event loop that may be gone by now: dropped, not
+            # closed (the server sees each socket close when it is collected).
+            self._loop_engine.sync_engine.dispose(close=False)
+            self._on_loop = None
         if self._checkpointer is not None:
             thread, stop = self._checkpointer
             stop.set()

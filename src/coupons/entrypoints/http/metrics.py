@@ -176,7 +176,8 @@ def _exposition(outbox: CollectorRegistry) -> bytes:
 def install(app: FastAPI, db: Database) -> None:
     """Add the middleware, the state-change counter and `GET /metrics` to `app`."""
     configure_logging(app.state.settings.log_level)
-    count_committed_changes(db.engine)
+    for engine in db.engines:
+        count_committed_changes(engine)
     outbox = CollectorRegistry(auto_describe=False)
     outbox.register(OutboxCollector(db))
     app.add_middleware(MetricsMiddleware)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from sqlalchemy.util import greenlet_spawn
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -55,10 +57,14 @@ async def perform(
     dry_run: bool = False,
     write: bool = True,
     replayed: Callable[[T, Context], Any] | None = None,
+    on_loop: bool = False,
 ) -> Response:
     """Run one use case in one transaction (in the thread pool) and answer with its envelope;
     `replayed`, if given, is the entity a replay under the same `Idempotency-Key` answers
-    (`services.runner.execute`'s `replay`)."""
+    (`services.runner.execute`'s `replay`).
+
+    `on_loop`: a use case that does nothing but database work runs on the event loop where
+    the store allows it (`Database.on_loop`: PostgreSQL), in the thread pool otherwise."""
     ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
     idempotency = None
     key = request.headers.get("idempotency-key")
@@ -67,9 +73,11 @@ async def perform(
         if not key or len(key) > IDEMPOTENCY_KEY_MAX:
             raise errors.InvalidField("Idempotency-Key", f"1 to {IDEMPOTENCY_KEY_MAX} characters")
         idempotency = Idempotency(key=key, fingerprint=await _fingerprint(request))
-    rendered = await run_in_threadpool(
+    db = request.app.state.db
+    loop_db = db.on_loop if on_loop else None
+    run = partial(
         execute,
-        request.app.state.db,
+        db if loop_db is None else loop_db,
         ctx,
         lambda uow: use_case(uow, ctx),
         lambda result: success_body(entity(result, ctx)),
@@ -78,6 +86,7 @@ async def perform(
         write=write,
         replay=None if replayed is None else lambda result: success_body(replayed(result, ctx)),
     )
+    rendered = await (run_in_threadpool(run) if loop_db is None else greenlet_spawn(run))
     return Response(
         rendered.body,
         status_code=rendered.status_code,
@@ -460,6 +469,7 @@ async def revoke_response(
         lambda uow, ctx: revoke.revoke(uow, ctx, command),
         lambda o, ctx: render.outcome(o, case, "revokedCoupons", "failedToRevoke"),
         dry_run=dry_run,
+        on_loop=True,
     )
 
 
@@ -504,6 +514,7 @@ async def reinstate_coupons(
         use_case,
         lambda o, ctx: render.outcome(o, case, "reinstatedCoupons", "failedToReinstate"),
         dry_run=dry_run,
+        on_loop=True,
     )
 
 
