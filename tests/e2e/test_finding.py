@@ -140,6 +140,47 @@ def test_a_cursor_of_another_list_is_refused(api: Api) -> None:
     assert error_code(response) == 9002
 
 
+def test_a_cursor_of_the_same_list_with_other_filters_is_refused(api: Api, agent: Api) -> None:
+    # given two series, a revoke by each of two actors, and a first page of each list
+    first = api.series(codes=["FFF-1", "FFF-2", "FFF-3", "FFF-4"])
+    second = api.series(codes=["GGG-1", "GGG-2", "GGG-3"])
+    api.ok(api.revoke({"couponSeriesId": first, "couponCodes": ["FFF-1"]}))
+    agent.ok(agent.revoke({"couponSeriesId": second, "couponCodes": ["GGG-1"]}))
+    api.ok(api.revoke({"couponSeriesId": first, "couponCodes": ["FFF-2"]}))
+
+    def cursor(path: str, **params: Any) -> str:
+        found = api.ok(api.get(path, params={"limit": 1, **params}))["nextCursor"]
+        assert found is not None
+        return str(found)
+
+    coupons = f"/v2/coupon/series/{first}/coupons"
+    search = "/v2/coupon/search"
+    trail = "/v2/coupon/revocations"
+    reused = [
+        # another series, another state filter, none
+        (f"/v2/coupon/series/{second}/coupons", cursor(coupons), {}),
+        (coupons, cursor(coupons, state="AVAILABLE"), {"state": "REVOKED"}),
+        (coupons, cursor(coupons, state="AVAILABLE"), {}),
+        # another search, or a prefix search's cursor on an exact one
+        (search, cursor(search, codePrefix="FFF"), {"codePrefix": "GGG"}),
+        (search, cursor(search, codePrefix="FFF"), {"code": "FFF-2"}),
+        # the trail of another actor, or of everyone
+        (trail, cursor(trail, actor=api.creds.username), {"actor": "acme-agent"}),
+        (trail, cursor(trail, actor=api.creds.username), {}),
+    ]
+
+    # when each cursor is passed to the same list read with other filters, then it is 9002
+    for path, after, params in reused:
+        response = api.get(path, params={**params, "after": after})
+        assert (response.status_code, error_code(response)) == (400, 9002), (path, params)
+        assert response.json()["errors"][0]["message"].startswith("after")
+    # and with its own filters (spelled differently) it reads on
+    again = api.get(
+        coupons, params={"state": "available", "after": cursor(coupons, state="AVAILABLE")}
+    )
+    assert [c["couponCode"] for c in api.ok(again)["coupons"]] == ["FFF-4"]
+
+
 @pytest.mark.parametrize(
     "moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999-14:00"]
 )

@@ -5,14 +5,18 @@ so its cost does not grow with how far the walk has gone, and a row that existed
 walk began is returned exactly once however many rows are inserted meanwhile.
 
 The cursor is the key of the last row of a page, tagged with the list it belongs to, as JSON
-in URL-safe base64 without padding. Clients must treat it as opaque; the server checks it
-strictly, so a cursor of another list or a hand-edited one is 9002 naming `after`.
+in URL-safe base64 without padding. The tag names the list and, for lists with filters (a
+series, a state, a search, an actor), a digest of those (`list_kind`): a key means nothing in
+another series or another search, and read there it would silently skip rows. Clients must
+treat the cursor as opaque; the server checks it strictly, so a cursor of another list, of the
+same list with other filters, or a hand-edited one is 9002 naming `after`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +48,14 @@ def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidField("limit", f"must be between 1 and {MAX_LIMIT}")
     return limit
+
+
+def list_kind(name: str, *filters: object) -> str:
+    """The cursor tag of list `name` read with `filters` (their text forms, in order)."""
+    if not filters:
+        return name
+    text = json.dumps([str(f) if f is not None else None for f in filters], ensure_ascii=False)
+    return f"{name}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def encode_cursor(kind: str, key: Key) -> str:

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
 from coupons.domain.model import Coupon, CouponState, Series, StateChange
-from coupons.domain.paging import Page, check_limit, decode_cursor, page_of
+from coupons.domain.paging import Page, check_limit, decode_cursor, list_kind, page_of
 from coupons.domain.trail import Revocation, TrailFilter, prefix_successor
 from coupons.services.common import Context
 from coupons.services.customers import STATUS_FILTERS, active_at
 from coupons.services.ports import UnitOfWork
 
-# Cursor tags: a cursor of one list is refused by another.
+# Cursor tags: a cursor of one list is refused by another, and (`list_kind`) by the same list
+# read with other filters.
 SERIES = "series"
 SERIES_COUPONS = "series-coupons"
 CUSTOMER_COUPONS = "customer-coupons"
@@ -60,13 +61,14 @@ def series_coupons(
     wanted = _state(state)
     if uow.series.series(ctx.org_id, series_id) is None:
         raise errors.SeriesNotFound()
+    kind = list_kind(SERIES_COUPONS, series_id, wanted.value if wanted else None)
     found = uow.coupons.page_of_series(
         series_id,
         state=wanted,
-        after_id=_int_key(SERIES_COUPONS, after),
+        after_id=_int_key(kind, after),
         limit=check_limit(limit) + 1,
     )
-    return page_of(found, limit, SERIES_COUPONS, lambda c: (c.id,))
+    return page_of(found, limit, kind, lambda c: (c.id,))
 
 
 def customer_coupons(
@@ -83,15 +85,16 @@ def customer_coupons(
         raise errors.InvalidField("status", "use ACTIVE, REDEEMED, REVOKED or ALL")
     if not uow.customers.find_customers(ctx.org_id, id=customer_id):
         raise errors.CustomerLookupNotFound()
+    kind = list_kind(CUSTOMER_COUPONS, customer_id, status.upper())
     found = uow.coupons.page_of_customer(
         ctx.org_id,
         customer_id,
         states=states,
-        after_id=_int_key(CUSTOMER_COUPONS, after),
+        after_id=_int_key(kind, after),
         limit=check_limit(limit) + 1,
         unexpired_at=active_at(status, ctx),
     )
-    return page_of(found, limit, CUSTOMER_COUPONS, lambda c: (c.id,))
+    return page_of(found, limit, kind, lambda c: (c.id,))
 
 
 def search_coupons(
@@ -116,7 +119,8 @@ def search_coupons(
         if len(low) < MIN_PREFIX:
             raise errors.InvalidField("codePrefix", f"at least {MIN_PREFIX} characters")
         high, exact = prefix_successor(low), False
-    key = None if after is None else decode_cursor(SEARCH, after, (str, int))
+    kind = list_kind(SEARCH, "code" if exact else "codePrefix", low)
+    key = None if after is None else decode_cursor(kind, after, (str, int))
     found = uow.coupons.search_page(
         ctx.org_id,
         low=low,
@@ -125,7 +129,7 @@ def search_coupons(
         after=None if key is None else (str(key[0]), int(key[1])),
         limit=check_limit(limit) + 1,
     )
-    return page_of(found, limit, SEARCH, lambda c: (code_rules.normalize(c.code), c.id))
+    return page_of(found, limit, kind, lambda c: (code_rules.normalize(c.code), c.id))
 
 
 def revocations(
@@ -135,8 +139,9 @@ def revocations(
     if where.since is not None and where.until is not None and where.until <= where.since:
         raise errors.InvalidField("until", "must be later than since")
     position = None
+    kind = list_kind(REVOCATIONS, where.actor, where.since, where.until)
     if after is not None:
-        at_text, row_id = decode_cursor(REVOCATIONS, after, (str, int))
+        at_text, row_id = decode_cursor(kind, after, (str, int))
         try:
             at = datetime.fromisoformat(str(at_text))
             if at.tzinfo is None:
@@ -146,7 +151,7 @@ def revocations(
             raise errors.InvalidField("after", "not a cursor of this list") from None
         position = (at, int(row_id))
     found = uow.revocations.page(ctx.org_id, where, before=position, limit=check_limit(limit) + 1)
-    return page_of(found, limit, REVOCATIONS, lambda r: (r.at.isoformat(), r.id))
+    return page_of(found, limit, kind, lambda r: (r.at.isoformat(), r.id))
 
 
 def coupon_history(uow: UnitOfWork, ctx: Context, coupon_id: int) -> list[StateChange]:
