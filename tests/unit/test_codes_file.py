@@ -81,6 +81,23 @@ def test_a_csv_file_yields_the_code_column_whatever_the_other_columns(
     assert found == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        # an unbalanced quote in another column would swallow the lines after it
+        ('code,note\nJ-1,"oops\nJ-2,fine\nJ-3,"x"\nJ-4,y\n', 2),
+        ('code,note\nJ-1,ok\nJ-2,"a\r\nb"\n', 3),
+        ('"co\nde",note\nJ-1\n', 1),
+    ],
+)
+def test_a_quoted_csv_value_running_past_its_line_is_refused_naming_where_it_starts(
+    text: str, line: int
+) -> None:
+    with pytest.raises(errors.MalformedCodesFile) as caught:
+        parse(text.encode(), CodesFormat.CSV, [7])
+    assert f"line {line}:" in str(caught.value) and "quote" in str(caught.value)
+
+
 @given(items=st.lists(code_text, min_size=1, max_size=20), bad=st.data())
 def test_invalid_utf8_is_refused_naming_its_line(items: list[str], bad: st.DataObject) -> None:
     # given a file whose line k holds a byte sequence that is not UTF-8
@@ -122,11 +139,6 @@ def test_a_csv_header_with_a_bom_and_spaces_still_finds_code() -> None:
         FileCode(2, "A1"),
         FileCode(4, "B2"),
     ]
-
-
-def test_a_quoted_csv_field_spanning_lines_keeps_the_line_it_started_on() -> None:
-    found = parse(b'code,note\nA1,"two\nlines"\nB2,x\n', CodesFormat.CSV)
-    assert found == [FileCode(2, "A1"), FileCode(4, "B2")]
 
 
 def test_an_empty_file_has_no_codes() -> None:

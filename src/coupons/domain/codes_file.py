@@ -131,6 +131,9 @@ def _text_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
             yield FileCode(line_no, code)
 
 
+_SPANS_LINES = "a quoted value runs on past the end of this line (an unbalanced quote?)"
+
+
 def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
     current = [0]
 
@@ -144,12 +147,19 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
         header = next(reader, None)
         if header is None:
             return
+        if current[0] != 1:
+            raise errors.MalformedCodesFile(1, _SPANS_LINES)
         names = [name.strip().lower() for name in header]
         if "code" not in names:
             raise errors.MalformedCodesFile(1, "no 'code' column in the header")
         column = names.index("code")
         start = current[0] + 1
         for record in reader:
+            if current[0] != start:
+                # CSV lets a quoted value hold line breaks, but no code has one: what looks
+                # like that is an unbalanced quote, which would swallow the codes of the
+                # lines after it without a word.
+                raise errors.MalformedCodesFile(start, _SPANS_LINES)
             code = record[column].strip() if column < len(record) else ""
             if code:
                 yield FileCode(start, code)
