@@ -65,7 +65,8 @@ HISTORY_SQL = (
 TRAIL_SQL = (
     "INSERT INTO revocations (org_id, request_id, at, actor, reason, revoked_count, "
     "reinstated_count, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org_id, request_id) "
-    "DO UPDATE SET revoked_count = (revocations.revoked_count + excluded.revoked_count)"
+    "DO UPDATE SET revoked_count = (revocations.revoked_count + excluded.revoked_count) "
+    "WHERE revocations.job_id IS NOT NULL AND revocations.job_id = excluded.job_id"
 )
 REVOCABLE = ("AVAILABLE", "ISSUED")
 # No client lookup: the service reads a client row at most once a second per worker.

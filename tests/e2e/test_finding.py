@@ -259,6 +259,63 @@ def test_a_prefix_under_3_characters_or_no_single_criterion_is_9002(
 # --- the revocations trail -------------------------------------------------------------------
 
 
+def test_a_revoke_reusing_an_earlier_revokes_request_id_gets_its_own_row_and_id(
+    api: Api, agent: Api
+) -> None:
+    # given a revoke sent with a request id of the client's choosing
+    series_id = api.series(codes=["RID-1", "RID-2", "RID-3"])
+    first = api.revoke_with(
+        {"couponSeriesId": series_id, "couponCodes": ["RID-1"], "reason": "first"},
+        {"X-Request-Id": "shared-id-1"},
+    )
+    assert first.headers["x-request-id"] == "shared-id-1"
+
+    # when another client sends a revoke with the same id (and an idempotency key), and the
+    # first client sends one that revokes nothing
+    key = {"X-Request-Id": "shared-id-1", "Idempotency-Key": "rid-second"}
+    body = {"couponSeriesId": series_id, "couponCodes": ["RID-2"], "reason": "second"}
+    second = agent.revoke_with(body, key)
+    replay = agent.revoke_with(body, key)
+    nothing = api.revoke_with(
+        {"couponSeriesId": series_id, "couponCodes": ["RID-1"]}, {"X-Request-Id": "shared-id-1"}
+    )
+
+    # then the second is done and answered under a fresh id, which its replay repeats
+    assert agent.ok(second)["revokedCoupons"][0]["couponCode"] == "RID-2"
+    fresh = second.headers["x-request-id"]
+    assert fresh != "shared-id-1" and replay.headers["x-request-id"] == fresh
+    assert api.ok(nothing)["failedCount"] == 1
+    # and the trail has one row per call, each with its own actor, reason and count
+    rows = api.ok(api.get("/v2/coupon/revocations"))["revocations"]
+    assert sorted((r["requestId"], r["actor"], r["reason"], r["revokedCount"]) for r in rows) == [
+        (fresh, agent.creds.username, "second", 1),
+        ("shared-id-1", api.creds.username, "first", 1),
+    ]
+    # and undoing by the fresh id reinstates the second call's coupon only
+    undone = api.ok(api.post("/v2/coupon/reinstate", {"revokeRequestId": fresh}))
+    assert [c["couponCode"] for c in undone["reinstatedCoupons"]] == ["RID-2"]
+    coupons = api.ok(api.get(f"/v2/coupon/series/{series_id}/coupons"))["coupons"]
+    assert {c["couponCode"]: c["state"] for c in coupons} == {
+        "RID-1": "REVOKED",
+        "RID-2": "AVAILABLE",
+        "RID-3": "AVAILABLE",
+    }
+
+
+def test_a_clients_request_id_in_the_job_ids_namespace_is_replaced(api: Api) -> None:
+    series_id = api.series(codes=["JNS-1"])
+
+    response = api.revoke_with(
+        {"couponSeriesId": series_id, "couponCodes": ["JNS-1"]},
+        {"X-Request-Id": "job_0123456789abcdef01234567"},
+    )
+
+    made = response.headers["x-request-id"]
+    assert api.ok(response)["revokedCoupons"] and not made.startswith("job_")
+    [row] = api.ok(api.get("/v2/coupon/revocations"))["revocations"]
+    assert row["requestId"] == made and row["jobId"] is None
+
+
 def test_a_revoke_appears_in_the_trail_and_its_reinstated_count_follows_an_undo(
     api: Api, agent: Api
 ) -> None:

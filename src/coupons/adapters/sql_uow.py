@@ -171,7 +171,8 @@ class SqlUnitOfWork:
         changed = self.coupons.mark_revoked(batch.coupon_ids, batch.at)
         if changed != len(batch.coupon_ids):
             return changed  # the caller refuses the whole batch: nothing more to write
-        self.revocations.record_revoke(batch, changed)
+        if not self.revocations.record_revoke(batch, changed):
+            raise errors.RequestIdTaken()
         self.history.write_revoke(batch)
         return changed
 

@@ -48,6 +48,14 @@ class InvalidField(CouponError):
         super().__init__(f"{field}: {problem}")
 
 
+class RequestIdTaken(InvalidField):
+    """A revoke's request id already names another call's (or a job's) trail row in the org:
+    the trail keeps one row per call, so the caller records this one under a fresh id."""
+
+    def __init__(self) -> None:
+        super().__init__("X-Request-Id", "already names an earlier revoke in this org")
+
+
 class TooManyCodes(CouponError):
     code, message = 9003, "too many coupon codes in one request (limit 50)"
 

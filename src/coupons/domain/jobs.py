@@ -39,6 +39,9 @@ class JobState(StrEnum):
         return self in (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING)
 
 
+# Every job id starts so; it is the request id of every change the job makes, which no
+# client's X-Request-Id may take (the HTTP edge makes a fresh one instead).
+JOB_ID_PREFIX = "job_"
 FINISHED = frozenset({JobState.CANCELLED, JobState.SUCCEEDED, JobState.FAILED})
 
 

@@ -19,6 +19,7 @@ from coupons.domain import errors
 from coupons.domain.codes import CodeCase, normalize
 from coupons.domain.codes_file import FileCode
 from coupons.domain.jobs import (
+    JOB_ID_PREFIX,
     Job,
     JobKind,
     JobSource,
@@ -48,7 +49,7 @@ class JobRequest:
 
 def new_job_id() -> str:
     """`job_` and 24 hex digits: also the history `requestId` of every change the job makes."""
-    return "job_" + secrets.token_hex(12)
+    return JOB_ID_PREFIX + secrets.token_hex(12)
 
 
 def _new_job(ctx: Context, request: JobRequest, source: JobSource, job_id: str) -> NewJob:

@@ -44,9 +44,12 @@ def _record(postgres: bool) -> Any:
         reinstated_count=0,
         job_id=bindparam("job_id", type_=_r.job_id.type),
     )
+    # Only a job's own row takes more (each chunk adds to it); a row of another call or job
+    # is left alone, and the caller sees that nothing was written.
     return statement.on_conflict_do_update(
         index_elements=[_r.org_id, _r.request_id],
         set_={"revoked_count": _r.revoked_count + statement.excluded.revoked_count},
+        where=_r.job_id.is_not(None) & (_r.job_id == statement.excluded.job_id),
     )
 
 
@@ -59,21 +62,25 @@ class SqlRevocationRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def record_revoke(self, batch: RevokeBatch, revoked: int) -> None:
+    def record_revoke(self, batch: RevokeBatch, revoked: int) -> bool:
         """The batch's trail row, one statement (SQLite; PostgreSQL writes it inside the
-        revoke's single statement). A request id seen before in the org (clients choose
-        X-Request-Id) adds to that row, as reinstating by that id would undo both calls."""
-        _RECORD[self.conn.dialect.name == "postgresql"].rowcount(
-            self.conn,
-            {
-                "org_id": batch.org_id,
-                "request_id": batch.request_id,
-                "at": batch.at,
-                "actor": batch.actor,
-                "reason": batch.reason,
-                "revoked": revoked,
-                "job_id": batch.job_id,
-            },
+        revoke's single statement): a new row, or a job's next chunk added to its own row.
+        False, writing nothing, when the request id already names another call's row
+        (clients choose X-Request-Id)."""
+        return (
+            _RECORD[self.conn.dialect.name == "postgresql"].rowcount(
+                self.conn,
+                {
+                    "org_id": batch.org_id,
+                    "request_id": batch.request_id,
+                    "at": batch.at,
+                    "actor": batch.actor,
+                    "reason": batch.reason,
+                    "revoked": revoked,
+                    "job_id": batch.job_id,
+                },
+            )
+            == 1
         )
 
     def record_reinstated(self, org_id: int, coupon_ids: Sequence[int]) -> None:

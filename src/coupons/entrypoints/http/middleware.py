@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coupons.domain.codes_file import MAX_FILE_BYTES
 from coupons.domain.errors import BodyTooLarge, CodesFileTooLarge, CouponError, InvalidField
+from coupons.domain.jobs import JOB_ID_PREFIX
 from coupons.entrypoints.http.envelope import failure_body
 
 CONSOLE_PREFIX = "/console/"
@@ -81,7 +82,9 @@ class EdgeMiddleware:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1").strip()
-                if _REQUEST_ID.match(candidate):
+                # A job's id is the request id of everything the job revokes (its trail row,
+                # its coupons' history, what its undo reverts): never a client's.
+                if _REQUEST_ID.match(candidate) and not candidate.startswith(JOB_ID_PREFIX):
                     request_id = candidate
             elif name == b"content-type":
                 media_type = value.split(b";", 1)[0].strip().lower()

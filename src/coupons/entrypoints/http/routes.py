@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from functools import partial
 from typing import Annotated, Any, TypeVar
@@ -75,18 +77,29 @@ async def perform(
         idempotency = Idempotency(key=key, fingerprint=await _fingerprint(request))
     db = request.app.state.db
     loop_db = db.on_loop if on_loop else None
-    run = partial(
-        execute,
-        db if loop_db is None else loop_db,
-        ctx,
-        lambda uow: use_case(uow, ctx),
-        lambda result: success_body(entity(result, ctx)),
-        idempotency=idempotency,
-        dry_run=dry_run,
-        write=write,
-        replay=None if replayed is None else lambda result: success_body(replayed(result, ctx)),
-    )
-    rendered = await (run_in_threadpool(run) if loop_db is None else greenlet_spawn(run))
+
+    async def run(ctx: Context) -> Rendered:
+        work = partial(
+            execute,
+            db if loop_db is None else loop_db,
+            ctx,
+            lambda uow: use_case(uow, ctx),
+            lambda result: success_body(entity(result, ctx)),
+            idempotency=idempotency,
+            dry_run=dry_run,
+            write=write,
+            replay=None if replayed is None else lambda result: success_body(replayed(result, ctx)),
+        )
+        return await (run_in_threadpool(work) if loop_db is None else greenlet_spawn(work))
+
+    try:
+        rendered = await run(ctx)
+    except errors.RequestIdTaken:
+        # The client's X-Request-Id already names another revoke in the trail, which keeps
+        # one row per call: this call is recorded, and answered, under an id of its own.
+        fresh = replace(ctx, request_id=uuid.uuid4().hex)
+        answer_as(request.scope, fresh.request_id)
+        rendered = await run(fresh)
     return Response(
         rendered.body,
         status_code=rendered.status_code,
