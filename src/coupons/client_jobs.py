@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from coupons.client_finding import Page
+
 JOBS = "/v2/coupon/revoke/jobs"
 # The server answers an upload once every line is staged: a million lines take a while.
 UPLOAD_TIMEOUT = 600.0
@@ -158,10 +160,24 @@ class RevokeJobCalls:
         return _job(self._send("GET", f"{JOBS}/{job_id}"))
 
     def revoke_jobs(self: _Transport, state: JobState | None = None) -> list[RevokeJob]:
-        """The org's jobs, newest first."""
-        params = {"state": state} if state else None
+        """The org's newest 100 jobs, newest first (`revoke_job_page` pages through all)."""
+        return RevokeJobCalls.revoke_job_page(self, state).items
+
+    def revoke_job_page(
+        self: _Transport,
+        state: JobState | None = None,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[RevokeJob]:
+        """A page of the org's jobs, newest first; pass `next_cursor` back as `after`."""
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        if after is not None:
+            params["after"] = after
         entity = self._send("GET", JOBS, params=params).json()["entity"]
-        return [RevokeJob.from_entity(j) for j in entity["jobs"]]
+        return Page([RevokeJob.from_entity(j) for j in entity["jobs"]], entity.get("nextCursor"))
 
     def cancel_revoke_job(self: _Transport, job_id: str) -> RevokeJob:
         return _job(self._send("POST", f"{JOBS}/{job_id}/cancel"))

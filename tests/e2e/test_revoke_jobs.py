@@ -335,6 +335,42 @@ def test_jobs_are_listed_newest_first_and_filtered_by_state(
     assert error_code(api.get(JOBS, params={"state": "DONE"})) == 9002
 
 
+def test_the_jobs_list_pages_with_a_cursor_bound_to_its_state_filter(
+    api: Api, backend: Backend, mixed: dict[str, Any]
+) -> None:
+    # given five jobs, the first two finished
+    made = [accepted(upload(api, "OK1\n", couponSeriesId=mixed["series"], dryRun="true"))]
+    made.append(accepted(upload(api, "OK2\n", couponSeriesId=mixed["series"], dryRun="true")))
+    drain(backend.db)
+    made += [
+        accepted(upload(api, f"OK{i}\n", couponSeriesId=mixed["series"], dryRun="true"))
+        for i in range(3, 6)
+    ]
+    newest_first = [j["jobId"] for j in reversed(made)]
+
+    # when the list is walked two at a time, whole and by state (an empty state is none)
+    def walk(**params: Any) -> list[str]:
+        seen: list[str] = []
+        after = None
+        while True:
+            query = {**params, "limit": 2, **({"after": after} if after else {})}
+            entity = api.ok(api.get(JOBS, params=query))
+            seen += [j["jobId"] for j in entity["jobs"]]
+            after = entity["nextCursor"]
+            if after is None:
+                return seen
+
+    # then every job comes once, newest first
+    assert walk() == walk(state="") == newest_first
+    assert walk(state="QUEUED") == newest_first[:3]
+    # and a cursor is refused by the list with another filter, and a garbled one everywhere
+    cursor = api.ok(api.get(JOBS, params={"limit": 1}))["nextCursor"]
+    for params in ({"state": "QUEUED", "after": cursor}, {"after": "garbage"}):
+        response = api.get(JOBS, params=params)
+        assert (response.status_code, error_code(response)) == (400, 9002)
+        assert response.json()["errors"][0]["message"].startswith("after")
+
+
 def test_another_orgs_job_behaves_as_absent(
     api: Api, client: Any, globex_admin: Any, mixed: dict[str, Any]
 ) -> None:

@@ -230,6 +230,15 @@ def test_coupons_revoke_on_server_uploads_watches_and_downloads_the_report(
     with server.client() as api:
         assert len(api.revoke_jobs()) >= 1
         assert api.revoke_jobs()[0].job_id == result.stderr.split()[1].rstrip(":")
+        # and the client pages the list: one job a page, every job once
+        seen, after = [], None
+        while True:
+            page = api.revoke_job_page(limit=1, after=after)
+            seen += [j.job_id for j in page.items]
+            if page.next_cursor is None:
+                break
+            after = page.next_cursor
+        assert seen == [j.job_id for j in api.revoke_jobs()]
 
 
 def rss_kib(pid: int, field: str) -> int:

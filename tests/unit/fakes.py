@@ -948,8 +948,21 @@ class FakeJobRepository:
         found = (self.get(org_id, job_id) for job_id in dict.fromkeys(job_ids))
         return [job for job in found if job is not None]
 
-    def of_org(self, org_id: int, state: JobState | None, limit: int) -> list[Job]:
-        found = [j for j in self._visible() if j.org_id == org_id and state in (None, j.state)]
+    def of_org(
+        self,
+        org_id: int,
+        state: JobState | None,
+        limit: int,
+        *,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Job]:
+        found = [
+            j
+            for j in self._visible()
+            if j.org_id == org_id
+            and state in (None, j.state)
+            and (before is None or (j.created_at, j.id) < before)
+        ]
         found.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return [self._copy(j) for j in found[:limit]]
 

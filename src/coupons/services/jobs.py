@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 from coupons.domain import errors
@@ -29,6 +29,7 @@ from coupons.domain.jobs import (
     cancelled,
 )
 from coupons.domain.model import Series, SeriesType
+from coupons.domain.paging import Page, decode_cursor, list_kind, page_of
 from coupons.services import revoke
 from coupons.services.common import Context
 from coupons.services.ports import Transactions, UnitOfWork
@@ -36,6 +37,7 @@ from coupons.services.ports import Transactions, UnitOfWork
 STAGE_BATCH = 5_000
 STAGING_LEASE = timedelta(minutes=30)
 MAX_LIST = 1_000
+JOBS_LIST = "jobs"  # the list's cursor tag
 REPORT_PAGE = 5_000
 
 
@@ -185,9 +187,17 @@ def undoable(uow: UnitOfWork, ctx: Context, job_ids: Sequence[str]) -> set[str]:
 
 
 def list_jobs(uow: UnitOfWork, ctx: Context, state: str | None, limit: int) -> list[Job]:
-    """The org's jobs, newest first, optionally in one state."""
+    """The org's newest jobs, optionally in one state (the console's recent ones)."""
+    return job_page(uow, ctx, state, limit, None).items
+
+
+def job_page(
+    uow: UnitOfWork, ctx: Context, state: str | None, limit: int, after: str | None
+) -> Page[Job]:
+    """A page of the org's jobs, newest first, optionally in one state (an empty `state` is
+    none, as on the other lists), from after a cursor of this list with the same filter."""
     wanted = None
-    if state is not None:
+    if state is not None and state.strip():
         try:
             wanted = JobState(state.strip().upper())
         except ValueError:
@@ -195,7 +205,19 @@ def list_jobs(uow: UnitOfWork, ctx: Context, state: str | None, limit: int) -> l
             raise errors.InvalidField("state", f"one of {names}") from None
     if not 1 <= limit <= MAX_LIST:
         raise errors.InvalidField("limit", f"must be 1 to {MAX_LIST}")
-    return uow.jobs.of_org(ctx.org_id, wanted, limit)
+    kind = list_kind(JOBS_LIST, wanted.value if wanted else None)
+    before = None
+    if after is not None:
+        at_text, job_id = decode_cursor(kind, after, (str, str))
+        try:
+            at = datetime.fromisoformat(str(at_text))
+            if at.tzinfo is None:
+                raise ValueError("no offset")
+            before = (at.astimezone(UTC), str(job_id))
+        except (ValueError, OverflowError):
+            raise errors.InvalidField("after", "not a cursor of this list") from None
+    found = uow.jobs.of_org(ctx.org_id, wanted, limit + 1, before=before)
+    return page_of(found, limit, kind, lambda j: (j.created_at.isoformat(), j.id))
 
 
 def report_page(uow: UnitOfWork, ctx: Context, job_id: str, after: int) -> list[ReportRow]:

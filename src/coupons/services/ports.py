@@ -355,7 +355,14 @@ class JobRepository(Protocol):
         """The org's jobs among `job_ids` (one statement), in no particular order."""
         ...
 
-    def of_org(self, org_id: int, state: JobState | None, limit: int) -> list[Job]: ...
+    def of_org(
+        self,
+        org_id: int,
+        state: JobState | None,
+        limit: int,
+        *,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Job]: ...
 
     def report(self, job_id: str, after: int, limit: int) -> list[ReportRow]: ...
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    bindparam,
     delete,
     exists,
     func,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.orm import aliased
@@ -249,12 +251,28 @@ class SqlJobRepository:
         )
         return [_job(r) for r in rows]
 
-    def of_org(self, org_id: int, state: JobState | None, limit: int) -> list[Job]:
+    def of_org(
+        self,
+        org_id: int,
+        state: JobState | None,
+        limit: int,
+        *,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Job]:
+        """Newest first, from just below `before` (a job's creation time and id)."""
         query = select(revoke_jobs).where(
             revoke_jobs.c.org_id == org_id, revoke_jobs.c.state != STAGING
         )
         if state is not None:
             query = query.where(revoke_jobs.c.state == state.value)
+        if before is not None:
+            query = query.where(
+                tuple_(revoke_jobs.c.created_at, revoke_jobs.c.id)
+                < tuple_(
+                    bindparam("before_at", before[0], type_=revoke_jobs.c.created_at.type),
+                    bindparam("before_id", before[1], type_=revoke_jobs.c.id.type),
+                )
+            )
         rows = self.conn.execute(
             query.order_by(revoke_jobs.c.created_at.desc(), revoke_jobs.c.id.desc()).limit(limit)
         )

@@ -20,6 +20,7 @@ from coupons.domain.jobs import Job, ReportRow
 from coupons.entrypoints.http import csv_export, render, schemas
 from coupons.entrypoints.http.deps import IDEMPOTENCY_KEY_MAX, ReadActor, allowed
 from coupons.entrypoints.http.envelope import JSON, success_body
+from coupons.entrypoints.http.finding_routes import After
 from coupons.entrypoints.http.handlers import field_name
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.entrypoints.http.routes import (
@@ -181,13 +182,18 @@ async def list_jobs(
     actor: ReadActor,
     state: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST)] = 100,
+    after: After = None,
 ) -> Response:
-    """The org's revoke jobs, newest first; `state` filters."""
+    """The org's revoke jobs, newest first; `state` filters; pages like every list (`limit`,
+    `after` = the previous page's `nextCursor`)."""
     return await perform(
         request,
         actor,
-        lambda uow, ctx: jobs.list_jobs(uow, ctx, state, limit),
-        lambda found, ctx: {"jobs": [render.job(j) for j in found]},
+        lambda uow, ctx: jobs.job_page(uow, ctx, state, limit, after),
+        lambda page, ctx: {
+            "jobs": [render.job(j) for j in page.items],
+            "nextCursor": page.next_cursor,
+        },
         write=False,
     )
 
