@@ -151,6 +151,38 @@ def test_a_codes_file_job_revokes_and_reports_each_line_in_input_order(
     )
 
 
+def test_a_report_writes_codes_in_the_asked_case_as_a_revoke_call_does(
+    api: Api, backend: Backend
+) -> None:
+    # given a series whose codes were created in mixed case
+    series = api.series(codes=["abAB-1", "Cd-2"])
+    lines = "ABAB-1\n  cd-2 \nNope-3\n"
+    for case, expected in (
+        ("AS_IT_IS", ["abAB-1", "Cd-2", "Nope-3"]),
+        ("LOWER", ["abab-1", "cd-2", "nope-3"]),
+        ("UPPER", ["ABAB-1", "CD-2", "NOPE-3"]),
+    ):
+        # when a dry-run job of those codes runs, asked for that case
+        job = accepted(
+            upload(api, lines, couponSeriesId=series, dryRun="true", couponCodeCase=case)
+        )
+        drain(backend.db)
+        # then its report writes a found code as the coupon stores it, in that case, and an
+        # unknown one as it was sent (trimmed), as the revoke call answers
+        assert [row[0] for row in report(api, job["jobId"])[1:]] == expected
+        call = api.ok(
+            api.revoke(
+                {"couponSeriesId": series, "couponCodes": lines.split()},
+                couponCodeCase=case,
+                dryRun="true",
+            )
+        )
+        written = [c["couponCode"] for c in call["revokedCoupons"]] + [
+            code for group in call["failedToRevoke"] for code in group["couponCodes"]
+        ]
+        assert written == expected
+
+
 def test_a_csv_file_uses_its_code_column(api: Api, backend: Backend, mixed: dict[str, Any]) -> None:
     body = "name,Code\r\nann,ok1\r\nbob,\r\ncy,=cmd()\r\n"
     job = accepted(upload(api, body, "text/csv", couponSeriesId=mixed["series"]))

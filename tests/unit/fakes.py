@@ -813,6 +813,10 @@ class FakeJobRepository:
         """A fresh value per read, as a query returns: callers cannot change the stored row."""
         return replace(job, failed_by_code=dict(job.failed_by_code))
 
+    def _stored_code(self, coupon_id: int | None) -> str | None:
+        found = None if coupon_id is None else self.store.coupons.get(coupon_id)
+        return None if found is None else found.coupon.code
+
     def _lines(self, job_id: str) -> list[StoredLine]:
         return sorted(self.store.job_lines.get(job_id, {}).values(), key=lambda x: x.line_no)
 
@@ -968,7 +972,16 @@ class FakeJobRepository:
 
     def report(self, job_id: str, after: int, limit: int) -> list[ReportRow]:
         rows = [
-            ReportRow(x.line_no, x.code, x.outcome, x.error_code, x.coupon_id, x.issued_to, x.more)
+            ReportRow(
+                x.line_no,
+                x.code,
+                x.outcome,
+                x.error_code,
+                x.coupon_id,
+                x.issued_to,
+                x.more,
+                stored=self._stored_code(x.coupon_id),
+            )
             for x in self._lines(job_id)
             if x.line_no > after and x.outcome is not None
         ]

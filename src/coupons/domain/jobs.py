@@ -253,6 +253,14 @@ class ReportRow:
     coupon_id: int | None
     issued_to: int | None
     more: tuple[tuple[int, int | None], ...] = ()  # as `LineResult.more`
+    # The code as its (first) coupon stores it: what `AS_IT_IS` writes, as a revoke call does.
+    stored: str | None = field(default=None, compare=False)
+
+    @property
+    def written(self) -> str:
+        """The code to write in a case: the coupon's own when the line found one, else the
+        line as it was sent (trimmed)."""
+        return self.code if self.stored is None else self.stored
 
     @property
     def coupon_cells(self) -> tuple[str, str]:

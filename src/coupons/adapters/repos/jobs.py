@@ -290,12 +290,17 @@ class SqlJobRepository:
                 c.coupon_id,
                 c.issued_to,
                 c.more_coupons,
+                coupons.c.code,
             )
+            .select_from(revoke_job_lines.outerjoin(coupons, coupons.c.id == c.coupon_id))
             .where(c.job_id == job_id, c.line_no > after, c.outcome.is_not(None))
             .order_by(c.line_no)
             .limit(limit)
         )
-        return [ReportRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], _more_of(r[6])) for r in rows]
+        return [
+            ReportRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], _more_of(r[6]), stored=r[7])
+            for r in rows
+        ]
 
     # --- running -------------------------------------------------------------------------------
 

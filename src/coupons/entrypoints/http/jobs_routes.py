@@ -266,7 +266,7 @@ async def job_report(job_id: JobId, request: Request, actor: ReadActor) -> Respo
 def report_row(r: ReportRow, case: CodeCase) -> Sequence[csv_export.Cell]:
     """One report line: the code as the job was asked to write it, then what happened."""
     coupons, holders = r.coupon_cells
-    return (case.render(r.code), r.outcome, r.error_code, coupons, holders)
+    return (case.render(r.written), r.outcome, r.error_code, coupons, holders)
 
 
 def report_response(db: Transactions, ctx: Context, job: Job) -> StreamingResponse:
