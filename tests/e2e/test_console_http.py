@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from coupons.domain import errors
 from coupons.services import lookup
 from tests.conftest import Backend
-from tests.e2e.conftest import PAST, Api
+from tests.e2e.conftest import PAST, Api, error_code
 from tests.e2e.test_cli import run, unique
 
 BASE = "http://testserver"
@@ -440,3 +440,83 @@ def test_activity_offers_undo_for_a_job_only_while_the_undo_would_be_taken(
     assert undo_form not in queued  # a queued job revoked nothing yet: no row
     assert undo_form in finished
     assert undo_form not in undone
+
+
+def _form_key(page: httpx.Response) -> str:
+    found = re.search(r'name="form_key" value="([0-9a-f]{32})"', page.text)
+    assert found is not None, page.text
+    return found.group(1)
+
+
+def test_a_confirmed_revoke_sent_again_answers_the_first_result_and_revokes_nothing_more(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a coupon revoked from the console, then undone
+    series_id = api.series(codes=[unique("AGAIN").upper()])
+    coupon = api.issue(series_id, api.customer(email=f"{unique('ann')}@example.com"))
+    form = {"csrf": _csrf(signed_in), "coupon": str(coupon["couponId"]), "reason": "leak"}
+    preview = signed_in.post("/console/revoke", data=form, headers=ORIGIN)
+    confirm = {**form, "step": "confirm", "form_key": _form_key(preview)}
+    first = signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
+    request_id = first.headers["x-request-id"]
+    undone = signed_in.post(
+        "/console/undo", data={"csrf": form["csrf"], "request_id": request_id}, headers=ORIGIN
+    )
+    assert first.status_code == undone.status_code == 200
+
+    # when the confirmed form is sent again (Back, then send), and once more with another reason
+    again = signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
+    changed = signed_in.post(
+        "/console/revoke", data={**confirm, "reason": "another"}, headers=ORIGIN
+    )
+
+    # then the resend shows the first result under the first request id and changes nothing
+    assert again.status_code == 200 and "Revoked <strong>1</strong> of 1" in again.text
+    assert again.headers["x-request-id"] == request_id
+    # and the changed form is a revoke of its own
+    assert changed.status_code == 200 and changed.headers["x-request-id"] != request_id
+    actions = [h["action"] for h in api.coupon(coupon["couponId"])["history"]]
+    assert actions == ["ISSUE", "REVOKE", "REINSTATE", "REVOKE"]
+    assert [h["reason"] for h in api.coupon(coupon["couponId"])["history"]][-1] == "another"
+
+
+def test_a_bulk_start_sent_twice_starts_one_job(signed_in: TestClient, api: Api) -> None:
+    # given the bulk page's form, filled in
+    code = unique("TWICE").upper()
+    series_id = api.series(codes=[code])
+    page = signed_in.get("/console/bulk")
+    form = {
+        "csrf": _csrf(signed_in),
+        "form_key": _form_key(page),
+        "series": str(series_id),
+        "codes": code,
+        "reason": "leak",
+        "step": "start",
+    }
+
+    # when it is sent twice, then once with other codes
+    sent = [
+        signed_in.post("/console/bulk", data=data, headers=ORIGIN, follow_redirects=False)
+        for data in (form, form, {**form, "codes": code + "\nOTHER-1"})
+    ]
+
+    # then the first two lead to one job, and the changed form to a job of its own
+    assert [s.status_code for s in sent] == [303, 303, 303]
+    first, again, other = (s.headers["location"] for s in sent)
+    assert first == again and other != first
+    assert len(api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"]) == 2
+
+
+def test_undo_by_a_jobs_id_is_refused_and_points_to_the_job_undo(
+    signed_in: TestClient, api: Api
+) -> None:
+    refused = signed_in.post(
+        "/console/undo",
+        data={"csrf": _csrf(signed_in), "request_id": "job_0123456789abcdef01234567"},
+        headers=ORIGIN,
+    )
+    by_api = api.post("/v2/coupon/reinstate", {"revokeRequestId": "job_0123456789abcdef01234567"})
+
+    assert refused.status_code == 400 and "/undo" in html.unescape(refused.text)
+    assert error_code(by_api) == 9002
+    assert "revoke/jobs/{jobId}/undo" in by_api.json()["errors"][0]["message"]

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
+from coupons.domain.jobs import JOB_ID_PREFIX
 from coupons.domain.model import (
     Action,
     Coupon,
@@ -99,7 +100,15 @@ def reinstate_request(
     uow: UnitOfWork, ctx: Context, revoke_request_id: str, reason: str | None
 ) -> Outcome:
     """Undo one earlier revoke call, skipping (and reporting) coupons no longer revoked (9017:
-    reinstated already, perhaps by this very call made twice) or revoked again since (9018)."""
+    reinstated already, perhaps by this very call made twice) or revoked again since (9018).
+
+    A job's id is refused: a job may have revoked a million coupons, more than one request
+    should reinstate, and its undo is a job of its own that records itself on the job."""
+    if revoke_request_id.startswith(JOB_ID_PREFIX):
+        raise errors.InvalidField(
+            "revokeRequestId",
+            "names a revoke job: undo it with POST /v2/coupon/revoke/jobs/{jobId}/undo",
+        )
     revoked = uow.history.revoked_by_request(ctx.org_id, revoke_request_id)
     if not revoked:
         raise errors.InvalidField("revokeRequestId", "no revoke with this request id")

@@ -7,8 +7,8 @@ renders it, and the report is the API's CSV.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -19,7 +19,6 @@ from starlette.routing import Route
 from coupons.domain import errors
 from coupons.domain.codes import CodeCase
 from coupons.domain.codes_file import CodesFormat, parse_codes
-from coupons.domain.jobs import Job
 from coupons.domain.people import Person
 from coupons.domain.revoke import FailureReason
 from coupons.entrypoints.console.pages import needs_person
@@ -30,7 +29,9 @@ from coupons.entrypoints.console.web import (
     console_of,
     error_page,
     form_id,
+    form_once,
     message_of,
+    new_form_key,
     page,
     read,
     status_of,
@@ -41,6 +42,7 @@ from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services import jobs, people
 from coupons.services.auth import require
 from coupons.services.common import Context, utcnow
+from coupons.services.runner import Idempotency, Rendered, execute
 
 MAX_UPLOAD = 64 * 1024 * 1024
 REASONS = {str(r.code): r.message for r in FailureReason}
@@ -57,6 +59,7 @@ async def bulk_page(request: Request, person: Person) -> Response:
         series=[],
         form={"series": "", "codes": "", "reason": ""},
         jobs=[render.job(j) for j in recent],
+        form_key=new_form_key(),
     )
 
 
@@ -94,6 +97,7 @@ async def bulk_start(request: Request, person: Person) -> Response:
             form=values,
             jobs=[render.job(j) for j in recent],
             error=message,
+            form_key=new_form_key(),
         )
 
     if not reason:
@@ -110,22 +114,46 @@ async def bulk_start(request: Request, person: Person) -> Response:
         ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
         spec = jobs.JobRequest(series_id, reason, dry_run, CodeCase.AS_IT_IS)
         chunks, fmt = _chunks(file, pasted)
+        digest = hashlib.sha256()
+
+        def hashed() -> Iterator[bytes]:
+            for chunk in chunks:
+                digest.update(chunk)
+                yield chunk
+
         db = console_of(request).db
-        job_id = await run_in_threadpool(jobs.stage_upload, db, ctx, spec, parse_codes(chunks, fmt))
+        job_id = await run_in_threadpool(
+            jobs.stage_upload, db, ctx, spec, parse_codes(hashed(), fmt)
+        )
+        # The same form sent again (a double click, Back and send) with the same codes starts
+        # no second job: it answers with the first one's page.
+        step = "preview" if dry_run else "start"
+        once = form_once(form, step, series_id, reason, fmt.value, digest.hexdigest())
+
+        def opened(idempotency: Idempotency | None) -> Rendered:
+            return execute(
+                db,
+                ctx,
+                lambda uow: jobs.open_upload(uow, ctx, job_id),
+                lambda job: job.id.encode(),
+                idempotency=idempotency,
+            )
+
         try:
-            await run_in_threadpool(db.run, lambda uow: _open(uow, ctx, job_id))
+            try:
+                rendered = await run_in_threadpool(opened, once)
+            except errors.IdempotencyKeyReused:
+                # The form was changed and sent again (other codes): a job of its own.
+                rendered = await run_in_threadpool(opened, None)
         except BaseException:
             await run_in_threadpool(jobs.discard_upload, db, job_id)
             raise
+        if rendered.replayed:
+            await run_in_threadpool(jobs.discard_upload, db, job_id)
+            job_id = rendered.body.decode()
     except errors.CouponError as error:
         return await again(message_of(error), status_of(error))
     return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
-
-
-def _open(uow: Any, ctx: Context, job_id: str) -> Job:
-    job = jobs.open_upload(uow, ctx, job_id)
-    uow.commit()
-    return job
 
 
 @needs_person

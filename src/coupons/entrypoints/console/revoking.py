@@ -23,7 +23,9 @@ from coupons.entrypoints.console.web import (
     call,
     checked_form,
     form_id,
+    form_once,
     message_of,
+    new_form_key,
     page,
     read,
     status_of,
@@ -120,6 +122,7 @@ async def revoke_post(request: Request, person: Person) -> Response:
             lambda outcome, ctx: render.outcome(outcome, CodeCase.AS_IT_IS, *REVOKED),
             permission="revoke",
             dry_run=dry_run,
+            once=form_once(form, "revoke", sorted(ids), reason),
         )
     except errors.CouponError as error:
         status = status_of(error)
@@ -128,7 +131,7 @@ async def revoke_post(request: Request, person: Person) -> Response:
         )
     if dry_run:
         context["preview"] = entity
-        return page(request, "revoke.html", result=None, **context)
+        return page(request, "revoke.html", result=None, form_key=new_form_key(), **context)
     return page(
         request,
         "revoked.html",

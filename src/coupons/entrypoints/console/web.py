@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,12 +30,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from coupons.adapters.sql_uow import Database
 from coupons.domain import errors
 from coupons.domain.people import Person
-from coupons.entrypoints.http.middleware import request_id_of
+from coupons.entrypoints.http.middleware import answer_as, request_id_of
 from coupons.services import people
 from coupons.services.auth import FailureThrottle, require
 from coupons.services.common import Context, utcnow
 from coupons.services.ports import UnitOfWork
-from coupons.services.runner import execute
+from coupons.services.runner import Idempotency, Rendered, execute
 
 T = TypeVar("T")
 log = structlog.get_logger("coupons.console")
@@ -225,6 +227,27 @@ def status_of(error: errors.CouponError) -> int:
     return max(error.http_status, 400)
 
 
+def new_form_key() -> str:
+    """A key for one rendered form that changes something: sent back with it, it makes the
+    action happen once however often the form is sent (`call`'s `once`)."""
+    return uuid.uuid4().hex
+
+
+def form_once(form: FormData, action: str, *values: object) -> Idempotency | None:
+    """The idempotency of a form's `action`, sent with the key its page was rendered with:
+    the same key with the same `values` replays the first answer. (Other values under the
+    same key are a new request: someone went back and changed the form; see `call`.) None for
+    a form without a well-formed key."""
+    key = str(form.get("form_key") or "")
+    if not _FORM_KEY.fullmatch(key):
+        return None
+    fingerprint = hashlib.sha256(orjson.dumps([str(v) for v in values])).hexdigest()
+    return Idempotency(key=f"console-form:{key}:{action}", fingerprint=fingerprint)
+
+
+_FORM_KEY = re.compile(r"[0-9a-f]{32}")
+
+
 async def call(
     request: Request,
     person: Person,
@@ -234,21 +257,35 @@ async def call(
     permission: str = "read",
     dry_run: bool = False,
     write: bool = True,
+    once: Idempotency | None = None,
 ) -> Any:
     """Run one use case through the API's runner (one transaction; a dry run or a read rolls
-    back) as the person, and return the entity the API would answer with."""
+    back) as the person, and return the entity the API would answer with.
+
+    With `once` (`form_once`), a form sent again (a double click, Back and send) answers what
+    the first sending did, under its request id, and changes nothing more."""
     actor = people.actor_of(person)
     require(actor, permission)
     ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
-    rendered = await run_in_threadpool(
-        execute,
-        console_of(request).db,
-        ctx,
-        lambda uow: use_case(uow, ctx),
-        lambda result: orjson.dumps(entity(result, ctx)),
-        dry_run=dry_run,
-        write=write,
-    )
+
+    def run(idempotency: Idempotency | None) -> Rendered:
+        return execute(
+            console_of(request).db,
+            ctx,
+            lambda uow: use_case(uow, ctx),
+            lambda result: orjson.dumps(entity(result, ctx)),
+            idempotency=idempotency,
+            dry_run=dry_run,
+            write=write,
+        )
+
+    try:
+        rendered = await run_in_threadpool(run, None if dry_run else once)
+    except errors.IdempotencyKeyReused:
+        # The form was changed and sent again: a request of its own.
+        rendered = await run_in_threadpool(run, None)
+    if rendered.replayed and rendered.request_id:
+        answer_as(request.scope, rendered.request_id)
     return orjson.loads(rendered.body)
 
 
