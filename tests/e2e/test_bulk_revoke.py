@@ -550,6 +550,53 @@ def test_results_naming_the_codes_file_itself_are_refused_and_the_file_kept(
     assert series_counts(server, given.series_id) == {"AVAILABLE": 2}
 
 
+@pytest.mark.parametrize("on_server", [False, True])
+@pytest.mark.parametrize("where", ["a folder", "in a missing folder"])
+def test_results_that_cannot_be_written_are_refused_before_anything_is_sent(
+    server: Server, tmp_path: Path, on_server: bool, where: str
+) -> None:
+    # given a codes file, and results to go where no file can be written
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    results = tmp_path if where == "a folder" else tmp_path / "nowhere" / "out.csv"
+
+    # when the run starts
+    done = invoke_bulk(
+        server,
+        given.series_id,
+        codes_file,
+        "--results",
+        str(results),
+        *(["--on-server"] * on_server),
+    )
+
+    # then it stops at once, saying why, and nothing is revoked
+    assert done.returncode == 2
+    assert "--results" in done.stderr and ("directory" in done.stderr or "folder" in done.stderr)
+    assert series_counts(server, given.series_id) == {"AVAILABLE": 2}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line"),
+    [
+        ("codes.csv", b'code,note\nA-1,"oops\nA-2,x\n', 2),
+        ("codes.txt", b"A-1\nA-\xff2\n", 2),
+    ],
+)
+def test_a_bad_codes_file_is_refused_naming_its_line_and_nothing_is_sent(
+    server: Server, tmp_path: Path, name: str, content: bytes, line: int
+) -> None:
+    given = given_series(server, 2)
+    codes_file = tmp_path / name
+    codes_file.write_bytes(content)
+
+    done = invoke_bulk(server, given.series_id, codes_file)
+
+    assert done.returncode == 2
+    assert f"{codes_file}, line {line}:" in done.stderr.replace("\n", "")
+    assert series_counts(server, given.series_id) == {"AVAILABLE": 2}
+
+
 def test_the_client_speaks_every_endpoint_of_the_spec(server: Server) -> None:
     # given an OAuth client on the real server
     with CouponClient(server.url, OAuth(USERNAME, PASSWORD)) as api:

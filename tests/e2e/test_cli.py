@@ -460,6 +460,16 @@ def test_a_command_on_a_database_file_that_cannot_be_opened_says_so_in_one_line(
     assert "unable to open database file" in output and "Traceback" not in output
 
 
+def test_db_upgrade_of_a_file_that_is_no_database_says_so_in_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database, " * 400)
+
+    code, output = run("db", "upgrade", "--db", f"sqlite:///{garbage}")
+
+    assert code == 1
+    assert output.strip() == "error: migration failed: file is not a database"
+
+
 def test_a_worker_on_a_database_without_the_schema_stops_at_once_saying_so(
     tmp_path: Path,
 ) -> None:

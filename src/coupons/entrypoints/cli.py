@@ -125,7 +125,7 @@ def db_upgrade(db: DbOption = DEFAULT_DATABASE_URL) -> None:
     try:
         revision = migrate.upgrade(db)
     except Exception as error:
-        raise _fail(f"migration failed: {error}") from None
+        raise _fail(f"migration failed: {first_line(error)}") from None
     console.print(f"database at revision {revision}")
 
 
@@ -339,7 +339,7 @@ def serve(
     try:
         migrate.upgrade(db)
     except Exception as error:
-        raise _fail(f"migration failed: {error}") from None
+        raise _fail(f"migration failed: {first_line(error)}") from None
     if demo_data:
         from coupons.services import people
         from coupons.services.common import utcnow

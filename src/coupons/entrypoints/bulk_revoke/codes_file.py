@@ -20,7 +20,12 @@ from coupons.domain.codes_file import CONTROL_CHARACTER
 
 
 class CodesFileError(Exception):
-    """The file cannot be read as codes (a CSV without a `code` column)."""
+    """The file cannot be read as codes (not UTF-8, a CSV without a `code` column, a quoted
+    CSV value running past its line); the message names the file and, where known, the
+    line."""
+
+
+SPANS_LINES = "a quoted value runs on past the end of this line (an unbalanced quote?)"
 
 
 class LineKind(StrEnum):
@@ -59,11 +64,19 @@ def read_codes(path: Path) -> Iterator[tuple[int, str]]:
             names = [name.strip().lower() for name in header or []]
             if "code" not in names:
                 raise CodesFileError(f"{path} has no 'code' column (header: {header})")
+            if reader.line_num > 1:
+                raise CodesFileError(f"{path}, line 1: {SPANS_LINES}")
             column = names.index("code")
+            previous = reader.line_num
             for record in reader:
+                first, previous = previous + 1, reader.line_num
+                if previous != first:
+                    # No code holds a line break: an unbalanced quote would swallow the codes
+                    # of the lines after it without a word (the server refuses it too, 9027).
+                    raise CodesFileError(f"{path}, line {first}: {SPANS_LINES}")
                 code = clean(record[column]) if column < len(record) else ""
                 if code:
-                    yield reader.line_num, code
+                    yield first, code
         else:
             for number, text in enumerate(handle, start=1):
                 code = clean(text)
@@ -85,8 +98,12 @@ def scan(path: Path) -> Scan:
     """
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        for number, raw in enumerate(handle, start=1):
+            digest.update(raw)
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CodesFileError(f"{path}, line {number}: not UTF-8 text") from None
     seen: set[str] = set()
     duplicates: set[int] = set()
     total = 0

@@ -128,6 +128,15 @@ def _advice(problem: str | None) -> str:
     return "rerun the same command to resume"
 
 
+def _unwritable(results: Path) -> str | None:
+    """Why the result CSV (and its journal beside it) cannot be written there, if it cannot."""
+    if results.is_dir():
+        return "is a directory; give the path of a file"
+    if not results.parent.is_dir():
+        return f"its folder {results.parent} does not exist"
+    return None
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
@@ -176,6 +185,10 @@ def revoke(
     if results is not None and _same_file(results, codes_file):
         # Writing the results there would replace the codes the run (and its rerun) reads.
         err.print("[red]error:[/red] --results must not be the codes file itself")
+        raise typer.Exit(EXIT_UNFINISHED)
+    if results is not None and (problem := _unwritable(results)):
+        # Found out only at the end, the codes would be revoked and their report lost.
+        err.print(f"[red]error:[/red] --results {results}: {problem}")
         raise typer.Exit(EXIT_UNFINISHED)
     if on_server:
         from coupons.entrypoints import server_revoke

@@ -39,7 +39,9 @@ WHY = {
     Outcome.REDEEMED: "redeemed coupons cannot be revoked (405)",
     Outcome.NOT_FOUND: "no such code in the series (682/404)",
     Outcome.NOT_ISSUED: "issued to another customer (703)",
-    Outcome.INVALID: f"not a valid code (over {MAX_CODE_LENGTH} characters)",
+    Outcome.INVALID: (
+        f"not a valid code (over {MAX_CODE_LENGTH} characters, or a control character)"
+    ),
     Outcome.FAILED: "the server refused these codes (see errorCode)",
 }
 
