@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from coupons.domain.errors import InvalidField
@@ -84,6 +85,19 @@ def decode_cursor(kind: str, cursor: str, shape: Sequence[type[KeyPart]]) -> Key
         elif type(part) is not str or len(part) > MAX_KEY_TEXT or not _storable(part):
             raise bad
     return key
+
+
+def decode_moment_cursor(kind: str, cursor: str, tie: type[KeyPart]) -> tuple[datetime, KeyPart]:
+    """The key of a list ordered by a moment and a tie-breaker: the moment in UTC (it was
+    written with its offset), 9002 naming `after` when it is no moment."""
+    at_text, tie_value = decode_cursor(kind, cursor, (str, tie))
+    try:
+        at = datetime.fromisoformat(str(at_text))
+        if at.tzinfo is None:
+            raise ValueError("no offset")
+        return at.astimezone(UTC), tie_value  # a moment past the calendar's ends overflows
+    except (ValueError, OverflowError):
+        raise InvalidField("after", "not a cursor of this list") from None
 
 
 def _storable(text: str) -> bool:

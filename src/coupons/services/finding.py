@@ -9,12 +9,18 @@ read is scoped to the caller's org: another org's series, customers and coupons 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
 from coupons.domain.model import Coupon, CouponState, Series, StateChange
-from coupons.domain.paging import Page, check_limit, decode_cursor, list_kind, page_of
+from coupons.domain.paging import (
+    Page,
+    check_limit,
+    decode_cursor,
+    decode_moment_cursor,
+    list_kind,
+    page_of,
+)
 from coupons.domain.trail import Revocation, TrailFilter, prefix_successor
 from coupons.services.common import Context
 from coupons.services.customers import STATUS_FILTERS, active_at
@@ -141,14 +147,7 @@ def revocations(
     position = None
     kind = list_kind(REVOCATIONS, where.actor, where.since, where.until)
     if after is not None:
-        at_text, row_id = decode_cursor(kind, after, (str, int))
-        try:
-            at = datetime.fromisoformat(str(at_text))
-            if at.tzinfo is None:
-                raise ValueError("no offset")
-            at = at.astimezone(UTC)  # a moment past the calendar's ends overflows here
-        except (ValueError, OverflowError):
-            raise errors.InvalidField("after", "not a cursor of this list") from None
+        at, row_id = decode_moment_cursor(kind, after, int)
         position = (at, int(row_id))
     found = uow.revocations.page(ctx.org_id, where, before=position, limit=check_limit(limit) + 1)
     return page_of(found, limit, kind, lambda r: (r.at.isoformat(), r.id))

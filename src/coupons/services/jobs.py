@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 
 from coupons.domain import errors
@@ -29,7 +29,7 @@ from coupons.domain.jobs import (
     cancelled,
 )
 from coupons.domain.model import Series, SeriesType
-from coupons.domain.paging import Page, decode_cursor, list_kind, page_of
+from coupons.domain.paging import Page, decode_moment_cursor, list_kind, page_of
 from coupons.services import revoke
 from coupons.services.common import Context
 from coupons.services.ports import Transactions, UnitOfWork
@@ -208,14 +208,8 @@ def job_page(
     kind = list_kind(JOBS_LIST, wanted.value if wanted else None)
     before = None
     if after is not None:
-        at_text, job_id = decode_cursor(kind, after, (str, str))
-        try:
-            at = datetime.fromisoformat(str(at_text))
-            if at.tzinfo is None:
-                raise ValueError("no offset")
-            before = (at.astimezone(UTC), str(job_id))
-        except (ValueError, OverflowError):
-            raise errors.InvalidField("after", "not a cursor of this list") from None
+        at, job_id = decode_moment_cursor(kind, after, str)
+        before = (at, str(job_id))
     found = uow.jobs.of_org(ctx.org_id, wanted, limit + 1, before=before)
     return page_of(found, limit, kind, lambda j: (j.created_at.isoformat(), j.id))
 
