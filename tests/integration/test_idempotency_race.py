@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -52,3 +53,50 @@ def test_the_same_key_sent_twice_at_once_revokes_once_and_answers_alike(
         assert answers[0].json()["entity"]["revokedCoupons"][0]["couponId"] == coupon["couponId"]
         history = api.coupon(coupon["couponId"])["history"]
         assert [h["action"] for h in history] == ["ISSUE", "REVOKE"], round_number
+
+
+def race(clients: list[Api], method: str, path: str, body: dict[str, Any], key: str) -> list[Any]:
+    """Send one keyed request from each client at the same moment; their answers."""
+    barrier = threading.Barrier(len(clients))
+    answers: list[httpx.Response] = []
+
+    def send(client: Api) -> None:
+        barrier.wait()
+        answers.append(client.request(method, path, json=body, headers={"Idempotency-Key": key}))
+
+    racers = [threading.Thread(target=send, args=(c,)) for c in clients]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=30)
+    return answers
+
+
+def test_a_redeem_and_a_reactivate_sent_twice_at_once_apply_once_and_answer_alike(
+    app: FastAPI, api: Api, acme_admin: Credentials
+) -> None:
+    # Given issued coupons, and two clients that will send the same keyed calls at once
+    series_id = api.series()
+    customer_id = api.customer("5550178")
+    coupons = api.issue_many(series_id, customer_id, ROUNDS // 2)
+    clients = [Api(TestClient(app, raise_server_exceptions=False), acme_admin) for _ in range(2)]
+
+    for n, coupon in enumerate(coupons):
+        # When a redeem is sent twice at once, then a reactivate of what it redeemed
+        redeem = {
+            "customer": {"id": customer_id},
+            "transactionNumber": f"T-{n}",
+            "billAmount": 10,
+            "redemptionRequestList": [{"code": coupon["couponCode"]}],
+        }
+        redeemed = race(clients, "POST", "/v2/coupon/redeem", redeem, f"redeem-race-{n}")
+        # Then neither is told the redeem failed: both get the one answer, which happened once
+        assert [a.status_code for a in redeemed] == [200, 200], [a.text for a in redeemed]
+        assert redeemed[0].content == redeemed[1].content
+        [redemption] = redeemed[0].json()["entity"]["redemptions"]
+        reactivate = {"redemptionIds": [redemption["redemptionId"]]}
+        again = race(clients, "PATCH", "/v2/coupon/reactivate", reactivate, f"reactivate-race-{n}")
+        assert [a.status_code for a in again] == [200, 200], [a.text for a in again]
+        assert again[0].content == again[1].content
+        history = api.coupon(coupon["couponId"])["history"]
+        assert [h["action"] for h in history] == ["ISSUE", "REDEEM", "REACTIVATE"], n

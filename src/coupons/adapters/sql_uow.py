@@ -8,6 +8,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -244,6 +245,7 @@ class Database:
         self._checkpointer: tuple[threading.Thread, threading.Event] | None = None
         self._loop_engine = loop_engine
         self._on_loop: Database | None = None
+        self._home_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._pause = pause
 
     @classmethod
@@ -273,6 +275,18 @@ class Database:
         every request of the process.
         """
         if self._loop_engine is None:
+            return None
+        # One event loop owns the pool's asyncio connections and waits: a server process has
+        # one. Another loop running meanwhile (two test clients of one app, each with its
+        # own) would wait on the owner's futures and hang, so its use cases go to threads.
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # asked outside any loop (a test holding it for later)
+            loop = None
+        home = self._home_loop() if self._home_loop is not None else None
+        if loop is not None and (home is None or home.is_closed()):
+            self._home_loop = weakref.ref(loop)
+        elif loop is not None and home is not loop:
             return None
         if self._on_loop is None:
             self._on_loop = Database(

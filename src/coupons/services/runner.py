@@ -59,17 +59,25 @@ def execute(
     `replay`, if given, renders what a replay under the key answers instead of the first
     answer's bytes: for what may be shown only once (a webhook's signing secret)."""
 
+    def stored_answer(uow: UnitOfWork) -> Rendered | None:
+        """The answer stored under the key, if a request with it has committed."""
+        if idempotency is None:
+            return None
+        stored = uow.idempotency.stored_response(
+            ctx.actor.client_id, idempotency.key, ctx.now - IDEMPOTENCY_WINDOW
+        )
+        if stored is None:
+            return None
+        if stored.fingerprint != idempotency.fingerprint:
+            raise errors.IdempotencyKeyReused()
+        return Rendered(
+            stored.status_code, stored.body, replayed=True, request_id=stored.request_id
+        )
+
     def attempt(uow: UnitOfWork) -> Rendered | _Done[T]:
-        if idempotency is not None:
-            stored = uow.idempotency.stored_response(
-                ctx.actor.client_id, idempotency.key, ctx.now - IDEMPOTENCY_WINDOW
-            )
-            if stored is not None:
-                if stored.fingerprint != idempotency.fingerprint:
-                    raise errors.IdempotencyKeyReused()
-                return Rendered(
-                    stored.status_code, stored.body, replayed=True, request_id=stored.request_id
-                )
+        replayed = stored_answer(uow)
+        if replayed is not None:
+            return replayed
         result = use_case(uow)
         if dry_run or not write:
             uow.rollback()
@@ -93,7 +101,20 @@ def execute(
         return Rendered(status_code, body)
 
     # A dry run writes for real (under the same locks) and then rolls back.
-    done = db.run(attempt, write=write, retry_integrity=True)
+    try:
+        done = db.run(attempt, write=write, retry_integrity=True)
+    except errors.DatabaseUnavailable:
+        raise  # the store is away: a retry with the key will find out what happened
+    except errors.CouponError:
+        # A request with the same key may have committed while this one waited for its
+        # locks (two retries racing, on PostgreSQL): what it did is why this one is refused
+        # (711: the coupon it redeemed is redeemed now). The caller gets the first answer,
+        # as a replay, not a refusal of its own request. Looked up afresh: the refused
+        # transaction may not read any more.
+        replayed = None if idempotency is None else db.run(stored_answer, write=False)
+        if replayed is None:
+            raise
+        return replayed
     if isinstance(done, Rendered):
         return done
     return Rendered(status_code, render(done.result))
