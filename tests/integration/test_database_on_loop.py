@@ -5,8 +5,10 @@ connection lost under it must be handled as the threaded path handles it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import text
@@ -19,11 +21,20 @@ from coupons.domain import errors
 from tests.conftest import Backend
 from tests.integration.test_driver_sql import _backend_pid, _terminate
 
+T = TypeVar("T")
+
 
 class Deadlock(Exception):
     """What a driver raises when PostgreSQL broke a deadlock: a transient conflict."""
 
     sqlstate = "40P01"
+
+
+def on_own_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`main()` run to its end on a new event loop in a thread of its own: the browser tests'
+    driver may keep a loop running on this thread, where `asyncio.run` refuses to start."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result(timeout=60)
 
 
 def loop_db(backend: Backend) -> Database:
@@ -69,7 +80,7 @@ def test_a_retried_use_case_lets_the_loop_serve_others_while_it_pauses(
             done.set()
             await task
 
-    assert asyncio.run(main()) == 42
+    assert on_own_loop(main) == 42
     assert len(seen_at) == 2 and seen_at[1] > seen_at[0]
 
 
@@ -92,7 +103,7 @@ def test_a_use_case_on_the_loop_sees_its_own_writes_and_rolls_back_on_error(
             await greenlet_spawn(db.run, refused)
         return await greenlet_spawn(db.run, gone)
 
-    assert asyncio.run(main()) is None
+    assert on_own_loop(main) is None
 
 
 def test_a_lost_connection_on_the_loop_is_let_go_and_the_use_case_tried_again(
@@ -132,4 +143,4 @@ def test_a_lost_connection_on_the_loop_is_let_go_and_the_use_case_tried_again(
         return first, second
 
     # then each is tried once more, on a fresh connection, and answers
-    assert asyncio.run(main()) == (1, 1)
+    assert on_own_loop(main) == (1, 1)
