@@ -520,3 +520,34 @@ def test_undo_by_a_jobs_id_is_refused_and_points_to_the_job_undo(
     assert refused.status_code == 400 and "/undo" in html.unescape(refused.text)
     assert error_code(by_api) == 9002
     assert "revoke/jobs/{jobId}/undo" in by_api.json()["errors"][0]["message"]
+
+
+def test_a_console_revoke_sent_with_an_earlier_revokes_request_id_gets_its_own(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given an API revoke under a request id of the client's choosing
+    series_id = api.series(codes=[unique("OWN").upper(), unique("OWN").upper()])
+    coupons = api.ok(api.get(f"/v2/coupon/series/{series_id}/coupons"))["coupons"]
+    taken = unique("taken-id")
+    api.ok(
+        api.revoke_with(
+            {"couponSeriesId": series_id, "couponCodes": [coupons[0]["couponCode"]]},
+            {"X-Request-Id": taken},
+        )
+    )
+
+    # when a person confirms a revoke in the console with the same X-Request-Id
+    form = {"csrf": _csrf(signed_in), "coupon": str(coupons[1]["couponId"]), "reason": "own"}
+    done = signed_in.post(
+        "/console/revoke",
+        data={**form, "step": "confirm"},
+        headers={**ORIGIN, "X-Request-Id": taken},
+    )
+
+    # then it is done and recorded under a fresh id of its own, which the page shows
+    fresh = done.headers["x-request-id"]
+    assert done.status_code == 200 and fresh != taken and fresh in done.text
+    rows = api.ok(api.get("/v2/coupon/revocations"))["revocations"]
+    assert sorted(r["requestId"] for r in rows if r["requestId"] in (taken, fresh)) == sorted(
+        [taken, fresh]
+    )

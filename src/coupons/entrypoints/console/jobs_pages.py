@@ -42,7 +42,7 @@ from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services import jobs, people
 from coupons.services.auth import require
 from coupons.services.common import Context, utcnow
-from coupons.services.runner import Idempotency, Rendered, execute
+from coupons.services.runner import execute
 
 MAX_UPLOAD = 64 * 1024 * 1024
 REASONS = {str(r.code): r.message for r in FailureReason}
@@ -130,21 +130,15 @@ async def bulk_start(request: Request, person: Person) -> Response:
         step = "preview" if dry_run else "start"
         once = form_once(form, step, series_id, reason, fmt.value, digest.hexdigest())
 
-        def opened(idempotency: Idempotency | None) -> Rendered:
-            return execute(
+        try:
+            rendered = await run_in_threadpool(
+                execute,
                 db,
                 ctx,
                 lambda uow: jobs.open_upload(uow, ctx, job_id),
                 lambda job: job.id.encode(),
-                idempotency=idempotency,
+                idempotency=once,
             )
-
-        try:
-            try:
-                rendered = await run_in_threadpool(opened, once)
-            except errors.IdempotencyKeyReused:
-                # The form was changed and sent again (other codes): a job of its own.
-                rendered = await run_in_threadpool(opened, None)
         except BaseException:
             await run_in_threadpool(jobs.discard_upload, db, job_id)
             raise

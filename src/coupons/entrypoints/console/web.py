@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from coupons.adapters.sql_uow import Database
 from coupons.domain import errors
 from coupons.domain.people import Person
-from coupons.entrypoints.http.middleware import answer_as, request_id_of
+from coupons.entrypoints.http.middleware import answer_as, request_id_of, under_own_id
 from coupons.services import people
 from coupons.services.auth import FailureThrottle, require
 from coupons.services.common import Context, utcnow
@@ -235,14 +235,14 @@ def new_form_key() -> str:
 
 def form_once(form: FormData, action: str, *values: object) -> Idempotency | None:
     """The idempotency of a form's `action`, sent with the key its page was rendered with:
-    the same key with the same `values` replays the first answer. (Other values under the
-    same key are a new request: someone went back and changed the form; see `call`.) None for
-    a form without a well-formed key."""
+    sent again with the same `values`, it replays the first answer. The values are part of
+    the key, so a form changed and sent again (someone went back and edited it) is simply
+    another request, never a reused key. None for a form without a well-formed key."""
     key = str(form.get("form_key") or "")
     if not _FORM_KEY.fullmatch(key):
         return None
-    fingerprint = hashlib.sha256(orjson.dumps([str(v) for v in values])).hexdigest()
-    return Idempotency(key=f"console-form:{key}:{action}", fingerprint=fingerprint)
+    digest = hashlib.sha256(orjson.dumps([action, *(str(v) for v in values)])).hexdigest()
+    return Idempotency(key=f"console-form:{key}:{digest}", fingerprint=digest)
 
 
 _FORM_KEY = re.compile(r"[0-9a-f]{32}")
@@ -268,22 +268,19 @@ async def call(
     require(actor, permission)
     ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
 
-    def run(idempotency: Idempotency | None) -> Rendered:
-        return execute(
+    async def run(ctx: Context) -> Rendered:
+        return await run_in_threadpool(
+            execute,
             console_of(request).db,
             ctx,
             lambda uow: use_case(uow, ctx),
             lambda result: orjson.dumps(entity(result, ctx)),
-            idempotency=idempotency,
+            idempotency=None if dry_run else once,
             dry_run=dry_run,
             write=write,
         )
 
-    try:
-        rendered = await run_in_threadpool(run, None if dry_run else once)
-    except errors.IdempotencyKeyReused:
-        # The form was changed and sent again: a request of its own.
-        rendered = await run_in_threadpool(run, None)
+    rendered = await under_own_id(request.scope, ctx, run)
     if rendered.replayed and rendered.request_id:
         answer_as(request.scope, rendered.request_id)
     return orjson.loads(rendered.body)

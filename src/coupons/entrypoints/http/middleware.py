@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coupons.domain.codes_file import MAX_FILE_BYTES
-from coupons.domain.errors import BodyTooLarge, CodesFileTooLarge, CouponError, InvalidField
+from coupons.domain.errors import (
+    BodyTooLarge,
+    CodesFileTooLarge,
+    CouponError,
+    InvalidField,
+    RequestIdTaken,
+)
 from coupons.domain.jobs import JOB_ID_PREFIX
 from coupons.entrypoints.http.envelope import failure_body
+from coupons.services.common import Context
+
+T = TypeVar("T")
 
 CONSOLE_PREFIX = "/console/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -29,6 +41,18 @@ def request_id_of(scope: Scope) -> str:
 def answer_as(scope: Scope, request_id: str) -> None:
     """Send `request_id` as this answer's `X-Request-Id` (a replay: the original request's)."""
     scope.setdefault("state", {})["request_id"] = request_id
+
+
+async def under_own_id(scope: Scope, ctx: Context, run: Callable[[Context], Awaitable[T]]) -> T:
+    """`run(ctx)`; when the request id (the client chose it) already names an earlier revoke's
+    trail row, which keeps one row per call, `run` again under a fresh id that the answer then
+    carries (the API's calls and the console's forms alike)."""
+    try:
+        return await run(ctx)
+    except RequestIdTaken:
+        fresh = replace(ctx, request_id=uuid.uuid4().hex)
+        answer_as(scope, fresh.request_id)
+        return await run(fresh)
 
 
 async def read_body(receive: Receive, limit: int | None = None) -> bytes | None:

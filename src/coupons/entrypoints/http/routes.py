@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from functools import partial
 from typing import Annotated, Any, TypeVar
@@ -27,7 +25,7 @@ from coupons.entrypoints.http.deps import (
     client_address,
 )
 from coupons.entrypoints.http.envelope import JSON, success_body
-from coupons.entrypoints.http.middleware import answer_as, request_id_of
+from coupons.entrypoints.http.middleware import answer_as, request_id_of, under_own_id
 from coupons.entrypoints.http.routing import IdRoute
 from coupons.services import customers, issue, redeem, revoke, series
 from coupons.services.auth import Authenticator
@@ -92,14 +90,7 @@ async def perform(
         )
         return await (run_in_threadpool(work) if loop_db is None else greenlet_spawn(work))
 
-    try:
-        rendered = await run(ctx)
-    except errors.RequestIdTaken:
-        # The client's X-Request-Id already names another revoke in the trail, which keeps
-        # one row per call: this call is recorded, and answered, under an id of its own.
-        fresh = replace(ctx, request_id=uuid.uuid4().hex)
-        answer_as(request.scope, fresh.request_id)
-        rendered = await run(fresh)
+    rendered = await under_own_id(request.scope, ctx, run)
     return Response(
         rendered.body,
         status_code=rendered.status_code,
