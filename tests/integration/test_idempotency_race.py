@@ -55,8 +55,16 @@ def test_the_same_key_sent_twice_at_once_revokes_once_and_answers_alike(
         assert [h["action"] for h in history] == ["ISSUE", "REVOKE"], round_number
 
 
-def race(clients: list[Api], method: str, path: str, body: dict[str, Any], key: str) -> list[Any]:
-    """Send one keyed request from each client at the same moment; their answers."""
+def race(
+    clients: list[Api],
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    key: str,
+    header: str = "Idempotency-Key",
+) -> list[Any]:
+    """Send one request from each client at the same moment, each with `key` in `header`;
+    their answers."""
     barrier = threading.Barrier(len(clients))
     answers: list[httpx.Response] = []
 
@@ -100,3 +108,45 @@ def test_a_redeem_and_a_reactivate_sent_twice_at_once_apply_once_and_answer_alik
         assert again[0].content == again[1].content
         history = api.coupon(coupon["couponId"])["history"]
         assert [h["action"] for h in history] == ["ISSUE", "REDEEM", "REACTIVATE"], n
+
+
+def test_two_revokes_sent_at_once_under_one_request_id_get_a_trail_row_each(
+    app: FastAPI, api: Api, acme_admin: Credentials, acme_agent: Credentials
+) -> None:
+    # Given coupons, and two clients that will send revokes under one X-Request-Id at once
+    series_id = api.series(codes=[f"RID-{n}" for n in range(2 * (ROUNDS // 2))])
+    clients = [
+        Api(TestClient(app, raise_server_exceptions=False), creds)
+        for creds in (acme_admin, acme_agent)
+    ]
+    for n in range(ROUNDS // 2):
+        request_id = f"shared-at-once-{n}"
+        barrier = threading.Barrier(2)
+        answers: list[httpx.Response] = []
+
+        def send(
+            client: Api,
+            code: str,
+            barrier: threading.Barrier = barrier,
+            answers: list[httpx.Response] = answers,
+            request_id: str = request_id,
+        ) -> None:
+            barrier.wait()
+            body = {"couponSeriesId": series_id, "couponCodes": [code]}
+            answers.append(client.revoke_with(body, {"X-Request-Id": request_id}))
+
+        codes = [f"RID-{2 * n}", f"RID-{2 * n + 1}"]
+        racers = [
+            threading.Thread(target=send, args=pair) for pair in zip(clients, codes, strict=True)
+        ]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=30)
+
+        # Then both revoked, under two ids (one of them the client's), one trail row each
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        ids = {a.headers["x-request-id"] for a in answers}
+        assert request_id in ids and len(ids) == 2
+    rows = api.ok(api.get("/v2/coupon/revocations", params={"limit": 1000}))["revocations"]
+    assert len(rows) == len({r["requestId"] for r in rows}) == 2 * (ROUNDS // 2)
