@@ -451,6 +451,33 @@ def test_reads_need_credentials_and_read_only_clients_may_read(
 FORMULAS = ["=1+1", "+SUM(A1)", "-2", "@cmd", 'plain,"quoted"']
 
 
+@pytest.mark.parametrize(
+    ("accept", "csv_wanted"),
+    [
+        ("text/csv", True),
+        ("text/csv, */*", True),
+        ("application/json;q=0.5, text/csv", True),
+        ("text/csv;q=0.5, application/json", False),
+        ("application/json, text/csv", False),
+        ("text/csv;q=0", False),
+        ("*/*", False),
+    ],
+)
+def test_accept_quality_values_choose_between_the_export_and_the_envelope(
+    api: Api, accept: str, csv_wanted: bool
+) -> None:
+    series_id = api.series(codes=["Q-1"])
+
+    response = api.get(f"/v2/coupon/series/{series_id}/coupons", headers={"Accept": accept})
+
+    assert response.status_code == 200
+    if csv_wanted:
+        assert response.headers["content-type"] == "text/csv; charset=utf-8"
+        assert parse_csv(response.text)[1][1] == "Q-1"
+    else:
+        assert response.json()["entity"]["coupons"][0]["couponCode"] == "Q-1"
+
+
 def test_a_series_exports_as_csv_with_formula_cells_neutralised(api: Api) -> None:
     series_id = api.series(codes=FORMULAS)
 

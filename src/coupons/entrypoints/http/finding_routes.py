@@ -48,7 +48,44 @@ Reader = Callable[[UnitOfWork, Context, str | None, int], Page[T]]
 
 def wants_csv(request: Request) -> bool:
     """`Accept: text/csv` asks for the export of a list (JSON stays the default)."""
-    return "text/csv" in request.headers.get("accept", "").lower()
+    return prefers_csv(request.headers.get("accept", ""))
+
+
+def prefers_csv(accept: str) -> bool:
+    """Whether an `Accept` header prefers CSV to the JSON envelope, by its quality values.
+
+    JSON is the default: CSV only when `text/csv` is named with a quality above zero, above
+    that of `application/json` if that is named too (a tie keeps JSON), and at least that of
+    any wildcard (`*/*`, `application/*`), which a named type beats on a tie
+    (`text/csv, */*` is a CSV client). A quality that is not a number counts as 1, as a
+    missing one does; a malformed part is skipped rather than refused.
+    """
+    csv = json = wildcard = None
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        media = media.lower()
+        q = _quality(params)
+        if media == "text/csv":
+            csv = max(csv or 0.0, q)
+        elif media == "application/json":
+            json = max(json or 0.0, q)
+        elif media in ("*/*", "application/*"):
+            wildcard = max(wildcard or 0.0, q)
+    if not csv:
+        return False
+    return (json is None or csv > json) and (wildcard is None or csv >= wildcard)
+
+
+def _quality(params: list[str]) -> float:
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                q = float(value.strip())
+            except ValueError:
+                return 1.0
+            return min(1.0, q) if q >= 0 else 0.0  # NaN compares false: counted as 0
+    return 1.0
 
 
 def _json_doc(entity: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
