@@ -182,10 +182,16 @@ class RevokeJobCalls:
     def cancel_revoke_job(self: _Transport, job_id: str) -> RevokeJob:
         return _job(self._send("POST", f"{JOBS}/{job_id}/cancel"))
 
-    def undo_revoke_job(self: _Transport, job_id: str, *, reason: str | None = None) -> RevokeJob:
-        """Start the REINSTATE job that undoes a finished job."""
-        params = {"reason": reason} if reason is not None else None
-        return _job(self._send("POST", f"{JOBS}/{job_id}/undo", params=params))
+    def undo_revoke_job(
+        self: _Transport, job_id: str, *, reason: str | None = None, dry_run: bool = False
+    ) -> RevokeJob:
+        """Start the REINSTATE job that undoes a finished job (a preview with `dry_run`)."""
+        params: dict[str, str] = {}
+        if reason is not None:
+            params["reason"] = reason
+        if dry_run:
+            params["dryRun"] = "true"
+        return _job(self._send("POST", f"{JOBS}/{job_id}/undo", params=params or None))
 
     def revoke_job_report(self: _Transport, job_id: str) -> Iterator[bytes]:
         """The report CSV, streamed in pieces (write them to a file)."""

@@ -95,3 +95,40 @@ def test_export_csv_raises_the_envelopes_error_and_gives_up_after_its_attempts()
         client.export_csv("/v2/coupon/series/9/coupons.csv", io.BytesIO())
 
     assert (error.value.code, error.value.http_status) == (707, 404)
+
+
+JOB = {
+    "jobId": "job_2",
+    "kind": "REINSTATE",
+    "state": "QUEUED",
+    "dryRun": True,
+    "createdBy": "ops",
+    "createdAt": "2026-12-06T10:00:00Z",
+    "total": 2,
+    "processed": 0,
+    "revokedCount": 0,
+    "failedCount": 0,
+    "undoOfJobId": "job_1",
+}
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "reason", "params"),
+    [
+        (False, None, {}),
+        (True, None, {"dryRun": "true"}),
+        (True, "leak fixed", {"dryRun": "true", "reason": "leak fixed"}),
+    ],
+)
+def test_undo_revoke_job_sends_its_preview_and_reason_only_when_asked(
+    dry_run: bool, reason: str | None, params: dict[str, str]
+) -> None:
+    server = Recorder(ok(JOB))
+
+    with server.client() as client:
+        job = client.undo_revoke_job("job_1", reason=reason, dry_run=dry_run)
+
+    [sent] = server.requests
+    assert (sent.method, sent.url.path) == ("POST", "/v2/coupon/revoke/jobs/job_1/undo")
+    assert dict(sent.url.params) == params
+    assert (job.job_id, job.dry_run, job.undo_of_job_id) == ("job_2", True, "job_1")

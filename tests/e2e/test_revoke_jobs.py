@@ -449,6 +449,44 @@ def test_a_queued_job_cancelled_before_any_worker_took_it_is_cancelled_at_once(
     job = accepted(upload(api, "OK1\n", couponSeriesId=mixed["series"]))
     assert api.ok(api.post(f"{JOBS}/{job['jobId']}/cancel"))["state"] == "CANCELLED"
     assert api.coupon(mixed["coupons"]["OK1"]["couponId"])["state"] == "ISSUED"
+    # and with nothing revoked there is nothing to undo: no empty undo job is made
+    assert error_code(api.post(f"{JOBS}/{job['jobId']}/undo")) == 9026
+    assert [j["jobId"] for j in api.ok(api.get(JOBS))["jobs"]] == [job["jobId"]]
+    assert job_of(api, job["jobId"])["undoneByJobId"] is None
+
+
+def test_a_dry_run_undo_previews_and_the_job_can_then_be_undone(
+    api: Api, backend: Backend, mixed: dict[str, Any]
+) -> None:
+    series = mixed["series"]
+    job = accepted(upload(api, "OK1\nOK2\n", couponSeriesId=series))
+    drain(backend.db)
+
+    preview = accepted(api.post(f"{JOBS}/{job['jobId']}/undo", params={"dryRun": "true"}))
+    drain(backend.db)
+
+    assert (preview["kind"], preview["dryRun"], preview["undoOfJobId"]) == (
+        "REINSTATE",
+        True,
+        job["jobId"],
+    )
+    assert [r[:2] for r in report(api, preview["jobId"])[1:]] == [
+        ["OK1", "would_reinstate"],
+        ["OK2", "would_reinstate"],
+    ]
+    coupons = mixed["coupons"]
+    assert [api.coupon(coupons[c]["couponId"])["state"] for c in ("OK1", "OK2")] == [
+        "REVOKED",
+        "REVOKED",
+    ]
+    assert job_of(api, job["jobId"])["undoneByJobId"] is None
+    undo = accepted(api.post(f"{JOBS}/{job['jobId']}/undo"))
+    drain(backend.db)
+    assert job_of(api, job["jobId"])["undoneByJobId"] == undo["jobId"]
+    assert [api.coupon(coupons[c]["couponId"])["state"] for c in ("OK1", "OK2")] == [
+        "ISSUED",
+        "ISSUED",
+    ]
 
 
 def test_undo_reinstates_what_the_job_revoked_and_reports_what_changed_since(

@@ -36,7 +36,7 @@ def job(state: JobState, **changes: object) -> j.Job:
         "total": 0,
         "cursor": 0,
         "processed": 0,
-        "done_count": 0,
+        "done_count": 3,
         "failed_count": 0,
         "duplicate_count": 0,
         "failed_by_code": {},
@@ -93,6 +93,7 @@ def test_undo_of_an_unfinished_job_is_9026(state: JobState) -> None:
         ({"dry_run": True}, "dry run"),
         ({"kind": JobKind.REINSTATE}, "only a REVOKE job"),
         ({"undone_by_job_id": "job_y"}, "already undone by job_y"),
+        ({"done_count": 0}, "revoked nothing"),
     ],
 )
 def test_undo_of_a_dry_run_an_undo_or_an_undone_job_is_9026(

@@ -353,6 +353,56 @@ def test_undo_reinstates_what_the_job_revoked_and_reports_what_changed_since(
         jobs.undo_job(world.uow(), world.ctx(), job.id, None)
 
 
+def test_a_dry_run_undo_reports_what_it_would_reinstate_and_leaves_the_job_undoable(
+    world: World,
+) -> None:
+    # Given a finished job that revoked two coupons
+    series = world.series()
+    ok1, ok2 = world.coupons(series, "OK1", "OK2")
+    job = file_job(world, ["OK1", "OK2"], series_id=series.id)
+    drain(world)
+    history_before = len(world.store.history)
+
+    # When its undo is previewed and the preview runs
+    preview = jobs.undo_job(world.uow(), world.ctx("preview"), job.id, None, dry_run=True)
+    drain(world)
+
+    # Then the preview reports both as would_reinstate and changed nothing
+    assert (preview.kind, preview.dry_run, preview.undo_of_job_id) == (
+        JobKind.REINSTATE,
+        True,
+        job.id,
+    )
+    assert outcomes(world, preview.id) == [
+        ("OK1", "would_reinstate", None),
+        ("OK2", "would_reinstate", None),
+    ]
+    assert world.states([ok1, ok2]) == [REVOKED, REVOKED]
+    assert len(world.store.history) == history_before
+    assert job_of(world, job.id).undone_by_job_id is None
+    # and the job can still be undone for real
+    undo = jobs.undo_job(world.uow(), world.ctx("undo"), job.id, None)
+    drain(world)
+    assert world.states([ok1, ok2]) == [ISSUED, ISSUED]
+    assert job_of(world, job.id).undone_by_job_id == undo.id
+
+
+def test_a_job_cancelled_before_it_revoked_anything_has_nothing_to_undo(world: World) -> None:
+    # Given a job cancelled while still queued
+    series = world.series()
+    world.coupons(series, "OK1")
+    job = file_job(world, ["OK1"], series_id=series.id)
+    jobs.cancel_job(world.uow(), world.ctx(), job.id)
+    assert job_of(world, job.id).state is JobState.CANCELLED
+
+    # When it is undone, Then that is refused (9026) and no job was added
+    with pytest.raises(errors.JobStateConflict, match="revoked nothing"):
+        jobs.undo_job(world.uow(), world.ctx(), job.id, None)
+    assert [j.id for j in jobs.list_jobs(world.uow(), world.ctx(), None, 100)] == [job.id]
+    assert job_of(world, job.id).undone_by_job_id is None
+    assert jobs.undoable(world.uow(), world.ctx(), [job.id]) == set()
+
+
 # --- the trail and the outbox ----------------------------------------------------------------
 
 

@@ -207,6 +207,8 @@ class Job:
             return "only a REVOKE job can be undone"
         if self.dry_run:
             return "a dry run changed nothing; there is nothing to undo"
+        if self.done_count == 0:
+            return "the job revoked nothing; there is nothing to undo"
         if self.undone_by_job_id is not None:
             return f"job was already undone by {self.undone_by_job_id}"
         return None

@@ -230,8 +230,11 @@ def cancel_job(uow: UnitOfWork, ctx: Context, job_id: str) -> Job:
     return _job(uow, ctx, job_id)
 
 
-def undo_job(uow: UnitOfWork, ctx: Context, job_id: str, reason: str | None) -> Job:
-    """A REINSTATE job of the coupons `job_id` revoked that are still revoked by it."""
+def undo_job(
+    uow: UnitOfWork, ctx: Context, job_id: str, reason: str | None, *, dry_run: bool = False
+) -> Job:
+    """A REINSTATE job of the coupons `job_id` revoked that are still revoked by it; a dry
+    run's only reports them, and leaves the job to be undone for real."""
     job = _job(uow, ctx, job_id, lock=True)
     job.check_can_undo()
     undo_id = new_job_id()
@@ -241,7 +244,7 @@ def undo_job(uow: UnitOfWork, ctx: Context, job_id: str, reason: str | None) -> 
             org_id=ctx.org_id,
             kind=JobKind.REINSTATE,
             source=JobSource.UNDO,
-            dry_run=False,
+            dry_run=dry_run,
             series_id=job.series_id,
             reason=reason if reason is not None else job.reason,
             code_case=job.code_case,
@@ -253,7 +256,13 @@ def undo_job(uow: UnitOfWork, ctx: Context, job_id: str, reason: str | None) -> 
         staging_until=None,
     )
     total = uow.jobs.stage_undo(undo_id, ctx.org_id, job.id)
+    if not total:
+        # Revoked nothing (cancelled before it ran, say): an empty
+        # undo job would only mark this one undone. Raised inside the transaction, so the
+        # job added above goes with it.
+        raise errors.JobStateConflict("the job revoked nothing; there is nothing to undo")
     uow.jobs.lines_added(total)
     uow.jobs.set_total(undo_id, total)
-    uow.jobs.mark_undone(job.id, undo_id)
+    if not dry_run:
+        uow.jobs.mark_undone(job.id, undo_id)
     return _job(uow, ctx, undo_id)

@@ -227,9 +227,12 @@ async def undo_job(
     request: Request,
     actor: Annotated[Actor, Depends(allowed("reinstate"))],
     reason: Annotated[str | None, Query(max_length=500)] = None,
+    dry_run: DryRunQuery = False,
 ) -> Response:
     """A REINSTATE job of what this job revoked and is still revoked by it (9026 unless the
-    job has finished)."""
+    job has finished, or when nothing it revoked is still revoked by it). With `dryRun=true`
+    the job only reports what it would reinstate (`would_reinstate`), and the job can still
+    be undone for real afterwards."""
     ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
     key = _idempotency_key(request)
     idempotency = None
@@ -239,7 +242,7 @@ async def undo_job(
         execute,
         request.app.state.db,
         ctx,
-        lambda uow: jobs.undo_job(uow, ctx, job_id, reason),
+        lambda uow: jobs.undo_job(uow, ctx, job_id, reason, dry_run=dry_run),
         lambda job: success_body(render.job(job)),
         idempotency=idempotency,
         status_code=202,
