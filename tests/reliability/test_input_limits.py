@@ -391,3 +391,38 @@ def test_very_long_or_odd_headers_never_cause_a_5xx(api: Api, headers: dict[str,
     # then the answer is not a 5xx, and a long client request id is replaced, not echoed
     assert response.status_code < 500, response.text
     assert len(response.headers["x-request-id"]) <= 128
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("/v2/coupon/revoke", "dryRun=true&dryRun=false", "dryRun"),
+        ("/v2/coupon/revoke", "dryRun=true&dryRun=true", "dryRun"),
+        (
+            "/v2/coupon/revoke/jobs",
+            "couponSeriesId=1&dryRun=true&couponSeriesId=2",
+            "couponSeriesId",
+        ),
+        ("/v2/coupon/series", "limit=5&limit=6", "limit"),
+    ],
+)
+def test_a_query_parameter_given_twice_is_9002_and_nothing_is_done(
+    api: Api, path: str, query: str, field: str
+) -> None:
+    # Given a coupon that a revoke would take
+    series = api.ok(api.post("/v2/coupon/series", SERIES))["id"]
+    api.ok(api.post(f"/v2/coupon/series/{series}/codes", {"codes": ["TWICE-1"]}))
+
+    # When a call names one of its query parameters twice (the framework would keep the last)
+    if path == "/v2/coupon/series":
+        response = api.get(f"{path}?{query}")
+    else:
+        response = api.post(
+            f"{path}?{query}", {"couponSeriesId": series, "couponCodes": ["TWICE-1"]}
+        )
+
+    # Then it is refused naming the parameter, and the coupon is as it was
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"].startswith(field)
+    found = api.ok(api.get("/v2/coupon/search", params={"code": "TWICE-1"}))
+    assert [c["state"] for c in found["coupons"]] == ["AVAILABLE"]

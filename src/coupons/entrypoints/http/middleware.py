@@ -138,6 +138,10 @@ class EdgeMiddleware:
         if nul_in is not None:
             await self._reply(send_with_id, InvalidField(nul_in, "must not contain NUL characters"))
             return
+        repeated = repeated_field(scope)
+        if repeated is not None:
+            await self._reply(send_with_id, InvalidField(repeated, "given more than once"))
+            return
         if (
             scope["method"] == "POST"
             and scope.get("path") in STREAMED_UPLOADS
@@ -183,6 +187,21 @@ class EdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def repeated_field(scope: Scope) -> str | None:
+    """A query parameter named twice, or None. No API parameter takes a list, and the
+    framework would keep the last value silently: `?dryRun=true&dryRun=false` was a real
+    revoke. Refused whatever the values, as the order of a query string is no intent."""
+    query: bytes = scope.get("query_string", b"")
+    if b"&" not in query:
+        return None
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def nul_field(scope: Scope) -> str | None:
