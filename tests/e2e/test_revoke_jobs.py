@@ -347,8 +347,22 @@ def test_a_selector_for_an_unknown_series_or_a_bad_body_is_refused(api: Api) -> 
     assert error_code(api.post(JOBS, {"couponSeriesId": 999_999})) == 707
     assert error_code(api.post(JOBS, {"reason": "x"})) == 9002
     assert error_code(api.post(JOBS, {"couponSeriesId": "seven"})) == 9002
-    bad = api.request("POST", JOBS, content=b"{", headers={"Content-Type": "application/json"})
-    assert error_code(bad) == 9001
+    for body in (b"{", b"", b"[1]", b'{"couponSeriesId": 1, "reason": NaN}', b'{"a": Infinity}'):
+        bad = api.request("POST", JOBS, content=body, headers={"Content-Type": "application/json"})
+        assert error_code(bad) == 9001, body
+    assert [j["jobId"] for j in api.ok(api.get(JOBS))["jobs"]] == []
+
+
+def test_a_selector_naming_codes_is_refused_rather_than_taking_the_whole_series(
+    api: Api, mixed: dict[str, Any]
+) -> None:
+    response = api.post(JOBS, {"couponSeriesId": mixed["series"], "couponCodes": ["OK1"]})
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    message = response.json()["errors"][0]["message"]
+    assert message.startswith("couponCodes") and "text/csv" in message
+    assert api.ok(api.get(JOBS))["jobs"] == []
+    assert api.coupon(mixed["coupons"]["OK2"]["couponId"])["state"] == "ISSUED"
 
 
 # --- reading, cancel, undo -------------------------------------------------------------------

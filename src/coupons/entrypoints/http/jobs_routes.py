@@ -9,7 +9,7 @@ from typing import Annotated
 import anyio.from_thread
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
@@ -31,6 +31,7 @@ from coupons.entrypoints.http.routes import (
     query_fingerprint,
     replay_headers,
 )
+from coupons.entrypoints.http.routing import strict_json
 from coupons.services import jobs
 from coupons.services.common import Actor, Context, utcnow
 from coupons.services.ports import Transactions
@@ -48,7 +49,12 @@ JobId = Annotated[str, Path(alias="jobId", min_length=1, max_length=40)]
 
 class JobSelector(schemas.Body):
     """A whole series: every unredeemed coupon of it (a cancelled campaign). A `Body`, so
-    its text is checked as every body's is (no NUL, which PostgreSQL cannot store)."""
+    its text is checked as every body's is (no NUL, which PostgreSQL cannot store).
+
+    Unlike the vendor-shaped bodies, it refuses fields it does not know: a selector with
+    `couponCodes` read as a whole-series revoke would take far more than was asked."""
+
+    model_config = ConfigDict(**{**schemas.Body.model_config, "extra": "forbid"})
 
     coupon_series_id: schemas.Int = Field(alias="couponSeriesId", ge=1, le=2**62)
     reason: str | None = Field(default=None, max_length=500)
@@ -105,12 +111,23 @@ async def create_job(
         return await _upload(request, actor, fmt, spec)
     raw = await request.body()
     try:
-        selector = JobSelector.model_validate_json(raw or b"{}")
+        # As every other JSON body is read (9001 for no body, NaN or Infinity).
+        data = strict_json(raw)
+    except (ValueError, RecursionError):
+        raise errors.MalformedJson() from None
+    if not isinstance(data, dict):
+        raise errors.MalformedJson()
+    try:
+        selector = JobSelector.model_validate(data)
     except ValidationError as error:
         problem = error.errors()[0]
-        if problem["type"] in ("json_invalid", "model_type"):
-            raise errors.MalformedJson() from None
-        raise errors.InvalidField(field_name(tuple(problem["loc"])), str(problem["msg"])) from None
+        message = str(problem["msg"])
+        if problem["type"] == "extra_forbidden":
+            message = (
+                "not a field of a series job (couponSeriesId, reason, dryRun); send codes as a "
+                "text/csv or text/plain body"
+            )
+        raise errors.InvalidField(field_name(tuple(problem["loc"])), message) from None
     spec = jobs.JobRequest(
         selector.coupon_series_id, selector.reason, dry_run or selector.dry_run, case
     )
