@@ -421,6 +421,27 @@ def test_serve_refuses_a_port_or_worker_count_out_of_range(option: str, value: s
 
 
 @pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("COUPONS_TOKEN_TTL_SECONDS", "abc", "must be a whole number, not 'abc'"),
+        ("COUPONS_TOKEN_TTL_SECONDS", "0", "must be at least 1, not 0"),
+        ("COUPONS_DB_POOL_SIZE", "-5", "must be at least 1, not -5"),
+        ("COUPONS_CONSOLE_SESSION_SECONDS", "8h", "must be a whole number"),
+    ],
+)
+def test_serve_refuses_a_bad_numeric_setting_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    code, output = run("serve", "--db", "sqlite:////no/such/dir/x.db")
+
+    assert code != 0
+    assert f"{name} {says}" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
     "command", [("org", "list"), ("client", "list"), ("user", "disable", "x@y.z")]
 )
 def test_a_database_that_does_not_answer_is_a_clean_error_for_any_command(
