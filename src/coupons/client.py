@@ -87,6 +87,13 @@ class CouponApiError(Exception):
             f"http_status={self.http_status!r})"
         )
 
+    def describe(self) -> str:
+        """One line for a person: the server's message and code, or, when no answer came
+        (`code` 0), what went wrong on the way."""
+        if self.code == 0:
+            return f"no answer from the server: {self.message}"
+        return f"{self.message} (error {self.code})"
+
 
 class CouponApiUnavailable(CouponApiError):
     """No usable answer after every retry; `code` is 0 when the server was never reached."""

@@ -124,6 +124,7 @@ def test_a_client_error_is_raised_at_once_with_the_envelope_code() -> None:
         server.client().revoke(series_id=99, codes=["a"])
     assert (raised.value.code, raised.value.http_status) == (707, 400)
     assert raised.value.message == "coupon series id is invalid"
+    assert raised.value.describe() == "coupon series id is invalid (error 707)"
     assert not isinstance(raised.value, CouponApiUnavailable)
     assert len(server.requests) == 1 and server.sleeps == []
 
@@ -139,6 +140,8 @@ def test_a_server_that_stays_down_raises_unavailable_after_the_last_attempt() ->
     # then it tried three times, slept twice, and says it never got an answer
     assert len(server.requests) == 3 and len(server.sleeps) == 2
     assert raised.value.code == 0 and raised.value.http_status is None
+    # and a person is told so, with no error code that was never sent
+    assert raised.value.describe() == "no answer from the server: ConnectError: refused"
 
 
 def test_a_retry_that_would_pass_the_deadline_is_not_attempted() -> None:

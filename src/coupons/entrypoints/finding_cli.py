@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(EXIT_FAILED)
 
 
@@ -59,7 +59,7 @@ def _client(url: str, username: str | None, password: str | None) -> Iterator[Co
         with CouponClient(url, BasicAuth(username, password)) as client:
             yield client
     except CouponApiError as error:
-        raise _fail(f"{error.code}: {error.message}") from None
+        raise _fail(error.describe()) from None
     except (httpx.InvalidURL, OSError) as error:
         raise _fail(str(error)) from None
 

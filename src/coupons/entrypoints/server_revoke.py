@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from coupons.client import BasicAuth, CouponApiError, CouponClient, RetryPolicy, RevokeJob
@@ -85,7 +86,7 @@ def command(args: Args, out: Console, err: Console, sleep: float = POLL_SECONDS)
         err.print(f"[red]error:[/red] {error}")
         return EXIT_UNFINISHED
     except CouponApiError as error:
-        err.print(f"[red]error:[/red] the server refused: {error.code} {error.message}")
+        err.print(f"[red]error:[/red] {escape(error.describe())}")
         return EXIT_UNFINISHED
     except KeyboardInterrupt:
         err.print("stopped watching; the job goes on on the server (rerun to watch it again)")
