@@ -313,6 +313,24 @@ def test_pin_series_codes_get_a_pin_unless_one_is_given(api: Api) -> None:
     assert second["couponCode"] == "PIN2" and second["pin"].isdigit()
 
 
+def test_a_pin_for_a_series_without_pins_or_an_empty_pin_is_9002_naming_the_pin(
+    api: Api,
+) -> None:
+    # A pin on a DISC_CODE coupon would be kept and shown on issue, but never asked for
+    plain, with_pins = api.series(), api.series("DISC_CODE_PIN")
+
+    stray = api.post(
+        f"/v2/coupon/series/{plain}/codes", {"codes": ["OK1", {"code": "P1", "pin": "1"}]}
+    )
+    empty = api.post(f"/v2/coupon/series/{with_pins}/codes", {"codes": [{"code": "Q4", "pin": ""}]})
+
+    assert (stray.status_code, error_code(stray)) == (400, 9002)
+    assert stray.json()["errors"][0]["message"].startswith("codes[1].pin: only a DISC_CODE_PIN")
+    assert (empty.status_code, error_code(empty)) == (400, 9002)
+    assert empty.json()["errors"][0]["message"].startswith("codes[0].pin")
+    assert counts(api, plain)["AVAILABLE"] == 0 and counts(api, with_pins)["AVAILABLE"] == 0
+
+
 @pytest.mark.parametrize("type", ["DISC_CODE", "GENERIC"])
 def test_a_code_that_grows_when_case_folded_never_gets_a_500(api: Api, type: str) -> None:
     # given a 100-character code whose case-folded form is twice as long ("ß" folds to "ss")

@@ -121,6 +121,11 @@ def add_codes(uow: UnitOfWork, ctx: Context, series_id: int, upload: CodeUpload)
         code = code_rules.clean(raw)
         if not code:  # it could be issued, but never redeemed or revoked by its code
             raise errors.InvalidField(f"codes[{index}]", "a code must not be empty")
+        if pin is not None and not needs_pin:  # kept, shown on issue, never asked for
+            raise errors.InvalidField(
+                f"codes[{index}].pin",
+                f"only a DISC_CODE_PIN series takes pins; this one is {series.type.value}",
+            )
         key = code_rules.normalize(code)
         if key in wanted:
             duplicates.append(code)

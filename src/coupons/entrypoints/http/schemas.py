@@ -14,9 +14,11 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     Strict,
     StringConstraints,
+    Tag,
     WithJsonSchema,
     field_validator,
 )
@@ -376,10 +378,22 @@ class CodeWithPin(Body):
     pin: Annotated[str, StringConstraints(min_length=1, max_length=20)] | None = None
 
 
+def _code_kind(value: Any) -> str:
+    # Tags in parentheses: `field_name` leaves pydantic's labels out of the field it names,
+    # so a bad pin is `codes[3].pin`, not the text form's complaint about `codes[3]`.
+    return "(object)" if isinstance(value, dict) else "(text)"
+
+
+CodeItem = Annotated[
+    Annotated[NewCode, Tag("(text)")] | Annotated[CodeWithPin, Tag("(object)")],
+    Discriminator(_code_kind),
+]
+
+
 class CodesBody(Body):
     """Either `codes` (at most 10,000) or `generate` (a number of codes to make)."""
 
-    codes: list[NewCode | CodeWithPin] | None = Field(default=None, max_length=10_000)
+    codes: list[CodeItem] | None = Field(default=None, max_length=10_000)
     generate: Int | None = Field(default=None, ge=1, le=10_000)
 
 
