@@ -30,7 +30,7 @@ class Revocation:
     reason: str | None
     revoked_count: int
     reinstated_count: int
-    job_id: int | None = None
+    job_id: str | None = None
 
     @classmethod
     def from_entity(cls, e: Mapping[str, Any]) -> Revocation:

@@ -25,7 +25,7 @@ ROW = {
 def test_iter_revocations_follows_next_cursor_to_the_last_page() -> None:
     server = Recorder(
         ok({"revocations": [ROW], "nextCursor": "c1"}),
-        ok({"revocations": [{**ROW, "requestId": "r-2", "jobId": 7}], "nextCursor": None}),
+        ok({"revocations": [{**ROW, "requestId": "r-2", "jobId": "job_7"}], "nextCursor": None}),
     )
 
     with server.client() as client:
@@ -33,7 +33,7 @@ def test_iter_revocations_follows_next_cursor_to_the_last_page() -> None:
 
     assert [r.request_id for r in rows] == ["r-1", "r-2"]
     assert rows[0] == Revocation("r-1", ROW["at"], "pos-1", "leak", 50, 2, None)  # type: ignore[arg-type]
-    assert rows[1].job_id == 7
+    assert rows[1].job_id == "job_7"
     first, second = server.requests
     assert first.url.params["actor"] == "pos-1" and "after" not in first.url.params
     assert second.url.params["after"] == "c1" and second.url.params["limit"] == "1000"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.table import Table
 
 from coupons.client import Revocation
-from coupons.entrypoints.finding_cli import revocations_table
+from coupons.entrypoints.finding_cli import revocations_table, revocations_view
 
 
 def test_request_ids_and_times_are_printed_whole_in_80_columns() -> None:
@@ -27,3 +28,37 @@ def test_request_ids_and_times_are_printed_whole_in_80_columns() -> None:
     text = console.export_text()
     for row in rows:
         assert row.request_id in text and row.at in text
+
+
+def test_on_a_narrow_terminal_every_field_of_every_row_is_shown_whole() -> None:
+    # At 80 columns (a pipe) the table left actor, counts and reason no room at all
+    rows = [
+        Revocation(
+            request_id=f"ff7875abb9c04d1e8e5f{i:012d}",
+            at="2026-12-06T10:41:07.123456Z",
+            actor="support-agent@example.com",
+            reason="[bold]a leaked list[/bold] of codes, found on a forum",
+            revoked_count=1250,
+            reinstated_count=3,
+            job_id="job_0123456789abcdef01234567" if i else None,
+        )
+        for i in range(2)
+    ]
+    console = Console(width=80, record=True)
+
+    console.print(revocations_view(rows, console.width))
+
+    text = console.export_text()
+    for row in rows:
+        assert row.request_id in text and row.at in text
+    assert text.count("support-agent@example.com") == 2
+    assert text.count("[bold]a leaked list[/bold] of codes, found on a forum") == 2
+    assert "1,250" in text and "job_0123456789abcdef01234567" in text
+    assert "reinstated  3" in text
+
+
+def test_a_wide_terminal_gets_the_table_and_an_empty_trail_says_so() -> None:
+    assert isinstance(revocations_view([], 160), Table)
+    console = Console(width=80, record=True)
+    console.print(revocations_view([], 80))
+    assert "no revocations" in console.export_text()

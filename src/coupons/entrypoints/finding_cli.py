@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from coupons.client import BasicAuth, CouponApiError, CouponClient, Revocation
 from coupons.entrypoints.whole_file import whole_file
@@ -144,23 +145,41 @@ def revocations(
         return
     with _client(url, username, password) as client:
         page = client.revocations(actor=actor, since=since, until=until, limit=limit)
-    Console().print(revocations_table(page.items))
+    console = Console()
+    console.print(revocations_view(page.items, console.width))
     if page.next_cursor is not None:
         err.print(f"more than {limit} rows: raise --limit (up to 1000) or use --csv for all")
+
+
+_COLUMNS: list[tuple[str, str, Callable[[Revocation], str]]] = [
+    ("at", "left", lambda r: r.at),
+    ("actor", "left", lambda r: r.actor),
+    ("revoked", "right", lambda r: f"{r.revoked_count:,}"),
+    ("reinstated", "right", lambda r: f"{r.reinstated_count:,}"),
+    ("reason", "left", lambda r: r.reason or ""),
+    ("requestId", "left", lambda r: r.request_id),
+    ("job", "right", lambda r: "" if r.job_id is None else str(r.job_id)),
+]
+# Below this many columns the table's id and time leave the others no room (80 columns,
+# as when piped, showed only those two): each row is then printed as lines of its own.
+TABLE_MIN_WIDTH = 120
+
+
+def revocations_view(rows: list[Revocation], width: int) -> Table | Text:
+    """The trail for a terminal `width` columns wide: a table, or one block per row."""
+    if width >= TABLE_MIN_WIDTH:
+        return revocations_table(rows)
+    blocks = []
+    for row in rows:
+        # Reasons are user input: plain text, never Rich markup.
+        blocks.append("\n".join(f"{name:>10}  {value(row)}" for name, _, value in _COLUMNS))
+    return Text("\n\n".join(blocks) if blocks else "no revocations")
 
 
 def revocations_table(rows: list[Revocation]) -> Table:
     """The trail as a Rich table."""
     table = Table(title="revocations")
-    columns: list[tuple[str, str, Callable[[Revocation], str]]] = [
-        ("at", "left", lambda r: r.at),
-        ("actor", "left", lambda r: r.actor),
-        ("revoked", "right", lambda r: f"{r.revoked_count:,}"),
-        ("reinstated", "right", lambda r: f"{r.reinstated_count:,}"),
-        ("reason", "left", lambda r: r.reason or ""),
-        ("requestId", "left", lambda r: r.request_id),
-        ("job", "right", lambda r: "" if r.job_id is None else str(r.job_id)),
-    ]
+    columns = _COLUMNS
     # Ids and times are copied from here (a request id is what a reinstate takes): on a
     # narrow terminal the other columns wrap, these are never cut short.
     for name, justify, value in columns:
