@@ -519,15 +519,24 @@ def test_a_code_holding_a_control_character_is_invalid_and_the_rest_is_revoked(
     assert series_counts(server, given.series_id) == {"REVOKED": 2}
 
 
-def test_a_refused_run_says_the_cause_must_be_fixed_before_a_rerun(
+def test_a_refused_run_says_the_cause_must_be_fixed_and_the_corrected_command_just_runs(
     server: Server, tmp_path: Path
 ) -> None:
-    codes_file = write_codes(tmp_path / "codes.txt", ["A1"])
+    # given codes of a real series, first sent with a series id the org does not have
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
 
     done = invoke_bulk(server, 987_655, codes_file)
 
+    # then nothing was revoked, it says to fix the cause, and keeps no journal to resume
     assert done.returncode == 2
-    assert "fix what it names" in " ".join(done.stderr.split())
+    said = " ".join(done.stderr.split())
+    assert "fix what it names" in said and "nothing was revoked" in said
+    assert not (tmp_path / "codes.results.csv.journal").exists()
+    # and the corrected command (another --series) runs without tripping on the first run
+    fixed = invoke_bulk(server, given.series_id, codes_file)
+    assert fixed.returncode == 0, fixed.stderr
+    assert series_counts(server, given.series_id) == {"REVOKED": 2}
 
 
 @pytest.mark.parametrize("on_server", [False, True])

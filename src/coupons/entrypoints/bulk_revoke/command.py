@@ -9,6 +9,7 @@ so it starts fast; the domain's code rules it shares have no heavy imports.
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -59,6 +60,7 @@ def run(
     problem: str | None = None
     progress = progress_bar(err)
     pending: dict[Future[list[Row]], tuple[int, int]] = {}
+    refused: set[int] = set()  # batches the server answered with a whole-request refusal
 
     def settle(futures: set[Future[list[Row]]]) -> None:
         nonlocal problem
@@ -69,6 +71,8 @@ def run(
             except CouponApiError as error:
                 # Left unfinished in the journal: the rerun resends it with the same key.
                 problem = problem or _describe(error)
+                if not isinstance(error, CouponApiUnavailable) and error.code != 0:
+                    refused.add(batch)
             progress.advance(task, size)
 
     with progress, ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -103,7 +107,15 @@ def run(
         finally:
             journal.close()
     every_line = plan(codes_path, scanned)
-    return write_results(every_line, journal, results, scanned.total, CodeCase[spec.case], problem)
+    report = write_results(
+        every_line, journal, results, scanned.total, CodeCase[spec.case], problem
+    )
+    if refused and not journal.done and set(journal.keys) <= refused:
+        # Every batch sent was refused whole, so none changed anything: there is nothing to
+        # resume, and a journal kept would tie the corrected rerun to these arguments.
+        journal.path.unlink(missing_ok=True)
+        return replace(report, nothing_changed=True)
+    return report
 
 
 def _describe(error: CouponApiError) -> str:
@@ -249,7 +261,12 @@ def revoke(
     out.print(summary_table(report, dry_run))
     out.print(f"results: {results}")
     status = report.exit_status
-    if status == EXIT_UNFINISHED:
+    if status == EXIT_UNFINISHED and report.nothing_changed:
+        err.print(
+            f"[red]not finished:[/red] {report.problem}; nothing was revoked: fix what it "
+            "names and run the command again (with other arguments too: nothing to resume)"
+        )
+    elif status == EXIT_UNFINISHED:
         err.print(f"[red]not finished:[/red] {report.problem}; {_advice(report.problem)}")
     elif status == EXIT_SOME_FAILED:
         for reason_line in failure_reasons(report):

@@ -55,6 +55,9 @@ class RunReport:
     error_codes: dict[str, Counter[str]]
     finished: bool
     problem: str | None = None
+    # Stopped by a refusal before any batch could have changed anything: the journal is
+    # gone, so a corrected command (other arguments too) starts afresh.
+    nothing_changed: bool = False
 
     @property
     def reported(self) -> int:
