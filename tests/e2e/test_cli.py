@@ -442,6 +442,23 @@ def test_serve_refuses_a_bad_numeric_setting_naming_the_variable(
 
 
 @pytest.mark.parametrize(
+    "command", [("org", "list"), ("client", "list"), ("org", "create", "acme")]
+)
+def test_a_command_on_a_sqlite_file_that_does_not_exist_creates_nothing(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'coupons.db'}"
+
+    code, output = run(*command, "--db", url)
+
+    said = output.replace("\n", "")  # the console wraps long lines
+    assert code == 1
+    assert f"no database at {tmp_path / 'coupons.db'}" in said
+    assert "coupons db upgrade" in said
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     "command", [("org", "list"), ("client", "list"), ("user", "disable", "x@y.z")]
 )
 def test_a_database_that_does_not_answer_is_a_clean_error_for_any_command(
@@ -466,6 +483,7 @@ def test_a_database_that_does_not_answer_is_a_clean_error_for_any_command(
 def test_a_command_on_a_database_without_the_schema_says_to_upgrade_it(
     tmp_path: Path, args: tuple[str, ...], says: str
 ) -> None:
+    (tmp_path / "fresh.db").touch()  # a SQLite database with nothing in it
     code, output = run(*args, "--db", f"sqlite:///{tmp_path / 'fresh.db'}")
 
     assert code == 1
@@ -475,7 +493,8 @@ def test_a_command_on_a_database_without_the_schema_says_to_upgrade_it(
 def test_a_command_on_a_database_file_that_cannot_be_opened_says_so_in_one_line(
     tmp_path: Path,
 ) -> None:
-    code, output = run("org", "create", "X", "--db", f"sqlite:///{tmp_path / 'no' / 'x.db'}")
+    # a directory where the database file should be
+    code, output = run("org", "create", "X", "--db", f"sqlite:///{tmp_path}")
 
     assert code == 1
     assert "unable to open database file" in output and "Traceback" not in output

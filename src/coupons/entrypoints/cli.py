@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
@@ -89,12 +90,34 @@ def _database(url: str) -> Database:
     """The database a command works on, once it holds this version's schema."""
     from coupons.adapters.sql_uow import Database
 
+    missing = _missing_sqlite_file(url)
+    if missing is not None:
+        # Opening it would create an empty file and its lock files, only to say the schema
+        # is missing: say so before touching the disk.
+        raise _fail(f"no database at {missing}: run `coupons db upgrade --db {url}` first")
     try:
         database = Database.from_url(url, pool_size=2)
     except Exception as error:  # bad URL or driver: say so, no traceback
         raise _fail(f"cannot open database {url!r}: {error}") from None
     require_schema(url)
     return database
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database URL whose file does not exist, else None."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None  # Database.from_url says what is wrong with it
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return None
+    if path.startswith("file:") or Path(path).exists():
+        return None
+    return path
 
 
 def require_schema(url: str) -> None:
