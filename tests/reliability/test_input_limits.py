@@ -426,3 +426,22 @@ def test_a_query_parameter_given_twice_is_9002_and_nothing_is_done(
     assert response.json()["errors"][0]["message"].startswith(field)
     found = api.ok(api.get("/v2/coupon/search", params={"code": "TWICE-1"}))
     assert [c["state"] for c in found["coupons"]] == ["AVAILABLE"]
+
+
+def test_head_answers_as_get_does_without_a_body(api: Api) -> None:
+    series = api.ok(api.post("/v2/coupon/series", SERIES))["id"]
+    for path in ("/health", f"/v2/coupon/series/{series}", "/v2/coupon/series"):
+        got = api.get(path)
+        head = api.request("HEAD", path)
+
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"]
+        assert head.headers["x-request-id"]
+
+
+def test_head_without_credentials_is_refused_as_get_is(client: Any) -> None:
+    head = client.request("HEAD", "/v2/coupon/series")
+
+    assert head.status_code == 401 and head.content == b""

@@ -134,6 +134,11 @@ class EdgeMiddleware:
             # The console's forms are not JSON: it reads (and bounds) its own bodies.
             await self.app(scope, receive, send_with_id)
             return
+        if scope["method"] == "HEAD":
+            # What answers GET answers HEAD (a monitor's `HEAD /health`): the GET's status
+            # and headers, no body. The routes themselves only name GET.
+            scope = {**scope, "method": "GET"}
+            send_with_id = _headers_only(send_with_id)
         nul_in = nul_field(scope)
         if nul_in is not None:
             await self._reply(send_with_id, InvalidField(nul_in, "must not contain NUL characters"))
@@ -187,6 +192,19 @@ class EdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _headers_only(send: Send) -> Send:
+    """`send` for a HEAD request answered as a GET: the body's bytes are left out."""
+
+    async def send_headers(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b""}
+        await send(message)
+
+    return send_headers
 
 
 def repeated_field(scope: Scope) -> str | None:
