@@ -54,6 +54,34 @@ def test_nan_and_infinity_are_not_json_9001(api: Api, path: str, raw: bytes) -> 
     assert (response.status_code, error_code(response)) == (400, 9001), response.text
 
 
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/v2/coupon/revoke?dryRun=true", b'{"couponCodes": ["DUP-1"], "couponCodes": ["DUP-2"]}'),
+        ("/v2/coupon/revoke", b'{"couponCodes": ["DUP-2"], "customer": {"id": 1, "id": 2}}'),
+        ("/v2/coupon/revoke/jobs", b'{"couponSeriesId": 1, "dryRun": true, "dryRun": false}'),
+        ("/v2/customers", b'{"mobile": "5550101", "mobile": "5550102"}'),
+    ],
+)
+def test_a_name_given_twice_in_a_json_object_is_9001_and_nothing_is_done(
+    api: Api, path: str, raw: bytes
+) -> None:
+    # Python's parser keeps the last value, other readers the first: neither is safe
+    series = api.series(codes=["DUP-1", "DUP-2"])
+    body = raw.replace(b'"couponCodes"', f'"couponSeriesId": {series}, "couponCodes"'.encode(), 1)
+    body = body.replace(b'"couponSeriesId": 1,', f'"couponSeriesId": {series},'.encode())
+
+    response = api.post(path, content=body, headers={"Content-Type": "application/json"})
+
+    assert (response.status_code, error_code(response)) == (400, 9001), response.text
+    listed = api.ok(api.get(f"/v2/coupon/series/{series}/coupons"))["coupons"]
+    assert {c["couponCode"]: c["state"] for c in listed} == {
+        "DUP-1": "AVAILABLE",
+        "DUP-2": "AVAILABLE",
+    }
+    assert api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"] == []
+
+
 @pytest.mark.parametrize("raw", [b"{bad", b"[1]", b"\xff\xfe"])
 @pytest.mark.parametrize("path", ["/v2/coupon/revoke", "/v2/customers", "/v2/coupon/series"])
 def test_credentials_are_checked_before_the_body_is_judged(

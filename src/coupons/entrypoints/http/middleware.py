@@ -122,7 +122,7 @@ class EdgeMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
 
-        async def send_with_id(message: Message) -> None:
+        async def with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 # Read when the answer starts: an idempotent replay answers with the id of
                 # the request it replays (`answer_as`).
@@ -130,6 +130,7 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        send_with_id: Send = with_id
         if scope["path"].startswith(CONSOLE_PREFIX):
             # The console's forms are not JSON: it reads (and bounds) its own bodies.
             await self.app(scope, receive, send_with_id)

@@ -25,10 +25,24 @@ def _not_json(token: str) -> Any:
     raise json.JSONDecodeError(f"{token} is not JSON", token, 0)
 
 
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise json.JSONDecodeError(f"{name!r} is given more than once", name, 0)
+        seen.add(name)
+    raise AssertionError("unreachable")
+
+
 def strict_json(body: bytes) -> Any:
     """A JSON body as RFC 8259 defines it: Python's parser also takes NaN and Infinity,
-    which no other JSON reader does (9001, as any body that is not JSON)."""
-    return json.loads(body, parse_constant=_not_json)
+    which no other JSON reader does (9001, as any body that is not JSON). A name given twice
+    in one object is refused too (9001): the parser would keep the last, so
+    `{"dryRun": true, "dryRun": false}` would act for real, and other readers keep the first."""
+    return json.loads(body, parse_constant=_not_json, object_pairs_hook=_unique_names)
 
 
 class _StrictJsonRequest(Request):
