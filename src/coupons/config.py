@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 DEFAULT_DATABASE_URL = "sqlite:///./coupons.db"
+TEN_YEARS = 10 * 365 * 24 * 3600  # seconds: the longest a token or sign-in may be set to last
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,21 +39,23 @@ class Settings:
         settings = cls(
             database_url=env.get("COUPONS_DATABASE_URL", DEFAULT_DATABASE_URL),
             token_secret=env.get("COUPONS_TOKEN_SECRET") or None,
-            token_ttl_seconds=_positive(env, "COUPONS_TOKEN_TTL_SECONDS", 3600),
-            auth_failure_limit=_positive(env, "COUPONS_AUTH_FAILURE_LIMIT", 10),
+            token_ttl_seconds=_positive(env, "COUPONS_TOKEN_TTL_SECONDS", 3600, TEN_YEARS),
+            auth_failure_limit=_positive(env, "COUPONS_AUTH_FAILURE_LIMIT", 10, 1_000_000),
             log_level=env.get("COUPONS_LOG_LEVEL", "INFO"),
-            db_pool_size=_positive(env, "COUPONS_DB_POOL_SIZE", 10),
-            db_retry_after_seconds=_positive(env, "COUPONS_DB_RETRY_AFTER_SECONDS", 2),
-            console_session_seconds=_positive(env, "COUPONS_CONSOLE_SESSION_SECONDS", 28800),
+            db_pool_size=_positive(env, "COUPONS_DB_POOL_SIZE", 10, 1_000),
+            db_retry_after_seconds=_positive(env, "COUPONS_DB_RETRY_AFTER_SECONDS", 2, 86_400),
+            console_session_seconds=_positive(
+                env, "COUPONS_CONSOLE_SESSION_SECONDS", 28800, TEN_YEARS
+            ),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean)  # type: ignore[arg-type]
 
 
-def _positive(env: Mapping[str, str], name: str, default: int) -> int:
-    """A whole number of at least 1 from the environment, or a start-up error naming the
-    variable: a token that expires at once or a pool of no connections is a typo, not a
-    setting."""
+def _positive(env: Mapping[str, str], name: str, default: int, most: int) -> int:
+    """A whole number from 1 to `most` from the environment, or a start-up error naming the
+    variable: a token that expires at once, a pool of no connections or a lifetime past the
+    calendar's end is a typo, not a setting."""
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
@@ -60,6 +63,6 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw.strip())
     except ValueError:
         raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
+    if not 1 <= value <= most:
+        raise ValueError(f"{name} must be from 1 to {most:,}, not {value}")
     return value

@@ -424,8 +424,10 @@ def test_serve_refuses_a_port_or_worker_count_out_of_range(option: str, value: s
     ("name", "value", "says"),
     [
         ("COUPONS_TOKEN_TTL_SECONDS", "abc", "must be a whole number, not 'abc'"),
-        ("COUPONS_TOKEN_TTL_SECONDS", "0", "must be at least 1, not 0"),
-        ("COUPONS_DB_POOL_SIZE", "-5", "must be at least 1, not -5"),
+        ("COUPONS_TOKEN_TTL_SECONDS", "0", "must be from 1 to 315,360,000, not 0"),
+        ("COUPONS_DB_POOL_SIZE", "-5", "must be from 1 to 1,000, not -5"),
+        ("COUPONS_TOKEN_TTL_SECONDS", "99999999999999999999", "must be from 1 to 315,360,000"),
+        ("COUPONS_CONSOLE_SESSION_SECONDS", "99999999999999", "must be from 1 to 315,360,000"),
         ("COUPONS_CONSOLE_SESSION_SECONDS", "8h", "must be a whole number"),
     ],
 )
