@@ -444,7 +444,8 @@ def test_serve_refuses_a_bad_numeric_setting_naming_the_variable(
 
 
 @pytest.mark.parametrize(
-    "command", [("org", "list"), ("client", "list"), ("org", "create", "acme")]
+    "command",
+    [("org", "list"), ("client", "list"), ("org", "create", "acme"), ("worker",)],
 )
 def test_a_command_on_a_sqlite_file_that_does_not_exist_creates_nothing(
     tmp_path: Path, command: tuple[str, ...]
@@ -515,6 +516,7 @@ def test_db_upgrade_of_a_file_that_is_no_database_says_so_in_one_line(tmp_path: 
 def test_a_worker_on_a_database_without_the_schema_stops_at_once_saying_so(
     tmp_path: Path,
 ) -> None:
+    (tmp_path / "fresh.db").touch()  # a SQLite database with nothing in it
     code, output = run("worker", "--db", f"sqlite:///{tmp_path / 'fresh.db'}")
 
     assert code == 1

@@ -90,17 +90,21 @@ def _database(url: str) -> Database:
     """The database a command works on, once it holds this version's schema."""
     from coupons.adapters.sql_uow import Database
 
-    missing = _missing_sqlite_file(url)
-    if missing is not None:
-        # Opening it would create an empty file and its lock files, only to say the schema
-        # is missing: say so before touching the disk.
-        raise _fail(f"no database at {missing}: run `coupons db upgrade --db {url}` first")
+    _require_file(url)
     try:
         database = Database.from_url(url, pool_size=2)
     except Exception as error:  # bad URL or driver: say so, no traceback
         raise _fail(f"cannot open database {url!r}: {error}") from None
     require_schema(url)
     return database
+
+
+def _require_file(url: str) -> None:
+    """Stop with one line when `url` names a SQLite file that does not exist: opening it would
+    create an empty file and its lock files, only to say the schema is missing."""
+    missing = _missing_sqlite_file(url)
+    if missing is not None:
+        raise _fail(f"no database at {missing}: run `coupons db upgrade --db {url}` first")
 
 
 def _missing_sqlite_file(url: str) -> str | None:
@@ -128,6 +132,7 @@ def require_schema(url: str) -> None:
     from coupons.adapters import migrate
     from coupons.adapters.sql_uow import RETRY_AFTER_SECONDS, is_unavailable
 
+    _require_file(url)
     try:
         problem = migrate.schema_problem(url)
     except DBAPIError as error:

@@ -115,9 +115,11 @@ def webhook_retry(
 ) -> None:
     """Retry a dead-lettered subscription now, from where it stopped."""
     from coupons.adapters.sql_uow import Database
+    from coupons.entrypoints.cli import require_schema
     from coupons.services import webhooks
     from coupons.services.common import utcnow
 
+    require_schema(db)
     database = Database.from_url(db, pool_size=1)
 
     def work(uow: UnitOfWork) -> bool:
