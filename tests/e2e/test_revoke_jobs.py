@@ -353,6 +353,17 @@ def test_a_selector_for_an_unknown_series_or_a_bad_body_is_refused(api: Api) -> 
     assert [j["jobId"] for j in api.ok(api.get(JOBS))["jobs"]] == []
 
 
+@pytest.mark.parametrize("query", [{"couponSeriesId": "1"}, {"reason": "from the query"}])
+def test_a_selector_with_its_series_or_reason_in_the_query_is_refused(
+    api: Api, mixed: dict[str, Any], query: dict[str, str]
+) -> None:
+    response = api.post(JOBS, {"couponSeriesId": mixed["series"]}, params=query)
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"].startswith(next(iter(query)))
+    assert api.ok(api.get(JOBS))["jobs"] == []
+
+
 def test_a_selector_naming_codes_is_refused_rather_than_taking_the_whole_series(
     api: Api, mixed: dict[str, Any]
 ) -> None:

@@ -109,6 +109,10 @@ async def create_job(
     if fmt is not None:
         spec = jobs.JobRequest(coupon_series_id, reason, dry_run, case)
         return await _upload(request, actor, fmt, spec)
+    for name, given in (("couponSeriesId", coupon_series_id), ("reason", reason)):
+        if given is not None:
+            # Ignored beside a selector, a query's series would have been silently replaced.
+            raise errors.InvalidField(name, "with a JSON selector, give it in the body")
     raw = await request.body()
     try:
         # As every other JSON body is read (9001 for no body, NaN or Infinity).
