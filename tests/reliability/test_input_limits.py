@@ -445,3 +445,7 @@ def test_head_without_credentials_is_refused_as_get_is(client: Any) -> None:
     head = client.request("HEAD", "/v2/coupon/series")
 
     assert head.status_code == 401 and head.content == b""
+
+
+def test_health_takes_a_repeated_cache_busting_parameter(client: Any) -> None:
+    assert client.get("/health?_=1&_=2").status_code == 200

@@ -62,3 +62,23 @@ def test_a_wide_terminal_gets_the_table_and_an_empty_trail_says_so() -> None:
     console = Console(width=80, record=True)
     console.print(revocations_view([], 80))
     assert "no revocations" in console.export_text()
+
+
+def test_a_long_request_id_sends_even_a_wide_terminal_to_the_row_blocks() -> None:
+    # A client may choose a 128-character X-Request-Id; beside it a 160-column table had
+    # no room left for actor, counts and reason
+    row = Revocation(
+        request_id="r" * 128,
+        at="2026-12-06T10:41:07.123456Z",
+        actor="support-agent@example.com",
+        reason="leaked",
+        revoked_count=7,
+        reinstated_count=0,
+    )
+    console = Console(width=160, record=True)
+
+    console.print(revocations_view([row], console.width))
+
+    text = console.export_text()
+    assert "r" * 128 in text and "support-agent@example.com" in text and "leaked" in text
+    assert isinstance(revocations_view([row], 240), Table)

@@ -151,13 +151,21 @@ def revocations(
         err.print(f"more than {limit} rows: raise --limit (up to 1000) or use --csv for all")
 
 
+def _at(r: Revocation) -> str:
+    return r.at
+
+
+def _request_id(r: Revocation) -> str:
+    return r.request_id
+
+
 _COLUMNS: list[tuple[str, str, Callable[[Revocation], str]]] = [
-    ("at", "left", lambda r: r.at),
+    ("at", "left", _at),
     ("actor", "left", lambda r: r.actor),
     ("revoked", "right", lambda r: f"{r.revoked_count:,}"),
     ("reinstated", "right", lambda r: f"{r.reinstated_count:,}"),
     ("reason", "left", lambda r: r.reason or ""),
-    ("requestId", "left", lambda r: r.request_id),
+    ("requestId", "left", _request_id),
     ("job", "right", lambda r: "" if r.job_id is None else str(r.job_id)),
 ]
 # Below this many columns the table's id and time leave the others no room (80 columns,
@@ -167,7 +175,10 @@ TABLE_MIN_WIDTH = 120
 
 def revocations_view(rows: list[Revocation], width: int) -> Table | Text:
     """The trail for a terminal `width` columns wide: a table, or one block per row."""
-    if width >= TABLE_MIN_WIDTH:
+    # The time and request id are never cut: the rest needs about 70 columns beside them
+    # (a client's request id may be up to 128 characters long).
+    longest = sum(max((len(value(r)) for r in rows), default=0) for value in (_at, _request_id))
+    if width >= max(TABLE_MIN_WIDTH, longest + 70):
         return revocations_table(rows)
     blocks = []
     for row in rows:

@@ -144,7 +144,7 @@ class EdgeMiddleware:
         if nul_in is not None:
             await self._reply(send_with_id, InvalidField(nul_in, "must not contain NUL characters"))
             return
-        repeated = repeated_field(scope)
+        repeated = None if scope["path"] in UNPARAMETERISED else repeated_field(scope)
         if repeated is not None:
             await self._reply(send_with_id, InvalidField(repeated, "given more than once"))
             return
@@ -193,6 +193,10 @@ class EdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+# Paths that take no query parameters: a monitor's cache-busting `?_=1&_=2` is no question.
+UNPARAMETERISED = frozenset({"/health", "/metrics"})
 
 
 def _headers_only(send: Send) -> Send:
