@@ -480,6 +480,22 @@ def test_a_queued_job_cancelled_before_any_worker_took_it_is_cancelled_at_once(
     assert job_of(api, job["jobId"])["undoneByJobId"] is None
 
 
+def test_an_undo_cancelled_before_it_ran_leaves_the_job_undoable(
+    api: Api, backend: Backend, mixed: dict[str, Any]
+) -> None:
+    job = accepted(upload(api, "OK1\n", couponSeriesId=mixed["series"]))
+    drain(backend.db)
+    first = accepted(api.post(f"{JOBS}/{job['jobId']}/undo"))
+
+    assert api.ok(api.post(f"{JOBS}/{first['jobId']}/cancel"))["state"] == "CANCELLED"
+
+    assert job_of(api, job["jobId"])["undoneByJobId"] is None
+    second = accepted(api.post(f"{JOBS}/{job['jobId']}/undo"))
+    drain(backend.db)
+    assert job_of(api, job["jobId"])["undoneByJobId"] == second["jobId"]
+    assert api.coupon(mixed["coupons"]["OK1"]["couponId"])["state"] == "ISSUED"
+
+
 def test_a_dry_run_undo_previews_and_the_job_can_then_be_undone(
     api: Api, backend: Backend, mixed: dict[str, Any]
 ) -> None:

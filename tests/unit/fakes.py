@@ -1097,6 +1097,11 @@ class FakeJobRepository:
         if row is not None and row.job.undone_by_job_id is None:
             row.job = replace(row.job, undone_by_job_id=by_job_id)
 
+    def release_undone(self, job_id: str, by_job_id: str) -> None:
+        row = self._row(job_id)
+        if row is not None and row.job.undone_by_job_id == by_job_id:
+            row.job = replace(row.job, undone_by_job_id=None)
+
     def add_finished_event(self, job: Job, state: JobState, now: datetime) -> None:
         """The `revoke_job.finished` event, in the outbox with the coupon changes' ids."""
         self.store.org_events.append(

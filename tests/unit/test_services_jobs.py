@@ -387,6 +387,36 @@ def test_a_dry_run_undo_reports_what_it_would_reinstate_and_leaves_the_job_undoa
     assert job_of(world, job.id).undone_by_job_id == undo.id
 
 
+def test_an_undo_cancelled_or_failed_leaves_the_job_undoable_again(world: World) -> None:
+    # Given a finished job that revoked three coupons, and its undo cancelled part way
+    series = world.series()
+    coupons = world.coupons(series, "U1", "U2", "U3")
+    job = file_job(world, ["U1", "U2", "U3"], series_id=series.id)
+    drain(world)
+    first = jobs.undo_job(world.uow(), world.ctx("undo-1"), job.id, None)
+    assert claim(world, "worker-1") == first.id
+    assert chunk(world, first.id, "worker-1", size=1) is True
+    jobs.cancel_job(world.uow(), world.ctx(), first.id)
+    assert chunk(world, first.id, "worker-1", size=1) is False
+    assert job_of(world, first.id).state is JobState.CANCELLED
+
+    # Then the job is no longer marked undone, and a second undo finishes the work
+    assert job_of(world, job.id).undone_by_job_id is None
+    assert jobs.undoable(world.uow(), world.ctx(), [job.id]) == {job.id}
+    second = jobs.undo_job(world.uow(), world.ctx("undo-2"), job.id, None)
+    drain(world)
+    assert outcomes(world, second.id) == [
+        ("U1", "changed_since", 9017),
+        ("U2", "reinstated", None),
+        ("U3", "reinstated", None),
+    ]
+    assert world.states(coupons) == [ISSUED, ISSUED, ISSUED]
+    assert job_of(world, job.id).undone_by_job_id == second.id
+    # and a successful undo still uses the job's one undo up
+    with pytest.raises(errors.JobStateConflict, match="already undone"):
+        jobs.undo_job(world.uow(), world.ctx(), job.id, None)
+
+
 def test_a_job_cancelled_before_it_revoked_anything_has_nothing_to_undo(world: World) -> None:
     # Given a job cancelled while still queued
     series = world.series()

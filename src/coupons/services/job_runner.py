@@ -34,6 +34,7 @@ from coupons.domain.model import Series
 from coupons.domain.revoke import CodeDecision, Outcome
 from coupons.services import revoke
 from coupons.services.common import Actor, Context
+from coupons.services.jobs import job_ended
 from coupons.services.ports import UnitOfWork
 
 CHUNK_SIZE = 500
@@ -76,7 +77,7 @@ def run_chunk(
     cursor = lines[-1].line_no if lines else job.cursor
     uow.jobs.advance(job, state=state, cursor=cursor, tally=Tally.of(results), now=now)
     if state.is_finished:
-        uow.jobs.add_finished_event(job, state, now)
+        job_ended(uow, job, state, now)
     else:
         uow.jobs.extend(job.id, owner, now + lease)
     uow.commit()
@@ -90,7 +91,7 @@ def fail_job(uow: UnitOfWork, job_id: str, owner: str, now: datetime, error: str
         return
     state = failed(job.state)
     uow.jobs.advance(job, state=state, cursor=job.cursor, tally=Tally(), now=now, error=error)
-    uow.jobs.add_finished_event(job, state, now)
+    job_ended(uow, job, state, now)
     uow.commit()
 
 

@@ -226,8 +226,18 @@ def cancel_job(uow: UnitOfWork, ctx: Context, job_id: str) -> Job:
     state = cancelled(job.state, held=job.is_held(ctx.now))
     uow.jobs.set_state(job.id, state, ctx.now)
     if state.is_finished:
-        uow.jobs.add_finished_event(job, state, ctx.now)
+        job_ended(uow, job, state, ctx.now)
     return _job(uow, ctx, job_id)
+
+
+def job_ended(uow: UnitOfWork, job: Job, state: JobState, now: datetime) -> None:
+    """What every job's end records: its `revoke_job.finished` event; and for an undo that
+    was cancelled or failed, the job it undid becomes undoable again. Left marked, that job
+    could never be undone: what the stopped undo did not reinstate would stay revoked, and
+    a new undo reports what the stopped one did reinstate as changed since."""
+    uow.jobs.add_finished_event(job, state, now)
+    if job.undo_of_job_id is not None and not job.dry_run and state is not JobState.SUCCEEDED:
+        uow.jobs.release_undone(job.undo_of_job_id, job.id)
 
 
 def undo_job(

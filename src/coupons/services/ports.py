@@ -395,6 +395,10 @@ class JobRepository(Protocol):
 
     def mark_undone(self, job_id: str, by_job_id: str) -> None: ...
 
+    def release_undone(self, job_id: str, by_job_id: str) -> None:
+        """Clear `job_id`'s undone mark if `by_job_id` set it."""
+        ...
+
     def add_finished_event(self, job: Job, state: JobState, now: datetime) -> None: ...
 
 

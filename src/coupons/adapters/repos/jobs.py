@@ -453,6 +453,13 @@ class SqlJobRepository:
             .values(undone_by_job_id=by_job_id)
         )
 
+    def release_undone(self, job_id: str, by_job_id: str) -> None:
+        self.conn.execute(
+            update(revoke_jobs)
+            .where(revoke_jobs.c.id == job_id, revoke_jobs.c.undone_by_job_id == by_job_id)
+            .values(undone_by_job_id=None)
+        )
+
     def add_finished_event(self, job: Job, state: JobState, now: datetime) -> None:
         """The `revoke_job.finished` event, written through the outbox's own repository."""
         SqlHistoryRepository(self.conn).write_job_finished(
