@@ -217,7 +217,13 @@ def test_a_bulk_revoke_naming_a_series_that_is_no_id_is_9002_and_starts_no_job(
     api.series(codes=[code])
 
     def start(with_series: str) -> httpx.Response:
-        form = {"csrf": _csrf(signed_in), "series": with_series, "codes": code, "reason": "leak"}
+        form = {
+            "csrf": _csrf(signed_in),
+            "series": with_series,
+            "codes": code,
+            "reason": "leak",
+            "step": "start",
+        }
         sent: httpx.Response = signed_in.post(
             "/console/bulk", data=form, headers=ORIGIN, follow_redirects=False
         )
@@ -505,6 +511,79 @@ def test_a_bulk_start_sent_twice_starts_one_job(signed_in: TestClient, api: Api)
     first, again, other = (s.headers["location"] for s in sent)
     assert first == again and other != first
     assert len(api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"]) == 2
+
+
+def _bulk_form(client: TestClient, **fields: str) -> dict[str, str]:
+    return {"csrf": _csrf(client), "series": "", "reason": "leak", "step": "start", **fields}
+
+
+@pytest.mark.parametrize("step", ["", "zzz", "START"])
+def test_a_bulk_form_without_one_of_its_two_buttons_starts_nothing(
+    signed_in: TestClient, api: Api, step: str
+) -> None:
+    code = unique("STEP").upper()
+    api.series(codes=[code])
+
+    sent = signed_in.post(
+        "/console/bulk",
+        data=_bulk_form(signed_in, codes=code, step=step),
+        headers=ORIGIN,
+        follow_redirects=False,
+    )
+
+    assert sent.status_code == 400
+    assert "Press Preview or Start revoke job." in sent.text
+    assert api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"] == []
+
+
+def test_pasted_codes_and_a_codes_file_together_are_refused_not_half_taken(
+    signed_in: TestClient, api: Api
+) -> None:
+    pasted, filed = unique("PASTE").upper(), unique("FILED").upper()
+    api.series(codes=[pasted, filed])
+
+    sent = signed_in.post(
+        "/console/bulk",
+        data=_bulk_form(signed_in, codes=pasted),
+        files={"codes_file": ("codes.txt", f"{filed}\n".encode(), "text/plain")},
+        headers=ORIGIN,
+        follow_redirects=False,
+    )
+
+    assert sent.status_code == 400
+    assert "not both" in sent.text
+    assert api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"] == []
+
+
+def test_a_bad_pasted_code_is_reported_in_the_codes_field_not_a_file(
+    signed_in: TestClient, api: Api
+) -> None:
+    sent = signed_in.post(
+        "/console/bulk",
+        data=_bulk_form(signed_in, codes="OK-1\n" + "X" * 150),
+        headers=ORIGIN,
+        follow_redirects=False,
+    )
+
+    assert sent.status_code == 400
+    said = html.unescape(sent.text)
+    assert "Codes, line 2: code longer than 100 characters (error 9027)" in said
+    assert "Codes file, line" not in said
+
+
+def test_the_bulk_form_suggests_the_orgs_revocable_series_and_the_console_has_an_icon(
+    signed_in: TestClient, api: Api
+) -> None:
+    live = api.series()
+    ended = api.series(valid_till="2000-01-01")
+
+    page = signed_in.get("/console/bulk").text
+
+    assert f'<option value="{live}">' in page
+    assert f'<option value="{ended}">' not in page
+    icon = signed_in.get("/console/static/favicon.svg")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert 'rel="icon" href="/console/static/favicon.svg"' in page
 
 
 def test_undo_by_a_jobs_id_is_refused_and_points_to_the_job_undo(

@@ -186,6 +186,13 @@ def undoable(uow: UnitOfWork, ctx: Context, job_ids: Sequence[str]) -> set[str]:
     return {job.id for job in uow.jobs.many(ctx.org_id, job_ids) if job.undo_refusal() is None}
 
 
+def series_choices(uow: UnitOfWork, ctx: Context, limit: int) -> list[Series]:
+    """Of the org's newest `limit` series, those a revoke job may name now (the console
+    suggests them). The rows alone: the series list's counts would count every coupon."""
+    newest = uow.series.series_page(ctx.org_id, before_id=None, limit=limit)
+    return [s for s in newest if revoke.revocable_now(s, ctx.now)]
+
+
 def list_jobs(uow: UnitOfWork, ctx: Context, state: str | None, limit: int) -> list[Job]:
     """The org's newest jobs, optionally in one state (the console's recent ones)."""
     return job_page(uow, ctx, state, limit, None).items

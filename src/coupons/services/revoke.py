@@ -271,6 +271,15 @@ def revocable_series(uow: UnitOfWork, ctx: Context, series_id: int) -> Series:
     return series
 
 
+def revocable_now(series: Series, now: datetime) -> bool:
+    """Whether a revoke naming this series would get past its checks (712, 811)."""
+    try:
+        check_series(series, now)
+    except errors.CouponError:
+        return False
+    return True
+
+
 def check_series(series: Series, now: datetime) -> None:
     """A given series must be live and revocable (712, 811); the console asks too, to offer
     a revoke only where this would allow it."""

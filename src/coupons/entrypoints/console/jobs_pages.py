@@ -19,6 +19,8 @@ from starlette.routing import Route
 from coupons.domain import errors
 from coupons.domain.codes import CodeCase
 from coupons.domain.codes_file import CodesFormat, parse_codes
+from coupons.domain.jobs import Job
+from coupons.domain.model import Series
 from coupons.domain.people import Person
 from coupons.domain.revoke import FailureReason
 from coupons.entrypoints.console.pages import needs_person
@@ -42,6 +44,7 @@ from coupons.entrypoints.http.middleware import request_id_of
 from coupons.services import jobs, people
 from coupons.services.auth import require
 from coupons.services.common import Context, utcnow
+from coupons.services.ports import UnitOfWork
 from coupons.services.runner import execute
 
 MAX_UPLOAD = 64 * 1024 * 1024
@@ -49,14 +52,27 @@ REASONS = {str(r.code): r.message for r in FailureReason}
 CHUNK = 64 * 1024
 
 
+# How many of the org's newest series the form suggests for its Series field.
+SERIES_CHOICES = 50
+
+
+async def _recent(request: Request, person: Person) -> tuple[list[Job], list[Series]]:
+    """The org's recent jobs, and its newest series to suggest (the live ones)."""
+
+    def both(uow: UnitOfWork, ctx: Context) -> tuple[list[Job], list[Series]]:
+        return jobs.list_jobs(uow, ctx, None, 20), jobs.series_choices(uow, ctx, SERIES_CHOICES)
+
+    return await read(request, person, both)
+
+
 @needs_person
 async def bulk_page(request: Request, person: Person) -> Response:
-    recent = await read(request, person, lambda uow, ctx: jobs.list_jobs(uow, ctx, None, 20))
+    recent, series = await _recent(request, person)
     return page(
         request,
         "bulk.html",
         title="Bulk revoke",
-        series=[],
+        series=series,
         form={"series": "", "codes": "", "reason": ""},
         jobs=[render.job(j) for j in recent],
         form_key=new_form_key(),
@@ -83,17 +99,18 @@ async def bulk_start(request: Request, person: Person) -> Response:
     pasted = str(form.get("codes") or "")
     reason = str(form.get("reason") or "").strip()
     upload = form.get("codes_file")
-    dry_run = str(form.get("step") or "") == "preview"
+    step = str(form.get("step") or "")
+    dry_run = step == "preview"
     values = {"series": series_raw, "codes": pasted[:100_000], "reason": reason}
 
     async def again(message: str, status: int = 400) -> Response:
-        recent = await read(request, person, lambda uow, ctx: jobs.list_jobs(uow, ctx, None, 20))
+        recent, series = await _recent(request, person)
         return page(
             request,
             "bulk.html",
             status=status,
             title="Bulk revoke",
-            series=[],
+            series=series,
             form=values,
             jobs=[render.job(j) for j in recent],
             error=message,
@@ -104,9 +121,18 @@ async def bulk_start(request: Request, person: Person) -> Response:
         return await again("Give a reason: it is written into each coupon's history.")
     if len(reason) > 500:
         return await again("The reason is too long (at most 500 characters).")
+    if step not in ("preview", "start"):
+        # Only the form's two buttons send this: anything else is no choice to revoke.
+        return await again("Press Preview or Start revoke job.")
     file = upload if isinstance(upload, UploadFile) else None
-    if not pasted.strip() and (file is None or not file.filename):
+    chosen = file is not None and bool(file.filename)
+    if not pasted.strip() and not chosen:
         return await again("Paste some codes or choose a codes file.")
+    if pasted.strip() and chosen:
+        # Taking one and dropping the other silently would revoke less than was asked.
+        return await again(
+            "Paste codes or choose a codes file, not both: clear the codes box or the file."
+        )
     actor = people.actor_of(person)
     try:
         require(actor, "revoke")
@@ -127,7 +153,6 @@ async def bulk_start(request: Request, person: Person) -> Response:
         )
         # The same form sent again (a double click, Back and send) with the same codes starts
         # no second job: it answers with the first one's page.
-        step = "preview" if dry_run else "start"
         once = form_once(form, step, series_id, reason, fmt.value, digest.hexdigest())
 
         try:
@@ -145,6 +170,10 @@ async def bulk_start(request: Request, person: Person) -> Response:
         if rendered.replayed:
             await run_in_threadpool(jobs.discard_upload, db, job_id)
             job_id = rendered.body.decode()
+    except errors.MalformedCodesFile as error:
+        where = "Codes file" if chosen else "Codes"  # the field it came from, as labelled
+        text = f"{where}, line {error.line}: {error.message.partition(': ')[2]}"
+        return await again(f"{text} (error {error.code})", status_of(error))
     except errors.CouponError as error:
         return await again(message_of(error), status_of(error))
     return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
