@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Any
 
 import httpx
 import pytest
@@ -513,8 +514,13 @@ def test_a_bulk_start_sent_twice_starts_one_job(signed_in: TestClient, api: Api)
     assert len(api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"]) == 2
 
 
-def _bulk_form(client: TestClient, **fields: str) -> dict[str, str]:
-    return {"csrf": _csrf(client), "series": "", "reason": "leak", "step": "start", **fields}
+def _bulk(client: TestClient, files: Any = None, **fields: str) -> httpx.Response:
+    """The bulk page's form, sent with `fields` (a codes file in `files`)."""
+    form = {"csrf": _csrf(client), "series": "", "reason": "leak", "step": "start", **fields}
+    sent: httpx.Response = client.post(
+        "/console/bulk", data=form, files=files, headers=ORIGIN, follow_redirects=False
+    )
+    return sent
 
 
 @pytest.mark.parametrize("step", ["", "zzz", "START"])
@@ -524,12 +530,7 @@ def test_a_bulk_form_without_one_of_its_two_buttons_starts_nothing(
     code = unique("STEP").upper()
     api.series(codes=[code])
 
-    sent = signed_in.post(
-        "/console/bulk",
-        data=_bulk_form(signed_in, codes=code, step=step),
-        headers=ORIGIN,
-        follow_redirects=False,
-    )
+    sent = _bulk(signed_in, codes=code, step=step)
 
     assert sent.status_code == 400
     assert "Press Preview or Start revoke job." in sent.text
@@ -542,12 +543,10 @@ def test_pasted_codes_and_a_codes_file_together_are_refused_not_half_taken(
     pasted, filed = unique("PASTE").upper(), unique("FILED").upper()
     api.series(codes=[pasted, filed])
 
-    sent = signed_in.post(
-        "/console/bulk",
-        data=_bulk_form(signed_in, codes=pasted),
+    sent = _bulk(
+        signed_in,
         files={"codes_file": ("codes.txt", f"{filed}\n".encode(), "text/plain")},
-        headers=ORIGIN,
-        follow_redirects=False,
+        codes=pasted,
     )
 
     assert sent.status_code == 400
@@ -558,12 +557,7 @@ def test_pasted_codes_and_a_codes_file_together_are_refused_not_half_taken(
 def test_a_bad_pasted_code_is_reported_in_the_codes_field_not_a_file(
     signed_in: TestClient, api: Api
 ) -> None:
-    sent = signed_in.post(
-        "/console/bulk",
-        data=_bulk_form(signed_in, codes="OK-1\n" + "X" * 150),
-        headers=ORIGIN,
-        follow_redirects=False,
-    )
+    sent = _bulk(signed_in, codes="OK-1\n" + "X" * 150)
 
     assert sent.status_code == 400
     said = html.unescape(sent.text)

@@ -9,18 +9,22 @@ from coupons.client import Revocation
 from coupons.entrypoints.finding_cli import revocations_table, revocations_view
 
 
+def revocation(i: int, **changes: object) -> Revocation:
+    """Trail row `i`, as a support agent's revoke writes it."""
+    fields: dict[str, object] = {
+        "request_id": f"ff7875abb9c04d1e8e5f{i:012d}",
+        "at": "2026-12-06T10:41:07.123456Z",
+        "actor": "support-agent@example.com",
+        "reason": "a leaked list of codes, found on a forum and reported by a customer",
+        "revoked_count": 50,
+        "reinstated_count": 0,
+        **changes,
+    }
+    return Revocation(**fields)  # type: ignore[arg-type]
+
+
 def test_request_ids_and_times_are_printed_whole_in_80_columns() -> None:
-    rows = [
-        Revocation(
-            request_id=f"ff7875abb9c04d1e8e5f{i:012d}",
-            at="2026-12-06T10:41:07.123456Z",
-            actor="support-agent@example.com",
-            reason="a leaked list of codes, found on a forum and reported by a customer",
-            revoked_count=50,
-            reinstated_count=0,
-        )
-        for i in range(3)
-    ]
+    rows = [revocation(i) for i in range(3)]
     console = Console(width=80, record=True)
 
     console.print(revocations_table(rows))
@@ -33,10 +37,8 @@ def test_request_ids_and_times_are_printed_whole_in_80_columns() -> None:
 def test_on_a_narrow_terminal_every_field_of_every_row_is_shown_whole() -> None:
     # At 80 columns (a pipe) the table left actor, counts and reason no room at all
     rows = [
-        Revocation(
-            request_id=f"ff7875abb9c04d1e8e5f{i:012d}",
-            at="2026-12-06T10:41:07.123456Z",
-            actor="support-agent@example.com",
+        revocation(
+            i,
             reason="[bold]a leaked list[/bold] of codes, found on a forum",
             revoked_count=1250,
             reinstated_count=3,
@@ -67,14 +69,7 @@ def test_a_wide_terminal_gets_the_table_and_an_empty_trail_says_so() -> None:
 def test_a_long_request_id_sends_even_a_wide_terminal_to_the_row_blocks() -> None:
     # A client may choose a 128-character X-Request-Id; beside it a 160-column table had
     # no room left for actor, counts and reason
-    row = Revocation(
-        request_id="r" * 128,
-        at="2026-12-06T10:41:07.123456Z",
-        actor="support-agent@example.com",
-        reason="leaked",
-        revoked_count=7,
-        reinstated_count=0,
-    )
+    row = revocation(0, request_id="r" * 128, reason="leaked")
     console = Console(width=160, record=True)
 
     console.print(revocations_view([row], console.width))
