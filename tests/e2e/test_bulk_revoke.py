@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -286,6 +287,14 @@ def test_a_killed_run_resumes_and_revokes_every_code_exactly_once(
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     killed_at = journal.read_text().count('"state":"done"')
+    # and a rerun refused as a whole (a wrong password): the journal stays, since the killed
+    # run's keys may have done their work on the server
+    refused = invoke_bulk(
+        server, given.series_id, codes_file, "--parallel", "2", "--password", "wrong"
+    )
+    assert refused.returncode == 2
+    assert "nothing was revoked" not in " ".join(refused.stderr.split())
+    assert journal.exists()
 
     # when running the same command again
     done = run_bulk(server, given.series_id, codes_file, "--parallel", "2")
@@ -537,6 +546,26 @@ def test_a_refused_run_says_the_cause_must_be_fixed_and_the_corrected_command_ju
     fixed = invoke_bulk(server, given.series_id, codes_file)
     assert fixed.returncode == 0, fixed.stderr
     assert series_counts(server, given.series_id) == {"REVOKED": 2}
+
+
+@pytest.mark.parametrize("on_server", [False, True])
+def test_results_naming_something_that_is_not_a_regular_file_are_refused(
+    server: Server, tmp_path: Path, on_server: bool
+) -> None:
+    # /dev/null, a pipe: the finished file would be moved over it (as root, /dev/null too)
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    fifo = tmp_path / "results.fifo"
+    os.mkfifo(fifo)
+    extra = ("--on-server",) if on_server else ()
+
+    done = invoke_bulk(server, given.series_id, codes_file, "--results", str(fifo), *extra)
+
+    assert done.returncode == 2
+    assert "is not a regular file" in " ".join(done.stderr.split())
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert not (tmp_path / "results.fifo.journal").exists()
+    assert series_counts(server, given.series_id) == {"AVAILABLE": 2}
 
 
 @pytest.mark.parametrize("on_server", [False, True])

@@ -9,6 +9,7 @@ stops watching only: the job goes on on the server (cancel it with the API).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -124,10 +125,12 @@ def download(
     errors: dict[str, Counter[str]] = {}
     tail = ""
     header = True
+    # Network pieces may end inside a character (a code of "É"s): decoded across pieces.
+    decoder = codecs.getincrementaldecoder("utf-8")()
     with whole_file(results) as handle:
         for piece in api.revoke_job_report(job_id):
             handle.write(piece)
-            text = tail + piece.decode("utf-8")
+            text = tail + decoder.decode(piece)
             *lines, tail = text.split("\n")
             for row in csv.reader(io.StringIO("\n".join(lines))):
                 if header:

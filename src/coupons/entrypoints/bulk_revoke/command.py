@@ -110,9 +110,11 @@ def run(
     report = write_results(
         every_line, journal, results, scanned.total, CodeCase[spec.case], problem
     )
-    if refused and not journal.done and set(journal.keys) <= refused:
-        # Every batch sent was refused whole, so none changed anything: there is nothing to
-        # resume, and a journal kept would tie the corrected rerun to these arguments.
+    if refused and not journal.resumed and set(journal.keys) <= refused:
+        # This run started the journal and every batch it sent was refused whole, so none
+        # changed anything: there is nothing to resume, and a journal kept would tie the
+        # corrected rerun to these arguments. (A resumed journal holds keys of an earlier
+        # run whose answers may have been lost: it is always kept.)
         journal.path.unlink(missing_ok=True)
         return replace(report, nothing_changed=True)
     return report
@@ -144,6 +146,9 @@ def _unwritable(results: Path) -> str | None:
     """Why the result CSV (and its journal beside it) cannot be written there, if it cannot."""
     if results.is_dir():
         return "is a directory; give the path of a file"
+    if results.exists() and not results.is_file():
+        # A device or a pipe (`/dev/null`) would be replaced by the finished file.
+        return "is not a regular file; give the path of a file to write"
     if not results.parent.is_dir():
         return f"its folder {results.parent} does not exist"
     return None

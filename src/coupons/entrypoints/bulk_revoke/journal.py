@@ -76,7 +76,10 @@ class Journal:
         self.keys: dict[int, str] = {}
         self._offsets: dict[int, int] = {}  # where each batch's `done` record starts
         header = {"journal": JOURNAL_VERSION, **asdict(spec)}
-        if path.exists() and path.stat().st_size > 0:
+        # Whether an earlier run of these arguments left records here (keys it sent, or
+        # batches it finished): their outcome may be on the server even if never seen here.
+        self.resumed = path.exists() and path.stat().st_size > 0
+        if self.resumed:
             self._load(header)
             self._file: IO[bytes] = path.open("ab")
             if not self._ends_with_newline():
