@@ -548,6 +548,26 @@ def test_a_refused_run_says_the_cause_must_be_fixed_and_the_corrected_command_ju
     assert series_counts(server, given.series_id) == {"REVOKED": 2}
 
 
+@pytest.mark.parametrize("case", ["UPPER", "LOWER", "AS_IT_IS"])
+def test_a_code_whose_case_changes_its_key_is_tied_to_its_line(
+    server: Server, tmp_path: Path, case: str
+) -> None:
+    # "KI\u0131A" (a dotless i) comes back as "KIIA" in upper case, whose folded key is no
+    # longer the line's
+    given = given_series(server, 1)
+    odd = f"KI\u0131A-{uuid.uuid4().hex[:6]}"
+    with server.client() as api:
+        api.add_codes(given.series_id, [odd, "Straße-" + odd[5:]])
+    codes_file = write_codes(tmp_path / "codes.txt", [odd, "STRASSE-" + odd[5:]])
+
+    done = invoke_bulk(server, given.series_id, codes_file, "--case", case)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = read_results(tmp_path / "codes.results.csv")
+    assert [r["outcome"] for r in rows] == ["revoked", "revoked"]
+    assert all(r["couponId"] for r in rows)
+
+
 @pytest.mark.parametrize("on_server", [False, True])
 def test_results_naming_something_that_is_not_a_regular_file_are_refused(
     server: Server, tmp_path: Path, on_server: bool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from coupons.client import CodeCase, CouponClient
+from coupons.domain.codes import CodeCase as Case
 from coupons.domain.codes import normalize
 from coupons.entrypoints.bulk_revoke.codes_file import Line
 from coupons.entrypoints.bulk_revoke.journal import Row, RunSpec
@@ -11,6 +12,13 @@ from coupons.entrypoints.bulk_revoke.results import OUTCOME_OF_ERROR, Outcome
 # The server's answer for one code, before it is tied to its line: code, outcome, errorCode,
 # couponId. Codes come back written per `couponCodeCase`; they are matched by the domain's key.
 Answer = tuple[str, str, str, str]
+
+
+def _key(spec: RunSpec, code: str) -> str:
+    """The key a line and its answer share: the domain's, of the code written as the answer
+    writes it. The key of the line as sent can differ: a code holding a dotless i comes back
+    in upper case with a plain I, and case folding keeps the two apart."""
+    return normalize(Case[spec.case].render(code))
 
 
 def revoke_batch(client: CouponClient, spec: RunSpec, lines: list[Line], key: str) -> list[Row]:
@@ -26,7 +34,7 @@ def revoke_batch(client: CouponClient, spec: RunSpec, lines: list[Line], key: st
     found: dict[str, Answer] = {}
     done = Outcome.WOULD_REVOKE if spec.dry_run else Outcome.REVOKED
     for coupon in result.changed:
-        found[normalize(coupon.coupon_code)] = (
+        found[_key(spec, coupon.coupon_code)] = (
             coupon.coupon_code,
             done.value,
             "",
@@ -38,12 +46,12 @@ def revoke_batch(client: CouponClient, spec: RunSpec, lines: list[Line], key: st
             if group.error_code == 682:
                 unclear.append(code)
             outcome = OUTCOME_OF_ERROR.get(group.error_code, Outcome.FAILED)
-            found[normalize(code)] = (code, outcome.value, str(group.error_code), "")
+            found[_key(spec, code)] = (code, outcome.value, str(group.error_code), "")
     if unclear:
         found.update(tell_revoked_from_unknown(client, spec, unclear))
     rows: list[Row] = []
     for line in lines:
-        answer = found.get(normalize(line.code), (line.code, Outcome.FAILED.value, "", ""))
+        answer = found.get(_key(spec, line.code), (line.code, Outcome.FAILED.value, "", ""))
         rows.append((line.number, *answer))
     return rows
 
@@ -57,7 +65,7 @@ def tell_revoked_from_unknown(
     )
     found: dict[str, Answer] = {}
     for coupon in check.changed:
-        found[normalize(coupon.coupon_code)] = (
+        found[_key(spec, coupon.coupon_code)] = (
             coupon.coupon_code,
             Outcome.ALREADY_REVOKED.value,
             "682",
@@ -65,7 +73,7 @@ def tell_revoked_from_unknown(
         )
     for group in check.failed:
         for code in group.coupon_codes:
-            found[normalize(code)] = (code, Outcome.NOT_FOUND.value, "682", "")
+            found[_key(spec, code)] = (code, Outcome.NOT_FOUND.value, "682", "")
     return found
 
 
