@@ -688,6 +688,22 @@ def test_the_client_speaks_every_endpoint_of_the_spec(server: Server) -> None:
         assert actions[-2:] == ["REVOKE", "REINSTATE"]
 
 
+def test_a_rerun_as_another_api_client_is_refused_rather_than_resumed(
+    server: Server, tmp_path: Path
+) -> None:
+    # Keys are kept per client: resent by another, they would not replay the first answers
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    assert invoke_bulk(server, given.series_id, codes_file, "--dry-run").returncode == 0
+
+    other = invoke_bulk(
+        server, given.series_id, codes_file, "--dry-run", "--username", "someone-else"
+    )
+
+    assert other.returncode == 2
+    assert "belongs to a run with other arguments" in " ".join(other.stderr.split())
+
+
 def test_a_journal_torn_by_a_kill_resumes_from_its_last_whole_record(tmp_path: Path) -> None:
     # given a journal whose last record was cut short mid-write
     spec = RunSpec(1, "codes.txt", "abc", None, "UPPER", False)

@@ -247,7 +247,7 @@ def revoke(
     try:
         scanned = scan(codes_file)
         path = str(codes_file.resolve())
-        spec = RunSpec(series, path, scanned.sha256, reason, case, dry_run)
+        spec = RunSpec(series, path, scanned.sha256, reason, case, dry_run, username)
         retry = RetryPolicy(deadline=retry_seconds)
         with CouponClient(
             url, BasicAuth(username, password), retry=retry, max_connections=parallel

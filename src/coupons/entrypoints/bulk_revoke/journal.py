@@ -40,6 +40,9 @@ class RunSpec:
     reason: str | None
     case: str
     dry_run: bool
+    # Idempotency keys are kept per API client: under another, a resent key would not replay
+    # the first answer, and codes the lost batch revoked would read "already revoked".
+    username: str = ""
 
 
 def batches(
