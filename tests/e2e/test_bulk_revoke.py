@@ -688,6 +688,28 @@ def test_the_client_speaks_every_endpoint_of_the_spec(server: Server) -> None:
         assert actions[-2:] == ["REVOKE", "REINSTATE"]
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "line"),
+    [
+        ("codes.txt", b"A1\rA2\nA3\n", 1),
+        ("codes.csv", b"code\r\nA1\r\nA2\rA3\r\n", 3),
+    ],
+)
+def test_a_lone_carriage_return_is_refused_naming_its_line_and_nothing_is_sent(
+    server: Server, tmp_path: Path, name: str, content: bytes, line: int
+) -> None:
+    # Read as a line end, it numbered every later line otherwise than an editor does
+    codes_file = tmp_path / name
+    codes_file.write_bytes(content)
+
+    done = invoke_bulk(server, 1, codes_file)
+
+    assert done.returncode == 2
+    said = " ".join(done.stderr.split())
+    assert f"line {line}: a carriage return inside the line" in said
+    assert not list(tmp_path.glob("*.journal"))
+
+
 def test_a_rerun_as_another_api_client_is_refused_rather_than_resumed(
     server: Server, tmp_path: Path
 ) -> None:

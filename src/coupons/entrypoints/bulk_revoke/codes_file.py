@@ -104,6 +104,14 @@ def scan(path: Path) -> Scan:
                 raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise CodesFileError(f"{path}, line {number}: not UTF-8 text") from None
+            if b"\r" in raw.rstrip(b"\r\n"):
+                # A carriage return alone ends a line for the readers below, so a file's lines
+                # would be numbered otherwise than an editor numbers them (the server refuses
+                # such a file too, 9027).
+                raise CodesFileError(
+                    f"{path}, line {number}: a carriage return inside the line; "
+                    "end lines with a line feed (or CR LF)"
+                )
     seen: set[str] = set()
     duplicates: set[int] = set()
     total = 0
