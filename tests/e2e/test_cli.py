@@ -529,6 +529,7 @@ def test_a_worker_on_a_database_without_the_schema_stops_at_once_saying_so(
         ("worker", "--concurrency", "0"),
         ("worker", "--metrics-port", "99999"),
         ("worker", "--poll-interval", "0"),
+        ("worker", "--lease-seconds", "5", "--timeout", "10"),
         ("webhook", "retry", "99999999999999999999"),
         ("webhook", "retry", "0"),
     ],

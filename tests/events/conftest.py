@@ -42,6 +42,8 @@ class Receiver:
     server: ThreadingHTTPServer
     status: int = 200
     hold: threading.Event | None = None
+    # Seconds between the bytes of a 40-byte answer body: a receiver that trickles it
+    trickle: float | None = None
     received: list[Received] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
 
@@ -70,8 +72,19 @@ def _start_receiver() -> Receiver:
             headers["_status"] = str(status)
             receiver.received.append(Received(headers, body))
             self.send_response(status)
-            self.send_header("Content-Length", "0")
+            if receiver.trickle is None:
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_header("Content-Length", "40")
             self.end_headers()
+            for _ in range(40):
+                time.sleep(receiver.trickle)
+                try:
+                    self.wfile.write(b".")
+                    self.wfile.flush()
+                except OSError:  # the worker gave up on the answer
+                    return
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -9,6 +9,9 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+import httpx
+import pytest
+
 from coupons.entrypoints.worker import Worker
 from coupons.services.webhooks import RetryPolicy, sign, verify
 from tests.conftest import Backend
@@ -118,6 +121,22 @@ def test_a_dead_receiver_does_not_slow_another(
     # then the healthy receiver gets each well within the other's 5 s timeout
     assert hanging.arrived.is_set() and hanging.received == []
     assert max(latencies) < 2.0, latencies
+
+
+def test_an_answer_trickled_byte_by_byte_is_cut_off_at_the_http_timeout(
+    start_receiver: Callable[[], Receiver], start_worker: Callable[..., Worker]
+) -> None:
+    # httpx's timeout bounds each read: one byte every 0.3 s never tripped it, and a delivery
+    # outlived its lease while another worker sent the same batch
+    slow = start_receiver()
+    slow.trickle = 0.3  # 40 bytes: 12 s in all
+    worker = start_worker(http_timeout=1.0, lease=timedelta(seconds=3))
+
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        worker.post(slow.url, b"{}", {"Content-Type": "application/json"})
+
+    assert time.monotonic() - started < 2.5
 
 
 def test_retries_end_in_dead_letter_and_a_manual_retry_resumes_where_it_stopped(

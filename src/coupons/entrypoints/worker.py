@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -54,7 +55,19 @@ class Worker:
         )
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        return self._client.post(url, content=body, headers=headers).status_code
+        """The receiver's status, its whole answer read within the HTTP timeout.
+
+        httpx's timeout bounds each read, not the answer: a receiver sending its body a byte
+        at a time kept a delivery going for a minute, past the lease, and another worker sent
+        the same batch meanwhile. The body is read here against one deadline."""
+        deadline = time.monotonic() + self.options.http_timeout
+        with self._client.stream("POST", url, content=body, headers=headers) as response:
+            for _ in response.iter_raw():
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(
+                        f"the answer took longer than {self.options.http_timeout:g} s"
+                    )
+            return response.status_code
 
     def run(self) -> None:
         """Deliver until `stop()`; returns after in-flight deliveries finish."""

@@ -57,6 +57,12 @@ def worker_command(
     from coupons.entrypoints.http.metrics import configure_logging
     from coupons.entrypoints.worker import Worker, WorkerOptions, log
 
+    if lease_seconds <= timeout:
+        # A lease that lapses mid-delivery lets another worker send the same batch.
+        raise typer.BadParameter(
+            f"{lease_seconds:g} must be longer than --timeout ({timeout:g})",
+            param_hint="'--lease-seconds'",
+        )
     require_schema(db)  # before logging is set up: a refusal is one line on stderr
     configure_logging(os.environ.get("COUPONS_LOG_LEVEL", "INFO"))
     if metrics_port is not None:
