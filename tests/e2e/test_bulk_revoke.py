@@ -639,6 +639,10 @@ def test_results_that_cannot_be_written_are_refused_before_anything_is_sent(
     [
         ("codes.csv", b'code,note\nA-1,"oops\nA-2,x\n', 2),
         ("codes.txt", b"A-1\nA-\xff2\n", 2),
+        # a lone carriage return, read as a line end, numbered later lines otherwise than an
+        # editor does
+        ("codes.txt", b"A-1\rA-2\nA-3\n", 1),
+        ("codes.csv", b"code\r\nA-1\r\nA-2\rA-3\r\n", 3),
     ],
 )
 def test_a_bad_codes_file_is_refused_naming_its_line_and_nothing_is_sent(
@@ -653,6 +657,7 @@ def test_a_bad_codes_file_is_refused_naming_its_line_and_nothing_is_sent(
     assert done.returncode == 2
     assert f"{codes_file}, line {line}:" in done.stderr.replace("\n", "")
     assert series_counts(server, given.series_id) == {"AVAILABLE": 2}
+    assert not list(tmp_path.glob("*.journal"))
 
 
 def test_the_client_speaks_every_endpoint_of_the_spec(server: Server) -> None:
@@ -686,28 +691,6 @@ def test_the_client_speaks_every_endpoint_of_the_spec(server: Server) -> None:
         assert len(coupons) == 3
         actions = [h.action for h in api.get_coupon(more[0].coupon_id).history]
         assert actions[-2:] == ["REVOKE", "REINSTATE"]
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "line"),
-    [
-        ("codes.txt", b"A1\rA2\nA3\n", 1),
-        ("codes.csv", b"code\r\nA1\r\nA2\rA3\r\n", 3),
-    ],
-)
-def test_a_lone_carriage_return_is_refused_naming_its_line_and_nothing_is_sent(
-    server: Server, tmp_path: Path, name: str, content: bytes, line: int
-) -> None:
-    # Read as a line end, it numbered every later line otherwise than an editor does
-    codes_file = tmp_path / name
-    codes_file.write_bytes(content)
-
-    done = invoke_bulk(server, 1, codes_file)
-
-    assert done.returncode == 2
-    said = " ".join(done.stderr.split())
-    assert f"line {line}: a carriage return inside the line" in said
-    assert not list(tmp_path.glob("*.journal"))
 
 
 def test_a_rerun_as_another_api_client_is_refused_rather_than_resumed(
