@@ -417,6 +417,28 @@ def test_an_undo_cancelled_or_failed_leaves_the_job_undoable_again(world: World)
         jobs.undo_job(world.uow(), world.ctx(), job.id, None)
 
 
+def test_an_undo_that_fails_leaves_the_job_undoable_again_and_a_dry_run_undo_marks_nothing(
+    world: World,
+) -> None:
+    # Given a finished job, and its undo ended by the worker as failed
+    series = world.series()
+    world.coupons(series, "F1", "F2")
+    job = file_job(world, ["F1", "F2"], series_id=series.id)
+    drain(world)
+    undo = jobs.undo_job(world.uow(), world.ctx("undo-1"), job.id, None)
+    assert claim(world, "worker-1") == undo.id
+    job_runner.fail_job(world.uow(), undo.id, "worker-1", NOW, "series expired")
+
+    # Then the failed undo no longer holds the job's one undo
+    assert job_of(world, undo.id).state is JobState.FAILED
+    assert job_of(world, job.id).undone_by_job_id is None
+    assert jobs.undoable(world.uow(), world.ctx(), [job.id]) == {job.id}
+    # and a cancelled preview never marked it in the first place
+    preview = jobs.undo_job(world.uow(), world.ctx("preview"), job.id, None, dry_run=True)
+    jobs.cancel_job(world.uow(), world.ctx(), preview.id)
+    assert job_of(world, job.id).undone_by_job_id is None
+
+
 def test_a_job_cancelled_before_it_revoked_anything_has_nothing_to_undo(world: World) -> None:
     # Given a job cancelled while still queued
     series = world.series()

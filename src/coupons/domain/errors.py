@@ -94,6 +94,7 @@ class MalformedCodesFile(CouponError):
 
     def __init__(self, line: int, problem: str) -> None:
         self.line = line
+        self.problem = problem
         super().__init__(f"codes file, line {line}: {problem}")
 
 

@@ -90,13 +90,11 @@ def _database(url: str) -> Database:
     """The database a command works on, once it holds this version's schema."""
     from coupons.adapters.sql_uow import Database
 
-    _require_file(url)
+    require_schema(url)  # first: opening a SQLite file that is not there would create it
     try:
-        database = Database.from_url(url, pool_size=2)
+        return Database.from_url(url, pool_size=2)
     except Exception as error:  # bad URL or driver: say so, no traceback
         raise _fail(f"cannot open database {url!r}: {error}") from None
-    require_schema(url)
-    return database
 
 
 def _require_file(url: str) -> None:

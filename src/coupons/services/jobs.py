@@ -273,11 +273,6 @@ def undo_job(
         staging_until=None,
     )
     total = uow.jobs.stage_undo(undo_id, ctx.org_id, job.id)
-    if not total:
-        # Revoked nothing (cancelled before it ran, say): an empty
-        # undo job would only mark this one undone. Raised inside the transaction, so the
-        # job added above goes with it.
-        raise errors.JobStateConflict("the job revoked nothing; there is nothing to undo")
     uow.jobs.lines_added(total)
     uow.jobs.set_total(undo_id, total)
     if not dry_run:

@@ -172,7 +172,7 @@ async def bulk_start(request: Request, person: Person) -> Response:
             job_id = rendered.body.decode()
     except errors.MalformedCodesFile as error:
         where = "Codes file" if chosen else "Codes"  # the field it came from, as labelled
-        text = f"{where}, line {error.line}: {error.message.partition(': ')[2]}"
+        text = f"{where}, line {error.line}: {error.problem}"
         return await again(f"{text} (error {error.code})", status_of(error))
     except errors.CouponError as error:
         return await again(message_of(error), status_of(error))
