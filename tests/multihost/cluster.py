@@ -158,6 +158,27 @@ class Cluster:
             "pg_ctl stop",
         )
 
+    def _processes(self) -> list[int]:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # "pid (command) state ppid ...": the command may hold spaces and parentheses
+                if int(stat.read_text().rpartition(")")[2].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def freeze(self) -> None:
+        """Stop every server process without closing a connection: to its clients the server
+        is cut off (its kernel still acknowledges, nothing ever answers)."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def create_database(self, name: str) -> str:
         engine = create_engine(
             make_url(self.url()).set(drivername="postgresql+psycopg"),
@@ -171,6 +192,8 @@ class Cluster:
         return self.url(name)
 
     def destroy(self) -> None:
+        with contextlib.suppress(Exception):
+            self.thaw()
         with contextlib.suppress(Exception):
             self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -3,6 +3,7 @@ nothing half-written, and recovery without a restart once the database is back."
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -86,3 +87,70 @@ def test_a_database_restart_under_load_gives_503s_with_retry_after_and_recovers_
                 "ISSUE",
                 *(action.upper() for action in SCRIPT),
             ]
+
+
+CUT_OFF_LIMIT_S = 2  # the URL's stall_timeout in the test below
+# The stall limit, the watch's half-second scan, then one fresh connection attempt that
+# meets the same silence (`connect_timeout`, 5 s), with room for a loaded machine.
+CUT_OFF_ANSWER_S = 14.0
+
+
+def test_a_database_cut_off_mid_request_gives_503s_within_seconds_and_a_retry_applies_once(
+    cluster: Cluster, service_database: ServiceDatabase
+) -> None:
+    # given a server whose statements may go 2 s without an answer, and three issued coupons
+    url = f"{service_database.url}?stall_timeout={CUT_OFF_LIMIT_S}"
+    app = create_app(Settings(database_url=url, token_secret=TOKEN_SECRET))
+    with threaded_server(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
+        api = Api(http, service_database.admin)
+        series_id = api.series()
+        customer_id = api.customer("+1 555 0101")
+        issued = api.issue_many(series_id, customer_id, 3)
+        code = issued[0]["couponCode"]
+        key = {"Idempotency-Key": "cut-off-revoke-1"}
+        body = {"couponCodes": [code], "reason": "leaked"}
+
+        # when the database stops answering without closing a connection (a network cut)
+        cluster.freeze()
+        answers: dict[str, tuple[httpx.Response, float]] = {}
+
+        def call(name: str, send: Callable[[httpx.Client], httpx.Response]) -> None:
+            started = time.monotonic()
+            with httpx.Client(base_url=base_url, timeout=60) as own:
+                answers[name] = (send(own), time.monotonic() - started)
+
+        calls = {
+            "health": lambda c: c.get("/health"),
+            "revoke": lambda c: c.post(
+                "/v2/coupon/revoke", json=body, headers={**api.creds.headers, **key}
+            ),
+            "list": lambda c: c.get("/v2/coupon/series", headers=api.creds.headers),
+        }
+        threads = [threading.Thread(target=call, args=item) for item in calls.items()]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+        finally:
+            cluster.thaw()
+
+        # then each of them, /health too, got 9023 with Retry-After within seconds
+        for name, (response, took) in answers.items():
+            assert response.status_code == 503, (name, response.text)
+            assert response.json()["errors"][0]["code"] == 9023, name
+            assert response.headers["Retry-After"].isdigit(), name
+            assert CUT_OFF_LIMIT_S <= took < CUT_OFF_ANSWER_S, (name, took)
+        assert set(answers) == set(calls)
+
+        # and once the database answers again, the service does too, without a restart
+        wait_until(lambda: health(base_url).status_code == 200, RECOVERY_SECONDS, "health back")
+        # and the revoke retried with its key applies once
+        retried = api.revoke_with(body, key)
+        assert retried.status_code == 200, retried.text
+        assert [c["couponCode"] for c in retried.json()["entity"]["revokedCoupons"]] == [code]
+        history = api.coupon(int(issued[0]["couponId"]))["history"]
+        assert [h["action"] for h in history] == ["ISSUE", "REVOKE"]
+        # and nothing else changed
+        for other in issued[1:]:
+            assert api.coupon(int(other["couponId"]))["state"] == "ISSUED"

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from coupons.adapters.driver_sql import is_disconnect_sqlstate, send
+from coupons.adapters.stall_watch import WATCH
 
 try:
     import fcntl
@@ -23,15 +24,20 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 # PostgreSQL connection defaults, each overridable in the URL's query string. A connection
 # attempt to a host that is gone gives up after `connect_timeout` seconds instead of the
-# kernel's minutes, and TCP keepalives notice a dead peer (a network cut, a failed-over
-# primary that vanished) on an idle pooled connection.
+# kernel's minutes; TCP keepalives notice a dead peer (a network cut, a failed-over primary
+# that vanished) within about 11 s, and `tcp_user_timeout` a peer that stops acknowledging
+# what was sent to it (10 s), instead of the kernel's retransmissions for a quarter of an hour.
 POSTGRES_CONNECT_DEFAULTS = {
     "connect_timeout": "5",
     "keepalives": "1",
-    "keepalives_idle": "30",
-    "keepalives_interval": "10",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
     "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
 }
+# Our own URL option: seconds a statement may go without a byte from the server before its
+# connection is cut (`adapters.stall_watch`); `stall_timeout=none` turns the watch off.
+STALL_TIMEOUT_SECONDS = 15.0
 
 
 def normalize_url(url: str) -> URL:
@@ -42,6 +48,26 @@ def normalize_url(url: str) -> URL:
     if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
         raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
     return parsed
+
+
+def _stall_timeout(value: str) -> float | None:
+    """`stall_timeout=none` (or `off`) turns the stall watch off; otherwise seconds, > 0."""
+    if value.strip().lower() in ("none", "off", "false", ""):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 86_400:  # NaN fails this too
+        raise ValueError(f"stall_timeout must be seconds from 0 to 86400 or none, not {value!r}")
+    return seconds
+
+
+def _option(query: dict[str, Any], name: str) -> str | None:
+    raw = query.pop(name, None)
+    if raw is None:
+        return None
+    return raw if isinstance(raw, str) else raw[-1]
 
 
 def _prepare_threshold(value: str) -> int | None:
@@ -60,18 +86,33 @@ def postgres_connect_args(parsed: URL) -> tuple[URL, dict[str, Any]]:
     `prepare_threshold` is psycopg's: after that many runs of one statement on a connection
     it prepares it on the server. PgBouncer in transaction pooling mode (before 1.21) hands
     each transaction whichever server connection is free, where that prepared statement does
-    not exist, so behind it set `?prepare_threshold=none`.
+    not exist, so behind it set `?prepare_threshold=none`. `stall_timeout` is read (and
+    checked) here too, and dropped: see `stall_timeout`.
     """
     query = dict(parsed.query)
     connect_args: dict[str, Any] = {}
-    if "prepare_threshold" in query:
-        raw = query.pop("prepare_threshold")
-        connect_args["prepare_threshold"] = _prepare_threshold(
-            raw if isinstance(raw, str) else raw[-1]
-        )
+    raw = _option(query, "prepare_threshold")
+    if raw is not None:
+        connect_args["prepare_threshold"] = _prepare_threshold(raw)
+    raw = _option(query, "stall_timeout")
+    if raw is not None:
+        _stall_timeout(raw)
     for key, value in POSTGRES_CONNECT_DEFAULTS.items():
         query.setdefault(key, value)
     return parsed.set(query=query), connect_args
+
+
+def stall_timeout(parsed: URL) -> float | None:
+    """Seconds a statement may wait with no byte from the server (`?stall_timeout=`, default
+    15; `none` for no bound). A long migration runs without it (it has no pool)."""
+    raw = _option(dict(parsed.query), "stall_timeout")
+    return STALL_TIMEOUT_SECONDS if raw is None else _stall_timeout(raw)
+
+
+def _watch_stalls(engine: Engine, parsed: URL) -> None:
+    limit = stall_timeout(parsed)
+    if limit is not None:
+        WATCH.watch(engine, limit)
 
 
 def create_db_engine(
@@ -101,9 +142,12 @@ def create_db_engine(
         return engine
     if not null_pool:
         kwargs.update(_postgres_pool(pool_size))
+    given = parsed
     parsed, connect_args = postgres_connect_args(parsed)
     engine = create_engine(parsed, connect_args=connect_args, **kwargs)
     _configure_postgres(engine)
+    if not null_pool:
+        _watch_stalls(engine, given)
     return engine
 
 
@@ -122,6 +166,7 @@ def create_loop_engine(url: str, *, pool_size: int = 10) -> AsyncEngine | None:
     parsed = normalize_url(url)
     if parsed.get_backend_name() != "postgresql":
         return None
+    given = parsed
     parsed, connect_args = postgres_connect_args(parsed)
     engine = create_async_engine(
         parsed.set(drivername="postgresql+psycopg_async"),
@@ -129,6 +174,7 @@ def create_loop_engine(url: str, *, pool_size: int = 10) -> AsyncEngine | None:
         **_postgres_pool(pool_size),
     )
     _configure_postgres(engine.sync_engine)
+    _watch_stalls(engine.sync_engine, given)
     return engine
 
 

@@ -20,6 +20,7 @@ import structlog
 
 from coupons.adapters.sql_uow import Database
 from coupons.domain.errors import CouponError, DatabaseUnavailable
+from coupons.entrypoints.outage import OutageLog
 from coupons.services import job_runner, jobs
 from coupons.services.common import utcnow
 from coupons.services.ports import UnitOfWork
@@ -48,6 +49,7 @@ class JobWorker:
     def run(self) -> None:
         """Run jobs until `stop()`."""
         next_cleanup = 0.0
+        outage = OutageLog(log, "job runs")
         while not self.stopping.is_set():
             try:
                 if time.monotonic() >= next_cleanup:
@@ -56,8 +58,9 @@ class JobWorker:
                 job_id = self.db.run(
                     lambda uow: job_runner.claim(uow, self.owner, utcnow(), self.options.lease)
                 )
-            except Exception:
-                log.exception("job claim failed")
+                outage.succeeded()
+            except Exception as error:
+                outage.failed(error, "job claim failed")
                 job_id = None
             if job_id is None:
                 self.stopping.wait(self.options.poll_interval)

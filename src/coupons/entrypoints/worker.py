@@ -23,6 +23,7 @@ from coupons.adapters.sql_uow import Database
 from coupons.domain.records import WebhookRecord
 from coupons.entrypoints.http.metrics import DELIVERED_EVENTS, DELIVERIES
 from coupons.entrypoints.http.render_events import webhook_body
+from coupons.entrypoints.outage import OutageLog
 from coupons.services import webhooks
 
 log = structlog.get_logger("coupons.worker")
@@ -76,6 +77,7 @@ class Worker:
         # already): delivered as soon as that one is done. Skipped instead, it stayed leased
         # to this worker, undelivered, until the lease ran out a minute later.
         queued: dict[int, WebhookRecord] = {}
+        outage = OutageLog(log, "webhook deliveries")
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="webhook") as pool:
             while not self.stopping.is_set():
                 free = self.options.concurrency - len(in_flight)
@@ -83,8 +85,9 @@ class Worker:
                 if free > 0:
                     try:
                         claimed = webhooks.claim(self.db, self.owner, self.options.lease, free)
-                    except Exception:
-                        log.exception("claim failed")
+                        outage.succeeded()
+                    except Exception as error:
+                        outage.failed(error, "claim failed")
                 busy = set(in_flight.values())
                 for webhook in claimed:
                     if webhook.id in busy:

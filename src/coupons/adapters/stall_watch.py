@@ -1,0 +1,165 @@
+"""Cut a PostgreSQL connection whose statement has had no answer for too long.
+
+A database that goes away without closing its connections (a network cut, a frozen host or
+virtual machine, a failover that leaves the old primary's address silent) leaves the client
+waiting for an answer that never comes: the server's `statement_timeout` cannot reach a client
+it has lost, and TCP keepalives only notice a peer whose kernel stops answering too. Without a
+bound, a request and `GET /health` waited as long as the outage lasted instead of failing with
+9023.
+
+One thread per process looks at the pool's connections every half second. A connection with a
+statement in flight (libpq's transaction status ACTIVE) whose socket has received nothing for
+`limit` seconds is shut down at the socket: the waiting call fails as on a lost connection,
+SQLAlchemy throws the pool away, and the request fails with 9023 (or is retried once on a fresh
+connection, as for any lost connection before its commit). Nothing is half-written: the server
+rolls back a transaction whose client is gone.
+
+No cost on the request path: the pool's connect and close events register and forget a
+connection; the thread alone reads the sockets. Connections over a Unix socket are not watched
+(the kernel's `TCP_INFO` says when data last arrived; a local server cannot be cut off).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import threading
+import weakref
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+log = logging.getLogger(__name__)
+
+# Linux's `struct tcp_info`: `tcpi_last_data_recv`, milliseconds since data last arrived.
+_LAST_DATA_RECV = struct.Struct("=I")
+_LAST_DATA_RECV_OFFSET = 52
+_TCP_INFO_SIZE = 104
+_ACTIVE = 1  # psycopg.pq.TransactionStatus.ACTIVE: a command is in progress
+SCAN_SECONDS = 0.5
+
+
+def ms_since_data(fd: int) -> int | None:
+    """Milliseconds since the TCP socket `fd` last received data; None if it is not TCP."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    finally:
+        sock.close()  # closes the duplicate only
+    if len(info) < _LAST_DATA_RECV_OFFSET + 4:
+        return None
+    return int(_LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_OFFSET)[0])
+
+
+def cut(fd: int) -> None:
+    """Shut the connection down both ways: whoever waits on it sees it closed at once."""
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
+    finally:
+        sock.close()
+
+
+class StallWatch:
+    """The process's watcher: engines register their connections; one thread checks them."""
+
+    def __init__(self, scan_seconds: float = SCAN_SECONDS) -> None:
+        self._scan_seconds = scan_seconds
+        self._lock = threading.Lock()
+        # Pool record -> (the driver's connection, weakly; the limit in milliseconds)
+        self._watched: dict[int, tuple[weakref.ref[Any], int]] = {}
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self.cuts = 0
+
+    def watch(self, engine: Engine, limit_seconds: float) -> None:
+        """Watch every connection `engine`'s pool opens from now on."""
+        limit_ms = int(limit_seconds * 1000)
+
+        @event.listens_for(engine, "connect")
+        def on_connect(_dbapi: Any, record: Any) -> None:
+            driver = record.driver_connection
+            with self._lock:
+                self._watched[id(record)] = (weakref.ref(driver), limit_ms)
+            self._ensure_thread()
+
+        # Both fire before the pool closes the driver's connection: the thread, which reads
+        # the connection under the same lock, never touches a closed one.
+        @event.listens_for(engine, "close")
+        def on_close(_dbapi: Any, record: Any) -> None:
+            with self._lock:
+                self._watched.pop(id(record), None)
+
+        @event.listens_for(engine, "close_detached")
+        def on_close_detached(dbapi: Any) -> None:
+            with self._lock:
+                for key, (ref, _) in list(self._watched.items()):
+                    if ref() is getattr(dbapi, "driver_connection", dbapi):
+                        del self._watched[key]
+
+    def _ensure_thread(self) -> None:
+        # A forked server worker inherits the registry but not the thread: start its own.
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="db-stall-watch", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(self._scan_seconds):
+            try:
+                self.scan()
+            except Exception:  # pragma: no cover - the watcher must outlive any surprise
+                log.warning("database stall check failed", exc_info=True)
+
+    def scan(self) -> int:
+        """Check every watched connection once; how many were cut."""
+        cuts = 0
+        with self._lock:
+            for key, (ref, limit_ms) in list(self._watched.items()):
+                driver = ref()
+                if driver is None:
+                    del self._watched[key]
+                    continue
+                fd = _waiting_socket(driver)
+                if fd is None:
+                    continue
+                quiet_ms = ms_since_data(fd)
+                if quiet_ms is None or quiet_ms < limit_ms:
+                    continue
+                log.warning(
+                    "database sent nothing for %.1f s during a statement; connection cut",
+                    quiet_ms / 1000,
+                )
+                cut(fd)
+                del self._watched[key]
+                cuts += 1
+        self.cuts += cuts
+        return cuts
+
+
+def _waiting_socket(driver: Any) -> int | None:
+    """The socket of a psycopg connection with a statement in flight, else None."""
+    try:
+        pgconn = driver.pgconn
+        if pgconn.transaction_status != _ACTIVE:
+            return None
+        return int(pgconn.socket)
+    except Exception:  # closed meanwhile, or not psycopg
+        return None
+
+
+WATCH = StallWatch()
