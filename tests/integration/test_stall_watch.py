@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from coupons.adapters.db import STALL_TIMEOUT_SECONDS, create_db_engine, stall_timeout
-from coupons.adapters.stall_watch import StallWatch, ms_since_data
+from coupons.adapters.stall_watch import WATCH, StallWatch, ms_since_data
 
 
 @pytest.fixture
@@ -57,6 +57,17 @@ def test_a_slow_answer_within_the_limit_and_an_idle_transaction_are_left_alone(
         # is still there: its next statement runs in the same transaction
         assert conn.execute(text("SELECT txid_current_if_assigned() IS NULL")).scalar()
         conn.commit()
+
+
+def test_a_statement_marked_patient_may_run_silent_past_the_limit(watched: Engine) -> None:
+    # given a statement known to run long (staging a large series as a job's lines)
+    with watched.connect() as conn:
+        with WATCH.patient(conn.connection.driver_connection):
+            # then it may go twice the limit without an answer
+            assert conn.execute(text("SELECT pg_sleep(2.2), 3")).one()[1] == 3
+        # and the next one is watched again
+        with pytest.raises(DBAPIError):
+            conn.execute(text("SELECT pg_sleep(20)"))
 
 
 def test_the_limit_is_read_from_the_url_and_bad_values_are_refused() -> None:

@@ -21,12 +21,14 @@ connection; the thread alone reads the sockets. Connections over a Unix socket a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import struct
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -81,7 +83,21 @@ class StallWatch:
         self._watched: dict[int, tuple[weakref.ref[Any], int]] = {}
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._patient: set[int] = set()  # id() of driver connections running a long statement
         self.cuts = 0
+
+    @contextlib.contextmanager
+    def patient(self, driver: Any) -> Iterator[None]:
+        """Leave `driver`'s connection alone meanwhile: for one statement that may rightly run
+        silent for longer than the limit (staging every coupon of a large series as a job's
+        lines); the server's `statement_timeout` still bounds it."""
+        with self._lock:
+            self._patient.add(id(driver))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._patient.discard(id(driver))
 
     def watch(self, engine: Engine, limit_seconds: float) -> None:
         """Watch every connection `engine`'s pool opens from now on."""
@@ -133,6 +149,8 @@ class StallWatch:
                 driver = ref()
                 if driver is None:
                     del self._watched[key]
+                    continue
+                if id(driver) in self._patient:
                     continue
                 fd = _waiting_socket(driver)
                 if fd is None:

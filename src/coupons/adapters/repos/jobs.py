@@ -26,6 +26,7 @@ from sqlalchemy.orm import aliased
 from coupons.adapters.pg_arrays import int_array, text_array
 from coupons.adapters.repos.history import SqlHistoryRepository
 from coupons.adapters.repos.rows import REVOCABLE_STATES
+from coupons.adapters.stall_watch import WATCH
 from coupons.adapters.tables import (
     coupon_history,
     coupons,
@@ -183,11 +184,14 @@ class SqlJobRepository:
 
     def _stage(self, job_id: str, source: Any) -> int:
         c = revoke_job_lines.c
-        self.conn.execute(
-            insert(revoke_job_lines).from_select(
-                [c.job_id, c.line_no, c.code, c.norm, c.coupon_id], source
+        # One statement over a whole series: on millions of coupons it may run longer than
+        # the stall watch's limit without a byte back, and that is no outage.
+        with WATCH.patient(self.conn.connection.driver_connection):
+            self.conn.execute(
+                insert(revoke_job_lines).from_select(
+                    [c.job_id, c.line_no, c.code, c.norm, c.coupon_id], source
+                )
             )
-        )
         # Counted, not taken from rowcount: psycopg reports -1 for INSERT ... SELECT.
         return self.staged_count(job_id)
 
