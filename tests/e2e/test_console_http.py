@@ -624,3 +624,68 @@ def test_a_console_revoke_sent_with_an_earlier_revokes_request_id_gets_its_own(
     assert sorted(r["requestId"] for r in rows if r["requestId"] in (taken, fresh)) == sorted(
         [taken, fresh]
     )
+
+
+def test_a_finished_preview_starts_the_same_revoke_for_real_once_without_the_codes_again(
+    backend: Backend, signed_in: TestClient, api: Api
+) -> None:
+    from tests.e2e.test_revoke_jobs import JOBS, drain
+
+    # given a bulk preview of two codes of a series and one unknown, run to its end
+    codes = [unique("PRE").upper(), unique("PRE").upper()]
+    series_id = api.series(codes=codes)
+    previewed = _bulk(
+        signed_in,
+        series=str(series_id),
+        codes="\n".join([*codes, "NOPE-404"]),
+        reason="leak 7",
+        step="preview",
+    )
+    preview_page = previewed.headers["location"]
+    preview_id = preview_page.rsplit("/", 1)[1]
+    start_form = f'action="/console/jobs/{preview_id}/start"'
+    running = signed_in.get(preview_page).text
+    drain(backend.db)
+    page = signed_in.get(preview_page)
+    assert api.ok(api.get(f"{JOBS}/{preview_id}"))["revokedCount"] == 2  # would revoke two
+    # then its page offers to start it only once it has finished
+    assert start_form not in running
+    assert start_form in page.text and "Start revoke job" in page.text
+
+    # when it is started, twice (a double click)
+    form = {"csrf": _csrf(signed_in), "form_key": _form_key(page)}
+    sent = [
+        signed_in.post(
+            f"/console/jobs/{preview_id}/start", data=form, headers=ORIGIN, follow_redirects=False
+        )
+        for _ in range(2)
+    ]
+
+    # then both lead to one new job with the preview's series, reason and lines
+    assert [s.status_code for s in sent] == [303, 303]
+    assert sent[0].headers["location"] == sent[1].headers["location"] != preview_page
+    job_id = sent[0].headers["location"].rsplit("/", 1)[1]
+    job = api.ok(api.get(f"{JOBS}/{job_id}"))
+    assert (job["dryRun"], job["couponSeriesId"], job["reason"], job["total"]) == (
+        False,
+        series_id,
+        "leak 7",
+        3,
+    )
+    assert job["createdBy"].startswith("sam") and job["createdBy"].endswith("@example.com")
+    # and it revokes for real, the report naming each line as the preview's did
+    drain(backend.db)
+    done = api.ok(api.get(f"{JOBS}/{job_id}"))
+    assert (done["state"], done["revokedCount"], done["failedCount"]) == ("SUCCEEDED", 2, 1)
+    report = api.get(f"{JOBS}/{job_id}/report").text.splitlines()
+    assert [row.split(",")[:2] for row in report[1:]] == [
+        [codes[0], "revoked"],
+        [codes[1], "revoked"],
+        ["NOPE-404", "not_found"],
+    ]
+    # and the preview is left as it was, and cannot start a job from a real job
+    assert api.ok(api.get(f"{JOBS}/{preview_id}"))["dryRun"] is True
+    refused = signed_in.post(f"/console/jobs/{job_id}/start", data=form, headers=ORIGIN)
+    assert refused.status_code == 409
+    assert "nly a preview (a dry-run revoke job) can be started (error 9026)" in refused.text
+    assert len(api.ok(api.get(JOBS))["jobs"]) == 2

@@ -907,6 +907,12 @@ class FakeJobRepository:
         self._insert(job_id, lines)
         return self.staged_count(job_id)
 
+    def stage_copy(self, job_id: str, from_job_id: str) -> int:
+        """The other job's lines, as uploaded (no coupon ids)."""
+        copied = [StoredLine(x.line_no, x.code, x.norm) for x in self._lines(from_job_id)]
+        self._insert(job_id, copied)
+        return self.staged_count(job_id)
+
     def staged_count(self, job_id: str) -> int:
         return len(self.store.job_lines.get(job_id, {}))
 

@@ -483,7 +483,7 @@ def test_a_job_is_one_trail_entry_under_its_id_and_its_changes_carry_that_id(
     assert {(h.change.action, h.change.actor, h.change.reason) for h in mine} == {
         (Action.REVOKE, "acme-ops", "leak")
     }
-    # and its end is one org-level event after its coupon events, as is the dry run's
+    # and its end is one org-level event after its coupon events; the dry run writes none
     events = world.uow().history.events(ORG, 0, 100)
     assert [(e.coupon_id, e.action, e.job_state) for e in events if e.request_id == job.id] == [
         (ok1.id, Action.REVOKE, None),
@@ -492,9 +492,10 @@ def test_a_job_is_one_trail_entry_under_its_id_and_its_changes_carry_that_id(
         (None, None, "SUCCEEDED"),
     ]
     ended = [e for e in events if e.coupon_id is None]
-    assert sorted((e.request_id, e.series_id, e.actor) for e in ended) == sorted(
-        [(dry.id, series.id, "acme-ops"), (job.id, series.id, "acme-ops")]
-    )
+    assert [(e.request_id, e.series_id, e.actor) for e in ended] == [
+        (job.id, series.id, "acme-ops")
+    ]
+    assert not [e for e in events if e.request_id == dry.id]
     assert world.uow().history.last_event_id(ORG) == events[-1].id
 
 
@@ -535,6 +536,45 @@ def test_a_series_job_revokes_every_unredeemed_coupon_in_id_order(world: World) 
         REVOKED,
         ISSUED,
     ]
+
+
+def test_a_series_preview_started_takes_the_series_afresh_and_an_ended_series_refuses(
+    world: World,
+) -> None:
+    # Given a preview of a whole series, run, and a coupon added to the series since
+    series = world.series()
+    [a1] = world.coupons(series, "A1", state=AVAILABLE)
+    uow = world.uow()
+    request = jobs.JobRequest(series.id, "campaign off", True, CodeCase.UPPER)
+    preview = jobs.create_series_job(uow, world.ctx(), request)
+    uow.commit()
+    drain(world)
+    [a2] = world.coupons(series, "A2", state=AVAILABLE)
+
+    # When it is started
+    uow = world.uow()
+    job = jobs.start_preview(uow, world.ctx(), preview.id)
+    uow.commit()
+    drain(world)
+
+    # Then the real job took the series as it is now, and the preview changed nothing
+    assert (job.source, job.dry_run, job.reason, job.total) == (
+        JobSource.SERIES,
+        False,
+        "campaign off",
+        2,
+    )
+    assert world.states([a1, a2]) == [REVOKED, REVOKED]
+    assert job_of(world, preview.id).dry_run
+    # And a real job, another org's preview or an undo is no preview to start
+    for refused_id, ctx in ((job.id, world.ctx()), (preview.id, world.ctx(org_id=OTHER_ORG))):
+        with pytest.raises((errors.JobStateConflict, errors.JobNotFound)):
+            jobs.start_preview(world.uow(), ctx, refused_id)
+    # And once the series has ended, a preview of it starts nothing
+    world.store.series[series.id] = replace(series, valid_till=NOW - timedelta(days=1))
+    with pytest.raises(errors.CouponError) as ended:
+        jobs.start_preview(world.uow(), world.ctx(), preview.id)
+    assert ended.value.code == 712
 
 
 # --- reading, and uploads that never became jobs ---------------------------------------------

@@ -218,6 +218,11 @@ class Job:
         if refusal is not None:
             raise errors.JobStateConflict(refusal)
 
+    def check_can_start(self) -> None:
+        """Only a preview (a dry-run revoke job) is started as the real thing."""
+        if self.kind is not JobKind.REVOKE or not self.dry_run:
+            raise errors.JobStateConflict("only a preview (a dry-run revoke job) can be started")
+
 
 @dataclass(frozen=True, slots=True)
 class NewJob:

@@ -165,6 +165,29 @@ def create_series_job(uow: UnitOfWork, ctx: Context, request: JobRequest) -> Job
     return _job(uow, ctx, job_id)
 
 
+def start_preview(uow: UnitOfWork, ctx: Context, preview_id: str) -> Job:
+    """The revoke a preview showed, for real: a new job with the preview's series, reason and
+    code case, of the same lines (an upload's, copied; a series' coupons, taken afresh, as a
+    series job takes them when it is made). The preview stays as it was; the series is
+    checked again, as it may have ended since."""
+    preview = _job(uow, ctx, preview_id)
+    preview.check_can_start()
+    by_code = preview.source is not JobSource.SERIES
+    if preview.series_id is not None:
+        _series(uow, ctx, preview.series_id, by_code=by_code)
+    job_id = new_job_id()
+    request = JobRequest(preview.series_id, preview.reason, False, CodeCase(preview.code_case))
+    uow.jobs.add(_new_job(ctx, request, preview.source, job_id), staging_until=None)
+    if by_code:
+        total = uow.jobs.stage_copy(job_id, preview.id)
+    else:
+        assert preview.series_id is not None  # a series job always names its series
+        total = uow.jobs.stage_series(job_id, ctx.org_id, preview.series_id)
+    uow.jobs.lines_added(total)
+    uow.jobs.set_total(job_id, total)
+    return _job(uow, ctx, job_id)
+
+
 # --- reading, cancel, undo -------------------------------------------------------------------
 
 
@@ -238,11 +261,14 @@ def cancel_job(uow: UnitOfWork, ctx: Context, job_id: str) -> Job:
 
 
 def job_ended(uow: UnitOfWork, job: Job, state: JobState, now: datetime) -> None:
-    """What every job's end records: its `revoke_job.finished` event; and for an undo that
-    was cancelled or failed, the job it undid becomes undoable again. Left marked, that job
-    could never be undone: what the stopped undo did not reinstate would stay revoked, and
-    a new undo reports what the stopped one did reinstate as changed since."""
-    uow.jobs.add_finished_event(job, state, now)
+    """What every job's end records: its `revoke_job.finished` event, unless it was a dry run
+    (it changed nothing, and events are changes: a subscriber could not tell a preview from a
+    revoke); and for an undo that was cancelled or failed, the job it undid becomes undoable
+    again. Left marked, that job could never be undone: what the stopped undo did not
+    reinstate would stay revoked, and a new undo reports what the stopped one did reinstate as
+    changed since."""
+    if not job.dry_run:
+        uow.jobs.add_finished_event(job, state, now)
     if job.undo_of_job_id is not None and not job.dry_run and state is not JobState.SUCCEEDED:
         uow.jobs.release_undone(job.undo_of_job_id, job.id)
 

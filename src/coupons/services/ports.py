@@ -334,6 +334,10 @@ class JobRepository(Protocol):
 
     def stage_undo(self, job_id: str, org_id: int, undone_job_id: str) -> int: ...
 
+    def stage_copy(self, job_id: str, from_job_id: str) -> int:
+        """Another job's lines (number, code as sent, matching key) as this job's."""
+        ...
+
     def staged_count(self, job_id: str) -> int: ...
 
     def lines_added(self, count: int) -> None:

@@ -182,6 +182,14 @@ class SqlJobRepository:
         )
         return self._stage(job_id, source)
 
+    def stage_copy(self, job_id: str, from_job_id: str) -> int:
+        """A preview's uploaded lines, for the job that does it for real (one statement)."""
+        c = revoke_job_lines.c
+        source = select(literal(job_id), c.line_no, c.code, c.norm, literal(None)).where(
+            c.job_id == from_job_id
+        )
+        return self._stage(job_id, source)
+
     def _stage(self, job_id: str, source: Any) -> int:
         c = revoke_job_lines.c
         # One statement over a whole series: on millions of coupons it may run longer than

@@ -186,7 +186,14 @@ async def job_page(request: Request, person: Person) -> Response:
         job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
     except errors.CouponError as error:
         return error_page(request, "Job", error)
-    return page(request, "job.html", title=f"Job {job.id}", job=render.job(job), reasons=REASONS)
+    return page(
+        request,
+        "job.html",
+        title=f"Job {job.id}",
+        job=render.job(job),
+        reasons=REASONS,
+        form_key=new_form_key(),
+    )
 
 
 @needs_person
@@ -230,6 +237,26 @@ async def job_cancel(request: Request, person: Person) -> Response:
 
 
 @needs_person
+async def job_start(request: Request, person: Person) -> Response:
+    """A preview's "Start revoke job": the same codes, series and reason, for real, without
+    sending the codes again. Sent twice (a double click), it starts one job."""
+    form = await checked_form(request, person)
+    job_id = request.path_params["job_id"][:40]
+    try:
+        entity = await call(
+            request,
+            person,
+            lambda uow, ctx: jobs.start_preview(uow, ctx, job_id),
+            lambda job, ctx: render.job(job),
+            permission="revoke",
+            once=form_once(form, "start-preview", job_id),
+        )
+    except errors.CouponError as error:
+        return error_page(request, "Start revoke job", error)
+    return RedirectResponse(f"{PREFIX}/jobs/{entity['jobId']}", status_code=303)
+
+
+@needs_person
 async def job_undo(request: Request, person: Person) -> Response:
     await checked_form(request, person)
     job_id = request.path_params["job_id"][:40]
@@ -254,4 +281,5 @@ routes = [
     Route("/jobs/{job_id}/report", job_report),
     Route("/jobs/{job_id}/cancel", job_cancel, methods=["POST"]),
     Route("/jobs/{job_id}/undo", job_undo, methods=["POST"]),
+    Route("/jobs/{job_id}/start", job_start, methods=["POST"]),
 ]
