@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -418,6 +419,25 @@ def test_serve_refuses_a_port_or_worker_count_out_of_range(option: str, value: s
 
     assert code == 2
     assert option in output and value in output
+
+
+def test_serve_on_a_port_in_use_says_so_before_touching_the_database(tmp_path: Path) -> None:
+    # given a port another program listens on
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        # when the demo server is asked to serve there
+        database = tmp_path / "coupons.db"
+        code, output = run("serve", "--demo", "--port", str(port), "--db", f"sqlite:///{database}")
+    finally:
+        taken.close()
+
+    # then it fails at once naming the port and how to choose another, printing no credentials
+    assert code == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in output
+    assert "PORT=" in output and "secret" not in output.lower()
+    # and it created no database
+    assert not database.exists()
 
 
 @pytest.mark.parametrize(

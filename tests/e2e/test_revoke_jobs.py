@@ -631,6 +631,29 @@ def test_job_revokes_are_coupon_events_and_its_end_is_one_org_event(
     assert hook["events"] == ["revoke_job.finished"]
 
 
+def test_a_dry_run_job_writes_no_event_whether_it_finishes_or_is_cancelled(
+    api: Api, backend: Backend, mixed: dict[str, Any]
+) -> None:
+    # given the event log's end
+    start = api.ok(api.get("/v2/events", params={"limit": 1000}))["nextAfter"]
+    # when a dry-run job runs to its end, and another is cancelled before it starts
+    ran = accepted(upload(api, "OK1\nOK2\n", couponSeriesId=mixed["series"], dryRun="true"))
+    stopped = accepted(upload(api, "OK1\n", couponSeriesId=mixed["series"], dryRun="true"))
+    api.ok(api.post(f"{JOBS}/{stopped['jobId']}/cancel"))
+    drain(backend.db)
+    assert api.ok(api.get(f"{JOBS}/{ran['jobId']}"))["state"] == "SUCCEEDED"
+    # then neither wrote an event: a subscriber never sees a preview as a revoke job
+    assert api.ok(api.get("/v2/events", params={"after": start}))["events"] == []
+    # while a real job of the same codes does
+    real = accepted(upload(api, "OK1\n", couponSeriesId=mixed["series"]))
+    drain(backend.db)
+    events = api.ok(api.get("/v2/events", params={"after": start}))["events"]
+    assert [(e["type"], e.get("jobId")) for e in events] == [
+        ("coupon.revoked", None),
+        ("revoke_job.finished", real["jobId"]),
+    ]
+
+
 def seed_coupons(backend: Backend, series_id: int, states: list[str]) -> list[str]:
     """Insert coupons straight into the table (fast): code `BIG%06d`, one per state given."""
     with backend.db.engine.connect() as conn:

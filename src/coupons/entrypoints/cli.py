@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 from pathlib import Path
@@ -362,6 +363,7 @@ def serve(
         Settings.from_env(database_url=db)
     except ValueError as error:
         raise _fail(str(error)) from None
+    _require_free_port(host, port)
     try:
         migrate.upgrade(db)
     except Exception as error:
@@ -402,6 +404,22 @@ def serve(
         # every worker in a loop, so the server never serves.
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """Refuse at once when the address is taken: found by the server only after the demo
+    banner, it buried the credentials under a traceback-like error and a make failure."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # SO_REUSEADDR, as the server binds: a port left in TIME_WAIT is not "in use"
+        socket.create_server((host.strip("[]"), port), family=family).close()
+    except OSError as error:
+        hint = "choose another with --port (with make run: make run PORT=8080)"
+        if error.errno == errno.EADDRINUSE:
+            raise _fail(f"port {port} on {host} is already in use: {hint}") from None
+        raise _fail(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 def _print_demo(data: DemoData, host: str, port: int) -> None:
