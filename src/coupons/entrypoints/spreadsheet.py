@@ -4,8 +4,10 @@ Codes, reasons and actor names are user input. A cell that starts with `=`, `+`,
 tab or a carriage return is read as a formula by spreadsheet programs, so such a cell is
 written with a single quote in front (`'=1+1`), as OWASP recommends: the program then shows the
 text instead of evaluating it, and a person still reads the original value after the quote.
-The quote is visible to a program that reads the file: a cell that begins with `'` followed by
-one of those characters had the quote added here (see `restore`).
+The quote is visible to a program that reads the file, which removes it with `restore`. So
+that every cell can be read back exactly, a value that itself starts with quotes followed by
+one of those characters (`'=1`) gets one more quote too (`''=1`): a cell that starts with a
+quote, then any quotes, then such a character, always had its first quote added here.
 
 Its own module, with no imports, so that both the server's exports and the `coupons revoke`
 command's result file use it (the command does not load the server).
@@ -18,13 +20,18 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 QUOTE = "'"
 
 
+def _quoted_formula(text: str) -> bool:
+    """Quotes (none or more), then a character that starts a formula."""
+    return text.lstrip(QUOTE).startswith(FORMULA_STARTS)
+
+
 def neutralise(text: str) -> str:
     """The text as a spreadsheet shows it without evaluating it."""
-    return QUOTE + text if text.startswith(FORMULA_STARTS) else text
+    return QUOTE + text if _quoted_formula(text) else text
 
 
 def restore(cell: str) -> str:
     """The original text of a cell `neutralise` wrote (for programs reading a file)."""
-    if cell.startswith(QUOTE) and cell[1:].startswith(FORMULA_STARTS):
+    if cell.startswith(QUOTE) and _quoted_formula(cell[1:]):
         return cell[1:]
     return cell
