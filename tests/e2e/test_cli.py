@@ -207,6 +207,38 @@ def test_creating_a_taken_username_fails_without_a_traceback(backend: Backend) -
     assert "Traceback" not in output
 
 
+def test_a_client_cannot_be_named_like_a_console_persons_email(backend: Backend) -> None:
+    # given a console person, whose email is the actor of what they do
+    email = f"{unique('lee')}@example.com"
+    assert (
+        run(
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            email,
+            "--role",
+            "support",
+            "--password",
+            "pw-123456",
+            "--db",
+            backend.url,
+        )[0]
+        == 0
+    )
+
+    # when a client is made with that email, or any email, as its username
+    for username in (email, "bot@example.org"):
+        code, output = run(
+            "client", "create", "--org", "acme", "--username", username, "--db", backend.url
+        )
+        # then it is refused, so the trail never shows a client's doing as the person's
+        assert code != 0
+        assert "must not contain '@'" in output
+    assert email not in run("client", "list", "--db", backend.url)[1]
+
+
 @pytest.mark.parametrize(
     ("org", "groups", "message"),
     [("no-such-org", "default", "no org"), ("acme", "superuser", "unknown access group")],

@@ -43,6 +43,12 @@ def create_client(
         raise errors.InvalidField(
             "username", f"must be 1 to {MAX_NAME} characters and contain no ':'"
         )
+    if "@" in username:
+        # A console person's email is the actor of what they do (spec §9): a client named
+        # like an email would read in the trail as a person's doing.
+        raise errors.InvalidField(
+            "username", "must not contain '@': email addresses name console people"
+        )
     if uow.clients.client_by_username(username) is not None:
         raise errors.UsernameTaken(username)
     try:
