@@ -353,6 +353,35 @@ def test_a_selector_for_an_unknown_series_or_a_bad_body_is_refused(api: Api) -> 
     assert [j["jobId"] for j in api.ok(api.get(JOBS))["jobs"]] == []
 
 
+@pytest.mark.parametrize(
+    ("media", "says"),
+    [
+        ("application/x-www-form-urlencoded", "Content-Type is application/x-www-form-urlencoded"),
+        (None, "Content-Type is missing"),
+    ],
+)
+def test_a_codes_file_sent_without_its_type_is_told_to_send_one(
+    api: Api, mixed: dict[str, Any], media: str | None, says: str
+) -> None:
+    # curl --data-binary @codes.txt sends a form type; a bare client may send none
+    headers = {"Content-Type": media} if media else {}
+    response = api.request(
+        "POST",
+        JOBS,
+        content=b"OK1\nOK2\n",
+        params={"couponSeriesId": mixed["series"]},
+        headers=headers,
+    )
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    message = response.json()["errors"][0]["message"]
+    assert "Content-Type text/plain or text/csv" in message and says in message
+    # and a file sent as a form (curl -F) without a query is told the same, not "bad JSON"
+    form = api.request("POST", JOBS, files={"file": ("codes.txt", b"OK1\n", "text/plain")})
+    assert (form.status_code, error_code(form)) == (400, 9002)
+    assert "not as a form" in form.json()["errors"][0]["message"]
+    assert api.ok(api.get(JOBS))["jobs"] == []
+
+
 @pytest.mark.parametrize("query", [{"couponSeriesId": "1"}, {"reason": "from the query"}])
 def test_a_selector_with_its_series_or_reason_in_the_query_is_refused(
     api: Api, mixed: dict[str, Any], query: dict[str, str]

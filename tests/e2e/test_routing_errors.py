@@ -53,6 +53,26 @@ def test_an_unknown_path_is_404_with_9014(api: Api, path: str) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
+    [
+        ("POST", "/v2/coupon/revok"),
+        ("POST", "/v2/coupon/reinstat"),
+        ("DELETE", "/v2/coupon/series/abc"),
+        ("PATCH", "/v2/customers/x1"),
+    ],
+)
+def test_a_typo_in_a_path_is_404_not_a_405_pointing_at_an_id_route(
+    api: Api, method: str, path: str
+) -> None:
+    # a mistyped literal segment lands where an id would go, and is no number
+    response = api.request(method, path, json={"couponCodes": ["A"]})
+
+    assert response.status_code == 404, response.text
+    assert error_code(response) == 9014
+    assert "allow" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
     [("POST", "/v2/coupon/revoke/"), ("GET", "/v2/coupon/series/"), ("GET", "/health/")],
 )
 def test_a_trailing_slash_is_an_unknown_path_not_an_empty_redirect(

@@ -109,15 +109,28 @@ async def create_job(
     if fmt is not None:
         spec = jobs.JobRequest(coupon_series_id, reason, dry_run, case)
         return await _upload(request, actor, fmt, spec)
+    sent = getattr(request.state, "sent_media_type", media)  # before the edge relabelled it
+    sent_as = f"this request's Content-Type is {sent or 'missing'}"
     for name, given in (("couponSeriesId", coupon_series_id), ("reason", reason)):
         if given is not None:
             # Ignored beside a selector, a query's series would have been silently replaced.
-            raise errors.InvalidField(name, "with a JSON selector, give it in the body")
+            # Most often a codes file sent without its type (curl's --data-binary, -F): say so.
+            raise errors.InvalidField(
+                name,
+                "a codes file is sent as the whole body with Content-Type text/plain or "
+                f"text/csv ({sent_as}); with a JSON selector, give it in the body",
+            )
     raw = await request.body()
     try:
         # As every other JSON body is read (9001 for no body, NaN or Infinity).
         data = strict_json(raw)
     except (ValueError, RecursionError):
+        if sent in ("multipart/form-data", "application/x-www-form-urlencoded") and raw:
+            raise errors.InvalidField(
+                "Content-Type",
+                "a codes file is sent as the whole body with Content-Type text/plain or "
+                f"text/csv, not as a form ({sent_as}); a series job as a JSON object",
+            ) from None
         raise errors.MalformedJson() from None
     if not isinstance(data, dict):
         raise errors.MalformedJson()

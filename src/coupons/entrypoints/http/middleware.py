@@ -121,6 +121,9 @@ class EdgeMiddleware:
             request_id = uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        # What the client labelled its body, before JSON bodies are relabelled below: an
+        # error can then say what was sent (a codes file without its type, say).
+        state["sent_media_type"] = media_type.decode("latin-1")
 
         async def with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

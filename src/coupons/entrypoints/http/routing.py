@@ -76,7 +76,11 @@ class IdRoute(APIRoute):
         # Revoke, first in line, has no path parameter: one attribute read and done.
         if not self._has_parameters or match is Match.NONE or _numeric(child_scope):
             return match, child_scope  # the usual case: one cheap check, no more
-        # Also for a method mismatch: the 405 must come from the route owning the path.
+        if match is Match.PARTIAL:
+            # A wrong method on a path whose id is no number (`POST /v2/coupon/revok`, a
+            # typo) names nothing this route serves: 404, not a 405 pointing at GET. The 405
+            # of a real path (`GET /v2/coupon/revoke`) comes from the route owning it.
+            return Match.NONE, {}
         if any(other is not self for other in _routes_with_this_path(scope)):
             return Match.NONE, {}
         return match, child_scope
