@@ -36,6 +36,25 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def create_person(url: str, email: str, role: str = "support", org: str = "acme") -> None:
+    """A console person made by the command line (password `pw-123456`)."""
+    code, output = run(
+        "user",
+        "create",
+        "--org",
+        org,
+        "--email",
+        email,
+        "--role",
+        role,
+        "--password",
+        "pw-123456",
+        "--db",
+        url,
+    )
+    assert code == 0, output
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -210,23 +229,7 @@ def test_creating_a_taken_username_fails_without_a_traceback(backend: Backend) -
 def test_a_client_cannot_be_named_like_a_console_persons_email(backend: Backend) -> None:
     # given a console person, whose email is the actor of what they do
     email = f"{unique('lee')}@example.com"
-    assert (
-        run(
-            "user",
-            "create",
-            "--org",
-            "acme",
-            "--email",
-            email,
-            "--role",
-            "support",
-            "--password",
-            "pw-123456",
-            "--db",
-            backend.url,
-        )[0]
-        == 0
-    )
+    create_person(backend.url, email)
 
     # when a client is made with that email, or any email, as its username
     for username in (email, "bot@example.org"):

@@ -14,7 +14,7 @@ from coupons.domain import errors
 from coupons.services import lookup
 from tests.conftest import Backend
 from tests.e2e.conftest import PAST, Api, error_code
-from tests.e2e.test_cli import run, unique
+from tests.e2e.test_cli import create_person, run, unique
 
 BASE = "http://testserver"
 ORIGIN = {"Origin": BASE}
@@ -26,23 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthW
 def signed_in(backend: Backend, client: TestClient) -> TestClient:
     """A client holding a support person's session cookie."""
     email = f"{unique('sam')}@example.com"
-    assert (
-        run(
-            "user",
-            "create",
-            "--org",
-            "acme",
-            "--email",
-            email,
-            "--role",
-            "support",
-            "--password",
-            "pw-123456",
-            "--db",
-            backend.url,
-        )[0]
-        == 0
-    )
+    create_person(backend.url, email)
     answer = client.post(
         "/console/signin",
         data={"email": email, "password": "pw-123456", "next": "/console/search"},
