@@ -36,11 +36,17 @@ def test_a_job_goes_on_after_the_database_returns_and_is_not_failed() -> None:
     db = OutageDb(down=2, answers=[True, False])
     worker = JobWorker(db, JobWorkerOptions(poll_interval=0.001))  # type: ignore[arg-type]
 
-    worker.run_job("job_1")
+    with structlog.testing.capture_logs() as logs:
+        worker.run_job("job_1")
 
     # Then its chunks were tried again until they ran, and nothing marked it FAILED
     assert db.calls == ["chunk"] * 4
     assert "<lambda>" not in db.calls  # no fail_job, no release while the job went on
+    # And the outage was one warning naming the job, and one line when the job went on
+    said = [(e["log_level"], e["event"], e.get("job")) for e in logs if e["log_level"] != "info"]
+    assert said == [("warning", "database unavailable; the job paused until it answers", "job_1")]
+    resumed = [e for e in logs if e["event"].startswith("database answers again")]
+    assert [e["job"] for e in resumed] == ["job_1"]
 
 
 def test_the_worker_thread_survives_a_job_run_that_raises() -> None:

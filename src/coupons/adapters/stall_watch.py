@@ -22,7 +22,6 @@ connection; the thread alone reads the sockets. Connections over a Unix socket a
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import struct
@@ -31,9 +30,10 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, event
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 # Linux's `struct tcp_info`: `tcpi_last_data_recv`, milliseconds since data last arrived.
 _LAST_DATA_RECV = struct.Struct("=I")
@@ -159,8 +159,8 @@ class StallWatch:
                 if quiet_ms is None or quiet_ms < limit_ms:
                     continue
                 log.warning(
-                    "database sent nothing for %.1f s during a statement; connection cut",
-                    quiet_ms / 1000,
+                    "database sent nothing during a statement; connection cut",
+                    quiet_seconds=round(quiet_ms / 1000, 1),
                 )
                 cut(fd)
                 del self._watched[key]

@@ -360,10 +360,15 @@ def serve(
     from coupons.services import demo
 
     try:
-        Settings.from_env(database_url=db)
+        settings = Settings.from_env(database_url=db)
     except ValueError as error:
         raise _fail(str(error)) from None
     _require_free_port(host, port)
+    from coupons.entrypoints.http.metrics import configure_logging
+
+    # The job runner and webhook worker threads below run in this process, not in the
+    # server's workers: without this their lines came out in another format than the rest.
+    configure_logging(settings.log_level)
     try:
         migrate.upgrade(db)
     except Exception as error:

@@ -83,16 +83,19 @@ class JobWorker:
                 uow, job_id, self.owner, utcnow(), options.lease, options.chunk_size
             )
 
+        outage = OutageLog(log.bind(job=job_id), "the job")
         try:
             while not self.stopping.is_set():
                 try:
                     more = self.db.run(chunk, custom_plans=True)
-                except DatabaseUnavailable:
+                    outage.succeeded()
+                except DatabaseUnavailable as error:
                     # Down, restarting or failing over: nothing of the chunk committed and this
                     # worker still holds the lease, so it tries again shortly and the job goes
                     # on within seconds of the database's return (no restart, no waiting out
-                    # the lease). Not a refusal: the job must not end FAILED for it.
-                    log.warning("database unavailable; the job waits", job=job_id)
+                    # the lease). Not a refusal: the job must not end FAILED for it. Logged
+                    # once, and once more when the job goes on.
+                    outage.failed(error, "job chunk failed")
                     self.stopping.wait(self.options.poll_interval)
                     continue
                 if not more:

@@ -15,8 +15,15 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
+import structlog
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from coupons.domain import errors
 from coupons.entrypoints.http.render import timestamp
 from coupons.entrypoints.spreadsheet import neutralise
+
+log = structlog.get_logger("coupons.http")
 
 MEDIA_TYPE = "text/csv; charset=utf-8"
 
@@ -49,3 +56,24 @@ def stream(header: Sequence[str], pages: Iterable[Iterable[Sequence[Cell]]]) -> 
         chunk = encode_rows(page)
         if chunk:
             yield chunk
+
+
+class CsvStream(StreamingResponse):
+    """A streamed CSV whose later pages may fail once the answer has begun (the database
+    going away mid-export). The status line is sent by then, so the only honest signal left is
+    a body that ends early: the connection is closed without the final chunk, and the client
+    sees an incomplete download (curl exits 18), never a file that looks whole. The server
+    logs one warning, not the framework's traceback for an error after the answer started."""
+
+    def __init__(self, content: Iterable[bytes] | object, *, filename: str) -> None:
+        super().__init__(
+            content,  # type: ignore[arg-type]
+            media_type=MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except* errors.DatabaseUnavailable:
+            log.warning("export cut short: the database became unavailable")

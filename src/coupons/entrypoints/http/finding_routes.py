@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from coupons.domain import errors
 from coupons.domain.model import Coupon, StateChange
@@ -162,11 +162,7 @@ async def export(
             page = fetch(page.next_cursor)
             yield [row(item) for item in page.items]
 
-    return StreamingResponse(
-        csv_export.stream(header, pages()),
-        media_type=csv_export.MEDIA_TYPE,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return csv_export.CsvStream(csv_export.stream(header, pages()), filename=filename)
 
 
 def coupon_row(c: Coupon) -> Sequence[csv_export.Cell]:

@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from coupons.domain import errors
 from coupons.domain.codes import CodeCase
@@ -306,7 +306,7 @@ def report_row(r: ReportRow, case: CodeCase) -> Sequence[csv_export.Cell]:
     return (case.render(r.written), r.outcome, r.error_code, coupons, holders)
 
 
-def report_response(db: Transactions, ctx: Context, job: Job) -> StreamingResponse:
+def report_response(db: Transactions, ctx: Context, job: Job) -> csv_export.CsvStream:
     """A job's report as CSV (the API's and the console's download), one short read per page:
     no transaction stays open while the client reads, and memory holds one page."""
     case = CodeCase(job.code_case)
@@ -325,5 +325,4 @@ def report_response(db: Transactions, ctx: Context, job: Job) -> StreamingRespon
             yield csv_export.encode_rows(report_row(r, case) for r in page)
             after = page[-1].line_no
 
-    headers = {"Content-Disposition": f'attachment; filename="{job.id}.csv"'}
-    return StreamingResponse(body(), media_type=csv_export.MEDIA_TYPE, headers=headers)
+    return csv_export.CsvStream(body(), filename=f"{job.id}.csv")
