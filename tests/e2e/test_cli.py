@@ -232,7 +232,7 @@ def test_a_client_cannot_be_named_like_a_console_persons_email(backend: Backend)
     create_person(backend.url, email)
 
     # when a client is made with that email, or any email, as its username
-    for username in (email, "bot@example.org"):
+    for username in (email, "bot@example.org", "ann\uff20acme.example", "ann\ufe6bx"):
         code, output = run(
             "client", "create", "--org", "acme", "--username", username, "--db", backend.url
         )

@@ -628,26 +628,34 @@ def test_a_finished_preview_starts_the_same_revoke_for_real_once_without_the_cod
     preview_page = previewed.headers["location"]
     preview_id = preview_page.rsplit("/", 1)[1]
     start_form = f'action="/console/jobs/{preview_id}/start"'
+    form = {"csrf": _csrf(signed_in)}
     running = signed_in.get(preview_page).text
+    # (and, queued, it cannot be started by hand either: it has shown nothing yet)
+    early = signed_in.post(f"/console/jobs/{preview_id}/start", data=form, headers=ORIGIN)
     drain(backend.db)
     page = signed_in.get(preview_page)
     assert api.ok(api.get(f"{JOBS}/{preview_id}"))["revokedCount"] == 2  # would revoke two
     # then its page offers to start it only once it has finished
     assert start_form not in running
+    assert early.status_code == 409 and "preview is QUEUED" in early.text
+    assert "only a finished preview can be started" in early.text
     assert start_form in page.text and "Start revoke job" in page.text
 
-    # when it is started, twice (a double click)
-    form = {"csrf": _csrf(signed_in), "form_key": _form_key(page)}
-    sent = [
-        signed_in.post(
+    # when it is started twice (a double click), and again from the page drawn afresh (Back)
+    def start() -> httpx.Response:
+        sent: httpx.Response = signed_in.post(
             f"/console/jobs/{preview_id}/start", data=form, headers=ORIGIN, follow_redirects=False
         )
-        for _ in range(2)
-    ]
+        return sent
 
-    # then both lead to one new job with the preview's series, reason and lines
-    assert [s.status_code for s in sent] == [303, 303]
-    assert sent[0].headers["location"] == sent[1].headers["location"] != preview_page
+    sent = [start(), start()]
+    signed_in.get(preview_page)
+    sent.append(start())
+
+    # then all lead to one new job with the preview's series, reason and lines
+    assert [s.status_code for s in sent] == [303, 303, 303]
+    assert len({s.headers["location"] for s in sent}) == 1
+    assert sent[0].headers["location"] != preview_page
     job_id = sent[0].headers["location"].rsplit("/", 1)[1]
     job = api.ok(api.get(f"{JOBS}/{job_id}"))
     assert (job["dryRun"], job["couponSeriesId"], job["reason"], job["total"]) == (

@@ -570,6 +570,17 @@ def test_a_series_preview_started_takes_the_series_afresh_and_an_ended_series_re
     for refused_id, ctx in ((job.id, world.ctx()), (preview.id, world.ctx(org_id=OTHER_ORG))):
         with pytest.raises((errors.JobStateConflict, errors.JobNotFound)):
             jobs.start_preview(world.uow(), ctx, refused_id)
+    # And a preview that has not run to its end (queued, or cancelled) has shown nothing yet
+    uow = world.uow()
+    queued = jobs.create_series_job(uow, world.ctx(), request)
+    uow.commit()
+    with pytest.raises(errors.JobStateConflict, match="QUEUED"):
+        jobs.start_preview(world.uow(), world.ctx(), queued.id)
+    uow = world.uow()
+    jobs.cancel_job(uow, world.ctx(), queued.id)
+    uow.commit()
+    with pytest.raises(errors.JobStateConflict, match="CANCELLED"):
+        jobs.start_preview(world.uow(), world.ctx(), queued.id)
     # And once the series has ended, a preview of it starts nothing
     world.store.series[series.id] = replace(series, valid_till=NOW - timedelta(days=1))
     with pytest.raises(errors.CouponError) as ended:

@@ -219,9 +219,14 @@ class Job:
             raise errors.JobStateConflict(refusal)
 
     def check_can_start(self) -> None:
-        """Only a preview (a dry-run revoke job) is started as the real thing."""
+        """Only a preview (a dry-run revoke job) that ran to its end is started as the real
+        thing: a queued, running or cancelled one has not shown what the job would do."""
         if self.kind is not JobKind.REVOKE or not self.dry_run:
             raise errors.JobStateConflict("only a preview (a dry-run revoke job) can be started")
+        if self.state is not JobState.SUCCEEDED:
+            raise errors.JobStateConflict(
+                f"the preview is {self.state.value}: only a finished preview can be started"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 
 from coupons.domain import errors
@@ -43,7 +44,7 @@ def create_client(
         raise errors.InvalidField(
             "username", f"must be 1 to {MAX_NAME} characters and contain no ':'"
         )
-    if "@" in username:
+    if "@" in unicodedata.normalize("NFKC", username):  # also the fullwidth and small at signs
         # A console person's email is the actor of what they do (spec §9): a client named
         # like an email would read in the trail as a person's doing.
         raise errors.InvalidField(

@@ -20,13 +20,15 @@ from coupons.entrypoints.http.deps import ReadActor
 from coupons.entrypoints.http.envelope import JSON
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.entrypoints.http.routes import ERRORS, CouponIdPath, IdPath, perform
+from coupons.entrypoints.http.routing import IdRoute
 from coupons.services import finding
 from coupons.services.common import Actor, Context, utcnow
 from coupons.services.ports import UnitOfWork
 
 T = TypeVar("T")
 
-router = APIRouter()
+# Every path parameter here is a number: a typo where one goes is 404, as on the core routes.
+router = APIRouter(route_class=IdRoute)
 
 # Rows read per transaction while streaming an export: memory holds one page.
 EXPORT_PAGE = 1000
