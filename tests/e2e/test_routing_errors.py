@@ -32,6 +32,8 @@ def test_a_wrong_method_on_a_known_path_is_405_with_9022(
     assert response.status_code == 405, response.text
     assert error_code(response) == 9022
     assert allow in response.headers["allow"]
+    # and HEAD wherever GET is allowed, since HEAD is answered as GET
+    assert ("HEAD" in response.headers["allow"]) == ("GET" in response.headers["allow"])
     assert "coupon_id" not in response.text
 
 

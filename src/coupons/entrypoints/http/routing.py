@@ -103,5 +103,9 @@ def _routes_with_this_path(scope: Scope) -> list[IdRoute]:
 
 
 def allowed_methods(scope: Scope) -> list[str]:
-    """Every method the request's path takes (for the `Allow` header of a 405)."""
-    return sorted({m for route in _routes_with_this_path(scope) for m in route.methods or ()})
+    """Every method the request's path takes (for the `Allow` header of a 405); HEAD too
+    where GET is, as the edge answers HEAD as GET."""
+    methods = {m for route in _routes_with_this_path(scope) for m in route.methods or ()}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
