@@ -54,7 +54,8 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     kind = first.get("type", "")
     if kind == "json_invalid" or (loc == ("body",) and kind in _NOT_AN_OBJECT):
         return await _malformed_body(request)
-    message = str(first.get("msg", "invalid value"))
+    # Our own checks raise ValueError, which the validator reports as "Value error, ...".
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     error = errors.InvalidField(field_name(loc), message)
     return failure(error.code, error.message, error.http_status)
 
