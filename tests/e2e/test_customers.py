@@ -111,6 +111,26 @@ def test_a_customer_can_be_looked_up_by_each_identifier(api: Api, query: dict[st
     assert entity["mobile"] == ALICE["mobile"] and entity["email"] == ALICE["email"]
 
 
+def test_an_external_id_with_spaces_around_it_finds_the_customer_it_made(api: Api) -> None:
+    # given a customer made with spaces around its external id (stored trimmed)
+    made = api.ok(api.post("/v2/customers", {"externalId": " X-1 "}))
+    assert made["externalId"] == "X-1"
+    series_id = api.series(codes=["SPACED-1"])
+
+    # then the same value finds them: in a lookup, an issue and a revoke
+    found = api.ok(api.get("/v2/customers/lookup", params={"externalId": " X-1\t"}))
+    issued = api.post(
+        "/v2/coupon/issue", {"seriesId": series_id, "customer": {"externalId": " X-1 "}}
+    )
+    revoked = api.revoke({"couponSeriesId": series_id, "customer": {"externalId": "X-1 "}})
+    assert found["id"] == made["id"]
+    assert api.ok(issued)["couponCode"] == "SPACED-1"
+    assert [c["couponCode"] for c in api.ok(revoked)["revokedCoupons"]] == ["SPACED-1"]
+    # and spaces alone are no identifier at all
+    blank = api.get("/v2/customers/lookup", params={"externalId": "   "})
+    assert (blank.status_code, error_code(blank)) == (400, 9002)
+
+
 def test_a_customer_can_be_looked_up_by_id(api: Api) -> None:
     alice_id = api.ok(api.post("/v2/customers", ALICE))["id"]
 

@@ -495,6 +495,23 @@ def test_a_series_exports_as_csv_with_formula_cells_neutralised(api: Api) -> Non
     assert {r[3] for r in rows[1:]} == {"AVAILABLE"}
 
 
+@pytest.mark.parametrize(
+    "query", [{"after": "abc"}, {"limit": "1"}, {"since": "2030-01-01"}, {"actor": "x"}], ids=str
+)
+def test_a_coupon_history_export_refuses_the_paging_and_filters_it_does_not_take(
+    api: Api, query: dict[str, str]
+) -> None:
+    # the other exports take these; silently ignored here, a client would take the whole
+    # history for what it asked
+    coupon = api.issue(api.series(codes=["HQ-1"]), api.customer("555-0303"))
+
+    answer = api.get(f"/v2/coupon/{coupon['couponId']}.csv", params=query)
+
+    assert (answer.status_code, error_code(answer)) == (400, 9002)
+    assert answer.json()["errors"][0]["message"].startswith(f"{next(iter(query))}:")
+    assert api.get(f"/v2/coupon/{coupon['couponId']}.csv").status_code == 200
+
+
 def test_customer_coupons_revocations_and_history_export_as_csv(api: Api) -> None:
     # Given a customer whose coupon was revoked with a formula as the reason
     series_id = api.series(codes=["H-1", "H-2"])

@@ -63,13 +63,16 @@ class CustomerRef:
 
 def find_customer(uow: UnitOfWork, org_id: int, ref: CustomerRef) -> Customer:
     """The one customer all given identifiers name: 701 if none does, 9008 if they disagree."""
+    # Trimmed as it was when the customer was made: " X-1 " made customer "X-1", and must
+    # find them again (mobiles and emails are normalised the same way on both sides).
+    external_id = ref.external_id.strip() if ref.external_id else None
     given = {
         name
         for name, value in (
             ("id", ref.id),
             ("mobile", ref.mobile),
             ("email", ref.email),
-            ("externalId", ref.external_id),
+            ("externalId", external_id),
         )
         if value not in (None, "")
     }
@@ -82,7 +85,7 @@ def find_customer(uow: UnitOfWork, org_id: int, ref: CustomerRef) -> Customer:
         id=ref.id,
         mobile_norm=normalize_mobile(ref.mobile) if ref.mobile else None,
         email_norm=normalize_email(ref.email) if ref.email else None,
-        external_id=ref.external_id or None,
+        external_id=external_id or None,
     )
     if not matches:
         raise errors.CustomerNotFound()

@@ -362,7 +362,9 @@ def _moment(name: str, value: str | None, *, end_of_day: bool) -> datetime | Non
     except OverflowError:
         # The first or last day of year 1 or 9999, moved past the calendar's end by the
         # whole day a date means, or by its UTC offset.
-        raise errors.InvalidField(name, "must be between 0001-01-02 and 9999-12-30") from None
+        raise errors.InvalidField(
+            name, "falls outside years 1 to 9999 once its offset or its whole day is counted"
+        ) from None
     except ValueError:
         raise errors.InvalidField(name, "use YYYY-MM-DD or an ISO-8601 time") from None
 
@@ -448,7 +450,13 @@ async def list_revocations(
 async def export_coupon_history(
     coupon_id: CouponIdPath, request: Request, actor: ReadActor
 ) -> Response:
-    """A coupon's history as CSV, oldest first."""
+    """A coupon's history as CSV, oldest first: the whole of it. It takes no paging or
+    filter: one sent (as the other exports take them) is 9002, not silently ignored."""
+    for name in ("after", "limit", "since", "until", "actor", "state"):
+        if name in request.query_params:
+            raise errors.InvalidField(
+                name, "a coupon's history export holds its whole history; it takes no filter"
+            )
 
     def read(uow: UnitOfWork, ctx: Context, cursor: str | None, size: int) -> Page[StateChange]:
         return Page(finding.coupon_history(uow, ctx, coupon_id), None)
