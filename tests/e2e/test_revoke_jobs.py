@@ -298,8 +298,14 @@ def test_the_same_upload_under_the_same_key_replays_the_first_job(
     assert again.headers["X-Request-Id"] == created.headers["X-Request-Id"]
     other = upload(api, "OK2\n", couponSeriesId=mixed["series"], headers=dict(key))
     assert error_code(other) == 9006
-    assert count_rows(backend, "revoke_jobs") == 1
-    assert count_rows(backend, "revoke_job_lines") == 1
+    # the same bytes as another type are another file ("code\nOK1" is two codes as text,
+    # one as CSV): 9006, not the first job
+    typed = {"Idempotency-Key": "upload-typed"}
+    accepted(upload(api, "code\nOK1\n", couponSeriesId=mixed["series"], headers=dict(typed)))
+    retyped = upload(api, "code\nOK1\n", "text/csv", couponSeriesId=mixed["series"], headers=typed)
+    assert error_code(retyped) == 9006
+    assert count_rows(backend, "revoke_jobs") == 2
+    assert count_rows(backend, "revoke_job_lines") == 3
 
 
 def test_an_upload_whose_reason_differs_only_in_case_is_another_request(

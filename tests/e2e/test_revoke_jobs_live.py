@@ -219,17 +219,26 @@ def test_coupons_revoke_on_server_uploads_watches_and_downloads_the_report(
         result = CliRunner().invoke(cli_app, args)
         # a rerun of the same command watches the same job (its idempotency key) again
         again = CliRunner().invoke(cli_app, args)
+        # and once that job has been undone, a rerun says so instead of reporting success
+        with server.client() as api:
+            undo = api.undo_revoke_job(result.stderr.split()[1].rstrip(":"))
+            while not api.revoke_job(undo.job_id).is_finished:
+                time.sleep(0.1)
+        undone = CliRunner().invoke(cli_app, args)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+    assert undone.exit_code == 2, undone.output
+    assert f"was undone by job {undo.job_id}" in " ".join(undone.stderr.split())
     assert result.exit_code == 1, result.output
     assert "299" in result.stdout and "301 of 301" in result.stdout
     rows = list(csv.DictReader((tmp_path / "codes.results.csv").open()))
     assert Counter(r["outcome"] for r in rows) == {"revoked": 299, "redeemed": 1, "not_found": 1}
     assert again.exit_code == 1 and result.stderr.split()[1] == again.stderr.split()[1]
     with server.client() as api:
-        assert len(api.revoke_jobs()) >= 1
-        assert api.revoke_jobs()[0].job_id == result.stderr.split()[1].rstrip(":")
+        # the newest is the undo, then the job the command made
+        listed = [j.job_id for j in api.revoke_jobs()]
+        assert listed[:2] == [undo.job_id, result.stderr.split()[1].rstrip(":")]
         # and the client pages the list: one job a page, every job once
         seen, after = [], None
         while True:

@@ -81,6 +81,16 @@ def test_a_csv_file_yields_the_code_column_whatever_the_other_columns(
     assert found == expected
 
 
+def test_a_csv_with_lone_carriage_returns_is_refused_in_plain_words() -> None:
+    # old Mac line ends: the csv module's own message spoke of "universal-newline mode"
+    with pytest.raises(errors.MalformedCodesFile) as caught:
+        parse(b"code\rA-1\rA-2\r", CodesFormat.CSV)
+    assert (
+        caught.value.problem == "a line ends with a lone carriage return: use LF or CRLF line ends"
+    )
+    assert "universal-newline" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [

@@ -165,4 +165,9 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
                 yield FileCode(start, code)
             start = current[0] + 1
     except csv.Error as error:
+        if "new-line character seen in unquoted field" in str(error):
+            # The csv module's words for a lone carriage return (old Mac line ends).
+            raise errors.MalformedCodesFile(
+                current[0], "a line ends with a lone carriage return: use LF or CRLF line ends"
+            ) from None
         raise errors.MalformedCodesFile(current[0], f"not valid CSV ({error})") from None

@@ -97,6 +97,15 @@ def command(args: Args, out: Console, err: Console, sleep: float = POLL_SECONDS)
     if job.state != "SUCCEEDED":
         err.print(f"[red]not finished:[/red] the job ended {job.state} {job.error or ''}")
         return EXIT_UNFINISHED
+    if job.undone_by_job_id is not None and not job.dry_run:
+        # A rerun within 24 hours follows the same job; if that job was undone since, what
+        # its report calls revoked has been put back, and success would be a lie.
+        err.print(
+            f"[red]undone:[/red] job {job.job_id} was undone by job {job.undone_by_job_id}; "
+            "what it revoked has been reinstated. To revoke these codes again, run with "
+            "another --reason (a new job)."
+        )
+        return EXIT_UNFINISHED
     failed = {k: v for k, v in counts.items() if k not in SUCCESSFUL}
     for outcome, n in failed.items():
         err.print(f"{n:,} {outcome}")

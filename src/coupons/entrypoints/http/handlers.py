@@ -6,6 +6,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from coupons.domain import errors
@@ -89,6 +90,17 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return failure(9002, str(exc.detail), exc.status_code)
 
 
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client hung up before its body was read whole (an upload stopped half-way): no
+    fault of the server's, so no 500 in the metrics and no traceback in the log. What it had
+    sent is discarded by whoever was reading it; this answer reaches nobody."""
+    log.info(
+        "client went away before its request was read", request_id=request_id_of(request.scope)
+    )
+    error = errors.InvalidField("body", "ended before it was complete: the client went away")
+    return failure(error.code, error.message, error.http_status)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     request_id = request_id_of(request.scope)
     log.error("unhandled error", request_id=request_id, error=type(exc).__name__)
@@ -99,4 +111,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.CouponError, coupon_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected_error)

@@ -83,10 +83,12 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-def _fingerprint(request: Request, body_digest: str) -> str:
+def _fingerprint(request: Request, body_digest: str, media: str = "") -> str:
+    """What makes two requests under one key the same: `media` too for an upload, as the same
+    bytes are other codes as text/plain than as text/csv."""
     query = query_fingerprint(request)
     digest = hashlib.sha256()
-    for part in (request.method, request.url.path, repr(query), body_digest):
+    for part in (request.method, request.url.path, repr(query), body_digest, media):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()
 
@@ -190,7 +192,7 @@ async def _upload(
     job_id = await run_in_threadpool(jobs.stage_upload, db, ctx, spec, parse_codes(chunks(), fmt))
     idempotency = None
     if key is not None:
-        idempotency = Idempotency(key, _fingerprint(request, digest.hexdigest()))
+        idempotency = Idempotency(key, _fingerprint(request, digest.hexdigest(), fmt.value))
     try:
         rendered = await run_in_threadpool(
             execute,
