@@ -81,6 +81,15 @@ def test_a_csv_file_yields_the_code_column_whatever_the_other_columns(
     assert found == expected
 
 
+def test_a_csv_with_two_code_columns_is_refused_rather_than_half_read() -> None:
+    with pytest.raises(errors.MalformedCodesFile) as caught:
+        parse(b"code, Code \nA-1,B-1\n", CodesFormat.CSV)
+    assert (caught.value.line, caught.value.problem) == (
+        1,
+        "more than one 'code' column in the header",
+    )
+
+
 def test_a_csv_with_lone_carriage_returns_is_refused_in_plain_words() -> None:
     # old Mac line ends: the csv module's own message spoke of "universal-newline mode"
     with pytest.raises(errors.MalformedCodesFile) as caught:

@@ -152,6 +152,9 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
         names = [name.strip().lower() for name in header]
         if "code" not in names:
             raise errors.MalformedCodesFile(1, "no 'code' column in the header")
+        if names.count("code") > 1:
+            # Taking the first would revoke one column's codes and drop the other's unseen.
+            raise errors.MalformedCodesFile(1, "more than one 'code' column in the header")
         column = names.index("code")
         start = current[0] + 1
         for record in reader:
