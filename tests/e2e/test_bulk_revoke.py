@@ -736,10 +736,16 @@ def test_a_journal_torn_by_a_kill_resumes_from_its_last_whole_record(tmp_path: P
     reopened.close()
 
 
-def test_a_csv_without_a_code_column_is_refused_with_2(tmp_path: Path) -> None:
-    # given a CSV whose header has no `code` column
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [("coupon,note", "no 'code' column"), ("code, Code ", "more than one 'code' column")],
+)
+def test_a_csv_without_one_code_column_is_refused_with_2(
+    tmp_path: Path, header: str, says: str
+) -> None:
+    # given a CSV whose header has no `code` column, or two (as the server refuses both)
     codes_file = tmp_path / "codes.csv"
-    codes_file.write_text("coupon,note\nA1,x\n")
+    codes_file.write_text(f"{header}\nA1,x\n")
 
     # when revoking, then the run stops before sending anything, naming the problem
     result = CliRunner().invoke(
@@ -748,7 +754,28 @@ def test_a_csv_without_a_code_column_is_refused_with_2(tmp_path: Path) -> None:
          "--password", "p", "--url", "http://127.0.0.1:9"],
     )  # fmt: skip
     assert result.exit_code == 2
-    assert "no 'code' column" in result.output
+    assert says in result.output
+
+
+def test_a_codes_file_that_is_a_pipe_or_missing_is_refused_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    # a pipe would be read empty the second time the run reads it: a silent "0 of 0"
+    fifo = tmp_path / "codes.fifo"
+    os.mkfifo(fifo)
+    for path, says in (
+        (fifo, "is not a regular file"),
+        (tmp_path / "missing.txt", "no such file"),
+        (tmp_path, "is a directory"),
+    ):
+        result = CliRunner().invoke(
+            cli_app,
+            ["revoke", "--series", "1", "--codes-file", str(path), "--username", "u",
+             "--password", "p", "--url", "http://127.0.0.1:9"],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert says in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.fifo"]
 
 
 def _direct_loop(server: Server, given: Given, parallel: int) -> float:

@@ -436,6 +436,51 @@ def test_resetting_an_unknown_clients_secret_fails_plainly(backend: Backend) -> 
 
 
 @pytest.mark.parametrize(
+    "command", [("client", "list"), ("org", "list"), ("worker",), ("webhook", "retry", "1")]
+)
+def test_a_database_error_never_prints_the_urls_password(
+    command: tuple[str, ...], postgres_admin_url: str | None
+) -> None:
+    if postgres_admin_url is None:
+        pytest.skip("PostgreSQL not reachable")
+    # given a URL with a password, naming a user and database the server does not have
+    server = make_url(postgres_admin_url)
+    where = f"{server.host}:{server.port or 5432}/no_such_db_{uuid.uuid4().hex[:6]}"
+    url = f"postgresql://no_such_user:topsecret-pw@{where}"
+
+    code, output = run(*command, "--db", url)
+
+    # then the error names the database with its password masked
+    assert code != 0
+    assert "topsecret-pw" not in output
+    assert f"postgresql://no_such_user:***@{where}" in output
+
+
+def test_an_error_longer_than_the_terminal_stays_one_line(tmp_path: Path) -> None:
+    # a pipe or a narrow terminal must not split the command the error suggests
+    url = f"sqlite:///{tmp_path / ('a-rather-long-database-name-' * 3)}.db"
+
+    code, output = run("org", "list", "--db", url)
+
+    assert code != 0
+    [line] = [x for x in output.splitlines() if "coupons db upgrade" in x]
+    assert f"run `coupons db upgrade --db {url}` first" in line
+
+
+def test_worker_on_a_taken_metrics_port_says_so_in_one_line(backend: Backend) -> None:
+    taken = socket.create_server(("0.0.0.0", 0))
+    try:
+        code, output = run(
+            "worker", "--metrics-port", str(taken.getsockname()[1]), "--db", backend.url
+        )
+    finally:
+        taken.close()
+
+    assert code == 2
+    assert "cannot serve metrics on port" in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize(
     "url", ["nonsense", "mysql://u@localhost/db", "sqlite:////no/such/dir/coupons.db"]
 )
 def test_a_bad_database_url_fails_plainly(url: str) -> None:

@@ -275,3 +275,23 @@ def test_the_export_command_writes_a_customers_coupons(served: Served, tmp_path:
     # and an unknown customer is an error naming its code, not an empty file
     assert unknown.exit_code == 1
     assert "701" in unknown.output
+
+
+def test_an_export_to_a_pipe_closed_early_ends_quietly(served: Served) -> None:
+    # `coupons export series N --out - | head -1`: the reader hangs up after one line
+    command = [
+        sys.executable, "-m", "coupons.entrypoints.cli", "export", "series",
+        str(served.big_series), "--out", "-", "--url", served.url,
+        "--username", USERNAME, "--password", PASSWORD,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    process.wait(timeout=60)
+
+    # then the line came, and the command ended without an error of its own
+    assert first.startswith(b"couponId,")
+    assert process.returncode == 0, errors
+    assert "Broken pipe" not in errors and "Traceback" not in errors

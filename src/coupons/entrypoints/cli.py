@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -48,6 +49,12 @@ def _database_error(error: Exception) -> str:
     return f"database error: {first_line(error)}"
 
 
+def shown(url: str) -> str:
+    """A database URL as it may be printed: its password masked (an error line ends up in
+    terminals, CI logs and service logs)."""
+    return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
+
+
 def first_line(error: Exception) -> str:
     """The driver's own words for a database error, without SQLAlchemy's wrapping."""
     cause = str(getattr(error, "orig", None) or error).strip().splitlines()
@@ -70,7 +77,8 @@ finding_cli.register(app)
 WORKER_HEALTHCHECK_SECONDS = 60
 
 console = Console()
-err = Console(stderr=True)
+# Errors are one line each, however narrow the terminal or pipe: never wrapped mid-word.
+err = Console(stderr=True, soft_wrap=True)
 
 DbOption = Annotated[
     str,
@@ -95,7 +103,7 @@ def _database(url: str) -> Database:
     try:
         return Database.from_url(url, pool_size=2)
     except Exception as error:  # bad URL or driver: say so, no traceback
-        raise _fail(f"cannot open database {url!r}: {error}") from None
+        raise _fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
 
 
 def _require_file(url: str) -> None:
@@ -103,7 +111,7 @@ def _require_file(url: str) -> None:
     create an empty file and its lock files, only to say the schema is missing."""
     missing = _missing_sqlite_file(url)
     if missing is not None:
-        raise _fail(f"no database at {missing}: run `coupons db upgrade --db {url}` first")
+        raise _fail(f"no database at {missing}: run `coupons db upgrade --db {shown(url)}` first")
 
 
 def _missing_sqlite_file(url: str) -> str | None:
@@ -137,9 +145,9 @@ def require_schema(url: str) -> None:
     except DBAPIError as error:
         if is_unavailable(error):  # an outage, as a command meeting one says it (9023)
             raise DatabaseUnavailable(RETRY_AFTER_SECONDS) from None
-        raise _fail(f"cannot open database {url!r}: {first_line(error)}") from None
+        raise _fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
     except Exception as error:  # a file that cannot be opened, a bad URL
-        raise _fail(f"cannot open database {url!r}: {first_line(error)}") from None
+        raise _fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
     if problem is not None:
         raise _fail(problem)
 

@@ -3,6 +3,7 @@ HTTP API (like `coupons revoke`, an API client: it needs a URL and credentials, 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ Until = Annotated[
 Actor = Annotated[str | None, typer.Option(help="only revokes by this API client or person")]
 DEFAULT_URL = "http://127.0.0.1:8000"
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -61,6 +62,11 @@ def _client(url: str, username: str | None, password: str | None) -> Iterator[Co
             yield client
     except CouponApiError as error:
         raise _fail(error.describe()) from None
+    except BrokenPipeError:
+        # The reader took what it wanted (`| head -1`): no error of ours. Further writes to
+        # the closed pipe (at exit, when stdout is flushed) go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except (httpx.InvalidURL, OSError) as error:
         raise _fail(str(error)) from None
 

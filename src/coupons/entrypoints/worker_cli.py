@@ -68,7 +68,13 @@ def worker_command(
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port)
+        try:
+            start_http_server(metrics_port)
+        except OSError as error:  # taken, or not ours to bind: one line, no traceback
+            raise typer.BadParameter(
+                f"cannot serve metrics on port {metrics_port}: {error.strerror or error}",
+                param_hint="'--metrics-port'",
+            ) from None
     options = WorkerOptions(
         concurrency=concurrency,
         lease=timedelta(seconds=lease_seconds),

@@ -64,6 +64,9 @@ def read_codes(path: Path) -> Iterator[tuple[int, str]]:
             names = [name.strip().lower() for name in header or []]
             if "code" not in names:
                 raise CodesFileError(f"{path} has no 'code' column (header: {header})")
+            if names.count("code") > 1:
+                # As the server refuses it: one column's codes would be dropped unseen.
+                raise CodesFileError(f"{path} has more than one 'code' column (header: {header})")
             if reader.line_num > 1:
                 raise CodesFileError(f"{path}, line 1: {SPANS_LINES}")
             column = names.index("code")

@@ -154,6 +154,19 @@ def _unwritable(results: Path) -> str | None:
     return None
 
 
+def _unreadable(codes_file: Path) -> str | None:
+    """Why the codes file cannot be read as the run needs, if it cannot. The run reads it
+    more than once (to count, to send, to resume), so a pipe (`<(...)`) or a FIFO would be
+    read empty the second time, or wait forever."""
+    if not codes_file.exists():
+        return "no such file"
+    if codes_file.is_dir():
+        return "is a directory; give the path of a codes file"
+    if not codes_file.is_file():
+        return "is not a regular file (a pipe is read only once); save the codes to a file"
+    return None
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
@@ -197,8 +210,11 @@ def revoke(
     ] = False,
 ) -> None:
     """Revoke every code of a file through the API, 50 a request; rerun to resume."""
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     out = Console()
+    if (problem := _unreadable(codes_file)) is not None:
+        err.print(f"[red]error:[/red] --codes-file {codes_file}: {problem}")
+        raise typer.Exit(EXIT_UNFINISHED)
     if results is not None and _same_file(results, codes_file):
         # Writing the results there would replace the codes the run (and its rerun) reads.
         err.print("[red]error:[/red] --results must not be the codes file itself")
