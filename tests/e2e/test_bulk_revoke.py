@@ -531,10 +531,13 @@ def test_a_code_holding_a_control_character_is_invalid_and_the_rest_is_revoked(
 def test_a_refused_run_says_the_cause_must_be_fixed_and_the_corrected_command_just_runs(
     server: Server, tmp_path: Path
 ) -> None:
-    # given codes of a real series, first sent with a series id the org does not have
+    # given codes of a real series, and the record of an earlier run beside them
     given = given_series(server, 2)
     codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    record = tmp_path / "codes.results.csv"
+    record.write_text("line,code,outcome,errorCode,couponId\n1,EARLIER,revoked,,7\n")
 
+    # when they are first sent with a series id the org does not have
     done = invoke_bulk(server, 987_655, codes_file)
 
     # then nothing was revoked, it says to fix the cause, and keeps no journal to resume
@@ -542,6 +545,10 @@ def test_a_refused_run_says_the_cause_must_be_fixed_and_the_corrected_command_ju
     said = " ".join(done.stderr.split())
     assert "fix what it names" in said and "nothing was revoked" in said
     assert not (tmp_path / "codes.results.csv.journal").exists()
+    # and writes no results: the earlier record is as it was, and no scratch file is left
+    assert "no results file was written" in said
+    assert record.read_text() == "line,code,outcome,errorCode,couponId\n1,EARLIER,revoked,,7\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.results.csv", "codes.txt"]
     # and the corrected command (another --series) runs without tripping on the first run
     fixed = invoke_bulk(server, given.series_id, codes_file)
     assert fixed.returncode == 0, fixed.stderr

@@ -107,17 +107,23 @@ def run(
         finally:
             journal.close()
     every_line = plan(codes_path, scanned)
-    report = write_results(
-        every_line, journal, results, scanned.total, CodeCase[spec.case], problem
-    )
     if refused and not journal.resumed and set(journal.keys) <= refused:
         # This run started the journal and every batch it sent was refused whole, so none
         # changed anything: there is nothing to resume, and a journal kept would tie the
         # corrected rerun to these arguments. (A resumed journal holds keys of an earlier
-        # run whose answers may have been lost: it is always kept.)
+        # run whose answers may have been lost: it is always kept.) Nor is there a result
+        # to keep: the counts are taken from a scratch file, and a results file already
+        # there (an earlier run's record) is left as it was.
+        scratch = results.with_name(f".{results.name}.refused")
+        try:
+            report = write_results(
+                every_line, journal, scratch, scanned.total, CodeCase[spec.case], problem
+            )
+        finally:
+            scratch.unlink(missing_ok=True)
         journal.path.unlink(missing_ok=True)
         return replace(report, nothing_changed=True)
-    return report
+    return write_results(every_line, journal, results, scanned.total, CodeCase[spec.case], problem)
 
 
 def _describe(error: CouponApiError) -> str:
@@ -280,12 +286,14 @@ def revoke(
     except KeyboardInterrupt:  # before any batch went out, or while writing the results
         raise stop("interrupted; rerun the same command to resume") from None
     out.print(summary_table(report, dry_run))
-    out.print(f"results: {results}")
+    if not report.nothing_changed:
+        out.print(f"results: {results}")
     status = report.exit_status
     if status == EXIT_UNFINISHED and report.nothing_changed:
         err.print(
-            f"[red]not finished:[/red] {report.problem}; nothing was revoked: fix what it "
-            "names and run the command again (with other arguments too: nothing to resume)"
+            f"[red]not finished:[/red] {report.problem}; nothing was revoked and no results "
+            "file was written: fix what it names and run the command again (with other "
+            "arguments too: nothing to resume)"
         )
     elif status == EXIT_UNFINISHED:
         err.print(f"[red]not finished:[/red] {report.problem}; {_advice(report.problem)}")
