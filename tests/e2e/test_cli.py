@@ -456,6 +456,22 @@ def test_a_database_error_never_prints_the_urls_password(
     assert f"postgresql://no_such_user:***@{where}" in output
 
 
+@pytest.mark.parametrize("name", ["bad\nname", "tab\tbed", "x\x01y", "zero\u200bwidth"])
+def test_org_and_client_names_with_line_breaks_or_control_characters_are_refused(
+    backend: Backend, name: str
+) -> None:
+    # they would split a row of the lists, or hide part of the name
+    org_code, org_output = run("org", "create", name, "--db", backend.url)
+    client_code, client_output = run(
+        "client", "create", "--org", "acme", "--username", name, "--db", backend.url
+    )
+
+    assert org_code != 0 and client_code != 0
+    for output in (org_output, client_output):
+        assert "must not contain line breaks or control characters" in output
+    assert "zero" not in run("org", "list", "--db", backend.url)[1]
+
+
 def test_an_error_longer_than_the_terminal_stays_one_line(tmp_path: Path) -> None:
     # a pipe or a narrow terminal must not split the command the error suggests
     url = f"sqlite:///{tmp_path / ('a-rather-long-database-name-' * 3)}.db"

@@ -17,11 +17,19 @@ from coupons.services.ports import UnitOfWork
 MAX_NAME = 200
 
 
+def _printable(field: str, value: str) -> None:
+    """Names are shown in tables and logs: a line break or a control character in one would
+    split a row or hide part of the name (`x\x01y` was listed as `xy`)."""
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise errors.InvalidField(field, "must not contain line breaks or control characters")
+
+
 def create_org(uow: UnitOfWork, name: str) -> int:
     """A new org; 9016 when the name is taken."""
     name = name.strip()
     if not name or len(name) > MAX_NAME:
         raise errors.InvalidField("name", f"must be 1 to {MAX_NAME} characters")
+    _printable("name", name)
     if uow.clients.org_id_by_name(name) is not None:
         raise errors.OrgNameTaken(name)
     return uow.clients.add_org(name, utcnow())
@@ -44,6 +52,7 @@ def create_client(
         raise errors.InvalidField(
             "username", f"must be 1 to {MAX_NAME} characters and contain no ':'"
         )
+    _printable("username", username)
     if "@" in unicodedata.normalize("NFKC", username):  # also the fullwidth and small at signs
         # A console person's email is the actor of what they do (spec §9): a client named
         # like an email would read in the trail as a person's doing.
