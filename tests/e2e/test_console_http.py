@@ -681,3 +681,25 @@ def test_a_finished_preview_starts_the_same_revoke_for_real_once_without_the_cod
     assert refused.status_code == 409
     assert "nly a preview (a dry-run revoke job) can be started (error 9026)" in refused.text
     assert len(api.ok(api.get(JOBS))["jobs"]) == 2
+
+
+def test_a_confirm_that_revokes_nothing_is_not_headed_revoked(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a coupon previewed for revoke, then redeemed before the confirm
+    series_id = api.series(codes=[unique("LATE").upper()])
+    customer = api.customer(email=f"{unique('late')}@example.com")
+    coupon = api.issue(series_id, customer)
+    form = {"csrf": _csrf(signed_in), "coupon": str(coupon["couponId"]), "reason": "leak"}
+    preview = signed_in.post("/console/revoke", data=form, headers=ORIGIN)
+    api.ok(api.redeem(customer, coupon["couponCode"]))
+
+    # when the person confirms
+    confirm = {**form, "step": "confirm", "form_key": _form_key(preview)}
+    answer = signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
+
+    # then the page says nothing was revoked, and why
+    assert answer.status_code == 200
+    assert "<h1>Nothing revoked</h1>" in answer.text and "<h1>Revoked</h1>" not in answer.text
+    assert "Revoked <strong>0</strong> of 1" in answer.text and "error 405" in answer.text
+    assert api.coupon(coupon["couponId"])["state"] == "REDEEMED"

@@ -135,7 +135,7 @@ async def revoke_post(request: Request, person: Person) -> Response:
     return page(
         request,
         "revoked.html",
-        title="Revoked",
+        title="Revoked" if entity["revokedCoupons"] else "Nothing revoked",
         result=entity,
         request_id=request_id_of(request.scope),
         reason=reason,
