@@ -703,3 +703,21 @@ def test_a_confirm_that_revokes_nothing_is_not_headed_revoked(
     assert "<h1>Nothing revoked</h1>" in answer.text and "<h1>Revoked</h1>" not in answer.text
     assert "Revoked <strong>0</strong> of 1" in answer.text and "error 405" in answer.text
     assert api.coupon(coupon["couponId"])["state"] == "REDEEMED"
+
+
+def test_a_picked_id_with_no_coupon_is_named_on_the_revoke_page_not_dropped(
+    signed_in: TestClient, api: Api
+) -> None:
+    coupon = api.issue(api.series(codes=[unique("PICK").upper()]), api.customer("555-0404"))
+
+    alone = signed_in.get("/console/revoke", params={"coupon": "99999999"})
+    mixed = signed_in.get(
+        "/console/revoke", params=[("coupon", str(coupon["couponId"])), ("coupon", "99999999")]
+    )
+
+    # then a stale or mistyped id is named as not found, alone and beside a real pick
+    assert alone.status_code == 200
+    assert "Coupon not found (error 682): id 99999999" in alone.text
+    assert "No coupon picked" not in alone.text
+    assert "1 coupon picked" in mixed.text
+    assert "Coupon not found (error 682), left out: id 99999999" in mixed.text

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from coupons.domain import errors
 from coupons.domain.codes import CodeCase
+from coupons.domain.model import Coupon
 from coupons.domain.people import Person
 from coupons.entrypoints.console.pages import needs_person
 from coupons.entrypoints.console.web import (
@@ -53,6 +54,7 @@ def _bad_pick(request: Request, error: errors.CouponError, reason: str) -> Respo
         status=status_of(error),
         title="Revoke",
         coupons=[],
+        missing=[],
         reason=reason,
         preview=None,
         result=None,
@@ -73,10 +75,18 @@ async def revoke_page(request: Request, person: Person) -> Response:
         "revoke.html",
         title="Revoke",
         coupons=coupons,
+        missing=_missing(ids, coupons),
         reason="",
         preview=None,
         result=None,
     )
+
+
+def _missing(ids: list[int], coupons: list[Coupon]) -> list[int]:
+    """Picked ids the org has no coupon for (a stale link, a typo): named on the page, not
+    silently dropped from what the person thinks they are revoking."""
+    found = {c.id for c in coupons}
+    return [i for i in ids if i not in found]
 
 
 @needs_person
@@ -92,6 +102,7 @@ async def revoke_post(request: Request, person: Person) -> Response:
     context: dict[str, Any] = {
         "title": "Revoke",
         "coupons": coupons,
+        "missing": _missing(ids, coupons),
         "reason": reason,
         "preview": None,
     }
