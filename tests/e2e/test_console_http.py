@@ -721,3 +721,25 @@ def test_a_picked_id_with_no_coupon_is_named_on_the_revoke_page_not_dropped(
     assert "No coupon picked" not in alone.text
     assert "1 coupon picked" in mixed.text
     assert "Coupon not found (error 682), left out: id 99999999" in mixed.text
+
+
+def test_select_all_unredeemed_ticks_every_coupon_a_revoke_may_take(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a customer holding two live coupons and one redeemed
+    series_id = api.series(codes=[unique("ALL").upper() for _ in range(3)])
+    customer = api.customer(email=f"{unique('all')}@example.com")
+    held = [api.issue(series_id, customer) for _ in range(3)]
+    api.ok(api.redeem(customer, held[0]["couponCode"]))
+
+    page = signed_in.get(f"/console/customers/{customer}")
+    picked = signed_in.get(f"/console/customers/{customer}", params={"pick": "all"})
+
+    # then the page offers it, and following it ticks the two live ones only
+    assert f'href="/console/customers/{customer}?pick=all">Select all unredeemed</a>' in page.text
+    assert " checked>" not in page.text
+    ticked = set(
+        re.findall(r'value="(\d+)" id="pick-\d+" aria-label="[^"]*" checked>', picked.text)
+    )
+    assert ticked == {str(c["couponId"]) for c in held[1:]}
+    assert f"<title>Customer #{customer}" in picked.text or f"#{customer} ·" in picked.text

@@ -201,8 +201,16 @@ async def customer(request: Request, person: Person) -> Response:
     now = utcnow()
     expired = {i for i, s in detail.series.items() if s.is_expired(now)}
     refused = {i for i, s in detail.series.items() if _refusal(s, now)}
+    name = " ".join(n for n in (detail.customer.first_name, detail.customer.last_name) if n)
     return page(
-        request, "customer.html", title="Customer", detail=detail, expired=expired, refused=refused
+        request,
+        "customer.html",
+        title=f"Customer {name or ''} #{customer_id}".replace("  ", " "),
+        detail=detail,
+        expired=expired,
+        refused=refused,
+        # "Select all unredeemed": every box a revoke may take comes ticked (no script).
+        pick_all=request.query_params.get("pick") == "all",
     )
 
 
