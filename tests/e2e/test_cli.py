@@ -472,6 +472,27 @@ def test_org_and_client_names_with_line_breaks_or_control_characters_are_refused
     assert "zero" not in run("org", "list", "--db", backend.url)[1]
 
 
+@pytest.mark.parametrize("password", ["", "p", "7-chars"])
+def test_a_chosen_password_shorter_than_8_characters_is_refused_not_replaced(
+    backend: Backend, password: str
+) -> None:
+    # `--password ''` used to get a generated secret without a word, and "p" was taken
+    name = unique("short")
+    client = run(
+        "client", "create", "--org", "acme", "--username", name, "--password", password,
+        "--db", backend.url,
+    )  # fmt: skip
+    person = run(
+        "user", "create", "--org", "acme", "--email", f"{name}@example.com", "--role",
+        "viewer", "--password", password, "--db", backend.url,
+    )  # fmt: skip
+
+    for code, output in (client, person):
+        assert code != 0
+        assert "must be at least 8 characters (leave it out to have one generated)" in output
+    assert name not in run("client", "list", "--db", backend.url)[1]
+
+
 def test_an_error_longer_than_the_terminal_stays_one_line(tmp_path: Path) -> None:
     # a pipe or a narrow terminal must not split the command the error suggests
     url = f"sqlite:///{tmp_path / ('a-rather-long-database-name-' * 3)}.db"

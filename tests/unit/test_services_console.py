@@ -111,13 +111,13 @@ def test_sign_in_makes_a_session_that_ends_on_sign_out_and_never_stores_the_toke
     uow = world.uow()
     world.store.orgs[1001] = "acme"
     people.create_person(
-        uow, org="acme", email="Ann@Example.com", role="support", password="pw-1", now=NOW
+        uow, org="acme", email="Ann@Example.com", role="support", password="pw-1-long", now=NOW
     )
     uow.commit()
 
     # When they sign in
     signed = people.sign_in(
-        world.uow(), FailureThrottle(3, 60), email="ann@example.COM", password="pw-1",
+        world.uow(), FailureThrottle(3, 60), email="ann@example.COM", password="pw-1-long",
         address="a", now=NOW, lifetime=timedelta(hours=1),
     )  # fmt: skip
 
@@ -133,7 +133,9 @@ def test_sign_in_makes_a_session_that_ends_on_sign_out_and_never_stores_the_toke
 def test_wrong_passwords_are_refused_alike_and_then_throttled(world: World) -> None:
     world.store.orgs[1001] = "acme"
     uow = world.uow()
-    people.create_person(uow, org="acme", email="a@x.test", role="viewer", password="p", now=NOW)
+    people.create_person(
+        uow, org="acme", email="a@x.test", role="viewer", password="pw-right-1", now=NOW
+    )
     uow.commit()
     throttle = FailureThrottle(2, 60)
 
@@ -147,4 +149,4 @@ def test_wrong_passwords_are_refused_alike_and_then_throttled(world: World) -> N
         with pytest.raises(errors.AuthenticationFailed):
             attempt(email, "wrong")
     with pytest.raises(errors.TooManyAuthFailures):
-        attempt("a@x.test", "p")
+        attempt("a@x.test", "pw-right-1")

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from coupons.domain import errors
 from coupons.domain.records import ClientSummary, OrgSummary
 from coupons.services import people
-from coupons.services.auth import hash_secret, new_secret, parse_groups
+from coupons.services.auth import chosen_or_new_secret, hash_secret, new_secret, parse_groups
 from coupons.services.common import utcnow
 from coupons.services.ports import UnitOfWork
 
@@ -65,7 +65,7 @@ def create_client(
         group_set = parse_groups(groups)
     except ValueError as error:
         raise errors.InvalidField("groups", str(error)) from None
-    secret = password or new_secret()
+    secret = chosen_or_new_secret(password)
     uow.clients.add_client(org_id, username, hash_secret(secret), group_set, utcnow())
     return secret
 

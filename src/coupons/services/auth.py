@@ -80,6 +80,23 @@ def new_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
+MIN_CHOSEN_SECRET = 8
+
+
+def chosen_or_new_secret(password: str | None) -> str:
+    """The password an operator chose, or a generated one when none was given. A chosen one
+    is at least 8 characters: `--password ''` silently got a generated secret, and a
+    one-letter password was taken."""
+    if password is None:
+        return new_secret()
+    if len(password) < MIN_CHOSEN_SECRET:
+        raise errors.InvalidField(
+            "password",
+            f"must be at least {MIN_CHOSEN_SECRET} characters (leave it out to have one generated)",
+        )
+    return password
+
+
 def parse_groups(value: str | Iterable[str]) -> frozenset[str]:
     items = value.split(",") if isinstance(value, str) else list(value)
     groups = frozenset(g.strip() for g in items if g.strip())

@@ -22,7 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from coupons.domain import errors
 from coupons.domain.model import normalize_email
 from coupons.domain.people import ConsoleSession, Person, Role
-from coupons.services.auth import FailureThrottle, hash_secret, new_secret
+from coupons.services.auth import FailureThrottle, chosen_or_new_secret, hash_secret, new_secret
 from coupons.services.common import Actor
 from coupons.services.ports import UnitOfWork
 
@@ -90,7 +90,7 @@ def create_person(
         raise errors.InvalidField("role", str(error)) from None
     if uow.users.by_email(address) is not None:
         raise errors.UsernameTaken(address)
-    secret = password or new_secret()
+    secret = chosen_or_new_secret(password)
     client_id = uow.clients.add_client(
         org_id, CLIENT_PREFIX + address, hash_secret(new_secret()), [parsed.group], now
     )
