@@ -27,7 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 from coupons.client import BasicAuth, CouponClient, OAuth
-from coupons.entrypoints.bulk_revoke.journal import Journal, RunSpec
+from coupons.entrypoints.bulk_revoke.journal import Journal, JournalMismatch, RunSpec
 from coupons.entrypoints.cli import app as cli_app
 from tests.conftest import scratch_postgres
 from tests.e2e.conftest import FUTURE
@@ -714,6 +714,22 @@ def test_a_rerun_as_another_api_client_is_refused_rather_than_resumed(
 
     assert other.returncode == 2
     assert "belongs to a run with other arguments" in " ".join(other.stderr.split())
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"garbage{\n", b'{"batch":0,"state":"sent","key":"k"}\n', b"\xff\xfe\x00x\n", b"[1]\n"],
+)
+def test_a_file_that_is_no_journal_of_this_command_is_refused_not_taken_for_one(
+    tmp_path: Path, content: bytes
+) -> None:
+    # taken as a journal, its batches were reported for arguments it never named
+    path = tmp_path / "r.csv.journal"
+    path.write_bytes(content)
+
+    with pytest.raises(JournalMismatch, match="is not a journal this command can resume"):
+        Journal(path, RunSpec(1, "codes.txt", "abc", None, "UPPER", False))
+    assert path.read_bytes() == content
 
 
 def test_a_journal_torn_by_a_kill_resumes_from_its_last_whole_record(tmp_path: Path) -> None:

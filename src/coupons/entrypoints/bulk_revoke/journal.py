@@ -97,7 +97,16 @@ class Journal:
             return handle.read(1) == b"\n"
 
     def _load(self, header: dict[str, Any]) -> None:
+        seen_header = False
         for offset, record in self._records():
+            if not seen_header and "journal" not in record:
+                # No header first: not this command's journal (or one damaged past reading).
+                # Taken as one, its batches would be reported for arguments it never named.
+                raise JournalMismatch(
+                    f"{self.path} is not a journal this command can resume (it has no header "
+                    "line); remove it, or pick another --results file"
+                )
+            seen_header = True
             if "journal" in record:
                 if record != header:
                     raise JournalMismatch(
@@ -109,6 +118,11 @@ class Journal:
             elif record.get("state") == "done":
                 self.done.add(record["batch"])
                 self._offsets.setdefault(record["batch"], offset)
+        if not seen_header:
+            raise JournalMismatch(
+                f"{self.path} is not a journal this command can resume (it has no header "
+                "line); remove it, or pick another --results file"
+            )
         for finished in self.done:
             self.keys.pop(finished, None)
 
@@ -117,8 +131,10 @@ class Journal:
             offset = 0
             for line in handle:
                 # A torn last line of a killed run does not parse: that batch is resent.
-                with contextlib.suppress(json.JSONDecodeError):
-                    yield offset, json.loads(line)
+                with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        yield offset, record
                 offset += len(line)
 
     def _write(self, record: dict[str, Any]) -> int:
