@@ -493,6 +493,21 @@ def test_a_chosen_password_shorter_than_8_characters_is_refused_not_replaced(
     assert name not in run("client", "list", "--db", backend.url)[1]
 
 
+def test_an_export_to_a_directory_or_a_missing_folder_is_refused_before_downloading(
+    tmp_path: Path,
+) -> None:
+    # no server listens at this URL: the refusal must come before any request
+    api = ["--url", "http://127.0.0.1:9", "--username", "u", "--password", "p"]
+    for out, says in (
+        (tmp_path, "is a directory; give the path of a file"),
+        (tmp_path / "nowhere" / "x.csv", "does not exist"),
+    ):
+        code, output = run("export", "series", "1", "--out", str(out), *api)
+        assert code == 1, output
+        assert says in output and ".partial" not in output and "Errno" not in output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_error_longer_than_the_terminal_stays_one_line(tmp_path: Path) -> None:
     # a pipe or a narrow terminal must not split the command the error suggests
     url = f"sqlite:///{tmp_path / ('a-rather-long-database-name-' * 3)}.db"

@@ -76,6 +76,14 @@ def _output(out: Path) -> Iterator[IO[bytes]]:
     if str(out) == "-":
         yield sys.stdout.buffer
         return
+    # Checked before the download: found at the end, a whole export was fetched for nothing,
+    # and the error named an internal `.partial` file.
+    if out.is_dir():
+        raise _fail(f"--out {out} is a directory; give the path of a file")
+    if not out.parent.is_dir():
+        raise _fail(f"--out {out}: its folder {out.parent} does not exist")
+    if out.exists() and not out.is_file():
+        raise _fail(f"--out {out} is not a regular file; give the path of a file (or - for stdout)")
     with whole_file(out) as handle:  # only a finished export takes the name
         yield handle
 
