@@ -372,11 +372,6 @@ def serve(
     except ValueError as error:
         raise _fail(str(error)) from None
     _require_free_port(host, port)
-    from coupons.entrypoints.http.metrics import configure_logging
-
-    # The job runner and webhook worker threads below run in this process, not in the
-    # server's workers: without this their lines came out in another format than the rest.
-    configure_logging(settings.log_level)
     try:
         migrate.upgrade(db)
     except Exception as error:
@@ -394,6 +389,13 @@ def serve(
         _print_demo(data, host, port)
         _print_console(person, host, port)
     os.environ["COUPONS_DATABASE_URL"] = db
+    from coupons.entrypoints.http.metrics import configure_logging
+
+    # The job runner and webhook worker threads below run in this process, not in the
+    # server's workers: without this their lines came out in another format than the rest.
+    # Only now, once nothing can fail before serving: set up earlier, a command stopped by a
+    # bad database would leave logging bound to a stream its caller has closed.
+    configure_logging(settings.log_level)
     if deliver_webhooks:
         from coupons.entrypoints.worker import start_in_background
 

@@ -64,7 +64,6 @@ def worker_command(
             param_hint="'--lease-seconds'",
         )
     require_schema(db)  # before logging is set up: a refusal is one line on stderr
-    configure_logging(os.environ.get("COUPONS_LOG_LEVEL", "INFO"))
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -75,6 +74,9 @@ def worker_command(
                 f"cannot serve metrics on port {metrics_port}: {error.strerror or error}",
                 param_hint="'--metrics-port'",
             ) from None
+    # Logging is set up once nothing can stop the command any more: a refusal is one line
+    # on stderr, and logging stays bound to no stream its caller closes.
+    configure_logging(os.environ.get("COUPONS_LOG_LEVEL", "INFO"))
     options = WorkerOptions(
         concurrency=concurrency,
         lease=timedelta(seconds=lease_seconds),
