@@ -172,17 +172,14 @@ def start_preview(uow: UnitOfWork, ctx: Context, preview_id: str) -> Job:
     checked again, as it may have ended since."""
     preview = _job(uow, ctx, preview_id)
     preview.check_can_start()
-    by_code = preview.source is not JobSource.SERIES
-    if preview.series_id is not None:
-        _series(uow, ctx, preview.series_id, by_code=by_code)
-    job_id = new_job_id()
     request = JobRequest(preview.series_id, preview.reason, False, CodeCase(preview.code_case))
-    uow.jobs.add(_new_job(ctx, request, preview.source, job_id), staging_until=None)
-    if by_code:
-        total = uow.jobs.stage_copy(job_id, preview.id)
-    else:
-        assert preview.series_id is not None  # a series job always names its series
-        total = uow.jobs.stage_series(job_id, ctx.org_id, preview.series_id)
+    if preview.source is JobSource.SERIES:
+        return create_series_job(uow, ctx, request)
+    if preview.series_id is not None:
+        _series(uow, ctx, preview.series_id, by_code=True)
+    job_id = new_job_id()
+    uow.jobs.add(_new_job(ctx, request, JobSource.FILE, job_id), staging_until=None)
+    total = uow.jobs.stage_copy(job_id, preview.id)
     uow.jobs.lines_added(total)
     uow.jobs.set_total(job_id, total)
     return _job(uow, ctx, job_id)

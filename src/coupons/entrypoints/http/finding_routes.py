@@ -261,13 +261,17 @@ async def series_coupons(
 # --- customers (the JSON list lives with the other customer routes) -------------------------
 
 
-def refuse_paging(request: Request) -> None:
-    """A customer's coupons are one list (spec §4), never paged: a `limit` or an `after` sent
-    to it would be silently ignored, and a client expecting pages would take the whole list
-    for one. 9002 naming the parameter instead."""
-    for name in ("after", "limit"):
+def refuse_paging(
+    request: Request,
+    names: Sequence[str] = ("after", "limit"),
+    why: str = "a customer's coupons are one list, not paged",
+) -> None:
+    """A list that is one whole (a customer's coupons, spec §4; a coupon's history export)
+    takes no paging or filter: sent to it, one would be silently ignored, and a client
+    expecting pages would take the whole list for one. 9002 naming the parameter instead."""
+    for name in names:
         if name in request.query_params:
-            raise errors.InvalidField(name, "a customer's coupons are one list, not paged")
+            raise errors.InvalidField(name, why)
 
 
 def _customer_reader(customer_id: int, status: str) -> Reader[Coupon]:
@@ -452,11 +456,11 @@ async def export_coupon_history(
 ) -> Response:
     """A coupon's history as CSV, oldest first: the whole of it. It takes no paging or
     filter: one sent (as the other exports take them) is 9002, not silently ignored."""
-    for name in ("after", "limit", "since", "until", "actor", "state"):
-        if name in request.query_params:
-            raise errors.InvalidField(
-                name, "a coupon's history export holds its whole history; it takes no filter"
-            )
+    refuse_paging(
+        request,
+        ("after", "limit", "since", "until", "actor", "state"),
+        "a coupon's history export holds its whole history; it takes no filter",
+    )
 
     def read(uow: UnitOfWork, ctx: Context, cursor: str | None, size: int) -> Page[StateChange]:
         return Page(finding.coupon_history(uow, ctx, coupon_id), None)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Strict
 from sqlalchemy.util import greenlet_spawn
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -41,20 +41,13 @@ router = APIRouter(route_class=IdRoute)
 DbId = Annotated[int, Path(ge=1, le=2**62)]
 # What a revoke call needs, on the route and on its fast path (`fast_revoke`).
 REVOKE_PERMISSION = "revoke"
-# Path parameters are named as the API documents them, in messages and in OpenAPI too.
-
-
-def _digits(value: object) -> object:
-    """An id in a path is written in digits. The lax integer parsing took `7.0`, `+7` and
-    ` 7` for coupon 7, while the routing, which counts only digits as an id, answered other
-    methods on those paths with 404 (docs/conventions)."""
-    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
-        raise ValueError("must be a whole number written in digits")
-    return value
-
-
-IdPath = Annotated[int, BeforeValidator(_digits), Path(alias="id", ge=1, le=2**62)]
-CouponIdPath = Annotated[int, BeforeValidator(_digits), Path(alias="couponId", ge=1, le=2**62)]
+# Path parameters are named as the API documents them, in messages and in OpenAPI too. An id
+# is written in digits, as a customer id in a body may be (`schemas.digits_as_int`): the lax
+# integer parsing took `7.0`, `+7` and ` 7` for coupon 7, while the routing, which counts only
+# digits as an id, answered other methods on those paths with 404.
+PathId = (BeforeValidator(schemas.digits_as_int), Strict())
+IdPath = Annotated[int, *PathId, Path(alias="id", ge=1, le=2**62)]
+CouponIdPath = Annotated[int, *PathId, Path(alias="couponId", ge=1, le=2**62)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429)
 }

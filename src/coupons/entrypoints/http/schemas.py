@@ -38,7 +38,9 @@ Code = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_CO
 Int = Annotated[int, Strict()]
 
 
-def _digits_as_int(value: Any) -> Any:
+def digits_as_int(value: Any) -> Any:
+    """A string of ASCII digits as the number it writes; anything else as it is, for a strict
+    integer check to refuse."""
     return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
 
 
@@ -46,7 +48,7 @@ def _digits_as_int(value: Any) -> Any:
 # `"customer": {"id": "555567088"}`. Still not a float or a boolean.
 CustomerId = Annotated[
     int,
-    BeforeValidator(_digits_as_int),
+    BeforeValidator(digits_as_int),
     Strict(),
     Field(ge=1, le=2**62),
     WithJsonSchema(
