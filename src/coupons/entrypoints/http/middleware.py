@@ -121,9 +121,6 @@ class EdgeMiddleware:
             request_id = uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        # What the client labelled its body, before JSON bodies are relabelled below: an
-        # error can then say what was sent (a codes file without its type, say).
-        state["sent_media_type"] = media_type.decode("latin-1")
 
         async def with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -165,7 +162,9 @@ class EdgeMiddleware:
             await self._too_large(send_with_id)
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
-            # Every body here is JSON, whatever the client labelled it (`curl -d` says form).
+            # Every body here is JSON, whatever the client labelled it (`curl -d` says form);
+            # what it said is kept, so an error can name it (a codes file without its type).
+            state["sent_media_type"] = media_type.decode("latin-1")
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
                 (b"content-type", b"application/json")
             ]
