@@ -50,9 +50,14 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
+def _off(value: str) -> bool:
+    """`none`, `off`, `false` or nothing: the URL option turns its feature off."""
+    return value.strip().lower() in ("none", "off", "false", "")
+
+
 def _stall_timeout(value: str) -> float | None:
     """`stall_timeout=none` (or `off`) turns the stall watch off; otherwise seconds, > 0."""
-    if value.strip().lower() in ("none", "off", "false", ""):
+    if _off(value):
         return None
     try:
         seconds = float(value)
@@ -72,7 +77,7 @@ def _option(query: dict[str, Any], name: str) -> str | None:
 
 def _prepare_threshold(value: str) -> int | None:
     """`prepare_threshold=none` (or `off`) turns server-side prepared statements off."""
-    if value.strip().lower() in ("none", "off", "false", ""):
+    if _off(value):
         return None
     try:
         return int(value)

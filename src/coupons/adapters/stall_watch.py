@@ -84,7 +84,6 @@ class StallWatch:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._patient: set[int] = set()  # id() of driver connections running a long statement
-        self.cuts = 0
 
     @contextlib.contextmanager
     def patient(self, driver: Any) -> Iterator[None]:
@@ -165,7 +164,6 @@ class StallWatch:
                 cut(fd)
                 del self._watched[key]
                 cuts += 1
-        self.cuts += cuts
         return cuts
 
 

@@ -22,14 +22,10 @@ class OutageLog:
         self._what = what
         self._down_since: float | None = None
 
-    @property
-    def down(self) -> bool:
-        return self._down_since is not None
-
-    def failed(self, error: BaseException, event: str, **fields: Any) -> None:
+    def failed(self, error: BaseException, event: str) -> None:
         """Call from an `except` block: `event` is what failed ("job claim failed")."""
         if not isinstance(error, DatabaseUnavailable):
-            self._log.exception(event, **fields)
+            self._log.exception(event)
             return
         if self._down_since is None:
             self._down_since = time.monotonic()

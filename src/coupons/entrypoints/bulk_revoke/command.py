@@ -112,15 +112,11 @@ def run(
         # changed anything: there is nothing to resume, and a journal kept would tie the
         # corrected rerun to these arguments. (A resumed journal holds keys of an earlier
         # run whose answers may have been lost: it is always kept.) Nor is there a result
-        # to keep: the counts are taken from a scratch file, and a results file already
-        # there (an earlier run's record) is left as it was.
-        scratch = results.with_name(f".{results.name}.refused")
-        try:
-            report = write_results(
-                every_line, journal, scratch, scanned.total, CodeCase[spec.case], problem
-            )
-        finally:
-            scratch.unlink(missing_ok=True)
+        # to keep: the outcomes are counted, and a results file already there (an earlier
+        # run's record) is left as it was.
+        report = write_results(
+            every_line, journal, None, scanned.total, CodeCase[spec.case], problem
+        )
         journal.path.unlink(missing_ok=True)
         return replace(report, nothing_changed=True)
     return write_results(every_line, journal, results, scanned.total, CodeCase[spec.case], problem)

@@ -97,32 +97,26 @@ class Journal:
             return handle.read(1) == b"\n"
 
     def _load(self, header: dict[str, Any]) -> None:
-        seen_header = False
-        for offset, record in self._records():
-            if not seen_header and "journal" not in record:
-                # No header first: not this command's journal (or one damaged past reading).
-                # Taken as one, its batches would be reported for arguments it never named.
-                raise JournalMismatch(
-                    f"{self.path} is not a journal this command can resume (it has no header "
-                    "line); remove it, or pick another --results file"
-                )
-            seen_header = True
-            if "journal" in record:
-                if record != header:
-                    raise JournalMismatch(
-                        f"{self.path} belongs to a run with other arguments or another version "
-                        "of the codes file; rerun with those, or pick another --results file"
-                    )
-            elif record.get("state") == "sent":
-                self.keys[record["batch"]] = record["key"]
-            elif record.get("state") == "done":
-                self.done.add(record["batch"])
-                self._offsets.setdefault(record["batch"], offset)
-        if not seen_header:
+        records = self._records()
+        first = next(records, None)
+        if first is None or "journal" not in first[1]:
+            # No header first: not this command's journal (or one damaged past reading).
+            # Taken as one, its batches would be reported for arguments it never named.
             raise JournalMismatch(
                 f"{self.path} is not a journal this command can resume (it has no header "
                 "line); remove it, or pick another --results file"
             )
+        if first[1] != header:
+            raise JournalMismatch(
+                f"{self.path} belongs to a run with other arguments or another version "
+                "of the codes file; rerun with those, or pick another --results file"
+            )
+        for offset, record in records:
+            if record.get("state") == "sent":
+                self.keys[record["batch"]] = record["key"]
+            elif record.get("state") == "done":
+                self.done.add(record["batch"])
+                self._offsets.setdefault(record["batch"], offset)
         for finished in self.done:
             self.keys.pop(finished, None)
 

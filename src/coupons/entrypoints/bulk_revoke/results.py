@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections import Counter
 from collections.abc import Iterator
@@ -105,20 +106,23 @@ def ordered_rows(lines: Iterator[Line], journal: Journal, case: CodeCase) -> Ite
 def write_results(
     lines: Iterator[Line],
     journal: Journal,
-    results: Path,
+    results: Path | None,
     total: int,
     case: CodeCase,
     problem: str | None,
 ) -> RunReport:
-    """Write the CSV (whole or not at all: `whole_file`) and count outcomes."""
+    """Write the CSV (whole or not at all: `whole_file`) and count outcomes; with no
+    `results`, count only (a run that changed nothing leaves an earlier file as it was)."""
     counts: Counter[str] = Counter()
     error_codes: dict[str, Counter[str]] = {}
-    with whole_file(results, text=True) as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
+    with whole_file(results, text=True) if results else contextlib.nullcontext() as handle:
+        writer = csv.writer(handle) if handle is not None else None
+        if writer is not None:
+            writer.writerow(COLUMNS)
         for row in ordered_rows(lines, journal, case):
-            # A code is the user's text: a spreadsheet must show it, never run it.
-            writer.writerow([neutralise(v) if isinstance(v, str) else v for v in row])
+            if writer is not None:
+                # A code is the user's text: a spreadsheet must show it, never run it.
+                writer.writerow([neutralise(v) if isinstance(v, str) else v for v in row])
             counts[row[2]] += 1
             if row[3]:
                 error_codes.setdefault(row[2], Counter())[row[3]] += 1

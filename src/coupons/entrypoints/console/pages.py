@@ -201,11 +201,13 @@ async def customer(request: Request, person: Person) -> Response:
     now = utcnow()
     expired = {i for i, s in detail.series.items() if s.is_expired(now)}
     refused = {i for i, s in detail.series.items() if _refusal(s, now)}
-    name = " ".join(n for n in (detail.customer.first_name, detail.customer.last_name) if n)
+    holder = detail.customer
     return page(
         request,
         "customer.html",
-        title=f"Customer {name or ''} #{customer_id}".replace("  ", " "),
+        title=" ".join(
+            n for n in ("Customer", holder.first_name, holder.last_name, f"#{customer_id}") if n
+        ),
         detail=detail,
         expired=expired,
         refused=refused,

@@ -83,6 +83,9 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
+FILE_TYPES = "a codes file is sent as the whole body with Content-Type text/plain or text/csv"
+
+
 def _fingerprint(request: Request, body_digest: str, media: str = "") -> str:
     """What makes two requests under one key the same: `media` too for an upload, as the same
     bytes are other codes as text/plain than as text/csv."""
@@ -112,15 +115,14 @@ async def create_job(
         spec = jobs.JobRequest(coupon_series_id, reason, dry_run, case)
         return await _upload(request, actor, fmt, spec)
     sent = getattr(request.state, "sent_media_type", media)  # before the edge relabelled it
-    sent_as = f"this request's Content-Type is {sent or 'missing'}"
+    how = f"{FILE_TYPES} (this request's Content-Type is {sent or 'missing'})"
     for name, given in (("couponSeriesId", coupon_series_id), ("reason", reason)):
         if given is not None:
             # Ignored beside a selector, a query's series would have been silently replaced.
             # Most often a codes file sent without its type (curl's --data-binary, -F): say so.
             raise errors.InvalidField(
                 name,
-                "a codes file is sent as the whole body with Content-Type text/plain or "
-                f"text/csv ({sent_as}); with a JSON selector, give it in the body",
+                f"{how}; with a JSON selector, give it in the body",
             )
     raw = await request.body()
     try:
@@ -129,9 +131,7 @@ async def create_job(
     except (ValueError, RecursionError):
         if sent in ("multipart/form-data", "application/x-www-form-urlencoded") and raw:
             raise errors.InvalidField(
-                "Content-Type",
-                "a codes file is sent as the whole body with Content-Type text/plain or "
-                f"text/csv, not as a form ({sent_as}); a series job as a JSON object",
+                "Content-Type", f"{how}, not as a form; a series job as a JSON object"
             ) from None
         raise errors.MalformedJson() from None
     if not isinstance(data, dict):
