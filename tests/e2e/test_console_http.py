@@ -516,8 +516,13 @@ def test_a_bulk_form_without_one_of_its_two_buttons_starts_nothing(
 
     sent = _bulk(signed_in, codes=code, step=step)
 
+    _refused_starting_nothing(sent, api, "Press Preview or Start revoke job.")
+
+
+def _refused_starting_nothing(sent: httpx.Response, api: Api, says: str) -> None:
+    """The bulk form came back with `says`, and the org has no job."""
     assert sent.status_code == 400
-    assert "Press Preview or Start revoke job." in sent.text
+    assert says in sent.text
     assert api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"] == []
 
 
@@ -533,9 +538,7 @@ def test_pasted_codes_and_a_codes_file_together_are_refused_not_half_taken(
         codes=pasted,
     )
 
-    assert sent.status_code == 400
-    assert "not both" in sent.text
-    assert api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"] == []
+    _refused_starting_nothing(sent, api, "not both")
 
 
 def test_a_bad_pasted_code_is_reported_in_the_codes_field_not_a_file(
