@@ -659,11 +659,14 @@ def test_a_customers_coupons_are_one_list_and_refuse_paging_parameters(
     assert response.json()["errors"][0]["message"].startswith(field)
 
 
-def test_a_coupon_is_read_whatever_paging_parameters_come_with_it(api: Api) -> None:
-    # only a customer's coupon list refuses limit and after; one coupon has no pages to refuse
+def test_one_coupon_refuses_paging_parameters_as_any_parameter_it_does_not_take(
+    api: Api,
+) -> None:
+    # one coupon has no pages: `limit` there is a parameter the call does not take
     series_id = api.series(codes=["ONE-COUPON-1"])
     [coupon] = api.ok(api.get(f"/v2/coupon/series/{series_id}/coupons"))["coupons"]
 
     response = api.get(f"/v2/coupon/{coupon['couponId']}", params={"limit": "5"})
 
-    assert api.ok(response)["couponId"] == coupon["couponId"]
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert api.ok(api.get(f"/v2/coupon/{coupon['couponId']}"))["couponId"] == coupon["couponId"]

@@ -84,9 +84,9 @@ def globex(other: Api) -> Globex:
     issued, redeemed, revoked = other.issue_many(series_id, customer_id, 3)
     redemption = other.ok(other.redeem(customer_id, redeemed["couponCode"]))
     other.ok(
-        other.revoke(
+        other.revoke_with(
             {"couponSeriesId": series_id, "couponCodes": [revoked["couponCode"]]},
-            headers={"X-Request-Id": "globex-revoke-1"},
+            {"X-Request-Id": "globex-revoke-1"},
         )
     )
     return Globex(

@@ -355,7 +355,7 @@ def test_an_idempotency_key_used_by_another_org_neither_replays_nor_conflicts(
     # given globex revoked one of its codes under an idempotency key
     globex = _given_globex(other)
     key = {"Idempotency-Key": "shared-key-1"}
-    other.ok(other.revoke({"couponCodes": [globex.code]}, headers=key))
+    other.ok(other.revoke_with({"couponCodes": [globex.code]}, key))
     acme_series = api.series(codes=["ACME-IDEM-1"])
 
     # when acme uses the same key for a different request

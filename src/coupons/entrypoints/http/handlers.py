@@ -13,7 +13,11 @@ from coupons.domain import errors
 from coupons.entrypoints.http.deps import authenticate_route
 from coupons.entrypoints.http.envelope import failure
 from coupons.entrypoints.http.middleware import request_id_of
-from coupons.entrypoints.http.routing import allowed_methods
+from coupons.entrypoints.http.routing import (
+    DUPLICATE_NAME,
+    UnknownQueryParameter,
+    allowed_methods,
+)
 
 log = structlog.get_logger("coupons.http")
 
@@ -54,21 +58,38 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     loc = tuple(first.get("loc", ()))
     kind = first.get("type", "")
     if kind == "json_invalid" or (loc == ("body",) and kind in _NOT_AN_OBJECT):
-        return await _malformed_body(request)
+        # `strict_json`'s own refusal names the field given twice; the parser's says nothing
+        # a caller can use.
+        ctx = first.get("ctx")
+        reason = str(ctx.get("error", "")) if isinstance(ctx, dict) else ""
+        return await _malformed_body(request, reason if reason.endswith(DUPLICATE_NAME) else "")
     # Our own checks raise ValueError, which the validator reports as "Value error, ...".
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     error = errors.InvalidField(field_name(loc), message)
     return failure(error.code, error.message, error.http_status)
 
 
-async def _malformed_body(request: Request) -> Response:
+async def _malformed_body(request: Request, detail: str = "") -> Response:
     """9001, once the caller has passed the route's credentials and access checks."""
+    error = errors.MalformedJson()
+    if detail:
+        error = errors.MalformedJson(f"{error.message}: {detail}")
+    return await _after_authentication(request, error)
+
+
+async def _after_authentication(request: Request, error: errors.CouponError) -> Response:
     try:
         await authenticate_route(request)
     except errors.CouponError as refused:
-        return await coupon_error(request, refused)
-    error = errors.MalformedJson()
-    return failure(error.code, error.message, error.http_status)
+        error = refused
+    return await coupon_error(request, error)
+
+
+async def unknown_query(request: Request, exc: Exception) -> Response:
+    """9002 for a query parameter the route does not take, once the caller has passed the
+    route's credentials and access checks (nobody learns a route's parameters unasked)."""
+    assert isinstance(exc, UnknownQueryParameter)
+    return await _after_authentication(request, exc)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -109,6 +130,7 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.CouponError, coupon_error)
+    app.add_exception_handler(UnknownQueryParameter, unknown_query)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ClientDisconnect, client_gone)

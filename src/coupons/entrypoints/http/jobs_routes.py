@@ -31,13 +31,13 @@ from coupons.entrypoints.http.routes import (
     query_fingerprint,
     replay_headers,
 )
-from coupons.entrypoints.http.routing import strict_json
+from coupons.entrypoints.http.routing import ApiRoute, strict_json
 from coupons.services import jobs
 from coupons.services.common import Actor, Context, utcnow
 from coupons.services.ports import Transactions
 from coupons.services.runner import Idempotency, Rendered, execute
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 
 JOBS = "/v2/coupon/revoke/jobs"
 UPLOADS = {"text/csv": CodesFormat.CSV, "text/plain": CodesFormat.TEXT}

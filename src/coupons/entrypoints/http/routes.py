@@ -305,7 +305,6 @@ async def customer_coupons(
     `Accept: text/csv` exports them (as `/v2/customers/{id}/coupons.csv` does)."""
     from coupons.entrypoints.http import finding_routes  # it builds on this module
 
-    finding_routes.refuse_paging(request)
     if finding_routes.wants_csv(request):
         return await finding_routes.export_customer_coupons(customer_id, request, actor, status)
     return await perform(

@@ -1,4 +1,5 @@
-"""Route matching that keeps `/v2/coupon/{couponId}` from answering for other paths.
+"""The API's routes: strict JSON bodies, no query parameter a route does not take, and
+matching that keeps `/v2/coupon/{couponId}` from answering for other paths.
 
 Routes are tried in order and the first full match wins, so `GET /v2/coupon/{couponId}`
 would take `GET /v2/coupon/revoke` (a path whose only route is a POST) and answer with a
@@ -14,11 +15,17 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
+
+from coupons.domain.errors import InvalidField
+
+# How `strict_json` words a name given twice in one object (read back by the error handler).
+DUPLICATE_NAME = "is given more than once"
 
 
 def _not_json(token: str) -> Any:
@@ -32,7 +39,7 @@ def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: set[str] = set()
     for name, _ in pairs:
         if name in seen:
-            raise json.JSONDecodeError(f"{name!r} is given more than once", name, 0)
+            raise json.JSONDecodeError(f"{name!r} {DUPLICATE_NAME}", name, 0)
         seen.add(name)
     raise AssertionError("unreachable")
 
@@ -52,7 +59,46 @@ class _StrictJsonRequest(Request):
         return self._json
 
 
-class IdRoute(APIRoute):
+class UnknownQueryParameter(InvalidField):
+    """A query parameter the route does not take (9002). Its handler asks for credentials
+    first, as the route would have."""
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+def _unknown(name: str, known: frozenset[str]) -> UnknownQueryParameter:
+    near = [k for k in known if k.lower() == name.lower()]
+    if near:
+        return UnknownQueryParameter(name, f"not a parameter of this call; did you mean {near[0]}?")
+    takes = f"it takes {', '.join(sorted(known))}" if known else "it takes no query parameters"
+    return UnknownQueryParameter(name, f"not a parameter of this call ({takes})")
+
+
+class ApiRoute(APIRoute):
+    """An API route that reads JSON bodies strictly (`strict_json`) and refuses query
+    parameters it does not take. Ignored, a misspelt one changed what a call did:
+    `?dryrun=true` revoked for real, and `?state=` on a list filtered by `status` listed
+    everything."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        known = _query_names(self.dependant)
+
+        async def strict(request: Request) -> Response:
+            for name in request.query_params:
+                if name not in known:
+                    raise _unknown(name, known)
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
+class IdRoute(ApiRoute):
     """An API route whose numeric path parameters never capture another route's path."""
 
     _every: ClassVar[list[IdRoute]] = []
@@ -61,15 +107,6 @@ class IdRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
         self._has_parameters = bool(self.param_convertors)
         IdRoute._every.append(self)
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The framework's handler, reading JSON bodies strictly (`strict_json`)."""
-        handler = super().get_route_handler()
-
-        async def strict(request: Request) -> Response:
-            return await handler(_StrictJsonRequest(request.scope, request.receive))
-
-        return strict
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)

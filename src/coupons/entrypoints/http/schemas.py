@@ -6,7 +6,8 @@ import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from functools import cache
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import (
@@ -19,6 +20,7 @@ from pydantic import (
     Strict,
     StringConstraints,
     Tag,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
@@ -110,6 +112,16 @@ def _document_number_coercion(schema: dict[str, Any]) -> None:
         schema["properties"] = _numbers_allowed(properties)
 
 
+def _takes_text(annotation: Any) -> bool:
+    return annotation is str or any(_takes_text(arg) for arg in get_args(annotation))
+
+
+@cache
+def _text_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of `model` that hold text (alone, optional or in a list)."""
+    return frozenset(n for n, f in model.model_fields.items() if _takes_text(f.annotation))
+
+
 class Body(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -118,6 +130,22 @@ class Body(BaseModel):
         coerce_numbers_to_str=True,
         json_schema_extra=_document_number_coercion,
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers_for_text(cls, value: Any, info: ValidationInfo) -> Any:
+        # A number stands for text as the digits it writes (`coerce_numbers_to_str`). One
+        # with a fraction or an exponent has no one such text: `1e400` was read as infinity
+        # and became the code "inf", `1e2` the code "100.0". Refused instead (9002).
+        fractional = type(value) is float or (
+            type(value) is list and any(type(item) is float for item in value)
+        )
+        if fractional and info.field_name in _text_fields(cls):
+            raise ValueError(
+                "a number with a fraction or an exponent does not stand for text; "
+                "send it as a JSON string"
+            )
+        return value
 
     @field_validator("*", mode="after")
     @classmethod
