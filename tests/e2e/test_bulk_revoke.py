@@ -650,6 +650,8 @@ def test_results_that_cannot_be_written_are_refused_before_anything_is_sent(
         # editor does
         ("codes.txt", b"A-1\rA-2\nA-3\n", 1),
         ("codes.csv", b"code\r\nA-1\r\nA-2\rA-3\r\n", 3),
+        # at the end of the file too, as a revoke job refuses it
+        ("codes.txt", b"A-1\nA-2\r", 2),
     ],
 )
 def test_a_bad_codes_file_is_refused_naming_its_line_and_nothing_is_sent(

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coupons.domain import errors
-from coupons.domain.codes_file import BOM, CodesFormat, FileCode, parse_codes
+from coupons.domain.codes_file import BOM, LONE_CR, CodesFormat, FileCode, parse_codes
 
 # Codes: any printable text without line breaks, quotes or commas, up to the 100-char limit.
 code_text = st.text(
@@ -98,6 +98,32 @@ def test_a_csv_with_lone_carriage_returns_is_refused_in_plain_words() -> None:
         caught.value.problem == "a line ends with a lone carriage return: use LF or CRLF line ends"
     )
     assert "universal-newline" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "line"),
+    [
+        # the last line, with no line feed after it to make CR LF
+        (b"A-1\r", CodesFormat.TEXT, 1),
+        (b"A-1\nA-2\r", CodesFormat.TEXT, 2),
+        (b"code\nA-1\r", CodesFormat.CSV, 2),
+        # inside a line: named as what it is, not as "a control character"
+        (b"A-1\nA-2\rA-3\n", CodesFormat.TEXT, 2),
+        # one CR before the LF is CR LF; a second is a line end of its own
+        (b"A-1\r\r\n", CodesFormat.TEXT, 1),
+    ],
+)
+def test_a_lone_carriage_return_anywhere_is_refused_naming_its_line(
+    data: bytes, fmt: CodesFormat, line: int
+) -> None:
+    with pytest.raises(errors.MalformedCodesFile) as caught:
+        parse(data, fmt)
+    assert (caught.value.line, caught.value.problem) == (line, LONE_CR)
+
+
+def test_a_crlf_split_between_two_chunks_is_still_one_line_end() -> None:
+    found = list(parse_codes([b"A-1\r", b"\nA-2\r", b"\n"], CodesFormat.TEXT))
+    assert found == [FileCode(1, "A-1"), FileCode(2, "A-2")]
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024
 BOM = b"\xef\xbb\xbf"
 CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+# Old Mac line ends: no reader here takes a carriage return alone for the end of a line.
+LONE_CR = "a line ends with a lone carriage return: use LF or CRLF line ends"
 
 
 class CodesFormat(StrEnum):
@@ -56,6 +58,8 @@ def parse_codes(
             raise errors.MalformedCodesFile(
                 found.line_no, f"code longer than {MAX_CODE_LENGTH} characters"
             )
+        if "\r" in found.code:
+            raise errors.MalformedCodesFile(found.line_no, LONE_CR)
         if CONTROL_CHARACTER.search(found.code):
             # PostgreSQL cannot store NUL in text, and no code is typed with control characters.
             raise errors.MalformedCodesFile(found.line_no, "code contains a control character")
@@ -94,6 +98,8 @@ def _decoded_lines(chunks: Iterable[bytes], max_bytes: int) -> Iterator[tuple[in
             raise errors.MalformedCodesFile(line_no + 1, f"line longer than {MAX_LINE_BYTES} bytes")
     if pending:
         line_no += 1
+        if pending.endswith(b"\r"):  # the last line: no line feed follows to make it CRLF
+            raise errors.MalformedCodesFile(line_no, LONE_CR)
         yield line_no, _decode(pending, line_no)
 
 
@@ -126,6 +132,8 @@ def _decode(raw: bytes, line_no: int) -> str:
 
 def _text_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
     for line_no, text in lines:
+        if "\r" in text:  # before trimming, which would take `A\r\r\n` for `A`
+            raise errors.MalformedCodesFile(line_no, LONE_CR)
         code = text.strip()
         if code:
             yield FileCode(line_no, code)
@@ -170,7 +178,5 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
     except csv.Error as error:
         if "new-line character seen in unquoted field" in str(error):
             # The csv module's words for a lone carriage return (old Mac line ends).
-            raise errors.MalformedCodesFile(
-                current[0], "a line ends with a lone carriage return: use LF or CRLF line ends"
-            ) from None
+            raise errors.MalformedCodesFile(current[0], LONE_CR) from None
         raise errors.MalformedCodesFile(current[0], f"not valid CSV ({error})") from None

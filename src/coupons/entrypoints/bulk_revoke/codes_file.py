@@ -107,7 +107,8 @@ def scan(path: Path) -> Scan:
                 raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise CodesFileError(f"{path}, line {number}: not UTF-8 text") from None
-            if b"\r" in raw.rstrip(b"\r\n"):
+            line = raw[:-2] if raw.endswith(b"\r\n") else raw.removesuffix(b"\n")
+            if b"\r" in line:
                 # A carriage return alone ends a line for the readers below, so a file's lines
                 # would be numbered otherwise than an editor numbers them (the server refuses
                 # such a file too, 9027).
