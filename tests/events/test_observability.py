@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 
 import orjson
@@ -10,8 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from coupons.entrypoints import job_worker
 from coupons.entrypoints.http.metrics import configure_logging
-from tests.conftest import PASSWORD
+from coupons.entrypoints.job_worker import JobWorkerOptions
+from tests.conftest import PASSWORD, Backend
 from tests.e2e.conftest import Api
 from tests.events.conftest import subscribe
 
@@ -57,6 +60,41 @@ def test_metrics_count_requests_by_route_template_and_committed_changes_by_kind(
     assert _value(after, requests, **read) - _value(before, requests, **read) == 1
     latency = "coupons_http_request_duration_seconds_count"
     assert _value(after, latency, method="POST", route="/v2/coupon/revoke") >= 2
+
+
+def test_the_changes_of_a_revoke_job_and_its_undo_are_counted_too(
+    api: Api, client: TestClient, backend: Backend
+) -> None:
+    # given three issued coupons, and the counters before
+    from tests.e2e.test_revoke_jobs import JOBS, accepted, job_of, upload
+
+    def finished(api: Api, job_id: str) -> None:
+        deadline = time.monotonic() + 20
+        while job_of(api, job_id)["state"] != "SUCCEEDED":
+            assert time.monotonic() < deadline, job_of(api, job_id)
+            time.sleep(0.05)
+
+    series_id = api.series(codes=["MJ1", "MJ2", "MJ3"])
+    api.issue_many(series_id, api.customer("555-0303"), 3)
+    before = _samples(client)
+    changes = "coupons_state_changes_total"
+
+    # when a job revokes them, run by the worker `coupons serve` starts beside the API (with
+    # its own connections), and then undoes them
+    worker = job_worker.start_in_background(backend.url, JobWorkerOptions(poll_interval=0.05))
+    try:
+        job = accepted(upload(api, "MJ1\nMJ2\nMJ3\n", couponSeriesId=series_id))
+        finished(api, job["jobId"])
+        undo = accepted(api.post(f"{JOBS}/{job['jobId']}/undo"))
+        finished(api, undo["jobId"])
+    finally:
+        worker.stop()
+    after = _samples(client)
+
+    # then /metrics counts three revokes and three reinstates
+    assert _value(after, changes, kind="revoke") - _value(before, changes, kind="revoke") == 3
+    delta = _value(after, changes, kind="reinstate") - _value(before, changes, kind="reinstate")
+    assert delta == 3
 
 
 def test_outbox_lag_is_reported_per_subscription(api: Api, client: TestClient) -> None:

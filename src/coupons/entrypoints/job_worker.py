@@ -20,6 +20,7 @@ import structlog
 
 from coupons.adapters.sql_uow import Database
 from coupons.domain.errors import CouponError, DatabaseUnavailable
+from coupons.entrypoints.http.metrics import count_committed_changes
 from coupons.entrypoints.outage import OutageLog
 from coupons.services import job_runner, jobs
 from coupons.services.common import utcnow
@@ -128,8 +129,18 @@ class JobWorker:
         self.stopping.set()
 
 
+def open_database(url: str) -> Database:
+    """The job worker's own connections. A job's revokes and undos are state changes as a
+    request's are: counted in the metrics of the process that commits them (they had been
+    left out)."""
+    db = Database.from_url(url, pool_size=2)
+    for engine in db.engines:
+        count_committed_changes(engine)
+    return db
+
+
 def start_in_background(url: str, options: JobWorkerOptions | None = None) -> JobWorker:
     """A job worker on a daemon thread (the embedded setup of `coupons serve`)."""
-    worker = JobWorker(Database.from_url(url, pool_size=2), options)
+    worker = JobWorker(open_database(url), options)
     threading.Thread(target=worker.run, name="job-worker", daemon=True).start()
     return worker

@@ -86,10 +86,10 @@ def worker_command(
     worker = Worker(Database.from_url(db, pool_size=max(2, concurrency // 2)), options)
     job_thread = None
     if jobs:
-        from coupons.entrypoints.job_worker import JobWorker, JobWorkerOptions
+        from coupons.entrypoints.job_worker import JobWorker, JobWorkerOptions, open_database
 
         job_runner = JobWorker(
-            Database.from_url(db, pool_size=2),
+            open_database(db),
             JobWorkerOptions(
                 chunk_size=chunk_size,
                 lease=timedelta(seconds=job_lease_seconds),
