@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -581,9 +583,11 @@ def test_serve_on_a_port_in_use_says_so_before_touching_the_database(tmp_path: P
         ("COUPONS_TOKEN_TTL_SECONDS", "99999999999999999999", "must be from 1 to 315,360,000"),
         ("COUPONS_CONSOLE_SESSION_SECONDS", "99999999999999", "must be from 1 to 315,360,000"),
         ("COUPONS_CONSOLE_SESSION_SECONDS", "8h", "must be a whole number"),
+        # a typo had served at INFO without a word
+        ("COUPONS_LOG_LEVEL", "LOUD", "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     ],
 )
-def test_serve_refuses_a_bad_numeric_setting_naming_the_variable(
+def test_serve_refuses_a_bad_setting_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
 ) -> None:
     monkeypatch.setenv(name, value)
@@ -663,6 +667,30 @@ def test_db_upgrade_of_a_file_that_is_no_database_says_so_in_one_line(tmp_path: 
 
     assert code == 1
     assert output.strip() == "error: migration failed: file is not a database"
+
+
+def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    # it holds the token signing key: anyone who reads it can sign a token for any client
+    path = tmp_path / "private.db"
+    old = os.umask(0o022)  # the usual umask, under which SQLite makes files world-readable
+    try:
+        code, _ = run("db", "upgrade", "--db", f"sqlite:///{path}")
+    finally:
+        os.umask(old)
+
+    assert code == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_existing_sqlite_database_keeps_the_mode_its_owner_gave_it(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)
+
+    code, _ = run("db", "upgrade", "--db", f"sqlite:///{path}")
+
+    assert code == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
 def test_a_worker_on_a_database_without_the_schema_stops_at_once_saying_so(

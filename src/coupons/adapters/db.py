@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -138,6 +139,7 @@ def create_db_engine(
     if parsed.get_backend_name() == "sqlite":
         if not null_pool:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2)
+        _create_private(parsed.database)
         engine = create_engine(
             parsed,
             connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
@@ -154,6 +156,17 @@ def create_db_engine(
     if not null_pool:
         _watch_stalls(engine, given)
     return engine
+
+
+def _create_private(path: str | None) -> None:
+    """Create a new SQLite file readable by its owner only: it holds the token signing key
+    and webhook secrets. SQLite would create it (and so its -wal and -shm files, which take
+    the database's mode) with the umask's mode, often world-readable."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    # There already, or not creatable: SQLite opens it or says why it cannot.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _postgres_pool(pool_size: int) -> dict[str, Any]:
