@@ -349,6 +349,21 @@ def test_a_series_selector_revokes_every_unredeemed_coupon(
     assert counts == {"AVAILABLE": 0, "ISSUED": 0, "REDEEMED": 1, "REVOKED": 4}
 
 
+def test_a_series_job_with_nothing_left_to_revoke_still_says_when_it_started(
+    api: Api, backend: Backend, mixed: dict[str, Any]
+) -> None:
+    first = accepted(api.post(JOBS, {"couponSeriesId": mixed["series"]}))
+    drain(backend.db)
+
+    again = accepted(api.post(JOBS, {"couponSeriesId": mixed["series"]}))
+    drain(backend.db)
+
+    done = job_of(api, again["jobId"])
+    assert (done["state"], done["total"]) == ("SUCCEEDED", 0)
+    assert done["startedAt"] is not None and done["startedAt"] <= done["finishedAt"]
+    assert job_of(api, first["jobId"])["startedAt"] is not None
+
+
 def test_a_selector_for_an_unknown_series_or_a_bad_body_is_refused(api: Api) -> None:
     assert error_code(api.post(JOBS, {"couponSeriesId": 999_999})) == 707
     assert error_code(api.post(JOBS, {"reason": "x"})) == 9002

@@ -1004,7 +1004,10 @@ class FakeJobRepository:
         if not free:
             return None
         oldest = min(free, key=lambda j: (j.created_at, j.id))
-        self.store.jobs[oldest.id].job = replace(oldest, claimed_by=owner, lease_until=lease_until)
+        started = oldest.started_at or now
+        self.store.jobs[oldest.id].job = replace(
+            oldest, claimed_by=owner, lease_until=lease_until, started_at=started
+        )
         return oldest.id
 
     def held(self, job_id: str, owner: str, *, lock: bool) -> Job | None:
@@ -1062,7 +1065,6 @@ class FakeJobRepository:
         for code, n in tally.failed_by_code.items():
             by_code[code] = by_code.get(code, 0) + n
         stored = row.job
-        starts = job.started_at is None and tally.processed > 0
         row.staging = False
         row.job = replace(
             self._ended(stored, state, now, error) if state.is_finished else stored,
@@ -1073,7 +1075,6 @@ class FakeJobRepository:
             failed_count=stored.failed_count + tally.failed,
             duplicate_count=stored.duplicate_count + tally.duplicates,
             failed_by_code=dict(sorted(by_code.items())),
-            started_at=now if starts else stored.started_at,
         )
 
     @staticmethod

@@ -91,6 +91,23 @@ def outcomes(world: World, job_id: str) -> list[tuple[str, str, int | None]]:
 # --- a codes file ----------------------------------------------------------------------------
 
 
+def test_a_job_starts_when_a_worker_first_takes_it_not_when_its_first_chunk_ends(
+    world: World,
+) -> None:
+    # a one-chunk job showed startedAt == finishedAt, to the microsecond
+    series = world.series()
+    world.coupons(series, "ST1", to=world.customer(ALICE_MOBILE))
+    job = file_job(world, ["ST1"], series_id=series.id)
+    assert job_of(world, job.id).started_at is None
+
+    assert claim(world, "worker-1") == job.id
+    assert chunk(world, job.id, "worker-1", size=10, now=NOW + timedelta(seconds=5)) is False
+
+    done = job_of(world, job.id)
+    assert (done.state, done.started_at) == (JobState.SUCCEEDED, NOW)
+    assert done.finished_at == NOW + timedelta(seconds=5)
+
+
 def test_a_codes_file_job_revokes_chunk_by_chunk_and_reports_each_line_in_input_order(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -332,7 +332,13 @@ class SqlJobRepository:
         result = self.conn.execute(
             update(revoke_jobs)
             .where(revoke_jobs.c.id == job_id, free)
-            .values(claimed_by=owner, lease_until=lease_until)
+            .values(
+                claimed_by=owner,
+                lease_until=lease_until,
+                # A job starts when a worker first takes it, not when its first chunk ends:
+                # a one-chunk job showed `startedAt == finishedAt`, an empty one none at all.
+                started_at=func.coalesce(revoke_jobs.c.started_at, now),
+            )
         )
         return str(job_id) if result.rowcount == 1 else None
 
@@ -439,8 +445,6 @@ class SqlJobRepository:
             "duplicate_count": revoke_jobs.c.duplicate_count + tally.duplicates,
             "failed_by_code": json.dumps({str(k): v for k, v in sorted(by_code.items())}),
         }
-        if job.started_at is None and tally.processed:
-            values["started_at"] = now
         if state.is_finished:
             values.update(finished_at=now, claimed_by=None, lease_until=None, error=error)
         self.conn.execute(update(revoke_jobs).where(revoke_jobs.c.id == job.id).values(**values))
