@@ -77,3 +77,17 @@ def test_a_long_request_id_sends_even_a_wide_terminal_to_the_row_blocks() -> Non
     text = console.export_text()
     assert "r" * 128 in text and "support-agent@example.com" in text and "leaked" in text
     assert isinstance(revocations_view([row], 240), Table)
+
+
+def test_escape_sequences_in_a_reason_reach_the_terminal_as_text_in_both_views() -> None:
+    # a client's reason is anyone's text: raw, it recoloured and retitled the reader's terminal
+    reason = "\x1b[31mred\x1b[0m \x1b]0;TITLE\x07 \x9bend"
+    rows = [revocation(1, reason=reason)]
+    for width in (80, 240):
+        console = Console(width=width, record=True, force_terminal=True)
+
+        console.print(revocations_view(rows, console.width))
+
+        raw = console.export_text(styles=False)
+        assert "\x1b" not in raw and "\x07" not in raw and "\x9b" not in raw
+        assert "\\x1b[31mred\\x1b[0m" in raw and "\\x9bend" in raw

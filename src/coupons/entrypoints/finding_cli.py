@@ -4,6 +4,7 @@ HTTP API (like `coupons revoke`, an API client: it needs a URL and credentials, 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -197,8 +198,20 @@ def revocations_view(rows: list[Revocation], width: int) -> Table | Text:
     blocks = []
     for row in rows:
         # Reasons are user input: plain text, never Rich markup.
-        blocks.append("\n".join(f"{name:>10}  {value(row)}" for name, _, value in _COLUMNS))
+        blocks.append(
+            "\n".join(f"{name:>10}  {printable(value(row))}" for name, _, value in _COLUMNS)
+        )
     return Text("\n\n".join(blocks) if blocks else "no revocations")
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(value: str) -> str:
+    """`value` with its control characters written as escapes (`\\x1b`): a reason is anyone's
+    text, and printed raw its escape sequences would recolour, clear or retitle the reader's
+    terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
 
 
 def revocations_table(rows: list[Revocation]) -> Table:
@@ -215,5 +228,5 @@ def revocations_table(rows: list[Revocation]) -> Table:
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in rows:
         # Reasons are user input: printed as text, never as Rich markup.
-        table.add_row(*(escape(value(row)) for _, _, value in columns))
+        table.add_row(*(escape(printable(value(row))) for _, _, value in columns))
     return table
