@@ -134,7 +134,9 @@ def test_an_email_is_one_person_across_orgs(backend: Backend) -> None:
     )
 
     assert code != 0
-    assert "already exists" in output
+    # a person's email, not an API client's username
+    assert "a person with the email" in output and "already exists" in output
+    assert "username" not in output
 
 
 def test_disabling_a_person_ends_their_sessions_and_refuses_sign_in(backend: Backend) -> None:

@@ -201,8 +201,8 @@ class OrgNameTaken(CouponError):
 class UsernameTaken(CouponError):
     code, http_status = 9016, 409
 
-    def __init__(self, username: str) -> None:
-        super().__init__(f"username {username!r} already exists")
+    def __init__(self, username: str, kind: str = "username") -> None:
+        super().__init__(f"{kind} {username!r} already exists")
 
 
 class JobStateConflict(CouponError):

@@ -89,7 +89,7 @@ def create_person(
     except ValueError as error:
         raise errors.InvalidField("role", str(error)) from None
     if uow.users.by_email(address) is not None:
-        raise errors.UsernameTaken(address)
+        raise errors.UsernameTaken(address, "a person with the email")
     secret = chosen_or_new_secret(password)
     client_id = uow.clients.add_client(
         org_id, CLIENT_PREFIX + address, hash_secret(new_secret()), [parsed.group], now
