@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -137,6 +138,23 @@ def test_an_answer_trickled_byte_by_byte_is_cut_off_at_the_http_timeout(
         worker.post(slow.url, b"{}", {"Content-Type": "application/json"})
 
     assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("resolved", ["169.254.169.254", "fe80::1", "0.0.0.0"])
+def test_a_name_that_resolves_to_a_link_local_address_is_not_sent_to(
+    start_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch, resolved: str
+) -> None:
+    # a name can point at the instance-metadata address after the subscription was made
+    worker = start_worker()
+    family = socket.AF_INET6 if ":" in resolved else socket.AF_INET
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *args, **kwargs: [(family, socket.SOCK_STREAM, 6, "", (resolved, 80))],
+    )
+
+    with pytest.raises(httpx.ConnectError, match="link-local or unspecified"):
+        worker.post("http://hooks.example.test/x", b"{}", {"Content-Type": "application/json"})
 
 
 def test_retries_end_in_dead_letter_and_a_manual_retry_resumes_where_it_stopped(

@@ -71,11 +71,22 @@ def test_bad_urls_and_unknown_event_types_are_field_errors(api: Api) -> None:
         ({"url": "http://[::1]:99999/x"}, "url"),
         ({"url": "http://example.test:abc/"}, "url"),
         ({"url": "https://example.test/x", "events": ["coupon.exploded"]}, "events"),
+        # where clouds serve instance credentials, and the worker's own host
+        ({"url": "http://169.254.169.254/latest/meta-data/"}, "link-local"),
+        ({"url": "http://[fe80::1]:8080/x"}, "link-local"),
+        ({"url": "http://[::ffff:169.254.169.254]/"}, "link-local"),
+        ({"url": "http://0.0.0.0:8000/x"}, "unspecified"),
     ):
         response = api.post("/v2/webhooks", body)
 
         assert response.status_code == 400 and error_code(response) == 9002
         assert field in response.json()["errors"][0]["message"]
+
+
+def test_receivers_on_private_and_loopback_addresses_are_allowed(api: Api) -> None:
+    # a self-hosted service's receivers usually sit there
+    for url in ("http://127.0.0.1:9/x", "http://10.1.2.3/x", "http://[::1]:9/x"):
+        assert subscribe(api, url)["url"] == url
 
 
 def test_only_coupon_admins_manage_webhooks(viewer: Api, api: Api) -> None:

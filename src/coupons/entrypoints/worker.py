@@ -40,6 +40,22 @@ class WorkerOptions:
     policy: webhooks.RetryPolicy = field(default_factory=webhooks.RetryPolicy)
 
 
+def _refuse_forbidden_host(url: str) -> None:
+    """A name that resolves to a link-local or unspecified address is refused too (a name
+    can point there after the subscription was made). Checked on each delivery; a name that
+    changes its answer between this look-up and the connection's own is not caught."""
+    host = httpx.URL(url).host
+    if webhooks.forbidden_address(host):
+        raise httpx.ConnectError(f"{webhooks.FORBIDDEN_TARGET} ({host})")
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # the connection says why the name does not resolve
+    for *_, address in found:
+        if webhooks.forbidden_address(str(address[0])):
+            raise httpx.ConnectError(f"{webhooks.FORBIDDEN_TARGET} ({host} is {address[0]})")
+
+
 class Worker:
     """Leases due subscriptions and delivers them until stopped."""
 
@@ -62,6 +78,7 @@ class Worker:
         at a time kept a delivery going for a minute, past the lease, and another worker sent
         the same batch meanwhile. The body is read here against one deadline."""
         deadline = time.monotonic() + self.options.http_timeout
+        _refuse_forbidden_host(url)
         with self._client.stream("POST", url, content=body, headers=headers) as response:
             for _ in response.iter_raw():
                 if time.monotonic() > deadline:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import random
 import secrets
 import time
@@ -123,12 +124,32 @@ def redact_url(url: str) -> str:
 def _check(new: NewWebhook) -> frozenset[str]:
     if not _sendable(new.url):
         raise errors.InvalidField("url", f"an http(s) URL of at most {MAX_URL_LENGTH} characters")
+    host = urlsplit(new.url).hostname or ""
+    if forbidden_address(host):
+        raise errors.InvalidField("url", f"{FORBIDDEN_TARGET} ({host})")
     unknown = sorted(new.events - event_log.ALL_TYPES)
     if unknown:
         known = ", ".join(sorted(event_log.ALL_TYPES))
         raise errors.InvalidField("events", f"unknown event type {unknown[0]!r}; one of {known}")
     # No types named means every type, now and later.
     return new.events
+
+
+FORBIDDEN_TARGET = "no receiver at a link-local or unspecified address"
+
+
+def forbidden_address(host: str) -> bool:
+    """Whether `host`, an IP address, is one no webhook is sent to: link-local (169.254.0.0/16,
+    fe80::/10, where clouds serve instance metadata and credentials) or unspecified (0.0.0.0,
+    which reaches the worker's own host). Private and loopback addresses stay allowed: a
+    self-hosted receiver usually sits there. A name is not an address (False)."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_link_local or address.is_unspecified
 
 
 def _sendable(url: str) -> bool:
