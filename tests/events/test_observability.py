@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +19,7 @@ from coupons.entrypoints.job_worker import JobWorkerOptions
 from tests.conftest import PASSWORD, Backend
 from tests.e2e.conftest import Api
 from tests.events.conftest import subscribe
+from tests.reliability.live import ServerProcess
 
 
 def _samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -164,3 +167,19 @@ def test_the_access_log_of_an_unmatched_request_names_its_path(
     assert lines["req-obs-404"]["path"] == "/v2/no-such-thing"
     assert lines["req-obs-404"]["status"] == 404
     assert lines["req-obs-200"]["route"] == "/v2/events" and "path" not in lines["req-obs-200"]
+
+
+def test_every_line_coupons_serve_writes_is_json_the_servers_own_too(tmp_path: Path) -> None:
+    # the ASGI server's start and stop lines came out in its console format, among the JSON
+    server = ServerProcess(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "serve.log", workers=2)
+    server.start()
+    try:
+        assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+    finally:
+        server.stop()
+
+    lines = [line for line in (tmp_path / "serve.log").read_text().splitlines() if line.strip()]
+    events = [orjson.loads(line) for line in lines]  # each one parses
+    assert any(e.get("logger", "").startswith("uvicorn") for e in events)
+    assert any(e.get("event") == "request" and e.get("route") == "/health" for e in events)
+    assert all({"event", "level", "timestamp"} <= e.keys() for e in events)

@@ -6,8 +6,9 @@ import errno
 import os
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from coupons.adapters.sql_uow import Database
     from coupons.services.demo import DemoData
     from coupons.services.ports import UnitOfWork
+
+T = TypeVar("T")
 
 
 class _Commands(TyperGroup):
@@ -326,17 +329,46 @@ def user_disable(email: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Disable a person: they are signed out everywhere and cannot sign in."""
     from coupons.services import people
 
+    _run_committed(db, lambda uow: people.disable_person(uow, email))
+    typer.echo(f"{email} disabled")
+
+
+@user_app.command("enable")
+def user_enable(email: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Let a disabled person sign in again."""
+    from coupons.services import people
+
+    _run_committed(db, lambda uow: people.enable_person(uow, email))
+    typer.echo(f"{email} enabled")
+
+
+@user_app.command("reset-password")
+def user_reset_password(
+    email: str,
+    password: Annotated[
+        str | None, typer.Option(help="password to use; generated when omitted")
+    ] = None,
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Give a person a new password and sign them out everywhere; prints it once."""
+    from coupons.services import people
+
+    typer.echo(_run_committed(db, lambda uow: people.reset_password(uow, email, password)))
+
+
+def _run_committed(db: str, work: Callable[[UnitOfWork], T]) -> T:
+    """`work` in one transaction, committed; the database closed afterwards."""
     database = _database(db)
+
+    def step(uow: UnitOfWork) -> T:
+        value = work(uow)
+        uow.commit()
+        return value
+
     try:
-
-        def work(uow: UnitOfWork) -> None:
-            people.disable_person(uow, email)
-            uow.commit()
-
-        database.run(work)
+        return database.run(step)
     finally:
         database.dispose()
-    typer.echo(f"{email} disabled")
 
 
 def _committed(uow: object, value: object) -> object:
@@ -389,7 +421,7 @@ def serve(
         _print_demo(data, host, port)
         _print_console(person, host, port)
     os.environ["COUPONS_DATABASE_URL"] = db
-    from coupons.entrypoints.http.metrics import configure_logging
+    from coupons.entrypoints.http.metrics import SERVER_LOG_CONFIG, configure_logging
 
     # The job runner and webhook worker threads below run in this process, not in the
     # server's workers: without this their lines came out in another format than the rest.
@@ -413,6 +445,7 @@ def serve(
         loop="auto",
         http="auto",
         log_level="info",
+        log_config=SERVER_LOG_CONFIG,
         access_log=False,
         # A worker must answer the supervisor's ping within this; the default 5 s is shorter
         # than a worker's start-up on a busy host, and the supervisor then kills and respawns

@@ -13,8 +13,10 @@ import sys
 import time
 from collections import Counter as Tally
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from fastapi import FastAPI
 from prometheus_client import (
@@ -73,6 +75,42 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         cache_logger_on_first_use=False,
     )
 
+
+class JsonLineFormatter(logging.Formatter):
+    """Standard-library log records (the ASGI server's own lines: started, stopped, a worker
+    died) as the JSON lines structlog writes, so a log shipper reads one format."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        at = datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z")
+        line = {
+            "event": record.getMessage(),
+            "logger": record.name,
+            "level": record.levelname.lower(),
+            "timestamp": at,
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+# For `uvicorn.run(log_config=...)`: its default is a console format, one line among the JSON.
+SERVER_LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": f"{__name__}.JsonLineFormatter"}},
+    "handlers": {
+        "default": {
+            "formatter": "json",
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "INFO"},
+        "uvicorn.access": {"handlers": ["default"], "level": "INFO", "propagate": False},
+    },
+}
 
 MAX_LOGGED_PATH = 300
 
