@@ -173,6 +173,56 @@ def test_disabling_a_person_ends_their_sessions_and_refuses_sign_in(backend: Bac
     assert run("user", "disable", "nobody@example.com", "--db", backend.url)[0] != 0
 
 
+def signed_in_person(backend: Backend, name: str) -> tuple[str, str]:
+    """A new support person of acme (password pw-123456), signed in: (email, session token)."""
+    email = f"{unique(name)}@example.com"
+    args = ["--org", "acme", "--email", email, "--role", "support", "--password", "pw-123456"]
+    code, output = run("user", "create", *args, "--db", backend.url)
+    assert code == 0, output
+    return email, sign_in(backend, email, "pw-123456").token
+
+
+def test_a_new_password_ends_every_session_and_the_old_one_no_longer_signs_in(
+    backend: Backend,
+) -> None:
+    # Given a signed-in person whose password leaked
+    email, token = signed_in_person(backend, "hedy")
+
+    # When an operator sets a new one, and then lets one be generated
+    code, output = run(
+        "user", "reset-password", email, "--password", "pw-654321", "--db", backend.url
+    )
+
+    # Then the session is gone, the old password is refused and the new one signs in
+    assert (code, output.strip()) == (0, "pw-654321")
+    assert person_of(backend, token) is None
+    with pytest.raises(errors.AuthenticationFailed):
+        sign_in(backend, email, "pw-123456")
+    assert person_of(backend, sign_in(backend, email, "pw-654321").token) is not None
+    code, output = run("user", "reset-password", email.upper(), "--db", backend.url)
+    generated = output.strip()
+    assert code == 0 and len(generated) >= 16
+    assert person_of(backend, sign_in(backend, email, generated).token) is not None
+    # and a short password or an unknown person is refused, changing nothing
+    assert run("user", "reset-password", email, "--password", "short", "--db", backend.url)[0] != 0
+    assert run("user", "reset-password", "nobody@example.com", "--db", backend.url)[0] != 0
+    sign_in(backend, email, generated)
+
+
+def test_a_disabled_person_enabled_again_signs_in_but_old_sessions_stay_ended(
+    backend: Backend,
+) -> None:
+    email, token = signed_in_person(backend, "radia")
+    assert run("user", "disable", email, "--db", backend.url)[0] == 0
+
+    code, output = run("user", "enable", email, "--db", backend.url)
+
+    assert code == 0, output
+    assert person_of(backend, token) is None
+    assert person_of(backend, sign_in(backend, email, "pw-123456").token) is not None
+    assert run("user", "enable", "nobody@example.com", "--db", backend.url)[0] != 0
+
+
 def test_a_session_expires_and_sign_out_ends_it(backend: Backend) -> None:
     email = f"{unique('linus')}@example.com"
     assert (

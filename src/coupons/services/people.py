@@ -98,11 +98,33 @@ def create_person(
     return secret
 
 
-def disable_person(uow: UnitOfWork, email: str) -> None:
-    """Disable a person and end every session they have. Caller commits."""
+def _person(uow: UnitOfWork, email: str) -> Person:
     found = uow.users.by_email(normalize_email(email))
     if found is None:
         raise errors.InvalidField("email", f"no person with email {email!r}")
+    return found
+
+
+def reset_password(uow: UnitOfWork, email: str, password: str | None) -> str:
+    """A new password for a person (generated unless given), ending every session they
+    have: after a leak, the one remedy had been a disable, for good. Caller commits."""
+    found = _person(uow, email)
+    secret = chosen_or_new_secret(password)
+    uow.users.update(found.email, password_hash=hash_secret(secret))
+    uow.users.delete_sessions_of(found.id)
+    return secret
+
+
+def enable_person(uow: UnitOfWork, email: str) -> None:
+    """Let a disabled person sign in again (their old sessions stay ended). Caller commits."""
+    found = _person(uow, email)
+    uow.users.update(found.email, is_active=True)
+    uow.clients.update_client(CLIENT_PREFIX + found.email, is_active=True)
+
+
+def disable_person(uow: UnitOfWork, email: str) -> None:
+    """Disable a person and end every session they have. Caller commits."""
+    found = _person(uow, email)
     uow.users.update(found.email, is_active=False)
     uow.clients.update_client(CLIENT_PREFIX + found.email, is_active=False)
     uow.users.delete_sessions_of(found.id)
