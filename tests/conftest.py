@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from coupons.adapters import migrate
 from coupons.adapters.sql_uow import Database
@@ -87,7 +88,18 @@ class Backend:
     db: Database
 
     def reset(self) -> None:
-        """Empty the data tables, keeping orgs and clients (hashing secrets is slow)."""
+        """Empty the data tables, keeping orgs and clients (hashing secrets is slow).
+
+        Tried twice: tests that end server processes from outside can leave a pooled
+        connection dead, which the first try then finds (and the pool lets go of)."""
+        try:
+            self._empty()
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            self._empty()
+
+    def _empty(self) -> None:
         with self.db.engine.begin() as conn:
             if self.name == "postgresql":
                 conn.execute(text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
