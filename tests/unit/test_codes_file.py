@@ -94,9 +94,7 @@ def test_a_csv_with_lone_carriage_returns_is_refused_in_plain_words() -> None:
     # old Mac line ends: the csv module's own message spoke of "universal-newline mode"
     with pytest.raises(errors.MalformedCodesFile) as caught:
         parse(b"code\rA-1\rA-2\r", CodesFormat.CSV)
-    assert (
-        caught.value.problem == "a line ends with a lone carriage return: use LF or CRLF line ends"
-    )
+    assert caught.value.problem == LONE_CR
     assert "universal-newline" not in str(caught.value)
 
 
@@ -111,6 +109,11 @@ def test_a_csv_with_lone_carriage_returns_is_refused_in_plain_words() -> None:
         (b"A-1\nA-2\rA-3\n", CodesFormat.TEXT, 2),
         # one CR before the LF is CR LF; a second is a line end of its own
         (b"A-1\r\r\n", CodesFormat.TEXT, 1),
+        (b"code\r\nA-1\r\r\n", CodesFormat.CSV, 2),
+        # quoted, in the code's cell or another's
+        (b'code\r\n"A-1\r"\r\n', CodesFormat.CSV, 2),
+        (b'code,note\nA-1,"x\ry"\n', CodesFormat.CSV, 2),
+        (b"code\nA-1\nA-2\rA-3", CodesFormat.CSV, 3),
     ],
 )
 def test_a_lone_carriage_return_anywhere_is_refused_naming_its_line(

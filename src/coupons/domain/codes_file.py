@@ -28,8 +28,10 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024
 BOM = b"\xef\xbb\xbf"
 CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
-# Old Mac line ends: no reader here takes a carriage return alone for the end of a line.
-LONE_CR = "a line ends with a lone carriage return: use LF or CRLF line ends"
+# A carriage return is a line end only before a line feed. Alone (old Mac line ends, or a
+# stray one) no two readers agree on it: refused wherever it is, in either format, and by
+# the bulk command too, in these words.
+LONE_CR = "a carriage return not followed by a line feed: end lines with LF or CRLF"
 
 
 class CodesFormat(StrEnum):
@@ -58,8 +60,6 @@ def parse_codes(
             raise errors.MalformedCodesFile(
                 found.line_no, f"code longer than {MAX_CODE_LENGTH} characters"
             )
-        if "\r" in found.code:
-            raise errors.MalformedCodesFile(found.line_no, LONE_CR)
         if CONTROL_CHARACTER.search(found.code):
             # PostgreSQL cannot store NUL in text, and no code is typed with control characters.
             raise errors.MalformedCodesFile(found.line_no, "code contains a control character")
@@ -100,7 +100,10 @@ def _decoded_lines(chunks: Iterable[bytes], max_bytes: int) -> Iterator[tuple[in
         line_no += 1
         if pending.endswith(b"\r"):  # the last line: no line feed follows to make it CRLF
             raise errors.MalformedCodesFile(line_no, LONE_CR)
-        yield line_no, _decode(pending, line_no)
+        text = _decode(pending, line_no)
+        if "\r" in text:
+            raise errors.MalformedCodesFile(line_no, LONE_CR)
+        yield line_no, text
 
 
 def _decode_block(block: bytes, lines_before: int) -> list[str]:
@@ -115,7 +118,11 @@ def _decode_block(block: bytes, lines_before: int) -> list[str]:
     for n, text in enumerate(texts, lines_before + 1):
         if len(text) > MAX_LINE_BYTES // 4 and len(text.encode()) > MAX_LINE_BYTES:
             raise errors.MalformedCodesFile(n, f"line longer than {MAX_LINE_BYTES} bytes")
-    return [t[:-1] if t.endswith("\r") else t for t in texts]
+    lines = [t[:-1] if t.endswith("\r") else t for t in texts]
+    if any("\r" in t for t in lines):
+        first = next(n for n, t in enumerate(lines, lines_before + 1) if "\r" in t)
+        raise errors.MalformedCodesFile(first, LONE_CR)
+    return lines
 
 
 def _decode(raw: bytes, line_no: int) -> str:
@@ -132,8 +139,6 @@ def _decode(raw: bytes, line_no: int) -> str:
 
 def _text_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
     for line_no, text in lines:
-        if "\r" in text:  # before trimming, which would take `A\r\r\n` for `A`
-            raise errors.MalformedCodesFile(line_no, LONE_CR)
         code = text.strip()
         if code:
             yield FileCode(line_no, code)
@@ -176,7 +181,4 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
                 yield FileCode(start, code)
             start = current[0] + 1
     except csv.Error as error:
-        if "new-line character seen in unquoted field" in str(error):
-            # The csv module's words for a lone carriage return (old Mac line ends).
-            raise errors.MalformedCodesFile(current[0], LONE_CR) from None
         raise errors.MalformedCodesFile(current[0], f"not valid CSV ({error})") from None

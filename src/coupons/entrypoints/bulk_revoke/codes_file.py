@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from coupons.domain.codes import MAX_CODE_LENGTH, clean, normalize
-from coupons.domain.codes_file import CONTROL_CHARACTER
+from coupons.domain.codes_file import CONTROL_CHARACTER, LONE_CR
 
 
 class CodesFileError(Exception):
@@ -112,10 +112,7 @@ def scan(path: Path) -> Scan:
                 # A carriage return alone ends a line for the readers below, so a file's lines
                 # would be numbered otherwise than an editor numbers them (the server refuses
                 # such a file too, 9027).
-                raise CodesFileError(
-                    f"{path}, line {number}: a carriage return inside the line; "
-                    "end lines with a line feed (or CR LF)"
-                )
+                raise CodesFileError(f"{path}, line {number}: {LONE_CR}")
     seen: set[str] = set()
     duplicates: set[int] = set()
     total = 0
