@@ -59,6 +59,13 @@ def test_a_parameter_a_read_does_not_take_is_refused_naming_what_it_takes(
     api.ok(api.get(url))
 
 
+def test_a_parameter_with_no_name_is_refused_in_words(api: Api) -> None:
+    response = api.get("/v2/coupon/revoke/jobs?=x")
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert message(response).startswith("(a parameter with no name): not a parameter")
+
+
 def test_a_stranger_is_asked_for_credentials_before_anything_about_parameters(
     client: TestClient,
 ) -> None:
@@ -128,3 +135,23 @@ def test_a_mobile_with_an_exponent_is_no_mobile(api: Api) -> None:
 
     assert (response.status_code, error_code(response)) == (400, 9002)
     assert message(response).startswith("mobile: a number with a fraction")
+
+
+def test_a_series_job_selector_names_a_field_given_twice_and_a_number_for_text(
+    api: Api,
+) -> None:
+    series_id = api.series(codes=["QP-JOB-1"])
+    twice = f'{{"couponSeriesId": {series_id}, "couponSeriesId": {series_id}}}'.encode()
+
+    response = api.request(
+        "POST",
+        "/v2/coupon/revoke/jobs",
+        content=twice,
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert (response.status_code, error_code(response)) == (400, 9001)
+    assert message(response).endswith("'couponSeriesId' is given more than once")
+    fraction = api.post("/v2/coupon/revoke/jobs", {"couponSeriesId": series_id, "reason": 1.5})
+    assert (fraction.status_code, error_code(fraction)) == (400, 9002)
+    assert message(fraction).startswith("reason: a number with a fraction")

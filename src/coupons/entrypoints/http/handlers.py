@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +44,24 @@ def field_name(loc: tuple[int | str, ...]) -> str:
     return name or "body"
 
 
+def problem_message(problem: Mapping[str, Any]) -> str:
+    """A validation problem's message. Our own checks raise ValueError, which the validator
+    words "Value error, ..."; the prefix says nothing to a caller."""
+    return str(problem.get("msg", "invalid value")).removeprefix("Value error, ")
+
+
+def malformed_json(detail: str = "") -> errors.MalformedJson:
+    """9001, with what is wrong when there is something to say."""
+    error = errors.MalformedJson()
+    return errors.MalformedJson(f"{error.message}: {detail}") if detail else error
+
+
+def duplicate_name_detail(reason: str) -> str:
+    """`strict_json`'s refusal of a name given twice names the field; the parser's other
+    refusals say nothing a caller can use (empty)."""
+    return reason if reason.endswith(DUPLICATE_NAME) else ""
+
+
 async def coupon_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.CouponError)
     headers: dict[str, str] = {}
@@ -62,19 +83,14 @@ async def validation_error(request: Request, exc: Exception) -> Response:
         # a caller can use.
         ctx = first.get("ctx")
         reason = str(ctx.get("error", "")) if isinstance(ctx, dict) else ""
-        return await _malformed_body(request, reason if reason.endswith(DUPLICATE_NAME) else "")
-    # Our own checks raise ValueError, which the validator reports as "Value error, ...".
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    error = errors.InvalidField(field_name(loc), message)
+        return await _malformed_body(request, duplicate_name_detail(reason))
+    error = errors.InvalidField(field_name(loc), problem_message(first))
     return failure(error.code, error.message, error.http_status)
 
 
 async def _malformed_body(request: Request, detail: str = "") -> Response:
     """9001, once the caller has passed the route's credentials and access checks."""
-    error = errors.MalformedJson()
-    if detail:
-        error = errors.MalformedJson(f"{error.message}: {detail}")
-    return await _after_authentication(request, error)
+    return await _after_authentication(request, malformed_json(detail))
 
 
 async def _after_authentication(request: Request, error: errors.CouponError) -> Response:

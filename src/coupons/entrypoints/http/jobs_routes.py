@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Annotated
 
@@ -21,7 +22,12 @@ from coupons.entrypoints.http import csv_export, render, schemas
 from coupons.entrypoints.http.deps import IDEMPOTENCY_KEY_MAX, ReadActor, allowed
 from coupons.entrypoints.http.envelope import JSON, success_body
 from coupons.entrypoints.http.finding_routes import After
-from coupons.entrypoints.http.handlers import field_name
+from coupons.entrypoints.http.handlers import (
+    duplicate_name_detail,
+    field_name,
+    malformed_json,
+    problem_message,
+)
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.entrypoints.http.routes import (
     ERRORS,
@@ -128,19 +134,20 @@ async def create_job(
     try:
         # As every other JSON body is read (9001 for no body, NaN or Infinity).
         data = strict_json(raw)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError) as error:
         if sent in ("multipart/form-data", "application/x-www-form-urlencoded") and raw:
             raise errors.InvalidField(
                 "Content-Type", f"{how}, not as a form; a series job as a JSON object"
             ) from None
-        raise errors.MalformedJson() from None
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else ""
+        raise malformed_json(duplicate_name_detail(reason)) from None
     if not isinstance(data, dict):
         raise errors.MalformedJson()
     try:
         selector = JobSelector.model_validate(data)
     except ValidationError as error:
         problem = error.errors()[0]
-        message = str(problem["msg"])
+        message = problem_message(problem)
         if problem["type"] == "extra_forbidden":
             message = (
                 "not a field of a series job (couponSeriesId, reason, dryRun); send codes as a "

@@ -72,6 +72,7 @@ def _query_names(dependant: Dependant) -> frozenset[str]:
 
 
 def _unknown(name: str, known: frozenset[str]) -> UnknownQueryParameter:
+    name = name or "(a parameter with no name)"
     near = [k for k in known if k.lower() == name.lower()]
     if near:
         return UnknownQueryParameter(name, f"not a parameter of this call; did you mean {near[0]}?")
