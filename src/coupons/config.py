@@ -41,7 +41,7 @@ class Settings:
             token_secret=env.get("COUPONS_TOKEN_SECRET") or None,
             token_ttl_seconds=_positive(env, "COUPONS_TOKEN_TTL_SECONDS", 3600, TEN_YEARS),
             auth_failure_limit=_positive(env, "COUPONS_AUTH_FAILURE_LIMIT", 10, 1_000_000),
-            log_level=_log_level(env),
+            log_level=log_level_from(env),
             db_pool_size=_positive(env, "COUPONS_DB_POOL_SIZE", 10, 1_000),
             db_retry_after_seconds=_positive(env, "COUPONS_DB_RETRY_AFTER_SECONDS", 2, 86_400),
             console_session_seconds=_positive(
@@ -55,7 +55,7 @@ class Settings:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _log_level(env: Mapping[str, str]) -> str:
+def log_level_from(env: Mapping[str, str]) -> str:
     """One of the standard level names, any case: a typo had logged at INFO without a word."""
     raw = env.get("COUPONS_LOG_LEVEL", "").strip()
     if not raw:

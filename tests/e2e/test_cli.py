@@ -669,6 +669,17 @@ def test_db_upgrade_of_a_file_that_is_no_database_says_so_in_one_line(tmp_path: 
     assert output.strip() == "error: migration failed: file is not a database"
 
 
+def test_a_worker_refuses_an_unknown_log_level_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("COUPONS_LOG_LEVEL", "LOUD")
+
+    code, output = run("worker", "--db", f"sqlite:///{tmp_path / 'w.db'}")
+
+    assert code == 1
+    assert "COUPONS_LOG_LEVEL must be one of DEBUG" in output and "Traceback" not in output
+
+
 def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     # it holds the token signing key: anyone who reads it can sign a token for any client
     path = tmp_path / "private.db"

@@ -183,3 +183,17 @@ def test_every_line_coupons_serve_writes_is_json_the_servers_own_too(tmp_path: P
     assert any(e.get("logger", "").startswith("uvicorn") for e in events)
     assert any(e.get("event") == "request" and e.get("route") == "/health" for e in events)
     assert all({"event", "level", "timestamp"} <= e.keys() for e in events)
+
+
+def test_the_servers_own_lines_follow_the_log_level(tmp_path: Path) -> None:
+    # at WARNING, the start and stop lines (info) had still been written
+    server = ServerProcess(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "serve.log")
+    server.start({"COUPONS_LOG_LEVEL": "warning"})
+    try:
+        assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+    finally:
+        server.stop()
+
+    text = (tmp_path / "serve.log").read_text()
+    assert "Started server process" not in text and "Shutting down" not in text
+    assert '"route": "/health"' not in text  # the request line is info too

@@ -38,14 +38,14 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except CouponError as error:
-            raise _fail(f"{error.message} (error {error.code})") from None
+            raise fail(f"{error.message} (error {error.code})") from None
         except Exception as error:
             # The database refused a statement (no schema yet, a file that cannot be opened):
             # one line saying so, not SQLAlchemy's traceback. sqlalchemy is not imported here,
             # so commands that never touch a database start fast.
             if not type(error).__module__.startswith("sqlalchemy."):
                 raise
-            raise _fail(_database_error(error)) from None
+            raise fail(_database_error(error)) from None
 
 
 def _database_error(error: Exception) -> str:
@@ -93,7 +93,7 @@ DbOption = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
+def fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
 
@@ -106,7 +106,7 @@ def _database(url: str) -> Database:
     try:
         return Database.from_url(url, pool_size=2)
     except Exception as error:  # bad URL or driver: say so, no traceback
-        raise _fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
+        raise fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
 
 
 def _require_file(url: str) -> None:
@@ -114,7 +114,7 @@ def _require_file(url: str) -> None:
     create an empty file and its lock files, only to say the schema is missing."""
     missing = _missing_sqlite_file(url)
     if missing is not None:
-        raise _fail(f"no database at {missing}: run `coupons db upgrade --db {shown(url)}` first")
+        raise fail(f"no database at {missing}: run `coupons db upgrade --db {shown(url)}` first")
 
 
 def _missing_sqlite_file(url: str) -> str | None:
@@ -148,11 +148,11 @@ def require_schema(url: str) -> None:
     except DBAPIError as error:
         if is_unavailable(error):  # an outage, as a command meeting one says it (9023)
             raise DatabaseUnavailable(RETRY_AFTER_SECONDS) from None
-        raise _fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
+        raise fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
     except Exception as error:  # a file that cannot be opened, a bad URL
-        raise _fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
+        raise fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
     if problem is not None:
-        raise _fail(problem)
+        raise fail(problem)
 
 
 @db_app.command("upgrade")
@@ -163,7 +163,7 @@ def db_upgrade(db: DbOption = DEFAULT_DATABASE_URL) -> None:
     try:
         revision = migrate.upgrade(db)
     except Exception as error:
-        raise _fail(f"migration failed: {first_line(error)}") from None
+        raise fail(f"migration failed: {first_line(error)}") from None
     console.print(f"database at revision {revision}")
 
 
@@ -402,12 +402,12 @@ def serve(
     try:
         settings = Settings.from_env(database_url=db)
     except ValueError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     _require_free_port(host, port)
     try:
         migrate.upgrade(db)
     except Exception as error:
-        raise _fail(f"migration failed: {first_line(error)}") from None
+        raise fail(f"migration failed: {first_line(error)}") from None
     if demo_data:
         from coupons.services import people
         from coupons.services.common import utcnow
@@ -421,7 +421,7 @@ def serve(
         _print_demo(data, host, port)
         _print_console(person, host, port)
     os.environ["COUPONS_DATABASE_URL"] = db
-    from coupons.entrypoints.http.metrics import SERVER_LOG_CONFIG, configure_logging
+    from coupons.entrypoints.http.metrics import configure_logging, server_log_config
 
     # The job runner and webhook worker threads below run in this process, not in the
     # server's workers: without this their lines came out in another format than the rest.
@@ -444,8 +444,8 @@ def serve(
         workers=workers,
         loop="auto",
         http="auto",
-        log_level="info",
-        log_config=SERVER_LOG_CONFIG,
+        log_level=settings.log_level.lower(),
+        log_config=server_log_config(settings.log_level),
         access_log=False,
         # A worker must answer the supervisor's ping within this; the default 5 s is shorter
         # than a worker's start-up on a busy host, and the supervisor then kills and respawns
@@ -466,8 +466,8 @@ def _require_free_port(host: str, port: int) -> None:
     except OSError as error:
         hint = "choose another with --port (with make run: make run PORT=8080)"
         if error.errno == errno.EADDRINUSE:
-            raise _fail(f"port {port} on {host} is already in use: {hint}") from None
-        raise _fail(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+            raise fail(f"port {port} on {host} is already in use: {hint}") from None
+        raise fail(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 def _print_demo(data: DemoData, host: str, port: int) -> None:

@@ -53,7 +53,8 @@ def worker_command(
 ) -> None:
     """Deliver webhooks and run revoke jobs until interrupted (run as many as you like)."""
     from coupons.adapters.sql_uow import Database
-    from coupons.entrypoints.cli import require_schema  # loaded already: it registers this
+    from coupons.config import log_level_from
+    from coupons.entrypoints.cli import fail, require_schema  # loaded already: it registers this
     from coupons.entrypoints.http.metrics import configure_logging
     from coupons.entrypoints.worker import Worker, WorkerOptions, log
 
@@ -63,6 +64,10 @@ def worker_command(
             f"{lease_seconds:g} must be longer than --timeout ({timeout:g})",
             param_hint="'--lease-seconds'",
         )
+    try:
+        level = log_level_from(os.environ)
+    except ValueError as error:
+        raise fail(str(error)) from None
     require_schema(db)  # before logging is set up: a refusal is one line on stderr
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -76,7 +81,7 @@ def worker_command(
             ) from None
     # Logging is set up once nothing can stop the command any more: a refusal is one line
     # on stderr, and logging stays bound to no stream its caller closes.
-    configure_logging(os.environ.get("COUPONS_LOG_LEVEL", "INFO"))
+    configure_logging(level)
     options = WorkerOptions(
         concurrency=concurrency,
         lease=timedelta(seconds=lease_seconds),

@@ -93,24 +93,27 @@ class JsonLineFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
-# For `uvicorn.run(log_config=...)`: its default is a console format, one line among the JSON.
-SERVER_LOG_CONFIG: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"json": {"()": f"{__name__}.JsonLineFormatter"}},
-    "handlers": {
-        "default": {
-            "formatter": "json",
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stderr",
-        }
-    },
-    "loggers": {
-        "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
-        "uvicorn.error": {"level": "INFO"},
-        "uvicorn.access": {"handlers": ["default"], "level": "INFO", "propagate": False},
-    },
-}
+def server_log_config(level: str) -> dict[str, Any]:
+    """For `uvicorn.run(log_config=...)`, at the service's own level: uvicorn's default
+    writes its console format, one line among the JSON."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonLineFormatter"}},
+        "handlers": {
+            "default": {
+                "formatter": "json",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
+            "uvicorn.error": {"level": level},
+            "uvicorn.access": {"handlers": ["default"], "level": level, "propagate": False},
+        },
+    }
+
 
 MAX_LOGGED_PATH = 300
 
