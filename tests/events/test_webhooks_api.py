@@ -76,6 +76,15 @@ def test_bad_urls_and_unknown_event_types_are_field_errors(api: Api) -> None:
         ({"url": "http://[fe80::1]:8080/x"}, "link-local"),
         ({"url": "http://[::ffff:169.254.169.254]/"}, "link-local"),
         ({"url": "http://0.0.0.0:8000/x"}, "unspecified"),
+        # the same addresses in the other spellings a resolver reads
+        ({"url": "http://0:8000/x"}, "unspecified"),
+        ({"url": "http://2852039166/"}, "link-local"),
+        ({"url": "http://0xa9.0xfe.0xa9.0xfe/"}, "link-local"),
+        ({"url": "http://0251.0376.0251.0376/"}, "link-local"),
+        ({"url": "http://169.254.169.254./"}, "link-local"),
+        ({"url": "http://[::169.254.169.254]/"}, "link-local"),
+        ({"url": "http://[64:ff9b::a9fe:a9fe]/"}, "link-local"),
+        ({"url": "http://[2002:a9fe:a9fe::1]/"}, "link-local"),
     ):
         response = api.post("/v2/webhooks", body)
 

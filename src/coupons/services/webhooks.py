@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import random
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -141,15 +142,48 @@ FORBIDDEN_TARGET = "no receiver at a link-local or unspecified address"
 def forbidden_address(host: str) -> bool:
     """Whether `host`, an IP address, is one no webhook is sent to: link-local (169.254.0.0/16,
     fe80::/10, where clouds serve instance metadata and credentials) or unspecified (0.0.0.0,
-    which reaches the worker's own host). Private and loopback addresses stay allowed: a
-    self-hosted receiver usually sits there. A name is not an address (False)."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
-    except ValueError:
+    which reaches the worker's own host), in any of the forms a connection would take for it.
+    Private and loopback addresses stay allowed: a self-hosted receiver usually sits there. A
+    name is not an address (False); the worker checks what it resolves to."""
+    address = _address(host)
+    if address is None:
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None and (embedded.is_link_local or embedded.is_unspecified):
+            return True
     return address.is_link_local or address.is_unspecified
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    bare = host.strip("[]").split("%")[0].rstrip(".")
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    # The older IPv4 spellings every resolver still reads: 0, 2852039166, 0xa9.0xfe.0xa9.0xfe,
+    # 0251.0376.0251.0376 (whole numbers, hex or octal parts).
+    if bare and all(c in "0123456789abcdefxABCDEFX." for c in bare):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(bare))
+        except OSError:
+            return None
+    return None
+
+
+_NAT64 = int(ipaddress.IPv6Address("64:ff9b::")) >> 32
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d),
+    6to4 or NAT64 (64:ff9b::a.b.c.d)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if int(address) >> 32 in (0, _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def _sendable(url: str) -> bool:
