@@ -184,6 +184,39 @@ def test_a_blank_or_overlong_key_is_refused_with_9002(api: Api, series_id: int, 
     assert api.ok(api.get(f"/v2/coupon/series/{series_id}"))["counts"]["AVAILABLE"] == 2
 
 
+def test_a_key_sent_twice_is_refused_not_read_as_one_of_them(api: Api, series_id: int) -> None:
+    # read as its first value, a retry sending only the second was another request
+    body = {"couponSeriesId": series_id, "couponCodes": ["ONE1"]}
+
+    response = api.client.post(
+        "/v2/coupon/revoke",
+        json=body,
+        headers=[
+            *api.creds.headers.items(),
+            ("Idempotency-Key", "twice-a"),
+            ("Idempotency-Key", "twice-b"),
+        ],
+    )
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"] == "Idempotency-Key: given more than once"
+    assert api.ok(api.get(f"/v2/coupon/series/{series_id}"))["counts"]["AVAILABLE"] == 2
+
+
+def test_a_non_ascii_key_is_counted_in_characters_and_replays(api: Api, series_id: int) -> None:
+    # sent as UTF-8, 255 characters of "é" are 510 bytes: they were refused as too long
+    key = "é" * 255
+    body = {"couponSeriesId": series_id, "couponCodes": ["ONE1"]}
+    headers = {k.encode(): v.encode() for k, v in api.creds.headers.items()}
+    headers[b"Idempotency-Key"] = key.encode()
+
+    first = api.client.post("/v2/coupon/revoke", json=body, headers=headers)
+    again = api.client.post("/v2/coupon/revoke", json=body, headers=headers)
+
+    assert api.ok(first)["totalCount"] == 1
+    assert again.content == first.content and again.headers["Idempotent-Replayed"] == "true"
+
+
 def test_a_dry_run_with_the_key_of_a_real_call_is_another_request(api: Api, series_id: int) -> None:
     body = {"couponSeriesId": series_id, "couponCodes": ["ONE1"]}
     api.ok(send(api, body, headers={"Idempotency-Key": "k-real"}))

@@ -308,6 +308,32 @@ def test_the_same_upload_under_the_same_key_replays_the_first_job(
     assert count_rows(backend, "revoke_job_lines") == 3
 
 
+def test_a_selector_under_the_same_key_is_compared_as_data_not_as_bytes(
+    api: Api, backend: Backend, mixed: dict[str, Any]
+) -> None:
+    # a client that rebuilt its body before retrying (other key order, other spacing) got
+    # 9006, and could not tell whether its job had been made
+    series = mixed["series"]
+    key = {"Idempotency-Key": "selector-1", "Content-Type": "application/json"}
+    first = accepted(
+        api.request(
+            "POST", JOBS, content=f'{{"couponSeriesId": {series}, "reason": "w"}}', headers=key
+        )
+    )
+
+    again = api.request(
+        "POST", JOBS, content=f'{{"reason":"w","couponSeriesId":{series}}}', headers=key
+    )
+
+    assert accepted(again)["jobId"] == first["jobId"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = api.request(
+        "POST", JOBS, content=f'{{"reason":"x","couponSeriesId":{series}}}', headers=key
+    )
+    assert error_code(other) == 9006
+    assert count_rows(backend, "revoke_jobs") == 1
+
+
 def test_an_upload_whose_reason_differs_only_in_case_is_another_request(
     api: Api, backend: Backend, mixed: dict[str, Any]
 ) -> None:

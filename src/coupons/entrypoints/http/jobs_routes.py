@@ -19,7 +19,7 @@ from coupons.domain.codes import CodeCase
 from coupons.domain.codes_file import CodesFormat, parse_codes
 from coupons.domain.jobs import Job, ReportRow
 from coupons.entrypoints.http import csv_export, render, schemas
-from coupons.entrypoints.http.deps import IDEMPOTENCY_KEY_MAX, ReadActor, allowed
+from coupons.entrypoints.http.deps import ReadActor, allowed
 from coupons.entrypoints.http.envelope import JSON, success_body
 from coupons.entrypoints.http.finding_routes import After
 from coupons.entrypoints.http.handlers import (
@@ -33,6 +33,7 @@ from coupons.entrypoints.http.routes import (
     ERRORS,
     CodeCaseQuery,
     DryRunQuery,
+    idempotency_key,
     perform,
     query_fingerprint,
     replay_headers,
@@ -77,16 +78,6 @@ def _accepted(request: Request, rendered: Rendered) -> Response:
     return Response(
         rendered.body, status_code=rendered.status_code, media_type=JSON, headers=headers
     )
-
-
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    key = key.strip()
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX:
-        raise errors.InvalidField("Idempotency-Key", f"1 to {IDEMPOTENCY_KEY_MAX} characters")
-    return key
 
 
 FILE_TYPES = "a codes file is sent as the whole body with Content-Type text/plain or text/csv"
@@ -158,10 +149,12 @@ async def create_job(
         selector.coupon_series_id, selector.reason, dry_run or selector.dry_run, case
     )
     ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
-    key = _idempotency_key(request)
+    key = idempotency_key(request)
     idempotency = None
     if key is not None:
-        idempotency = Idempotency(key, _fingerprint(request, hashlib.sha256(raw).hexdigest()))
+        # Compared as data, as every JSON body is: key order and spacing do not matter.
+        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        idempotency = Idempotency(key, _fingerprint(request, hashlib.sha256(canonical).hexdigest()))
     rendered = await run_in_threadpool(
         execute,
         request.app.state.db,
@@ -179,7 +172,7 @@ async def _upload(
 ) -> Response:
     """Stream the file into a staged job, then open it (or replay / refuse, deleting it)."""
     ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
-    key = _idempotency_key(request)
+    key = idempotency_key(request)
     db = request.app.state.db
     digest = hashlib.sha256()
     stream: AsyncIterator[bytes] = request.stream().__aiter__()
@@ -277,7 +270,7 @@ async def undo_job(
     the job only reports what it would reinstate (`would_reinstate`), and the job can still
     be undone for real afterwards."""
     ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
-    key = _idempotency_key(request)
+    key = idempotency_key(request)
     idempotency = None
     if key is not None:
         idempotency = Idempotency(key, _fingerprint(request, ""))

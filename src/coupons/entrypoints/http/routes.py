@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
@@ -72,11 +73,8 @@ async def perform(
     the store allows it (`Database.on_loop`: PostgreSQL), in the thread pool otherwise."""
     ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
     idempotency = None
-    key = request.headers.get("idempotency-key")
-    if write and key is not None:
-        key = key.strip()
-        if not key or len(key) > IDEMPOTENCY_KEY_MAX:
-            raise errors.InvalidField("Idempotency-Key", f"1 to {IDEMPOTENCY_KEY_MAX} characters")
+    key = idempotency_key(request) if write else None
+    if key is not None:
         idempotency = Idempotency(key=key, fingerprint=await _fingerprint(request))
     db = request.app.state.db
     loop_db = db.on_loop if on_loop else None
@@ -112,6 +110,25 @@ def replay_headers(request: Request, rendered: Rendered) -> dict[str, str]:
     if rendered.request_id:
         answer_as(request.scope, rendered.request_id)
     return {"Idempotent-Replayed": "true"}
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's `Idempotency-Key`, trimmed; None without one. Sent twice, it is refused
+    (9002) as a query parameter sent twice is: read as one of them, a retry sending the other
+    would be another request. A key is UTF-8 text counted in characters (HTTP hands its bytes
+    over as Latin-1)."""
+    values = request.headers.getlist("idempotency-key")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise errors.InvalidField("Idempotency-Key", "given more than once")
+    key = values[0]
+    with contextlib.suppress(UnicodeError):
+        key = key.encode("latin-1").decode("utf-8")
+    key = key.strip()
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX:
+        raise errors.InvalidField("Idempotency-Key", f"1 to {IDEMPOTENCY_KEY_MAX} characters")
+    return key
 
 
 async def _fingerprint(request: Request) -> str:
