@@ -172,12 +172,7 @@ def org_create(name: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Create an org; prints its id."""
     from coupons.services import admin
 
-    database = _database(db)
-    try:
-        org_id = database.run(lambda uow: _committed(uow, admin.create_org(uow, name)))
-    finally:
-        database.dispose()
-    typer.echo(org_id)
+    typer.echo(_run_once(db, lambda uow: admin.create_org(uow, name)))
 
 
 @org_app.command("list")
@@ -185,11 +180,7 @@ def org_list(db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Every org with its id and number of API clients."""
     from coupons.services import admin
 
-    database = _database(db)
-    try:
-        orgs = database.run(admin.list_orgs, write=False)
-    finally:
-        database.dispose()
+    orgs = _run_once(db, admin.list_orgs, write=False)
     _print_rows(("id", "name", "clients"), [(o.id, o.name, o.clients) for o in orgs])
 
 
@@ -208,18 +199,12 @@ def client_create(
     """Create an API client; prints its secret once (it is stored only as a hash)."""
     from coupons.services import admin
 
-    database = _database(db)
-    try:
-        secret = database.run(
-            lambda uow: _committed(
-                uow,
-                admin.create_client(
-                    uow, org=org, username=username, password=password, groups=groups
-                ),
-            )
-        )
-    finally:
-        database.dispose()
+    secret = _run_once(
+        db,
+        lambda uow: admin.create_client(
+            uow, org=org, username=username, password=password, groups=groups
+        ),
+    )
     typer.echo(secret)
 
 
@@ -228,11 +213,7 @@ def client_list(db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Every API client: username, org, groups, active or disabled (never a secret)."""
     from coupons.services import admin
 
-    database = _database(db)
-    try:
-        clients = database.run(admin.list_clients, write=False)
-    finally:
-        database.dispose()
+    clients = _run_once(db, admin.list_clients, write=False)
     _print_rows(
         ("username", "org", "groups", "status"),
         [
@@ -247,12 +228,7 @@ def client_reset_secret(username: str, db: DbOption = DEFAULT_DATABASE_URL) -> N
     """Give a client a new secret; prints it once. The old secret and its tokens stop working."""
     from coupons.services import admin
 
-    database = _database(db)
-    try:
-        secret = database.run(lambda uow: _committed(uow, admin.reset_client_secret(uow, username)))
-    finally:
-        database.dispose()
-    typer.echo(secret)
+    typer.echo(_run_once(db, lambda uow: admin.reset_client_secret(uow, username)))
 
 
 @client_app.command("disable")
@@ -270,16 +246,7 @@ def client_enable(username: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
 def _set_active(username: str, active: bool, db: str) -> None:
     from coupons.services import admin
 
-    database = _database(db)
-    try:
-
-        def work(uow: UnitOfWork) -> None:
-            admin.set_client_active(uow, username, active)
-            uow.commit()
-
-        database.run(work)
-    finally:
-        database.dispose()
+    _run_once(db, lambda uow: admin.set_client_active(uow, username, active))
     typer.echo(f"{username} {'enabled' if active else 'disabled'}")
 
 
@@ -309,18 +276,12 @@ def user_create(
     from coupons.services import people
     from coupons.services.common import utcnow
 
-    database = _database(db)
-    try:
-        secret = database.run(
-            lambda uow: _committed(
-                uow,
-                people.create_person(
-                    uow, org=org, email=email, role=role, password=password, now=utcnow()
-                ),
-            )
-        )
-    finally:
-        database.dispose()
+    secret = _run_once(
+        db,
+        lambda uow: people.create_person(
+            uow, org=org, email=email, role=role, password=password, now=utcnow()
+        ),
+    )
     typer.echo(secret)
 
 
@@ -329,7 +290,7 @@ def user_disable(email: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Disable a person: they are signed out everywhere and cannot sign in."""
     from coupons.services import people
 
-    _run_committed(db, lambda uow: people.disable_person(uow, email))
+    _run_once(db, lambda uow: people.disable_person(uow, email))
     typer.echo(f"{email} disabled")
 
 
@@ -338,7 +299,7 @@ def user_enable(email: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Let a disabled person sign in again."""
     from coupons.services import people
 
-    _run_committed(db, lambda uow: people.enable_person(uow, email))
+    _run_once(db, lambda uow: people.enable_person(uow, email))
     typer.echo(f"{email} enabled")
 
 
@@ -353,27 +314,24 @@ def user_reset_password(
     """Give a person a new password and sign them out everywhere; prints it once."""
     from coupons.services import people
 
-    typer.echo(_run_committed(db, lambda uow: people.reset_password(uow, email, password)))
+    typer.echo(_run_once(db, lambda uow: people.reset_password(uow, email, password)))
 
 
-def _run_committed(db: str, work: Callable[[UnitOfWork], T]) -> T:
-    """`work` in one transaction, committed; the database closed afterwards."""
+def _run_once(db: str, work: Callable[[UnitOfWork], T], *, write: bool = True) -> T:
+    """`work` in one transaction on `db`, committed when it writes; the database closed
+    afterwards (a command does one thing and ends)."""
     database = _database(db)
 
     def step(uow: UnitOfWork) -> T:
         value = work(uow)
-        uow.commit()
+        if write:
+            uow.commit()
         return value
 
     try:
-        return database.run(step)
+        return database.run(step, write=write)
     finally:
         database.dispose()
-
-
-def _committed(uow: object, value: object) -> object:
-    uow.commit()  # type: ignore[attr-defined]
-    return value
 
 
 @app.command("serve")
