@@ -3,6 +3,9 @@ backends: an upgrade must carry existing rows over, not only build an empty sche
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from sqlalchemy import Connection, text
 
 from coupons.adapters import migrate
@@ -210,3 +213,21 @@ def test_revoke_jobs_upgrade_keeps_history_and_downgrade_drops_org_events(
     assert [(int(c), r) for c, r in rows] == [(3, "r1")]
     assert "revoke_jobs" not in tables and "revoke_job_lines" not in tables
     migrate.upgrade(empty_database_url, "head")
+
+
+def test_upgrades_started_together_all_succeed_one_after_another(empty_database_url: str) -> None:
+    # hosts starting a new release together each migrate first: all but one failed on what
+    # the first had made ("duplicate key value", "column already exists")
+    command = [sys.executable, "-m", "coupons.entrypoints.cli", "db", "upgrade"]
+    runs = [
+        subprocess.Popen(
+            [*command, "--db", empty_database_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outputs = [run.communicate(timeout=120)[0].decode() for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], outputs
+    assert migrate.current_revision(empty_database_url) == migrate.head_revision()

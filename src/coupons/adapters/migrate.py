@@ -9,10 +9,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from coupons.adapters.db import create_db_engine
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# The advisory lock key every migration run of this schema takes (any constant of our own).
+MIGRATION_LOCK = 0x0C0B_0DB0
 
 
 def alembic_config(url: str) -> Config:
@@ -39,6 +42,12 @@ def _run(url: str, step: Callable[[Config, str], None], revision: str) -> None:
     engine = create_db_engine(url, null_pool=True)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # One migration at a time: hosts starting a new release together (every
+                # `coupons serve` migrates first) each ran the same steps, and all but one
+                # failed on what the first had made. The lock is the transaction's, so it
+                # holds through PgBouncer too; the next one then finds nothing to do.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config = alembic_config(url)
             config.attributes["connection"] = conn
             step(config, revision)
