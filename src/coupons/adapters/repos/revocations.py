@@ -94,16 +94,20 @@ class SqlRevocationRepository:
             .where(h.coupon_id.in_(list(coupon_ids)), h.action == Action.REVOKE.value)
             .group_by(h.coupon_id)
         )
+        # How many of the coupons each revoke gave, counted once, then joined to the trail
+        # on its (org, request id) key. A count correlated to each trail row read the
+        # history again per row, and without a prepared plan (behind PgBouncer) PostgreSQL
+        # scanned the whole trail for it: a customer's reinstate took 0.3 s instead of 15 ms.
         undone = (
-            select(func.count())
-            .where(h.id.in_(latest), h.request_id == _r.request_id)
-            .scalar_subquery()
+            select(h.request_id, func.count().label("n"))
+            .where(h.id.in_(latest))
+            .group_by(h.request_id)
+            .subquery()
         )
-        requests = select(h.request_id).where(h.id.in_(latest))
         self.conn.execute(
             update(revocations)
-            .where(_r.org_id == org_id, _r.request_id.in_(requests))
-            .values(reinstated_count=_r.reinstated_count + undone)
+            .where(_r.org_id == org_id, _r.request_id == undone.c.request_id)
+            .values(reinstated_count=_r.reinstated_count + undone.c.n)
         )
 
     def page(
