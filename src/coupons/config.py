@@ -48,8 +48,19 @@ class Settings:
                 env, "COUPONS_CONSOLE_SESSION_SECONDS", 28800, TEN_YEARS
             ),
         )
+        check_metrics_dir(env)
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean)  # type: ignore[arg-type]
+
+
+def check_metrics_dir(env: Mapping[str, str]) -> None:
+    """PROMETHEUS_MULTIPROC_DIR, when set, must be a directory this process can write in:
+    otherwise the metrics library fails at the first count, a traceback after start-up."""
+    raw = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if raw and not (os.path.isdir(raw) and os.access(raw, os.W_OK | os.X_OK)):
+        raise ValueError(
+            f"PROMETHEUS_MULTIPROC_DIR must be a directory this user can write in, not {raw!r}"
+        )
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

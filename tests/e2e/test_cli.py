@@ -585,6 +585,8 @@ def test_serve_on_a_port_in_use_says_so_before_touching_the_database(tmp_path: P
         ("COUPONS_CONSOLE_SESSION_SECONDS", "8h", "must be a whole number"),
         # a typo had served at INFO without a word
         ("COUPONS_LOG_LEVEL", "LOUD", "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        # the metrics library failed at the first count, a traceback after start-up
+        ("PROMETHEUS_MULTIPROC_DIR", "/no/such/dir", "must be a directory this user can write"),
     ],
 )
 def test_serve_refuses_a_bad_setting_naming_the_variable(
@@ -669,15 +671,22 @@ def test_db_upgrade_of_a_file_that_is_no_database_says_so_in_one_line(tmp_path: 
     assert output.strip() == "error: migration failed: file is not a database"
 
 
-def test_a_worker_refuses_an_unknown_log_level_in_one_line(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("COUPONS_LOG_LEVEL", "LOUD", "must be one of DEBUG"),
+        ("PROMETHEUS_MULTIPROC_DIR", "/no/such/dir", "must be a directory this user can write"),
+    ],
+)
+def test_a_worker_refuses_a_bad_setting_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, says: str
 ) -> None:
-    monkeypatch.setenv("COUPONS_LOG_LEVEL", "LOUD")
+    monkeypatch.setenv(name, value)
 
     code, output = run("worker", "--db", f"sqlite:///{tmp_path / 'w.db'}")
 
     assert code == 1
-    assert "COUPONS_LOG_LEVEL must be one of DEBUG" in output and "Traceback" not in output
+    assert f"{name} {says}" in " ".join(output.split()) and "Traceback" not in output
 
 
 def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:

@@ -65,7 +65,9 @@ def _stall_timeout(value: str) -> float | None:
     except ValueError:
         seconds = float("nan")
     if not 0 < seconds <= 86_400:  # NaN fails this too
-        raise ValueError(f"stall_timeout must be seconds from 0 to 86400 or none, not {value!r}")
+        raise ValueError(
+            f"stall_timeout must be seconds above 0, at most 86400, or none, not {value!r}"
+        )
     return seconds
 
 

@@ -347,7 +347,10 @@ class Database:
                     lost_connections += 1
                     if uow.commit_started or lost_connections >= UNAVAILABLE_ATTEMPTS:
                         raise errors.DatabaseUnavailable(self.retry_after) from error
-                    log.info("database connection lost; retrying on a fresh one")
+                    # Debug: while the database is away every poll of every worker meets
+                    # this (4 lines a second each); the outage itself is logged once, by
+                    # whoever meets it (`entrypoints.outage`), and each 503 in the access log.
+                    log.debug("database connection lost; retrying on a fresh one")
                 elif not is_transient(error) or attempt == MAX_ATTEMPTS:
                     raise
             self._pause(min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))

@@ -53,7 +53,7 @@ def worker_command(
 ) -> None:
     """Deliver webhooks and run revoke jobs until interrupted (run as many as you like)."""
     from coupons.adapters.sql_uow import Database
-    from coupons.config import log_level_from
+    from coupons.config import check_metrics_dir, log_level_from
     from coupons.entrypoints.cli import fail, require_schema  # loaded already: it registers this
     from coupons.entrypoints.http.metrics import configure_logging
     from coupons.entrypoints.worker import Worker, WorkerOptions, log
@@ -66,6 +66,7 @@ def worker_command(
         )
     try:
         level = log_level_from(os.environ)
+        check_metrics_dir(os.environ)
     except ValueError as error:
         raise fail(str(error)) from None
     require_schema(db)  # before logging is set up: a refusal is one line on stderr
