@@ -98,6 +98,22 @@ def test_receivers_on_private_and_loopback_addresses_are_allowed(api: Api) -> No
         assert subscribe(api, url)["url"] == url
 
 
+def test_a_password_in_a_receiver_url_is_masked_in_answers_and_kept_for_delivery(
+    api: Api, backend: Backend
+) -> None:
+    # for a receiver behind Basic auth; the API echoed it in every listing
+    url = "http://alice:s3cret-pw@127.0.0.1:9/hook"
+
+    created = subscribe(api, url)
+
+    shown = "http://alice:***@127.0.0.1:9/hook"
+    assert created["url"] == shown
+    assert [w["url"] for w in api.ok(api.get("/v2/webhooks"))["webhooks"]] == [shown]
+    with backend.db.engine.connect() as conn:
+        stored = conn.execute(text("SELECT url FROM webhooks")).scalar_one()
+    assert stored == url
+
+
 def test_only_coupon_admins_manage_webhooks(viewer: Api, api: Api) -> None:
     response = viewer.post("/v2/webhooks", {"url": "https://example.test/x"})
 

@@ -107,6 +107,21 @@ def verify(
     return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
 
 
+def shown_url(url: str) -> str:
+    """The URL as the API shows it: a password in it (for a receiver behind Basic auth) is
+    `***`, as a stored secret is never shown again; deliveries still send it."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
+
+
 def redact_url(url: str) -> str:
     """The URL without user info, fit for logs and error messages. Never raises: a URL
     stored before creation refused unsendable ones must still get its failure recorded."""

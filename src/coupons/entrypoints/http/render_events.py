@@ -11,7 +11,7 @@ import orjson
 from coupons.domain.records import DeliveryRecord, EventRecord, WebhookRecord
 from coupons.entrypoints.http.render import timestamp
 from coupons.services import events as event_log
-from coupons.services.webhooks import CreatedWebhook
+from coupons.services.webhooks import CreatedWebhook, shown_url
 
 
 def event(e: EventRecord) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def webhook(w: WebhookRecord) -> dict[str, Any]:
     """A subscription as the API shows it: never its secret."""
     return {
         "id": w.id,
-        "url": w.url,
+        "url": shown_url(w.url),
         "events": sorted(w.events) or sorted(event_log.ALL_TYPES),
         "status": w.status,
         "lastEventId": w.cursor,
