@@ -117,8 +117,24 @@ def test_a_bad_path_parameter_is_9002_naming_it_as_the_api_does(
     assert response.status_code == 400, response.text
     assert error_code(response) == 9002
     message = response.json()["errors"][0]["message"]
-    assert message.startswith(f"{name}:"), message
-    assert "Value error" not in message
+    assert message == f"{name}: must be a whole number of 1 or more, written in digits", message
+
+
+def test_a_path_id_of_thousands_of_digits_is_out_of_range_not_a_parser_error(api: Api) -> None:
+    response = api.get("/v2/coupon/" + "9" * 5000)
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    message = response.json()["errors"][0]["message"]
+    assert message == f"couponId: Input should be less than or equal to {2**62}"
+
+
+def test_a_negative_path_id_is_refused_in_words(api: Api) -> None:
+    # "-1" was told "Input should be a valid integer", which it is
+    response = api.request("DELETE", "/v2/webhooks/-1")
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    message = response.json()["errors"][0]["message"]
+    assert message == "id: must be a whole number of 1 or more, written in digits"
 
 
 def test_every_path_parameter_in_the_openapi_document_is_named_in_camel_case(

@@ -42,11 +42,25 @@ router = APIRouter(route_class=IdRoute)
 DbId = Annotated[int, Path(ge=1, le=2**62)]
 # What a revoke call needs, on the route and on its fast path (`fast_revoke`).
 REVOKE_PERMISSION = "revoke"
+
+
 # Path parameters are named as the API documents them, in messages and in OpenAPI too. An id
 # is written in digits, as a customer id in a body may be (`schemas.digits_as_int`): the lax
 # integer parsing took `7.0`, `+7` and ` 7` for coupon 7, while the routing, which counts only
 # digits as an id, answered other methods on those paths with 404.
-PathId = (BeforeValidator(schemas.digits_as_int), Strict())
+def _path_id(value: Any) -> Any:
+    """A path's id as the number its digits write; anything else (`0`, `-1`, `7.0`, `abc`)
+    is refused in words, not as "Input should be a valid integer" (`-1` is one)."""
+    if not isinstance(value, str):
+        return value
+    if not (value.isascii() and value.isdigit()) or not value.strip("0"):
+        raise ValueError("must be a whole number of 1 or more, written in digits")
+    # Past 2**62 either way, and never thousands of digits handed to int() (which refuses
+    # over 4,300): the range check then says what the most is.
+    return int(value) if len(value.lstrip("0")) <= 19 else 2**62 + 1
+
+
+PathId = (BeforeValidator(_path_id), Strict())
 IdPath = Annotated[int, *PathId, Path(alias="id", ge=1, le=2**62)]
 CouponIdPath = Annotated[int, *PathId, Path(alias="couponId", ge=1, le=2**62)]
 ERRORS: dict[int | str, dict[str, Any]] = {
