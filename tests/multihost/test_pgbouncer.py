@@ -7,10 +7,14 @@ PgBouncer 1.18 does not carry them from one server connection to another.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from coupons.adapters import migrate
 from coupons.adapters.db import postgres_connect_args
 from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
@@ -94,3 +98,21 @@ def test_a_job_chunks_plan_setting_holds_for_its_transaction_only_through_pgboun
     # then SET LOCAL held inside it and never leaked onto the shared server connection
     assert inside == "force_custom_plan"
     assert after == again == "auto"
+
+
+def test_upgrades_started_together_through_pgbouncer_run_one_after_another(
+    cluster: Cluster, bouncer: PgBouncer
+) -> None:
+    # the migration lock is its transaction's, so it holds when each statement may reach
+    # another server connection (a session lock would be taken on one and lost on the next)
+    cluster.create_database("fresh_release")
+    url = bouncer.url("fresh_release")  # with prepare_threshold=none, as the docs set it
+    command = [sys.executable, "-m", "coupons.entrypoints.cli", "db", "upgrade", "--db", url]
+    runs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(4)
+    ]
+    outputs = [run.communicate(timeout=120)[0].decode() for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], outputs
+    assert migrate.current_revision(cluster.url("fresh_release")) == migrate.head_revision()
