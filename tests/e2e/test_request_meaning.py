@@ -155,3 +155,13 @@ def test_a_series_job_selector_names_a_field_given_twice_and_a_number_for_text(
     fraction = api.post("/v2/coupon/revoke/jobs", {"couponSeriesId": series_id, "reason": 1.5})
     assert (fraction.status_code, error_code(fraction)) == (400, 9002)
     assert message(fraction).startswith("reason: a number with a fraction")
+
+
+def test_a_customer_id_of_thousands_of_digits_is_out_of_range_in_plain_words(api: Api) -> None:
+    # int() refuses past 4,300 digits; its words reached the caller
+    body = {"couponCodes": [], "customer": {"id": "9" * 5000}}
+
+    response = api.revoke(body)
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert message(response) == f"customer.id: Input should be less than or equal to {2**62}"

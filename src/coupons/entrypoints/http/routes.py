@@ -51,13 +51,9 @@ REVOKE_PERMISSION = "revoke"
 def _path_id(value: Any) -> Any:
     """A path's id as the number its digits write; anything else (`0`, `-1`, `7.0`, `abc`)
     is refused in words, not as "Input should be a valid integer" (`-1` is one)."""
-    if not isinstance(value, str):
-        return value
-    if not (value.isascii() and value.isdigit()) or not value.strip("0"):
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and value.strip("0")):
         raise ValueError("must be a whole number of 1 or more, written in digits")
-    # Past 2**62 either way, and never thousands of digits handed to int() (which refuses
-    # over 4,300): the range check then says what the most is.
-    return int(value) if len(value.lstrip("0")) <= 19 else 2**62 + 1
+    return schemas.digits_as_int(value)
 
 
 PathId = (BeforeValidator(_path_id), Strict())
@@ -147,16 +143,20 @@ def idempotency_key(request: Request) -> str | None:
 
 async def _fingerprint(request: Request) -> str:
     """What makes two requests "the same" for an idempotency key."""
-    raw = await request.body()
-    try:
-        canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
-    except orjson.JSONDecodeError:
-        canonical = raw
     digest = hashlib.sha256()
     for part in (request.method, request.url.path, repr(query_fingerprint(request))):
         digest.update(part.encode() + b"\0")
-    digest.update(canonical)
+    digest.update(canonical_json(await request.body()))
     return digest.hexdigest()
+
+
+def canonical_json(raw: bytes) -> bytes:
+    """A JSON body as an idempotency key compares it: as data, so key order and spacing do
+    not matter (a body that is no JSON as its bytes)."""
+    try:
+        return orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
+    except orjson.JSONDecodeError:
+        return raw
 
 
 # Query parameters whose values are read without regard to case (`couponCodeCase=upper`,

@@ -40,10 +40,17 @@ Code = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_CO
 Int = Annotated[int, Strict()]
 
 
+# Ids go up to 2**62, which is 19 digits: past that, a number only needs to be out of range.
+_MOST_ID_DIGITS = 19
+
+
 def digits_as_int(value: Any) -> Any:
     """A string of ASCII digits as the number it writes; anything else as it is, for a strict
-    integer check to refuse."""
-    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+    integer check to refuse. Thousands of digits are not handed to int() (it refuses past
+    4,300): any number that long is past every id's range, and the range check says so."""
+    if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+        return value
+    return int(value) if len(value.lstrip("0")) <= _MOST_ID_DIGITS else 2**62 + 1
 
 
 # A customer id may also come as a string of digits: the vendor's own revoke example sends
