@@ -33,6 +33,7 @@ from coupons.entrypoints.http.routes import (
     ERRORS,
     CodeCaseQuery,
     DryRunQuery,
+    canonical_json,
     idempotency_key,
     perform,
     query_fingerprint,
@@ -152,9 +153,8 @@ async def create_job(
     key = idempotency_key(request)
     idempotency = None
     if key is not None:
-        # Compared as data, as every JSON body is: key order and spacing do not matter.
-        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-        idempotency = Idempotency(key, _fingerprint(request, hashlib.sha256(canonical).hexdigest()))
+        body_digest = hashlib.sha256(canonical_json(raw)).hexdigest()
+        idempotency = Idempotency(key, _fingerprint(request, body_digest))
     rendered = await run_in_threadpool(
         execute,
         request.app.state.db,
