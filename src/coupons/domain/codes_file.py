@@ -98,10 +98,8 @@ def _decoded_lines(chunks: Iterable[bytes], max_bytes: int) -> Iterator[tuple[in
             raise errors.MalformedCodesFile(line_no + 1, f"line longer than {MAX_LINE_BYTES} bytes")
     if pending:
         line_no += 1
-        if pending.endswith(b"\r"):  # the last line: no line feed follows to make it CRLF
-            raise errors.MalformedCodesFile(line_no, LONE_CR)
         text = _decode(pending, line_no)
-        if "\r" in text:
+        if "\r" in text:  # the last line: no line feed follows to make any CR a CRLF
             raise errors.MalformedCodesFile(line_no, LONE_CR)
         yield line_no, text
 
@@ -131,10 +129,9 @@ def _decode(raw: bytes, line_no: int) -> str:
     if len(raw) > MAX_LINE_BYTES:
         raise errors.MalformedCodesFile(line_no, f"line longer than {MAX_LINE_BYTES} bytes")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise errors.MalformedCodesFile(line_no, "not UTF-8") from None
-    return text[:-1] if text.endswith("\r") else text
 
 
 def _text_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
