@@ -342,3 +342,31 @@ def test_unknown_or_other_orgs_redemption_ids_reactivate_nothing(
     with backend.db.engine.connect() as conn:
         states = conn.scalars(select(coupons.c.state).order_by(coupons.c.id)).all()
     assert "ISSUED" not in states
+
+
+@pytest.mark.parametrize("series_type", ["DISC_CODE", "DISC_CODE_PIN"])
+def test_the_same_code_in_an_expired_series_neither_stops_nor_shows_in_a_redeem(
+    api: Api, backend: Backend, series_type: str
+) -> None:
+    # given one code in two series of the org: an expired pool, and a live series where it
+    # is issued to the customer
+    expired = api.series(series_type, codes=["SAME-7"])
+    live = api.series(series_type, codes=["SAME-7"])
+    _expire(backend, expired)
+    customer_id = api.customer("555-0177")
+    issued = api.issue(live, customer_id)
+    assert issued["couponCode"] == "SAME-7"
+    line: dict[str, Any] = {"code": "same-7"}
+    if series_type == "DISC_CODE_PIN":
+        with backend.db.engine.connect() as conn:
+            line["pin"] = conn.execute(
+                select(coupons.c.pin).where(coupons.c.id == issued["couponId"])
+            ).scalar_one()
+
+    # when the customer redeems the code
+    response = _redeem_lines(api, customer_id, [line])
+
+    # then her coupon in the live series is redeemed
+    [redemption] = api.ok(response)["redemptions"]
+    assert redemption["couponId"] == issued["couponId"]
+    assert _states(api, issued["couponId"]) == ["REDEEMED"]

@@ -137,3 +137,96 @@ def test_reactivate_returns_redeemed_coupons_to_issued_once(world: World) -> Non
         reactivate(world.uow(), world.ctx(), [done.redemption_id])
     with pytest.raises(errors.RedemptionNotFound):
         reactivate(world.uow(), world.ctx(), [10**9])
+
+
+@pytest.mark.parametrize("other_state", [CouponState.AVAILABLE, CouponState.ISSUED])
+def test_a_copy_of_the_code_in_an_expired_series_does_not_stop_the_customers_own(
+    world: World, other_state: CouponState
+) -> None:
+    # Given the same code in an expired series (a pool code, or Bob's) and in a live one,
+    # where it is Alice's
+    bob = world.customer("+1 555 0199")
+    world.coupons(world.series(expired=True), "SAME1", state=other_state, to=bob)
+    alice = world.customer("+1 555 0100")
+    [mine] = world.coupons(world.series(), "SAME1", to=alice)
+
+    # When Alice redeems the code
+    done = redeem(world.uow(), world.ctx(), ALICE, [RedeemLine("same1")], None, None)
+
+    # Then her own coupon is redeemed
+    assert [r.coupon_id for r in done] == [mine.id]
+    assert world.coupon(mine.id).state is CouponState.REDEEMED
+
+
+def test_the_customers_live_copy_is_redeemed_before_her_expired_one(world: World) -> None:
+    alice = world.customer("+1 555 0100")
+    world.coupons(world.series(expired=True), "TWICE1", to=alice)
+    [live] = world.coupons(world.series(), "TWICE1", to=alice)
+
+    done = redeem(world.uow(), world.ctx(), ALICE, [RedeemLine("TWICE1")], None, None)
+
+    assert [r.coupon_id for r in done] == [live.id]
+
+
+@pytest.mark.parametrize(
+    ("alices", "expected"),
+    [
+        # Her only copy is in the expired series: the expiry is the reason.
+        ("expired", errors.SeriesExpired),
+        # Only Bob's live copy and an expired pool code: the code is not hers.
+        ("none", errors.CouponNotIssuedToCustomer),
+        # Her live copy is redeemed already: that, not the other series' expiry.
+        ("redeemed", errors.CouponAlreadyRedeemed),
+    ],
+)
+def test_when_no_copy_can_be_redeemed_the_customers_own_copies_give_the_reason(
+    world: World, alices: str, expected: type[errors.CouponError]
+) -> None:
+    alice, bob = world.customer("+1 555 0100"), world.customer("+1 555 0199")
+    expired, live = world.series(expired=True), world.series()
+    if alices == "expired":
+        world.coupons(expired, "CODE1", to=alice)
+        world.coupons(live, "CODE1", to=bob)
+    elif alices == "none":
+        world.coupons(expired, "CODE1", state=CouponState.AVAILABLE)
+        world.coupons(live, "CODE1", to=bob)
+    else:
+        world.coupons(expired, "CODE1", state=CouponState.AVAILABLE)
+        world.coupons(live, "CODE1", state=CouponState.REDEEMED, to=alice)
+
+    with pytest.raises(expected):
+        redeem(world.uow(), world.ctx(), ALICE, [RedeemLine("CODE1")], None, None)
+
+
+def test_of_two_live_pin_coupons_with_one_code_the_one_whose_pin_matches_is_redeemed(
+    world: World,
+) -> None:
+    alice = world.customer("+1 555 0100")
+    world.coupons(world.series(SeriesType.DISC_CODE_PIN), "PIN2", to=alice, pin="1111")
+    [second] = world.coupons(world.series(SeriesType.DISC_CODE_PIN), "PIN2", to=alice, pin="2222")
+
+    done = redeem(world.uow(), world.ctx(), ALICE, [RedeemLine("PIN2", "2222")], None, None)
+
+    assert [r.coupon_id for r in done] == [second.id]
+
+
+def test_an_expired_open_code_does_not_stop_the_customers_own_coupon_of_that_code(
+    world: World,
+) -> None:
+    world.series(SeriesType.GENERIC_REDEEMABLE, generic_code="OPEN1", expired=True)
+    alice = world.customer("+1 555 0100")
+    world.customer("+1 555 0142")
+    [mine] = world.coupons(world.series(), "OPEN1", to=alice)
+
+    done = redeem(world.uow(), world.ctx(), ALICE, [RedeemLine("open1")], None, None)
+
+    assert [r.coupon_id for r in done] == [mine.id]
+    with pytest.raises(errors.SeriesExpired):  # and with no coupon of hers, the expiry shows
+        redeem(
+            world.uow(),
+            world.ctx(),
+            CustomerRef(mobile="+1 555 0142"),
+            [RedeemLine("OPEN1")],
+            None,
+            None,
+        )

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
-from coupons.domain.model import Action, Coupon, CouponState, SeriesType
+from coupons.domain.model import Action, Coupon, CouponState, Series, SeriesType
 from coupons.domain.records import NewCoupon, NewRedemption
 from coupons.services.common import Context, CustomerRef, find_customer, record_history
 from coupons.services.ports import UnitOfWork
@@ -82,10 +82,13 @@ def redeem(
     for line, key in zip(lines, norms, strict=True):
         found = by_code.get(key, [])
         generic = open_series.get(key)
-        if generic is not None:
-            # Anyone may redeem a GENERIC_REDEEMABLE code without issue, once per customer.
-            if generic.is_expired(ctx.now):
+        if generic is not None and generic.is_expired(ctx.now):
+            # The open code was everyone's: unless she holds a copy of her own, its expiry
+            # is the answer.
+            if not any(c.customer_id == person.id for c in found):
                 raise errors.SeriesExpired()
+        elif generic is not None:
+            # Anyone may redeem a GENERIC_REDEEMABLE code without issue, once per customer.
             held = [c for c in found if c.customer_id == person.id and c.series_id == generic.id]
             if not held:
                 assert generic.generic_code is not None
@@ -94,24 +97,7 @@ def redeem(
             found = held
         if not found:
             raise errors.CouponCodeInvalid(f"coupon code {line.code.strip()!r} is invalid")
-        if series[found[0].series_id].is_expired(ctx.now):
-            raise errors.SeriesExpired()
-        mine = [c for c in found if c.customer_id == person.id]
-        if not mine:
-            raise errors.CouponNotIssuedToCustomer(
-                f"coupon {found[0].code!r} is not issued to this customer"
-            )
-        issued = [c for c in mine if c.state is CouponState.ISSUED]
-        if not issued:
-            if any(c.state is CouponState.REVOKED for c in mine):
-                raise errors.CouponRevoked(f"coupon {mine[0].code!r} is revoked")
-            raise errors.CouponAlreadyRedeemed(f"coupon {mine[0].code!r} is already redeemed")
-        coupon = issued[0]
-        if series[coupon.series_id].type is SeriesType.DISC_CODE_PIN and (
-            line.pin is None or line.pin.strip() != (coupon.pin or "")
-        ):
-            raise errors.InvalidPin()
-        chosen.append(coupon)
+        chosen.append(_redeemable(found, series, person.id, line, ctx))
 
     if chosen:
         changed = uow.coupons.set_state(
@@ -163,6 +149,38 @@ def redeem(
         Redemption(redemption_id=r, coupon_id=c.id, code=c.code)
         for r, c in zip(redemption_ids, chosen, strict=True)
     ]
+
+
+def _redeemable(
+    found: list[Coupon], series: dict[int, Series], customer_id: int, line: RedeemLine, ctx: Context
+) -> Coupon:
+    """The customer's coupon a line redeems, or the error that says why there is none.
+
+    A code is unique only in its series, so other series may hold it too, for other customers
+    or expired: only this customer's copies decide, the live ones first. Another series'
+    copy neither stops a redeem nor shows in the answer (703 when no copy is the customer's,
+    712 only when every copy the answer could be about has expired)."""
+    mine = [c for c in found if c.customer_id == customer_id]
+    if not mine:
+        if all(series[c.series_id].is_expired(ctx.now) for c in found):
+            raise errors.SeriesExpired()
+        raise errors.CouponNotIssuedToCustomer(
+            f"coupon {found[0].code!r} is not issued to this customer"
+        )
+    live = [c for c in mine if not series[c.series_id].is_expired(ctx.now)]
+    if not live:
+        raise errors.SeriesExpired()
+    issued = [c for c in live if c.state is CouponState.ISSUED]
+    if not issued:
+        if any(c.state is CouponState.REVOKED for c in live):
+            raise errors.CouponRevoked(f"coupon {live[0].code!r} is revoked")
+        raise errors.CouponAlreadyRedeemed(f"coupon {live[0].code!r} is already redeemed")
+    for coupon in issued:
+        if series[coupon.series_id].type is not SeriesType.DISC_CODE_PIN or (
+            line.pin is not None and line.pin.strip() == (coupon.pin or "")
+        ):
+            return coupon
+    raise errors.InvalidPin()
 
 
 def reactivate(uow: UnitOfWork, ctx: Context, redemption_ids: list[int]) -> list[Reactivation]:
