@@ -165,3 +165,38 @@ def test_a_customer_id_of_thousands_of_digits_is_out_of_range_in_plain_words(api
 
     assert (response.status_code, error_code(response)) == (400, 9002)
     assert message(response) == f"customer.id: Input should be less than or equal to {2**62}"
+
+
+@pytest.mark.parametrize("raw", ["%ff%fe", "caf%e9", "%c3"])
+def test_a_query_text_that_is_not_utf8_is_refused_and_creates_no_job(api: Api, raw: str) -> None:
+    # Decoded with U+FFFD in place of the bytes, it was stored as a job's audit reason
+    series_id = api.series(codes=["QP-5"])
+    jobs = "/v2/coupon/revoke/jobs"
+    headers = {"Content-Type": "text/plain"}
+
+    response = api.request(
+        "POST",
+        f"{jobs}?couponSeriesId={series_id}&reason={raw}",
+        content=b"QP-5\n",
+        headers=headers,
+    )
+
+    assert (response.status_code, error_code(response)) == (400, 9002), response.text
+    assert message(response) == "reason: is not valid UTF-8 text once percent-decoded"
+    assert api.ok(api.get(jobs))["jobs"] == []
+    # the same reason in UTF-8 is taken as written
+    made = api.request(
+        "POST",
+        f"{jobs}?couponSeriesId={series_id}&reason=caf%C3%A9+%2B1",
+        content=b"QP-5\n",
+        headers=headers,
+    )
+    assert made.status_code == 202, made.text
+    assert made.json()["entity"]["reason"] == "café +1"
+
+
+def test_a_parameter_name_that_is_not_utf8_is_refused(api: Api) -> None:
+    response = api.get("/v2/coupon/revoke/jobs?st%ffate=x")
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert message(response) == "st\ufffdate: is not valid UTF-8 text once percent-decoded"

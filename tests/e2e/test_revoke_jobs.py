@@ -394,6 +394,10 @@ def test_a_selector_for_an_unknown_series_or_a_bad_body_is_refused(api: Api) -> 
     assert error_code(api.post(JOBS, {"couponSeriesId": 999_999})) == 707
     assert error_code(api.post(JOBS, {"reason": "x"})) == 9002
     assert error_code(api.post(JOBS, {"couponSeriesId": "seven"})) == 9002
+    for flag in ("yes", "true", 1, "on", None):  # JSON's true and false only: no guessing
+        not_flag = api.post(JOBS, {"couponSeriesId": 1, "dryRun": flag})
+        assert error_code(not_flag) == 9002, flag
+        assert not_flag.json()["errors"][0]["message"].startswith("dryRun: "), not_flag.text
     for body in (b"{", b"", b"[1]", b'{"couponSeriesId": 1, "reason": NaN}', b'{"a": Infinity}'):
         bad = api.request("POST", JOBS, content=body, headers={"Content-Type": "application/json"})
         assert error_code(bad) == 9001, body

@@ -10,7 +10,7 @@ from typing import Annotated
 import anyio.from_thread
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, StrictBool, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -66,7 +66,10 @@ class JobSelector(schemas.Body):
 
     coupon_series_id: schemas.Int = Field(alias="couponSeriesId", ge=1, le=2**62)
     reason: str | None = Field(default=None, max_length=500)
-    dry_run: bool = Field(default=False, alias="dryRun")
+    # JSON's true or false only. Lax parsing took "yes", "on", "1" and 1 too: whether a whole
+    # series is revoked for real hangs on this flag, so it takes only what every JSON
+    # reader reads the same way.
+    dry_run: StrictBool = Field(default=False, alias="dryRun")
 
 
 def _location(job_id: str) -> dict[str, str]:

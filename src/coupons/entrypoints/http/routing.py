@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
+from urllib.parse import unquote_to_bytes
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -80,6 +81,20 @@ def _unknown(name: str, known: frozenset[str]) -> UnknownQueryParameter:
     return UnknownQueryParameter(name, f"not a parameter of this call ({takes})")
 
 
+def _refuse_broken_text(query: bytes) -> None:
+    """Refuse a query parameter whose percent-decoded bytes are not UTF-8 (9002). The query
+    parser puts U+FFFD in their place, so `reason=%ff` was stored as the audit trail's
+    reason, where the same bytes in a JSON body are refused."""
+    for pair in query.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        for part in (name, value):
+            try:
+                unquote_to_bytes(part.replace(b"+", b" ")).decode()
+            except UnicodeDecodeError:
+                shown = unquote_to_bytes(name).decode(errors="replace") or "(no name)"
+                raise InvalidField(shown, "is not valid UTF-8 text once percent-decoded") from None
+
+
 class ApiRoute(APIRoute):
     """An API route that reads JSON bodies strictly (`strict_json`) and refuses query
     parameters it does not take. Ignored, a misspelt one changed what a call did:
@@ -91,6 +106,9 @@ class ApiRoute(APIRoute):
         known = _query_names(self.dependant)
 
         async def strict(request: Request) -> Response:
+            query: bytes = request.scope.get("query_string", b"")
+            if query:
+                _refuse_broken_text(query)
             for name in request.query_params:
                 if name not in known:
                     raise _unknown(name, known)
