@@ -390,3 +390,31 @@ def test_a_code_too_long_is_9002_naming_just_its_place_in_the_list(api: Api) -> 
 
     assert (response.status_code, error_code(response)) == (400, 9002)
     assert response.json()["errors"][0]["message"].startswith("codes[1]: ")
+
+
+@pytest.mark.parametrize(
+    "code", ["A\nB", "A\tB", "A\rB", "A\x7fB", {"code": "P\x1bIN", "pin": "1"}]
+)
+def test_a_code_with_a_control_character_inside_gets_9002_and_adds_nothing(
+    api: Api, code: object
+) -> None:
+    # A code file refuses such a code; typed at a till, none could ever be matched
+    series_id = api.series("DISC_CODE_PIN" if isinstance(code, dict) else "DISC_CODE")
+
+    response = api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": ["OK1", code]})
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"] == (
+        "codes[1]: a code must not contain a control character (a line break or a tab)"
+    )
+    assert counts(api, series_id)["AVAILABLE"] == 0
+
+
+@pytest.mark.parametrize("type", ["GENERIC", "GENERIC_REDEEMABLE"])
+def test_a_generic_code_with_a_control_character_inside_gets_9002(api: Api, type: str) -> None:
+    response = api.post("/v2/coupon/series", {**series_body(type), "genericCode": "OPEN\nDOOR"})
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"].startswith("genericCode: a code must not")
+    # around it, the whitespace is trimmed as ever
+    api.ok(api.post("/v2/coupon/series", {**series_body(type), "genericCode": " OPEN\n"}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
 from enum import Enum
@@ -16,6 +17,9 @@ MAX_CODES_PER_REQUEST = 50
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 GENERATED_CODE_LENGTH = 12
 PIN_LENGTH = 6
+# No code is typed with control characters (a line break or a tab inside one is a paste gone
+# wrong), and PostgreSQL cannot store NUL in text.
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 
 class CodeCase(Enum):
@@ -47,6 +51,11 @@ class CodeCase(Enum):
 def clean(code: str) -> str:
     """Strip the whitespace clients paste around codes."""
     return code.strip()
+
+
+def has_control_character(code: str) -> bool:
+    """Whether a (trimmed) code holds a character no code is typed with."""
+    return CONTROL_CHARACTER.search(code) is not None
 
 
 def normalize(code: str) -> str:

@@ -14,20 +14,18 @@ held whole: memory is one line (at most `MAX_LINE_BYTES`) plus the caller's batc
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 from coupons.domain import errors
-from coupons.domain.codes import MAX_CODE_LENGTH
+from coupons.domain.codes import MAX_CODE_LENGTH, has_control_character
 
 MAX_CODES = 1_000_000
 MAX_FILE_BYTES = 64 * 1024 * 1024
 # No sane codes file has a longer line; refusing it keeps a line-less upload out of memory.
 MAX_LINE_BYTES = 64 * 1024
 BOM = b"\xef\xbb\xbf"
-CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 # A carriage return is a line end only before a line feed. Alone (old Mac line ends, or a
 # stray one) no two readers agree on it: refused wherever it is, in either format, and by
 # the bulk command too, in these words.
@@ -60,8 +58,7 @@ def parse_codes(
             raise errors.MalformedCodesFile(
                 found.line_no, f"code longer than {MAX_CODE_LENGTH} characters"
             )
-        if CONTROL_CHARACTER.search(found.code):
-            # PostgreSQL cannot store NUL in text, and no code is typed with control characters.
+        if has_control_character(found.code):
             raise errors.MalformedCodesFile(found.line_no, "code contains a control character")
         if count > max_codes:
             raise errors.CodesFileTooLarge()

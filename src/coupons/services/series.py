@@ -34,6 +34,9 @@ class CodeUpload:
     generate: int | None = None
 
 
+CONTROL_CHARACTER_IN_CODE = "a code must not contain a control character (a line break or a tab)"
+
+
 @dataclass(frozen=True, slots=True)
 class UploadResult:
     added: int
@@ -45,6 +48,8 @@ def create_series(uow: UnitOfWork, ctx: Context, new: NewSeries) -> Series:
     generic_code = code_rules.clean(new.generic_code) if new.generic_code else None
     if new.type.is_generic and not generic_code:
         raise errors.InvalidField("genericCode", f"required for {new.type.value} series")
+    if new.type.is_generic and generic_code and code_rules.has_control_character(generic_code):
+        raise errors.InvalidField("genericCode", CONTROL_CHARACTER_IN_CODE)
     if not new.type.is_generic:
         generic_code = None
     if new.discount_type is DiscountType.PERC and not (0 < new.discount_value <= 100):
@@ -121,6 +126,8 @@ def add_codes(uow: UnitOfWork, ctx: Context, series_id: int, upload: CodeUpload)
         code = code_rules.clean(raw)
         if not code:  # it could be issued, but never redeemed or revoked by its code
             raise errors.InvalidField(f"codes[{index}]", "a code must not be empty")
+        if code_rules.has_control_character(code):
+            raise errors.InvalidField(f"codes[{index}]", CONTROL_CHARACTER_IN_CODE)
         if pin is not None and not needs_pin:  # kept, shown on issue, never asked for
             raise errors.InvalidField(
                 f"codes[{index}].pin",

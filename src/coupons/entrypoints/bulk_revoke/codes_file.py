@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from coupons.domain.codes import MAX_CODE_LENGTH, clean, normalize
-from coupons.domain.codes_file import CONTROL_CHARACTER, LONE_CR
+from coupons.domain.codes import MAX_CODE_LENGTH, clean, has_control_character, normalize
+from coupons.domain.codes_file import LONE_CR
 
 
 class CodesFileError(Exception):
@@ -90,7 +90,7 @@ def read_codes(path: Path) -> Iterator[tuple[int, str]]:
 def is_valid(code: str) -> bool:
     """Whether the server would accept the (trimmed, non-blank) code at all: not too long,
     and no control character (NUL above all, which the server refuses as 9002)."""
-    return len(code) <= MAX_CODE_LENGTH and not CONTROL_CHARACTER.search(code)
+    return len(code) <= MAX_CODE_LENGTH and not has_control_character(code)
 
 
 def scan(path: Path) -> Scan:
