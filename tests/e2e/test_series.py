@@ -418,3 +418,18 @@ def test_a_generic_code_with_a_control_character_inside_gets_9002(api: Api, type
     assert response.json()["errors"][0]["message"].startswith("genericCode: a code must not")
     # around it, the whitespace is trimmed as ever
     api.ok(api.post("/v2/coupon/series", {**series_body(type), "genericCode": " OPEN\n"}))
+
+
+@pytest.mark.parametrize("type", ["DISC_CODE", "DISC_CODE_PIN"])
+def test_a_generic_code_for_a_series_with_a_pool_gets_9002_not_dropped(api: Api, type: str) -> None:
+    response = api.post("/v2/coupon/series", {**series_body(type), "genericCode": "SHARED"})
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert response.json()["errors"][0]["message"] == (
+        f"genericCode: only GENERIC and GENERIC_REDEEMABLE series have one; a {type} series "
+        "has a pool of codes"
+    )
+    # absent, null or blank is no generic code, as before
+    for empty in (None, "", "  "):
+        made = api.ok(api.post("/v2/coupon/series", {**series_body(type), "genericCode": empty}))
+        assert made["genericCode"] is None

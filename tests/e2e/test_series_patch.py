@@ -78,6 +78,11 @@ def test_changing_the_description_keeps_everything_else(api: Api) -> None:
         ({"description": ""}, "description"),
         ({"description": "x" * 501}, "description"),
         ({"validTill": None, "description": None}, "body"),
+        # fixed once the series exists: refused, not dropped while the rest changes
+        ({"description": "X", "discountValue": 99}, "discountValue: cannot be changed"),
+        ({"discountType": "PERC"}, "discountType"),
+        ({"clientHandlingType": "GENERIC"}, "clientHandlingType"),
+        ({"genericCode": "OPEN", "validTill": FUTURE}, "genericCode"),
     ],
 )
 def test_a_bad_change_is_9002_naming_the_field_and_changes_nothing(

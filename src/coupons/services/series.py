@@ -45,13 +45,18 @@ class UploadResult:
 
 def create_series(uow: UnitOfWork, ctx: Context, new: NewSeries) -> Series:
     """Create a series; generic types need their shared code."""
-    generic_code = code_rules.clean(new.generic_code) if new.generic_code else None
+    generic_code = (code_rules.clean(new.generic_code) if new.generic_code else None) or None
     if new.type.is_generic and not generic_code:
         raise errors.InvalidField("genericCode", f"required for {new.type.value} series")
     if new.type.is_generic and generic_code and code_rules.has_control_character(generic_code):
         raise errors.InvalidField("genericCode", CONTROL_CHARACTER_IN_CODE)
-    if not new.type.is_generic:
-        generic_code = None
+    if not new.type.is_generic and generic_code:
+        # Dropped, the caller would believe the series answers to that code.
+        raise errors.InvalidField(
+            "genericCode",
+            f"only GENERIC and GENERIC_REDEEMABLE series have one; a {new.type.value} series "
+            "has a pool of codes",
+        )
     if new.discount_type is DiscountType.PERC and not (0 < new.discount_value <= 100):
         raise errors.InvalidField("discountValue", "a percentage must be above 0 and at most 100")
     if new.discount_value <= 0:

@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 
 from coupons.domain.codes import MAX_CODE_LENGTH, CodeCase, normalize
 from coupons.domain.model import Coupon, CouponState, normalize_email
@@ -396,6 +397,22 @@ class SeriesPatchBody(Body):
 
     _valid_till_after = field_validator("valid_till", mode="after")(_storable_valid_till)
     _valid_till_before = field_validator("valid_till", mode="before")(_bare_date_stays_a_date)
+
+    # A series' other fields are fixed once it exists. Ignored like unknown fields, a
+    # `{"discountValue": 99}` answered 200 and the caller believed the discount changed.
+    client_handling_type: SkipJsonSchema[Any] = None
+    generic_code: SkipJsonSchema[Any] = None
+    discount_type: SkipJsonSchema[Any] = None
+    discount_value: SkipJsonSchema[Any] = None
+
+    @field_validator(
+        "client_handling_type", "generic_code", "discount_type", "discount_value", mode="before"
+    )
+    @classmethod
+    def _fixed(cls, value: Any) -> Any:
+        raise ValueError(
+            "cannot be changed once a series exists; PATCH changes validTill and description"
+        )
 
 
 SERIES_PATCH_EXAMPLES: dict[str, dict[str, Any]] = {
