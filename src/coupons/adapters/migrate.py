@@ -5,17 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import structlog
 from alembic import command
 from alembic.config import Config
+from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from alembic.script.revision import RevisionError
+from sqlalchemy import Connection, inspect, text
 
 from coupons.adapters.db import create_db_engine
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # The advisory lock key every migration run of this schema takes (any constant of our own).
 MIGRATION_LOCK = 0x0C0B_0DB0
+# Earlier commits of main shipped 0009 revising 0005, 0006 or 0007 (branches merged in another
+# order), so databases they made are stamped 0009 or later without what the revisions between
+# create. Each such revision, in order, with the table it creates (none of them changed since).
+SKIPPED_UNDER_0009 = (
+    ("0006_finding", "revocations"),
+    ("0007", "revoke_jobs"),
+    ("0008_console_users", "users"),
+)
+
+log = structlog.get_logger(__name__)
 
 
 def alembic_config(url: str) -> Config:
@@ -28,7 +41,7 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> str:
     """Bring the database at `url` to `revision`, the newest by default (idempotent);
     returns the revision it is at."""
-    _run(url, command.upgrade, revision)
+    _run(url, command.upgrade, revision, mend=True)
     return current_revision(url) or ""
 
 
@@ -38,7 +51,9 @@ def downgrade(url: str, revision: str) -> str:
     return current_revision(url) or ""
 
 
-def _run(url: str, step: Callable[[Config, str], None], revision: str) -> None:
+def _run(
+    url: str, step: Callable[[Config, str], None], revision: str, *, mend: bool = False
+) -> None:
     engine = create_db_engine(url, null_pool=True)
     try:
         with engine.begin() as conn:
@@ -49,10 +64,43 @@ def _run(url: str, step: Callable[[Config, str], None], revision: str) -> None:
                 # holds through PgBouncer too; the next one then finds nothing to do.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config = alembic_config(url)
+            if mend:
+                _mend_skipped_revisions(conn, ScriptDirectory.from_config(config))
             config.attributes["connection"] = conn
             step(config, revision)
     finally:
         engine.dispose()
+
+
+def _mend_skipped_revisions(conn: Connection, script: ScriptDirectory) -> None:
+    """Apply what an earlier 0009 skipped (see SKIPPED_UNDER_0009) to a database stamped 0009
+    or later that lacks it, so the upgrade that follows finds the schema its steps expect."""
+    current = MigrationContext.configure(conn).get_current_revision()
+    if current is None:
+        return
+    try:
+        ancestors = {each.revision for each in script.iterate_revisions(current, "base")}
+    except RevisionError:  # a revision this code does not know: not ours to mend
+        return
+    if "0009" not in ancestors:
+        return
+    tables = set(inspect(conn).get_table_names())
+    missing = [revision for revision, table in SKIPPED_UNDER_0009 if table not in tables]
+    if not missing:
+        return
+    context = MigrationContext.configure(
+        conn, opts={"render_as_batch": conn.dialect.name == "sqlite"}
+    )
+    with Operations.context(context):
+        for revision in missing:
+            found = script.get_revision(revision)
+            assert found is not None
+            found.module.upgrade()
+    log.warning(
+        "schema mended: revisions an earlier 0009 skipped were applied",
+        stamped=current,
+        applied=missing,
+    )
 
 
 def current_revision(url: str) -> str | None:
