@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from coupons.adapters import migrate
 from coupons.entrypoints.cli import app as cli
 from tests.conftest import Backend
 from tests.e2e.conftest import error_code
@@ -128,6 +129,39 @@ def test_db_upgrade_reads_the_url_from_the_environment(
 
     assert code == 0, output
     assert "orgs" in _tables(empty_database_url)
+
+
+def stamped_by_a_newer_release(url: str) -> None:
+    """A database at head, then stamped with a revision this version does not know."""
+    assert run("db", "upgrade", "--db", url)[0] == 0
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0999_from_the_future'"))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("command", [("db", "upgrade"), ("org", "list"), ("serve",)])
+def test_a_database_migrated_by_a_newer_release_says_to_run_that_release(
+    empty_database_url: str, command: tuple[str, ...]
+) -> None:
+    # given a database a newer release has migrated
+    stamped_by_a_newer_release(empty_database_url)
+    if command == ("serve",):
+        command = ("serve", "--port", str(free_port()))
+
+    # when this version upgrades it, or works on it
+    code, output = run(*command, "--db", empty_database_url)
+
+    # then it says so in one line, naming both revisions, and does not offer an upgrade
+    assert code == 1
+    assert output.strip() == (
+        f"error: the database was migrated by a newer release (revision 0999_from_the_future; "
+        f"this version knows up to {migrate.head_revision()}): run that release or newer"
+    )
+    assert migrate.current_revision(empty_database_url) == "0999_from_the_future"
 
 
 # --- org and client -------------------------------------------------------------------------

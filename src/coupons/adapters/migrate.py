@@ -11,7 +11,7 @@ from alembic.config import Config
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
 
 from coupons.adapters.db import create_db_engine
@@ -29,6 +29,19 @@ SKIPPED_UNDER_0009 = (
 )
 
 log = structlog.get_logger(__name__)
+
+
+class SchemaAhead(Exception):
+    """The database was migrated by a newer release: this code does not know its revision,
+    so it can neither upgrade it nor work on it."""
+
+    def __init__(self, current: str, head: str) -> None:
+        super().__init__(
+            f"the database was migrated by a newer release (revision {current}; this version "
+            f"knows up to {head}): run that release or newer"
+        )
+        self.current = current
+        self.head = head
 
 
 def alembic_config(url: str) -> Config:
@@ -64,6 +77,7 @@ def _run(
                 # holds through PgBouncer too; the next one then finds nothing to do.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config = alembic_config(url)
+            _refuse_newer(conn, ScriptDirectory.from_config(config))
             if mend:
                 _mend_skipped_revisions(conn, ScriptDirectory.from_config(config))
             config.attributes["connection"] = conn
@@ -72,16 +86,34 @@ def _run(
         engine.dispose()
 
 
+def _refuse_newer(conn: Connection, script: ScriptDirectory) -> None:
+    """Raise SchemaAhead when the database is at a revision this code does not know (alembic
+    would say only that it cannot locate it)."""
+    current = MigrationContext.configure(conn).get_current_revision()
+    if current is not None and not _is_known(script, current):
+        raise SchemaAhead(current, _head(script))
+
+
+def _is_known(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:  # "Can't locate revision"
+        return False
+
+
+def _head(script: ScriptDirectory) -> str:
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
 def _mend_skipped_revisions(conn: Connection, script: ScriptDirectory) -> None:
     """Apply what an earlier 0009 skipped (see SKIPPED_UNDER_0009) to a database stamped 0009
     or later that lacks it, so the upgrade that follows finds the schema its steps expect."""
     current = MigrationContext.configure(conn).get_current_revision()
-    if current is None:
+    if current is None or not _is_known(script, current):  # not ours to mend
         return
-    try:
-        ancestors = {each.revision for each in script.iterate_revisions(current, "base")}
-    except RevisionError:  # a revision this code does not know: not ours to mend
-        return
+    ancestors = {each.revision for each in script.iterate_revisions(current, "base")}
     if "0009" not in ancestors:
         return
     tables = set(inspect(conn).get_table_names())
@@ -113,10 +145,7 @@ def current_revision(url: str) -> str | None:
 
 
 def head_revision() -> str:
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    head = script.get_current_head()
-    assert head is not None
-    return head
+    return _head(ScriptDirectory.from_config(alembic_config("sqlite://")))
 
 
 def schema_problem(url: str) -> str | None:
@@ -125,6 +154,10 @@ def schema_problem(url: str) -> str | None:
     current, head = current_revision(url), head_revision()
     if current == head:
         return None
+    if current is not None and not _is_known(
+        ScriptDirectory.from_config(alembic_config(url)), current
+    ):
+        return str(SchemaAhead(current, head))
     return (
         f"the database schema is at {current or 'nothing'}, this version needs {head}: "
         "run `coupons db upgrade` first"

@@ -158,13 +158,19 @@ def require_schema(url: str) -> None:
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Create or migrate the schema (safe to run again)."""
+    console.print(f"database at revision {_migrate(db)}")
+
+
+def _migrate(url: str) -> str:
+    """Upgrade the database at `url`; any failure ends the command in one line."""
     from coupons.adapters import migrate
 
     try:
-        revision = migrate.upgrade(db)
+        return migrate.upgrade(url)
+    except migrate.SchemaAhead as error:  # not a failure of the migration: the wrong release
+        raise fail(str(error)) from None
     except Exception as error:
         raise fail(f"migration failed: {first_line(error)}") from None
-    console.print(f"database at revision {revision}")
 
 
 @org_app.command("create")
@@ -354,7 +360,6 @@ def serve(
     """Migrate the database, then serve the API."""
     import uvicorn
 
-    from coupons.adapters import migrate
     from coupons.services import demo
 
     try:
@@ -362,10 +367,7 @@ def serve(
     except ValueError as error:
         raise fail(str(error)) from None
     _require_free_port(host, port)
-    try:
-        migrate.upgrade(db)
-    except Exception as error:
-        raise fail(f"migration failed: {first_line(error)}") from None
+    _migrate(db)
     if demo_data:
         from coupons.services import people
         from coupons.services.common import utcnow
