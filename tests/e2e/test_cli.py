@@ -608,6 +608,24 @@ def test_serve_on_a_port_in_use_says_so_before_touching_the_database(tmp_path: P
     assert not database.exists()
 
 
+def test_serve_on_a_database_it_cannot_write_refuses_to_start_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # given a migrated SQLite database, opened read-only (file modes do not stop root)
+    path = tmp_path / "coupons.db"
+    assert run("db", "upgrade", "--db", f"sqlite:///{path}")[0] == 0
+    url = f"sqlite:///file:{path}?mode=ro&uri=true"
+
+    # when the server is started on it
+    code, output = run("serve", "--port", str(free_port()), "--db", url)
+
+    # then it refuses before serving, saying why
+    assert code == 1
+    assert output.strip() == (
+        f"error: the database at {url} cannot be written: attempt to write a readonly database"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [

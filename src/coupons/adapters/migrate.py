@@ -135,6 +135,19 @@ def _mend_skipped_revisions(conn: Connection, script: ScriptDirectory) -> None:
     )
 
 
+def probe_write(url: str) -> None:
+    """Raise what the database at `url` raises on a write (a read-only file, a replica); an
+    upgrade with nothing to do writes nothing, so it would not notice. The probe changes
+    nothing and is rolled back."""
+    engine = create_db_engine(url, null_pool=True)
+    try:
+        with engine.connect() as conn, conn.begin() as transaction:
+            conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            transaction.rollback()
+    finally:
+        engine.dispose()
+
+
 def current_revision(url: str) -> str | None:
     engine = create_db_engine(url, null_pool=True)
     try:

@@ -173,6 +173,22 @@ def _migrate(url: str) -> str:
         raise fail(f"migration failed: {first_line(error)}") from None
 
 
+def _require_writable(url: str) -> None:
+    """Stop with one line when the database cannot be written (a read-only SQLite file, a
+    replica): the server would start, report healthy, then answer every write with a 500."""
+    from sqlalchemy.exc import DBAPIError
+
+    from coupons.adapters import migrate
+    from coupons.adapters.sql_uow import RETRY_AFTER_SECONDS, is_unavailable
+
+    try:
+        migrate.probe_write(url)
+    except DBAPIError as error:
+        if is_unavailable(error):
+            raise DatabaseUnavailable(RETRY_AFTER_SECONDS) from None
+        raise fail(f"the database at {shown(url)} cannot be written: {first_line(error)}") from None
+
+
 @org_app.command("create")
 def org_create(name: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Create an org; prints its id."""
@@ -368,6 +384,7 @@ def serve(
         raise fail(str(error)) from None
     _require_free_port(host, port)
     _migrate(db)
+    _require_writable(db)
     if demo_data:
         from coupons.services import people
         from coupons.services.common import utcnow
