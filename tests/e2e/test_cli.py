@@ -687,6 +687,41 @@ def test_a_database_that_does_not_answer_is_a_clean_error_for_any_command(
 
 
 @pytest.mark.parametrize(
+    "command",
+    [
+        ("org", "create", "acme"),
+        ("user", "create", "--org", "acme", "--email", "a@example.com", "--role", "viewer"),
+        ("worker",),
+        ("webhook", "retry", "5"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("address", "cause"),
+    [
+        ("no-such-host.invalid:5432", "failed to resolve host 'no-such-host.invalid'"),
+        ("127.0.0.1:{port}", "port {port} failed: Connection refused"),
+    ],
+)
+def test_an_unreachable_database_is_named_with_the_drivers_reason_in_one_line(
+    command: tuple[str, ...], address: str, cause: str
+) -> None:
+    # given a database URL with a mistyped host or a closed port, and a password
+    port = free_port()
+    url = f"postgresql://bob:hunter2@{address.format(port=port)}/coupons"
+
+    # when an admin command, the worker or a webhook retry is run on it
+    code, output = run(*command, "--db", url)
+
+    # then one line says why it cannot reach it, that nothing was written, and no password
+    assert code == 1
+    assert output.startswith("error: the database is unreachable or failing over (")
+    assert cause.format(port=port) in output
+    assert output.rstrip().endswith("; nothing was written; retry later (error 9023)")
+    assert len(output.strip().splitlines()) == 1
+    assert "hunter2" not in output
+
+
+@pytest.mark.parametrize(
     ("args", "says"),
     [
         (("org", "create", "X"), "run `coupons db upgrade` first"),

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from coupons.services.ports import UnitOfWork
 
 T = TypeVar("T")
+# How much of a driver's reason an error line carries.
+REASON_CHARS = 160
 
 
 class _Commands(TyperGroup):
@@ -37,6 +39,8 @@ class _Commands(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except DatabaseUnavailable as error:
+            raise fail(_unavailable(error)) from None
         except CouponError as error:
             raise fail(f"{error.message} (error {error.code})") from None
         except Exception as error:
@@ -46,6 +50,21 @@ class _Commands(TyperGroup):
             if not type(error).__module__.startswith("sqlalchemy."):
                 raise
             raise fail(_database_error(error)) from None
+
+
+def _unavailable(error: DatabaseUnavailable) -> str:
+    """9023 with the driver's reason when there is one: a mistyped host, a closed port and a
+    database failing over otherwise read alike, and only the last is worth waiting out."""
+    message = f"{error.message} (error {error.code})"
+    cause = error.__cause__
+    if not isinstance(cause, Exception):
+        return message
+    reason = first_line(cause).removeprefix("connection failed: ")
+    reason = re.sub(r"(password\s*=\s*)\S+", r"\1***", shown(reason))
+    if len(reason) > REASON_CHARS:
+        reason = reason[: REASON_CHARS - 3] + "..."
+    clause, _, rest = message.partition(";")
+    return f"{clause} ({reason});{rest}"
 
 
 def _database_error(error: Exception) -> str:
@@ -147,7 +166,7 @@ def require_schema(url: str) -> None:
         problem = migrate.schema_problem(url)
     except DBAPIError as error:
         if is_unavailable(error):  # an outage, as a command meeting one says it (9023)
-            raise DatabaseUnavailable(RETRY_AFTER_SECONDS) from None
+            raise DatabaseUnavailable(RETRY_AFTER_SECONDS) from error
         raise fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
     except Exception as error:  # a file that cannot be opened, a bad URL
         raise fail(f"cannot open database {shown(url)!r}: {first_line(error)}") from None
@@ -185,7 +204,7 @@ def _require_writable(url: str) -> None:
         migrate.probe_write(url)
     except DBAPIError as error:
         if is_unavailable(error):
-            raise DatabaseUnavailable(RETRY_AFTER_SECONDS) from None
+            raise DatabaseUnavailable(RETRY_AFTER_SECONDS) from error
         raise fail(f"the database at {shown(url)} cannot be written: {first_line(error)}") from None
 
 
