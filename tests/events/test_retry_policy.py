@@ -41,4 +41,4 @@ def test_the_retry_command_revives_a_dead_subscription(api: Api, backend: Backen
     listed = api.ok(api.get("/v2/webhooks"))["webhooks"][0]
     assert (listed["status"], listed["attempts"]) == ("ACTIVE", 0)
     missing = CliRunner().invoke(app, ["webhook", "retry", "999999", "--db", backend.url])
-    assert missing.exit_code == 1
+    assert (missing.exit_code, missing.output) == (1, "error: no live webhook 999999\n")

@@ -135,7 +135,7 @@ def webhook_retry(
 ) -> None:
     """Retry a dead-lettered subscription now, from where it stopped."""
     from coupons.adapters.sql_uow import Database
-    from coupons.entrypoints.cli import require_schema
+    from coupons.entrypoints.cli import fail, require_schema
     from coupons.services import webhooks
     from coupons.services.common import utcnow
 
@@ -152,8 +152,7 @@ def webhook_retry(
     finally:
         database.dispose()
     if not revived:
-        typer.echo(f"no live webhook {webhook_id}", err=True)
-        raise typer.Exit(1)
+        raise fail(f"no live webhook {webhook_id}")
     typer.echo(f"webhook {webhook_id} scheduled")
 
 
