@@ -77,9 +77,10 @@ def _run(
                 # holds through PgBouncer too; the next one then finds nothing to do.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config = alembic_config(url)
-            _refuse_newer(conn, ScriptDirectory.from_config(config))
+            script = ScriptDirectory.from_config(config)
+            _refuse_newer(conn, script)
             if mend:
-                _mend_skipped_revisions(conn, ScriptDirectory.from_config(config))
+                _mend_skipped_revisions(conn, script)
             config.attributes["connection"] = conn
             step(config, revision)
     finally:
