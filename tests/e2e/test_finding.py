@@ -670,3 +670,32 @@ def test_one_coupon_refuses_paging_parameters_as_any_parameter_it_does_not_take(
 
     assert (response.status_code, error_code(response)) == (400, 9002)
     assert api.ok(api.get(f"/v2/coupon/{coupon['couponId']}"))["couponId"] == coupon["couponId"]
+
+
+def test_a_cursor_of_another_orgs_list_is_refused_not_read_as_a_skip(api: Api, other: Api) -> None:
+    # given a revoke in each org, and a first page of each list in one org
+    mine = api.series(codes=["ORGA-1", "ORGA-2", "ORGA-3"])
+    api.ok(api.revoke({"couponSeriesId": mine, "couponCodes": ["ORGA-1"]}))
+    api.ok(api.revoke({"couponSeriesId": mine, "couponCodes": ["ORGA-2"]}))
+    theirs = other.series(codes=["ORGA-1", "ORGA-9"])
+    other.ok(other.revoke({"couponSeriesId": theirs, "couponCodes": ["ORGA-1"]}))
+    api.series()
+    pages = {
+        "/v2/coupon/series": {},
+        "/v2/coupon/revocations": {},
+        "/v2/coupon/search": {"codePrefix": "orga"},
+        "/v2/coupon/revoke/jobs": {},
+    }
+    for _ in range(2):
+        preview = api.post("/v2/coupon/revoke/jobs", {"couponSeriesId": mine, "dryRun": True})
+        assert preview.status_code == 202, preview.text
+
+    for path, params in pages.items():
+        cursor = api.ok(api.get(path, params={**params, "limit": 1}))["nextCursor"]
+        assert cursor is not None, path
+        # when the other org passes it to the same list, then it is 9002, not an empty page
+        response = other.get(path, params={**params, "after": cursor})
+        assert (response.status_code, error_code(response)) == (400, 9002), path
+        assert response.json()["errors"][0]["message"].startswith("after")
+        # and the org that was handed it reads on
+        api.ok(api.get(path, params={**params, "after": cursor}))

@@ -6,8 +6,9 @@ walk began is returned exactly once however many rows are inserted meanwhile.
 
 The cursor is the key of the last row of a page, tagged with the list it belongs to, as JSON
 in URL-safe base64 without padding. The tag names the list and, for lists with filters (a
-series, a state, a search, an actor), a digest of those (`list_kind`): a key means nothing in
-another series or another search, and read there it would silently skip rows. Clients must
+series, a state, a search, an actor) and the org, a digest of those (`list_kind`): a key
+means nothing in another series, another search or another org's list, and read there it
+would silently skip rows. Clients must
 treat the cursor as opaque; the server checks it strictly, so a cursor of another list, of the
 same list with other filters, or a hand-edited one is 9002 naming `after`.
 """
@@ -51,11 +52,12 @@ def check_limit(limit: int) -> int:
     return limit
 
 
-def list_kind(name: str, *filters: object) -> str:
-    """The cursor tag of list `name` read with `filters` (their text forms, in order)."""
-    if not filters:
-        return name
-    text = json.dumps([str(f) if f is not None else None for f in filters], ensure_ascii=False)
+def list_kind(name: str, org_id: int, *filters: object) -> str:
+    """The cursor tag of list `name` of an org, read with `filters` (their text forms, in
+    order). The org is part of it: one org's cursor, read in another's list, would skip rows
+    of that list as another filter's would."""
+    parts = [str(org_id), *(str(f) if f is not None else None for f in filters)]
+    text = json.dumps(parts, ensure_ascii=False)
     return f"{name}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 

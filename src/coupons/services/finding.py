@@ -47,9 +47,10 @@ def list_series(
 ) -> Page[SeriesSummary]:
     """The org's series, newest first, each with its coupon counts per state (one grouped
     query for the whole page)."""
-    before = _int_key(SERIES, after)
+    kind = list_kind(SERIES, ctx.org_id)
+    before = _int_key(kind, after)
     found = uow.series.series_page(ctx.org_id, before_id=before, limit=check_limit(limit) + 1)
-    page = page_of(found, limit, SERIES, lambda s: (s.id,))
+    page = page_of(found, limit, kind, lambda s: (s.id,))
     counts = uow.series.state_counts_many([s.id for s in page.items])
     empty = dict.fromkeys(CouponState, 0)
     return Page([SeriesSummary(s, counts.get(s.id, empty)) for s in page.items], page.next_cursor)
@@ -67,7 +68,7 @@ def series_coupons(
     wanted = _state(state)
     if uow.series.series(ctx.org_id, series_id) is None:
         raise errors.SeriesNotFound()
-    kind = list_kind(SERIES_COUPONS, series_id, wanted.value if wanted else None)
+    kind = list_kind(SERIES_COUPONS, ctx.org_id, series_id, wanted.value if wanted else None)
     found = uow.coupons.page_of_series(
         series_id,
         state=wanted,
@@ -91,7 +92,7 @@ def customer_coupons(
         raise errors.InvalidField("status", "use ACTIVE, REDEEMED, REVOKED or ALL")
     if not uow.customers.find_customers(ctx.org_id, id=customer_id):
         raise errors.CustomerLookupNotFound()
-    kind = list_kind(CUSTOMER_COUPONS, customer_id, status.upper())
+    kind = list_kind(CUSTOMER_COUPONS, ctx.org_id, customer_id, status.upper())
     found = uow.coupons.page_of_customer(
         ctx.org_id,
         customer_id,
@@ -125,7 +126,7 @@ def search_coupons(
         if len(low) < MIN_PREFIX:
             raise errors.InvalidField("codePrefix", f"at least {MIN_PREFIX} characters")
         high, exact = prefix_successor(low), False
-    kind = list_kind(SEARCH, "code" if exact else "codePrefix", low)
+    kind = list_kind(SEARCH, ctx.org_id, "code" if exact else "codePrefix", low)
     key = None if after is None else decode_cursor(kind, after, (str, int))
     found = uow.coupons.search_page(
         ctx.org_id,
@@ -145,7 +146,7 @@ def revocations(
     if where.since is not None and where.until is not None and where.until <= where.since:
         raise errors.InvalidField("until", "must be later than since")
     position = None
-    kind = list_kind(REVOCATIONS, where.actor, where.since, where.until)
+    kind = list_kind(REVOCATIONS, ctx.org_id, where.actor, where.since, where.until)
     if after is not None:
         at, row_id = decode_moment_cursor(kind, after, int)
         position = (at, int(row_id))

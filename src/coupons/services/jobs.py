@@ -232,7 +232,7 @@ def job_page(
             raise errors.InvalidField("state", f"one of {names}") from None
     if not 1 <= limit <= MAX_LIST:
         raise errors.InvalidField("limit", f"must be 1 to {MAX_LIST}")
-    kind = list_kind(JOBS_LIST, wanted.value if wanted else None)
+    kind = list_kind(JOBS_LIST, ctx.org_id, wanted.value if wanted else None)
     before = None
     if after is not None:
         at, job_id = decode_moment_cursor(kind, after, str)
