@@ -286,7 +286,9 @@ def undo_job(
             source=JobSource.UNDO,
             dry_run=dry_run,
             series_id=job.series_id,
-            reason=reason if reason is not None else job.reason,
+            # The undo's own why, or none: the revoke's reason in a reinstate's history
+            # would read as the reason it was reinstated.
+            reason=reason,
             code_case=job.code_case,
             client_id=ctx.actor.client_id,
             created_by=ctx.actor.username,
