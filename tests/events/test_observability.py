@@ -197,3 +197,16 @@ def test_the_servers_own_lines_follow_the_log_level(tmp_path: Path) -> None:
     text = (tmp_path / "serve.log").read_text()
     assert "Started server process" not in text and "Shutting down" not in text
     assert '"route": "/health"' not in text  # the request line is info too
+
+
+def test_a_console_request_is_counted_under_its_whole_path(client: TestClient) -> None:
+    # The console is an app mounted at /console: its routes know only the path below it
+    before = _samples(client)
+
+    assert client.get("/console/signin").status_code == 200
+
+    after = _samples(client)
+    requests = "coupons_http_requests_total"
+    signin = {"method": "GET", "route": "/console/signin", "status": "200"}
+    assert _value(after, requests, **signin) - _value(before, requests, **signin) == 1
+    assert _value(after, requests, method="GET", route="/signin", status="200") == 0

@@ -138,13 +138,14 @@ class MetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        root = scope.get("root_path", "")
         with structlog.contextvars.bound_contextvars(request_id=request_id_of(scope)):
             try:
                 await self.app(scope, receive, send_status)
             finally:
                 elapsed = time.perf_counter() - started
                 route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
+                template = _template(route, str(scope.get("root_path", ""))[len(root) :])
                 method = scope["method"]
                 REQUESTS.labels(method, template, str(status)).inc()
                 LATENCY.labels(method, template).observe(elapsed)
@@ -158,6 +159,15 @@ class MetricsMiddleware:
                     # Metrics keep the bounded "unmatched" label; the log says what was asked.
                     fields["path"] = str(scope.get("path", ""))[:MAX_LOGGED_PATH]
                 log.info("request", **fields)
+
+
+def _template(route: object, mounted: str) -> str:
+    """The route's path template as the client addressed it: a mounted app's routes (the
+    console's) know their path below the mount only, `/signin` for `/console/signin`."""
+    path = str(getattr(route, "path", None) or "")
+    if not path:
+        return "unmatched"
+    return path if not mounted or path.startswith(mounted) else mounted + path
 
 
 def _on_commit(conn: Any) -> None:
