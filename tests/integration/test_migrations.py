@@ -231,3 +231,79 @@ def test_upgrades_started_together_all_succeed_one_after_another(empty_database_
 
     assert [run.returncode for run in runs] == [0, 0, 0, 0], outputs
     assert migrate.current_revision(empty_database_url) == migrate.head_revision()
+
+
+def test_preview_started_job_upgrade_carries_the_first_console_start_over_and_downgrades(
+    empty_database_url: str,
+) -> None:
+    # Given a database at 0012 with a preview started from the console twice (two people, two
+    # stored answers), another org's job named by a forged answer, and a preview never started
+    migrate.upgrade(empty_database_url, "0012")
+    engine = create_db_engine(empty_database_url, null_pool=True)
+    with engine.begin() as conn:
+        seed_org_and_client(conn)
+        conn.execute(
+            text("INSERT INTO orgs (id, name, created_at) VALUES (2, 'p', :t)"), {"t": NOW}
+        )
+        for job_id, org_id, dry_run in [
+            ("job_preview", 1, True),
+            ("job_first", 1, False),
+            ("job_second", 1, False),
+            ("job_elsewhere", 2, False),
+            ("job_untouched", 1, True),
+        ]:
+            conn.execute(
+                text(
+                    "INSERT INTO revoke_jobs (id, org_id, kind, source, state, dry_run, "
+                    "code_case, client_id, created_by, created_at, total, cursor, processed, "
+                    "done_count, failed_count, duplicate_count, failed_by_code) VALUES (:id, "
+                    ":org, 'REVOKE', 'FILE', 'SUCCEEDED', :dry, 'AS_IT_IS', 1, 'a', :t, 0, 0, "
+                    "0, 0, 0, 0, '{}')"
+                ),
+                {"id": job_id, "org": org_id, "dry": dry_run, "t": NOW},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO api_clients (id, org_id, username, secret_hash, groups, is_active, "
+                "created_at) VALUES (2, 1, 'd', 'h', 'default', true, :t)"
+            ),
+            {"t": NOW},
+        )
+        for client_id, key, body, at in [
+            (2, "console-start:job_preview", b'{"jobId":"job_second"}', "2026-11-26 10:00:02"),
+            (1, "console-start:job_preview", b'{"jobId":"job_first"}', "2026-11-26 10:00:01"),
+            (1, "console-start:job_untouched", b'{"jobId":"job_elsewhere"}', NOW),
+            (1, "console-form:x", b'{"jobId":"job_first"}', NOW),
+        ]:
+            conn.execute(
+                text(
+                    "INSERT INTO idempotency_keys (client_id, key, org_id, fingerprint, "
+                    "status_code, body, created_at) VALUES (:c, :k, 1, 'f', 200, :b, :t)"
+                ),
+                {"c": client_id, "k": key, "b": body, "t": at},
+            )
+
+    # When it is upgraded
+    migrate.upgrade(empty_database_url, "head")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, started_job_id FROM revoke_jobs")).all()
+    started: dict[str, str | None] = {r.id: r.started_job_id for r in rows}
+
+    # Then the preview names the job its first start made; nothing else names a job
+    assert started == {
+        "job_preview": "job_first",
+        "job_first": None,
+        "job_second": None,
+        "job_elsewhere": None,
+        "job_untouched": None,
+    }
+
+    # And it goes back to 0012 and forward again, keeping the jobs
+    migrate.downgrade(empty_database_url, "0012")
+    with engine.connect() as conn:
+        columns = conn.execute(text("SELECT * FROM revoke_jobs")).keys()
+        assert "started_job_id" not in columns
+    migrate.upgrade(empty_database_url, "head")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM revoke_jobs")).scalar() == 5
+    engine.dispose()

@@ -1104,6 +1104,13 @@ class FakeJobRepository:
         if row is not None and row.job.undone_by_job_id is None:
             row.job = replace(row.job, undone_by_job_id=by_job_id)
 
+    def mark_started(self, preview_id: str, job_id: str) -> bool:
+        row = self._row(preview_id)
+        if row is None or row.job.started_job_id is not None:
+            return False
+        row.job = replace(row.job, started_job_id=job_id)
+        return True
+
     def release_undone(self, job_id: str, by_job_id: str) -> None:
         row = self._row(job_id)
         if row is not None and row.job.undone_by_job_id == by_job_id:

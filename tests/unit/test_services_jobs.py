@@ -599,11 +599,49 @@ def test_a_series_preview_started_takes_the_series_afresh_and_an_ended_series_re
     uow.commit()
     with pytest.raises(errors.JobStateConflict, match="CANCELLED"):
         jobs.start_preview(world.uow(), world.ctx(), queued.id)
-    # And once the series has ended, a preview of it starts nothing
+    # And once the series has ended, a preview of it not started yet starts nothing
+    uow = world.uow()
+    unstarted = jobs.create_series_job(uow, world.ctx(), request)
+    uow.commit()
+    drain(world)
     world.store.series[series.id] = replace(series, valid_till=NOW - timedelta(days=1))
     with pytest.raises(errors.CouponError) as ended:
-        jobs.start_preview(world.uow(), world.ctx(), preview.id)
+        jobs.start_preview(world.uow(), world.ctx(), unstarted.id)
     assert ended.value.code == 712
+
+
+def test_a_preview_started_again_by_anyone_answers_its_first_job_even_after_an_undo(
+    world: World,
+) -> None:
+    # Given a finished preview of two codes, started once and that job run and undone
+    series = world.series()
+    a1, a2 = world.coupons(series, "A1", "A2", state=AVAILABLE)
+    preview_id = file_job(world, ["A1", "A2"], series_id=series.id, dry_run=True, reason="x").id
+    drain(world)
+    uow = world.uow()
+    first = jobs.start_preview(uow, world.ctx(), preview_id)
+    uow.commit()
+    drain(world)
+    uow = world.uow()
+    jobs.undo_job(uow, world.ctx(), first.id, None)
+    uow.commit()
+    drain(world)
+    assert world.states([a1, a2]) == [AVAILABLE, AVAILABLE]
+    jobs_before = len(world.store.jobs)
+
+    # When another person of the org (another API client) starts the same preview
+    other = world.ctx(request_id="req-2")
+    other = replace(other, actor=replace(other.actor, client_id=8, username="bo@acme.example"))
+    uow = world.uow()
+    again = jobs.start_preview(uow, other, preview_id)
+    uow.commit()
+    drain(world)
+
+    # Then it answers the job the preview started, creates no job and revokes nothing again
+    assert again.id == first.id
+    assert len(world.store.jobs) == jobs_before
+    assert world.states([a1, a2]) == [AVAILABLE, AVAILABLE]
+    assert job_of(world, preview_id).started_job_id == first.id
 
 
 # --- reading, and uploads that never became jobs ---------------------------------------------

@@ -360,6 +360,8 @@ revoke_jobs = Table(
     Column("failed_by_code", String(500), nullable=False),  # JSON object, error code -> n
     Column("undo_of_job_id", String(40)),
     Column("undone_by_job_id", String(40)),
+    # A preview's real job, once started: set once, under the preview's row lock.
+    Column("started_job_id", String(40)),
     Column("error", String(500)),
     Column("claimed_by", String(100)),
     Column("lease_until", UtcDateTime),

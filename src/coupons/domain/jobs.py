@@ -187,6 +187,9 @@ class Job:
     error: str | None = None
     claimed_by: str | None = None
     lease_until: datetime | None = None
+    # For a preview: the real job it was started as. A preview starts one job for the whole
+    # org, whoever presses its button and however often.
+    started_job_id: str | None = None
 
     def is_held(self, now: datetime) -> bool:
         """Whether a worker holds the job's lease right now."""

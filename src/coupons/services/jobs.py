@@ -169,12 +169,28 @@ def start_preview(uow: UnitOfWork, ctx: Context, preview_id: str) -> Job:
     """The revoke a preview showed, for real: a new job with the preview's series, reason and
     code case, of the same lines (an upload's, copied; a series' coupons, taken afresh, as a
     series job takes them when it is made). The preview stays as it was; the series is
-    checked again, as it may have ended since."""
-    preview = _job(uow, ctx, preview_id)
+    checked again, as it may have ended since.
+
+    A preview starts one job for its whole org: once started, starting it again (anyone, any
+    time, even after that job was undone) answers the job it started and changes nothing.
+    The preview's row is locked first, so of two starts at once the second waits and then
+    finds the first's job."""
+    preview = _job(uow, ctx, preview_id, lock=True)
+    if preview.started_job_id is not None:
+        return _job(uow, ctx, preview.started_job_id)
     preview.check_can_start()
     request = JobRequest(preview.series_id, preview.reason, False, CodeCase(preview.code_case))
     if preview.source is JobSource.SERIES:
-        return create_series_job(uow, ctx, request)
+        job = create_series_job(uow, ctx, request)
+    else:
+        job = _copy_of_upload(uow, ctx, preview, request)
+    if not uow.jobs.mark_started(preview.id, job.id):
+        # Only without the row lock (which every start takes) could this happen: refuse.
+        raise errors.JobStateConflict("the preview was started by another request")
+    return job
+
+
+def _copy_of_upload(uow: UnitOfWork, ctx: Context, preview: Job, request: JobRequest) -> Job:
     if preview.series_id is not None:
         _series(uow, ctx, preview.series_id, by_code=True)
     job_id = new_job_id()

@@ -399,6 +399,10 @@ class JobRepository(Protocol):
 
     def mark_undone(self, job_id: str, by_job_id: str) -> None: ...
 
+    def mark_started(self, preview_id: str, job_id: str) -> bool:
+        """Record the real job a preview was started as; False when it already has one."""
+        ...
+
     def release_undone(self, job_id: str, by_job_id: str) -> None:
         """Clear `job_id`'s undone mark if `by_job_id` set it."""
         ...

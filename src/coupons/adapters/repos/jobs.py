@@ -87,6 +87,7 @@ def _job(row: Any) -> Job:
         failed_by_code={int(k): v for k, v in json.loads(row.failed_by_code).items()},
         undo_of_job_id=row.undo_of_job_id,
         undone_by_job_id=row.undone_by_job_id,
+        started_job_id=row.started_job_id,
         error=row.error,
         claimed_by=row.claimed_by,
         lease_until=row.lease_until,
@@ -468,6 +469,14 @@ class SqlJobRepository:
             .where(revoke_jobs.c.id == job_id, revoke_jobs.c.undone_by_job_id.is_(None))
             .values(undone_by_job_id=by_job_id)
         )
+
+    def mark_started(self, preview_id: str, job_id: str) -> bool:
+        result = self.conn.execute(
+            update(revoke_jobs)
+            .where(revoke_jobs.c.id == preview_id, revoke_jobs.c.started_job_id.is_(None))
+            .values(started_job_id=job_id)
+        )
+        return result.rowcount == 1
 
     def release_undone(self, job_id: str, by_job_id: str) -> None:
         self.conn.execute(

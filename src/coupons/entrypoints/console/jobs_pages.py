@@ -45,7 +45,7 @@ from coupons.services import jobs, people
 from coupons.services.auth import require
 from coupons.services.common import Context, utcnow
 from coupons.services.ports import UnitOfWork
-from coupons.services.runner import Idempotency, execute
+from coupons.services.runner import execute
 
 MAX_UPLOAD = 64 * 1024 * 1024
 REASONS = {str(r.code): r.message for r in FailureReason}
@@ -186,7 +186,14 @@ async def job_page(request: Request, person: Person) -> Response:
         job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
     except errors.CouponError as error:
         return error_page(request, "Job", error)
-    return page(request, "job.html", title=f"Job {job.id}", job=render.job(job), reasons=REASONS)
+    return page(
+        request,
+        "job.html",
+        title=f"Job {job.id}",
+        job=render.job(job),
+        started=job.started_job_id,
+        reasons=REASONS,
+    )
 
 
 @needs_person
@@ -232,11 +239,11 @@ async def job_cancel(request: Request, person: Person) -> Response:
 @needs_person
 async def job_start(request: Request, person: Person) -> Response:
     """A preview's "Start revoke job": the same codes, series and reason, for real, without
-    sending the codes again. A preview starts one job: sent again, by a double click or after
-    Back (each visit renders a fresh page), the form leads to the job it started first."""
+    sending the codes again. A preview starts one job for the whole org: sent again (a double
+    click, Back, or another person on the same preview), the form leads to the job it started
+    first (`jobs.start_preview` records it on the preview)."""
     await checked_form(request, person)
     job_id = request.path_params["job_id"][:40]
-    digest = hashlib.sha256(f"start-preview:{job_id}".encode()).hexdigest()
     try:
         entity = await call(
             request,
@@ -244,7 +251,6 @@ async def job_start(request: Request, person: Person) -> Response:
             lambda uow, ctx: jobs.start_preview(uow, ctx, job_id),
             lambda job, ctx: render.job(job),
             permission="revoke",
-            once=Idempotency(key=f"console-start:{job_id}", fingerprint=digest),
         )
     except errors.CouponError as error:
         return error_page(request, "Start revoke job", error)
