@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from playwright.sync_api import Browser, Page, expect
 
+from coupons.services import people
+from coupons.services.common import utcnow
 from tests.browser.conftest import (
     PERSON_PASSWORD,
     Server,
@@ -16,6 +19,29 @@ from tests.browser.conftest import (
 )
 
 NAV = ("Search", "Bulk revoke", "Activity", "Series")
+
+
+def test_a_person_with_a_non_ascii_email_signs_in_typing_it_in_any_case(
+    page: Page, any_server: Server
+) -> None:
+    # Given a person whose email has a non-ASCII local part and domain
+    email = "jörg.müller@bücher.example"
+
+    def add(uow: Any) -> None:
+        if uow.users.by_email(email) is None:
+            people.create_person(
+                uow, org="acme", email=email, role="viewer", password=PERSON_PASSWORD, now=utcnow()
+            )
+            uow.commit()
+
+    any_server.backend.db.run(add)
+
+    # When they type it at the sign-in page, in capitals
+    sign_in(page, any_server, "JÖRG.Müller@BÜCHER.example")
+
+    # Then the browser sends it and they are signed in as themselves
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    expect(page.get_by_text("Signed in as")).to_contain_text(email)
 
 
 def test_a_wrong_password_is_refused_with_a_message_that_does_not_say_which_part_was_wrong(
