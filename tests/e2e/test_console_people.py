@@ -87,6 +87,9 @@ def test_user_create_prints_a_generated_password_once_and_stores_only_its_argon2
     [
         (["--org", "nope", "--email", "a@b.test", "--role", "viewer"], "no org named"),
         (["--org", "acme", "--email", "not-an-email", "--role", "viewer"], "not an email"),
+        (["--org", "acme", "--email", '"><b>x</b>@acme.example', "--role", "viewer"], "<, >"),
+        (["--org", "acme", "--email", "a@b@acme.example", "--role", "viewer"], "one '@'"),
+        (["--org", "acme", "--email", "a\u200b@acme.example", "--role", "viewer"], "control"),
         (["--org", "acme", "--email", "a@b.test", "--role", "owner"], "viewer, support or admin"),
     ],
 )

@@ -150,3 +150,55 @@ def test_wrong_passwords_are_refused_alike_and_then_throttled(world: World) -> N
             attempt(email, "wrong")
     with pytest.raises(errors.TooManyAuthFailures):
         attempt("a@x.test", "pw-right-1")
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "ann@example.com",
+        "o'brien@example.ie",
+        "ann+ops@mail.example.co.uk",
+        "jörg@example.de",
+        "用户@例子.广告",
+        "ann@xn--bcher-kva.example",
+    ],
+)
+def test_any_address_a_person_can_type_becomes_a_person(world: World, email: str) -> None:
+    world.store.orgs[1001] = "acme"
+    uow = world.uow()
+
+    people.create_person(uow, org="acme", email=email, role="viewer", password=None, now=NOW)
+
+    assert uow.users.by_email(email.casefold()) is not None
+
+
+@pytest.mark.parametrize(
+    ("email", "says"),
+    [
+        ("ann.example.com", "exactly one '@'"),
+        ("@example.com", "exactly one '@'"),
+        ("ann@", "exactly one '@'"),
+        ("ann@b@example.com", "exactly one '@'"),
+        ("ann smith@example.com", "spaces or line breaks"),
+        ("ann@exa\nmple.com", "spaces or line breaks"),
+        ("ann\x07@example.com", "control or invisible"),
+        ("ann\u200b@example.com", "control or invisible"),
+        ("ann\u202e@example.com", "control or invisible"),
+        ('"><b>x</b>@acme.example', '<, >, " or `'),
+        ('"ann"@example.com', '<, >, " or `'),
+        ("ann`@example.com", '<, >, " or `'),
+        ("a" * 320 + "@example.com", "longer than 320"),
+    ],
+)
+def test_an_address_no_one_could_sign_in_with_is_refused_saying_why(
+    world: World, email: str, says: str
+) -> None:
+    world.store.orgs[1001] = "acme"
+
+    with pytest.raises(errors.InvalidField) as refused:
+        people.create_person(
+            world.uow(), org="acme", email=email, role="viewer", password=None, now=NOW
+        )
+
+    assert refused.value.message.startswith("email: not an email address: ")
+    assert says in refused.value.message

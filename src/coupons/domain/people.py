@@ -7,6 +7,7 @@ permission check the console makes is the API's own (`services.auth.require`).
 from __future__ import annotations
 
 import enum
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,6 +31,26 @@ class Role(enum.Enum):
 
 
 _GROUPS = {Role.VIEWER: "read_only", Role.SUPPORT: "default", Role.ADMIN: "coupon_admin"}
+
+# Never part of an address a person types at the sign-in field: markup and quoting marks (a
+# quoted local part is valid mail syntax, but no one signs in with one). An apostrophe stays
+# allowed: o'brien@example.com is an everyday address.
+_REFUSED_MARKS = frozenset('<>"`')
+
+
+def email_problem(address: str) -> str | None:
+    """Why `address` cannot be a person's sign-in email, or None when it can. Anything a
+    person can type is kept: non-ASCII local parts and internationalized domains are fine."""
+    local, _, domain = address.partition("@")
+    if address.count("@") != 1 or not local or not domain:
+        return "it must hold exactly one '@', with text before and after it"
+    if any(c.isspace() for c in address):
+        return "it must not hold spaces or line breaks"
+    if any(unicodedata.category(c).startswith("C") for c in address):
+        return "it must not hold control or invisible formatting characters"
+    if any(c in _REFUSED_MARKS for c in address):
+        return 'it must not hold <, >, " or ` characters'
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from coupons.domain import errors
 from coupons.domain.model import normalize_email
-from coupons.domain.people import ConsoleSession, Person, Role
+from coupons.domain.people import ConsoleSession, Person, Role, email_problem
 from coupons.services.auth import FailureThrottle, chosen_or_new_secret, hash_secret, new_secret
 from coupons.services.common import Actor
 from coupons.services.ports import UnitOfWork
@@ -77,13 +77,11 @@ def create_person(
     if org_id is None:
         raise errors.InvalidField("org", f"no org named {org!r}")
     address = normalize_email(email)
-    local, at, domain = address.partition("@")
-    if (
-        not (local and at and domain)
-        or len(address) > MAX_EMAIL
-        or any(c.isspace() for c in address)
-    ):
-        raise errors.InvalidField("email", "not an email address")
+    problem = email_problem(address)
+    if problem is None and len(address) > MAX_EMAIL:
+        problem = f"it is longer than {MAX_EMAIL} characters"
+    if problem is not None:
+        raise errors.InvalidField("email", f"not an email address: {problem}")
     try:
         parsed = Role.parse(role)
     except ValueError as error:
