@@ -89,6 +89,45 @@ def test_pages_need_a_session_and_send_strict_security_headers(client: TestClien
     assert sign_in_page.headers["cache-control"] == "no-store"
 
 
+def test_every_console_response_downloads_included_is_not_stored_or_sniffed(
+    backend: Backend, signed_in: TestClient, api: Api
+) -> None:
+    from tests.e2e.test_revoke_jobs import drain
+
+    # Given a series and a finished preview job of one of its codes
+    code = unique("HDR").upper()
+    series_id = api.series(codes=[code])
+    preview = _bulk(signed_in, series=str(series_id), codes=code, step="preview")
+    job = preview.headers["location"]
+    drain(backend.db)
+
+    # When every kind of console response is asked for: pages, redirects, downloads, JSON,
+    # static files, refusals and a missing page
+    answers = {
+        "page": signed_in.get("/console/search"),
+        "redirect": signed_in.get("/console/", follow_redirects=False),
+        "bare address": signed_in.get("/console", follow_redirects=False),
+        "coupons CSV": signed_in.get(f"/console/series/{series_id}/coupons.csv"),
+        "job report": signed_in.get(f"{job}/report"),
+        "job progress": signed_in.get(f"{job}/progress"),
+        "static file": signed_in.get("/console/static/console.js"),
+        "missing page": signed_in.get("/console/nowhere"),
+        "refused form": signed_in.post(f"{job}/cancel", data={}),
+        "NUL in a path": signed_in.get("/console/jobs/%00/report"),
+    }
+
+    # Then each is kept by no cache and sniffed by no browser, as the pages always were
+    for what, answer in answers.items():
+        assert answer.headers.get("cache-control") == "no-store", (what, answer.headers)
+        assert answer.headers.get("x-content-type-options") == "nosniff", what
+        assert "frame-ancestors 'none'" in answer.headers.get("content-security-policy", ""), what
+    assert answers["coupons CSV"].text.startswith("couponId,couponCode,")
+    assert code in answers["coupons CSV"].text
+    assert answers["job report"].text.startswith("code,outcome")
+    assert answers["job progress"].json()["state"] == "SUCCEEDED"
+    assert answers["refused form"].status_code == 403
+
+
 def test_a_fault_shows_a_plain_page_with_a_reference_and_no_stack_trace(
     signed_in: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -71,7 +72,7 @@ def create_console(
     app.state.console = Console(
         db=db, throttle=throttle, session_lifetime=session_lifetime, templates=_templates()
     )
-    return FaultPage(app, app.state.console.templates)
+    return SecurityHeaders(FaultPage(app, app.state.console.templates))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -104,7 +105,31 @@ async def _fault(request: Request, exc: Exception) -> Response:
     body = request.app.state.console.templates.get_template("fault.html").render(
         request_id=request_id_of(request.scope)
     )
-    return HTMLResponse(body, status_code=500, headers=SECURITY_HEADERS)
+    return HTMLResponse(body, status_code=500)
+
+
+class SecurityHeaders:
+    """Outermost: every console response, not only the HTML pages, goes out with the same
+    security and cache headers. A CSV download, a job's report or its JSON progress names
+    coupons and customers just as the pages do, so no shared cache keeps it, and no browser
+    sniffs it into something it may run."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 class FaultPage:
@@ -133,5 +158,5 @@ class FaultPage:
             if started or scope["type"] != "http":
                 return
             body = self.templates.get_template("fault.html").render(request_id=request_id)
-            response = HTMLResponse(body, status_code=500, headers=SECURITY_HEADERS)
+            response = HTMLResponse(body, status_code=500)
             await response(scope, receive, send)

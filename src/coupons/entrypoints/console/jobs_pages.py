@@ -203,7 +203,7 @@ async def job_progress(request: Request, person: Person) -> Response:
         job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
     except errors.CouponError as error:
         return JSONResponse({"error": message_of(error)}, status_code=status_of(error))
-    return JSONResponse(render.job(job), headers={"Cache-Control": "no-store"})
+    return JSONResponse(render.job(job))
 
 
 @needs_person

@@ -44,6 +44,7 @@ COOKIE = "coupons_session"
 MAX_ID = 2**62  # the API's bound on every id it takes
 MAX_FORM_BYTES = 1024 * 1024
 PREFIX = "/console"
+# Sent with every console response (`app.SecurityHeaders`), pages and downloads alike.
 SECURITY_HEADERS = {
     # Everything the pages use is served from here; nothing inline runs, nothing frames us.
     "Content-Security-Policy": (
@@ -192,7 +193,7 @@ def page(request: Request, template: str, *, status: int = 200, **context: Any) 
         path=request.url.path,
         **context,
     )
-    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+    return HTMLResponse(body, status_code=status)  # `app.SecurityHeaders` adds the headers
 
 
 def can(person: Person, permission: str) -> bool:

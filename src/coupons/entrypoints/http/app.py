@@ -18,6 +18,7 @@ from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
 from coupons.domain import errors
 from coupons.entrypoints.console import create_console
+from coupons.entrypoints.console.web import SECURITY_HEADERS
 from coupons.entrypoints.http import events_routes, finding_routes, handlers, jobs_routes, metrics
 from coupons.entrypoints.http.deps import document_security
 from coupons.entrypoints.http.envelope import failure, success
@@ -88,7 +89,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     async def console_home() -> RedirectResponse:
         # The address people type: the console's pages are under `/console/`. (Slashes are
         # not redirected in general, see above.)
-        return RedirectResponse("/console/", status_code=307)
+        return RedirectResponse("/console/", status_code=307, headers=SECURITY_HEADERS)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
