@@ -393,7 +393,8 @@ def test_a_code_too_long_is_9002_naming_just_its_place_in_the_list(api: Api) -> 
 
 
 @pytest.mark.parametrize(
-    "code", ["A\nB", "A\tB", "A\rB", "A\x7fB", {"code": "P\x1bIN", "pin": "1"}]
+    "code",
+    ["A\nB", "A\tB", "A\rB", "A\x7fB", "A\x85B", "A\u2028B", {"code": "P\x1bIN", "pin": "1"}],
 )
 def test_a_code_with_a_control_character_inside_gets_9002_and_adds_nothing(
     api: Api, code: object

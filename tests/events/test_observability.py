@@ -210,3 +210,17 @@ def test_a_console_request_is_counted_under_its_whole_path(client: TestClient) -
     signin = {"method": "GET", "route": "/console/signin", "status": "200"}
     assert _value(after, requests, **signin) - _value(before, requests, **signin) == 1
     assert _value(after, requests, method="GET", route="/signin", status="200") == 0
+
+
+def test_a_console_static_file_is_counted_under_its_mount(client: TestClient) -> None:
+    before = _samples(client)
+
+    assert client.get("/console/static/console.css").status_code == 200
+
+    after = _samples(client)
+    static = {"method": "GET", "route": "/console/static", "status": "200"}
+    assert (
+        _value(after, "coupons_http_requests_total", **static)
+        - _value(before, "coupons_http_requests_total", **static)
+        == 1
+    )

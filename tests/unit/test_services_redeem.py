@@ -230,3 +230,34 @@ def test_an_expired_open_code_does_not_stop_the_customers_own_coupon_of_that_cod
             None,
             None,
         )
+
+
+@pytest.mark.parametrize("expired_first", [True, False])
+def test_of_two_open_series_with_one_code_the_live_one_answers(
+    world: World, expired_first: bool
+) -> None:
+    made = [
+        world.series(SeriesType.GENERIC_REDEEMABLE, generic_code="OPEN2", expired=expired)
+        for expired in ((True, False) if expired_first else (False, True))
+    ]
+    live = made[1] if expired_first else made[0]
+    world.customer("+1 555 0100")
+
+    done = redeem(world.uow(), world.ctx(), ALICE, [RedeemLine("open2")], None, None)
+
+    assert world.coupon(done[0].coupon_id).series_id == live.id
+
+
+def test_her_own_issued_coupon_comes_before_an_open_code_of_the_same_text(world: World) -> None:
+    world.series(SeriesType.GENERIC_REDEEMABLE, generic_code="MIX1")
+    alice = world.customer("+1 555 0100")
+    [mine] = world.coupons(world.series(), "MIX1", to=alice)
+
+    first = redeem(world.uow(), world.ctx(), ALICE, [RedeemLine("mix1")], None, None)
+    second = redeem(world.uow(), world.ctx(), ALICE, [RedeemLine("mix1")], None, None)
+
+    # her issued coupon first; then, as anyone may, the open code once
+    assert [r.coupon_id for r in first] == [mine.id]
+    assert world.coupon(second[0].coupon_id).series_id != mine.series_id
+    with pytest.raises(errors.CouponAlreadyRedeemed):
+        redeem(world.uow(), world.ctx(), ALICE, [RedeemLine("MIX1")], None, None)

@@ -18,8 +18,9 @@ CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 GENERATED_CODE_LENGTH = 12
 PIN_LENGTH = 6
 # No code is typed with control characters (a line break or a tab inside one is a paste gone
-# wrong), and PostgreSQL cannot store NUL in text.
-CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+# wrong), and PostgreSQL cannot store NUL in text: C0, DEL and C1 (U+0085 is a line break
+# too), and the Unicode line and paragraph separators.
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class CodeCase(Enum):

@@ -67,12 +67,18 @@ def redeem(
         uow.customers.lock_customer(ctx.org_id, person.id)
     matches = uow.coupons.coupons_by_codes(ctx.org_id, norms, series_id=None, lock=True)
     series = uow.series.series_many(ctx.org_id, {c.series_id for c in matches})
-    open_series = {}
-    for found_series in generic_series:
+    open_series: dict[str, Series] = {}
+    for found_series in sorted(generic_series, key=lambda s: s.id):
         series[found_series.id] = found_series
         if found_series.type is SeriesType.GENERIC_REDEEMABLE:
             assert found_series.generic_code is not None
-            open_series[code_rules.normalize(found_series.generic_code)] = found_series
+            # Of several open series with one code, a live one (the oldest) answers for it.
+            key = code_rules.normalize(found_series.generic_code)
+            known = open_series.get(key)
+            if known is None or (
+                known.is_expired(ctx.now) and not found_series.is_expired(ctx.now)
+            ):
+                open_series[key] = found_series
     by_code: dict[str, list[Coupon]] = {}
     for coupon in matches:
         by_code.setdefault(code_rules.normalize(coupon.code), []).append(coupon)
@@ -82,6 +88,8 @@ def redeem(
     for line, key in zip(lines, norms, strict=True):
         found = by_code.get(key, [])
         generic = open_series.get(key)
+        if generic is not None and _holds_live_issued(found, series, person.id, ctx):
+            generic = None  # her own issued coupon of the code comes first
         if generic is not None and generic.is_expired(ctx.now):
             # The open code was everyone's: unless she holds a copy of her own, its expiry
             # is the answer.
@@ -149,6 +157,18 @@ def redeem(
         Redemption(redemption_id=r, coupon_id=c.id, code=c.code)
         for r, c in zip(redemption_ids, chosen, strict=True)
     ]
+
+
+def _holds_live_issued(
+    found: list[Coupon], series: dict[int, Series], customer_id: int, ctx: Context
+) -> bool:
+    """Whether the customer holds an ISSUED coupon of the code in a series still running."""
+    return any(
+        c.customer_id == customer_id
+        and c.state is CouponState.ISSUED
+        and not series[c.series_id].is_expired(ctx.now)
+        for c in found
+    )
 
 
 def _redeemable(

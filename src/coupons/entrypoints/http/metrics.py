@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coupons.adapters.repos import PENDING_CHANGES
@@ -167,6 +168,8 @@ def _template(route: object, mounted: str) -> str:
     path = str(getattr(route, "path", None) or "")
     if not path:
         return "unmatched"
+    if isinstance(route, Mount):  # a mounted app with no routes of its own (static files)
+        return mounted or path
     return path if not mounted or path.startswith(mounted) else mounted + path
 
 
