@@ -44,3 +44,18 @@ def test_events_webhooks_and_deliveries_write_their_times_the_same_way() -> None
     assert (shown["nextAttemptAt"], shown["createdAt"]) == (AT_TEXT, AT_TEXT)
     assert render_events.delivery(delivery)["at"] == AT_TEXT
     assert "secret" not in shown
+
+
+def test_a_dead_subscription_shows_no_next_attempt() -> None:
+    dead = WebhookRecord(
+        5, 1, "https://example.com/hook", frozenset(), "whsec_x", "DEAD", 8, 12, AT, AT,
+        "HTTP 500", AT,
+    )  # fmt: skip
+
+    shown = render_events.webhook(dead)
+
+    assert (shown["status"], shown["nextAttemptAt"], shown["lastError"]) == (
+        "DEAD",
+        None,
+        "HTTP 500",
+    )

@@ -69,7 +69,8 @@ def webhook(w: WebhookRecord) -> dict[str, Any]:
         "status": w.status,
         "lastEventId": w.cursor,
         "attempts": w.attempts,
-        "nextAttemptAt": timestamp(w.next_attempt_at),
+        # A dead subscription is tried again only when retried by hand: no next attempt.
+        "nextAttemptAt": timestamp(w.next_attempt_at) if w.status == "ACTIVE" else None,
         "lastError": w.last_error,
         "createdAt": timestamp(w.created_at),
     }
