@@ -418,6 +418,7 @@ def serve(
         _print_console(person, host, port)
     os.environ["COUPONS_DATABASE_URL"] = db
     from coupons.entrypoints.http.metrics import configure_logging, server_log_config
+    from coupons.entrypoints.http.protocol import EnvelopedHttpToolsProtocol
 
     # The job runner and webhook worker threads below run in this process, not in the
     # server's workers: without this their lines came out in another format than the rest.
@@ -439,7 +440,7 @@ def serve(
         port=port,
         workers=workers,
         loop="auto",
-        http="auto",
+        http=EnvelopedHttpToolsProtocol,  # also a request it cannot parse gets the envelope
         log_level=settings.log_level.lower(),
         log_config=server_log_config(settings.log_level),
         access_log=False,
