@@ -339,3 +339,30 @@ def test_a_single_code_only_in_an_expired_series_answers_712(api: Api) -> None:
     # Then the call is refused as expired
     assert response.status_code == 400
     assert error_code(response) == 712
+
+
+def test_customer_mode_leaves_an_open_codes_coupon_alone_as_naming_it_would(api: Api) -> None:
+    # Given a live coupon of the customer's, and an open (GENERIC_REDEEMABLE) code she
+    # redeemed and had reactivated, so that its coupon is ISSUED to her
+    pool = api.series(codes=["OWN-1"])
+    open_series = api.series("GENERIC_REDEEMABLE", generic_code="OPENGRX")
+    customer_id = api.customer("555-0188")
+    own = api.issue(pool, customer_id)
+    [redemption] = api.ok(api.redeem(customer_id, "OPENGRX"))["redemptions"]
+    api.ok(
+        api.request(
+            "PATCH", "/v2/coupon/reactivate", json={"redemptionIds": [redemption["redemptionId"]]}
+        )
+    )
+    assert api.coupon(redemption["couponId"])["state"] == "ISSUED"
+    # (naming its series or its code is 811, as for every revoke of such a series)
+    named = api.revoke({"couponSeriesId": open_series, "customer": {"id": customer_id}})
+    assert error_code(named) == 811
+
+    # When all the customer's coupons are revoked
+    entity = api.ok(api.revoke({"customer": {"id": customer_id}}))
+
+    # Then only her own coupon is, and the open code stays hers to redeem
+    assert [c["couponId"] for c in entity["revokedCoupons"]] == [own["couponId"]]
+    assert api.coupon(redemption["couponId"])["state"] == "ISSUED"
+    api.ok(api.redeem(customer_id, "OPENGRX"))

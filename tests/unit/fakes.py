@@ -217,6 +217,7 @@ class FakeCouponRepository:
         states: Sequence[CouponState],
         series_id: int | None = None,
         unexpired_at: datetime | None = None,
+        revocable_only: bool = False,
         limit: int | None = None,
         lock: bool = False,
     ) -> list[Coupon]:
@@ -229,6 +230,10 @@ class FakeCouponRepository:
             and (
                 unexpired_at is None
                 or self.store.series[row.coupon.series_id].valid_till >= unexpired_at
+            )
+            and not (
+                revocable_only
+                and self.store.series[row.coupon.series_id].type is SeriesType.GENERIC_REDEEMABLE
             )
         ]
         return found if limit is None else found[:limit]

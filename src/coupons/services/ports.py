@@ -74,9 +74,13 @@ class CouponRepository(Protocol):
         states: Sequence[CouponState],
         series_id: int | None = None,
         unexpired_at: datetime | None = None,
+        revocable_only: bool = False,
         limit: int | None = None,
         lock: bool = False,
-    ) -> list[Coupon]: ...
+    ) -> list[Coupon]:
+        """A customer's coupons in `states`, in id order: of one series, of series not expired
+        at `unexpired_at`, and with `revocable_only` not of GENERIC_REDEEMABLE series."""
+        ...
 
     def coupons_by_ids(self, org_id: int, ids: Sequence[int], *, lock: bool) -> list[Coupon]: ...
 

@@ -344,7 +344,11 @@ def _lookup(
 def _customer_coupons(
     uow: UnitOfWork, ctx: Context, scope: _Scope, state: CouponState
 ) -> list[Coupon]:
-    """Customer mode: the customer's coupons in the series, or in every unexpired series."""
+    """Customer mode: the customer's coupons in the series, or in every unexpired series.
+
+    Revoke leaves GENERIC_REDEEMABLE coupons alone, as it does when one is named (811): they
+    are redemptions of an open code, and a revoked one would shut the customer out of the
+    code. Reinstate still finds them, so one revoked before this rule can be put back."""
     assert scope.customer is not None
     found = uow.coupons.coupons_of_customer(
         ctx.org_id,
@@ -352,6 +356,7 @@ def _customer_coupons(
         states=(state,),
         series_id=scope.series.id if scope.series else None,
         unexpired_at=None if scope.series else ctx.now,
+        revocable_only=state is CouponState.ISSUED,
         limit=MAX_CUSTOMER_COUPONS + 1,
         lock=True,
     )

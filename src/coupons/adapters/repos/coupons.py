@@ -45,6 +45,7 @@ from coupons.domain.codes import normalize
 from coupons.domain.model import (
     Coupon,
     CouponState,
+    SeriesType,
 )
 from coupons.domain.records import (
     NewCoupon,
@@ -249,6 +250,7 @@ class SqlCouponRepository:
         states: Sequence[CouponState],
         series_id: int | None = None,
         unexpired_at: datetime | None = None,
+        revocable_only: bool = False,
         limit: int | None = None,
         lock: bool = False,
     ) -> list[Coupon]:
@@ -261,6 +263,12 @@ class SqlCouponRepository:
             query = query.where(coupons.c.series_id == series_id)
         if unexpired_at is not None:
             query = query.where(coupons.c.series_id.in_(_live_series(org_id, unexpired_at)))
+        if revocable_only:
+            open_series = select(coupon_series.c.id).where(
+                coupon_series.c.org_id == org_id,
+                coupon_series.c.client_handling_type == SeriesType.GENERIC_REDEEMABLE.value,
+            )
+            query = query.where(coupons.c.series_id.not_in(open_series))
         query = query.order_by(coupons.c.id)
         if limit is not None:
             query = query.limit(limit)
