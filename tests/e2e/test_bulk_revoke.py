@@ -864,3 +864,46 @@ def test_bulk_revoke_keeps_up_with_a_direct_loop_of_50_code_requests(
 
     # then, once started, the command reaches at least 80% of the bare loop's throughput
     assert min(ratios) >= 0.8
+
+
+def test_a_run_refused_mid_way_keeps_what_it_did_and_the_rerun_reports_it_as_revoked(
+    server: Server, tmp_path: Path
+) -> None:
+    # given a run whose series is ended early while it is going
+    given = given_series(server, 5_000)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    journal = tmp_path / "codes.results.csv.journal"
+    process = start_bulk(server, given.series_id, codes_file, "--parallel", "1")
+    wait_for_batches(journal, 3, process)
+
+    def set_valid_till(valid_till: str) -> None:
+        response = httpx.patch(
+            f"{server.url}/v2/coupon/series/{given.series_id}",
+            json={"validTill": valid_till},
+            auth=(USERNAME, PASSWORD),
+        )
+        assert response.status_code == 200, response.text
+
+    set_valid_till("2020-01-01")
+    _, stderr = process.communicate(timeout=120)
+
+    # then it stops with 2 and says what it did: not "nothing was revoked", and the journal and
+    # a results file of what was done are kept
+    assert process.returncode == 2, stderr
+    said = " ".join(stderr.split())
+    assert "712" in said and "nothing was revoked" not in said
+    assert journal.exists()
+    first = read_results(tmp_path / "codes.results.csv")
+    revoked_first = {row["code"] for row in first if row["outcome"] == "revoked"}
+    assert 150 <= len(revoked_first) < 5_000
+
+    # when the campaign is extended again and the same command runs
+    set_valid_till(FUTURE)
+    done = run_bulk(server, given.series_id, codes_file, "--parallel", "1")
+
+    # then every code is reported once as revoked, those of the first run included
+    assert done.returncode == 0, done.stderr
+    rows = read_results(tmp_path / "codes.results.csv")
+    assert sorted(row["code"] for row in rows) == given.codes
+    assert {row["outcome"] for row in rows} == {"revoked"}
+    assert series_counts(server, given.series_id) == {"REVOKED": 5_000}

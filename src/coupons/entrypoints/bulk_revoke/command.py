@@ -107,9 +107,10 @@ def run(
         finally:
             journal.close()
     every_line = plan(codes_path, scanned)
-    if refused and not journal.resumed and set(journal.keys) <= refused:
+    if refused and not journal.resumed and not journal.done and set(journal.keys) <= refused:
         # This run started the journal and every batch it sent was refused whole, so none
-        # changed anything: there is nothing to resume, and a journal kept would tie the
+        # changed anything (a refusal mid-run, after batches went through, is no such case:
+        # they did their work): there is nothing to resume, and a journal kept would tie the
         # corrected rerun to these arguments. (A resumed journal holds keys of an earlier
         # run whose answers may have been lost: it is always kept.) Nor is there a result
         # to keep: the outcomes are counted, and a results file already there (an earlier
