@@ -41,6 +41,7 @@ def run_raw(db: Database, caller: Caller, job: Job, *, commit: bool = True) -> i
                 customer_id,
                 states=(CouponState.ISSUED,),
                 unexpired_at=now,
+                revocable_only=True,
                 limit=MAX_CUSTOMER_COUPONS + 1,
                 lock=True,
             )
