@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from coupons.adapters import migrate
 from coupons.adapters.db import create_db_engine
-from tests.integration.test_migrations import seed_org_and_client
+from tests.integration.test_migrations import seed_org_and_client, seed_series_7
 
 NOW = "2026-11-26 10:00:00"
 LATER = "2026-11-27 10:00:00"
@@ -28,14 +28,7 @@ def seed_0004(url: str) -> None:
         conn.execute(
             text("INSERT INTO orgs (id, name, created_at) VALUES (1, 'o', :t)"), {"t": NOW}
         )
-        conn.execute(
-            text(
-                "INSERT INTO coupon_series (id, org_id, description, client_handling_type, "
-                "valid_till, discount_type, discount_value, created_at) "
-                "VALUES (7, 1, 's', 'DISC_CODE', :t, 'ABS', 5, :t)"
-            ),
-            {"t": NOW},
-        )
+        seed_series_7(conn)
         for i in (1, 2, 3):
             conn.execute(
                 text(

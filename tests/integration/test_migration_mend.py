@@ -18,7 +18,7 @@ from sqlalchemy import inspect, text
 from coupons.adapters import migrate
 from coupons.adapters.db import create_db_engine
 from tests.conftest import scratch_postgres
-from tests.integration.test_migrations import NOW, seed_org_and_client
+from tests.integration.test_migrations import NOW, seed_org_and_client, seed_series_7
 
 Schema = dict[str, dict[str, Any]]
 
@@ -60,14 +60,7 @@ def seed(url: str) -> None:
     engine = create_db_engine(url, null_pool=True)
     with engine.begin() as conn:
         seed_org_and_client(conn)
-        conn.execute(
-            text(
-                "INSERT INTO coupon_series (id, org_id, description, client_handling_type, "
-                "valid_till, discount_type, discount_value, created_at) "
-                "VALUES (7, 1, 's', 'DISC_CODE', :t, 'ABS', 5, :t)"
-            ),
-            {"t": NOW},
-        )
+        seed_series_7(conn)
         conn.execute(
             text(
                 "INSERT INTO coupons (id, org_id, series_id, code, code_norm, is_generic, "

@@ -26,6 +26,18 @@ def seed_org_and_client(conn: Connection) -> None:
     )
 
 
+def seed_series_7(conn: Connection) -> None:
+    """Series 7 of org 1, in columns no revision since the first changed."""
+    conn.execute(
+        text(
+            "INSERT INTO coupon_series (id, org_id, description, client_handling_type, "
+            "valid_till, discount_type, discount_value, created_at) "
+            "VALUES (7, 1, 's', 'DISC_CODE', :t, 'ABS', 5, :t)"
+        ),
+        {"t": NOW},
+    )
+
+
 def seed_0003(url: str) -> None:
     """One series with one coupon in each state, written against the 0003 schema."""
     engine = create_db_engine(url, null_pool=True)
@@ -33,14 +45,7 @@ def seed_0003(url: str) -> None:
         conn.execute(
             text("INSERT INTO orgs (id, name, created_at) VALUES (1, 'o', :t)"), {"t": NOW}
         )
-        conn.execute(
-            text(
-                "INSERT INTO coupon_series (id, org_id, description, client_handling_type, "
-                "valid_till, discount_type, discount_value, created_at) "
-                "VALUES (7, 1, 's', 'DISC_CODE', :t, 'ABS', 5, :t)"
-            ),
-            {"t": NOW},
-        )
+        seed_series_7(conn)
         for i, state in enumerate(["AVAILABLE", "AVAILABLE", "ISSUED", "REDEEMED", "REVOKED"]):
             conn.execute(
                 text(
