@@ -22,10 +22,9 @@ ORIGIN = {"Origin": BASE}
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
 
-@pytest.fixture
-def signed_in(backend: Backend, client: TestClient) -> TestClient:
-    """A client holding a support person's session cookie."""
-    email = f"{unique('sam')}@example.com"
+def sign_in_new_person(backend: Backend, client: TestClient, name: str) -> TestClient:
+    """`client`, holding the session cookie of a new support person of acme."""
+    email = f"{unique(name)}@example.com"
     create_person(backend.url, email)
     answer = client.post(
         "/console/signin",
@@ -35,6 +34,12 @@ def signed_in(backend: Backend, client: TestClient) -> TestClient:
     )
     assert answer.status_code == 303, answer.text
     return client
+
+
+@pytest.fixture
+def signed_in(backend: Backend, client: TestClient) -> TestClient:
+    """A client holding a support person's session cookie."""
+    return sign_in_new_person(backend, client, "sam")
 
 
 def test_a_sign_in_from_another_origin_or_with_none_is_refused(client: TestClient) -> None:

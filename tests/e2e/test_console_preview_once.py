@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import Backend
 from tests.e2e.conftest import Api
-from tests.e2e.test_cli import create_person, unique
-from tests.e2e.test_console_http import ORIGIN, _bulk, _csrf
+from tests.e2e.test_cli import unique
+from tests.e2e.test_console_http import ORIGIN, _bulk, _csrf, sign_in_new_person
 from tests.e2e.test_revoke_jobs import JOBS, drain
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
@@ -21,17 +21,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthW
 
 def person(backend: Backend, app: FastAPI) -> TestClient:
     """A support person of acme, signed in with a browser of their own."""
-    email = f"{unique('pat')}@example.com"
-    create_person(backend.url, email)
     browser = TestClient(app, raise_server_exceptions=False)
-    answer = browser.post(
-        "/console/signin",
-        data={"email": email, "password": "pw-123456", "next": "/console/search"},
-        headers=ORIGIN,
-        follow_redirects=False,
-    )
-    assert answer.status_code == 303, answer.text
-    return browser
+    return sign_in_new_person(backend, browser, "pat")
 
 
 def finished_preview(backend: Backend, browser: TestClient, api: Api) -> tuple[str, list[str]]:
