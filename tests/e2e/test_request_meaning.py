@@ -200,3 +200,51 @@ def test_a_parameter_name_that_is_not_utf8_is_refused(api: Api) -> None:
 
     assert (response.status_code, error_code(response)) == (400, 9002)
     assert message(response) == "st\ufffdate: is not valid UTF-8 text once percent-decoded"
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "body", "named", "meant"),
+    [
+        # ending a campaign early with "validtill" answered 200 and the campaign ran on
+        (
+            "/v2/coupon/series/{series}",
+            "PATCH",
+            {"validtill": "2020-01-01"},
+            "validtill",
+            "validTill",
+        ),
+        ("/v2/coupon/series/{series}", "PATCH", {"description": "x", "valid_till ": 1}, None, None),
+        ("/v2/customers", "POST", {"Mobile": "555-0799"}, "Mobile", "mobile"),
+        (
+            "/v2/coupon/revoke",
+            "POST",
+            {"couponcodes": ["QP-6"], "couponSeriesId": 0},
+            "couponcodes",
+            "couponCodes",
+        ),
+        (
+            "/v2/coupon/revoke/jobs",
+            "POST",
+            {"couponseriesid": 1},
+            "couponseriesid",
+            "couponSeriesId",
+        ),
+    ],
+    ids=["patch", "patch-other-unknown", "customer", "revoke", "selector"],
+)
+def test_a_body_field_named_in_another_case_is_refused_naming_the_field_it_stands_for(
+    api: Api, path: str, method: str, body: dict[str, object], named: str | None, meant: str | None
+) -> None:
+    series_id = api.series(codes=["QP-6"])
+    url = path.format(series=series_id)
+
+    response = api.request(method, url, json=body)
+
+    if named is None:  # a field no call knows stays ignored (spec §1)
+        assert response.status_code == 200, response.text
+        return
+    assert (response.status_code, error_code(response)) == (400, 9002), response.text
+    said = message(response)
+    assert said.startswith(f"{named}: not a field of this call")
+    assert meant is None or said.endswith(f"did you mean {meant}?")
+    assert api.ok(api.get(f"/v2/coupon/series/{series_id}"))["expired"] is False

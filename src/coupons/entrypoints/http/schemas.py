@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -23,11 +24,13 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
 from coupons.domain.codes import MAX_CODE_LENGTH, CodeCase, normalize
+from coupons.domain.errors import InvalidField
 from coupons.domain.model import Coupon, CouponState, normalize_email
 from coupons.domain.revoke import MAX_REASON_LENGTH, FailureReason, Outcome
 from coupons.entrypoints.http import render
@@ -130,6 +133,19 @@ def _text_fields(model: type[BaseModel]) -> frozenset[str]:
     return frozenset(n for n, f in model.model_fields.items() if _takes_text(f.annotation))
 
 
+@functools.cache
+def _field_names(model: type[BaseModel]) -> tuple[frozenset[str], dict[str, str]]:
+    """A body's field names as sent (alias and Python name), and each alias by its letters
+    in lower case (the key a near miss is looked up by)."""
+    known: set[str] = set()
+    near: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        known |= {name, alias}
+        near[alias.replace("_", "").lower()] = alias
+    return frozenset(known), near
+
+
 class Body(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -154,6 +170,21 @@ class Body(BaseModel):
                 "send it as a JSON string"
             )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_near_misses(cls, data: Any) -> Any:
+        # Unknown fields are ignored (spec §1), but one that is a known field in another case
+        # or with underscores is a typo, not another field: ignored, `"validtill"` in a PATCH
+        # answered 200 and the campaign ran on. Refused naming the field it stands for.
+        if isinstance(data, dict):
+            known, near = _field_names(cls)
+            for key in data:
+                if isinstance(key, str) and key not in known:
+                    meant = near.get(key.replace("_", "").lower())
+                    if meant is not None:
+                        raise InvalidField(key, f"not a field of this call; did you mean {meant}?")
+        return data
 
     @field_validator("*", mode="after")
     @classmethod
