@@ -8,6 +8,7 @@ import re
 import time
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -77,7 +78,14 @@ BAD_CREDENTIALS: dict[str, dict[str, str]] = {
 
 
 def test_missing_wrong_or_malformed_credentials_get_9010(client: TestClient) -> None:
-    for name, headers in BAD_CREDENTIALS.items():
+    # Bytes past ASCII in the header (read as Latin-1) made base64 raise another error: a 500
+    not_ascii = {
+        "basic-not-ascii": {"Authorization": b"Basic \xc3\xbc"},
+        "basic-valid-then-not-ascii": {
+            "Authorization": b"Basic " + base64.b64encode(b"acme-admin:x") + b"\xe9"
+        },
+    }
+    for name, headers in {**BAD_CREDENTIALS, **not_ascii}.items():
         # when a read is made with these credentials
         response = client.get("/v2/customers/lookup", params={"id": 1}, headers=headers)
 
@@ -381,3 +389,18 @@ def test_the_openapi_document_names_the_credentials_of_every_protected_operation
                 None if template in PUBLIC_PATHS else [{n: []} for n in schemes]
             )
             assert operation.get("security") == expected, (method, template)
+
+
+@pytest.mark.parametrize("sub", ["0", "-1", str(2**63), "9" * 23])
+def test_a_signed_token_naming_no_possible_client_id_is_refused_not_a_fault(
+    client: TestClient, sub: str
+) -> None:
+    # A 23-digit id overflowed the database's integer: a 500 for a token we had signed
+    now = int(time.time())
+    claims = {"sub": sub, "org": 1, "iat": now, "exp": now + 60, "sv": "x"}
+    key = client.app.state.authenticator.signing_key()  # type: ignore[attr-defined]
+    token = jwt.encode(claims, key, algorithm="HS256")
+
+    response = client.get("/v2/customers/lookup?id=1", headers={"Authorization": f"Bearer {token}"})
+
+    assert_unauthenticated(response)

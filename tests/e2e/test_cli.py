@@ -7,8 +7,10 @@ import socket
 import stat
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 
+import jwt
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
@@ -18,6 +20,7 @@ from typer.testing import CliRunner
 
 from coupons.adapters import migrate
 from coupons.entrypoints.cli import app as cli
+from coupons.services.auth import hash_secret, secret_version
 from tests.conftest import Backend
 from tests.e2e.conftest import error_code
 from tests.reliability.live import free_port
@@ -865,3 +868,70 @@ def test_a_postgresql_database_that_does_not_exist_is_named_not_called_an_outage
 
     assert code == 1
     assert "does not exist" in " ".join(output.split()) and "9023" not in output
+
+
+def test_a_token_issued_while_a_disable_was_reaching_the_workers_dies_with_the_enable(
+    backend: Backend, client: TestClient
+) -> None:
+    # A worker trusts a client row it read for about a second, so it may issue a token just
+    # after a disable. Such a token must not come back to life when the client is enabled.
+    username, secret = new_client(backend)
+    assert run("client", "disable", username, "--db", backend.url)[0] == 0
+    with backend.db.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT id, org_id, secret_hash, tokens_after FROM api_clients WHERE username = :u"
+            ),
+            {"u": username},
+        ).one()
+    disabled_at = (
+        row.tokens_after if row.tokens_after.tzinfo else row.tokens_after.replace(tzinfo=UTC)
+    )
+    key = client.app.state.authenticator.signing_key()  # type: ignore[attr-defined]
+
+    def token(issued: float) -> str:
+        claims = {
+            "sub": str(row.id), "org": row.org_id, "iat": issued, "exp": int(issued) + 3600,
+            "sv": secret_version(row.secret_hash),
+        }  # fmt: skip
+        return jwt.encode(claims, key, algorithm="HS256")
+
+    late = token(disabled_at.timestamp() + 0.2)  # issued from a stale memory of the row
+    assert run("client", "enable", username, "--db", backend.url)[0] == 0
+    time.sleep(1.1)  # the service trusts a client row it read for a second
+
+    def lookup(bearer: str) -> int:
+        headers = {"Authorization": f"Bearer {bearer}"}
+        return int(client.get("/v2/customers/lookup?id=1", headers=headers).status_code)
+
+    assert lookup(late) == 401
+    # and one issued now, just after the enable, works
+    fresh = client.post("/v3/oauth/token/generate", json={"key": username, "secret": secret})
+    assert lookup(str(fresh.json()["data"]["accessToken"])) == 404
+
+
+@pytest.mark.parametrize(
+    "command", [["client", "reset-secret"], ["client", "enable"], ["client", "disable"]]
+)
+def test_a_console_persons_own_client_is_not_an_api_clients_to_manage(
+    backend: Backend, client: TestClient, command: list[str]
+) -> None:
+    # Its secret is random and never shown; reset, it signed in to the API with the
+    # person's rights, and enabled, it outlived the person's disable
+    email = f"{unique('own')}@example.com"
+    create_person(backend.url, email)
+
+    code, output = run(*command, f"console:{email}", "--db", backend.url)
+
+    assert code != 0
+    assert "console person's own client" in output and "coupons user" in output
+    # and even with a secret someone knew, it does not sign in
+    with backend.db.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE api_clients SET secret_hash = :h WHERE username = :u"),
+            {"h": hash_secret("known-secret"), "u": f"console:{email}"},
+        )
+    answer = client.post(
+        "/v3/oauth/token/generate", json={"key": f"console:{email}", "secret": "known-secret"}
+    )
+    assert (answer.status_code, error_code(answer)) == (401, 9010)

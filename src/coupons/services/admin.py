@@ -73,17 +73,34 @@ def create_client(
 def set_client_active(uow: UnitOfWork, username: str, active: bool) -> None:
     """Enable or disable a client; a disabled client's tokens stop working at once, and those
     issued before the disable stay dead when it is enabled again (spec §2: they die)."""
-    tokens_after = None if active else utcnow()
-    username = username.strip()  # stored trimmed (`create_client`): looked up so too
-    if not uow.clients.update_client(username, is_active=active, tokens_after=tokens_after):
+    username = _api_client_name(username)
+    found = uow.clients.client_by_username(username)
+    if found is None:
         raise errors.InvalidField("username", f"no client named {username!r}")
+    # On an enable too: a token issued while the disable was still reaching every worker's
+    # memory (about a second) must stay dead like those before it.
+    tokens_after = None if active and found.is_active else utcnow()
+    uow.clients.update_client(username, is_active=active, tokens_after=tokens_after)
+
+
+def _api_client_name(username: str) -> str:
+    """The name as stored (trimmed, as `create_client` stores it), of an API client: a
+    console person's own client is the person's, enabled and disabled with them."""
+    username = username.strip()
+    if username.startswith(people.CLIENT_PREFIX):
+        raise errors.InvalidField(
+            "username",
+            "names a console person's own client: use `coupons user enable`, `user disable` "
+            "or `user reset-password` for people",
+        )
+    return username
 
 
 def reset_client_secret(uow: UnitOfWork, username: str) -> str:
     """Give a client a new generated secret and return it; the old secret stops working, and
     so do tokens issued under it (they carry the secret's version)."""
     secret = new_secret()
-    username = username.strip()  # stored trimmed (`create_client`): looked up so too
+    username = _api_client_name(username)
     if not uow.clients.update_client(username, secret_hash=hash_secret(secret)):
         raise errors.InvalidField("username", f"no client named {username!r}")
     return secret

@@ -34,6 +34,10 @@ from coupons.domain.records import ClientRecord
 from coupons.services.common import Actor, utcnow
 from coupons.services.ports import Transactions, UnitOfWork
 
+# The name prefix of a console person's own API client (`services.people`): it only gives
+# records that name an API client a client to name, and never signs in to the API.
+PERSON_CLIENT_PREFIX = "console:"
+
 GROUPS = ("default", "coupon_admin", "read_only")
 
 # What each access group may do.
@@ -188,7 +192,7 @@ class Authenticator:
         # Verify first, whatever the lookup found: an unknown username must cost the same
         # argon2 work as a known one, or response time tells which usernames exist.
         verified = self._verify(client, secret)
-        if client is None or not verified or not client.is_active:
+        if client is None or not verified or not _may_sign_in(client):
             self.throttle.fail(*keys)
             raise errors.AuthenticationFailed()
         return client
@@ -203,7 +207,7 @@ class Authenticator:
         """The client, when memory says these credentials are good; else None."""
         self.throttle.check(f"user:{username}", f"addr:{address}")
         client = self._cached(self._by_username, username)
-        if client is None or not client.is_active:
+        if client is None or not _may_sign_in(client):
             return None
         with self._lock:
             verified = self._verified.get((client.id, client.secret_hash))
@@ -303,7 +307,9 @@ class Authenticator:
         claims = {
             "sub": str(client.id),
             "org": client.org_id,
-            "iat": int(now.timestamp()),
+            # To the microsecond (a NumericDate may have a fraction): whole seconds could not
+            # tell a token issued just before an enable from one just after it.
+            "iat": now.timestamp(),
             "exp": int((now + timedelta(seconds=self.token_ttl)).timestamp()),
             "jti": secrets.token_hex(8),
             "sv": secret_version(client.secret_hash),
@@ -328,7 +334,8 @@ class Authenticator:
                 algorithms=["HS256"],
                 options={"require": ["sub", "exp", "iat"]},
             )
-            int(claims["sub"])
+            if not 0 < int(claims["sub"]) < 2**63:  # no client id: no database lookup
+                raise ValueError("sub")
         except (jwt.PyJWTError, ValueError, TypeError):
             raise errors.AuthenticationFailed() from None
         return claims
@@ -336,17 +343,22 @@ class Authenticator:
     @staticmethod
     def _token_fits(client: ClientRecord, claims: dict[str, Any]) -> bool:
         """Active, of the org the token names, its secret not reset and the client not
-        disabled since the token (`iat` is whole seconds: one issued in the second of a
-        disable counts as before it)."""
+        disabled or enabled since the token (a token of whole seconds, as issued before
+        `iat` had a fraction, counts as issued at the start of its second)."""
         return (
-            client.is_active
+            _may_sign_in(client)
             and client.org_id == claims.get("org")
             and claims.get("sv") == secret_version(client.secret_hash)
             and (
                 client.tokens_after is None
-                or int(claims.get("iat", 0)) > int(client.tokens_after.timestamp())
+                or float(claims.get("iat", 0)) > client.tokens_after.timestamp()
             )
         )
+
+
+def _may_sign_in(client: ClientRecord) -> bool:
+    """Active, and no console person's own client (whose secret nobody is meant to know)."""
+    return client.is_active and not client.username.startswith(PERSON_CLIENT_PREFIX)
 
 
 def _load_or_create_key(uow: UnitOfWork) -> str:

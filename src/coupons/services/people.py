@@ -22,7 +22,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from coupons.domain import errors
 from coupons.domain.model import normalize_email
 from coupons.domain.people import ConsoleSession, Person, Role, email_problem
-from coupons.services.auth import FailureThrottle, chosen_or_new_secret, hash_secret, new_secret
+from coupons.services.auth import (
+    PERSON_CLIENT_PREFIX,
+    FailureThrottle,
+    chosen_or_new_secret,
+    hash_secret,
+    new_secret,
+)
 from coupons.services.common import Actor
 from coupons.services.ports import UnitOfWork
 
@@ -34,7 +40,7 @@ DEMO_ORG = "demo"
 # A person's own API client: ':' cannot appear in a client's name (Basic auth splits on it)
 # and its secret is random and never shown, so it never signs in; it only gives records that
 # name an API client (idempotency keys, revoke jobs) a client to name.
-CLIENT_PREFIX = "console:"
+CLIENT_PREFIX = PERSON_CLIENT_PREFIX
 MAX_EMAIL = 320
 
 _verifier = PasswordHasher()

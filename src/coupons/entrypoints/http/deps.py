@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
@@ -112,7 +111,7 @@ def _authenticate(request: Request, *, cached_only: bool) -> Actor | None:
     if scheme.lower() == "basic" and value.strip():
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # bad base64 (binascii.Error), non-ASCII text, not UTF-8
             raise errors.AuthenticationFailed() from None
         username, sep, secret = decoded.partition(":")
         if not sep or not username:
