@@ -7,18 +7,19 @@ import socket
 import stat
 import time
 import uuid
-from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from coupons.adapters import migrate
+from coupons.adapters.tables import api_clients
 from coupons.entrypoints.cli import app as cli
 from coupons.services.auth import hash_secret, secret_version
 from tests.conftest import Backend
@@ -876,28 +877,24 @@ def test_a_token_issued_while_a_disable_was_reaching_the_workers_dies_with_the_e
     # A worker trusts a client row it read for about a second, so it may issue a token just
     # after a disable. Such a token must not come back to life when the client is enabled.
     username, secret = new_client(backend)
+
+    def row() -> Any:
+        with backend.db.engine.connect() as conn:
+            return conn.execute(select(api_clients).where(api_clients.c.username == username)).one()
+
     assert run("client", "disable", username, "--db", backend.url)[0] == 0
-    with backend.db.engine.connect() as conn:
-        row = conn.execute(
-            text(
-                "SELECT id, org_id, secret_hash, tokens_after FROM api_clients WHERE username = :u"
-            ),
-            {"u": username},
-        ).one()
-    disabled_at = (
-        row.tokens_after if row.tokens_after.tzinfo else row.tokens_after.replace(tzinfo=UTC)
-    )
-    key = client.app.state.authenticator.signing_key()  # type: ignore[attr-defined]
-
-    def token(issued: float) -> str:
-        claims = {
-            "sub": str(row.id), "org": row.org_id, "iat": issued, "exp": int(issued) + 3600,
-            "sv": secret_version(row.secret_hash),
-        }  # fmt: skip
-        return jwt.encode(claims, key, algorithm="HS256")
-
-    late = token(disabled_at.timestamp() + 0.2)  # issued from a stale memory of the row
+    disabled_at = row().tokens_after.timestamp()
     assert run("client", "enable", username, "--db", backend.url)[0] == 0
+    enabled = row()
+    assert enabled.tokens_after.timestamp() > disabled_at
+    key = client.app.state.authenticator.signing_key()  # type: ignore[attr-defined]
+    # issued between the two, from a stale memory of the row
+    issued = (disabled_at + enabled.tokens_after.timestamp()) / 2
+    claims = {
+        "sub": str(enabled.id), "org": enabled.org_id, "iat": issued, "exp": int(issued) + 3600,
+        "sv": secret_version(enabled.secret_hash),
+    }  # fmt: skip
+    late = jwt.encode(claims, key, algorithm="HS256")
     time.sleep(1.1)  # the service trusts a client row it read for a second
 
     def lookup(bearer: str) -> int:
