@@ -299,3 +299,30 @@ def test_a_request_the_server_cannot_parse_is_answered_in_the_envelope(
     assert envelope["success"] is False
     assert [e["code"] for e in envelope["errors"]] == [9002]
     assert envelope["errors"][0]["message"].startswith("request: not a valid HTTP/1.1 request")
+
+
+def test_a_websocket_upgrade_is_an_ordinary_request_answered_by_the_app(demo: Demo) -> None:
+    # uvicorn answered it itself: 403 in plain text with no request id (there is no socket
+    # endpoint to upgrade to)
+    import socket
+
+    host, port = demo.url.removeprefix("http://").split(":")
+    raw = (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"X-Request-Id: ws-probe-1\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        while len(body) < int(headers["content-length"]):
+            body += sock.recv(65536)
+
+    assert lines[0] == "HTTP/1.1 200 OK"
+    assert headers["x-request-id"] == "ws-probe-1"
+    assert json.loads(body)["entity"]["status"] == "ok", body

@@ -229,8 +229,16 @@ def test_a_parameter_name_that_is_not_utf8_is_refused(api: Api) -> None:
             "couponseriesid",
             "couponSeriesId",
         ),
+        # read as "every event type" when it asked for one
+        (
+            "/v2/webhooks",
+            "POST",
+            {"url": "https://example.test/x", "Events": ["coupon.revoked"]},
+            "Events",
+            "events",
+        ),
     ],
-    ids=["patch", "patch-other-unknown", "customer", "revoke", "selector"],
+    ids=["patch", "patch-other-unknown", "customer", "revoke", "selector", "webhook"],
 )
 def test_a_body_field_named_in_another_case_is_refused_naming_the_field_it_stands_for(
     api: Api, path: str, method: str, body: dict[str, object], named: str | None, meant: str | None

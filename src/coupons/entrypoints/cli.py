@@ -441,6 +441,9 @@ def serve(
         workers=workers,
         loop="auto",
         http=EnvelopedHttpToolsProtocol,  # also a request it cannot parse gets the envelope
+        # No WebSocket endpoint: an Upgrade request is an ordinary request to the app, not
+        # one uvicorn answers itself in plain text without a request id.
+        ws="none",
         log_level=settings.log_level.lower(),
         log_config=server_log_config(settings.log_level),
         access_log=False,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.responses import Response
 
-from coupons.entrypoints.http import render_events
+from coupons.entrypoints.http import render_events, schemas
 from coupons.entrypoints.http.deps import ReadActor, allowed
 from coupons.entrypoints.http.routes import ERRORS, IdPath, perform
 from coupons.entrypoints.http.routing import IdRoute
@@ -20,10 +20,9 @@ router = APIRouter(route_class=IdRoute)
 AdminActor = Annotated[Actor, Depends(allowed("admin"))]
 
 
-class WebhookBody(BaseModel):
-    """A subscription: where to POST, and which event types (none given: all)."""
-
-    model_config = ConfigDict(extra="ignore")
+class WebhookBody(schemas.Body):
+    """A subscription: where to POST, and which event types (none given: all). A `Body`, so
+    `"Events"` is refused as the typo it is rather than read as "every type"."""
 
     url: str = Field(min_length=1, max_length=webhooks.MAX_URL_LENGTH)
     events: list[str] = Field(default_factory=list, max_length=20)
