@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import uuid
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from coupons.domain import errors
+from coupons.entrypoints.http.envelope import JSON, failure_body
 
 UNREADABLE = "request: not a valid HTTP/1.1 request (its request line or headers could not be read)"
 
@@ -23,19 +25,13 @@ class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's protocol, with its one plain-text answer put in the envelope."""
 
     def send_400_response(self, msg: str) -> None:
-        body = orjson.dumps(
-            {
-                "warnings": [],
-                "errors": [{"status": False, "code": 9002, "message": UNREADABLE}],
-                "success": False,
-            }
-        )
+        body = failure_body(errors.InvalidField.code, UNREADABLE)
         content = [b"HTTP/1.1 400 Bad Request\r\n"]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
         content.extend(
             [
-                b"content-type: application/json\r\n",
+                b"content-type: " + JSON.encode() + b"\r\n",
                 b"x-request-id: " + uuid.uuid4().hex.encode() + b"\r\n",
                 b"content-length: " + str(len(body)).encode() + b"\r\n",
                 b"connection: close\r\n",
