@@ -78,21 +78,16 @@ def _run(
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config = alembic_config(url)
             script = ScriptDirectory.from_config(config)
-            _refuse_newer(conn, script)
-            if mend:
-                _mend_skipped_revisions(conn, script)
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is not None and not _is_known(script, current):
+                # Alembic would say only that it cannot locate the revision.
+                raise SchemaAhead(current, _head(script))
+            if mend and current is not None:
+                _mend_skipped_revisions(conn, script, current)
             config.attributes["connection"] = conn
             step(config, revision)
     finally:
         engine.dispose()
-
-
-def _refuse_newer(conn: Connection, script: ScriptDirectory) -> None:
-    """Raise SchemaAhead when the database is at a revision this code does not know (alembic
-    would say only that it cannot locate it)."""
-    current = MigrationContext.configure(conn).get_current_revision()
-    if current is not None and not _is_known(script, current):
-        raise SchemaAhead(current, _head(script))
 
 
 def _is_known(script: ScriptDirectory, revision: str) -> bool:
@@ -108,12 +103,10 @@ def _head(script: ScriptDirectory) -> str:
     return head
 
 
-def _mend_skipped_revisions(conn: Connection, script: ScriptDirectory) -> None:
+def _mend_skipped_revisions(conn: Connection, script: ScriptDirectory, current: str) -> None:
     """Apply what an earlier 0009 skipped (see SKIPPED_UNDER_0009) to a database stamped 0009
-    or later that lacks it, so the upgrade that follows finds the schema its steps expect."""
-    current = MigrationContext.configure(conn).get_current_revision()
-    if current is None or not _is_known(script, current):  # not ours to mend
-        return
+    or later (`current`, a revision this code knows) that lacks it, so the upgrade that
+    follows finds the schema its steps expect."""
     ancestors = {each.revision for each in script.iterate_revisions(current, "base")}
     if "0009" not in ancestors:
         return
@@ -165,12 +158,11 @@ def head_revision() -> str:
 def schema_problem(url: str) -> str | None:
     """Why this version cannot work on the database at `url` as it stands (its schema is not
     the one this code was written for), or None. Raises what connecting raises."""
-    current, head = current_revision(url), head_revision()
+    script = ScriptDirectory.from_config(alembic_config(url))
+    current, head = current_revision(url), _head(script)
     if current == head:
         return None
-    if current is not None and not _is_known(
-        ScriptDirectory.from_config(alembic_config(url)), current
-    ):
+    if current is not None and not _is_known(script, current):
         return str(SchemaAhead(current, head))
     return (
         f"the database schema is at {current or 'nothing'}, this version needs {head}: "
