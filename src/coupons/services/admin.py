@@ -71,8 +71,8 @@ def create_client(
 
 
 def set_client_active(uow: UnitOfWork, username: str, active: bool) -> None:
-    """Enable or disable a client; a disabled client's tokens stop working at once, and those
-    issued before the disable stay dead when it is enabled again (spec §2: they die)."""
+    """Enable or disable a client; a disabled client's tokens stop working at once, and an
+    enable of a disabled client revives none issued before it (spec §2: they die)."""
     username = _api_client_name(username)
     found = uow.clients.client_by_username(username)
     if found is None:

@@ -159,16 +159,23 @@ def redeem(
     ]
 
 
+def _live_copies(
+    found: list[Coupon], series: dict[int, Series], customer_id: int, ctx: Context
+) -> list[Coupon]:
+    """The customer's coupons of a code in series still running."""
+    return [
+        c
+        for c in found
+        if c.customer_id == customer_id and not series[c.series_id].is_expired(ctx.now)
+    ]
+
+
 def _holds_live_issued(
     found: list[Coupon], series: dict[int, Series], customer_id: int, ctx: Context
 ) -> bool:
     """Whether the customer holds an ISSUED coupon of the code in a series still running."""
-    return any(
-        c.customer_id == customer_id
-        and c.state is CouponState.ISSUED
-        and not series[c.series_id].is_expired(ctx.now)
-        for c in found
-    )
+    live = _live_copies(found, series, customer_id, ctx)
+    return any(c.state is CouponState.ISSUED for c in live)
 
 
 def _redeemable(
@@ -180,14 +187,13 @@ def _redeemable(
     or expired: only this customer's copies decide, the live ones first. Another series'
     copy neither stops a redeem nor shows in the answer (703 when no copy is the customer's,
     712 only when every copy the answer could be about has expired)."""
-    mine = [c for c in found if c.customer_id == customer_id]
-    if not mine:
+    if not any(c.customer_id == customer_id for c in found):
         if all(series[c.series_id].is_expired(ctx.now) for c in found):
             raise errors.SeriesExpired()
         raise errors.CouponNotIssuedToCustomer(
             f"coupon {found[0].code!r} is not issued to this customer"
         )
-    live = [c for c in mine if not series[c.series_id].is_expired(ctx.now)]
+    live = _live_copies(found, series, customer_id, ctx)
     if not live:
         raise errors.SeriesExpired()
     issued = [c for c in live if c.state is CouponState.ISSUED]
