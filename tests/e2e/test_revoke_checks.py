@@ -95,6 +95,14 @@ SINGLE_CHECKS: list[tuple[str, Body, dict[str, str], int, int]] = [
     ("blank-codes", lambda w: {"couponSeriesId": w.pool, "couponCodes": [" ", ""]}, {}, 756, 400),
     ("empty-customer", lambda w: {"couponSeriesId": w.pool, "customer": {}}, {}, 756, 400),
     (
+        # an identifier the client does not have, sent as blank text, is not given
+        "blank-identifiers",
+        lambda w: {"customer": {"mobile": "   ", "email": "", "externalId": " \t"}},
+        {},
+        756,
+        400,
+    ),
+    (
         "51-codes",
         lambda w: {"couponSeriesId": w.pool, "couponCodes": [f"C{i:02}" for i in range(51)]},
         {},

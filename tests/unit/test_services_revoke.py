@@ -171,6 +171,22 @@ def test_customer_mode_revokes_every_issued_coupon_of_the_customer_in_live_serie
     ]
 
 
+def test_a_blank_identifier_beside_a_real_one_is_left_out_not_searched_for(
+    world: World,
+) -> None:
+    # Given Alice with an issued coupon
+    live = world.series()
+    alice = world.customer(ALICE_MOBILE)
+    issued = world.coupons(live, "A1", to=alice)
+
+    # When she is named by her mobile, with the other identifiers sent blank
+    ref = CustomerRef(mobile=ALICE_MOBILE, email="  ", external_id="")
+    outcome = revoke(world.uow(), world.ctx(), RevokeRequest(customer=ref))
+
+    # Then the blanks do not make the customer ambiguous (9008) or unknown (701)
+    assert [c.id for c in outcome.done] == [c.id for c in issued]
+
+
 def test_customer_mode_refuses_more_coupons_than_the_limit_and_changes_nothing(
     world: World,
 ) -> None:

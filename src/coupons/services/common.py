@@ -58,23 +58,31 @@ class CustomerRef:
     external_id: str | None = None
 
     def is_empty(self) -> bool:
-        return self.id is None and not self.mobile and not self.email and not self.external_id
+        return all(_blank(v) for v in (self.id, self.mobile, self.email, self.external_id))
+
+
+def _blank(value: int | str | None) -> bool:
+    """Not given: absent, or text of only whitespace. Clients send `""` or `" "` for an
+    identifier they do not have; both are left out, not searched for."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def find_customer(uow: UnitOfWork, org_id: int, ref: CustomerRef) -> Customer:
     """The one customer all given identifiers name: 701 if none does, 9008 if they disagree."""
     # Trimmed as it was when the customer was made: " X-1 " made customer "X-1", and must
     # find them again (mobiles and emails are normalised the same way on both sides).
-    external_id = ref.external_id.strip() if ref.external_id else None
+    external_id = None if _blank(ref.external_id) else str(ref.external_id).strip()
+    mobile = None if _blank(ref.mobile) else ref.mobile
+    email = None if _blank(ref.email) else ref.email
     given = {
         name
         for name, value in (
             ("id", ref.id),
-            ("mobile", ref.mobile),
-            ("email", ref.email),
+            ("mobile", mobile),
+            ("email", email),
             ("externalId", external_id),
         )
-        if value not in (None, "")
+        if value is not None
     }
     if not given:
         # Nothing to look for is a request missing its field (9002), not a search that
@@ -83,9 +91,9 @@ def find_customer(uow: UnitOfWork, org_id: int, ref: CustomerRef) -> Customer:
     matches = uow.customers.find_customers(
         org_id,
         id=ref.id,
-        mobile_norm=normalize_mobile(ref.mobile) if ref.mobile else None,
-        email_norm=normalize_email(ref.email) if ref.email else None,
-        external_id=external_id or None,
+        mobile_norm=normalize_mobile(mobile) if mobile else None,
+        email_norm=normalize_email(email) if email else None,
+        external_id=external_id,
     )
     if not matches:
         raise errors.CustomerNotFound()
