@@ -370,3 +370,25 @@ def test_the_same_code_in_an_expired_series_neither_stops_nor_shows_in_a_redeem(
     [redemption] = api.ok(response)["redemptions"]
     assert redemption["couponId"] == issued["couponId"]
     assert _states(api, issued["couponId"]) == ["REDEEMED"]
+
+
+@pytest.mark.parametrize("amount", ["1_000", "\u0665"])
+def test_a_bill_amount_as_text_other_than_ascii_digits_gets_9002_and_redeems_nothing(
+    api: Api, amount: str
+) -> None:
+    series_id = api.series(codes=["BILL1"])
+    customer_id = api.customer("5550177")
+    coupon_id = api.issue(series_id, customer_id)["couponId"]
+
+    response = api.post(
+        "/v2/coupon/redeem",
+        {
+            "customer": {"id": customer_id},
+            "billAmount": amount,
+            "redemptionRequestList": [{"code": "BILL1"}],
+        },
+    )
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert "billAmount" in response.json()["errors"][0]["message"]
+    assert _states(api, coupon_id) == ["ISSUED"]

@@ -126,6 +126,27 @@ def test_a_discount_value_out_of_range_gets_9002(
     assert "discountValue" in response.json()["errors"][0]["message"]
 
 
+@pytest.mark.parametrize("value", ["1_000", "\u0665", "5,5", "five", "", "NaN", "0x10"])
+def test_a_discount_value_as_text_other_than_ascii_digits_gets_9002(api: Api, value: str) -> None:
+    # Python's Decimal reads "1_000" as 1000 and an Arabic-Indic five as 5
+    response = api.post("/v2/coupon/series", series_body(discountType="ABS", discountValue=value))
+
+    assert (response.status_code, error_code(response)) == (400, 9002)
+    assert "discountValue" in response.json()["errors"][0]["message"]
+    assert api.ok(api.get("/v2/coupon/series"))["series"] == []
+
+
+@pytest.mark.parametrize(("value", "stored"), [("5", 5), (" 7.25 ", 7.25), ("1e1", 10), (3, 3)])
+def test_a_discount_value_as_a_number_or_its_ascii_text_is_taken(
+    api: Api, value: object, stored: float
+) -> None:
+    entity = api.ok(
+        api.post("/v2/coupon/series", series_body(discountType="ABS", discountValue=value))
+    )
+
+    assert entity["discountValue"] == stored
+
+
 def test_an_unknown_series_gets_707_and_404(api: Api) -> None:
     response = api.get("/v2/coupon/series/987654321")
 

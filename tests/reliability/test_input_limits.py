@@ -339,16 +339,52 @@ def test_out_of_range_numbers_in_bodies_are_9002(api: Api, raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "valid_till", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00", "0001-01-01"]
+    ("raw", "field"),
+    [
+        (b'{"couponSeriesId": 9%s, "couponCodes": ["A"]}' % (b"9" * 5000), "couponSeriesId"),
+        (b'{"customer": {"id": -9%s}}' % (b"9" * 5000), "customer.id"),
+        (b'{"couponCodes": [9%s]}' % (b"9" * 5000), "couponCodes"),
+    ],
+)
+def test_an_integer_of_more_digits_than_python_converts_is_9002_naming_its_field(
+    api: Api, raw: bytes, field: str
+) -> None:
+    # when a body holds an integer of 5,001 digits: still JSON, beyond what any field takes
+    response = _send(api, "POST", "/v2/coupon/revoke", raw)
+
+    # then it is a field's wrong value, not a body that is not JSON
+    assert response.status_code == 400
+    assert error_code(response) == 9002
+    assert field in response.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    "valid_till",
+    [
+        "9999-12-31T23:59:59-12:00",
+        "0001-01-01T00:00:00+14:00",
+        "0001-01-01",
+        # in range as written, out of it in UTC, where it is stored
+        "1970-01-01T00:00:00+14:00",
+        "9998-12-31T23:59:59-23:59",
+    ],
 )
 def test_a_valid_till_that_overflows_in_utc_is_9002_not_a_500(api: Api, valid_till: str) -> None:
     # when a series' validTill cannot be moved to UTC or stored (it used to be a 500)
     response = api.post("/v2/coupon/series", {**SERIES, "validTill": valid_till})
 
-    # then it is 9002 naming validTill
+    # then it is 9002 naming validTill, and no series was made
     assert response.status_code == 400
     assert error_code(response) == 9002
     assert "validTill" in response.json()["errors"][0]["message"]
+    assert api.ok(api.get("/v2/coupon/series"))["series"] == []
+
+
+@pytest.mark.parametrize("valid_till", ["1970-01-01T00:00:00-01:00", "9998-12-31T23:59:59Z"])
+def test_a_valid_till_at_the_edges_of_the_range_in_utc_is_taken(api: Api, valid_till: str) -> None:
+    response = api.post("/v2/coupon/series", {**SERIES, "validTill": valid_till})
+
+    assert response.status_code == 200, response.text
 
 
 def test_a_basic_username_holding_nul_is_401_not_a_500(api: Api) -> None:

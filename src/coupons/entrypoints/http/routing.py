@@ -45,12 +45,27 @@ def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
+# Python converts at most this many digits to an int, and refuses more (quadratic time).
+_MAX_INT_DIGITS = 4300
+
+
+def _bounded_int(token: str) -> int | float:
+    """An integer of more digits than Python converts is still JSON, and fits no field: it
+    reads as infinity, which every field refuses (9002 naming it), not as a body that is not
+    JSON (9001)."""
+    if len(token) > _MAX_INT_DIGITS:
+        return float("-inf") if token.startswith("-") else float("inf")
+    return int(token)
+
+
 def strict_json(body: bytes) -> Any:
     """A JSON body as RFC 8259 defines it: Python's parser also takes NaN and Infinity,
     which no other JSON reader does (9001, as any body that is not JSON). A name given twice
     in one object is refused too (9001): the parser would keep the last, so
     `{"dryRun": true, "dryRun": false}` would act for real, and other readers keep the first."""
-    return json.loads(body, parse_constant=_not_json, object_pairs_hook=_unique_names)
+    return json.loads(
+        body, parse_constant=_not_json, object_pairs_hook=_unique_names, parse_int=_bounded_int
+    )
 
 
 class _StrictJsonRequest(Request):

@@ -92,6 +92,20 @@ NewCode = Annotated[Code, _fits_folded(MAX_CODE_LENGTH, normalize)]
 NewEmail = Annotated[str, StringConstraints(max_length=320), _fits_folded(320, normalize_email)]
 NewMobile = Annotated[str, StringConstraints(max_length=40)]
 _BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+# An amount written as text: ASCII digits, an optional sign, point and exponent.
+_AMOUNT_TEXT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
+def _amount_text(value: Any) -> Any:
+    # Python's Decimal also reads "1_000" as 1000 and an Arabic-Indic five (U+0665) as 5,
+    # which no client means and no other reader of the same JSON would take.
+    if isinstance(value, str) and not _AMOUNT_TEXT.fullmatch(value.strip()):
+        raise ValueError("must be a number, or a string of one in ASCII digits")
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_amount_text)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 
 
@@ -166,8 +180,8 @@ class Body(BaseModel):
         )
         if fractional and info.field_name in _text_fields(cls):
             raise ValueError(
-                "a number with a fraction or an exponent does not stand for text; "
-                "send it as a JSON string"
+                "a number with a fraction or an exponent, or of more than 4,300 digits, does "
+                "not stand for text; send it as a JSON string"
             )
         return value
 
@@ -380,12 +394,14 @@ def _storable_valid_till(value: datetime | date | None) -> datetime | date | Non
     # value storable and comparable on both databases instead of answering 500.
     if value is None:
         return None  # a change that leaves validTill alone
+    year = value.year
     if isinstance(value, datetime) and value.tzinfo is not None:
+        # The year that is stored: 1970-01-01T00:00+14:00 is still 1969 in UTC.
         try:
-            value.astimezone(UTC)
+            year = value.astimezone(UTC).year
         except OverflowError:
             raise ValueError("must be a date between 1970 and 9998") from None
-    if not 1970 <= value.year <= 9998:
+    if not 1970 <= year <= 9998:
         raise ValueError("must be a date between 1970 and 9998")
     return value
 
@@ -413,7 +429,7 @@ class SeriesBody(Body):
     generic_code: NewCode | None = None
     valid_till: datetime | date
     discount_type: Literal["ABS", "PERC"]
-    discount_value: Decimal = Field(max_digits=14, decimal_places=4)
+    discount_value: Amount = Field(max_digits=14, decimal_places=4)
 
     _valid_till_after = field_validator("valid_till", mode="after")(_storable_valid_till)
     _valid_till_before = field_validator("valid_till", mode="before")(_bare_date_stays_a_date)
@@ -507,7 +523,7 @@ class RedeemLineBody(Body):
 class RedeemBody(Body):
     customer: CustomerIdentifiers
     transaction_number: ShortText | None = None
-    bill_amount: Decimal | None = Field(default=None, ge=0, max_digits=14, decimal_places=4)
+    bill_amount: Amount | None = Field(default=None, ge=0, max_digits=14, decimal_places=4)
     redemption_request_list: list[RedeemLineBody] = Field(min_length=1, max_length=50)
 
 
