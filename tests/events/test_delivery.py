@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -154,6 +155,84 @@ def test_a_name_that_resolves_to_a_link_local_address_is_not_sent_to(
     )
 
     with pytest.raises(httpx.ConnectError, match="link-local or unspecified"):
+        worker.post("http://hooks.example.test/x", b"{}", {"Content-Type": "application/json"})
+
+
+def test_a_name_is_resolved_once_and_the_connection_goes_to_the_checked_address(
+    start_receiver: Callable[[], Receiver],
+    start_worker: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # DNS rebinding: a name that answers a harmless address to the check and the metadata
+    # address to the connection's own look-up must not reach the second
+    receiver = start_receiver()
+    port = receiver.server.server_address[1]
+    worker = start_worker()
+    answers = iter(["127.0.0.1", "169.254.169.254", "169.254.169.254"])
+    asked: list[str] = []
+    resolve = socket.getaddrinfo
+
+    def rebinding(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        if host[0].isdigit():  # an address resolves to itself, with no look-up
+            return resolve(host, *args, **kwargs)
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+
+    status = worker.post(
+        f"http://hooks.example.test:{port}/hook", b"{}", {"Content-Type": "application/json"}
+    )
+
+    assert status == 200
+    assert asked == ["hooks.example.test"]
+    assert receiver.received[0].headers["Host"] == f"hooks.example.test:{port}"
+
+
+def test_a_name_answering_a_link_local_address_among_others_is_refused_whole(
+    start_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = start_worker()
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *args, **kwargs: [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 80)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 80)),
+        ],
+    )
+
+    with pytest.raises(httpx.ConnectError, match="link-local or unspecified"):
+        worker.post("http://hooks.example.test/x", b"{}", {"Content-Type": "application/json"})
+
+
+def test_through_a_proxy_the_workers_own_answer_for_the_name_is_still_checked(
+    start_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the proxy makes the connection, so the check can only be made before it
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    worker = start_worker()
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *args, **kwargs: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.1.1", 80))],
+    )
+
+    with pytest.raises(httpx.ConnectError, match="link-local or unspecified"):
+        worker.post("http://hooks.example.test/x", b"{}", {"Content-Type": "application/json"})
+
+
+def test_a_name_that_does_not_resolve_is_a_failed_attempt_saying_so(
+    start_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = start_worker()
+
+    def nowhere(*args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", nowhere)
+
+    with pytest.raises(httpx.ConnectError, match="does not resolve"):
         worker.post("http://hooks.example.test/x", b"{}", {"Content-Type": "application/json"})
 
 

@@ -11,11 +11,15 @@ import os
 import socket
 import threading
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
+import httpcore
 import httpx
 import structlog
 
@@ -40,20 +44,84 @@ class WorkerOptions:
     policy: webhooks.RetryPolicy = field(default_factory=webhooks.RetryPolicy)
 
 
-def _refuse_forbidden_host(url: str) -> None:
-    """A name that resolves to a link-local or unspecified address is refused too (a name
-    can point there after the subscription was made). Checked on each delivery; a name that
-    changes its answer between this look-up and the connection's own is not caught."""
-    host = httpx.URL(url).host
+def _allowed_addresses(host: str, port: int) -> list[str]:
+    """What `host` resolves to, refused whole when any answer is link-local or unspecified (a
+    name can point there after the subscription was made)."""
     if webhooks.forbidden_address(host):
-        raise httpx.ConnectError(f"{webhooks.FORBIDDEN_TARGET} ({host})")
+        raise httpcore.ConnectError(f"{webhooks.FORBIDDEN_TARGET} ({host})")
     try:
-        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return  # the connection says why the name does not resolve
-    for *_, address in found:
-        if webhooks.forbidden_address(str(address[0])):
-            raise httpx.ConnectError(f"{webhooks.FORBIDDEN_TARGET} ({host} is {address[0]})")
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise httpcore.ConnectError(f"{host} does not resolve: {error}") from error
+    addresses = [str(address[0]) for *_, address in found]
+    for address in addresses:
+        if webhooks.forbidden_address(address):
+            raise httpcore.ConnectError(f"{webhooks.FORBIDDEN_TARGET} ({host} is {address})")
+    return list(dict.fromkeys(addresses))
+
+
+class _CheckedConnections(httpcore.NetworkBackend):
+    """Connects only to an address the check passed, resolving the name once. A check that
+    resolved the name before the connection resolved it again let a name answer a harmless
+    address to the first look-up and the metadata address to the second."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        failure: httpcore.ConnectError | None = None
+        for address in _allowed_addresses(host, port):
+            try:
+                return self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except httpcore.ConnectError as error:
+                failure = error
+        raise failure or httpcore.ConnectError(f"{host} resolves to no address")
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return self._inner.connect_unix_socket(path, timeout, socket_options)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _CheckedTransport(httpx.HTTPTransport):
+    """httpx's transport over `_CheckedConnections`. TLS still verifies the certificate
+    against the URL's name: httpcore passes the name to the handshake, not the address."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # httpx builds its connection pool with no way to pass a network backend.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(), network_backend=_CheckedConnections()
+        )
+
+
+def _refuse_through_proxy(host: str) -> None:
+    """Through a proxy, which resolves the name itself, the worker's own answer for it is the
+    best check there is (the proxy's rules decide the rest). A name only the proxy can resolve
+    is left to it."""
+    try:
+        _allowed_addresses(host, 0)
+    except httpcore.ConnectError as error:
+        if webhooks.FORBIDDEN_TARGET in str(error):
+            raise httpx.ConnectError(str(error)) from error
+
+
+def _through_a_proxy() -> bool:
+    """Whether the environment names a proxy, which then makes the connection itself."""
+    proxies = urllib.request.getproxies_environment()
+    return any(scheme in proxies for scheme in ("http", "https", "all"))
 
 
 class Worker:
@@ -69,7 +137,9 @@ class Worker:
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.options.http_timeout),
             follow_redirects=False,
+            transport=_CheckedTransport(),
         )
+        self._proxied = _through_a_proxy()
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """The receiver's status, its whole answer read within the HTTP timeout.
@@ -78,7 +148,8 @@ class Worker:
         at a time kept a delivery going for a minute, past the lease, and another worker sent
         the same batch meanwhile. The body is read here against one deadline."""
         deadline = time.monotonic() + self.options.http_timeout
-        _refuse_forbidden_host(url)
+        if self._proxied:
+            _refuse_through_proxy(httpx.URL(url).host)
         with self._client.stream("POST", url, content=body, headers=headers) as response:
             for _ in response.iter_raw():
                 if time.monotonic() > deadline:
