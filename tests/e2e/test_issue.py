@@ -68,6 +68,19 @@ def test_a_pool_running_dry_mid_request_is_topped_up_with_fresh_codes(api: Api) 
     assert codes[:2] == ["POOL1", "POOL2"]
     assert len(set(codes)) == 5
     assert counts(api, series_id) == {"AVAILABLE": 0, "ISSUED": 5, "REDEEMED": 0, "REVOKED": 0}
+    # the pool's codes were AVAILABLE; the generated ones were made issued, from nothing
+    first_states = [api.coupon(c["couponId"])["history"][0]["fromState"] for c in coupons]
+    assert first_states == ["AVAILABLE", "AVAILABLE", None, None, None]
+
+
+def test_a_generic_coupons_history_starts_from_nothing(api: Api) -> None:
+    series_id = api.series("GENERIC", generic_code="SHARED5")
+    customer_id = api.customer("5550101")
+
+    coupon = api.issue(series_id, customer_id)
+
+    first = api.coupon(coupon["couponId"])["history"][0]
+    assert (first["action"], first["fromState"], first["toState"]) == ("ISSUE", None, "ISSUED")
 
 
 @pytest.mark.parametrize("pooled", [True, False], ids=["from-pool", "fresh"])

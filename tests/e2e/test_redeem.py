@@ -189,6 +189,9 @@ def test_a_generic_redeemable_code_is_redeemed_without_issue_once_per_customer(a
     assert ann_coupon["state"] == "REDEEMED"
     assert ann_coupon["issuedToUserId"] == ann
     assert [h["action"] for h in ann_coupon["history"]] == ["REDEEM"]
+    # made by the redemption: it was never ISSUED, so its history starts from nothing
+    assert ann_coupon["history"][0]["fromState"] is None
+    assert ann_coupon["history"][0]["toState"] == "REDEEMED"
 
     # when the same customer redeems it again, then it is already redeemed
     again = api.redeem(ann, "Welcome10")

@@ -48,12 +48,16 @@ def issue(
         raise errors.SeriesExpired()
     person = find_customer(uow, ctx.org_id, customer)
     issued: list[tuple[int, str, str | None]] = []
+    # Coupons taken from the pool were AVAILABLE; generated and GENERIC ones are made issued,
+    # and their history starts from nothing.
+    from_pool: set[int] = set()
     if series.type.has_pool:
         pooled = uow.coupons.take_available(series.id, count)
         if pooled:
             changed = uow.coupons.mark_issued([c.id for c in pooled], person.id, ctx.now)
             assert changed == len(pooled), "locked pool rows changed under the lock"
             issued.extend((c.id, c.code, c.pin) for c in pooled)
+            from_pool.update(c.id for c in pooled)
         missing = count - len(pooled)
         if missing:
             needs_pin = series.type is SeriesType.DISC_CODE_PIN
@@ -77,7 +81,14 @@ def issue(
         uow,
         ctx,
         Action.ISSUE,
-        [(coupon_id, CouponState.AVAILABLE, CouponState.ISSUED) for coupon_id, _, _ in issued],
+        [
+            (
+                coupon_id,
+                CouponState.AVAILABLE if coupon_id in from_pool else None,
+                CouponState.ISSUED,
+            )
+            for coupon_id, _, _ in issued
+        ],
     )
     return [
         IssuedCoupon(coupon_id=i, code=code, series=series, customer_id=person.id, pin=pin)

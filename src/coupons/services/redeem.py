@@ -150,8 +150,17 @@ def redeem(
             for c in chosen
         ]
     )
+    # A coupon an open code's redemption made had no state before it: its history starts
+    # at REDEEMED, from nothing, not from an ISSUED it never was.
+    made = len(chosen) - len(open_generic)
     record_history(
-        uow, ctx, Action.REDEEM, [(c.id, CouponState.ISSUED, CouponState.REDEEMED) for c in chosen]
+        uow,
+        ctx,
+        Action.REDEEM,
+        [
+            (c.id, CouponState.ISSUED if i < made else None, CouponState.REDEEMED)
+            for i, c in enumerate(chosen)
+        ],
     )
     return [
         Redemption(redemption_id=r, coupon_id=c.id, code=c.code)
