@@ -790,3 +790,34 @@ def test_select_all_unredeemed_ticks_every_coupon_a_revoke_may_take(
     )
     assert ticked == {str(c["couponId"]) for c in held[1:]}
     assert f"<title>Customer #{customer}" in picked.text or f"#{customer} ·" in picked.text
+
+
+def test_the_trail_finds_a_persons_revokes_by_their_email_in_any_case(
+    backend: Backend, client: TestClient, api: Api
+) -> None:
+    # given a person (stored as their email case-folded) who revoked a coupon in the console
+    signed_in = sign_in_new_person(backend, client, "Case")
+    series_id = api.series(codes=[unique("CASE").upper()])
+    coupon = api.issue(series_id, api.customer(email=f"{unique('case')}@example.com"))
+    confirmed = signed_in.post(
+        "/console/revoke",
+        data={
+            "csrf": _csrf(signed_in),
+            "coupon": str(coupon["couponId"]),
+            "reason": "leak",
+            "step": "confirm",
+        },
+        headers=ORIGIN,
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    actor = api.coupon(coupon["couponId"])["history"][-1]["actor"]
+
+    # when the trail is asked for that email as the person wrote it, in capitals
+    shouted = api.ok(api.get("/v2/coupon/revocations", params={"actor": actor.upper()}))
+    page = signed_in.get("/console/activity", params={"actor": actor.upper()})
+
+    # then the person's revoke is found, by the API and on the activity page
+    assert [r["actor"] for r in shouted["revocations"]] == [actor]
+    assert shouted["revocations"][0]["reason"] == "leak"
+    assert "No revocations match" not in page.text
+    assert "leak" in page.text

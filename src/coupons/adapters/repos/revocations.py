@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from coupons.adapters.driver_sql import DriverStatement
 from coupons.adapters.tables import UtcDateTime, coupon_history, revocations
-from coupons.domain.model import Action
+from coupons.domain.model import Action, normalize_email
 from coupons.domain.records import RevokeBatch
 from coupons.domain.trail import Revocation, TrailFilter
 
@@ -119,10 +119,31 @@ class SqlRevocationRepository:
         limit: int,
     ) -> list[Revocation]:
         """Newest first from just below `before` (a row's time and id), on the org's index
-        (or the actor's, when one is asked for)."""
+        (or the actor's, when one is asked for).
+
+        A person's actor is their email as stored, case-folded, while a client's is its
+        username as written; `Sup@Demo.Test` must find the person `sup@demo.test`. An actor
+        not already folded is read under both spellings, each its own index range, merged."""
+        spellings = [where.actor]
+        if where.actor is not None and normalize_email(where.actor) != where.actor:
+            spellings.append(normalize_email(where.actor))
+        found: dict[int, Revocation] = {}
+        for actor in spellings:
+            found.update((r.id, r) for r in self._page(org_id, where, actor, before, limit))
+        newest = sorted(found.values(), key=lambda r: (r.at, r.id), reverse=True)
+        return newest[:limit]
+
+    def _page(
+        self,
+        org_id: int,
+        where: TrailFilter,
+        actor: str | None,
+        before: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[Revocation]:
         query = select(revocations).where(_r.org_id == org_id)
-        if where.actor is not None:
-            query = query.where(_r.actor == where.actor)
+        if actor is not None:
+            query = query.where(_r.actor == actor)
         if where.since is not None:
             query = query.where(_r.at >= where.since)
         if where.until is not None:
