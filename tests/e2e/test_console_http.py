@@ -505,9 +505,14 @@ def test_a_confirmed_revoke_sent_again_answers_the_first_result_and_revokes_noth
         "/console/revoke", data={**confirm, "reason": "another"}, headers=ORIGIN
     )
 
-    # then the resend shows the first result under the first request id and changes nothing
+    # then the resend shows the first result under the first request id and changes nothing,
+    # says it is a resend, shows the coupon as it is now, and offers no undo of what was undone
     assert again.status_code == 200 and "Revoked <strong>1</strong> of 1" in again.text
     assert again.headers["x-request-id"] == request_id
+    assert "already sent with this form" in again.text
+    assert "ISSUED" in again.text and "nothing to undo" in again.text
+    assert "Undo this revoke" not in again.text
+    assert "already sent" not in first.text and "Undo this revoke" in first.text
     # and the changed form is a revoke of its own
     assert changed.status_code == 200 and changed.headers["x-request-id"] != request_id
     actions = [h["action"] for h in api.coupon(coupon["couponId"])["history"]]
@@ -821,3 +826,47 @@ def test_the_trail_finds_a_persons_revokes_by_their_email_in_any_case(
     assert shouted["revocations"][0]["reason"] == "leak"
     assert "No revocations match" not in page.text
     assert "leak" in page.text
+
+
+def test_a_confirmed_revoke_sent_again_while_still_revoked_still_offers_its_undo(
+    signed_in: TestClient, api: Api
+) -> None:
+    series_id = api.series(codes=[unique("TWICE").upper()])
+    coupon = api.issue(series_id, api.customer(email=f"{unique('tess')}@example.com"))
+    form = {"csrf": _csrf(signed_in), "coupon": str(coupon["couponId"]), "reason": "leak"}
+    preview = signed_in.post("/console/revoke", data=form, headers=ORIGIN)
+    confirm = {**form, "step": "confirm", "form_key": _form_key(preview)}
+
+    signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
+    again = signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
+
+    assert "already sent with this form" in again.text
+    assert "REVOKED" in again.text and "Undo this revoke" in again.text
+
+
+def test_a_job_undone_from_the_console_records_why_in_each_coupons_history(
+    backend: Backend, signed_in: TestClient, api: Api
+) -> None:
+    from tests.e2e.test_revoke_jobs import JOBS, accepted, drain
+
+    # given a finished revoke job of a whole series
+    code = unique("UNDOJ").upper()
+    series_id = api.series(codes=[code])
+    coupon = api.issue(series_id, api.customer(email=f"{unique('uma')}@example.com"))
+    job = accepted(api.post(JOBS, {"couponSeriesId": series_id, "reason": "campaign off"}))
+    drain(backend.db)
+
+    # when a person presses "Undo job", and the undo runs
+    pressed = signed_in.post(
+        f"/console/jobs/{job['jobId']}/undo",
+        data={"csrf": _csrf(signed_in)},
+        headers=ORIGIN,
+        follow_redirects=False,
+    )
+    drain(backend.db)
+
+    # then the coupon is back, and its history says which job was undone, as an undo of a
+    # single revoke does
+    assert pressed.status_code == 303, pressed.text
+    last = api.coupon(coupon["couponId"])["history"][-1]
+    assert (last["action"], last["reason"]) == ("REINSTATE", f"undo of job {job['jobId']}")

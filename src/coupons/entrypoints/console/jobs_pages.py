@@ -265,7 +265,7 @@ async def job_undo(request: Request, person: Person) -> Response:
         entity = await call(
             request,
             person,
-            lambda uow, ctx: jobs.undo_job(uow, ctx, job_id, None),
+            lambda uow, ctx: jobs.undo_job(uow, ctx, job_id, f"undo of job {job_id}"),
             lambda job, ctx: render.job(job),
             permission="reinstate",
         )

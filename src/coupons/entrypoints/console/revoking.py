@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from coupons.domain import errors
 from coupons.domain.codes import CodeCase
-from coupons.domain.model import Coupon
+from coupons.domain.model import Coupon, CouponState
 from coupons.domain.people import Person
 from coupons.entrypoints.console.pages import needs_person
 from coupons.entrypoints.console.web import (
@@ -143,6 +143,13 @@ async def revoke_post(request: Request, person: Person) -> Response:
     if dry_run:
         context["preview"] = entity
         return page(request, "revoke.html", result=None, form_key=new_form_key(), **context)
+    replayed = bool(getattr(request.state, "replayed", False))
+    # A replay changed nothing, so the states read before it are the states now: what the
+    # first sending revoked may have been undone since, and then there is nothing to undo.
+    still_revoked = {c.id for c in coupons if c.state is CouponState.REVOKED}
+    undoable = [
+        c for c in entity["revokedCoupons"] if not replayed or c["couponId"] in still_revoked
+    ]
     return page(
         request,
         "revoked.html",
@@ -150,6 +157,9 @@ async def revoke_post(request: Request, person: Person) -> Response:
         result=entity,
         request_id=request_id_of(request.scope),
         reason=reason,
+        replayed=replayed,
+        undoable=bool(undoable),
+        states_now={c.id: c.state.value for c in coupons} if replayed else {},
     )
 
 

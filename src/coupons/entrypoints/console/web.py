@@ -284,6 +284,7 @@ async def call(
     rendered = await under_own_id(request.scope, ctx, run)
     if rendered.replayed and rendered.request_id:
         answer_as(request.scope, rendered.request_id)
+    request.state.replayed = rendered.replayed
     return orjson.loads(rendered.body)
 
 
