@@ -99,6 +99,24 @@ def test_a_receiver_that_is_down_for_a_while_gets_everything_in_order_once_back(
     assert {d["outcome"] for d in deliveries} == {"FAILED", "DELIVERED"}
     assert any(d["httpStatus"] == 503 and d["attempt"] > 1 for d in deliveries)
 
+    # and the attempts can be walked a page at a time, newest first, each once
+    walked: list[dict[str, object]] = []
+    cursor = None
+    while True:
+        params: dict[str, object] = {"limit": 1, **({"after": cursor} if cursor else {})}
+        page = api.ok(api.get(f"/v2/webhooks/{hook_id}/deliveries", params=params))
+        walked += page["deliveries"]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+        # a cursor names its own subscription's list: another's refuses it
+        other = subscribe(api, receiver.url)["id"]
+        refused = api.get(f"/v2/webhooks/{other}/deliveries", params={"after": cursor})
+        assert refused.status_code == 400 and "after" in refused.text
+    ids = [int(str(d["id"])) for d in walked]
+    assert ids == sorted(set(ids), reverse=True)
+    assert {d["id"] for d in deliveries} <= set(ids)
+
 
 def test_a_dead_receiver_does_not_slow_another(
     api: Api, start_receiver: Callable[[], Receiver], start_worker: Callable[..., Worker]

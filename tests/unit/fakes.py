@@ -770,8 +770,14 @@ class FakeWebhookRepository:
             )
         )
 
-    def deliveries(self, webhook_id: int, limit: int) -> list[DeliveryRecord]:
-        mine = [d for d in self.store.deliveries if d.webhook_id == webhook_id]
+    def deliveries(
+        self, webhook_id: int, limit: int, before_id: int | None = None
+    ) -> list[DeliveryRecord]:
+        mine = [
+            d
+            for d in self.store.deliveries
+            if d.webhook_id == webhook_id and (before_id is None or d.id < before_id)
+        ]
         return sorted(mine, key=lambda d: d.id, reverse=True)[:limit]
 
     def outbox_backlog(self) -> list[tuple[int, str, datetime | None]]:

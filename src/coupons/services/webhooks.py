@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 from coupons.domain import errors
+from coupons.domain.paging import Page, decode_cursor, list_kind, page_of
 from coupons.domain.records import DeliveryRecord, EventRecord, NewDelivery, WebhookRecord
 from coupons.services import events as event_log
 from coupons.services.common import Context, utcnow
@@ -31,6 +32,8 @@ SIGNATURE_HEADER = "X-Coupons-Signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
 MAX_URL_LENGTH = 2000
 MAX_DELIVERY_PAGE = 100
+# The deliveries list, as its cursors name it.
+DELIVERIES = "webhook-deliveries"
 
 # A receiver answers with a status code; a failure to get one raises.
 Post = Callable[[str, bytes, dict[str, str]], int]
@@ -254,11 +257,18 @@ def retry_webhook_by_id(uow: UnitOfWork, webhook_id: int, now: datetime) -> bool
     return uow.webhooks.revive_webhook(webhook_id, now)
 
 
-def deliveries(uow: UnitOfWork, ctx: Context, webhook_id: int, limit: int) -> list[DeliveryRecord]:
+def deliveries(
+    uow: UnitOfWork, ctx: Context, webhook_id: int, limit: int, after: str | None = None
+) -> Page[DeliveryRecord]:
+    """A subscription's delivery attempts, newest first, a page at a time: a receiver down
+    for a day leaves more attempts than one page holds."""
     if not 1 <= limit <= MAX_DELIVERY_PAGE:
         raise errors.InvalidField("limit", f"must be 1 to {MAX_DELIVERY_PAGE}")
     _owned(uow, ctx, webhook_id)
-    return uow.webhooks.deliveries(webhook_id, limit)
+    kind = list_kind(DELIVERIES, ctx.org_id, webhook_id)
+    before = None if after is None else int(decode_cursor(kind, after, (int,))[0])
+    found = uow.webhooks.deliveries(webhook_id, limit + 1, before_id=before)
+    return page_of(found, limit, kind, lambda d: (d.id,))
 
 
 # --- delivery ---------------------------------------------------------------------------------

@@ -231,14 +231,14 @@ class SqlWebhookRepository:
             )
         )
 
-    def deliveries(self, webhook_id: int, limit: int) -> list[DeliveryRecord]:
-        """A subscription's latest delivery attempts, newest first."""
-        rows = self.conn.execute(
-            select(webhook_deliveries)
-            .where(webhook_deliveries.c.webhook_id == webhook_id)
-            .order_by(webhook_deliveries.c.id.desc())
-            .limit(limit)
-        )
+    def deliveries(
+        self, webhook_id: int, limit: int, before_id: int | None = None
+    ) -> list[DeliveryRecord]:
+        """A subscription's delivery attempts, newest first, from just below `before_id`."""
+        query = select(webhook_deliveries).where(webhook_deliveries.c.webhook_id == webhook_id)
+        if before_id is not None:
+            query = query.where(webhook_deliveries.c.id < before_id)
+        rows = self.conn.execute(query.order_by(webhook_deliveries.c.id.desc()).limit(limit))
         return [
             DeliveryRecord(
                 id=r.id,

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from coupons.entrypoints.http import render_events, schemas
 from coupons.entrypoints.http.deps import ReadActor, allowed
+from coupons.entrypoints.http.finding_routes import After
 from coupons.entrypoints.http.routes import ERRORS, IdPath, perform
 from coupons.entrypoints.http.routing import IdRoute
 from coupons.services import events, webhooks
@@ -100,12 +101,14 @@ async def list_deliveries(
     request: Request,
     actor: AdminActor,
     limit: Annotated[int, Query(ge=1, le=webhooks.MAX_DELIVERY_PAGE)] = 50,
+    after: After = None,
 ) -> Response:
-    """A subscription's latest delivery attempts, newest first (coupon_admin)."""
+    """A subscription's delivery attempts, newest first, paged by `nextCursor`
+    (coupon_admin)."""
     return await perform(
         request,
         actor,
-        lambda uow, ctx: webhooks.deliveries(uow, ctx, webhook_id, limit),
-        lambda found, ctx: render_events.deliveries(found),
+        lambda uow, ctx: webhooks.deliveries(uow, ctx, webhook_id, limit, after),
+        lambda page, ctx: render_events.deliveries(page.items, page.next_cursor),
         write=False,
     )

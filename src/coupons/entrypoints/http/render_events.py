@@ -104,5 +104,5 @@ def delivery(d: DeliveryRecord) -> dict[str, Any]:
     }
 
 
-def deliveries(found: list[DeliveryRecord]) -> dict[str, Any]:
-    return {"deliveries": [delivery(d) for d in found]}
+def deliveries(found: list[DeliveryRecord], next_cursor: str | None) -> dict[str, Any]:
+    return {"deliveries": [delivery(d) for d in found], "nextCursor": next_cursor}
