@@ -694,6 +694,7 @@ def test_job_revokes_are_coupon_events_and_its_end_is_one_org_event(
         "type": "revoke_job.finished",
         "orgId": events[-1]["orgId"],
         "jobId": job["jobId"],
+        "kind": "REVOKE",
         "state": "SUCCEEDED",
         "seriesId": mixed["series"],
         "actor": "acme-admin",
@@ -702,6 +703,12 @@ def test_job_revokes_are_coupon_events_and_its_end_is_one_org_event(
         "at": events[-1]["at"],
     }
     assert len(events) == 3
+    # and its undo, a job too, ends with the same event saying it was a reinstate
+    undo = accepted(api.post(f"{JOBS}/{job['jobId']}/undo"))
+    drain(backend.db)
+    after_undo = api.ok(api.get("/v2/events", params={"after": events[-1]["id"]}))["events"]
+    assert [e["type"] for e in after_undo] == ["coupon.reinstated"] * 2 + ["revoke_job.finished"]
+    assert (after_undo[-1]["jobId"], after_undo[-1]["kind"]) == (undo["jobId"], "REINSTATE")
     # subscribers can ask for the job event alone
     hook = api.ok(
         api.post(

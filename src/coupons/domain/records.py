@@ -60,7 +60,7 @@ class EventRecord:
     """One history row read as an event: the change plus the coupon as it was then.
 
     An org-level event (a revoke job finished) has no coupon and no action: `job_state` is the
-    job's final state and `request_id` the job id.
+    job's final state, `job_kind` REVOKE or REINSTATE (an undo), and `request_id` the job id.
     """
 
     id: int
@@ -78,6 +78,7 @@ class EventRecord:
     customer_id: int | None
     coupon_version: int
     job_state: str | None = None
+    job_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

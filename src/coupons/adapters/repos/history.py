@@ -23,6 +23,7 @@ from coupons.adapters.pg_arrays import int_array, text_array
 from coupons.adapters.sqlite_arrays import json_array
 from coupons.adapters.tables import (
     coupon_history,
+    revoke_jobs,
 )
 from coupons.domain.model import (
     Action,
@@ -318,7 +319,17 @@ class SqlHistoryRepository:
         ).where(h.org_id == org_id, h.id > after)
         if self.conn.dialect.name == "postgresql":
             query = query.where(h.id <= self.conn.scalar(_FINAL_BOUND))
-        rows = self.conn.execute(query.order_by(h.id).limit(limit))
+        rows = self.conn.execute(query.order_by(h.id).limit(limit)).all()
+        # Which kind of job ended (a revoke, or an undo's reinstate) is the job's: read for
+        # the page's few job events only, so a page of coupon events costs nothing more.
+        job_ids = [r[8] for r in rows if r[3] == JOB_FINISHED]
+        kinds: dict[str, str] = {}
+        if job_ids:
+            j = revoke_jobs.c
+            kinds = {
+                str(i): str(k)
+                for i, k in self.conn.execute(select(j.id, j.kind).where(j.id.in_(job_ids)))
+            }
         # By position with dict look-ups: a delivery reads up to 1,000 rows a batch, and
         # attribute access on rows and Enum() calls were most of its CPU time. The columns
         # are selected in EventRecord's field order.
@@ -356,8 +367,9 @@ class SqlHistoryRepository:
                 None,
                 0,
                 job_state=r[5],
+                job_kind=kinds.get(r[8]),
             )
-            for r in rows.all()
+            for r in rows
         ]
 
     def last_event_id(self, org_id: int) -> int:

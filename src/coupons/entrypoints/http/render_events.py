@@ -22,6 +22,7 @@ def event(e: EventRecord) -> dict[str, Any]:
             "type": event_log.event_type(e),
             "orgId": e.org_id,
             "jobId": e.request_id,
+            "kind": e.job_kind,
             "state": e.job_state,
             "seriesId": e.series_id,
             "actor": e.actor,
