@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from coupons.domain import errors
 from coupons.domain.codes_file import BOM, LONE_CR, CodesFormat, FileCode, parse_codes
+from coupons.entrypoints.bulk_revoke.codes_file import CodesFileError, read_codes
 
 # Codes: any printable text without line breaks, quotes or commas, up to the 100-char limit.
 code_text = st.text(
@@ -136,6 +138,11 @@ def test_a_crlf_split_between_two_chunks_is_still_one_line_end() -> None:
         ('code,note\nJ-1,"oops\nJ-2,fine\nJ-3,"x"\nJ-4,y\n', 2),
         ('code,note\nJ-1,ok\nJ-2,"a\r\nb"\n', 3),
         ('"co\nde",note\nJ-1\n', 1),
+        # the quote still open when the file ends, with or without a last line end
+        ('code,x\nJ-1,"unb', 2),
+        ('code\n"j-1\n', 2),
+        ('code\nAB\n"j-1', 3),
+        ('"code', 1),
     ],
 )
 def test_a_quoted_csv_value_running_past_its_line_is_refused_naming_where_it_starts(
@@ -220,3 +227,25 @@ def test_a_line_without_end_is_refused_once_it_passes_64_kib() -> None:
 def test_a_code_with_a_control_character_is_malformed_naming_its_line(fmt: CodesFormat) -> None:
     with pytest.raises(errors.MalformedCodesFile, match="line 2: code contains a control"):
         parse(b"code\nA\x001\n", fmt)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [('code,x\nJ-1,"unb\n', 2), ('code\nAB\n"j-1', 3), ('code\n"j-1\r\n', 2), ('"code', 1)],
+)
+def test_the_command_lines_reader_refuses_a_quote_still_open_at_the_end_of_the_file(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    # as the server does (9027): the CLI stops before sending anything
+    path = tmp_path / "codes.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+
+    with pytest.raises(CodesFileError, match=f"line {line}: a quoted value runs on"):
+        list(read_codes(path))
+
+
+def test_the_command_lines_reader_takes_a_last_line_without_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "codes.csv"
+    path.write_text('code,note\nJ-1,"a, b"\nJ-2,x', encoding="utf-8", newline="")
+
+    assert list(read_codes(path)) == [(2, "J-1"), (3, "J-2")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -55,11 +55,22 @@ class Scan:
     duplicate_lines: frozenset[int]
 
 
+def _ended(lines: Iterable[str]) -> Iterator[str]:
+    """Each line with its end, the last one too, so a quote still open when the file ends
+    leaves the end inside its value, where `_runs_past_the_end` sees it."""
+    for line in lines:
+        yield line if line.endswith(("\n", "\r")) else line + "\n"
+
+
+def _runs_past_the_end(record: list[str]) -> bool:
+    return any("\n" in value or "\r" in value for value in record)
+
+
 def read_codes(path: Path) -> Iterator[tuple[int, str]]:
     """Stream (line number, trimmed code): one a line, or the `code` column of a .csv."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
         if path.suffix.lower() == ".csv":
-            reader = csv.reader(handle)
+            reader = csv.reader(_ended(handle))
             header = next(reader, None)
             names = [name.strip().lower() for name in header or []]
             if "code" not in names:
@@ -67,13 +78,13 @@ def read_codes(path: Path) -> Iterator[tuple[int, str]]:
             if names.count("code") > 1:
                 # As the server refuses it: one column's codes would be dropped unseen.
                 raise CodesFileError(f"{path} has more than one 'code' column (header: {header})")
-            if reader.line_num > 1:
+            if reader.line_num > 1 or _runs_past_the_end(header or []):
                 raise CodesFileError(f"{path}, line 1: {SPANS_LINES}")
             column = names.index("code")
             previous = reader.line_num
             for record in reader:
                 first, previous = previous + 1, reader.line_num
-                if previous != first:
+                if previous != first or _runs_past_the_end(record):
                     # No code holds a line break: an unbalanced quote would swallow the codes
                     # of the lines after it without a word (the server refuses it too, 9027).
                     raise CodesFileError(f"{path}, line {first}: {SPANS_LINES}")
