@@ -322,6 +322,34 @@ def test_a_killed_run_resumes_and_revokes_every_code_exactly_once(
     assert other.returncode == 2 and "other arguments" in other.stderr
 
 
+def test_a_second_run_of_the_same_command_while_the_first_runs_is_refused_with_2(
+    server: Server, tmp_path: Path
+) -> None:
+    # given a run mid-way, held there
+    given = given_series(server, 1_000)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    journal = tmp_path / "codes.results.csv.journal"
+    first = start_bulk(server, given.series_id, codes_file, "--parallel", "2")
+    wait_for_batches(journal, 2, first)
+    with server.paused():
+        before = journal.read_bytes()
+        # when the same command is started again (another terminal, an overlapping cron job)
+        second = run_bulk(server, given.series_id, codes_file, "--parallel", "2")
+        # then it is refused before sending or writing anything
+        assert second.returncode == 2, second.stderr
+        assert "another run is using" in " ".join(second.stderr.split())
+        assert journal.read_bytes()[: len(before)] == before
+    _out, err = first.communicate(timeout=240)
+
+    # and the first finishes alone: each batch sent under one key, each code revoked once
+    assert first.returncode == 0, err
+    records = [json.loads(line) for line in journal.read_text().splitlines()[1:]]
+    sent = [r["batch"] for r in records if r.get("state") == "sent"]
+    assert sorted(sent) == list(range(20))
+    rows = read_results(tmp_path / "codes.results.csv")
+    assert {row["outcome"] for row in rows} == {"revoked"} and len(rows) == 1_000
+
+
 def test_an_interrupted_run_stops_with_2_and_a_rerun_finishes_it(
     server: Server, tmp_path: Path
 ) -> None:

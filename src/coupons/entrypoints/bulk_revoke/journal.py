@@ -10,6 +10,7 @@ replays, so no code is revoked or counted twice.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import uuid
@@ -70,6 +71,26 @@ def codes_in(done: set[int], sendable: int, size: int = MAX_CODES_PER_REQUEST) -
     return sum(sendable - last * size if b == last else size for b in done if b <= last)
 
 
+class JournalBusy(JournalMismatch):
+    """Another run holds the journal: two runs of one command would send every batch twice,
+    each under its own key, and interleave their records."""
+
+
+def _hold(path: Path) -> int:
+    """The journal opened (created, never truncated) and locked for this run alone; the lock
+    goes with the process, however it ends."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalBusy(
+            f"another run is using {path} (the same command, still running?): wait for it "
+            "to end, then run this again to resume, or pick another --results file"
+        ) from None
+    return fd
+
+
 class Journal:
     """Append-only JSON lines: a header, then `sent` (batch, key) and `done` (batch, rows)."""
 
@@ -79,11 +100,17 @@ class Journal:
         self.keys: dict[int, str] = {}
         self._offsets: dict[int, int] = {}  # where each batch's `done` record starts
         header = {"journal": JOURNAL_VERSION, **asdict(spec)}
-        # Whether an earlier run of these arguments left records here (keys it sent, or
-        # batches it finished): their outcome may be on the server even if never seen here.
-        self.resumed = path.exists() and path.stat().st_size > 0
+        self._lock = _hold(path)
+        try:
+            # Whether an earlier run of these arguments left records here (keys it sent, or
+            # batches it finished): their outcome may be on the server even if never seen.
+            self.resumed = os.fstat(self._lock).st_size > 0
+            if self.resumed:
+                self._load(header)
+        except BaseException:
+            os.close(self._lock)
+            raise
         if self.resumed:
-            self._load(header)
             self._file: IO[bytes] = path.open("ab")
             if not self._ends_with_newline():
                 self._file.write(b"\n")  # a crash cut the last record short
@@ -170,3 +197,4 @@ class Journal:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        os.close(self._lock)
