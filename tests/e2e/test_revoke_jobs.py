@@ -848,3 +848,46 @@ def test_a_redeem_during_a_job_goes_through_and_the_job_reports_it_redeemed(
         {"405": 1},
     )
     assert report(api, job["jobId"])[-1][:3] == [codes[-1], "redeemed", "405"]
+
+
+def test_a_finished_jobs_trail_row_is_undone_by_reinstate_with_its_request_id(
+    api: Api, backend: Backend, mixed: dict[str, Any]
+) -> None:
+    # given a job's row in the trail (spec §7: its requestId is what reinstate undoes)
+    job = accepted(upload(api, "OK1\nOK2\nRED1\n", couponSeriesId=mixed["series"], reason="r"))
+    early = api.post("/v2/coupon/reinstate", {"revokeRequestId": job["jobId"]})
+    drain(backend.db)
+    row = api.ok(api.get("/v2/coupon/revocations"))["revocations"][0]
+    assert (row["requestId"], row["jobId"], row["revokedCount"]) == (job["jobId"], job["jobId"], 2)
+
+    # when that requestId is reinstated, and again
+    undone = api.ok(api.post("/v2/coupon/reinstate", {"revokeRequestId": row["requestId"]}))
+    again = api.ok(api.post("/v2/coupon/reinstate", {"revokeRequestId": row["requestId"]}))
+
+    # then (and not while the job was queued: 9026) its two coupons are back, once
+    assert (early.status_code, error_code(early)) == (409, 9026)
+    assert sorted(c["couponCode"] for c in undone["reinstatedCoupons"]) == ["OK1", "OK2"]
+    assert again["reinstatedCoupons"] == [] and again["failedCount"] == 2
+    for code in ("OK1", "OK2"):
+        assert api.coupon(mixed["coupons"][code]["couponId"])["state"] == "ISSUED"
+    assert api.ok(api.get("/v2/coupon/revocations"))["revocations"][0]["reinstatedCount"] == 2
+    # and the job's own undo then finds nothing left to reinstate by it
+    undo = accepted(api.post(f"{JOBS}/{job['jobId']}/undo"))
+    drain(backend.db)
+    assert api.ok(api.get(f"{JOBS}/{undo['jobId']}"))["revokedCount"] == 0
+
+
+def test_a_job_too_large_for_one_request_is_pointed_to_its_undo(
+    api: Api, backend: Backend, mixed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coupons.services import revoke as revoke_service
+
+    monkeypatch.setattr(revoke_service, "MAX_REINSTATE_BY_REQUEST", 1)
+    job = accepted(upload(api, "OK1\nOK2\n", couponSeriesId=mixed["series"]))
+    drain(backend.db)
+
+    refused = api.post("/v2/coupon/reinstate", {"revokeRequestId": job["jobId"]})
+
+    assert (refused.status_code, error_code(refused)) == (400, 9002)
+    assert "revoke/jobs/{jobId}/undo" in refused.json()["errors"][0]["message"]
+    assert api.coupon(mixed["coupons"]["OK1"]["couponId"])["state"] == "REVOKED"

@@ -510,7 +510,9 @@ class FakeHistoryRepository:
     def history(self, coupon_id: int) -> list[StateChange]:
         return [h.change for h in self.store.history if h.coupon_id == coupon_id]
 
-    def revoked_by_request(self, org_id: int, request_id: str) -> list[int]:
+    def revoked_by_request(
+        self, org_id: int, request_id: str, limit: int | None = None
+    ) -> list[int]:
         return sorted(
             {
                 h.coupon_id
@@ -519,7 +521,7 @@ class FakeHistoryRepository:
                 and h.change.request_id == request_id
                 and h.change.action.value == "REVOKE"
             }
-        )
+        )[:limit]
 
     def still_revoked_by(self, request_id: str, coupon_ids: Sequence[int]) -> set[int]:
         latest = {row.coupon_id: row.change for row in self.store.history}

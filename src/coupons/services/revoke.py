@@ -38,6 +38,8 @@ from coupons.services.ports import UnitOfWork
 
 MAX_CODES = code_rules.MAX_CODES_PER_REQUEST
 MAX_CUSTOMER_COUPONS = 100
+# A job undone by its id in one reinstate request revoked at most this many coupons.
+MAX_REINSTATE_BY_REQUEST = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +101,30 @@ def _change(uow: UnitOfWork, ctx: Context, request: RevokeRequest, action: Actio
 def reinstate_request(
     uow: UnitOfWork, ctx: Context, revoke_request_id: str, reason: str | None
 ) -> Outcome:
-    """Undo one earlier revoke call, skipping (and reporting) coupons no longer revoked (9017:
-    reinstated already, perhaps by this very call made twice) or revoked again since (9018).
+    """Undo one earlier revoke call or job (spec §7: a trail row's `requestId`), skipping (and
+    reporting) coupons no longer revoked (9017: reinstated already, perhaps by this very call
+    made twice) or revoked again since (9018).
 
-    A job's id is refused: a job may have revoked a million coupons, more than one request
-    should reinstate, and its undo is a job of its own that records itself on the job."""
+    A job is undone here once it has finished, and only while it revoked at most
+    `MAX_REINSTATE_BY_REQUEST` coupons: one request is one transaction, and a job may have
+    revoked a million. A larger one is undone by its undo, a job of its own."""
     if revoke_request_id.startswith(JOB_ID_PREFIX):
-        raise errors.InvalidField(
-            "revokeRequestId",
-            "names a revoke job: undo it with POST /v2/coupon/revoke/jobs/{jobId}/undo",
-        )
-    revoked = uow.history.revoked_by_request(ctx.org_id, revoke_request_id)
+        job = uow.jobs.get(ctx.org_id, revoke_request_id)
+        if job is not None and not job.state.is_finished:
+            raise errors.JobStateConflict(
+                f"job is {job.state.value}; its coupons can be reinstated once it has finished"
+            )
+    revoked = uow.history.revoked_by_request(
+        ctx.org_id, revoke_request_id, limit=MAX_REINSTATE_BY_REQUEST + 1
+    )
     if not revoked:
         raise errors.InvalidField("revokeRequestId", "no revoke with this request id")
+    if len(revoked) > MAX_REINSTATE_BY_REQUEST:
+        raise errors.InvalidField(
+            "revokeRequestId",
+            f"names a job that revoked more than {MAX_REINSTATE_BY_REQUEST:,} coupons, more "
+            "than one request reinstates: undo it with POST /v2/coupon/revoke/jobs/{jobId}/undo",
+        )
     return reinstate_revoked(uow, ctx, revoke_request_id, revoked, reason, apply=True)
 
 

@@ -259,9 +259,11 @@ class SqlHistoryRepository:
             for r in rows
         ]
 
-    def revoked_by_request(self, org_id: int, request_id: str) -> list[int]:
-        """Coupons a revoke request changed, in id order (whether each is still revoked by it
-        is `still_revoked_by`'s to say, under the coupons' locks)."""
+    def revoked_by_request(
+        self, org_id: int, request_id: str, limit: int | None = None
+    ) -> list[int]:
+        """Coupons a revoke request changed, in id order, at most `limit` (whether each is
+        still revoked by it is `still_revoked_by`'s to say, under the coupons' locks)."""
         h = coupon_history.c
         rows = self.conn.execute(
             select(h.coupon_id)
@@ -272,6 +274,7 @@ class SqlHistoryRepository:
             )
             .distinct()
             .order_by(h.coupon_id)
+            .limit(limit)
         )
         return [int(cid) for cid in rows.scalars()]
 
