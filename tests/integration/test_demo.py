@@ -98,3 +98,101 @@ def test_a_reset_or_disabled_demo_client_works_again_after_the_next_run(
     again = database.run(demo.seed)
     assert again.secret == first.secret
     assert authenticates(database, "demo", again.secret)
+
+
+def test_a_renamed_demo_series_is_still_found_and_nothing_is_made_twice(
+    database: Database,
+) -> None:
+    # given a seeded demo whose welcome series was renamed (the API allows it)
+    first = database.run(demo.seed)
+    with database.engine.begin() as conn:
+        conn.execute(
+            tables.coupon_series.update()
+            .where(tables.coupon_series.c.id == first.series_id)
+            .values(description="Welcome, renamed")
+        )
+    before = row_counts(database)
+
+    # when the demo is seeded again, then it starts: same series, nothing added
+    again = database.run(demo.seed)
+    assert (again.series_id, again.issued_code) == (first.series_id, first.issued_code)
+    assert row_counts(database) == before
+
+
+def test_another_orgs_client_named_demo_is_never_taken_over(database: Database) -> None:
+    # given an org of the operator's with its own client "demo"
+    def acme(uow: object) -> None:
+        from coupons.services.admin import create_client, create_org
+
+        create_org(uow, "ACME")  # type: ignore[arg-type]
+        create_client(uow, org="ACME", username="demo", password="acme-secret", groups=["default"])  # type: ignore[arg-type]
+        uow.commit()  # type: ignore[attr-defined]
+
+    database.run(acme)
+    before = row_counts(database)
+
+    # when the demo is seeded, then it refuses, changes nothing, and ACME's secret still works
+    with pytest.raises(demo.DemoTaken, match="'demo' belongs to another org"):
+        database.run(demo.seed)
+    assert row_counts(database) == before
+    assert authenticates(database, "demo", "acme-secret")
+
+
+def test_another_orgs_person_with_the_demo_email_is_never_taken_over(
+    database: Database,
+) -> None:
+    from coupons.services import people
+    from coupons.services.common import utcnow
+
+    # given an ACME viewer whose email is the demo person's
+    def acme(uow: object) -> None:
+        from coupons.services.admin import create_org
+
+        create_org(uow, "ACME")  # type: ignore[arg-type]
+        people.create_person(
+            uow,  # type: ignore[arg-type]
+            org="ACME", email=people.DEMO_EMAIL, role="viewer", password="acme-viewer-pw",
+            now=utcnow(),
+        )  # fmt: skip
+        uow.commit()  # type: ignore[attr-defined]
+
+    database.run(acme)
+    database.run(demo.seed)
+
+    # when the demo person is ensured, then it refuses and the viewer stays a viewer
+    with pytest.raises(demo.DemoTaken, match="belongs to another org"):
+        database.run(lambda uow: people.ensure_demo_person(uow, utcnow()))
+    found = database.run(lambda uow: uow.users.by_email(people.DEMO_EMAIL), write=False)
+    assert found is not None and found.role.value == "viewer"
+
+
+def test_two_first_runs_at_once_both_start_and_make_the_demo_once(
+    database: Database, empty_database_url: str
+) -> None:
+    # given two hosts starting on one new database together
+    import threading
+
+    other = Database.from_url(empty_database_url, pool_size=2)
+    barrier = threading.Barrier(2)
+    found: list[demo.DemoData] = []
+    failed: list[BaseException] = []
+
+    def start(db: Database) -> None:
+        barrier.wait()
+        try:
+            found.append(db.run(demo.seed, retry_integrity=True))
+        except BaseException as error:
+            failed.append(error)
+
+    threads = [threading.Thread(target=start, args=(db,)) for db in (database, other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    other.dispose()
+
+    # then both print the same working credentials, and the demo exists once
+    assert failed == [] and len(found) == 2
+    assert found[0].secret == found[1].secret
+    assert sorted(d.created for d in found) == [False, True]
+    assert row_counts(database)["coupon_series"] == 2

@@ -40,3 +40,14 @@ def test_once_every_held_coupon_is_revoked_a_curl_line_is_still_printed() -> Non
     ]
 
     assert curl == "curl -s -u demo:s3cret 'http://127.0.0.1:8300/v2/coupon/revocations?limit=5'"
+
+
+def test_an_ipv6_host_is_printed_in_brackets_so_the_lines_work() -> None:
+    with cli.console.capture() as captured:
+        cli._print_demo(DEMO, "::1", 8300)
+        cli._print_console(("demo@example.com", "pw"), "::1", 8300)
+    printed = captured.get()
+
+    assert "http://[::1]:8300/v2/coupon/revoke" in printed
+    assert "API=http://[::1]:8300" in printed and "http://[::1]:8300/console" in printed
+    assert "http://::1" not in printed

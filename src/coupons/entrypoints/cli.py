@@ -410,8 +410,12 @@ def serve(
 
         database = _database(db)
         try:
-            data = database.run(demo.seed)
-            person = database.run(lambda uow: people.ensure_demo_person(uow, utcnow()))
+            # Two first runs at once (hosts started together) race to make the same rows:
+            # the loser's unique-key conflict is run again, and then reads the winner's.
+            data = database.run(demo.seed, retry_integrity=True)
+            person = database.run(
+                lambda uow: people.ensure_demo_person(uow, utcnow()), retry_integrity=True
+            )
         finally:
             database.dispose()
         _print_demo(data, host, port)
@@ -470,8 +474,13 @@ def _require_free_port(host: str, port: int) -> None:
         raise fail(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
+def _base_url(host: str, port: int) -> str:
+    """The address to print: an IPv6 host in brackets, as URLs write it."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _print_demo(data: DemoData, host: str, port: int) -> None:
-    base = f"http://{host}:{port}"
+    base = _base_url(host, port)
     console.rule("[bold]demo data " + ("created" if data.created else "ready (kept from before)"))
     console.print(f"API client username: [bold]{data.username}[/bold]")
     console.print(f"API client secret:   [bold]{data.secret}[/bold]  (the same on every run)")
@@ -479,7 +488,7 @@ def _print_demo(data: DemoData, host: str, port: int) -> None:
     console.print("For the README's examples:")
     _print_command(f"export U={data.username} P={data.secret} API={base}")
     auth = f"curl -s -u {data.username}:{data.secret}"
-    if data.issued_code is not None:
+    if data.issued_code is not None and data.series_id is not None:
         body = orjson.dumps(
             {"couponSeriesId": data.series_id, "couponCodes": [data.issued_code], "reason": "demo"}
         ).decode()
@@ -505,7 +514,7 @@ def _print_command(command: str) -> None:
 
 def _print_console(person: tuple[str, str], host: str, port: int) -> None:
     email, password = person
-    console.print(f"Console:             http://{host}:{port}/console")
+    console.print(f"Console:             {_base_url(host, port)}/console")
     console.print(f"Console email:       [bold]{email}[/bold]")
     console.print(f"Console password:    [bold]{password}[/bold] (demo only)")
     console.rule()

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from coupons.domain.model import CouponState, DiscountType, Series, SeriesType
+from coupons.domain import errors
+from coupons.domain.model import CouponState, DiscountType, Series, SeriesType, normalize_mobile
 from coupons.services import customers, issue, series
 from coupons.services.admin import create_client
 from coupons.services.auth import SIGNING_KEY_NAME, hash_secret, verify_secret
@@ -54,7 +55,7 @@ class DemoData:
 
     username: str
     secret: str
-    series_id: int
+    series_id: int | None  # the welcome series, if the demo org still has one
     issued_code: str | None  # an ISSUED coupon of the demo customer, if one is left
     customer_mobile: str
     created: bool  # False: the data existed already and nothing was added
@@ -68,6 +69,10 @@ def seed(uow: UnitOfWork) -> DemoData:
     if org_id is None:
         org_id = uow.clients.add_org(DEMO_ORG, utcnow())
     client = uow.clients.client_by_username(DEMO_USER)
+    if client is not None and client.org_id != org_id:
+        # Reset to the printed secret, another org's client would sign in with credentials
+        # anyone can read in this command's output.
+        raise DemoTaken(f"the API client {DEMO_USER!r}")
     if client is None:
         create_client(
             uow, org=DEMO_ORG, username=DEMO_USER, password=secret, groups=list(DEMO_GROUPS)
@@ -82,25 +87,52 @@ def seed(uow: UnitOfWork) -> DemoData:
         request_id="demo-seed",
         now=utcnow(),
     )
-    welcome = uow.series.series_by_description(org_id, WELCOME)
-    if welcome is None:
-        welcome = _create(uow, ctx)
-    ada = CustomerRef(mobile=CUSTOMERS["ada"][0])
-    held = uow.coupons.coupons_of_customer(
-        org_id,
-        customers.lookup_customer(uow, ctx, ada).id,
-        states=(CouponState.ISSUED,),
-        series_id=welcome.id,
-    )
+    welcome = _create(uow, ctx) if created else _welcome(uow, org_id)
+    held = []
+    if welcome is not None:
+        # Looked for, not assumed: the data is the org's to change after the first run.
+        ada = uow.customers.find_customers(
+            org_id, id=None, mobile_norm=normalize_mobile(CUSTOMERS["ada"][0]), email_norm=None,
+            external_id=None,
+        )  # fmt: skip
+        if ada:
+            held = uow.coupons.coupons_of_customer(
+                org_id, ada[0][0].id, states=(CouponState.ISSUED,), series_id=welcome.id
+            )
     uow.commit()
     return DemoData(
         username=DEMO_USER,
         secret=secret,
-        series_id=welcome.id,
+        series_id=welcome.id if welcome is not None else None,
         issued_code=held[0].code if held else None,
         customer_mobile=CUSTOMERS["ada"][0],
         created=created,
     )
+
+
+class DemoTaken(errors.CouponError):
+    """A name the demo would use belongs to another org: taking it over would hand that org's
+    access to whoever reads the printed credentials."""
+
+    code, http_status = 9016, 409
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} belongs to another org than {DEMO_ORG!r}: --demo would take it over and "
+            "print its credentials; serve this database without --demo, or use another one"
+        )
+
+
+def _welcome(uow: UnitOfWork, org_id: int) -> Series | None:
+    """The welcome series of an earlier run: by its name, or, renamed since, the demo org's
+    oldest pool series."""
+    found = uow.series.series_by_description(org_id, WELCOME)
+    if found is not None:
+        return found
+    pools = [
+        s for s in uow.series.series_page(org_id, before_id=None, limit=1000) if s.type.has_pool
+    ]
+    return min(pools, key=lambda s: s.id) if pools else None
 
 
 def demo_secret(uow: UnitOfWork) -> str:

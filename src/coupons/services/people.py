@@ -137,6 +137,12 @@ def disable_person(uow: UnitOfWork, email: str) -> None:
 def ensure_demo_person(uow: UnitOfWork, now: datetime) -> tuple[str, str]:
     """The demo admin (created, or reset to the documented password); commits."""
     found = uow.users.by_email(DEMO_EMAIL)
+    if found is not None and found.org_id != uow.clients.org_id_by_name(DEMO_ORG):
+        # Reset to the published password (and made admin), another org's person would be
+        # anyone's.
+        from coupons.services.demo import DemoTaken
+
+        raise DemoTaken(f"the person {DEMO_EMAIL!r}")
     if found is None:
         create_person(
             uow, org=DEMO_ORG, email=DEMO_EMAIL, role="admin", password=DEMO_PASSWORD, now=now
