@@ -284,7 +284,12 @@ def test_a_client_cannot_be_named_like_a_console_persons_email(backend: Backend)
 
 @pytest.mark.parametrize(
     ("org", "groups", "message"),
-    [("no-such-org", "default", "no org"), ("acme", "superuser", "unknown access group")],
+    [
+        ("no-such-org", "default", "no org"),
+        ("acme", "superuser", "unknown access group"),
+        # groups add up: read_only beside coupon_admin would be an admin called read-only
+        ("acme", "read_only,coupon_admin", "read_only cannot be combined"),
+    ],
 )
 def test_client_create_with_a_bad_org_or_group_fails_plainly(
     backend: Backend, org: str, groups: str, message: str
@@ -932,3 +937,29 @@ def test_a_console_persons_own_client_is_not_an_api_clients_to_manage(
         "/v3/oauth/token/generate", json={"key": f"console:{email}", "secret": "known-secret"}
     )
     assert (answer.status_code, error_code(answer)) == (401, 9010)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:5432/no_such_database_here?password=hunter2",
+        "postgresql://postgres@127.0.0.1:5432/no_such_database_here?sslmode=prefer&PASSWORD=hunter2",
+        "postgresql://postgres:hunter2@127.0.0.1:5432/no_such_database_here",
+    ],
+)
+def test_a_database_password_is_never_printed_wherever_the_url_holds_it(url: str) -> None:
+    # the message names the database it could not open, by its URL
+    code, output = run("org", "list", "--db", url)
+
+    assert code != 0
+    assert "no_such_database_here" in output
+    assert "hunter2" not in output and "***" in output
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_database_is_refused_not_migrated_and_lost(url: str) -> None:
+    for command in (("db", "upgrade"), ("org", "list")):
+        code, output = run(*command, "--db", url)
+
+        assert code == 1
+        assert "in-memory SQLite database" in output and "sqlite:///coupons.db" in output

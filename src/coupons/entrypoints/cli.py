@@ -74,7 +74,9 @@ def _database_error(error: Exception) -> str:
 def shown(url: str) -> str:
     """A database URL as it may be printed: its password masked (an error line ends up in
     terminals, CI logs and service logs)."""
-    return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
+    masked = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
+    # libpq also takes the password as a query parameter (?password=...).
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
 def first_line(error: Exception) -> str:
@@ -121,6 +123,7 @@ def _database(url: str) -> Database:
     """The database a command works on, once it holds this version's schema."""
     from coupons.adapters.sql_uow import Database
 
+    _refuse_memory(url)
     require_schema(url)  # first: opening a SQLite file that is not there would create it
     try:
         return Database.from_url(url, pool_size=2)
@@ -180,10 +183,33 @@ def db_upgrade(db: DbOption = DEFAULT_DATABASE_URL) -> None:
     console.print(f"database at revision {_migrate(db)}")
 
 
+def _refuse_memory(url: str) -> None:
+    """An in-memory SQLite database ends with its connection: a migration there reported a
+    blank revision, and every later command found no schema."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:")
+        or "mode=memory" in str(parsed.query.get("mode", ""))
+        or database.startswith("file::memory:")
+    ):
+        raise fail(
+            f"{shown(url)} is an in-memory SQLite database, gone when its connection closes: "
+            "give a file, e.g. sqlite:///coupons.db"
+        )
+
+
 def _migrate(url: str) -> str:
     """Upgrade the database at `url`; any failure ends the command in one line."""
     from coupons.adapters import migrate
 
+    _refuse_memory(url)
     try:
         return migrate.upgrade(url)
     except migrate.SchemaAhead as error:  # not a failure of the migration: the wrong release
@@ -274,7 +300,7 @@ def client_reset_secret(username: str, db: DbOption = DEFAULT_DATABASE_URL) -> N
 
 @client_app.command("disable")
 def client_disable(username: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
-    """Disable a client: its credentials and tokens stop working at once."""
+    """Disable a client: its credentials and tokens stop working within about a second."""
     _set_active(username, False, db)
 
 

@@ -107,6 +107,10 @@ def parse_groups(value: str | Iterable[str]) -> frozenset[str]:
     unknown = groups - set(GROUPS)
     if unknown or not groups:
         raise ValueError(f"unknown access group(s): {', '.join(sorted(unknown)) or '(none)'}")
+    if "read_only" in groups and len(groups) > 1:
+        # Groups add up, so read_only beside another would mean nothing: the client could
+        # write, while its groups said it reads only.
+        raise ValueError("read_only cannot be combined with another group (groups add up)")
     return groups
 
 
