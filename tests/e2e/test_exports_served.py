@@ -228,6 +228,10 @@ def test_the_export_command_writes_the_series_and_the_trail(served: Served, tmp_
     trail_csv = runner.invoke(cli_app, ["revocations", "--csv", *auth])
     trail_file = tmp_path / "trail.csv"
     trail_out = runner.invoke(cli_app, ["export", "revocations", "--out", str(trail_file), *auth])
+    history_file = tmp_path / "history.csv"
+    history_out = runner.invoke(
+        cli_app, ["export", "history", "--since", "2000-01-01", "--out", str(history_file), *auth]
+    )
     missing = runner.invoke(cli_app, ["export", "series", "999999", "--out", str(out), *auth])
 
     # Then the file holds every coupon, the table and the CSV show the revoke
@@ -241,6 +245,11 @@ def test_the_export_command_writes_the_series_and_the_trail(served: Served, tmp_
     assert row[2:5] == [USERNAME, "'@export test", "2"]
     assert trail_out.exit_code == 0, trail_out.output
     assert list(csv.reader(trail_file.open(newline="")))[1][2:5] == row[2:5]
+    assert history_out.exit_code == 0, history_out.output
+    revokes = [r for r in csv.reader(history_file.open(newline="")) if r[4] == "REVOKE"]
+    assert [(r[3], r[8], r[10]) for r in revokes[-2:]] == [
+        (str(served.small_series), USERNAME, "'@export test")
+    ] * 2
     assert missing.exit_code == 1
     assert "707" in missing.output
     assert len(list(csv.reader(out.open(newline="")))) == 2_001  # a failed export keeps the file

@@ -699,3 +699,68 @@ def test_a_cursor_of_another_orgs_list_is_refused_not_read_as_a_skip(api: Api, o
         assert response.json()["errors"][0]["message"].startswith("after")
         # and the org that was handed it reads on
         api.ok(api.get(path, params={**params, "after": cursor}))
+
+
+# --- every coupon's history over a time range --------------------------------------------------
+
+
+def test_the_history_range_lists_every_coupons_changes_oldest_first_in_pages(
+    api: Api, other: Api, backend: Backend
+) -> None:
+    from tests.e2e.test_revoke_jobs import JOBS, accepted, drain
+
+    # given changes to coupons of two series, a job's end (an org event), and another org's
+    series_a = api.series(codes=["H-A1", "H-A2"])
+    series_b = api.series(codes=["H-B1"])
+    customer = api.customer("5550190")
+    api.issue(series_a, customer)
+    api.ok(api.revoke({"couponSeriesId": series_a, "couponCodes": ["H-A1"], "reason": "=leak"}))
+    accepted(api.post(JOBS, {"couponSeriesId": series_b, "reason": "off"}))
+    drain(backend.db)
+    theirs = other.series(codes=["H-O1"])
+    other.ok(other.revoke({"couponSeriesId": theirs, "couponCodes": ["H-O1"]}))
+
+    # when the range of today is walked two entries a page, and exported
+    today = api.ok(api.get("/v2/events"))["events"][-1]["at"][:10]
+    entries = walk(api, "/v2/coupon/history", "history", since=today, until=today, limit=2)
+    exported = api.get("/v2/coupon/history.csv", params={"since": today})
+    by_accept = api.get(
+        "/v2/coupon/history", params={"since": today}, headers={"Accept": "text/csv"}
+    )
+
+    # then it holds the org's coupon changes only, oldest first, each once
+    assert [(e["couponCode"], e["action"], e["toState"]) for e in entries] == [
+        ("H-A1", "ISSUE", "ISSUED"),
+        ("H-A1", "REVOKE", "REVOKED"),
+        ("H-B1", "REVOKE", "REVOKED"),
+    ]
+    assert [e["id"] for e in entries] == sorted({e["id"] for e in entries})
+    assert entries[1]["reason"] == "=leak" and entries[1]["seriesId"] == series_a
+    assert entries[0]["customerId"] == customer and entries[0]["actor"] == "acme-admin"
+    # and the export holds the same rows, formula-like cells written as text
+    rows = parse_csv(exported.text)
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    assert rows[0] == [
+        "id", "couponId", "couponCode", "seriesId", "action", "fromState", "toState", "at",
+        "actor", "requestId", "reason",
+    ]  # fmt: skip
+    assert [int(r[0]) for r in rows[1:]] == [e["id"] for e in entries]
+    assert rows[2][-1] == "'=leak"
+    assert by_accept.text == exported.text
+
+
+def test_a_history_range_in_the_past_is_empty_and_a_reversed_one_is_9002(api: Api) -> None:
+    series_id = api.series(codes=["H-P1"])
+    api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": ["H-P1"]}))
+
+    past = api.ok(api.get("/v2/coupon/history", params={"until": "2001-01-01"}))
+    reversed_range = api.get(
+        "/v2/coupon/history", params={"since": "2030-01-02", "until": "2030-01-01"}
+    )
+    series_page = api.ok(api.get("/v2/coupon/series", params={"limit": 1}))
+    moved = api.get("/v2/coupon/history", params={"after": series_page["nextCursor"] or "x"})
+
+    assert past == {"history": [], "nextCursor": None}
+    assert (reversed_range.status_code, error_code(reversed_range)) == (400, 9002)
+    assert "until" in reversed_range.json()["errors"][0]["message"]
+    assert (moved.status_code, error_code(moved)) == (400, 9002)

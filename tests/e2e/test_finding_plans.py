@@ -27,6 +27,8 @@ def sorts(backend: Backend, text: str) -> list[str]:
         ("trail", "revocations", "ix_revocations_org_at"),
         ("trail_after", "revocations", "ix_revocations_org_at"),
         ("trail_actor", "revocations", "ix_revocations_org_actor_at"),
+        ("history", "coupon_history", "ix_coupon_history_org_id"),
+        ("history_after", "coupon_history", "ix_coupon_history_org_id"),
     ],
 )
 def test_each_finding_read_uses_its_index_in_order(
@@ -41,6 +43,7 @@ def test_each_finding_read_uses_its_index_in_order(
     )
     search = api.ok(api.get("/v2/coupon/search", params={"codePrefix": "plan", "limit": 2}))
     trail = api.ok(api.get("/v2/coupon/revocations", params={"limit": 1}))
+    history = api.ok(api.get("/v2/coupon/history", params={"limit": 1}))
     requests = {
         "series_page": (f"/v2/coupon/series/{series_id}/coupons", {"limit": 5}),
         "series_page_after": (
@@ -56,6 +59,8 @@ def test_each_finding_read_uses_its_index_in_order(
         "trail": ("/v2/coupon/revocations", {}),
         "trail_after": ("/v2/coupon/revocations", {"after": trail["nextCursor"]}),
         "trail_actor": ("/v2/coupon/revocations", {"actor": "acme-admin"}),
+        "history": ("/v2/coupon/history", {"since": "2020-01-01", "until": "2999-01-01"}),
+        "history_after": ("/v2/coupon/history", {"after": history["nextCursor"]}),
     }
     path, params = requests[call]
 

@@ -33,6 +33,9 @@ NO_FOREIGN_INPUT = {
     ("GET", "/v2/webhooks"),
     ("POST", "/v2/webhooks"),
     ("GET", "/v2/coupon/revoke/jobs"),
+    # The history range takes times only (its org scoping: tests/e2e/test_finding.py).
+    ("GET", "/v2/coupon/history"),
+    ("GET", "/v2/coupon/history.csv"),
 }
 JOBS = "/v2/coupon/revoke/jobs"
 MISSING_JOB = "job_000000000000000000000000"

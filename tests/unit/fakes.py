@@ -564,6 +564,23 @@ class FakeHistoryRepository:
         found += [e for e in self.store.org_events if e.org_id == org_id and e.id > after]
         return sorted(found, key=lambda e: e.id)[:limit]
 
+    def history_range(
+        self,
+        org_id: int,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        after_id: int | None,
+        limit: int,
+    ) -> list[EventRecord]:
+        return [
+            e
+            for e in self.events(org_id, after_id or 0, len(self.store.history) + 1)
+            if e.coupon_id is not None
+            and (since is None or e.at >= since)
+            and (until is None or e.at < until)
+        ][:limit]
+
     def last_event_id(self, org_id: int) -> int:
         return self.store.last_event_id(org_id)
 

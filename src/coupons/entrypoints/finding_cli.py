@@ -143,6 +143,20 @@ def export_revocations(
     _export(url, username, password, out, "/v2/coupon/revocations.csv", **params)
 
 
+@export_app.command("history")
+def export_history(
+    out: Out,
+    since: Since = None,
+    until: Until = None,
+    url: Url = DEFAULT_URL,
+    username: Username = None,
+    password: Password = None,
+) -> None:
+    """Every coupon's history entries from --since to --until as CSV, oldest first."""
+    params = {"since": since or "", "until": until or ""}
+    _export(url, username, password, out, "/v2/coupon/history.csv", **params)
+
+
 def revocations(
     since: Since = None,
     until: Until = None,

@@ -9,6 +9,7 @@ read is scoped to the caller's org: another org's series, customers and coupons 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from coupons.domain import codes as code_rules
 from coupons.domain import errors
@@ -21,6 +22,7 @@ from coupons.domain.paging import (
     list_kind,
     page_of,
 )
+from coupons.domain.records import EventRecord
 from coupons.domain.trail import Revocation, TrailFilter, prefix_successor
 from coupons.services.common import Context
 from coupons.services.customers import STATUS_FILTERS, active_at
@@ -33,6 +35,7 @@ SERIES_COUPONS = "series-coupons"
 CUSTOMER_COUPONS = "customer-coupons"
 SEARCH = "search"
 REVOCATIONS = "revocations"
+HISTORY = "history"
 MIN_PREFIX = 3
 
 
@@ -152,6 +155,29 @@ def revocations(
         position = (at, int(row_id))
     found = uow.revocations.page(ctx.org_id, where, before=position, limit=check_limit(limit) + 1)
     return page_of(found, limit, kind, lambda r: (r.at.isoformat(), r.id))
+
+
+def history_range(
+    uow: UnitOfWork,
+    ctx: Context,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    after: str | None,
+) -> Page[EventRecord]:
+    """Every coupon history entry of the org in `since <= at < until`, oldest first (spec §7's
+    history range): what an auditor exports for a month, across coupons and series."""
+    if since is not None and until is not None and until <= since:
+        raise errors.InvalidField("until", "must be later than since")
+    kind = list_kind(HISTORY, ctx.org_id, since, until)
+    found = uow.history.history_range(
+        ctx.org_id,
+        since=since,
+        until=until,
+        after_id=_int_key(kind, after),
+        limit=check_limit(limit) + 1,
+    )
+    return page_of(found, limit, kind, lambda e: (e.id,))
 
 
 def coupon_history(uow: UnitOfWork, ctx: Context, coupon_id: int) -> list[StateChange]:

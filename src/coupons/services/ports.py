@@ -208,6 +208,16 @@ class HistoryRepository(Protocol):
 
     def events(self, org_id: int, after: int, limit: int) -> list[EventRecord]: ...
 
+    def history_range(
+        self,
+        org_id: int,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        after_id: int | None,
+        limit: int,
+    ) -> list[EventRecord]: ...
+
     def last_event_id(self, org_id: int) -> int: ...
 
 

@@ -375,6 +375,50 @@ class SqlHistoryRepository:
             for r in rows
         ]
 
+    def history_range(
+        self,
+        org_id: int,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        after_id: int | None,
+        limit: int,
+    ) -> list[EventRecord]:
+        """The org's coupon history entries with `since <= at < until`, in id order from just
+        above `after_id`, on the (org, id) index. A time range reads through the org's
+        earlier entries once, on its first page; later pages start at their cursor."""
+        h = coupon_history.c
+        query = select(
+            h.id, h.org_id, h.coupon_id, h.action, h.from_state, h.to_state, h.at, h.actor,
+            h.request_id, h.reason, h.series_id, h.code, h.customer_id, h.coupon_version,
+        ).where(h.org_id == org_id, h.coupon_id.is_not(None))  # fmt: skip
+        if after_id is not None:
+            query = query.where(h.id > after_id)
+        if since is not None:
+            query = query.where(h.at >= since)
+        if until is not None:
+            query = query.where(h.at < until)
+        rows = self.conn.execute(query.order_by(h.id).limit(limit))
+        return [
+            EventRecord(
+                r[0],
+                r[1],
+                r[2],
+                _ACTIONS[r[3]],
+                _STATES[r[4]] if r[4] else None,
+                _STATES[r[5]],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                r[11],
+                r[12],
+                r[13],
+            )
+            for r in rows
+        ]
+
     def last_event_id(self, org_id: int) -> int:
         value = self.conn.scalar(
             select(func.max(coupon_history.c.id)).where(coupon_history.c.org_id == org_id)
