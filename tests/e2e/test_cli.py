@@ -956,9 +956,11 @@ def test_a_database_password_is_never_printed_wherever_the_url_holds_it(url: str
     assert "hunter2" not in output and "***" in output
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:mdb?mode=memory&uri=true"]
+)
 def test_an_in_memory_sqlite_database_is_refused_not_migrated_and_lost(url: str) -> None:
-    for command in (("db", "upgrade"), ("org", "list")):
+    for command in (("db", "upgrade"), ("org", "list"), ("worker",)):
         code, output = run(*command, "--db", url)
 
         assert code == 1

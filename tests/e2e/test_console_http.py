@@ -870,3 +870,58 @@ def test_a_job_undone_from_the_console_records_why_in_each_coupons_history(
     assert pressed.status_code == 303, pressed.text
     last = api.coupon(coupon["couponId"])["history"][-1]
     assert (last["action"], last["reason"]) == ("REINSTATE", f"undo of job {job['jobId']}")
+
+
+def test_the_trail_keeps_two_clients_whose_names_differ_in_case_apart(
+    backend: Backend, client: TestClient, api: Api
+) -> None:
+    from tests.conftest import Credentials
+    from tests.e2e.test_cli import run
+
+    # given clients CaseBot-x and casebot-x (names are exact) that each revoked a coupon
+    name = unique("casebot")
+    series_id = api.series(codes=[unique("CB").upper(), unique("CB").upper()])
+    codes = [
+        c["couponCode"]
+        for c in api.ok(api.get(f"/v2/coupon/series/{series_id}/coupons"))["coupons"]
+    ]
+    for username, code in zip((name.capitalize(), name), codes, strict=True):
+        assert run(
+            "client", "create", "--org", "acme", "--username", username, "--password",
+            "a-long-secret-1", "--db", backend.url,
+        )[0] == 0  # fmt: skip
+        bot = Api(client, Credentials(username, "a-long-secret-1", "acme"))
+        bot.ok(bot.revoke({"couponSeriesId": series_id, "couponCodes": [code]}))
+
+    # when the trail is asked for each
+    mixed = api.ok(api.get("/v2/coupon/revocations", params={"actor": name.capitalize()}))
+    lower = api.ok(api.get("/v2/coupon/revocations", params={"actor": name}))
+
+    # then each finds its own row only
+    assert [r["actor"] for r in mixed["revocations"]] == [name.capitalize()]
+    assert [r["actor"] for r in lower["revocations"]] == [name]
+
+
+def test_a_resent_revoke_offers_no_undo_once_another_revoke_holds_the_coupon(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a console revoke, undone, then the coupon revoked again by an API client
+    series_id = api.series(codes=[unique("AGAIN2").upper()])
+    coupon = api.issue(series_id, api.customer(email=f"{unique('rita')}@example.com"))
+    form = {"csrf": _csrf(signed_in), "coupon": str(coupon["couponId"]), "reason": "leak"}
+    preview = signed_in.post("/console/revoke", data=form, headers=ORIGIN)
+    confirm = {**form, "step": "confirm", "form_key": _form_key(preview)}
+    first = signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
+    signed_in.post(
+        "/console/undo",
+        data={"csrf": form["csrf"], "request_id": first.headers["x-request-id"]},
+        headers=ORIGIN,
+    )
+    api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": [coupon["couponCode"]]}))
+
+    # when the confirmed form is sent again
+    again = signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
+
+    # then it shows the coupon REVOKED now, but offers no undo: that revoke is not its own
+    assert "already sent with this form" in again.text and "REVOKED" in again.text
+    assert "Undo this revoke" not in again.text and "nothing to undo" in again.text

@@ -35,6 +35,23 @@ def test_a_customer_needs_at_least_one_identifier(api: Api) -> None:
     assert (response.status_code, error_code(response)) == (400, 9002)
 
 
+@pytest.mark.parametrize("field", ["mobile", "email", "externalId"])
+def test_a_blank_identifier_beside_a_real_one_is_stored_as_none_and_taken_by_no_one(
+    api: Api, field: str
+) -> None:
+    # a client sends "" or spaces for an identifier it does not have
+    first = api.ok(api.post("/v2/customers", {field: "  ", "firstName": "A", **_other(field, 1)}))
+    second = api.ok(api.post("/v2/customers", {field: "", "firstName": "B", **_other(field, 2)}))
+
+    assert first["id"] != second["id"]
+    assert first[field] is None and second[field] is None
+
+
+def _other(field: str, n: int) -> dict[str, str]:
+    """A real identifier other than `field`, unique per `n`."""
+    return {"externalId": f"BLANK-{n}"} if field != "externalId" else {"email": f"b{n}@x.test"}
+
+
 @pytest.mark.parametrize(
     ("field", "first", "second"),
     [

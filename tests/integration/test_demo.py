@@ -157,9 +157,13 @@ def test_another_orgs_person_with_the_demo_email_is_never_taken_over(
         uow.commit()  # type: ignore[attr-defined]
 
     database.run(acme)
-    database.run(demo.seed)
+    before = row_counts(database)
 
-    # when the demo person is ensured, then it refuses and the viewer stays a viewer
+    # when the demo is seeded, then it refuses before making anything
+    with pytest.raises(demo.DemoTaken, match="belongs to another org"):
+        database.run(demo.seed)
+    assert row_counts(database) == before
+    # and the person's own step refuses too, and the viewer stays a viewer
     with pytest.raises(demo.DemoTaken, match="belongs to another org"):
         database.run(lambda uow: people.ensure_demo_person(uow, utcnow()))
     found = database.run(lambda uow: uow.users.by_email(people.DEMO_EMAIL), write=False)

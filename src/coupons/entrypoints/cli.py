@@ -164,6 +164,8 @@ def require_schema(url: str) -> None:
     from coupons.adapters import migrate
     from coupons.adapters.sql_uow import RETRY_AFTER_SECONDS, is_unavailable
 
+    _refuse_memory(url)
+
     _require_file(url)
     try:
         problem = migrate.schema_problem(url)
@@ -196,7 +198,7 @@ def _refuse_memory(url: str) -> None:
     database = parsed.database or ""
     if parsed.get_backend_name() == "sqlite" and (
         database in ("", ":memory:")
-        or "mode=memory" in str(parsed.query.get("mode", ""))
+        or parsed.query.get("mode") == "memory"
         or database.startswith("file::memory:")
     ):
         raise fail(

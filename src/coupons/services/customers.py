@@ -31,9 +31,10 @@ STATUS_FILTERS: dict[str, tuple[CouponState, ...]] = {
 
 def create_customer(uow: UnitOfWork, ctx: Context, new: NewCustomer) -> Customer:
     """Add a customer; 9016 when an identifier already belongs to another customer."""
-    mobile = new.mobile.strip() if new.mobile else None
-    email = new.email.strip() if new.email else None
-    external_id = new.external_id.strip() if new.external_id else None
+    # Blank text is no identifier: stored, "" would be one customer's, and taken for others.
+    mobile = (new.mobile or "").strip() or None
+    email = (new.email or "").strip() or None
+    external_id = (new.external_id or "").strip() or None
     if not (mobile or email or external_id):
         raise errors.InvalidField("customer", "give at least one of mobile, email, externalId")
     mobile_norm = normalize_mobile(mobile) if mobile else None

@@ -27,6 +27,7 @@ from coupons.services.common import Actor, Context, CustomerRef, utcnow
 from coupons.services.ports import UnitOfWork
 
 DEMO_ORG = "demo"
+DEMO_EMAIL = "demo@example.com"  # the console's demo person (services.people)
 DEMO_USER = "demo"
 DEMO_GROUPS = ("default", "coupon_admin")
 WELCOME = "Welcome 10% off"
@@ -73,6 +74,11 @@ def seed(uow: UnitOfWork) -> DemoData:
         # Reset to the printed secret, another org's client would sign in with credentials
         # anyone can read in this command's output.
         raise DemoTaken(f"the API client {DEMO_USER!r}")
+    person = uow.users.by_email(DEMO_EMAIL)
+    if person is not None and person.org_id != org_id:
+        # Checked here too, before anything is made: the demo person is ensured after this
+        # transaction, which would otherwise leave the demo data behind its refusal.
+        raise DemoTaken(f"the person {DEMO_EMAIL!r}")
     if client is None:
         create_client(
             uow, org=DEMO_ORG, username=DEMO_USER, password=secret, groups=list(DEMO_GROUPS)

@@ -122,11 +122,14 @@ class SqlRevocationRepository:
         (or the actor's, when one is asked for).
 
         A person's actor is their email as stored, case-folded, while a client's is its
-        username as written; `Sup@Demo.Test` must find the person `sup@demo.test`. An actor
-        not already folded is read under both spellings, each its own index range, merged."""
+        username as written; `Sup@Demo.Test` must find the person `sup@demo.test`. An email
+        (a client's username never holds `@`) not already folded is read under both
+        spellings, each its own index range, merged; a username only as written, so `CaseBot`
+        never finds the client `casebot`."""
         spellings = [where.actor]
-        if where.actor is not None and normalize_email(where.actor) != where.actor:
-            spellings.append(normalize_email(where.actor))
+        folded = None if where.actor is None else normalize_email(where.actor)
+        if where.actor is not None and "@" in where.actor and folded != where.actor:
+            spellings.append(folded)
         found: dict[int, Revocation] = {}
         for actor in spellings:
             found.update((r.id, r) for r in self._page(org_id, where, actor, before, limit))

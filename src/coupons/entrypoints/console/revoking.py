@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from coupons.domain import errors
 from coupons.domain.codes import CodeCase
-from coupons.domain.model import Coupon, CouponState
+from coupons.domain.model import Coupon
 from coupons.domain.people import Person
 from coupons.entrypoints.console.pages import needs_person
 from coupons.entrypoints.console.web import (
@@ -144,12 +144,19 @@ async def revoke_post(request: Request, person: Person) -> Response:
         context["preview"] = entity
         return page(request, "revoke.html", result=None, form_key=new_form_key(), **context)
     replayed = bool(getattr(request.state, "replayed", False))
-    # A replay changed nothing, so the states read before it are the states now: what the
-    # first sending revoked may have been undone since, and then there is nothing to undo.
-    still_revoked = {c.id for c in coupons if c.state is CouponState.REVOKED}
-    undoable = [
-        c for c in entity["revokedCoupons"] if not replayed or c["couponId"] in still_revoked
-    ]
+    undoable = bool(entity["revokedCoupons"])
+    if replayed and undoable:
+        # What the first sending revoked may have been undone since, or undone and revoked
+        # again by someone else: the undo is offered only while a coupon is still revoked by
+        # this very request, as the undo itself would find it.
+        request_id = request_id_of(request.scope)
+        revoked_ids = [c["couponId"] for c in entity["revokedCoupons"]]
+        still = await read(
+            request,
+            person,
+            lambda uow, ctx: uow.history.still_revoked_by(request_id, revoked_ids),
+        )
+        undoable = bool(still)
     return page(
         request,
         "revoked.html",
@@ -158,7 +165,8 @@ async def revoke_post(request: Request, person: Person) -> Response:
         request_id=request_id_of(request.scope),
         reason=reason,
         replayed=replayed,
-        undoable=bool(undoable),
+        undoable=undoable,
+        # A replay changed nothing: the states read before it are the states now.
         states_now={c.id: c.state.value for c in coupons} if replayed else {},
     )
 
