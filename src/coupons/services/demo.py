@@ -24,10 +24,10 @@ from coupons.services import customers, issue, series
 from coupons.services.admin import create_client
 from coupons.services.auth import SIGNING_KEY_NAME, hash_secret, verify_secret
 from coupons.services.common import Actor, Context, CustomerRef, utcnow
+from coupons.services.people import DEMO_EMAIL
 from coupons.services.ports import UnitOfWork
 
 DEMO_ORG = "demo"
-DEMO_EMAIL = "demo@example.com"  # the console's demo person (services.people)
 DEMO_USER = "demo"
 DEMO_GROUPS = ("default", "coupon_admin")
 WELCOME = "Welcome 10% off"

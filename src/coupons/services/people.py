@@ -30,12 +30,11 @@ from coupons.services.auth import (
     new_secret,
 )
 from coupons.services.common import Actor
-from coupons.services.demo import DEMO_EMAIL as DEMO_EMAIL
-from coupons.services.demo import DemoTaken
 from coupons.services.ports import UnitOfWork
 
-# The demo person `coupons serve --demo` creates (`DEMO_EMAIL`). Its password is fixed and
-# documented so that it survives restarts; it exists only in a database seeded with demo data.
+# The demo person `coupons serve --demo` creates. Its password is fixed and documented so
+# that it survives restarts; it exists only in a database seeded with demo data.
+DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "demo-console"
 DEMO_ORG = "demo"
 # A person's own API client: ':' cannot appear in a client's name (Basic auth splits on it)
@@ -140,7 +139,9 @@ def ensure_demo_person(uow: UnitOfWork, now: datetime) -> tuple[str, str]:
     found = uow.users.by_email(DEMO_EMAIL)
     if found is not None and found.org_id != uow.clients.org_id_by_name(DEMO_ORG):
         # Reset to the published password (and made admin), another org's person would be
-        # anyone's.
+        # anyone's. (Imported here: the demo module builds on this one.)
+        from coupons.services.demo import DemoTaken
+
         raise DemoTaken(f"the person {DEMO_EMAIL!r}")
     if found is None:
         create_person(
