@@ -119,6 +119,26 @@ def _uniform_runs(
         yield key, list(run)
 
 
+# An event's columns, in EventRecord's field order: rows are read by position.
+_EVENT_COLUMNS = tuple(
+    getattr(coupon_history.c, name)
+    for name in (
+        "id", "org_id", "coupon_id", "action", "from_state", "to_state", "at", "actor",
+        "request_id", "reason", "series_id", "code", "customer_id", "coupon_version",
+    )
+)  # fmt: skip
+
+
+def _coupon_event(r: Any) -> EventRecord:
+    """A coupon's history row as an event. By position with dict look-ups: a delivery reads
+    up to 1,000 rows a batch, and attribute access on rows and Enum() calls were most of its
+    CPU time."""
+    return EventRecord(
+        r[0], r[1], r[2], _ACTIONS[r[3]], _STATES[r[4]] if r[4] else None, _STATES[r[5]],
+        r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
+    )  # fmt: skip
+
+
 class SqlHistoryRepository:
     """History and events over one connection, inside the caller's transaction."""
 
@@ -304,22 +324,7 @@ class SqlHistoryRepository:
         every writer the bound did not wait for has committed (or rolled back).
         """
         h = coupon_history.c
-        query = select(
-            h.id,
-            h.org_id,
-            h.coupon_id,
-            h.action,
-            h.from_state,
-            h.to_state,
-            h.at,
-            h.actor,
-            h.request_id,
-            h.reason,
-            h.series_id,
-            h.code,
-            h.customer_id,
-            h.coupon_version,
-        ).where(h.org_id == org_id, h.id > after)
+        query = select(*_EVENT_COLUMNS).where(h.org_id == org_id, h.id > after)
         if self.conn.dialect.name == "postgresql":
             query = query.where(h.id <= self.conn.scalar(_FINAL_BOUND))
         rows = self.conn.execute(query.order_by(h.id).limit(limit)).all()
@@ -333,26 +338,8 @@ class SqlHistoryRepository:
                 str(i): str(k)
                 for i, k in self.conn.execute(select(j.id, j.kind).where(j.id.in_(job_ids)))
             }
-        # By position with dict look-ups: a delivery reads up to 1,000 rows a batch, and
-        # attribute access on rows and Enum() calls were most of its CPU time. The columns
-        # are selected in EventRecord's field order.
         return [
-            EventRecord(
-                r[0],
-                r[1],
-                r[2],
-                _ACTIONS[r[3]],
-                _STATES[r[4]] if r[4] else None,
-                _STATES[r[5]],
-                r[6],
-                r[7],
-                r[8],
-                r[9],
-                r[10],
-                r[11],
-                r[12],
-                r[13],
-            )
+            _coupon_event(r)
             if r[3] != JOB_FINISHED
             else EventRecord(
                 r[0],
@@ -388,10 +375,7 @@ class SqlHistoryRepository:
         above `after_id`, on the (org, id) index. A time range reads through the org's
         earlier entries once, on its first page; later pages start at their cursor."""
         h = coupon_history.c
-        query = select(
-            h.id, h.org_id, h.coupon_id, h.action, h.from_state, h.to_state, h.at, h.actor,
-            h.request_id, h.reason, h.series_id, h.code, h.customer_id, h.coupon_version,
-        ).where(h.org_id == org_id, h.coupon_id.is_not(None))  # fmt: skip
+        query = select(*_EVENT_COLUMNS).where(h.org_id == org_id, h.coupon_id.is_not(None))
         if after_id is not None:
             query = query.where(h.id > after_id)
         if since is not None:
@@ -399,25 +383,7 @@ class SqlHistoryRepository:
         if until is not None:
             query = query.where(h.at < until)
         rows = self.conn.execute(query.order_by(h.id).limit(limit))
-        return [
-            EventRecord(
-                r[0],
-                r[1],
-                r[2],
-                _ACTIONS[r[3]],
-                _STATES[r[4]] if r[4] else None,
-                _STATES[r[5]],
-                r[6],
-                r[7],
-                r[8],
-                r[9],
-                r[10],
-                r[11],
-                r[12],
-                r[13],
-            )
-            for r in rows
-        ]
+        return [_coupon_event(r) for r in rows]
 
     def last_event_id(self, org_id: int) -> int:
         value = self.conn.scalar(
