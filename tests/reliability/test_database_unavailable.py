@@ -80,11 +80,15 @@ def test_a_commit_whose_answer_is_lost_is_a_503_and_a_retry_with_its_key_applies
     first = api.revoke_with(body, key)
     again = api.revoke_with(body, key)
 
-    # then the first answer is 9023 / 503 with Retry-After, never a 500
+    # then the first answer is 9023 / 503 with Retry-After, never a 500, and it does not
+    # claim that nothing was written: it was, and only the keyed retry can tell
     assert fault.fired == 1
     assert first.status_code == 503
     assert error_code(first) == 9023
     assert int(first.headers["Retry-After"]) >= 1
+    message = first.json()["errors"][0]["message"]
+    assert "may or may not have been written" in message and "Idempotency-Key" in message
+    assert "nothing was written" not in message
     # and the retry answers what the committed revoke did, which happened exactly once
     assert again.status_code == 200
     assert again.headers.get("idempotent-replayed") == "true"
@@ -126,6 +130,8 @@ def test_health_answers_503_with_retry_after_while_the_database_is_unreachable(
     assert response.status_code == 503
     assert error_code(response) == 9023
     assert response.headers["Retry-After"] == "2"
+    # before any commit: nothing was written, and the answer says so
+    assert "nothing was written" in response.json()["errors"][0]["message"]
 
 
 def test_a_request_while_the_database_is_unreachable_is_a_503_not_a_500(

@@ -345,7 +345,9 @@ class Database:
                     raise errors.DatabaseUnavailable(self.retry_after) from error
                 if is_unavailable(error):
                     lost_connections += 1
-                    if uow.commit_started or lost_connections >= UNAVAILABLE_ATTEMPTS:
+                    if uow.commit_started:
+                        raise errors.CommitOutcomeUnknown(self.retry_after) from error
+                    if lost_connections >= UNAVAILABLE_ATTEMPTS:
                         raise errors.DatabaseUnavailable(self.retry_after) from error
                     # Debug: while the database is away every poll of every worker meets
                     # this (4 lines a second each); the outage itself is logged once, by

@@ -246,3 +246,15 @@ class DatabaseUnavailable(CouponError):
     def __init__(self, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__()
+
+
+class CommitOutcomeUnknown(DatabaseUnavailable):
+    """The connection went while COMMIT was on its way: the database may have committed, and
+    only a retry under the same `Idempotency-Key` finds out (a replay if it did) without
+    applying the change twice. Saying "nothing was written" here was a guess, sometimes
+    wrong."""
+
+    message = (
+        "the database stopped answering during the commit: the change may or may not have "
+        "been written; retry with the same Idempotency-Key, which applies it at most once"
+    )
