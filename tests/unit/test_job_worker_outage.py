@@ -123,3 +123,34 @@ def test_an_outage_of_many_polls_is_one_warning_and_one_note_when_it_ends() -> N
     errors = [entry for entry in logs if entry["log_level"] == "error"]
     assert [e["event"] for e in errors] == ["job claim failed"]
     assert errors[0]["exc_info"] is True
+
+
+def test_a_webhook_delivery_meeting_an_outage_is_one_warning_not_a_traceback_each(
+    monkeypatch: Any,
+) -> None:
+    # Given a webhook worker whose deliveries meet a database outage when they record the
+    # attempt (three of them), then one that meets a real bug
+    from types import SimpleNamespace
+
+    from coupons.entrypoints import worker as webhook_worker
+    from coupons.services import webhooks
+
+    raised: list[BaseException] = [errors.DatabaseUnavailable(2)] * 3 + [KeyError("bug")]
+
+    def deliver(*args: Any, **kwargs: Any) -> Any:
+        raise raised.pop(0)
+
+    monkeypatch.setattr(webhooks, "deliver", deliver)
+    worker = webhook_worker.Worker(None)  # type: ignore[arg-type]
+
+    with structlog.testing.capture_logs() as logs:
+        results = [worker._deliver(SimpleNamespace(id=7)).outcome for _ in range(4)]  # type: ignore[arg-type]
+
+    # Then each is an ERROR result (retried after its lease); the outage was one warning,
+    # and only the bug was logged with its traceback
+    assert results == ["ERROR"] * 4
+    said = [(e["log_level"], e["event"]) for e in logs]
+    assert said == [
+        ("warning", "database unavailable; webhook deliveries paused until it answers"),
+        ("error", "delivery failed"),
+    ]

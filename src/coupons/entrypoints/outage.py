@@ -8,6 +8,7 @@ a warning once and a note when it is over; anything else is still logged in full
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -15,20 +16,25 @@ from coupons.domain.errors import DatabaseUnavailable
 
 
 class OutageLog:
-    """Tracks one loop's view of the database: down since when, if at all."""
+    """Tracks one loop's view of the database: down since when, if at all. Safe to share
+    between threads (a webhook worker's deliveries report to their loop's)."""
 
     def __init__(self, log: Any, what: str) -> None:
         self._log = log
         self._what = what
         self._down_since: float | None = None
+        self._lock = threading.Lock()
 
     def failed(self, error: BaseException, event: str) -> None:
         """Call from an `except` block: `event` is what failed ("job claim failed")."""
         if not isinstance(error, DatabaseUnavailable):
             self._log.exception(event)
             return
-        if self._down_since is None:
-            self._down_since = time.monotonic()
+        with self._lock:
+            first = self._down_since is None
+            if first:
+                self._down_since = time.monotonic()
+        if first:
             cause = error.__cause__ or error
             first_line = (str(cause).strip().splitlines() or [""])[0]
             self._log.warning(
@@ -38,9 +44,10 @@ class OutageLog:
 
     def succeeded(self) -> None:
         """Call after a poll that reached the database."""
-        if self._down_since is not None:
+        with self._lock:
+            since, self._down_since = self._down_since, None
+        if since is not None:
             self._log.info(
                 f"database answers again; {self._what} resumed",
-                down_seconds=round(time.monotonic() - self._down_since, 1),
+                down_seconds=round(time.monotonic() - since, 1),
             )
-            self._down_since = None

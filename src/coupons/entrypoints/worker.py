@@ -24,6 +24,7 @@ import httpx
 import structlog
 
 from coupons.adapters.sql_uow import Database
+from coupons.domain.errors import DatabaseUnavailable
 from coupons.domain.records import WebhookRecord
 from coupons.entrypoints.http.metrics import DELIVERED_EVENTS, DELIVERIES
 from coupons.entrypoints.http.render_events import webhook_body
@@ -134,6 +135,7 @@ class Worker:
             raise ValueError("the lease must outlast the HTTP timeout")
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
+        self._outage = OutageLog(log, "webhook deliveries")
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.options.http_timeout),
             follow_redirects=False,
@@ -165,7 +167,7 @@ class Worker:
         # already): delivered as soon as that one is done. Skipped instead, it stayed leased
         # to this worker, undelivered, until the lease ran out a minute later.
         queued: dict[int, WebhookRecord] = {}
-        outage = OutageLog(log, "webhook deliveries")
+        outage = self._outage
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="webhook") as pool:
             while not self.stopping.is_set():
                 free = self.options.concurrency - len(in_flight)
@@ -208,9 +210,14 @@ class Worker:
                 policy=self.options.policy,
                 batch_size=self.options.batch_size,
             )
-        except Exception:
-            # The lease expires and another round retries; nothing was acknowledged.
-            log.exception("delivery failed", webhook=webhook.id)
+        except Exception as error:
+            # The lease expires and another round retries; nothing was acknowledged. A
+            # database outage (recording the attempt met it) is the loop's warning once,
+            # not a traceback per delivery.
+            if isinstance(error, DatabaseUnavailable):
+                self._outage.failed(error, "delivery failed")
+            else:
+                log.exception("delivery failed", webhook=webhook.id)
             return webhooks.DeliveryResult("ERROR")
         if result.outcome in ("DELIVERED", "FAILED", "DEAD") and result.event_count:
             DELIVERIES.labels(result.outcome.lower()).inc()
