@@ -700,7 +700,7 @@ def test_a_database_that_does_not_answer_is_a_clean_error_for_any_command(
     [
         ("org", "create", "acme"),
         ("user", "create", "--org", "acme", "--email", "a@example.com", "--role", "viewer"),
-        ("worker",),
+        ("worker", "--wait-for-database", "0"),
         ("webhook", "retry", "5"),
     ],
 )
@@ -965,3 +965,66 @@ def test_an_in_memory_sqlite_database_is_refused_not_migrated_and_lost(url: str)
 
         assert code == 1
         assert "in-memory SQLite database" in output and "sqlite:///coupons.db" in output
+
+
+def test_a_worker_started_while_its_database_is_away_waits_for_it_then_runs(
+    backend: Backend, tmp_path: Path
+) -> None:
+    # given a database reached through an address that answers only after a few seconds
+    # (a failover in progress when the host starts)
+    if backend.name != "postgresql":
+        pytest.skip("SQLite's file is always there")
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    target = make_url(backend.url)
+    port = free_port()
+    stop = threading.Event()
+
+    def relay(a: socket.socket, b: socket.socket) -> None:
+        with a, b:
+            while chunk := a.recv(65536):
+                b.sendall(chunk)
+
+    def listen_later() -> None:
+        time.sleep(3)
+        with socket.create_server(("127.0.0.1", port)) as server:
+            server.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(
+                    (target.host or "127.0.0.1", target.port or 5432)
+                )
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=relay, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=listen_later, daemon=True).start()
+    url = backend.url.replace(f":{target.port or 5432}/", f":{port}/", 1)
+    assert f":{port}/" in url
+
+    # when a worker starts on it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coupons.entrypoints.cli", "worker", "--db", url,
+         "--wait-for-database", "30", "--no-jobs"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        said = [process.stderr.readline() for _ in range(2)]
+        time.sleep(1)
+        running = process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(30)
+        stop.set()
+
+    # then it said it waits, went on once the database answered, and is running
+    assert "does not answer" in said[0] and "waiting up to 30 s" in said[0], said
+    assert "the database answers; going on" in said[1], said
+    assert running

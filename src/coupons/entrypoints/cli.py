@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import shlex
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -59,12 +60,17 @@ def _unavailable(error: DatabaseUnavailable) -> str:
     cause = error.__cause__
     if not isinstance(cause, Exception):
         return message
-    reason = first_line(cause).removeprefix("connection failed: ")
-    reason = re.sub(r"(password\s*=\s*)\S+", r"\1***", shown(reason))
+    reason = _driver_reason(cause)
     if len(reason) > REASON_CHARS:
         reason = reason[: REASON_CHARS - 3] + "..."
     clause, _, rest = message.partition(";")
     return f"{clause} ({reason});{rest}"
+
+
+def _driver_reason(error: Exception) -> str:
+    """The driver's first line about a failed connection, with any password masked."""
+    reason = first_line(error).removeprefix("connection failed: ")
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", shown(reason))
 
 
 def _database_error(error: Exception) -> str:
@@ -403,6 +409,50 @@ def _run_once(db: str, work: Callable[[UnitOfWork], T], *, write: bool = True) -
         database.dispose()
 
 
+def await_database(url: str, seconds: float) -> None:
+    """Wait up to `seconds` for a PostgreSQL database that does not answer (down, restarting,
+    failing over) before the command goes on; a host started during a failover then comes
+    up by itself. Anything but an outage (a wrong password, no such database) is left to the
+    command's own checks, which say what it is at once."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from coupons.adapters.db import create_db_engine
+    from coupons.adapters.sql_uow import is_unavailable
+
+    if seconds <= 0 or not url.startswith("postgresql"):
+        return
+    deadline = time.monotonic() + seconds
+    waiting = False
+    while True:
+        try:
+            engine = create_db_engine(url, null_pool=True)
+        except Exception:
+            return  # a URL it cannot use: the command says why
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as error:
+            if not is_unavailable(error) or time.monotonic() >= deadline:
+                return
+            if not waiting:
+                err.print(
+                    f"the database does not answer ({_driver_reason(error)}); "
+                    f"waiting up to "
+                    f"{seconds:g} s for it (--wait-for-database)",
+                    markup=False,
+                    highlight=False,
+                )
+                waiting = True
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+            continue
+        finally:
+            engine.dispose()
+        if waiting:
+            err.print("the database answers; going on", markup=False, highlight=False)
+        return
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
@@ -419,6 +469,7 @@ def serve(
     run_jobs: Annotated[
         bool, typer.Option("--jobs/--no-jobs", help="run revoke jobs in this process")
     ] = True,
+    wait_for_database: worker_cli.WaitOption = worker_cli.WAIT_FOR_DATABASE_SECONDS,
 ) -> None:
     """Migrate the database, then serve the API."""
     import uvicorn
@@ -430,6 +481,7 @@ def serve(
     except ValueError as error:
         raise fail(str(error)) from None
     _require_free_port(host, port)
+    await_database(db, wait_for_database)
     _migrate(db)
     _require_writable(db)
     if demo_data:

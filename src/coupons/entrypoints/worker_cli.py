@@ -21,10 +21,22 @@ if TYPE_CHECKING:
 # --- commands -------------------------------------------------------------------------------
 
 DbOption = Annotated[str, typer.Option("--db", envvar="COUPONS_DATABASE_URL", help="database URL")]
+# `serve` and `worker` wait this long at start for a database that does not answer.
+WAIT_FOR_DATABASE_SECONDS = 60.0
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait-for-database",
+        help="seconds to wait at start for a database that does not answer (0: not at all)",
+        min=0.0,
+        max=86_400.0,
+    ),
+]
 
 
 def worker_command(
     db: DbOption = DEFAULT_DATABASE_URL,
+    wait_for_database: WaitOption = WAIT_FOR_DATABASE_SECONDS,
     concurrency: Annotated[
         int, typer.Option(help="subscriptions delivered at once", min=1, max=256)
     ] = 8,
@@ -54,7 +66,11 @@ def worker_command(
     """Deliver webhooks and run revoke jobs until interrupted (run as many as you like)."""
     from coupons.adapters.sql_uow import Database
     from coupons.config import check_metrics_dir, log_level_from
-    from coupons.entrypoints.cli import fail, require_schema  # loaded already: it registers this
+    from coupons.entrypoints.cli import (  # loaded already: it registers this
+        await_database,
+        fail,
+        require_schema,
+    )
     from coupons.entrypoints.http.metrics import configure_logging
     from coupons.entrypoints.worker import Worker, WorkerOptions, log
 
@@ -69,6 +85,7 @@ def worker_command(
         check_metrics_dir(os.environ)
     except ValueError as error:
         raise fail(str(error)) from None
+    await_database(db, wait_for_database)
     require_schema(db)  # before logging is set up: a refusal is one line on stderr
     if metrics_port is not None:
         from prometheus_client import start_http_server
