@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import shlex
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -20,6 +18,7 @@ from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CouponError, DatabaseUnavailable
 from coupons.entrypoints import finding_cli, worker_cli
 from coupons.entrypoints.bulk_revoke import command as bulk_revoke
+from coupons.entrypoints.db_text import await_database, driver_reason, first_line, shown
 
 # The server, database and migration modules are imported inside the commands that need
 # them, so `coupons revoke` (an HTTP client) starts fast.
@@ -60,35 +59,15 @@ def _unavailable(error: DatabaseUnavailable) -> str:
     cause = error.__cause__
     if not isinstance(cause, Exception):
         return message
-    reason = _driver_reason(cause)
+    reason = driver_reason(cause)
     if len(reason) > REASON_CHARS:
         reason = reason[: REASON_CHARS - 3] + "..."
     clause, _, rest = message.partition(";")
     return f"{clause} ({reason});{rest}"
 
 
-def _driver_reason(error: Exception) -> str:
-    """The driver's first line about a failed connection, with any password masked."""
-    reason = first_line(error).removeprefix("connection failed: ")
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", shown(reason))
-
-
 def _database_error(error: Exception) -> str:
     return f"database error: {first_line(error)}"
-
-
-def shown(url: str) -> str:
-    """A database URL as it may be printed: its password masked (an error line ends up in
-    terminals, CI logs and service logs)."""
-    masked = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
-    # libpq also takes the password as a query parameter (?password=...).
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
-
-
-def first_line(error: Exception) -> str:
-    """The driver's own words for a database error, without SQLAlchemy's wrapping."""
-    cause = str(getattr(error, "orig", None) or error).strip().splitlines()
-    return cause[0] if cause else type(error).__name__
 
 
 app = typer.Typer(help="Self-hostable coupon service.", no_args_is_help=True, cls=_Commands)
@@ -407,50 +386,6 @@ def _run_once(db: str, work: Callable[[UnitOfWork], T], *, write: bool = True) -
         return database.run(step, write=write)
     finally:
         database.dispose()
-
-
-def await_database(url: str, seconds: float) -> None:
-    """Wait up to `seconds` for a PostgreSQL database that does not answer (down, restarting,
-    failing over) before the command goes on; a host started during a failover then comes
-    up by itself. Anything but an outage (a wrong password, no such database) is left to the
-    command's own checks, which say what it is at once."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
-
-    from coupons.adapters.db import create_db_engine
-    from coupons.adapters.sql_uow import is_unavailable
-
-    if seconds <= 0 or not url.startswith("postgresql"):
-        return
-    deadline = time.monotonic() + seconds
-    waiting = False
-    while True:
-        try:
-            engine = create_db_engine(url, null_pool=True)
-        except Exception:
-            return  # a URL it cannot use: the command says why
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except DBAPIError as error:
-            if not is_unavailable(error) or time.monotonic() >= deadline:
-                return
-            if not waiting:
-                err.print(
-                    f"the database does not answer ({_driver_reason(error)}); "
-                    f"waiting up to "
-                    f"{seconds:g} s for it (--wait-for-database)",
-                    markup=False,
-                    highlight=False,
-                )
-                waiting = True
-            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-            continue
-        finally:
-            engine.dispose()
-        if waiting:
-            err.print("the database answers; going on", markup=False, highlight=False)
-        return
 
 
 @app.command("serve")

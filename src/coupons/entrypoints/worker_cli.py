@@ -66,11 +66,8 @@ def worker_command(
     """Deliver webhooks and run revoke jobs until interrupted (run as many as you like)."""
     from coupons.adapters.sql_uow import Database
     from coupons.config import check_metrics_dir, log_level_from
-    from coupons.entrypoints.cli import (  # loaded already: it registers this
-        await_database,
-        fail,
-        require_schema,
-    )
+    from coupons.entrypoints.cli import fail, require_schema  # loaded already: it registers this
+    from coupons.entrypoints.db_text import await_database
     from coupons.entrypoints.http.metrics import configure_logging
     from coupons.entrypoints.worker import Worker, WorkerOptions, log
 

@@ -1,0 +1,78 @@
+"""Database URLs and errors as a command prints them, and the wait for a database at start.
+
+Kept apart from the command definitions (`cli`): `serve` and `worker` share the wait, and
+every command prints URLs and driver errors the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from rich.console import Console
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+def shown(url: str) -> str:
+    """A database URL as it may be printed: its password masked (an error line ends up in
+    terminals, CI logs and service logs)."""
+    masked = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
+    # libpq also takes the password as a query parameter (?password=...).
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
+
+
+def first_line(error: Exception) -> str:
+    """The driver's own words for a database error, without SQLAlchemy's wrapping."""
+    cause = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return cause[0] if cause else type(error).__name__
+
+
+def driver_reason(error: Exception) -> str:
+    """The driver's first line about a failed connection, with any password masked."""
+    reason = first_line(error).removeprefix("connection failed: ")
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", shown(reason))
+
+
+def await_database(url: str, seconds: float) -> None:
+    """Wait up to `seconds` for a PostgreSQL database that does not answer (down, restarting,
+    failing over) before the command goes on; a host started during a failover then comes
+    up by itself. Anything but an outage (a wrong password, no such database) is left to the
+    command's own checks, which say what it is at once."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from coupons.adapters.db import create_db_engine
+    from coupons.adapters.sql_uow import is_unavailable
+
+    if seconds <= 0 or not url.startswith("postgresql"):
+        return
+    deadline = time.monotonic() + seconds
+    waiting = False
+    while True:
+        try:
+            engine = create_db_engine(url, null_pool=True)
+        except Exception:
+            return  # a URL it cannot use: the command says why
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as error:
+            if not is_unavailable(error) or time.monotonic() >= deadline:
+                return
+            if not waiting:
+                err.print(
+                    f"the database does not answer ({driver_reason(error)}); "
+                    f"waiting up to "
+                    f"{seconds:g} s for it (--wait-for-database)",
+                    markup=False,
+                    highlight=False,
+                )
+                waiting = True
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+            continue
+        finally:
+            engine.dispose()
+        if waiting:
+            err.print("the database answers; going on", markup=False, highlight=False)
+        return
