@@ -971,10 +971,11 @@ def test_an_in_memory_sqlite_database_is_refused_not_migrated_and_lost(url: str)
 def test_a_worker_started_while_its_database_is_away_waits_for_it_then_runs(
     backend: Backend, tmp_path: Path
 ) -> None:
-    # given a database reached through an address that answers only after a few seconds
-    # (a failover in progress when the host starts)
+    # given a database reached through an address where nothing listens yet (a failover in
+    # progress when the host starts)
     if backend.name != "postgresql":
         pytest.skip("SQLite's file is always there")
+    import queue
     import socket
     import subprocess
     import sys
@@ -993,8 +994,7 @@ def test_a_worker_started_while_its_database_is_away_waits_for_it_then_runs(
         with contextlib.suppress(OSError):
             b.shutdown(socket.SHUT_WR)
 
-    def listen_later() -> None:
-        time.sleep(3)
+    def listen() -> None:
         with socket.create_server(("127.0.0.1", port)) as server:
             server.settimeout(0.2)
             while not stop.is_set():
@@ -1009,19 +1009,28 @@ def test_a_worker_started_while_its_database_is_away_waits_for_it_then_runs(
                 for a, b in ((client, upstream), (upstream, client)):
                     threading.Thread(target=relay, args=(a, b), daemon=True).start()
 
-    threading.Thread(target=listen_later, daemon=True).start()
     url = backend.url.replace(f":{target.port or 5432}/", f":{port}/", 1)
     assert f":{port}/" in url
+    lines: queue.Queue[str] = queue.Queue()
 
-    # when a worker starts on it
+    # when a worker starts on it, and the database answers once the worker said it waits
     process = subprocess.Popen(
         [sys.executable, "-m", "coupons.entrypoints.cli", "worker", "--db", url,
-         "--wait-for-database", "30", "--no-jobs"],
+         "--wait-for-database", "60", "--no-jobs"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    stderr = process.stderr
+    assert stderr is not None
+
+    def read_lines() -> None:
+        for line in stderr:
+            lines.put(line)
+
+    threading.Thread(target=read_lines, daemon=True).start()
     try:
-        assert process.stderr is not None
-        said = [process.stderr.readline() for _ in range(2)]
+        waiting = lines.get(timeout=60)
+        threading.Thread(target=listen, daemon=True).start()
+        going_on = lines.get(timeout=60)
         time.sleep(1)
         running = process.poll() is None
     finally:
@@ -1033,6 +1042,6 @@ def test_a_worker_started_while_its_database_is_away_waits_for_it_then_runs(
                 sock.shutdown(socket.SHUT_RDWR)
 
     # then it said it waits, went on once the database answered, and is running
-    assert "does not answer" in said[0] and "waiting up to 30 s" in said[0], said
-    assert "the database answers; going on" in said[1], said
+    assert "does not answer" in waiting and "waiting up to 60 s" in waiting, waiting
+    assert "the database answers; going on" in going_on, going_on
     assert running
