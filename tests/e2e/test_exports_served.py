@@ -246,8 +246,8 @@ def test_the_export_command_writes_the_series_and_the_trail(served: Served, tmp_
     assert trail_out.exit_code == 0, trail_out.output
     assert list(csv.reader(trail_file.open(newline="")))[1][2:5] == row[2:5]
     assert history_out.exit_code == 0, history_out.output
-    revokes = [r for r in csv.reader(history_file.open(newline="")) if r[4] == "REVOKE"]
-    assert [(r[3], r[8], r[10]) for r in revokes[-2:]] == [
+    revokes = [r for r in csv.reader(history_file.open(newline="")) if r[5] == "REVOKE"]
+    assert [(r[3], r[9], r[11]) for r in revokes[-2:]] == [
         (str(served.small_series), USERNAME, "'@export test")
     ] * 2
     assert missing.exit_code == 1

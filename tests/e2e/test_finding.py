@@ -741,9 +741,10 @@ def test_the_history_range_lists_every_coupons_changes_oldest_first_in_pages(
     rows = parse_csv(exported.text)
     assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
     assert rows[0] == [
-        "id", "couponId", "couponCode", "seriesId", "action", "fromState", "toState", "at",
-        "actor", "requestId", "reason",
+        "id", "couponId", "couponCode", "seriesId", "customerId", "action", "fromState",
+        "toState", "at", "actor", "requestId", "reason",
     ]  # fmt: skip
+    assert rows[1][4] == str(customer)
     assert [int(r[0]) for r in rows[1:]] == [e["id"] for e in entries]
     assert rows[2][-1] == "'=leak"
     assert by_accept.text == exported.text

@@ -430,8 +430,8 @@ async def list_revocations(
 # --- every coupon's history over a time range ---------------------------------------------
 
 HISTORY_RANGE_HEADER = (
-    "id", "couponId", "couponCode", "seriesId", "action", "fromState", "toState", "at", "actor",
-    "requestId", "reason",
+    "id", "couponId", "couponCode", "seriesId", "customerId", "action", "fromState", "toState",
+    "at", "actor", "requestId", "reason",
 )  # fmt: skip
 HISTORY_ENTRY_EXAMPLE = {
     "id": 5120, "couponId": 24, "couponCode": "SPRING-002", "seriesId": 3, "customerId": 977,
@@ -453,6 +453,7 @@ def history_row(e: EventRecord) -> Sequence[csv_export.Cell]:
         e.coupon_id,
         e.code,
         e.series_id,
+        e.customer_id,
         e.action.value if e.action else None,
         e.from_state.value if e.from_state else None,
         e.to_state.value if e.to_state else None,
@@ -484,8 +485,9 @@ def _history_entry(e: EventRecord) -> dict[str, Any]:
     "/v2/coupon/history.csv",
     tags=["finding"],
     responses=_csv_doc(
-        "id,couponId,couponCode,seriesId,action,fromState,toState,at,actor,requestId,reason\r\n"
-        "5120,24,SPRING-002,3,REVOKE,ISSUED,REVOKED,2026-11-26T04:17:33.512044Z,pos-terminal-12,"
+        "id,couponId,couponCode,seriesId,customerId,action,fromState,toState,at,actor,requestId,"
+        "reason\r\n"
+        "5120,24,SPRING-002,3,977,REVOKE,ISSUED,REVOKED,2026-11-26T04:17:33.512044Z,pos-terminal-12,"
         "9f1c0d2a6b4e4f7e8d7a3c1b2e0f9a8b,leak #4411\r\n"
     ),
 )
