@@ -70,6 +70,10 @@ def test_bad_urls_and_unknown_event_types_are_field_errors(api: Api) -> None:
         ({"url": "https://example.test/\u0000"}, "url"),
         ({"url": "http://[::1]:99999/x"}, "url"),
         ({"url": "http://example.test:abc/"}, "url"),
+        # a dotted quad or a bracketed host the HTTP client refuses, and port 0
+        ({"url": "http://0177.0.0.1/x"}, "url"),
+        ({"url": "http://[zz]/x"}, "url"),
+        ({"url": "http://127.0.0.1:0/x"}, "url"),
         ({"url": "https://example.test/x", "events": ["coupon.exploded"]}, "events"),
         # where clouds serve instance credentials, and the worker's own host
         ({"url": "http://169.254.169.254/latest/meta-data/"}, "link-local"),

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import random
+import re
 import secrets
 import socket
 import time
@@ -141,11 +142,16 @@ def redact_url(url: str) -> str:
 
 
 def _check(new: NewWebhook) -> frozenset[str]:
-    if not _sendable(new.url):
-        raise errors.InvalidField("url", f"an http(s) URL of at most {MAX_URL_LENGTH} characters")
-    host = urlsplit(new.url).hostname or ""
+    # The forbidden address first: said as such even in a spelling no delivery could send to
+    # (0251.0376.0251.0376, octal for the metadata address).
+    try:
+        host = urlsplit(new.url).hostname or ""
+    except ValueError:
+        host = ""
     if forbidden_address(host):
         raise errors.InvalidField("url", f"{FORBIDDEN_TARGET} ({host})")
+    if not _sendable(new.url):
+        raise errors.InvalidField("url", f"an http(s) URL of at most {MAX_URL_LENGTH} characters")
     unknown = sorted(new.events - event_log.ALL_TYPES)
     if unknown:
         known = ", ".join(sorted(event_log.ALL_TYPES))
@@ -212,10 +218,25 @@ def _sendable(url: str) -> bool:
         return False
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises for a port that is out of range or not a number
+        port = parts.port  # raises for a port that is out of range or not a number
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or port == 0:
+        return False
+    # The HTTP client reads a dotted-quad host, and a bracketed one, as an address and refuses
+    # one that is not (0177.0.0.1, [zz]): taken here, such a URL failed every delivery.
+    try:
+        if _DOTTED_QUAD.fullmatch(host):
+            ipaddress.IPv4Address(host)
+        elif "[" in parts.netloc:
+            ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+_DOTTED_QUAD = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 
 
 def create_webhook(uow: UnitOfWork, ctx: Context, new: NewWebhook) -> CreatedWebhook:
