@@ -44,6 +44,8 @@ class Receiver:
     hold: threading.Event | None = None
     # Seconds between the bytes of a 40-byte answer body: a receiver that trickles it
     trickle: float | None = None
+    # Seconds between 40 header lines: a receiver that trickles its head
+    trickle_head: float | None = None
     received: list[Received] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
 
@@ -71,6 +73,16 @@ def _start_receiver() -> Receiver:
             headers = {k: v for k, v in self.headers.items()}
             headers["_status"] = str(status)
             receiver.received.append(Received(headers, body))
+            if receiver.trickle_head is not None:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                for i in range(40):
+                    time.sleep(receiver.trickle_head)
+                    try:
+                        self.wfile.write(b"X-Slow-%d: 1\r\n" % i)
+                        self.wfile.flush()
+                    except OSError:  # the worker gave up on the answer
+                        return
+                return
             self.send_response(status)
             if receiver.trickle is None:
                 self.send_header("Content-Length", "0")

@@ -159,6 +159,22 @@ def test_an_answer_trickled_byte_by_byte_is_cut_off_at_the_http_timeout(
     assert time.monotonic() - started < 2.5
 
 
+def test_an_answer_whose_headers_trickle_in_is_cut_off_at_the_http_timeout(
+    start_receiver: Callable[[], Receiver], start_worker: Callable[..., Worker]
+) -> None:
+    # a header line every 0.3 s: each read came within httpx's timeout, and a delivery held
+    # its subscription past the lease while another worker sent the next batch
+    slow = start_receiver()
+    slow.trickle_head = 0.3  # 40 lines: 12 s in all
+    worker = start_worker(http_timeout=1.0, lease=timedelta(seconds=3))
+
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        worker.post(slow.url, b"{}", {"Content-Type": "application/json"})
+
+    assert time.monotonic() - started < 2.5
+
+
 @pytest.mark.parametrize("resolved", ["169.254.169.254", "fe80::1", "0.0.0.0"])
 def test_a_name_that_resolves_to_a_link_local_address_is_not_sent_to(
     start_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch, resolved: str

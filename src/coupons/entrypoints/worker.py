@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -61,6 +62,52 @@ def _allowed_addresses(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(addresses))
 
 
+# The moment the delivery running on this thread must have its whole answer by.
+_deadline = threading.local()
+
+
+def _within_deadline(timeout: float | None, *, reading: bool = True) -> float | None:
+    """`timeout` cut to what is left of this thread's delivery deadline, if one is set."""
+    until: float | None = getattr(_deadline, "at", None)
+    if until is None:
+        return timeout
+    left = until - time.monotonic()
+    if left <= 0:
+        error = httpcore.ReadTimeout if reading else httpcore.WriteTimeout
+        raise error("the answer took longer than the HTTP timeout")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the delivery's deadline. httpx's
+    timeout bounds each read, so a receiver sending its status and headers a line a second
+    held a delivery past its lease, and another worker sent the next batch meanwhile."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _within_deadline(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _within_deadline(timeout, reading=False))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, _within_deadline(timeout))
+        return _DeadlineStream(inner)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
 class _CheckedConnections(httpcore.NetworkBackend):
     """Connects only to an address the check passed, resolving the name once. A check that
     resolved the name before the connection resolved it again let a name answer a harmless
@@ -80,9 +127,10 @@ class _CheckedConnections(httpcore.NetworkBackend):
         failure: httpcore.ConnectError | None = None
         for address in _allowed_addresses(host, port):
             try:
-                return self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
+                stream = self._inner.connect_tcp(
+                    address, port, _within_deadline(timeout), local_address, socket_options
                 )
+                return _DeadlineStream(stream)
             except httpcore.ConnectError as error:
                 failure = error
         raise failure or httpcore.ConnectError(f"{host} resolves to no address")
@@ -147,18 +195,24 @@ class Worker:
         """The receiver's status, its whole answer read within the HTTP timeout.
 
         httpx's timeout bounds each read, not the answer: a receiver sending its body a byte
-        at a time kept a delivery going for a minute, past the lease, and another worker sent
-        the same batch meanwhile. The body is read here against one deadline."""
+        at a time, or its headers a line a second, kept a delivery going past its lease, and
+        another worker sent the same batch meanwhile. The whole answer is read against one
+        deadline: every read and write of the connection is cut to it (`_DeadlineStream`),
+        and the body's loop checks it too."""
         deadline = time.monotonic() + self.options.http_timeout
         if self._proxied:
             _refuse_through_proxy(httpx.URL(url).host)
-        with self._client.stream("POST", url, content=body, headers=headers) as response:
-            for _ in response.iter_raw():
-                if time.monotonic() > deadline:
-                    raise httpx.ReadTimeout(
-                        f"the answer took longer than {self.options.http_timeout:g} s"
-                    )
-            return response.status_code
+        _deadline.at = deadline  # every read and write of the connection, headers included
+        try:
+            with self._client.stream("POST", url, content=body, headers=headers) as response:
+                for _ in response.iter_raw():
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout(
+                            f"the answer took longer than {self.options.http_timeout:g} s"
+                        )
+                return response.status_code
+        finally:
+            _deadline.at = None
 
     def run(self) -> None:
         """Deliver until `stop()`; returns after in-flight deliveries finish."""
