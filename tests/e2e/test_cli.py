@@ -1045,3 +1045,24 @@ def test_a_worker_started_while_its_database_is_away_waits_for_it_then_runs(
     assert "does not answer" in waiting and "waiting up to 60 s" in waiting, waiting
     assert "the database answers; going on" in going_on, going_on
     assert running
+
+
+def test_the_start_up_wait_takes_postgres_urls_and_refuses_a_wait_that_is_no_number() -> None:
+    # postgres:// is PostgreSQL too; NaN passed the range check and then never ended
+    url = f"postgres://postgres@127.0.0.1:{free_port()}/nowhere"
+
+    waited = run("worker", "--db", url, "--wait-for-database", "0.5")
+    refused = run("worker", "--db", url, "--wait-for-database", "nan")
+
+    assert waited[0] == 1 and "waiting up to 0.5 s" in waited[1]
+    assert refused[0] == 2 and "must be a number of seconds" in refused[1]
+
+
+def test_a_command_that_lost_its_commit_says_to_check_not_to_retry_with_a_key() -> None:
+    from coupons.domain.errors import CommitOutcomeUnknown
+    from coupons.entrypoints.cli import _unavailable
+
+    said = _unavailable(CommitOutcomeUnknown(2))
+
+    assert "may or may not have been made" in said and "check before running" in said
+    assert "Idempotency-Key" not in said

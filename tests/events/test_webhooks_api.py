@@ -74,6 +74,10 @@ def test_bad_urls_and_unknown_event_types_are_field_errors(api: Api) -> None:
         ({"url": "http://0177.0.0.1/x"}, "url"),
         ({"url": "http://[zz]/x"}, "url"),
         ({"url": "http://127.0.0.1:0/x"}, "url"),
+        ({"url": "http://[::1]x/h"}, "url"),
+        ({"url": "http://[::1]]/h"}, "url"),
+        ({"url": "http://\u2603.com/h"}, "url"),
+        ({"url": "http://xn--/h"}, "url"),
         ({"url": "https://example.test/x", "events": ["coupon.exploded"]}, "events"),
         # where clouds serve instance credentials, and the worker's own host
         ({"url": "http://169.254.169.254/latest/meta-data/"}, "link-local"),

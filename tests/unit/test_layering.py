@@ -85,20 +85,21 @@ def test_no_module_is_over_600_lines_migrations_aside() -> None:
     assert too_long == {}
 
 
-def test_every_domain_service_and_command_module_imports_first_in_a_fresh_process() -> None:
+def test_every_module_imports_first_in_a_fresh_process() -> None:
     # A cycle between modules fails only when one of them is imported first: the suite
     # imports them in one order, `coupons client create` in another (services.admin first
     # once failed on a cycle through services.people and services.demo).
     import subprocess
     import sys
 
-    inner = sorted(
-        ".".join(("coupons", *path.relative_to(PACKAGE).with_suffix("").parts))
-        for layer in (*INNER_LAYERS, "adapters")
+    modules = sorted(
+        ".".join(("coupons", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for layer in (*INNER_LAYERS, "adapters", "entrypoints")
         for path in (PACKAGE / layer).rglob("*.py")
-        if path.name != "__init__.py"
+        if path.name != "__main__.py"
     )
-    modules = [*inner, "coupons.entrypoints.cli", "coupons.entrypoints.worker_cli"]
     check = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
     running = [
         (module, subprocess.Popen([sys.executable, "-c", check, module], stderr=subprocess.PIPE))

@@ -27,7 +27,22 @@ _hosts = st.one_of(
     st.lists(st.integers(0, 999).map(lambda n: f"{n:0{n % 4 + 1}d}"), min_size=4, max_size=4).map(
         ".".join
     ),
-    st.sampled_from(["example.test", "[::1]", "[zz]", "[fe80::1%25eth0]", "localhost", "0x7f.1"]),
+    st.sampled_from(
+        [
+            "example.test",
+            "[::1]",
+            "[zz]",
+            "[fe80::1%25eth0]",
+            "localhost",
+            "0x7f.1",
+            "[::1]x",
+            "[::1]]",
+            "\u2603.com",
+            "xn--",
+            "ab\u200d.com",
+            "\uff11.\uff12.\uff13.\uff14",
+        ]
+    ),
     st.from_regex(r"[a-z0-9.\-]{1,20}", fullmatch=True),
 )
 
@@ -39,4 +54,4 @@ def test_every_url_a_subscription_takes_is_one_the_http_client_can_send_to(
     # the client refused some hosts the subscription took (0177.0.0.1): every delivery failed
     url = f"http://{host}{'' if port is None else f':{port}'}/hook"
     if webhooks._sendable(url):
-        httpx.URL(url)  # raises InvalidURL for what the worker could never send to
+        assert httpx.URL(url).host  # raises for what the worker could never send to

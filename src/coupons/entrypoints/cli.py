@@ -15,7 +15,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from coupons.config import DEFAULT_DATABASE_URL, Settings
-from coupons.domain.errors import CouponError, DatabaseUnavailable
+from coupons.domain.errors import CommitOutcomeUnknown, CouponError, DatabaseUnavailable
 from coupons.entrypoints import finding_cli, worker_cli
 from coupons.entrypoints.bulk_revoke import command as bulk_revoke
 from coupons.entrypoints.db_text import await_database, driver_reason, first_line, shown
@@ -56,6 +56,12 @@ def _unavailable(error: DatabaseUnavailable) -> str:
     """9023 with the driver's reason when there is one: a mistyped host, a closed port and a
     database failing over otherwise read alike, and only the last is worth waiting out."""
     message = f"{error.message} (error {error.code})"
+    if isinstance(error, CommitOutcomeUnknown):
+        # A command has no Idempotency-Key to retry with: it can only say what to check.
+        message = (
+            "the database stopped answering during the commit: the change may or may not "
+            f"have been made; check before running the command again (error {error.code})"
+        )
     cause = error.__cause__
     if not isinstance(cause, Exception):
         return message

@@ -34,6 +34,10 @@ def driver_reason(error: Exception) -> str:
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", shown(reason))
 
 
+# Refusals that no wait will change: the server answered, and said no.
+_REFUSED = re.compile(r"pg_hba\.conf rejects|does not support SSL|SSL was required|SSL error")
+
+
 def await_database(url: str, seconds: float) -> None:
     """Wait up to `seconds` for a PostgreSQL database that does not answer (down, restarting,
     failing over) before the command goes on; a host started during a failover then comes
@@ -42,10 +46,14 @@ def await_database(url: str, seconds: float) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from coupons.adapters.db import create_db_engine
+    from coupons.adapters.db import create_db_engine, normalize_url
     from coupons.adapters.sql_uow import is_unavailable
 
-    if seconds <= 0 or not url.startswith("postgresql"):
+    try:
+        postgres = normalize_url(url).get_backend_name() == "postgresql"
+    except Exception:
+        return  # a URL it cannot use: the command says why
+    if not postgres or not seconds > 0:
         return
     deadline = time.monotonic() + seconds
     waiting = False
@@ -58,7 +66,11 @@ def await_database(url: str, seconds: float) -> None:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except DBAPIError as error:
-            if not is_unavailable(error) or time.monotonic() >= deadline:
+            if (
+                not is_unavailable(error)
+                or _REFUSED.search(str(error.orig or error))
+                or time.monotonic() >= deadline
+            ):
                 return
             if not waiting:
                 err.print(

@@ -23,10 +23,19 @@ if TYPE_CHECKING:
 DbOption = Annotated[str, typer.Option("--db", envvar="COUPONS_DATABASE_URL", help="database URL")]
 # `serve` and `worker` wait this long at start for a database that does not answer.
 WAIT_FOR_DATABASE_SECONDS = 60.0
+
+
+def _seconds(value: float) -> float:
+    if value != value:  # NaN passes min and max, and the wait then never ended
+        raise typer.BadParameter("must be a number of seconds")
+    return value
+
+
 WaitOption = Annotated[
     float,
     typer.Option(
         "--wait-for-database",
+        callback=_seconds,
         help="seconds to wait at start for a database that does not answer (0: not at all)",
         min=0.0,
         max=86_400.0,

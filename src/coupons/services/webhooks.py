@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+
 from coupons.domain import errors
 from coupons.domain.paging import Page, decode_cursor, list_kind, page_of
 from coupons.domain.records import DeliveryRecord, EventRecord, NewDelivery, WebhookRecord
@@ -151,7 +153,9 @@ def _check(new: NewWebhook) -> frozenset[str]:
     if forbidden_address(host):
         raise errors.InvalidField("url", f"{FORBIDDEN_TARGET} ({host})")
     if not _sendable(new.url):
-        raise errors.InvalidField("url", f"an http(s) URL of at most {MAX_URL_LENGTH} characters")
+        raise errors.InvalidField(
+            "url", f"an http(s) URL a delivery can reach, of at most {MAX_URL_LENGTH} characters"
+        )
     unknown = sorted(new.events - event_log.ALL_TYPES)
     if unknown:
         known = ", ".join(sorted(event_log.ALL_TYPES))
@@ -231,7 +235,10 @@ def _sendable(url: str) -> bool:
             ipaddress.IPv4Address(host)
         elif "[" in parts.netloc:
             ipaddress.IPv6Address(host)
-    except ValueError:
+        # And whatever else the client's own parser refuses (a port after brackets, a host
+        # name IDNA cannot encode): it decides what a delivery can send to.
+        httpx.URL(url).host  # noqa: B018 - decoding the host is what fails for bad IDNA
+    except Exception:
         return False
     return True
 
