@@ -218,8 +218,10 @@ def is_unavailable(error: DBAPIError) -> bool:
     )
 
 
+# The server answered and said no: a configuration to fix, which no wait changes.
 _REFUSED_FOR_GOOD = re.compile(
     r'(database|role) "[^"]*" does not exist|password authentication failed|no password supplied'
+    r"|pg_hba\.conf rejects connection|server does not support SSL, but SSL was required"
 )
 
 

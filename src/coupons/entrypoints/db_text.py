@@ -34,10 +34,6 @@ def driver_reason(error: Exception) -> str:
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", shown(reason))
 
 
-# Refusals that no wait will change: the server answered, and said no.
-_REFUSED = re.compile(r"pg_hba\.conf rejects|does not support SSL|SSL was required|SSL error")
-
-
 def await_database(url: str, seconds: float) -> None:
     """Wait up to `seconds` for a PostgreSQL database that does not answer (down, restarting,
     failing over) before the command goes on; a host started during a failover then comes
@@ -55,36 +51,33 @@ def await_database(url: str, seconds: float) -> None:
         return  # a URL it cannot use: the command says why
     if not postgres or not seconds > 0:
         return
+    try:
+        engine = create_db_engine(url, null_pool=True)
+    except Exception:
+        return  # a URL it cannot use: the command says why
     deadline = time.monotonic() + seconds
     waiting = False
-    while True:
-        try:
-            engine = create_db_engine(url, null_pool=True)
-        except Exception:
-            return  # a URL it cannot use: the command says why
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except DBAPIError as error:
-            if (
-                not is_unavailable(error)
-                or _REFUSED.search(str(error.orig or error))
-                or time.monotonic() >= deadline
-            ):
-                return
-            if not waiting:
-                err.print(
-                    f"the database does not answer ({driver_reason(error)}); "
-                    f"waiting up to "
-                    f"{seconds:g} s for it (--wait-for-database)",
-                    markup=False,
-                    highlight=False,
-                )
-                waiting = True
-            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-            continue
-        finally:
-            engine.dispose()
-        if waiting:
-            err.print("the database answers; going on", markup=False, highlight=False)
-        return
+    try:
+        while True:
+            try:
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            except DBAPIError as error:
+                # A refusal (a wrong password, pg_hba.conf) is no outage: `is_unavailable`.
+                if not is_unavailable(error) or time.monotonic() >= deadline:
+                    return
+                if not waiting:
+                    err.print(
+                        f"the database does not answer ({driver_reason(error)}); waiting up "
+                        f"to {seconds:g} s for it (--wait-for-database)",
+                        markup=False,
+                        highlight=False,
+                    )
+                    waiting = True
+                time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+                continue
+            if waiting:
+                err.print("the database answers; going on", markup=False, highlight=False)
+            return
+    finally:
+        engine.dispose()
