@@ -7,8 +7,13 @@ from collections.abc import Iterable
 
 from coupons.domain import errors
 from coupons.domain.records import ClientSummary, OrgSummary
-from coupons.services import people
-from coupons.services.auth import chosen_or_new_secret, hash_secret, new_secret, parse_groups
+from coupons.services.auth import (
+    PERSON_CLIENT_PREFIX,
+    chosen_or_new_secret,
+    hash_secret,
+    new_secret,
+    parse_groups,
+)
 from coupons.services.common import utcnow
 from coupons.services.ports import UnitOfWork
 
@@ -87,7 +92,7 @@ def _api_client_name(username: str) -> str:
     """The name as stored (trimmed, as `create_client` stores it), of an API client: a
     console person's own client is the person's, enabled and disabled with them."""
     username = username.strip()
-    if username.startswith(people.CLIENT_PREFIX):
+    if username.startswith(PERSON_CLIENT_PREFIX):
         raise errors.InvalidField(
             "username",
             "names a console person's own client: use `coupons user enable`, `user disable` "
@@ -109,10 +114,10 @@ def reset_client_secret(uow: UnitOfWork, username: str) -> str:
 def list_orgs(uow: UnitOfWork) -> list[OrgSummary]:
     """Every org, with how many API clients it has (console people's own clients are theirs,
     not the org's: `coupons user list` shows people)."""
-    return uow.clients.orgs(hidden_prefix=people.CLIENT_PREFIX)
+    return uow.clients.orgs(hidden_prefix=PERSON_CLIENT_PREFIX)
 
 
 def list_clients(uow: UnitOfWork) -> list[ClientSummary]:
     """Every API client with its org, groups and status; never a secret. Not the client each
     console person gets for the records that name one (`services.people`)."""
-    return uow.clients.clients(hidden_prefix=people.CLIENT_PREFIX)
+    return uow.clients.clients(hidden_prefix=PERSON_CLIENT_PREFIX)

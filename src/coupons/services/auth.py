@@ -34,8 +34,10 @@ from coupons.domain.records import ClientRecord
 from coupons.services.common import Actor, utcnow
 from coupons.services.ports import Transactions, UnitOfWork
 
-# The name prefix of a console person's own API client (`services.people`): it only gives
-# records that name an API client a client to name, and never signs in to the API.
+# The name prefix of a console person's own API client (`services.people`): ':' cannot appear
+# in a client's name (Basic auth splits on it), and its secret is random and never shown, so
+# it never signs in to the API; it only gives records that name an API client (idempotency
+# keys, revoke jobs) a client to name.
 PERSON_CLIENT_PREFIX = "console:"
 
 GROUPS = ("default", "coupon_admin", "read_only")

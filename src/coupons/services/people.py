@@ -37,10 +37,6 @@ from coupons.services.ports import UnitOfWork
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "demo-console"
 DEMO_ORG = "demo"
-# A person's own API client: ':' cannot appear in a client's name (Basic auth splits on it)
-# and its secret is random and never shown, so it never signs in; it only gives records that
-# name an API client (idempotency keys, revoke jobs) a client to name.
-CLIENT_PREFIX = PERSON_CLIENT_PREFIX
 MAX_EMAIL = 320
 
 _verifier = PasswordHasher()
@@ -96,7 +92,7 @@ def create_person(
         raise errors.UsernameTaken(address, "a person with the email")
     secret = chosen_or_new_secret(password)
     client_id = uow.clients.add_client(
-        org_id, CLIENT_PREFIX + address, hash_secret(new_secret()), [parsed.group], now
+        org_id, PERSON_CLIENT_PREFIX + address, hash_secret(new_secret()), [parsed.group], now
     )
     uow.users.add(org_id, client_id, address, hash_secret(secret), parsed, now)
     return secret
@@ -123,14 +119,14 @@ def enable_person(uow: UnitOfWork, email: str) -> None:
     """Let a disabled person sign in again (their old sessions stay ended). Caller commits."""
     found = _person(uow, email)
     uow.users.update(found.email, is_active=True)
-    uow.clients.update_client(CLIENT_PREFIX + found.email, is_active=True)
+    uow.clients.update_client(PERSON_CLIENT_PREFIX + found.email, is_active=True)
 
 
 def disable_person(uow: UnitOfWork, email: str) -> None:
     """Disable a person and end every session they have. Caller commits."""
     found = _person(uow, email)
     uow.users.update(found.email, is_active=False)
-    uow.clients.update_client(CLIENT_PREFIX + found.email, is_active=False)
+    uow.clients.update_client(PERSON_CLIENT_PREFIX + found.email, is_active=False)
     uow.users.delete_sessions_of(found.id)
 
 
@@ -152,7 +148,7 @@ def ensure_demo_person(uow: UnitOfWork, now: datetime) -> tuple[str, str]:
             DEMO_EMAIL, password_hash=hash_secret(DEMO_PASSWORD), is_active=True, role=Role.ADMIN
         )
         uow.clients.update_client(
-            CLIENT_PREFIX + DEMO_EMAIL, is_active=True, groups=[Role.ADMIN.group]
+            PERSON_CLIENT_PREFIX + DEMO_EMAIL, is_active=True, groups=[Role.ADMIN.group]
         )
     uow.commit()
     return DEMO_EMAIL, DEMO_PASSWORD
