@@ -89,6 +89,11 @@ def decode_cursor(kind: str, cursor: str, shape: Sequence[type[KeyPart]]) -> Key
     return key
 
 
+def decode_id_cursor(kind: str, cursor: str | None) -> int | None:
+    """The id a cursor of list `kind` keyed by id alone holds; None for the first page."""
+    return None if cursor is None else int(decode_cursor(kind, cursor, (int,))[0])
+
+
 def decode_moment_cursor(kind: str, cursor: str, tie: type[KeyPart]) -> tuple[datetime, KeyPart]:
     """The key of a list ordered by a moment and a tie-breaker: the moment in UTC (it was
     written with its offset), 9002 naming `after` when it is no moment."""

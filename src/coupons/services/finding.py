@@ -18,6 +18,7 @@ from coupons.domain.paging import (
     Page,
     check_limit,
     decode_cursor,
+    decode_id_cursor,
     decode_moment_cursor,
     list_kind,
     page_of,
@@ -51,7 +52,7 @@ def list_series(
     """The org's series, newest first, each with its coupon counts per state (one grouped
     query for the whole page)."""
     kind = list_kind(SERIES, ctx.org_id)
-    before = _int_key(kind, after)
+    before = decode_id_cursor(kind, after)
     found = uow.series.series_page(ctx.org_id, before_id=before, limit=check_limit(limit) + 1)
     page = page_of(found, limit, kind, lambda s: (s.id,))
     counts = uow.series.state_counts_many([s.id for s in page.items])
@@ -75,7 +76,7 @@ def series_coupons(
     found = uow.coupons.page_of_series(
         series_id,
         state=wanted,
-        after_id=_int_key(kind, after),
+        after_id=decode_id_cursor(kind, after),
         limit=check_limit(limit) + 1,
     )
     return page_of(found, limit, kind, lambda c: (c.id,))
@@ -100,7 +101,7 @@ def customer_coupons(
         ctx.org_id,
         customer_id,
         states=states,
-        after_id=_int_key(kind, after),
+        after_id=decode_id_cursor(kind, after),
         limit=check_limit(limit) + 1,
         unexpired_at=active_at(status, ctx),
     )
@@ -174,7 +175,7 @@ def history_range(
         ctx.org_id,
         since=since,
         until=until,
-        after_id=_int_key(kind, after),
+        after_id=decode_id_cursor(kind, after),
         limit=check_limit(limit) + 1,
     )
     return page_of(found, limit, kind, lambda e: (e.id,))
@@ -186,10 +187,6 @@ def coupon_history(uow: UnitOfWork, ctx: Context, coupon_id: int) -> list[StateC
     if found is None:
         raise errors.CouponNotFound()
     return uow.history.history(found.id)
-
-
-def _int_key(kind: str, after: str | None) -> int | None:
-    return None if after is None else int(decode_cursor(kind, after, (int,))[0])
 
 
 def _state(value: str | None) -> CouponState | None:

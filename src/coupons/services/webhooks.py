@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import ipaddress
 import random
-import re
 import secrets
 import socket
 import time
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from coupons.domain import errors
-from coupons.domain.paging import Page, decode_cursor, list_kind, page_of
+from coupons.domain.paging import Page, decode_id_cursor, list_kind, page_of
 from coupons.domain.records import DeliveryRecord, EventRecord, NewDelivery, WebhookRecord
 from coupons.services import events as event_log
 from coupons.services.common import Context, utcnow
@@ -225,25 +224,16 @@ def _sendable(url: str) -> bool:
         port = parts.port  # raises for a port that is out of range or not a number
     except ValueError:
         return False
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not host or port == 0:
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
         return False
-    # The HTTP client reads a dotted-quad host, and a bracketed one, as an address and refuses
-    # one that is not (0177.0.0.1, [zz]): taken here, such a URL failed every delivery.
+    # The HTTP client's own parser decides what a delivery can send to: taken here, a URL it
+    # refuses (0177.0.0.1, [zz], a port after brackets, a host IDNA cannot encode) failed
+    # every delivery. Decoding the host is where bad IDNA fails.
     try:
-        if _DOTTED_QUAD.fullmatch(host):
-            ipaddress.IPv4Address(host)
-        elif "[" in parts.netloc:
-            ipaddress.IPv6Address(host)
-        # And whatever else the client's own parser refuses (a port after brackets, a host
-        # name IDNA cannot encode): it decides what a delivery can send to.
-        httpx.URL(url).host  # noqa: B018 - decoding the host is what fails for bad IDNA
+        httpx.URL(url).host  # noqa: B018
     except Exception:
         return False
     return True
-
-
-_DOTTED_QUAD = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 
 
 def create_webhook(uow: UnitOfWork, ctx: Context, new: NewWebhook) -> CreatedWebhook:
@@ -294,8 +284,7 @@ def deliveries(
         raise errors.InvalidField("limit", f"must be 1 to {MAX_DELIVERY_PAGE}")
     _owned(uow, ctx, webhook_id)
     kind = list_kind(DELIVERIES, ctx.org_id, webhook_id)
-    before = None if after is None else int(decode_cursor(kind, after, (int,))[0])
-    found = uow.webhooks.deliveries(webhook_id, limit + 1, before_id=before)
+    found = uow.webhooks.deliveries(webhook_id, limit + 1, before_id=decode_id_cursor(kind, after))
     return page_of(found, limit, kind, lambda d: (d.id,))
 
 
