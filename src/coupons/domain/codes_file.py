@@ -141,11 +141,11 @@ def _text_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
 _SPANS_LINES = "a quoted value runs on past the end of this line (an unbalanced quote?)"
 
 
-def _runs_past_the_end(record: list[str]) -> bool:
-    """A value holding the line's end: its quote was still open when the file ended (every
-    line is given with its end, and a quote left open before another line is caught by the
-    line count)."""
-    return any("\n" in value for value in record)
+def runs_past_the_end(record: list[str]) -> bool:
+    """A value holding a line's end: its quote was still open when the file ended (every
+    line is given to the reader with its end, and a quote left open before another line is
+    caught by the line count). The command line's reader of codes files asks it too."""
+    return any("\n" in value or "\r" in value for value in record)
 
 
 def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
@@ -161,7 +161,7 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
         header = next(reader, None)
         if header is None:
             return
-        if current[0] != 1 or _runs_past_the_end(header):
+        if current[0] != 1 or runs_past_the_end(header):
             raise errors.MalformedCodesFile(1, _SPANS_LINES)
         names = [name.strip().lower() for name in header]
         if "code" not in names:
@@ -172,7 +172,7 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
         column = names.index("code")
         start = current[0] + 1
         for record in reader:
-            if current[0] != start or _runs_past_the_end(record):
+            if current[0] != start or runs_past_the_end(record):
                 # CSV lets a quoted value hold line breaks, but no code has one: what looks
                 # like that is an unbalanced quote, which would swallow the codes of the
                 # lines after it without a word.

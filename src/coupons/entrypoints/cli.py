@@ -114,7 +114,6 @@ def _database(url: str) -> Database:
     """The database a command works on, once it holds this version's schema."""
     from coupons.adapters.sql_uow import Database
 
-    _refuse_memory(url)
     require_schema(url)  # first: opening a SQLite file that is not there would create it
     try:
         return Database.from_url(url, pool_size=2)

@@ -135,14 +135,6 @@ class _CheckedConnections(httpcore.NetworkBackend):
                 failure = error
         raise failure or httpcore.ConnectError(f"{host} resolves to no address")
 
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.NetworkStream:
-        return self._inner.connect_unix_socket(path, timeout, socket_options)
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
 
 class _CheckedTransport(httpx.HTTPTransport):
     """httpx's transport over `_CheckedConnections`. TLS still verifies the certificate

@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from coupons.domain.codes import MAX_CODE_LENGTH, clean, has_control_character, normalize
-from coupons.domain.codes_file import LONE_CR
+from coupons.domain.codes_file import LONE_CR, runs_past_the_end
 
 
 class CodesFileError(Exception):
@@ -57,13 +57,9 @@ class Scan:
 
 def _ended(lines: Iterable[str]) -> Iterator[str]:
     """Each line with its end, the last one too, so a quote still open when the file ends
-    leaves the end inside its value, where `_runs_past_the_end` sees it."""
+    leaves the end inside its value, where `runs_past_the_end` sees it."""
     for line in lines:
         yield line if line.endswith(("\n", "\r")) else line + "\n"
-
-
-def _runs_past_the_end(record: list[str]) -> bool:
-    return any("\n" in value or "\r" in value for value in record)
 
 
 def read_codes(path: Path) -> Iterator[tuple[int, str]]:
@@ -78,13 +74,13 @@ def read_codes(path: Path) -> Iterator[tuple[int, str]]:
             if names.count("code") > 1:
                 # As the server refuses it: one column's codes would be dropped unseen.
                 raise CodesFileError(f"{path} has more than one 'code' column (header: {header})")
-            if reader.line_num > 1 or _runs_past_the_end(header or []):
+            if reader.line_num > 1 or runs_past_the_end(header or []):
                 raise CodesFileError(f"{path}, line 1: {SPANS_LINES}")
             column = names.index("code")
             previous = reader.line_num
             for record in reader:
                 first, previous = previous + 1, reader.line_num
-                if previous != first or _runs_past_the_end(record):
+                if previous != first or runs_past_the_end(record):
                     # No code holds a line break: an unbalanced quote would swallow the codes
                     # of the lines after it without a word (the server refuses it too, 9027).
                     raise CodesFileError(f"{path}, line {first}: {SPANS_LINES}")
