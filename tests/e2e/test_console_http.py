@@ -483,19 +483,27 @@ def _form_key(page: httpx.Response) -> str:
     return found.group(1)
 
 
+def _previewed(
+    signed_in: TestClient, api: Api, code: str, holder: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A series with one issued coupon, previewed for revoke in the console: the coupon, and
+    the confirm form as the preview page hands it out (its key included)."""
+    series_id = api.series(codes=[unique(code).upper()])
+    coupon = api.issue(series_id, api.customer(email=f"{unique(holder)}@example.com"))
+    form = {"csrf": _csrf(signed_in), "coupon": str(coupon["couponId"]), "reason": "leak"}
+    preview = signed_in.post("/console/revoke", data=form, headers=ORIGIN)
+    return coupon, {**form, "step": "confirm", "form_key": _form_key(preview)}
+
+
 def test_a_confirmed_revoke_sent_again_answers_the_first_result_and_revokes_nothing_more(
     signed_in: TestClient, api: Api
 ) -> None:
     # given a coupon revoked from the console, then undone
-    series_id = api.series(codes=[unique("AGAIN").upper()])
-    coupon = api.issue(series_id, api.customer(email=f"{unique('ann')}@example.com"))
-    form = {"csrf": _csrf(signed_in), "coupon": str(coupon["couponId"]), "reason": "leak"}
-    preview = signed_in.post("/console/revoke", data=form, headers=ORIGIN)
-    confirm = {**form, "step": "confirm", "form_key": _form_key(preview)}
+    coupon, confirm = _previewed(signed_in, api, "AGAIN", "ann")
     first = signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
     request_id = first.headers["x-request-id"]
     undone = signed_in.post(
-        "/console/undo", data={"csrf": form["csrf"], "request_id": request_id}, headers=ORIGIN
+        "/console/undo", data={"csrf": confirm["csrf"], "request_id": request_id}, headers=ORIGIN
     )
     assert first.status_code == undone.status_code == 200
 
@@ -831,11 +839,7 @@ def test_the_trail_finds_a_persons_revokes_by_their_email_in_any_case(
 def test_a_confirmed_revoke_sent_again_while_still_revoked_still_offers_its_undo(
     signed_in: TestClient, api: Api
 ) -> None:
-    series_id = api.series(codes=[unique("TWICE").upper()])
-    coupon = api.issue(series_id, api.customer(email=f"{unique('tess')}@example.com"))
-    form = {"csrf": _csrf(signed_in), "coupon": str(coupon["couponId"]), "reason": "leak"}
-    preview = signed_in.post("/console/revoke", data=form, headers=ORIGIN)
-    confirm = {**form, "step": "confirm", "form_key": _form_key(preview)}
+    _, confirm = _previewed(signed_in, api, "TWICE", "tess")
 
     signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
     again = signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
@@ -906,15 +910,12 @@ def test_a_resent_revoke_offers_no_undo_once_another_revoke_holds_the_coupon(
     signed_in: TestClient, api: Api
 ) -> None:
     # given a console revoke, undone, then the coupon revoked again by an API client
-    series_id = api.series(codes=[unique("AGAIN2").upper()])
-    coupon = api.issue(series_id, api.customer(email=f"{unique('rita')}@example.com"))
-    form = {"csrf": _csrf(signed_in), "coupon": str(coupon["couponId"]), "reason": "leak"}
-    preview = signed_in.post("/console/revoke", data=form, headers=ORIGIN)
-    confirm = {**form, "step": "confirm", "form_key": _form_key(preview)}
+    coupon, confirm = _previewed(signed_in, api, "AGAIN2", "rita")
+    series_id = coupon["seriesId"]
     first = signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
     signed_in.post(
         "/console/undo",
-        data={"csrf": form["csrf"], "request_id": first.headers["x-request-id"]},
+        data={"csrf": confirm["csrf"], "request_id": first.headers["x-request-id"]},
         headers=ORIGIN,
     )
     api.ok(api.revoke({"couponSeriesId": series_id, "couponCodes": [coupon["couponCode"]]}))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import func, select
 
 from coupons.adapters import migrate, tables
-from coupons.adapters.sql_uow import Database
-from coupons.services import demo
+from coupons.adapters.sql_uow import Database, SqlUnitOfWork
+from coupons.services import admin, demo
 from coupons.services.auth import Authenticator, FailureThrottle
 
 COUNTED = (
@@ -119,16 +119,25 @@ def test_a_renamed_demo_series_is_still_found_and_nothing_is_made_twice(
     assert row_counts(database) == before
 
 
+def _with_acme(database: Database, add: Callable[[SqlUnitOfWork], object]) -> None:
+    """An org of the operator's, ACME, holding what `add` gives it."""
+
+    def work(uow: SqlUnitOfWork) -> None:
+        admin.create_org(uow, "ACME")
+        add(uow)
+        uow.commit()
+
+    database.run(work)
+
+
 def test_another_orgs_client_named_demo_is_never_taken_over(database: Database) -> None:
     # given an org of the operator's with its own client "demo"
-    def acme(uow: object) -> None:
-        from coupons.services.admin import create_client, create_org
-
-        create_org(uow, "ACME")  # type: ignore[arg-type]
-        create_client(uow, org="ACME", username="demo", password="acme-secret", groups=["default"])  # type: ignore[arg-type]
-        uow.commit()  # type: ignore[attr-defined]
-
-    database.run(acme)
+    _with_acme(
+        database,
+        lambda uow: admin.create_client(
+            uow, org="ACME", username="demo", password="acme-secret", groups=["default"]
+        ),
+    )
     before = row_counts(database)
 
     # when the demo is seeded, then it refuses, changes nothing, and ACME's secret still works
@@ -145,18 +154,17 @@ def test_another_orgs_person_with_the_demo_email_is_never_taken_over(
     from coupons.services.common import utcnow
 
     # given an ACME viewer whose email is the demo person's
-    def acme(uow: object) -> None:
-        from coupons.services.admin import create_org
-
-        create_org(uow, "ACME")  # type: ignore[arg-type]
-        people.create_person(
-            uow,  # type: ignore[arg-type]
-            org="ACME", email=people.DEMO_EMAIL, role="viewer", password="acme-viewer-pw",
+    _with_acme(
+        database,
+        lambda uow: people.create_person(
+            uow,
+            org="ACME",
+            email=people.DEMO_EMAIL,
+            role="viewer",
+            password="acme-viewer-pw",
             now=utcnow(),
-        )  # fmt: skip
-        uow.commit()  # type: ignore[attr-defined]
-
-    database.run(acme)
+        ),
+    )
     before = row_counts(database)
 
     # when the demo is seeded, then it refuses before making anything
