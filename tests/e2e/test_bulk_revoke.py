@@ -214,6 +214,19 @@ def wait_for_batches(journal: Path, done: int, process: subprocess.Popen[str]) -
     raise AssertionError("bulk revoke made no progress")
 
 
+def running_bulk(
+    server: Server, tmp_path: Path, count: int, *, parallel: int, batches: int
+) -> tuple[Given, Path, Path, subprocess.Popen[str]]:
+    """A run over a new series of `count` codes, `batches` batches in: the series, the codes
+    file, the run's journal and its process."""
+    given = given_series(server, count)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    journal = tmp_path / "codes.results.csv.journal"
+    process = start_bulk(server, given.series_id, codes_file, "--parallel", str(parallel))
+    wait_for_batches(journal, batches, process)
+    return given, codes_file, journal, process
+
+
 def read_results(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -277,11 +290,9 @@ def test_a_killed_run_resumes_and_revokes_every_code_exactly_once(
     server: Server, tmp_path: Path
 ) -> None:
     # given a run killed outright after a few batches
-    given = given_series(server, 1_000)
-    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
-    journal = tmp_path / "codes.results.csv.journal"
-    process = start_bulk(server, given.series_id, codes_file, "--parallel", "2")
-    wait_for_batches(journal, 4, process)
+    given, codes_file, journal, process = running_bulk(
+        server, tmp_path, 1_000, parallel=2, batches=4
+    )
     with server.paused():  # so the run cannot finish before the kill lands
         assert process.poll() is None, "the run finished before it could be killed"
         process.send_signal(signal.SIGKILL)
@@ -326,11 +337,7 @@ def test_a_second_run_of_the_same_command_while_the_first_runs_is_refused_with_2
     server: Server, tmp_path: Path
 ) -> None:
     # given a run mid-way, held there
-    given = given_series(server, 1_000)
-    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
-    journal = tmp_path / "codes.results.csv.journal"
-    first = start_bulk(server, given.series_id, codes_file, "--parallel", "2")
-    wait_for_batches(journal, 2, first)
+    given, codes_file, journal, first = running_bulk(server, tmp_path, 1_000, parallel=2, batches=2)
     with server.paused():
         before = journal.read_bytes()
         # when the same command is started again (another terminal, an overlapping cron job)
@@ -355,11 +362,7 @@ def test_an_interrupted_run_stops_with_2_and_a_rerun_finishes_it(
 ) -> None:
     # given a run interrupted with Ctrl-C mid-way: the server is paused first, so the run
     # cannot finish between the test seeing progress and the interrupt arriving
-    given = given_series(server, 2_000)
-    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
-    journal = tmp_path / "codes.results.csv.journal"
-    process = start_bulk(server, given.series_id, codes_file, "--parallel", "1")
-    wait_for_batches(journal, 3, process)
+    given, codes_file, _, process = running_bulk(server, tmp_path, 2_000, parallel=1, batches=3)
     with server.paused():
         assert process.poll() is None, "the run finished before it could be interrupted"
         process.send_signal(signal.SIGINT)
@@ -384,11 +387,7 @@ def test_a_server_restart_mid_run_is_ridden_out_without_double_counting(
     server: Server, tmp_path: Path
 ) -> None:
     # given a run under way
-    given = given_series(server, 1_500)
-    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
-    journal = tmp_path / "codes.results.csv.journal"
-    process = start_bulk(server, given.series_id, codes_file, "--parallel", "2")
-    wait_for_batches(journal, 3, process)
+    given, _, _, process = running_bulk(server, tmp_path, 1_500, parallel=2, batches=3)
 
     # when the server is killed and started again
     server.kill()
@@ -898,11 +897,9 @@ def test_a_run_refused_mid_way_keeps_what_it_did_and_the_rerun_reports_it_as_rev
     server: Server, tmp_path: Path
 ) -> None:
     # given a run whose series is ended early while it is going
-    given = given_series(server, 5_000)
-    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
-    journal = tmp_path / "codes.results.csv.journal"
-    process = start_bulk(server, given.series_id, codes_file, "--parallel", "1")
-    wait_for_batches(journal, 3, process)
+    given, codes_file, journal, process = running_bulk(
+        server, tmp_path, 5_000, parallel=1, batches=3
+    )
 
     def set_valid_till(valid_till: str) -> None:
         response = httpx.patch(
