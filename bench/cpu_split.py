@@ -32,11 +32,13 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """A process's command line and CPU seconds so far."""
+    """A process's command line and CPU seconds so far; `started` (clock ticks after boot)
+    tells a process from a later one that got the same pid."""
 
     command: str
     user_s: float
     system_s: float
+    started: int = 0
 
 
 def snapshot(proc: Path = Path("/proc")) -> dict[int, Usage]:
@@ -53,8 +55,17 @@ def snapshot(proc: Path = Path("/proc")) -> dict[int, Usage]:
         # Fields after the command name (which may hold spaces or parentheses): utime is the
         # 14th field of the line, stime the 15th.
         fields = stat.rpartition(")")[2].split()
-        found[int(entry.name)] = Usage(command, int(fields[11]) / TICKS, int(fields[12]) / TICKS)
+        found[int(entry.name)] = Usage(
+            command, int(fields[11]) / TICKS, int(fields[12]) / TICKS, int(fields[19])
+        )
     return found
+
+
+def machine_busy(stat: Path = Path("/proc/stat")) -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot: what no process list can miss."""
+    ticks = [int(value) for value in stat.read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
 
 
 def group_of(
@@ -80,7 +91,10 @@ def split(
     servers, loads = set(server_pids), set(load_pids)
     for pid, end in after.items():
         start = before.get(pid)
-        if start is None or start.command != end.command:
+        # Same process by its start time, not its command line: a PostgreSQL backend rewrites
+        # its line with every statement ("idle", "UPDATE", "idle in transaction"), and
+        # matching on it dropped most backends from the count.
+        if start is None or start.started != end.started:
             continue
         name = group_of(pid, end, servers, loads)
         user, system = totals.get(name, (0.0, 0.0))
@@ -101,6 +115,24 @@ def report(totals: Mapping[str, tuple[float, float]], seconds: float, requests: 
     return "\n".join(lines)
 
 
+def load_started(server_pids: Sequence[int], timeout_s: float = 60.0) -> None:
+    """Wait until the server spends at least half a core over a tenth of a second: the
+    connections have passed their start line."""
+
+    def spent() -> float:
+        now = snapshot()
+        return sum(now[p].user_s + now[p].system_s for p in server_pids if p in now)
+
+    deadline = time.monotonic() + timeout_s
+    last = spent()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        current = spent()
+        if current - last >= 0.05:
+            return
+        last = current
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="postgresql")
@@ -114,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     jobs, _ = make_jobs(layout, "codes50", int(400 * args.seconds), random.Random())
     log = load.DATA_DIR / f"server-cpu-split-{args.backend}.log"
     window: list[tuple[dict[int, Usage], float]] = []
+    machine: list[tuple[int, int]] = []
     me = os.getpid()
 
     with Server(layout.url, args.workers, log) as server:
@@ -123,11 +156,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_side(http_connection, (server.base_url, auth), jobs[:40], args.connections, 5)
 
         def measure() -> None:
-            # The middle of the load: connections are up, none has run out of jobs yet.
-            time.sleep(1.0)
+            # The middle of the load: connections are up, none has run out of jobs yet. The
+            # connections' processes take a second or two to start, so the window opens once
+            # the server is seen busy, not at a fixed time (which took in idle seconds before
+            # the load and diluted every figure), and closes well before the load ends.
+            load_started(server_pids)
+            time.sleep(0.5)
             window.append((snapshot(), time.perf_counter()))
-            time.sleep(max(args.seconds - 3.0, 1.0))
+            machine.append(machine_busy())
+            time.sleep(max(args.seconds - 4.0, 1.0))
             window.append((snapshot(), time.perf_counter()))
+            machine.append(machine_busy())
 
         side = run_side(
             http_connection,
@@ -152,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"({rate:.0f} requests/s), window {seconds:.1f} s, {os.cpu_count()} cores"
     )
     print(report(split(before, after, server_pids, load_pids), seconds, rate * seconds))
+    (busy_before, all_before), (busy_after, all_after) = machine
+    print(
+        f"machine: {100 * (busy_after - busy_before) / max(all_after - all_before, 1):.0f}% of "
+        "all cores busy over the window (from /proc/stat, whoever spent it)"
+    )
     # Each server process alone: a worker near 100% of a core is GIL-bound, whatever the rest.
     for pid in server_pids:
         if pid in before and pid in after:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from bench.cpu_split import Usage, report, snapshot, split
+from bench.cpu_split import Usage, machine_busy, report, snapshot, split
 
 
 def test_cpu_time_is_grouped_by_server_load_and_database_between_snapshots() -> None:
@@ -14,13 +15,16 @@ def test_cpu_time_is_grouped_by_server_load_and_database_between_snapshots() -> 
         12: Usage("python -c from multiprocessing.forkserver import main", 0.1, 0.0),
         13: Usage("redis-server", 5.0, 5.0),
         14: Usage("postgres: a backend that is gone by the second snapshot", 1.0, 1.0),
+        16: Usage("postgres: a backend whose pid is reused", 1.0, 1.0, started=100),
     }
     after = {
         10: Usage("python -m coupons.entrypoints.cli serve", 3.0, 0.9),
-        11: Usage("postgres: postgres coupons 127.0.0.1 idle", 4.5, 1.5),
+        # a backend rewrites its command line with each statement: still the same process
+        11: Usage("postgres: postgres coupons 127.0.0.1 UPDATE", 4.5, 1.5),
         12: Usage("python -c from multiprocessing.forkserver import main", 0.3, 0.1),
         13: Usage("redis-server", 5.1, 5.0),
         15: Usage("postgres: a backend born after the first", 9.0, 9.0),
+        16: Usage("postgres: another backend under the same pid", 2.0, 2.0, started=200),
     }
 
     totals = split(before, after, server_pids=[10], load_pids=[12])
@@ -46,3 +50,11 @@ def test_a_snapshot_sees_this_process_spend_cpu() -> None:
 
     assert "python" in first.command or "pytest" in first.command
     assert second.user_s + second.system_s >= first.user_s + first.system_s
+
+
+def test_the_machine_is_busy_for_all_but_its_idle_and_io_wait_ticks(tmp_path: Path) -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 50 800 40 0 3 2 0 0\ncpu0 50 2 25 400 20 0 1 1 0 0\n")
+
+    assert machine_busy(stat) == (160, 1000)
