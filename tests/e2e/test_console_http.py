@@ -454,6 +454,32 @@ def test_a_nul_in_a_console_form_is_a_400_page_and_changes_nothing(
     assert api.coupon(coupon["couponId"])["state"] == "ISSUED"
 
 
+@pytest.mark.parametrize(
+    "token", ["\u00e9", "\u00e9" * 32, b"\xff"], ids=["accented", "token-length", "not-utf8"]
+)
+def test_a_form_token_past_ascii_is_refused_as_a_wrong_token_and_changes_nothing(
+    signed_in: TestClient, api: Api, token: str | bytes
+) -> None:
+    # given a coupon the agent picked
+    series_id = api.series(codes=[unique("CSRFX").upper()])
+    coupon = api.issue(series_id, api.customer(email=f"{unique('csrfx')}@example.com"))
+    coupon_id = str(coupon["couponId"])
+
+    # when a confirmed revoke and a sign-out carry a token that is no ASCII text
+    raw = token if isinstance(token, bytes) else token.encode()
+    fields = b"coupon=" + coupon_id.encode() + b"&reason=x&step=confirm&csrf="
+    form = {"Content-Type": "application/x-www-form-urlencoded", **ORIGIN}
+    revoke = signed_in.post("/console/revoke", content=fields + raw, headers=form)
+    sign_out = signed_in.post("/console/signout", content=b"csrf=" + raw, headers=form)
+
+    # then both get the wrong-token page (403, not a fault), and nothing changed
+    for answer in (revoke, sign_out):
+        assert answer.status_code == 403, answer.text
+        assert "nothing was changed" in answer.text
+    assert api.coupon(coupon["couponId"])["state"] == "ISSUED"
+    assert signed_in.get("/console/search", follow_redirects=False).status_code == 200
+
+
 def test_activity_offers_undo_for_a_job_only_while_the_undo_would_be_taken(
     backend: Backend, signed_in: TestClient, api: Api
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from coupons.services.webhooks import sign
+from coupons.services.webhooks import verify as service_verify
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,3 +35,13 @@ def test_the_documented_verifier_accepts_a_delivery_and_rejects_tampering(docume
     assert verify("another-secret", header, body) is False
     assert verify(secret, sign(secret, body, now - 600), body) is False
     assert verify(secret, "v1=deadbeef", body) is False
+    # a header is whatever the sender wrote: text past ASCII is a wrong signature, not an error
+    assert verify(secret, f"t={now},v1=\u00e9", body) is False
+
+
+def test_the_service_verifier_calls_a_signature_past_ascii_wrong_rather_than_failing() -> None:
+    secret, body, now = "whsec-test-0123456789", b"{}", int(time.time())
+
+    assert service_verify(secret, sign(secret, body, now), body) is True
+    assert service_verify(secret, f"t={now},v1=\u00e9\u00e9", body) is False
+    assert service_verify(secret, f"t={now},v1=\ud800", body) is False

@@ -155,7 +155,10 @@ async def checked_form(
     if person is not None:
         sent = form.get("csrf")
         expected = getattr(request.state, "csrf", "")
-        if not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+        # As bytes: compare_digest refuses text with non-ASCII characters (a TypeError, a 500).
+        if not isinstance(sent, str) or not hmac.compare_digest(
+            sent.encode("utf-8", "surrogatepass"), expected.encode()
+        ):
             raise Refused(
                 "This form has expired or was not sent by this console; nothing was changed."
             )
