@@ -4,10 +4,14 @@ Codes, reasons and actor names are user input. A cell that starts with `=`, `+`,
 tab or a carriage return is read as a formula by spreadsheet programs, so such a cell is
 written with a single quote in front (`'=1+1`), as OWASP recommends: the program then shows the
 text instead of evaluating it, and a person still reads the original value after the quote.
+Importers that trim a cell first (a spreadsheet's "trim spaces" option, a script) would run
+` =1+1` or a reason that begins with a line break, so leading whitespace does not hide a
+formula: such a cell gets the quote too.
 The quote is visible to a program that reads the file, which removes it with `restore`. So
 that every cell can be read back exactly, a value that itself starts with quotes followed by
 one of those characters (`'=1`) gets one more quote too (`''=1`): a cell that starts with a
-quote, then any quotes, then such a character, always had its first quote added here.
+quote, then any quotes or whitespace, then such a character, always had its first quote
+added here.
 
 Its own module, with no imports, so that both the server's exports and the `coupons revoke`
 command's result file use it (the command does not load the server).
@@ -21,8 +25,13 @@ QUOTE = "'"
 
 
 def _quoted_formula(text: str) -> bool:
-    """Quotes (none or more), then a character that starts a formula."""
-    return text.lstrip(QUOTE).startswith(FORMULA_STARTS)
+    """Quotes and whitespace (none or more), then a character that starts a formula."""
+    for char in text:
+        if char in FORMULA_STARTS:
+            return True
+        if char != QUOTE and not char.isspace():
+            return False
+    return False
 
 
 def neutralise(text: str) -> str:
