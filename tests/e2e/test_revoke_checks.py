@@ -102,6 +102,8 @@ SINGLE_CHECKS: list[tuple[str, Body, dict[str, str], int, int]] = [
         756,
         400,
     ),
+    ("blank-id", lambda w: {"customer": {"id": "  "}}, {}, 756, 400),
+    ("empty-id", lambda w: {"couponSeriesId": w.pool, "customer": {"id": ""}}, {}, 756, 400),
     (
         "51-codes",
         lambda w: {"couponSeriesId": w.pool, "couponCodes": [f"C{i:02}" for i in range(51)]},

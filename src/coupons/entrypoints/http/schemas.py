@@ -216,6 +216,12 @@ class CustomerIdentifiers(Body):
     email: Annotated[str, StringConstraints(max_length=320)] | None = None
     external_id: ShortText | None = None
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _blank_id_is_not_given(cls, value: Any) -> Any:
+        # As blank text in the other identifiers: a client without the id sends "" or " ".
+        return None if isinstance(value, str) and not value.strip() else value
+
     def ref(self) -> CustomerRef:
         return CustomerRef(
             id=self.id, mobile=self.mobile, email=self.email, external_id=self.external_id
