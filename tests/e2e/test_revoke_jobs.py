@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ from sqlalchemy import insert, select, text
 from coupons.adapters.sql_uow import Database
 from coupons.adapters.tables import coupon_series
 from coupons.adapters.tables import coupons as coupons_table
+from coupons.entrypoints.http import jobs_routes
 from coupons.entrypoints.job_worker import JobWorker, JobWorkerOptions
 from coupons.services import job_runner
 from coupons.services.common import utcnow
@@ -246,6 +249,37 @@ def test_a_code_in_two_series_is_one_line_naming_both_coupons(
     assert (done["total"], done["revokedCount"], done["failedCount"]) == (1, 1, 0)
     states = {api.coupon(c)["state"] for c in (issued["couponId"], pooled["couponId"])}
     assert states == ({"ISSUED", "AVAILABLE"} if dry_run else {"REVOKED"})
+
+
+def test_an_upload_that_stops_arriving_is_dropped_with_9027_and_stages_nothing(
+    app: Any, api: Api, backend: Backend, mixed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a server that drops an upload after 0.3 s without a byte
+    monkeypatch.setattr(jobs_routes, "UPLOAD_IDLE_SECONDS", 0.3)
+
+    async def stalls_after_two_lines() -> AsyncIterator[bytes]:
+        yield b"OK1\nOK2\n"
+        await asyncio.sleep(3600)  # the client never sends the rest
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            return await http.post(
+                JOBS,
+                params={"couponSeriesId": mixed["series"]},
+                content=stalls_after_two_lines(),
+                headers={**api.creds.headers, "Content-Type": "text/plain"},
+            )
+
+    # when a file's first two lines arrive and then nothing more
+    response = asyncio.run(asyncio.wait_for(send(), timeout=60))
+
+    # then the upload is refused naming the line it stopped at, and nothing is left of it
+    assert response.status_code == 400, response.text
+    assert error_code(response) == 9027
+    assert "line 3: nothing arrived for 0.3 s" in response.json()["errors"][0]["message"]
+    assert count_rows(backend, "revoke_jobs") == 0
+    assert count_rows(backend, "revoke_job_lines") == 0
 
 
 @pytest.mark.parametrize(

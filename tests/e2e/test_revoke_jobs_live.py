@@ -3,8 +3,10 @@ a `coupons worker` killed with SIGKILL mid-job and restarted, and the memory of 
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -280,3 +282,29 @@ def test_a_million_code_upload_does_not_grow_the_server_by_more_than_a_few_tens_
     grown_mb = (peak - before) / 1024
     print(f"\nserver RSS before {before / 1024:.0f} MB, peak {peak / 1024:.0f} MB")
     assert grown_mb < 40, f"the upload grew the server by {grown_mb:.0f} MB"
+
+
+def test_fifty_stalled_uploads_leave_every_other_call_answering_at_once(server: JobServer) -> None:
+    # given fifty uploads that sent their headers and a first line, then stopped sending
+    series_id = given_series(server, 3).series_id
+    token = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+    head = (
+        f"POST /v2/coupon/revoke/jobs?couponSeriesId={series_id}&dryRun=true HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nAuthorization: Basic {token}\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 1000000\r\n\r\nK-001\n"
+    ).encode()
+    with ExitStack() as stalled:
+        for _ in range(50):
+            connection = stalled.enter_context(socket.create_connection(("127.0.0.1", server.port)))
+            connection.sendall(head)
+        time.sleep(1.0)
+
+        # when other callers come meanwhile
+        health = httpx.get(f"{server.url}/health", timeout=10)
+        with server.client() as api:
+            listed = api.revoke_jobs()
+
+    # then they were answered (forty stalled uploads used to take every worker thread, and
+    # these calls waited for as long as the uploads did)
+    assert health.status_code == 200
+    assert listed is not None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import json
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Annotated
 
 import anyio.from_thread
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ConfigDict, Field, StrictBool, ValidationError
@@ -170,6 +174,28 @@ async def create_job(
     return _accepted(request, rendered)
 
 
+# An upload's parser pulls the file chunk by chunk from inside a worker thread, so the thread
+# waits as long as the client takes to send. Uploads therefore run on threads of their own, at
+# most UPLOAD_THREADS at once in a process (more wait their turn without a thread), never on
+# the pool every other route shares: forty stalled uploads took all of it, and the whole API,
+# `/health` included, stopped answering. A client that sends nothing for UPLOAD_IDLE_SECONDS
+# loses its upload (9027, nothing staged) instead of keeping a thread.
+UPLOAD_THREADS = 8
+UPLOAD_IDLE_SECONDS = 30.0
+_upload_threads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _upload_limiter() -> anyio.CapacityLimiter:
+    """This event loop's limiter for upload threads (a limiter belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    limiter = _upload_threads.get(loop)
+    if limiter is None:
+        limiter = _upload_threads[loop] = anyio.CapacityLimiter(UPLOAD_THREADS)
+    return limiter
+
+
 async def _upload(
     request: Request, actor: Actor, fmt: CodesFormat, spec: jobs.JobRequest
 ) -> Response:
@@ -179,20 +205,31 @@ async def _upload(
     db = request.app.state.db
     digest = hashlib.sha256()
     stream: AsyncIterator[bytes] = request.stream().__aiter__()
+    lines_begun = 1
 
     async def next_chunk() -> bytes | None:
         try:
-            return await stream.__anext__()
+            with anyio.fail_after(UPLOAD_IDLE_SECONDS):
+                return await stream.__anext__()
         except StopAsyncIteration:
             return None
+        except TimeoutError:
+            raise errors.MalformedCodesFile(
+                lines_begun,
+                f"nothing arrived for {UPLOAD_IDLE_SECONDS:g} s, so the upload was dropped "
+                "before its end; nothing was staged",
+            ) from None
 
     def chunks() -> Iterator[bytes]:
         # Runs in the worker thread: each piece is fetched from the event loop as needed.
+        nonlocal lines_begun
         while (chunk := anyio.from_thread.run(next_chunk)) is not None:
             digest.update(chunk)
+            lines_begun += chunk.count(b"\n")
             yield chunk
 
-    job_id = await run_in_threadpool(jobs.stage_upload, db, ctx, spec, parse_codes(chunks(), fmt))
+    stage = functools.partial(jobs.stage_upload, db, ctx, spec, parse_codes(chunks(), fmt))
+    job_id = await anyio.to_thread.run_sync(stage, limiter=_upload_limiter())
     idempotency = None
     if key is not None:
         idempotency = Idempotency(key, _fingerprint(request, digest.hexdigest(), fmt.value))
