@@ -37,6 +37,31 @@ def test_a_wrong_method_on_a_known_path_is_405_with_9022(
     assert "coupon_id" not in response.text
 
 
+def _filled(template: str) -> str:
+    """A documented path with a value of the right kind in each of its parameters."""
+    return re.sub(
+        r"\{(\w+)\}",
+        lambda m: "job_0123456789abcdef01234567" if "job" in m.group(1).lower() else "7",
+        template,
+    )
+
+
+def test_a_405_allows_exactly_the_methods_each_documented_path_takes(app: Any, api: Api) -> None:
+    # given every path of the published contract and the methods it documents
+    for template, operations in app.openapi()["paths"].items():
+        methods = {m.upper() for m in operations} & {"GET", "POST", "PUT", "PATCH", "DELETE"}
+        if "GET" in methods:
+            methods.add("HEAD")
+        wrong = next(m for m in ("PUT", "DELETE", "PATCH", "POST") if m not in methods)
+
+        # when it is called with a method it does not take
+        response = api.request(wrong, _filled(template))
+
+        # then the 405 names every method it takes, no more and no fewer
+        assert response.status_code == 405, (template, response.text)
+        assert response.headers["allow"] == ", ".join(sorted(methods)), template
+
+
 def test_a_literal_path_is_never_taken_for_a_coupon_id(api: Api) -> None:
     # when GET is sent to a path whose only routes take other methods
     response = api.get("/v2/coupon/series")

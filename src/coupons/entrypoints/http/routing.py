@@ -116,6 +116,13 @@ class ApiRoute(APIRoute):
     `?dryrun=true` revoked for real, and `?state=` on a list filtered by `status` listed
     everything."""
 
+    # Every API route, for the `Allow` header of a 405 (`allowed_methods`).
+    _all: ClassVar[list[ApiRoute]] = []
+
+    def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        ApiRoute._all.append(self)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         known = _query_names(self.dependant)
@@ -175,8 +182,16 @@ def _routes_with_this_path(scope: Scope) -> list[IdRoute]:
 
 def allowed_methods(scope: Scope) -> list[str]:
     """Every method the request's path takes (for the `Allow` header of a 405); HEAD too
-    where GET is, as the edge answers HEAD as GET."""
-    methods = {m for route in _routes_with_this_path(scope) for m in route.methods or ()}
+    where GET is, as the edge answers HEAD as GET. An id route counts only when its ids are
+    numbers, as it is matched; the others (a job's id is text) whenever the path fits."""
+    methods: set[str] = set()
+    # The API's routes, wherever their router is included, and the app's own (`/health`,
+    # `/metrics`).
+    own = getattr(getattr(scope.get("app"), "router", None), "routes", [])
+    for route in [*ApiRoute._all, *(r for r in own if isinstance(r, Route))]:
+        match, child_scope = Route.matches(route, scope)
+        if match is not Match.NONE and (not isinstance(route, IdRoute) or _numeric(child_scope)):
+            methods.update(route.methods or ())
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)
