@@ -106,6 +106,25 @@ def _amount_text(value: Any) -> Any:
 
 
 Amount = Annotated[Decimal, BeforeValidator(_amount_text)]
+# A bill's amount, its bounds in JSON Schema's words: on an optional field, pydantic printed
+# `ge`, `max_digits` and `decimal_places` into the published schema as they are.
+BillAmount = Annotated[
+    Decimal,
+    BeforeValidator(_amount_text),
+    Field(ge=0, max_digits=14, decimal_places=4),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {
+                    "type": "string",
+                    "pattern": r"^\s*[+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?\s*$",
+                },
+            ],
+            "description": "at most 14 digits, 4 of them after the point",
+        }
+    ),
+]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 
 
@@ -529,7 +548,7 @@ class RedeemLineBody(Body):
 class RedeemBody(Body):
     customer: CustomerIdentifiers
     transaction_number: ShortText | None = None
-    bill_amount: Amount | None = Field(default=None, ge=0, max_digits=14, decimal_places=4)
+    bill_amount: BillAmount | None = None
     redemption_request_list: list[RedeemLineBody] = Field(min_length=1, max_length=50)
 
 
