@@ -299,12 +299,21 @@ def test_fifty_stalled_uploads_leave_every_other_call_answering_at_once(server: 
             connection.sendall(head)
         time.sleep(1.0)
 
-        # when other callers come meanwhile
+        # when other callers come meanwhile, one of them with an upload of its own
         health = httpx.get(f"{server.url}/health", timeout=10)
         with server.client() as api:
             listed = api.revoke_jobs()
+        upload = httpx.post(
+            f"{server.url}/v2/coupon/revoke/jobs",
+            params={"couponSeriesId": series_id, "dryRun": "true"},
+            content=b"K-001\nK-002\n",
+            headers={"Authorization": f"Basic {token}", "Content-Type": "text/plain"},
+            timeout=10,
+        )
 
-    # then they were answered (forty stalled uploads used to take every worker thread, and
-    # these calls waited for as long as the uploads did)
+    # then they were answered at once (forty stalled uploads used to take every worker
+    # thread, and these calls waited for as long as the uploads did; uploads queued behind
+    # stalled ones waited too)
     assert health.status_code == 200
-    assert listed is not None
+    assert isinstance(listed, list)
+    assert upload.status_code == 202, upload.text

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import json
-import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
+from tempfile import SpooledTemporaryFile
 from typing import Annotated
 
-import anyio.from_thread
-import anyio.to_thread
+import anyio
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ConfigDict, Field, StrictBool, ValidationError
@@ -20,7 +17,7 @@ from starlette.responses import Response
 
 from coupons.domain import errors
 from coupons.domain.codes import CodeCase
-from coupons.domain.codes_file import CodesFormat, parse_codes
+from coupons.domain.codes_file import MAX_FILE_BYTES, CodesFormat, parse_codes
 from coupons.domain.jobs import Job, ReportRow
 from coupons.entrypoints.http import csv_export, render, schemas
 from coupons.entrypoints.http.deps import ReadActor, allowed
@@ -174,65 +171,63 @@ async def create_job(
     return _accepted(request, rendered)
 
 
-# An upload's parser pulls the file chunk by chunk from inside a worker thread, so the thread
-# waits as long as the client takes to send. Uploads therefore run on threads of their own, at
-# most UPLOAD_THREADS at once in a process (more wait their turn without a thread), never on
-# the pool every other route shares: forty stalled uploads took all of it, and the whole API,
-# `/health` included, stopped answering. A client that sends nothing for UPLOAD_IDLE_SECONDS
-# loses its upload (9027, nothing staged) instead of keeping a thread.
-UPLOAD_THREADS = 8
+# An upload is read on the event loop into a spooled file, and only then parsed and staged
+# in a worker thread: a thread never waits for a client. When the parser pulled the body from
+# inside its thread, forty uploads that sent a line and stopped took the whole pool, and the
+# API, `/health` included, stopped answering; a limit on upload threads only moved the queue
+# (silent clients held the slots, and the uploads behind them waited). A client that sends
+# nothing for UPLOAD_IDLE_SECONDS loses its upload (9027, nothing staged).
 UPLOAD_IDLE_SECONDS = 30.0
-_upload_threads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
-    weakref.WeakKeyDictionary()
-)
+SPOOL_IN_MEMORY = 1024 * 1024  # bytes of an upload held in memory; past that, a temporary file
+_READ_BACK = 64 * 1024
 
 
-def _upload_limiter() -> anyio.CapacityLimiter:
-    """This event loop's limiter for upload threads (a limiter belongs to one loop)."""
-    loop = asyncio.get_running_loop()
-    limiter = _upload_threads.get(loop)
-    if limiter is None:
-        limiter = _upload_threads[loop] = anyio.CapacityLimiter(UPLOAD_THREADS)
-    return limiter
-
-
-async def _upload(
-    request: Request, actor: Actor, fmt: CodesFormat, spec: jobs.JobRequest
-) -> Response:
-    """Stream the file into a staged job, then open it (or replay / refuse, deleting it)."""
-    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
-    key = idempotency_key(request)
-    db = request.app.state.db
+async def _receive_into(request: Request, spool: SpooledTemporaryFile[bytes]) -> str:
+    """Write the whole body to `spool`; its SHA-256. 9013 past the codes file's size limit."""
     digest = hashlib.sha256()
     stream: AsyncIterator[bytes] = request.stream().__aiter__()
-    lines_begun = 1
-
-    async def next_chunk() -> bytes | None:
+    size, lines_begun = 0, 1
+    while True:
         try:
             with anyio.fail_after(UPLOAD_IDLE_SECONDS):
-                return await stream.__anext__()
+                chunk = await stream.__anext__()
         except StopAsyncIteration:
-            return None
+            break
         except TimeoutError:
             raise errors.MalformedCodesFile(
                 lines_begun,
                 f"nothing arrived for {UPLOAD_IDLE_SECONDS:g} s, so the upload was dropped "
                 "before its end; nothing was staged",
             ) from None
+        size += len(chunk)
+        if size > MAX_FILE_BYTES:
+            raise errors.CodesFileTooLarge()
+        digest.update(chunk)
+        lines_begun += chunk.count(b"\n")
+        spool.write(chunk)
+    spool.seek(0)
+    return digest.hexdigest()
 
-    def chunks() -> Iterator[bytes]:
-        # Runs in the worker thread: each piece is fetched from the event loop as needed.
-        nonlocal lines_begun
-        while (chunk := anyio.from_thread.run(next_chunk)) is not None:
-            digest.update(chunk)
-            lines_begun += chunk.count(b"\n")
-            yield chunk
 
-    stage = functools.partial(jobs.stage_upload, db, ctx, spec, parse_codes(chunks(), fmt))
-    job_id = await anyio.to_thread.run_sync(stage, limiter=_upload_limiter())
+def _read_back(spool: SpooledTemporaryFile[bytes]) -> Iterator[bytes]:
+    while chunk := spool.read(_READ_BACK):
+        yield chunk
+
+
+async def _upload(
+    request: Request, actor: Actor, fmt: CodesFormat, spec: jobs.JobRequest
+) -> Response:
+    """Receive the file, stage it as a job, then open it (or replay / refuse, deleting it)."""
+    ctx = Context(actor=actor, request_id=request_id_of(request.scope), now=utcnow())
+    key = idempotency_key(request)
+    db = request.app.state.db
+    with SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+        digest = await _receive_into(request, spool)
+        codes = parse_codes(_read_back(spool), fmt)
+        job_id = await run_in_threadpool(jobs.stage_upload, db, ctx, spec, codes)
     idempotency = None
     if key is not None:
-        idempotency = Idempotency(key, _fingerprint(request, digest.hexdigest(), fmt.value))
+        idempotency = Idempotency(key, _fingerprint(request, digest, fmt.value))
     try:
         rendered = await run_in_threadpool(
             execute,
