@@ -156,6 +156,29 @@ def test_a_customer_can_be_looked_up_by_id(api: Api) -> None:
     assert entity["externalId"] == "EXT-1"
 
 
+def test_a_blank_id_is_no_identifier_in_a_lookup_and_spaces_around_an_id_are_allowed(
+    api: Api,
+) -> None:
+    # given a customer
+    made = api.ok(api.post("/v2/customers", {"email": "blank-id@example.com"}))
+
+    # when a lookup or a call sends a blank id beside the email, or the id between spaces
+    beside = api.get("/v2/customers/lookup", params={"id": " ", "email": "blank-id@example.com"})
+    spaced = api.get("/v2/customers/lookup", params={"id": f" {made['id']} "})
+    issued = api.post(
+        "/v2/coupon/issue",
+        {"seriesId": api.series(codes=["BLANK-ID-1"]), "customer": {"id": f" {made['id']} "}},
+    )
+    alone = api.get("/v2/customers/lookup", params={"id": "  "})
+
+    # then the blank id is left out, the spaced one is the customer's, and alone it is none
+    assert api.ok(beside)["id"] == made["id"]
+    assert api.ok(spaced)["id"] == made["id"]
+    assert api.ok(issued)["couponCode"] == "BLANK-ID-1"
+    assert (alone.status_code, error_code(alone)) == (400, 9002)
+    assert "give one of" in alone.json()["errors"][0]["message"]
+
+
 def test_a_read_only_client_can_look_up_customers(api: Api, viewer: Api) -> None:
     alice_id = api.ok(api.post("/v2/customers", ALICE))["id"]
 

@@ -316,7 +316,7 @@ async def lookup_customer(
     mobile: Annotated[str | None, Query(max_length=200)] = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
     external_id: Annotated[str | None, Query(alias="externalId", max_length=200)] = None,
-    id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    id: Annotated[schemas.OptionalId, Query()] = None,
 ) -> Response:
     """Find a customer by mobile (digits compared), email (any case), externalId or id."""
     ref = CustomerRef(id=id, mobile=mobile, email=email, external_id=external_id)

@@ -49,12 +49,25 @@ _MOST_ID_DIGITS = 19
 
 
 def digits_as_int(value: Any) -> Any:
-    """A string of ASCII digits as the number it writes; anything else as it is, for a strict
-    integer check to refuse. Thousands of digits are not handed to int() (it refuses past
-    4,300): any number that long is past every id's range, and the range check says so."""
+    """A string of ASCII digits (spaces around them allowed, as around other identifiers) as
+    the number it writes; anything else as it is, for a strict integer check to refuse.
+    Thousands of digits are not handed to int() (it refuses past 4,300): any number that long
+    is past every id's range, and the range check says so."""
+    if isinstance(value, str):
+        value = value.strip(" ")
     if not (isinstance(value, str) and value.isascii() and value.isdigit()):
         return value
     return int(value) if len(value.lstrip("0")) <= _MOST_ID_DIGITS else 2**62 + 1
+
+
+def blank_as_none(value: Any) -> Any:
+    """Blank text as not given: clients send `""` or `" "` for an identifier they lack."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# An id a client may leave blank (a query parameter): blank is none, the range applies to a
+# number only.
+OptionalId = Annotated[Annotated[int, Field(ge=1, le=2**62)] | None, BeforeValidator(blank_as_none)]
 
 
 # A customer id may also come as a string of digits: the vendor's own revoke example sends
@@ -235,11 +248,8 @@ class CustomerIdentifiers(Body):
     email: Annotated[str, StringConstraints(max_length=320)] | None = None
     external_id: ShortText | None = None
 
-    @field_validator("id", mode="before")
-    @classmethod
-    def _blank_id_is_not_given(cls, value: Any) -> Any:
-        # As blank text in the other identifiers: a client without the id sends "" or " ".
-        return None if isinstance(value, str) and not value.strip() else value
+    # As blank text in the other identifiers: a client without the id sends "" or " ".
+    _blank_id_is_not_given = field_validator("id", mode="before")(blank_as_none)
 
     def ref(self) -> CustomerRef:
         return CustomerRef(
