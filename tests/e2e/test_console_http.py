@@ -363,6 +363,24 @@ def test_a_generic_redeemable_coupon_is_not_offered_for_revoke(
     assert "GENERIC_REDEEMABLE series&#39; coupons cannot be revoked" in coupon_page.text
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/console/search", {"GET", "HEAD"}),
+        ("GET", "/console/signout", {"POST"}),
+        ("DELETE", "/console/revoke", {"GET", "HEAD", "POST"}),
+        ("POST", "/console/static/console.css", {"GET", "HEAD"}),
+    ],
+)
+def test_a_console_405_says_which_methods_the_path_takes(
+    signed_in: TestClient, method: str, path: str, allowed: set[str]
+) -> None:
+    answer = signed_in.request(method, path, headers=ORIGIN)
+
+    assert answer.status_code == 405, answer.text
+    assert set(answer.headers["allow"].replace(" ", "").split(",")) == allowed
+
+
 @pytest.mark.parametrize(("path", "status"), [("/nonexist", 404), ("/signout", 405)])
 def test_a_missing_page_or_method_shows_the_navigation_to_a_signed_in_person_only(
     signed_in: TestClient, path: str, status: int

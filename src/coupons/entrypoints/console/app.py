@@ -17,7 +17,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Mount
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -85,8 +85,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return page(request, "error.html", status=404, message="There is no such page.")
     if exc.status_code == 405:
-        return page(request, "error.html", status=405, message="This page cannot do that.")
+        answer = page(request, "error.html", status=405, message="This page cannot do that.")
+        answer.headers["Allow"] = _allowed(request)
+        return answer
     return page(request, "error.html", status=exc.status_code, message="That request failed.")
+
+
+def _allowed(request: Request) -> str:
+    """Every method the path takes, for a 405's `Allow` (RFC 9110 requires it). The router's
+    own header names only the first route that matched the path (`/revoke` has a GET and a
+    POST route); the static files take GET and HEAD and name nothing."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(route.methods or ())
+    return ", ".join(sorted(methods)) or "GET, HEAD"
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
