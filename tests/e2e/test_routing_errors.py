@@ -199,3 +199,31 @@ def test_the_openapi_document_states_bounds_in_json_schema_words(client: TestCli
                 if parameter["in"] == "path" and parameter["schema"].get("type") == "integer":
                     assert parameter["schema"]["minimum"] == 1, path
                     assert parameter["schema"]["maximum"] == 2**62, path
+
+
+def test_the_openapi_document_lists_the_values_each_choice_parameter_takes(
+    client: TestClient, api: Api
+) -> None:
+    # given the published document
+    document: dict[str, Any] = client.get("/openapi.json").json()
+
+    def enum(path: str, method: str, name: str) -> list[str]:
+        [found] = [p for p in document["paths"][path][method]["parameters"] if p["name"] == name]
+        values: list[str] = found["schema"]["enum"]
+        return values
+
+    # then each choice is a list of values, and the server takes every value listed
+    series_id = api.series(codes=["ENUM-1"])
+    for state in enum("/v2/coupon/series/{id}/coupons", "get", "state"):
+        api.ok(api.get(f"/v2/coupon/series/{series_id}/coupons", params={"state": state}))
+    customer_id = api.customer("555-0199")
+    for status in enum("/v2/customers/{id}/coupons", "get", "status"):
+        api.ok(api.get(f"/v2/customers/{customer_id}/coupons", params={"status": status}))
+    for state in enum("/v2/coupon/revoke/jobs", "get", "state"):
+        api.ok(api.get("/v2/coupon/revoke/jobs", params={"state": state}))
+    assert enum("/v2/coupon/revoke", "post", "couponCodeCase") == ["UPPER", "LOWER", "AS_IT_IS"]
+    events = document["components"]["schemas"]["WebhookBody"]["properties"]["events"]
+    assert "coupon.revoked" in events["items"]["enum"]
+    # and a number where text goes is documented as a whole number, as the server takes it
+    codes = document["components"]["schemas"]["RevokeBody"]["properties"]["couponCodes"]
+    assert {"type": "integer"} in codes["anyOf"][0]["items"]["anyOf"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 from starlette.responses import Response
 
 from coupons.entrypoints.http import render_events, schemas
@@ -21,12 +21,18 @@ router = APIRouter(route_class=IdRoute)
 AdminActor = Annotated[Actor, Depends(allowed("admin"))]
 
 
+# The event types a subscription may name, as the contract documents them.
+EVENT_TYPE_SCHEMA = {"type": "string", "enum": sorted(events.ALL_TYPES)}
+
+
 class WebhookBody(schemas.Body):
     """A subscription: where to POST, and which event types (none given: all). A `Body`, so
     `"Events"` is refused as the typo it is rather than read as "every type"."""
 
     url: str = Field(min_length=1, max_length=webhooks.MAX_URL_LENGTH)
-    events: list[str] = Field(default_factory=list, max_length=20)
+    events: list[Annotated[str, WithJsonSchema(EVENT_TYPE_SCHEMA)]] = Field(
+        default_factory=list, max_length=20
+    )
 
 
 @router.get("/v2/events", tags=["events"], responses=ERRORS)

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from coupons.domain import errors
-from coupons.domain.model import Coupon, StateChange
+from coupons.domain.model import Coupon, CouponState, StateChange
 from coupons.domain.paging import DEFAULT_LIMIT, MAX_LIMIT, Page
 from coupons.domain.records import EventRecord
 from coupons.domain.trail import Revocation, TrailFilter
@@ -20,7 +20,7 @@ from coupons.entrypoints.http import csv_export, render
 from coupons.entrypoints.http.deps import ReadActor
 from coupons.entrypoints.http.envelope import JSON
 from coupons.entrypoints.http.middleware import request_id_of
-from coupons.entrypoints.http.routes import ERRORS, CouponIdPath, IdPath, perform
+from coupons.entrypoints.http.routes import ERRORS, CouponIdPath, IdPath, StatusQuery, perform
 from coupons.entrypoints.http.routing import IdRoute
 from coupons.services import finding
 from coupons.services.common import Actor, Context, utcnow
@@ -206,7 +206,11 @@ async def list_series(
 
 StateQuery = Annotated[
     str | None,
-    Query(max_length=20, description="AVAILABLE, ISSUED, REDEEMED or REVOKED (default: all)"),
+    Query(
+        max_length=20,
+        description="AVAILABLE, ISSUED, REDEEMED or REVOKED (default: all)",
+        json_schema_extra={"enum": [state.value for state in CouponState]},
+    ),
 ]
 
 
@@ -279,7 +283,7 @@ async def export_customer_coupons(
     customer_id: IdPath,
     request: Request,
     actor: ReadActor,
-    status: Annotated[str, Query(max_length=20)] = "ALL",
+    status: StatusQuery = "ALL",
 ) -> Response:
     """A customer's coupons (ACTIVE, REDEEMED, REVOKED or ALL) as CSV, in id order."""
     return await export(

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from coupons.domain import errors
 from coupons.domain.codes import CodeCase
 from coupons.domain.codes_file import MAX_FILE_BYTES, CodesFormat, parse_codes
-from coupons.domain.jobs import Job, ReportRow
+from coupons.domain.jobs import Job, JobState, ReportRow
 from coupons.entrypoints.http import csv_export, render, schemas
 from coupons.entrypoints.http.deps import ReadActor, allowed
 from coupons.entrypoints.http.envelope import JSON, success_body
@@ -251,7 +251,13 @@ async def _upload(
 async def list_jobs(
     request: Request,
     actor: ReadActor,
-    state: Annotated[str | None, Query(max_length=20)] = None,
+    state: Annotated[
+        str | None,
+        Query(
+            max_length=20,
+            json_schema_extra={"enum": [s.value for s in JobState]},
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST)] = 100,
     after: After = None,
 ) -> Response:

@@ -65,6 +65,15 @@ PathId = (
 )
 IdPath = Annotated[int, *PathId, Path(alias="id", ge=1, le=2**62)]
 CouponIdPath = Annotated[int, *PathId, Path(alias="couponId", ge=1, le=2**62)]
+# The documented values (any letter case is taken, as for every such parameter).
+StatusQuery = Annotated[
+    str,
+    Query(
+        max_length=20,
+        description="ACTIVE (issued, not yet redeemed), REDEEMED, REVOKED or ALL (default)",
+        json_schema_extra={"enum": ["ACTIVE", "REDEEMED", "REVOKED", "ALL"]},
+    ),
+]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429)
 }
@@ -336,7 +345,7 @@ async def customer_coupons(
     customer_id: IdPath,
     request: Request,
     actor: ReadActor,
-    status: Annotated[str, Query(max_length=20)] = "ALL",
+    status: StatusQuery = "ALL",
 ) -> Response:
     """A customer's coupons: ACTIVE (issued, unredeemed), REDEEMED, REVOKED or ALL;
     `Accept: text/csv` exports them (as `/v2/customers/{id}/coupons.csv` does)."""
@@ -452,6 +461,7 @@ CodeCaseQuery = Annotated[
     Query(
         alias="couponCodeCase",
         max_length=20,
+        json_schema_extra={"enum": [case.name for case in CodeCase]},
         description="UPPER (default), LOWER or AS_IT_IS: how codes are written in the response",
     ),
 ]

@@ -128,13 +128,13 @@ BillAmount = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0},
+                {"type": "number", "minimum": 0, "maximum": 9999999999.9999},
                 {
                     "type": "string",
                     "pattern": r"^\s*[+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?\s*$",
                 },
             ],
-            "description": "at most 14 digits, 4 of them after the point",
+            "description": "at most 10 digits before the point and 4 after it",
         }
     ),
 ]
@@ -157,7 +157,8 @@ def _numbers_allowed(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     if node.get("type") == "string" and not {"format", "enum", "const"} & node.keys():
-        return {"anyOf": [node, {"type": "number"}]}
+        # whole numbers only: one with a fraction or an exponent is refused (9002)
+        return {"anyOf": [node, {"type": "integer"}]}
     return {key: _numbers_allowed(value) for key, value in node.items()}
 
 
