@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
+from coupons.entrypoints.http import finding_routes
 from tests.conftest import Backend, Credentials
 from tests.e2e.conftest import Api, error_code
 
@@ -765,3 +767,50 @@ def test_a_history_range_in_the_past_is_empty_and_a_reversed_one_is_9002(api: Ap
     assert (reversed_range.status_code, error_code(reversed_range)) == (400, 9002)
     assert "until" in reversed_range.json()["errors"][0]["message"]
     assert (moved.status_code, error_code(moved)) == (400, 9002)
+
+
+def test_a_head_on_an_export_answers_its_headers_without_reading_its_rows(
+    api: Api, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a series whose export takes five pages of two rows
+    monkeypatch.setattr(finding_routes, "EXPORT_PAGE", 2)
+    series_id = api.series(codes=[f"HEADX-{i}" for i in range(10)])
+    path = f"/v2/coupon/series/{series_id}/coupons.csv"
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM coupons" in statement:
+            reads.append(statement)
+
+    for engine in backend.db.engines:
+        event.listen(engine, "before_cursor_execute", count)
+    try:
+        got = api.get(path)
+        reads_for_get = len(reads)
+        reads.clear()
+        # when the same export is asked for with HEAD
+        head = api.request("HEAD", path)
+    finally:
+        for engine in backend.db.engines:
+            event.remove(engine, "before_cursor_execute", count)
+
+    # then it has the GET's status and type, no body, and read at most the first page
+    assert got.status_code == head.status_code == 200
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.content == b""
+    assert reads_for_get >= 5
+    assert len(reads) <= 1
+
+
+def test_an_answer_chosen_by_accept_says_it_varies_by_accept(api: Api) -> None:
+    series_id = api.series(codes=["VARY-1"])
+    path = f"/v2/coupon/series/{series_id}/coupons"
+
+    as_json = api.get(path)
+    as_csv = api.get(path, headers={"Accept": "text/csv"})
+
+    assert as_json.headers["content-type"].startswith("application/json")
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    assert as_json.headers["vary"] == as_csv.headers["vary"] == "Accept"
+    # and an answer that does not depend on it does not say so
+    assert "vary" not in api.get(f"/v2/coupon/series/{series_id}").headers

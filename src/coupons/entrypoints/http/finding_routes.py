@@ -50,7 +50,10 @@ Reader = Callable[[UnitOfWork, Context, str | None, int], Page[T]]
 
 
 def wants_csv(request: Request) -> bool:
-    """`Accept: text/csv` asks for the export of a list (JSON stays the default)."""
+    """`Accept: text/csv` asks for the export of a list (JSON stays the default). The answer
+    then depends on `Accept`, and says so (`Vary`, set by the edge) so that no cache hands
+    one client's CSV to another asking for JSON."""
+    request.state.varies_by_accept = True
     return prefers_csv(request.headers.get("accept", ""))
 
 

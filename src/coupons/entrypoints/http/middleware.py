@@ -101,8 +101,6 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = ""
-        declared_length: int | None = None
-        media_type = b""
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1").strip()
@@ -110,13 +108,6 @@ class EdgeMiddleware:
                 # its coupons' history, what its undo reverts): never a client's.
                 if _REQUEST_ID.match(candidate) and not candidate.startswith(JOB_ID_PREFIX):
                     request_id = candidate
-            elif name == b"content-type":
-                media_type = value.split(b";", 1)[0].strip().lower()
-            elif name == b"content-length":
-                try:
-                    declared_length = int(value)
-                except ValueError:
-                    declared_length = None
         if not request_id:
             request_id = uuid.uuid4().hex
         state = scope.setdefault("state", {})
@@ -126,11 +117,33 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 # Read when the answer starts: an idempotent replay answers with the id of
                 # the request it replays (`answer_as`).
-                header = (b"x-request-id", str(state["request_id"]).encode())
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = [*message.get("headers", ())]
+                headers.append((b"x-request-id", str(state["request_id"]).encode()))
+                if state.get("varies_by_accept"):
+                    headers.append((b"vary", b"Accept"))
+                message["headers"] = headers
             await send(message)
 
         send_with_id: Send = with_id
+        if scope["method"] == "HEAD":
+            # A HEAD's answer ends with its headers: a streamed export stops there instead of
+            # reading every row for nothing (and holding the connection while it does).
+            await _until_head_answered(self._serve)(scope, receive, _headers_only(send_with_id))
+            return
+        await self._serve(scope, receive, send_with_id)
+
+    async def _serve(self, scope: Scope, receive: Receive, send_with_id: Send) -> None:
+        state = scope["state"]
+        declared_length: int | None = None
+        media_type = b""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                media_type = value.split(b";", 1)[0].strip().lower()
+            elif name == b"content-length":
+                try:
+                    declared_length = int(value)
+                except ValueError:
+                    declared_length = None
         if scope["path"].startswith(CONSOLE_PREFIX):
             # The console's forms are not JSON: it reads (and bounds) its own bodies.
             await self.app(scope, receive, send_with_id)
@@ -139,7 +152,6 @@ class EdgeMiddleware:
             # What answers GET answers HEAD (a monitor's `HEAD /health`): the GET's status
             # and headers, no body. The routes themselves only name GET.
             scope = {**scope, "method": "GET"}
-            send_with_id = _headers_only(send_with_id)
         nul_in = nul_field(scope)
         if nul_in is not None:
             await self._reply(send_with_id, InvalidField(nul_in, "must not contain NUL characters"))
@@ -201,17 +213,33 @@ class EdgeMiddleware:
 UNPARAMETERISED = frozenset({"/health", "/metrics"})
 
 
+class _HeadAnswered(BaseException):
+    """A HEAD's headers and its empty body went out: whatever else the app would send is
+    thrown away, so it is stopped (a BaseException, as a cancellation is: no error handler
+    takes it for a fault)."""
+
+
 def _headers_only(send: Send) -> Send:
-    """`send` for a HEAD request answered as a GET: the body's bytes are left out."""
+    """`send` for a HEAD request answered as a GET: the body's bytes are left out, and the
+    app is stopped at its first piece of body (`_until_head_answered`)."""
 
     async def send_headers(message: Message) -> None:
         if message["type"] == "http.response.body":
-            if message.get("more_body", False):
-                return
-            message = {"type": "http.response.body", "body": b""}
+            await send({"type": "http.response.body", "body": b""})
+            raise _HeadAnswered()
         await send(message)
 
     return send_headers
+
+
+def _until_head_answered(app: ASGIApp) -> ASGIApp:
+    async def run(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except* _HeadAnswered:
+            pass
+
+    return run
 
 
 def repeated_field(scope: Scope) -> str | None:
