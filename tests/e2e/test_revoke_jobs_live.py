@@ -317,3 +317,27 @@ def test_fifty_stalled_uploads_leave_every_other_call_answering_at_once(server: 
     assert health.status_code == 200
     assert isinstance(listed, list)
     assert upload.status_code == 202, upload.text
+
+
+@pytest.mark.parametrize("megabytes", [3, 6])
+def test_a_client_that_writes_a_too_large_body_before_reading_gets_the_413(
+    server: JobServer, megabytes: int
+) -> None:
+    # given a request whose whole body is written before the answer is read, as most HTTP
+    # libraries do
+    token = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+    body = b"[" + b"1," * (megabytes * 512 * 1024) + b"1]"
+    head = (
+        f"POST /v2/coupon/revoke HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+            connection.sendall(head + body)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+
+        # then it reads the 413 envelope, not a reset connection
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b'"code":9013' in answer

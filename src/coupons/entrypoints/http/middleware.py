@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coupons.domain.codes_file import MAX_FILE_BYTES
@@ -166,12 +167,13 @@ class EdgeMiddleware:
             and media_type in UPLOAD_TYPES
         ):
             if declared_length is not None and declared_length > MAX_FILE_BYTES:
+                await _drain(scope, receive)
                 await self._reply(send_with_id, CodesFileTooLarge(), close=True)
                 return
             await self.app(scope, receive, send_with_id)
             return
         if declared_length is not None and declared_length > self.max_body_bytes:
-            await self._too_large(send_with_id)
+            await self._too_large(scope, receive, send_with_id)
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             # Every body here is JSON, whatever the client labelled it (`curl -d` says form);
@@ -182,13 +184,14 @@ class EdgeMiddleware:
             ]
             body = await read_body(receive, self.max_body_bytes)
             if body is None:
-                await self._too_large(send_with_id)
+                await self._too_large(scope, receive, send_with_id)
                 return
             await self.app(scope, replaying(body, receive), send_with_id)
             return
         await self.app(scope, receive, send_with_id)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _drain(scope, receive)
         await self._reply(send, BodyTooLarge(), close=True)
 
     async def _reply(self, send: Send, error: CouponError, *, close: bool = False) -> None:
@@ -207,6 +210,29 @@ class EdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+# How much of a refused body is read and dropped before the answer closes the connection.
+DRAIN_BYTES = 16 * 1024 * 1024
+DRAIN_SECONDS = 2.0
+
+
+async def _drain(scope: Scope, receive: Receive) -> None:
+    """Read what is left of a refused body, a bounded amount for a bounded time, before the
+    answer closes the connection. Closed with bytes unread, the kernel resets the connection,
+    and a client that writes its whole body before it reads (most libraries do) never sees
+    the 413: the staged close RFC 9112 asks for."""
+    if any(name == b"expect" for name, _ in scope["headers"]):
+        return  # the client waits for a go-ahead before it sends: nothing is coming
+    read = 0
+    with anyio.move_on_after(DRAIN_SECONDS):
+        while read <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            read += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 # Paths that take no query parameters: a monitor's cache-busting `?_=1&_=2` is no question.
