@@ -326,3 +326,23 @@ def test_a_websocket_upgrade_is_an_ordinary_request_answered_by_the_app(demo: De
     assert lines[0] == "HTTP/1.1 200 OK"
     assert headers["x-request-id"] == "ws-probe-1"
     assert json.loads(body)["entity"]["status"] == "ok", body
+
+
+@pytest.mark.parametrize("hosts", [b"", b"Host: a\r\nHost: b\r\n"], ids=["no-host", "two-hosts"])
+def test_an_http_1_1_request_without_exactly_one_host_is_refused_in_the_envelope(
+    demo: Demo, hosts: bytes
+) -> None:
+    import socket
+
+    host, port = demo.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\n" + hosts + b"\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after it
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+    envelope = json.loads(body)
+    assert [e["code"] for e in envelope["errors"]] == [9002]
+    assert envelope["errors"][0]["message"].startswith("Host:")

@@ -102,8 +102,11 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = ""
+        hosts = 0
         for name, value in scope["headers"]:
-            if name == b"x-request-id":
+            if name == b"host":
+                hosts += 1
+            elif name == b"x-request-id":
                 candidate = value.decode("latin-1").strip()
                 # A job's id is the request id of everything the job revokes (its trail row,
                 # its coupons' history, what its undo reverts): never a client's.
@@ -126,6 +129,13 @@ class EdgeMiddleware:
             await send(message)
 
         send_with_id: Send = with_id
+        if hosts != 1 and scope.get("http_version") == "1.1":
+            # RFC 9112 §3.2: an HTTP/1.1 request names exactly one Host. With none or two,
+            # what it addressed is unknown (the console checks Origin against it).
+            await _drain(scope, receive)
+            problem = "an HTTP/1.1 request names exactly one host"
+            await self._reply(send_with_id, InvalidField("Host", problem), close=True)
+            return
         if scope["method"] == "HEAD":
             # A HEAD's answer ends with its headers: a streamed export stops there instead of
             # reading every row for nothing (and holding the connection while it does).
