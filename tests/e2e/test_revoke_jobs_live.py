@@ -341,3 +341,53 @@ def test_a_client_that_writes_a_too_large_body_before_reading_gets_the_413(
         # then it reads the 413 envelope, not a reset connection
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert b'"code":9013' in answer
+
+
+def _read_all(connection: socket.socket) -> bytes:
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_a_codes_file_over_its_limit_written_before_reading_gets_the_413(
+    server: JobServer,
+) -> None:
+    # given an upload declared at 65 MiB, written whole before the answer is read
+    token = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+    body = b"K-001\n" * (65 * 1024 * 1024 // 6 + 1)
+    head = (
+        "POST /v2/coupon/revoke/jobs?couponSeriesId=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Basic {token}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(head + body)
+        answer = _read_all(connection)
+
+    # then it reads the 413 envelope, not a reset connection
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"code":9013' in answer
+
+
+def test_a_chunked_body_sent_after_100_continue_past_the_limit_gets_the_413(
+    server: JobServer,
+) -> None:
+    # given a client that waits for 100 Continue, then writes 5 MiB in chunks before reading
+    token = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+    head = (
+        "POST /v2/coupon/revoke HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Basic {token}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    piece = b"1," * 32 * 1024
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(head)
+        assert connection.recv(65536).startswith(b"HTTP/1.1 100")
+        connection.sendall(chunk * 80 + b"0\r\n\r\n")
+        answer = _read_all(connection)
+
+    # then it reads the 413 envelope, not a reset connection
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"code":9013' in answer

@@ -132,7 +132,7 @@ class EdgeMiddleware:
         if hosts != 1 and scope.get("http_version") == "1.1":
             # RFC 9112 §3.2: an HTTP/1.1 request names exactly one Host. With none or two,
             # what it addressed is unknown (the console checks Origin against it).
-            await _drain(scope, receive)
+            await _drain(scope, receive, invited=False)
             problem = "an HTTP/1.1 request names exactly one host"
             await self._reply(send_with_id, InvalidField("Host", problem), close=True)
             return
@@ -177,13 +177,13 @@ class EdgeMiddleware:
             and media_type in UPLOAD_TYPES
         ):
             if declared_length is not None and declared_length > MAX_FILE_BYTES:
-                await _drain(scope, receive)
+                await _drain(scope, receive, invited=False, most=DRAIN_FILE_BYTES)
                 await self._reply(send_with_id, CodesFileTooLarge(), close=True)
                 return
             await self.app(scope, receive, send_with_id)
             return
         if declared_length is not None and declared_length > self.max_body_bytes:
-            await self._too_large(scope, receive, send_with_id)
+            await self._too_large(scope, receive, send_with_id, invited=False)
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             # Every body here is JSON, whatever the client labelled it (`curl -d` says form);
@@ -193,15 +193,17 @@ class EdgeMiddleware:
                 (b"content-type", b"application/json")
             ]
             body = await read_body(receive, self.max_body_bytes)
-            if body is None:
-                await self._too_large(scope, receive, send_with_id)
+            if body is None:  # read past the limit: a client that awaited 100 Continue got it
+                await self._too_large(scope, receive, send_with_id, invited=True)
                 return
             await self.app(scope, replaying(body, receive), send_with_id)
             return
         await self.app(scope, receive, send_with_id)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _drain(scope, receive)
+    async def _too_large(
+        self, scope: Scope, receive: Receive, send: Send, *, invited: bool
+    ) -> None:
+        await _drain(scope, receive, invited=invited)
         await self._reply(send, BodyTooLarge(), close=True)
 
     async def _reply(self, send: Send, error: CouponError, *, close: bool = False) -> None:
@@ -224,19 +226,22 @@ class EdgeMiddleware:
 
 # How much of a refused body is read and dropped before the answer closes the connection.
 DRAIN_BYTES = 16 * 1024 * 1024
+DRAIN_FILE_BYTES = 128 * 1024 * 1024  # a codes file is refused past 64 MiB: more to drop
 DRAIN_SECONDS = 2.0
 
 
-async def _drain(scope: Scope, receive: Receive) -> None:
+async def _drain(scope: Scope, receive: Receive, *, invited: bool, most: int = DRAIN_BYTES) -> None:
     """Read what is left of a refused body, a bounded amount for a bounded time, before the
     answer closes the connection. Closed with bytes unread, the kernel resets the connection,
     and a client that writes its whole body before it reads (most libraries do) never sees
     the 413: the staged close RFC 9112 asks for."""
-    if any(name == b"expect" for name, _ in scope["headers"]):
-        return  # the client waits for a go-ahead before it sends: nothing is coming
+    if not invited and any(name == b"expect" for name, _ in scope["headers"]):
+        # The client waits for a go-ahead (100 Continue) that reading would send: nothing
+        # is coming unless the body was asked for already (`invited`).
+        return
     read = 0
     with anyio.move_on_after(DRAIN_SECONDS):
-        while read <= DRAIN_BYTES:
+        while read <= most:
             message = await receive()
             if message["type"] != "http.request":
                 return
