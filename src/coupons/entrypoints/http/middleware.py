@@ -103,6 +103,8 @@ class EdgeMiddleware:
             return
         request_id = ""
         hosts = 0
+        declared_length: int | None = None
+        media_type = b""
         for name, value in scope["headers"]:
             if name == b"host":
                 hosts += 1
@@ -112,6 +114,13 @@ class EdgeMiddleware:
                 # its coupons' history, what its undo reverts): never a client's.
                 if _REQUEST_ID.match(candidate) and not candidate.startswith(JOB_ID_PREFIX):
                     request_id = candidate
+            elif name == b"content-type":
+                media_type = value.split(b";", 1)[0].strip().lower()
+            elif name == b"content-length":
+                try:
+                    declared_length = int(value)
+                except ValueError:
+                    declared_length = None
         if not request_id:
             request_id = uuid.uuid4().hex
         state = scope.setdefault("state", {})
@@ -139,22 +148,25 @@ class EdgeMiddleware:
         if scope["method"] == "HEAD":
             # A HEAD's answer ends with its headers: a streamed export stops there instead of
             # reading every row for nothing (and holding the connection while it does).
-            await _until_head_answered(self._serve)(scope, receive, _headers_only(send_with_id))
+            try:
+                await self._serve(
+                    scope, receive, _headers_only(send_with_id), media_type, declared_length
+                )
+            except* _HeadAnswered:
+                pass
             return
-        await self._serve(scope, receive, send_with_id)
+        await self._serve(scope, receive, send_with_id, media_type, declared_length)
 
-    async def _serve(self, scope: Scope, receive: Receive, send_with_id: Send) -> None:
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send_with_id: Send,
+        media_type: bytes,
+        declared_length: int | None,
+    ) -> None:
+        """The request with its headers read once (`__call__`), answered or handed on."""
         state = scope["state"]
-        declared_length: int | None = None
-        media_type = b""
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                media_type = value.split(b";", 1)[0].strip().lower()
-            elif name == b"content-length":
-                try:
-                    declared_length = int(value)
-                except ValueError:
-                    declared_length = None
         if scope["path"].startswith(CONSOLE_PREFIX):
             # The console's forms are not JSON: it reads (and bounds) its own bodies.
             await self.app(scope, receive, send_with_id)
@@ -262,7 +274,7 @@ class _HeadAnswered(BaseException):
 
 def _headers_only(send: Send) -> Send:
     """`send` for a HEAD request answered as a GET: the body's bytes are left out, and the
-    app is stopped at its first piece of body (`_until_head_answered`)."""
+    app is stopped at its first piece of body (`_HeadAnswered`, caught by the edge)."""
 
     async def send_headers(message: Message) -> None:
         if message["type"] == "http.response.body":
@@ -271,16 +283,6 @@ def _headers_only(send: Send) -> Send:
         await send(message)
 
     return send_headers
-
-
-def _until_head_answered(app: ASGIApp) -> ASGIApp:
-    async def run(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await app(scope, receive, send)
-        except* _HeadAnswered:
-            pass
-
-    return run
 
 
 def repeated_field(scope: Scope) -> str | None:
