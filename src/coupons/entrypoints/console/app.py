@@ -17,7 +17,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Match, Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +34,7 @@ from coupons.entrypoints.console.web import (
     signed_in,
 )
 from coupons.entrypoints.http.middleware import request_id_of
+from coupons.entrypoints.http.routing import allowed_methods
 from coupons.services.auth import FailureThrottle
 
 HERE = Path(__file__).parent
@@ -92,14 +93,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def _allowed(request: Request) -> str:
-    """Every method the path takes, for a 405's `Allow` (RFC 9110 requires it). The router's
-    own header names only the first route that matched the path (`/revoke` has a GET and a
-    POST route); the static files take GET and HEAD and name nothing."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
-            methods.update(route.methods or ())
-    return ", ".join(sorted(methods)) or "GET, HEAD"
+    """Every method the path takes, for a 405's `Allow` (RFC 9110 requires it), found as the
+    API finds its own: the router's header names only the first route that matched the path
+    (`/revoke` has a GET and a POST route). The static files take GET and HEAD."""
+    return ", ".join(allowed_methods(request.scope)) or "GET, HEAD"
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

@@ -142,12 +142,9 @@ class ApiRoute(APIRoute):
 class IdRoute(ApiRoute):
     """An API route whose numeric path parameters never capture another route's path."""
 
-    _every: ClassVar[list[IdRoute]] = []
-
     def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
         self._has_parameters = bool(self.param_convertors)
-        IdRoute._every.append(self)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)
@@ -169,29 +166,27 @@ def _numeric(child_scope: Scope) -> bool:
     return all(str(v).isascii() and str(v).isdigit() for v in values)
 
 
+def _fits(route: Route, scope: Scope) -> bool:
+    """Whether the path is the route's, by the plain path-and-method match (no recursion into
+    an id route's own check); an id route's ids must be numbers, as it matches them."""
+    match, child_scope = Route.matches(route, scope)
+    return match is not Match.NONE and (not isinstance(route, IdRoute) or _numeric(child_scope))
+
+
 def _routes_with_this_path(scope: Scope) -> list[IdRoute]:
-    """Routes whose path is this one with numbers (or nothing) in its parameters."""
-    found = []
-    for route in IdRoute._every:
-        # The plain path-and-method match: no recursion into a route's own check.
-        match, child_scope = Route.matches(route, scope)
-        if match is not Match.NONE and _numeric(child_scope):
-            found.append(route)
-    return found
+    """Id routes whose path is this one with numbers (or nothing) in its parameters."""
+    return [r for r in ApiRoute._all if isinstance(r, IdRoute) and _fits(r, scope)]
 
 
 def allowed_methods(scope: Scope) -> list[str]:
     """Every method the request's path takes (for the `Allow` header of a 405); HEAD too
     where GET is, as the edge answers HEAD as GET. An id route counts only when its ids are
     numbers, as it is matched; the others (a job's id is text) whenever the path fits."""
-    methods: set[str] = set()
     # The API's routes, wherever their router is included, and the app's own (`/health`,
-    # `/metrics`).
+    # `/metrics`; the console's pages, when the console asks).
     own = getattr(getattr(scope.get("app"), "router", None), "routes", [])
-    for route in [*ApiRoute._all, *(r for r in own if isinstance(r, Route))]:
-        match, child_scope = Route.matches(route, scope)
-        if match is not Match.NONE and (not isinstance(route, IdRoute) or _numeric(child_scope)):
-            methods.update(route.methods or ())
+    routes = [*ApiRoute._all, *(r for r in own if isinstance(r, Route))]
+    methods = {m for route in routes if _fits(route, scope) for m in route.methods or ()}
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)
