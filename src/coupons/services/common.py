@@ -58,10 +58,10 @@ class CustomerRef:
     external_id: str | None = None
 
     def is_empty(self) -> bool:
-        return all(_blank(v) for v in (self.id, self.mobile, self.email, self.external_id))
+        return all(is_blank(v) for v in (self.id, self.mobile, self.email, self.external_id))
 
 
-def _blank(value: int | str | None) -> bool:
+def is_blank(value: object) -> bool:
     """Not given: absent, or text of only whitespace. Clients send `""` or `" "` for an
     identifier they do not have; both are left out, not searched for."""
     return value is None or (isinstance(value, str) and not value.strip())
@@ -71,9 +71,9 @@ def find_customer(uow: UnitOfWork, org_id: int, ref: CustomerRef) -> Customer:
     """The one customer all given identifiers name: 701 if none does, 9008 if they disagree."""
     # Trimmed as it was when the customer was made: " X-1 " made customer "X-1", and must
     # find them again (mobiles and emails are normalised the same way on both sides).
-    external_id = None if _blank(ref.external_id) else str(ref.external_id).strip()
-    mobile = None if _blank(ref.mobile) else ref.mobile
-    email = None if _blank(ref.email) else ref.email
+    external_id = None if is_blank(ref.external_id) else str(ref.external_id).strip()
+    mobile = None if is_blank(ref.mobile) else ref.mobile
+    email = None if is_blank(ref.email) else ref.email
     given = {
         name
         for name, value in (

@@ -35,7 +35,7 @@ from coupons.domain.model import Coupon, CouponState, normalize_email
 from coupons.domain.revoke import MAX_REASON_LENGTH, FailureReason, Outcome
 from coupons.entrypoints.http import render
 from coupons.entrypoints.http.envelope import failure_body, success_body
-from coupons.services.common import CustomerRef
+from coupons.services.common import CustomerRef, is_blank
 
 # Codes are matched and stored trimmed, so their length is counted trimmed too.
 Code = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_CODE_LENGTH)]
@@ -61,8 +61,8 @@ def digits_as_int(value: Any) -> Any:
 
 
 def blank_as_none(value: Any) -> Any:
-    """Blank text as not given: clients send `""` or `" "` for an identifier they lack."""
-    return None if isinstance(value, str) and not value.strip() else value
+    """An identifier as the services read it: blank text is not given (`is_blank`)."""
+    return None if is_blank(value) else value
 
 
 # An id a client may leave blank (a query parameter): blank is none, the range applies to a
