@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,6 +60,13 @@ class CustomerRef:
 
     def is_empty(self) -> bool:
         return all(is_blank(v) for v in (self.id, self.mobile, self.email, self.external_id))
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Whether a presented token or signature is the expected one, in constant time. As
+    bytes: `hmac.compare_digest` raises on text with non-ASCII characters, and what a client
+    presents is whatever it sent (a TypeError was a 500)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
 
 
 def is_blank(value: object) -> bool:

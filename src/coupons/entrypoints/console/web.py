@@ -33,7 +33,7 @@ from coupons.domain.people import Person
 from coupons.entrypoints.http.middleware import answer_as, request_id_of, under_own_id
 from coupons.services import people
 from coupons.services.auth import FailureThrottle, require
-from coupons.services.common import Context, utcnow
+from coupons.services.common import Context, same_secret, utcnow
 from coupons.services.ports import UnitOfWork
 from coupons.services.runner import Idempotency, Rendered, execute
 
@@ -155,10 +155,7 @@ async def checked_form(
     if person is not None:
         sent = form.get("csrf")
         expected = getattr(request.state, "csrf", "")
-        # As bytes: compare_digest refuses text with non-ASCII characters (a TypeError, a 500).
-        if not isinstance(sent, str) or not hmac.compare_digest(
-            sent.encode("utf-8", "surrogatepass"), expected.encode()
-        ):
+        if not isinstance(sent, str) or not same_secret(sent, expected):
             raise Refused(
                 "This form has expired or was not sent by this console; nothing was changed."
             )
