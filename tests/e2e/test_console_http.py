@@ -71,7 +71,8 @@ def test_sign_in_never_redirects_off_the_console(backend: Backend, client: TestC
         )[0]
         == 0
     )
-    for target in ("https://evil.test/", "//evil.test/x", "/console/\\evil", "/docs"):
+    climbing = ("/console/../v2/coupon/2", "/console/..%2fdocs", "/console/%252e%252e/docs")
+    for target in ("https://evil.test/", "//evil.test/x", "/console/\\evil", "/docs", *climbing):
         answer = client.post(
             "/console/signin",
             data={"email": email, "password": "pw-123456", "next": target},
@@ -521,6 +522,31 @@ def test_activity_offers_undo_for_a_job_only_while_the_undo_would_be_taken(
     assert undo_form not in undone
 
 
+def test_activity_offers_no_undo_for_a_job_whose_coupons_were_all_reinstated(
+    backend: Backend, signed_in: TestClient, api: Api
+) -> None:
+    from tests.e2e.test_revoke_jobs import JOBS, accepted, drain
+
+    # given a finished revoke job of a whole series
+    codes = [unique("ACTR").upper(), unique("ACTR").upper()]
+    series_id = api.series(codes=codes)
+    job = accepted(api.post(JOBS, {"couponSeriesId": series_id, "reason": "campaign off"}))
+    drain(backend.db)
+    undo_form = f'action="/console/jobs/{job["jobId"]}/undo"'
+    before = signed_in.get("/console/activity").text
+
+    # when one coupon is reinstated by hand, and then the other
+    reinstate = "/v2/coupon/reinstate"
+    api.post(reinstate, {"couponSeriesId": series_id, "couponCodes": codes[:1]})
+    partly = signed_in.get("/console/activity").text
+    api.post(reinstate, {"couponSeriesId": series_id, "couponCodes": codes[1:]})
+    wholly = signed_in.get("/console/activity").text
+
+    # then Undo is offered while one of them is still revoked by the job, and not after
+    assert undo_form in before and undo_form in partly
+    assert undo_form not in wholly
+
+
 def _form_key(page: httpx.Response) -> str:
     found = re.search(r'name="form_key" value="([0-9a-f]{32})"', page.text)
     assert found is not None, page.text
@@ -606,6 +632,32 @@ def _bulk(client: TestClient, files: Any = None, **fields: str) -> httpx.Respons
         "/console/bulk", data=form, files=files, headers=ORIGIN, follow_redirects=False
     )
     return sent
+
+
+def test_codes_pasted_past_a_mebibyte_start_a_job_like_a_file_of_them(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given 100,000 pasted codes (1.3 MB, past the form parser's default field size)
+    pasted = "\n".join(f"PASTE{n:07d}" for n in range(100_000))
+    no_file = {"codes_file": ("", b"", "application/octet-stream")}  # as a browser sends it
+
+    # when the bulk form previews them
+    sent = _bulk(signed_in, files=no_file, codes=pasted, step="preview")
+
+    # then a preview job of all of them exists, as for an uploaded file
+    assert sent.status_code == 303, sent.text[:500]
+    [job] = api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"]
+    assert job["total"] == 100_000 and job["dryRun"] is True
+
+
+def test_a_form_body_the_parser_cannot_read_is_a_readable_400(signed_in: TestClient) -> None:
+    headers = {**ORIGIN, "Content-Type": "multipart/form-data; boundary=xyz"}
+    body = b"--xyz\r\nContent-Disposition: form-data\r\n\r\nno name\r\n--xyz--\r\n"
+
+    sent = signed_in.post("/console/bulk", content=body, headers=headers)
+
+    assert sent.status_code == 400
+    assert "This form could not be read" in sent.text and "nothing was changed" in sent.text
 
 
 @pytest.mark.parametrize("step", ["", "zzz", "START"])

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import jinja2
 import orjson
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -117,15 +118,32 @@ def _quote(value: str) -> str:
 
 
 def safe_next(value: str | None) -> str:
-    """Only a path inside the console: never an open redirect to another site."""
+    """Only a path inside the console: never an open redirect to another site, nor one that
+    climbs out of the console by a dot segment (`/console/../v2/...`, also percent-encoded or
+    with the tab or line break a browser drops)."""
     if (
         value
         and value.startswith(f"{PREFIX}/")
         and "\\" not in value
         and not urlsplit(value).netloc
+        and not any(ord(c) < 0x20 or c == "\x7f" for c in value)
+        and not _climbs(urlsplit(value).path)
     ):
         return value
     return f"{PREFIX}/search"
+
+
+def _climbs(path: str) -> bool:
+    """Whether a path holds a `.` or `..` segment once its percent-escapes are undone (a
+    browser reads `%2e%2e` as `..`); escapes nested past a few levels count as climbing."""
+    for _ in range(4):
+        if any(part in (".", "..") for part in path.split("/")):
+            return True
+        decoded = unquote(path)
+        if decoded == path:
+            return "\\" in path
+        path = decoded
+    return True
 
 
 def check_origin(request: Request) -> None:
@@ -151,7 +169,13 @@ async def checked_form(
         raise Refused(
             f"That is too much to send at once (limit {limit}); nothing was changed.", 413
         )
-    form = await request.form()
+    try:
+        # A pasted field may be as large as the form may be (Starlette's default caps each
+        # field at 1 MiB: a long paste of codes was a bare 400 with the form lost).
+        form = await request.form(max_part_size=max_bytes)
+    except HTTPException as error:  # a body the form parser cannot read
+        detail = f"This form could not be read ({error.detail}); nothing was changed."
+        raise Refused(detail, 400) from None
     if person is not None:
         sent = form.get("csrf")
         expected = getattr(request.state, "csrf", "")
