@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import random
+import sys
 import threading
 import time
 import uuid
@@ -96,7 +97,12 @@ class CouponApiError(Exception):
 
 
 class CouponApiUnavailable(CouponApiError):
-    """No usable answer after every retry; `code` is 0 when the server was never reached."""
+    """No usable answer after every retry; `code` is 0 when no answer came.
+
+    `delivered` is False only when no try could have reached the server (each one failed to
+    connect): a bulk run then knows the request changed nothing."""
+
+    delivered: bool = True
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -115,6 +121,12 @@ class RetryPolicy:
         """Sleep before retry number `attempt` (1-based): half fixed, half random."""
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0.0, ceiling / 2)
+
+    @classmethod
+    def for_seconds(cls, seconds: float) -> RetryPolicy:
+        """Retry for `seconds`, however many tries that takes (the CLI's `--retry-seconds`:
+        eight tries ran out after about 18 s, so a 30-second restart stopped a run)."""
+        return cls(attempts=sys.maxsize, deadline=seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +256,7 @@ class CouponClient(FindingCalls, RevokeJobCalls):
             headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         started = time.monotonic()
         refreshed = False
+        delivered = False  # whether any try may have reached the server
         attempt = 0
         while True:
             attempt += 1
@@ -269,7 +282,12 @@ class CouponClient(FindingCalls, RevokeJobCalls):
                 failure: CouponApiError = CouponApiUnavailable(
                     0, f"{type(error).__name__}: {error}", None
                 )
+                # A refused or timed-out connect sent nothing; any later failure may have.
+                delivered = delivered or not isinstance(
+                    error, httpx.ConnectError | httpx.ConnectTimeout
+                )
             else:
+                delivered = True
                 if response.is_success:
                     return response
                 if (
@@ -288,10 +306,14 @@ class CouponClient(FindingCalls, RevokeJobCalls):
                     raise error_
                 failure = CouponApiUnavailable(error_.code, error_.message, error_.http_status)
                 wait = _retry_after(response)
+            left = self._retry.deadline - (time.monotonic() - started)
             if wait is None:
-                wait = self._retry.delay(attempt)
-            elapsed = time.monotonic() - started
-            if attempt >= self._retry.attempts or elapsed + wait > self._retry.deadline:
+                # Our own backoff ends at the deadline, for one last try there; a server's
+                # Retry-After past it is not worth waiting for.
+                wait = min(self._retry.delay(attempt), left)
+            if attempt >= self._retry.attempts or left <= 0 or wait > left:
+                if isinstance(failure, CouponApiUnavailable):
+                    failure.delivered = delivered
                 raise failure
             self._sleep(wait)
 

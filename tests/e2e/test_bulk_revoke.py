@@ -402,19 +402,44 @@ def test_a_server_restart_mid_run_is_ridden_out_without_double_counting(
     assert series_counts(server, given.series_id) == {"REVOKED": 1_500}
 
 
-def test_an_unreachable_server_ends_the_run_with_2_and_keeps_the_journal(tmp_path: Path) -> None:
-    # given no server at the URL
-    codes_file = write_codes(tmp_path / "codes.txt", ["A1", "A2"])
+def test_an_unreachable_server_ends_the_run_with_2_and_leaves_no_journal_to_trip_on(
+    server: Server, tmp_path: Path
+) -> None:
+    # given codes of a real series, and a first try at a port where nothing listens
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
     dead = Server(db_url="", port=free_port(), workdir=tmp_path)
 
-    # when revoking with a short retry budget
-    done = run_bulk(dead, 1, codes_file, "--retry-seconds", "1")
+    # when revoking there with a short retry budget (and a series id that is wrong, too)
+    done = run_bulk(dead, 987_655, codes_file, "--retry-seconds", "1")
 
-    # then the run stops with 2, names the cause, and leaves the batch's key for the rerun
+    # then the run stops with 2 and names the cause; no request reached a server, so nothing
+    # was revoked and no journal ties the corrected command to these arguments
     assert done.returncode == 2
-    assert "server unavailable" in done.stderr
-    records = [json.loads(line) for line in (tmp_path / "codes.results.csv.journal").open()]
-    assert [r.get("state") for r in records[1:]] == ["sent"]
+    said = " ".join(done.stderr.split())
+    assert "server unavailable" in said and "nothing was revoked" in said
+    assert not (tmp_path / "codes.results.csv.journal").exists()
+    # and the corrected command (the right server, another --series) just runs
+    fixed = invoke_bulk(server, given.series_id, codes_file)
+    assert fixed.returncode == 0, fixed.stderr
+    assert series_counts(server, given.series_id) == {"REVOKED": 2}
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://127.0.0.1:8000", "http://"])
+def test_a_url_that_names_no_http_server_is_refused_before_anything_is_written(
+    tmp_path: Path, url: str
+) -> None:
+    codes_file = write_codes(tmp_path / "codes.txt", ["A1"])
+
+    done = CliRunner().invoke(
+        cli_app,
+        ["revoke", "--series", "1", "--codes-file", str(codes_file), "--url", url,
+         "--username", "u", "--password", "p"],
+    )  # fmt: skip
+
+    assert done.exit_code == 2
+    assert f"--url {url}" in " ".join(done.stderr.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.txt"]
 
 
 def test_a_dry_run_reports_what_would_happen_and_changes_nothing(

@@ -144,6 +144,61 @@ def test_a_server_that_stays_down_raises_unavailable_after_the_last_attempt() ->
     assert raised.value.describe() == "no answer from the server: ConnectError: refused"
 
 
+class Clock:
+    """Time that passes only when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _timed_client(server: Handler, clock: Clock, seconds: float) -> CouponClient:
+    return CouponClient(
+        "http://coupons.test",
+        BasicAuth("u", "p"),
+        transport=httpx.MockTransport(server),
+        retry=RetryPolicy.for_seconds(seconds),
+        sleep=clock.sleep,
+    )
+
+
+def test_a_time_bound_retry_rides_out_an_outage_of_more_tries_than_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a server down for 40 s (a restart), and a client told to retry for 60 s
+    clock = Clock()
+    monkeypatch.setattr("coupons.client.time.monotonic", lambda: clock.now)
+    down_until = clock.now + 40
+
+    def server_(request: httpx.Request) -> httpx.Response:
+        if clock.now < down_until:
+            raise httpx.ConnectError("refused")
+        return ok({"status": "ok"})
+
+    # when calling, then the call succeeds once the server is back, within the 60 s
+    assert _timed_client(server_, clock, 60).health() == {"status": "ok"}
+    assert len(clock.sleeps) > 8 and 40 <= sum(clock.sleeps) <= 60
+
+
+def test_a_time_bound_retry_tries_once_more_at_its_deadline_and_then_gives_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a server that stays away, and a client told to retry for 30 s
+    clock = Clock()
+    monkeypatch.setattr("coupons.client.time.monotonic", lambda: clock.now)
+    server = Recorder(*[httpx.ConnectError("refused") for _ in range(100)])
+
+    # when calling, then it gives up unavailable, having waited exactly its 30 s
+    with pytest.raises(CouponApiUnavailable):
+        _timed_client(server, clock, 30).health()
+    assert sum(clock.sleeps) == pytest.approx(30)
+    assert len(server.requests) == len(clock.sleeps) + 1
+
+
 def test_a_retry_that_would_pass_the_deadline_is_not_attempted() -> None:
     # given a deadline shorter than the server's Retry-After
     server = Recorder(failure(429, 9021, "slow down", headers={"Retry-After": "120"}))
@@ -276,3 +331,24 @@ def test_a_non_json_error_page_still_raises_a_typed_error() -> None:
     with pytest.raises(CouponApiError) as raised:
         server.client().get_series(1)
     assert raised.value.http_status == 404 and "not here" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("answers", "delivered"),
+    [
+        ([httpx.ConnectError("refused"), httpx.ConnectTimeout("slow")], False),
+        ([httpx.ConnectError("refused"), httpx.ReadTimeout("no answer")], True),
+        ([failure(503, 9023, "database unavailable"), httpx.ConnectError("refused")], True),
+    ],
+    ids=["never-connected", "sent-then-lost", "answered-503"],
+)
+def test_giving_up_says_whether_any_try_could_have_reached_the_server(
+    answers: list[httpx.Response | Exception], delivered: bool
+) -> None:
+    # given a server that gives no usable answer to either of two tries
+    server = Recorder(*answers)
+
+    # when calling, then the client gives up and says whether the request may have landed
+    with pytest.raises(CouponApiUnavailable) as raised:
+        server.client(attempts=2).revoke(series_id=1, codes=["a"])
+    assert raised.value.delivered is delivered

@@ -69,7 +69,7 @@ def command(args: Args, out: Console, err: Console, sleep: float = POLL_SECONDS)
         err.print("[red]error:[/red] give --username and --password")
         return EXIT_UNFINISHED
     results = args.results or default_results(args.codes_file, args.dry_run)
-    retry = RetryPolicy(deadline=args.retry_seconds)
+    retry = RetryPolicy.for_seconds(args.retry_seconds)
     try:
         with CouponClient(args.url, BasicAuth(args.username, args.password), retry=retry) as api:
             job = api.start_revoke_job(

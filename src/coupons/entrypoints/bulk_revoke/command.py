@@ -61,6 +61,7 @@ def run(
     progress = progress_bar(err)
     pending: dict[Future[list[Row]], tuple[int, int]] = {}
     refused: set[int] = set()  # batches the server answered with a whole-request refusal
+    unsent: set[int] = set()  # batches no try of which reached the server (none connected)
 
     def settle(futures: set[Future[list[Row]]]) -> None:
         nonlocal problem
@@ -73,6 +74,8 @@ def run(
                 problem = problem or _describe(error)
                 if not isinstance(error, CouponApiUnavailable) and error.code != 0:
                     refused.add(batch)
+                elif isinstance(error, CouponApiUnavailable) and not error.delivered:
+                    unsent.add(batch)
             progress.advance(task, size)
 
     with progress, ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -107,11 +110,13 @@ def run(
         finally:
             journal.close()
     every_line = plan(codes_path, scanned)
-    if refused and not journal.resumed and not journal.done and set(journal.keys) <= refused:
-        # This run started the journal and every batch it sent was refused whole, so none
-        # changed anything (a refusal mid-run, after batches went through, is no such case:
-        # they did their work): there is nothing to resume, and a journal kept would tie the
-        # corrected rerun to these arguments. (A resumed journal holds keys of an earlier
+    untouched = refused | unsent
+    if untouched and not journal.resumed and not journal.done and set(journal.keys) <= untouched:
+        # This run started the journal and every batch it sent was refused whole or never
+        # reached the server (a wrong port, a server down), so none changed anything (a
+        # refusal mid-run, after batches went through, is no such case: they did their
+        # work): there is nothing to resume, and a journal kept would tie the corrected
+        # rerun to these arguments. (A resumed journal holds keys of an earlier
         # run whose answers may have been lost: it is always kept.) Nor is there a result
         # to keep: the outcomes are counted, and a results file already there (an earlier
         # run's record) is left as it was.
@@ -143,6 +148,17 @@ def _advice(problem: str | None) -> str:
             "then rerun the same command to resume"
         )
     return "rerun the same command to resume"
+
+
+def _bad_url(url: str) -> str | None:
+    """Why `url` cannot be the server's address, if it cannot."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        return str(error)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return "give the server's address as http://HOST[:PORT] or https://HOST[:PORT]"
+    return None
 
 
 def _unwritable(results: Path) -> str | None:
@@ -226,6 +242,11 @@ def revoke(
         # Found out only at the end, the codes would be revoked and their report lost.
         err.print(f"[red]error:[/red] --results {results}: {problem}")
         raise typer.Exit(EXIT_UNFINISHED)
+    if (problem := _bad_url(url)) is not None:
+        # Found out by the first request, it would leave a journal tying the corrected
+        # command to this run's arguments.
+        err.print(f"[red]error:[/red] --url {url}: {problem}")
+        raise typer.Exit(EXIT_UNFINISHED)
     if on_server:
         from coupons.entrypoints import server_revoke
 
@@ -267,7 +288,7 @@ def revoke(
         scanned = scan(codes_file)
         path = str(codes_file.resolve())
         spec = RunSpec(series, path, scanned.sha256, reason, case, dry_run, username)
-        retry = RetryPolicy(deadline=retry_seconds)
+        retry = RetryPolicy.for_seconds(retry_seconds)
         with CouponClient(
             url, BasicAuth(username, password), retry=retry, max_connections=parallel
         ) as client:
