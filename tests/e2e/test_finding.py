@@ -412,10 +412,6 @@ def test_walking_the_trail_while_others_revoke_returns_every_earlier_row_once(
     [
         ({"since": "yesterday"}, "since"),
         ({"since": "2026-02-02", "until": "2026-02-01"}, "until"),
-        # Past the calendar's ends: a bare date's whole day, or a UTC offset, overflows
-        ({"until": "9999-12-31"}, "until"),
-        ({"since": "0001-01-01T00:00:00+14:00"}, "since"),
-        ({"until": "9999-12-31T23:59:59-14:00"}, "until"),
     ],
 )
 def test_bad_trail_filters_are_9002(api: Api, params: dict[str, str], field: str) -> None:
@@ -425,6 +421,54 @@ def test_bad_trail_filters_are_9002(api: Api, params: dict[str, str], field: str
     assert error_code(response) == 9002
     assert response.json()["errors"][0]["message"].startswith(field)
     assert error_code(export) == 9002
+
+
+@pytest.mark.parametrize(
+    ("params", "finds"),
+    [
+        # Past the calendar's ends once a bare date's whole day or a UTC offset is counted:
+        # an open bound on that side, or one no row meets
+        ({"until": "9999-12-31"}, True),
+        ({"since": "0001-01-01T00:00:00+14:00"}, True),
+        ({"until": "9999-12-31T23:59:59-14:00"}, True),
+        ({"since": "9999-12-31T23:59:59-14:00"}, False),
+        ({"until": "0001-01-01T00:00:00+14:00"}, False),
+    ],
+)
+def test_trail_bounds_past_the_calendars_ends_are_open_or_meet_nothing(
+    api: Api, params: dict[str, str], finds: bool
+) -> None:
+    # given a revoke in the trail
+    code = "CAL-1"
+    api.ok(api.post("/v2/coupon/revoke", {"couponSeriesId": api.series(codes=[code]),
+                                          "couponCodes": [code]}))  # fmt: skip
+
+    # when the trail is read with a bound past the calendar's end
+    response = api.get("/v2/coupon/revocations", params=params)
+    export = api.get("/v2/coupon/revocations.csv", params=params)
+
+    # then the row is found exactly when the bound leaves its time inside
+    found = api.ok(response)["revocations"]
+    assert len(found) == (1 if finds else 0)
+    assert export.status_code == 200 and len(export.text.splitlines()) == 1 + len(found)
+
+
+def test_trail_bounds_finer_than_a_microsecond_keep_since_inclusive_and_until_exclusive(
+    api: Api,
+) -> None:
+    # given a revoke in the trail, at a time kept to the microsecond
+    code = "NANO-1"
+    api.ok(api.post("/v2/coupon/revoke", {"couponSeriesId": api.series(codes=[code]),
+                                          "couponCodes": [code]}))  # fmt: skip
+    [row] = api.ok(api.get("/v2/coupon/revocations"))["revocations"]
+    later = row["at"].replace("Z", "1Z")  # 100 ns after the row
+
+    # when reading from and until a time 100 ns after it
+    since = api.ok(api.get("/v2/coupon/revocations", params={"since": later}))["revocations"]
+    until = api.ok(api.get("/v2/coupon/revocations", params={"until": later}))["revocations"]
+
+    # then the row is before both: not from it on, but before it
+    assert since == [] and until == [row]
 
 
 # --- access ----------------------------------------------------------------------------------

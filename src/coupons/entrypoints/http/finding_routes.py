@@ -3,6 +3,7 @@ CSV exports (`Accept: text/csv`, or the same path ending in `.csv`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, TypeVar
@@ -356,15 +357,32 @@ def _moment(name: str, value: str | None, *, end_of_day: bool) -> datetime | Non
             start = datetime.combine(day, time.min, tzinfo=UTC)
             return start + timedelta(days=1) if end_of_day else start
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        if _finer_than_microseconds(text):
+            # Times are kept to the microsecond, and Python cuts finer digits off: a row at
+            # .541817 would then pass `since=.5418171` and miss `until=.5418171`. The next
+            # microsecond up is the same bound for every stored time.
+            moment += timedelta(microseconds=1)
+        return moment
     except OverflowError:
         # The first or last day of year 1 or 9999, moved past the calendar's end by the
-        # whole day a date means, or by its UTC offset.
-        raise errors.InvalidField(
-            name, "falls outside years 1 to 9999 once its offset or its whole day is counted"
-        ) from None
+        # whole day a date means, or by its UTC offset (`until=9999-12-31` is a common "no
+        # end"). Every stored time is inside the calendar, so the calendar's own end stands
+        # for the bound: open on that side, or (a `since` after the end, an `until` before
+        # the start) a bound no row meets.
+        return datetime.min.replace(tzinfo=UTC) if text.startswith("0001") else _END_OF_TIME
     except ValueError:
         raise errors.InvalidField(name, "use YYYY-MM-DD or an ISO-8601 time") from None
+
+
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+_FRACTION = re.compile(r"[.,](\d+)")
+
+
+def _finer_than_microseconds(text: str) -> bool:
+    """Whether an ISO time's fraction of a second holds a nonzero digit past the sixth."""
+    found = _FRACTION.search(text)
+    return found is not None and found.group(1)[6:].strip("0") != ""
 
 
 def _trail_reader(actor: str | None, since: str | None, until: str | None) -> Reader[Revocation]:
