@@ -357,15 +357,16 @@ def test_a_second_run_of_the_same_command_while_the_first_runs_is_refused_with_2
     assert {row["outcome"] for row in rows} == {"revoked"} and len(rows) == 1_000
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
 def test_an_interrupted_run_stops_with_2_and_a_rerun_finishes_it(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, stop: signal.Signals
 ) -> None:
-    # given a run interrupted with Ctrl-C mid-way: the server is paused first, so the run
-    # cannot finish between the test seeing progress and the interrupt arriving
+    # given a run interrupted mid-way (Ctrl-C, or `kill`/`timeout`): the server is paused
+    # first, so the run cannot finish between the test seeing progress and the interrupt
     given, codes_file, _, process = running_bulk(server, tmp_path, 2_000, parallel=1, batches=3)
     with server.paused():
         assert process.poll() is None, "the run finished before it could be interrupted"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         time.sleep(0.5)  # the interrupt lands while a batch is in flight
     _, stderr = process.communicate(timeout=60)
 
@@ -423,6 +424,17 @@ def test_an_unreachable_server_ends_the_run_with_2_and_leaves_no_journal_to_trip
     fixed = invoke_bulk(server, given.series_id, codes_file)
     assert fixed.returncode == 0, fixed.stderr
     assert series_counts(server, given.series_id) == {"REVOKED": 2}
+
+
+def test_an_empty_codes_file_warns_that_there_is_nothing_to_revoke(
+    server: Server, tmp_path: Path
+) -> None:
+    codes_file = write_codes(tmp_path / "codes.txt", [])
+
+    done = invoke_bulk(server, 1, codes_file)
+
+    assert done.returncode == 0
+    assert "holds no codes: nothing to revoke" in " ".join(done.stderr.split())
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://127.0.0.1:8000", "http://"])

@@ -1066,3 +1066,13 @@ def test_a_command_that_lost_its_commit_says_to_check_not_to_retry_with_a_key() 
 
     assert "may or may not have been made" in said and "check before running" in said
     assert "Idempotency-Key" not in said
+
+
+@pytest.mark.parametrize("url", [":memory:", "coupons.db", ""])
+def test_a_database_url_that_is_no_url_says_what_one_looks_like(url: str) -> None:
+    for command in (("db", "upgrade"), ("org", "list")):
+        code, output = run(*command, "--db", url)
+
+        assert code == 1
+        said = " ".join(output.split())
+        assert "is not a database URL" in said and "sqlite:///PATH" in said, said

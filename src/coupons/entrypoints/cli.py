@@ -184,7 +184,11 @@ def _refuse_memory(url: str) -> None:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return
+        # `:memory:`, a bare file name, nothing: say what a URL looks like.
+        raise fail(
+            f"{shown(url)!r} is not a database URL: give sqlite:///PATH (a file) or "
+            "postgresql://USER@HOST:PORT/DATABASE"
+        ) from None
     database = parsed.database or ""
     if parsed.get_backend_name() == "sqlite" and (
         database in ("", ":memory:")

@@ -8,9 +8,12 @@ so it starts fast; the domain's code rules it shares have no heavy imports.
 
 from __future__ import annotations
 
+import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import httpx
@@ -150,6 +153,10 @@ def _advice(problem: str | None) -> str:
     return "rerun the same command to resume"
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def _bad_url(url: str) -> str | None:
     """Why `url` cannot be the server's address, if it cannot."""
     try:
@@ -284,8 +291,14 @@ def revoke(
     if reason is not None and len(reason) > MAX_REASON_LENGTH:
         raise stop(f"--reason is limited to {MAX_REASON_LENGTH} characters")
     results = results or default_results(codes_file, dry_run)
+    # `kill` and `timeout` stop a run as Ctrl-C does: what is in flight settles, the journal
+    # and the results are written, and the rerun resumes (not a silent exit mid-batch).
+    main = threading.current_thread() is threading.main_thread()  # where handlers may be set
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         scanned = scan(codes_file)
+        if scanned.total == 0:
+            err.print(f"[yellow]warning:[/yellow] {codes_file} holds no codes: nothing to revoke")
         path = str(codes_file.resolve())
         spec = RunSpec(series, path, scanned.sha256, reason, case, dry_run, username)
         retry = RetryPolicy.for_seconds(retry_seconds)
@@ -303,6 +316,9 @@ def revoke(
         raise stop(str(error)) from None
     except KeyboardInterrupt:  # before any batch went out, or while writing the results
         raise stop("interrupted; rerun the same command to resume") from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     out.print(summary_table(report, dry_run))
     if not report.nothing_changed:
         out.print(f"results: {results}")
