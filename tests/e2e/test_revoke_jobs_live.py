@@ -391,3 +391,77 @@ def test_a_chunked_body_sent_after_100_continue_past_the_limit_gets_the_413(
     # then it reads the 413 envelope, not a reset connection
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b'"code":9013' in answer
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_server_stopped_mid_job_gives_the_job_back_at_once(
+    server: JobServer, tmp_path: Path, workers: int
+) -> None:
+    # given a big job run by the job worker of a second `coupons serve` on the same database
+    given = given_series(server, 30_000)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    if server.db_url.startswith("postgresql"):
+        # What autovacuum does within a minute of the load (the test server runs without
+        # it): planned on no statistics, each chunk's lookup scans the whole org.
+        _execute(server.db_url, "ANALYZE coupons")
+    port = free_port()
+    log = (tmp_path / "serving.log").open("ab")
+    serving = subprocess.Popen(
+        [*COUPONS, "serve", "--port", str(port), "--db", server.db_url,
+         "--workers", str(workers), "--no-worker"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/health"):
+            assert time.monotonic() < deadline and serving.poll() is None, "serve did not start"
+            time.sleep(0.2)
+        with server.client() as api:
+            job = api.start_revoke_job(codes_file, series_id=given.series_id, reason="deploy")
+
+            # when that server is stopped (SIGTERM, as a service manager does) mid-job
+            partway = wait_for(api, job.job_id, done=False, at_least=500)
+            serving.terminate()
+            serving.wait(timeout=60)
+            stopped = api.revoke_job(job.job_id)
+            assert not stopped.is_finished, "the job ended before the server was stopped"
+    finally:
+        if serving.poll() is None:
+            serving.kill()
+            serving.wait(timeout=30)
+
+    # then it gave its lease back on the way out
+    holder = _execute(
+        server.db_url, f"SELECT claimed_by FROM revoke_jobs WHERE id = '{job.job_id}'"
+    )
+    assert holder is None
+    assert partway.processed <= stopped.processed
+    # and a worker started now finishes it well within the 30 s lease it would have waited out
+    started = time.monotonic()
+    worker = start_worker(server)
+    try:
+        with server.client() as api:
+            done = wait_for(api, job.job_id, done=True)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert done.state == "SUCCEEDED" and done.revoked_count == 30_000
+    assert time.monotonic() - started < 20
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _execute(db_url: str, sql: str) -> object:
+    """Run one statement on the database; the first column of its first row, if any."""
+    engine = create_db_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql))
+            return result.scalar() if result.returns_rows else None
+    finally:
+        engine.dispose()

@@ -84,7 +84,9 @@ def test_the_changes_of_a_revoke_job_and_its_undo_are_counted_too(
 
     # when a job revokes them, run by the worker `coupons serve` starts beside the API (with
     # its own connections), and then undoes them
-    worker = job_worker.start_in_background(backend.url, JobWorkerOptions(poll_interval=0.05))
+    worker, thread = job_worker.start_in_background(
+        backend.url, JobWorkerOptions(poll_interval=0.05)
+    )
     try:
         job = accepted(upload(api, "MJ1\nMJ2\nMJ3\n", couponSeriesId=series_id))
         finished(api, job["jobId"])
@@ -92,6 +94,7 @@ def test_the_changes_of_a_revoke_job_and_its_undo_are_counted_too(
         finished(api, undo["jobId"])
     finally:
         worker.stop()
+        thread.join(timeout=20)
     after = _samples(client)
 
     # then /metrics counts three revokes and three reinstates

@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
@@ -90,6 +93,8 @@ worker_cli.register(app)
 finding_cli.register(app)
 
 WORKER_HEALTHCHECK_SECONDS = 60
+# How long `serve`, once stopped, waits for its job chunk and webhook deliveries to finish.
+BACKGROUND_STOP_SECONDS = 20.0
 
 console = Console()
 # Errors are one line each, however narrow the terminal or pipe: never wrapped mid-word.
@@ -416,8 +421,6 @@ def serve(
     wait_for_database: worker_cli.WaitOption = worker_cli.WAIT_FOR_DATABASE_SECONDS,
 ) -> None:
     """Migrate the database, then serve the API."""
-    import uvicorn
-
     from coupons.services import demo
 
     try:
@@ -445,22 +448,46 @@ def serve(
         _print_demo(data, host, port)
         _print_console(person, host, port)
     os.environ["COUPONS_DATABASE_URL"] = db
-    from coupons.entrypoints.http.metrics import configure_logging, server_log_config
-    from coupons.entrypoints.http.protocol import EnvelopedHttpToolsProtocol
+    from coupons.entrypoints.http.metrics import configure_logging
 
     # The job runner and webhook worker threads below run in this process, not in the
     # server's workers: without this their lines came out in another format than the rest.
     # Only now, once nothing can fail before serving: set up earlier, a command stopped by a
     # bad database would leave logging bound to a stream its caller has closed.
     configure_logging(settings.log_level)
+    background: list[tuple[Any, threading.Thread]] = []  # each worker and its thread
     if deliver_webhooks:
         from coupons.entrypoints.worker import start_in_background
 
-        start_in_background(db)
+        background.append(start_in_background(db))
     if run_jobs:
         from coupons.entrypoints import job_worker
 
-        job_worker.start_in_background(db)
+        background.append(job_worker.start_in_background(db))
+    # uvicorn sends a SIGTERM it caught on to the handler it found once it has shut down:
+    # this one ends the command through `finally`, where the workers stop.
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _serve(host, port, workers, settings.log_level)
+    finally:
+        # Stopped with the server, not killed with the process: a job's chunk finishes and
+        # its lease is given back, so another process resumes it at once.
+        for worker, _ in background:
+            worker.stop()
+        for _, thread in background:
+            thread.join(timeout=BACKGROUND_STOP_SECONDS)
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve(host: str, port: int, workers: int, log_level: str) -> None:
+    import uvicorn
+
+    from coupons.entrypoints.http.metrics import server_log_config
+    from coupons.entrypoints.http.protocol import EnvelopedHttpToolsProtocol
+
     uvicorn.run(
         "coupons.entrypoints.http.asgi:app_from_env",
         factory=True,
@@ -472,8 +499,8 @@ def serve(
         # No WebSocket endpoint: an Upgrade request is an ordinary request to the app, not
         # one uvicorn answers itself in plain text without a request id.
         ws="none",
-        log_level=settings.log_level.lower(),
-        log_config=server_log_config(settings.log_level),
+        log_level=log_level.lower(),
+        log_config=server_log_config(log_level),
         access_log=False,
         # A worker must answer the supervisor's ping within this; the default 5 s is shorter
         # than a worker's start-up on a busy host, and the supervisor then kills and respawns

@@ -139,8 +139,14 @@ def open_database(url: str) -> Database:
     return db
 
 
-def start_in_background(url: str, options: JobWorkerOptions | None = None) -> JobWorker:
-    """A job worker on a daemon thread (the embedded setup of `coupons serve`)."""
+def start_in_background(
+    url: str, options: JobWorkerOptions | None = None
+) -> tuple[JobWorker, threading.Thread]:
+    """A job worker on a daemon thread (the embedded setup of `coupons serve`), and that
+    thread: stopped and joined when the server ends, the worker finishes its chunk and gives
+    its lease back, as `coupons worker` does, instead of dying with the process and leaving
+    its job to wait out the lease."""
     worker = JobWorker(open_database(url), options)
-    threading.Thread(target=worker.run, name="job-worker", daemon=True).start()
-    return worker
+    thread = threading.Thread(target=worker.run, name="job-worker", daemon=True)
+    thread.start()
+    return worker, thread

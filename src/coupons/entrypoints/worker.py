@@ -282,8 +282,13 @@ class Worker:
         self.stopping.set()
 
 
-def start_in_background(url: str, options: WorkerOptions | None = None) -> Worker:
-    """A worker on a daemon thread (the embedded setup of `coupons serve`)."""
+def start_in_background(
+    url: str, options: WorkerOptions | None = None
+) -> tuple[Worker, threading.Thread]:
+    """A worker on a daemon thread (the embedded setup of `coupons serve`), and that thread,
+    to stop and join when the server ends (in-flight deliveries finish and give their leases
+    back)."""
     worker = Worker(Database.from_url(url, pool_size=2), options)
-    threading.Thread(target=worker.run, name="webhook-worker", daemon=True).start()
-    return worker
+    thread = threading.Thread(target=worker.run, name="webhook-worker", daemon=True)
+    thread.start()
+    return worker, thread
