@@ -92,6 +92,28 @@ def test_a_csv_with_two_code_columns_is_refused_rather_than_half_read() -> None:
     )
 
 
+def test_a_csv_row_that_ends_before_its_code_column_is_refused_naming_its_line() -> None:
+    # a row with cells but no code cell left its code out: it is no blank line to skip
+    with pytest.raises(errors.MalformedCodesFile) as caught:
+        parse(b"x,code\n1,A-1\n2\n3,B-1\n", CodesFormat.CSV)
+    assert caught.value.line == 3
+    assert caught.value.problem == (
+        "the row ends before its 'code' column (1 of the header's 2 columns)"
+    )
+    # while a row of blank cells only is a blank line
+    assert parse(b"x,code\n \n3,B-1\n", CodesFormat.CSV) == [FileCode(3, "B-1")]
+
+
+def test_the_command_lines_reader_refuses_a_row_without_its_code_cell_as_the_server_does(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "codes.csv"
+    path.write_text("x,code\n1,A-1\n2\n", encoding="utf-8", newline="")
+
+    with pytest.raises(CodesFileError, match="line 3: the row ends before its 'code' column"):
+        list(read_codes(path))
+
+
 def test_a_csv_with_lone_carriage_returns_is_refused_in_plain_words() -> None:
     # old Mac line ends: the csv module's own message spoke of "universal-newline mode"
     with pytest.raises(errors.MalformedCodesFile) as caught:

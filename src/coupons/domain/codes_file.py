@@ -3,9 +3,9 @@
 Two formats: `text/plain`, one code a line; `text/csv`, the column named `code` (any case,
 other columns ignored; the first record is the header). UTF-8, a byte order mark is fine, line
 ends `\\n` or `\\r\\n`. Codes are trimmed; blank lines (and CSV rows with a blank `code`) are
-skipped and are not report lines. Each code keeps the number of the line it started on (1 is
-the first line of the file, the header for CSV), which is how the report keeps input order and
-how an error names the line.
+skipped and are not report lines; a CSV row that stops before its `code` column is 9027.
+Each code keeps the number of the line it started on (1 is the first line of the file, the
+header for CSV), which is how the report keeps input order and how an error names the line.
 
 The parser pulls bytes from an iterator and yields codes as it goes, so a 64 MiB upload is never
 held whole: memory is one line (at most `MAX_LINE_BYTES`) plus the caller's batch.
@@ -148,6 +148,11 @@ def runs_past_the_end(record: list[str]) -> bool:
     return any("\n" in value or "\r" in value for value in record)
 
 
+def short_row(cells: int, columns: int) -> str:
+    """What is wrong with a CSV row that ends before its `code` column."""
+    return f"the row ends before its 'code' column ({cells} of the header's {columns} columns)"
+
+
 def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
     current = [0]
 
@@ -177,6 +182,10 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
                 # like that is an unbalanced quote, which would swallow the codes of the
                 # lines after it without a word.
                 raise errors.MalformedCodesFile(start, _SPANS_LINES)
+            if column >= len(record) and any(cell.strip() for cell in record):
+                # A row that stops before the code column: its code was left out, and
+                # skipping it as blank would leave the line out of the report unseen.
+                raise errors.MalformedCodesFile(start, short_row(len(record), len(header)))
             code = record[column].strip() if column < len(record) else ""
             if code:
                 yield FileCode(start, code)

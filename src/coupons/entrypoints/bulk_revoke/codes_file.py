@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from coupons.domain.codes import MAX_CODE_LENGTH, clean, has_control_character, normalize
-from coupons.domain.codes_file import LONE_CR, runs_past_the_end
+from coupons.domain.codes_file import LONE_CR, runs_past_the_end, short_row
 
 
 class CodesFileError(Exception):
@@ -84,6 +84,10 @@ def read_codes(path: Path) -> Iterator[tuple[int, str]]:
                     # No code holds a line break: an unbalanced quote would swallow the codes
                     # of the lines after it without a word (the server refuses it too, 9027).
                     raise CodesFileError(f"{path}, line {first}: {SPANS_LINES}")
+                if column >= len(record) and any(cell.strip() for cell in record):
+                    # As the server refuses it: the line's code was left out, not blank.
+                    problem = short_row(len(record), len(names))
+                    raise CodesFileError(f"{path}, line {first}: {problem}")
                 code = clean(record[column]) if column < len(record) else ""
                 if code:
                     yield first, code
