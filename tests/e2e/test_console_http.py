@@ -422,7 +422,11 @@ def test_picking_one_of_a_customers_two_coupons_of_a_shared_code_revokes_and_rei
         follow_redirects=False,
     )
 
-    # Then only the picked coupon was in the preview, revoked and reinstated
+    # Then the customer page names their two boxes apart
+    page = signed_in.get(f"/console/customers/{holder}").text
+    for coupon in (first, second):
+        assert f'aria-label="Pick {coupon["couponCode"]} (coupon {coupon["couponId"]})"' in page
+    # And only the picked coupon was in the preview, revoked and reinstated
     assert preview.status_code == confirmed.status_code == 200
     assert "<strong>1</strong> will be revoked" in preview.text
     assert after_revoke == ["REVOKED", "ISSUED"]
@@ -1022,3 +1026,16 @@ def test_a_resent_revoke_offers_no_undo_once_another_revoke_holds_the_coupon(
     # then it shows the coupon REVOKED now, but offers no undo: that revoke is not its own
     assert "already sent with this form" in again.text and "REVOKED" in again.text
     assert "Undo this revoke" not in again.text and "nothing to undo" in again.text
+
+
+def test_a_cancelled_preview_says_it_cannot_be_started(signed_in: TestClient, api: Api) -> None:
+    from tests.e2e.test_revoke_jobs import JOBS, accepted
+
+    # given a preview (a dry-run job) cancelled before it ran
+    series_id = api.series(codes=[unique("CPV").upper()])
+    job = accepted(api.post(JOBS, {"couponSeriesId": series_id, "reason": "x", "dryRun": True}))
+    api.ok(api.post(f"{JOBS}/{job['jobId']}/cancel"))
+
+    # when its page is opened, then it does not promise a start that would be refused
+    page = signed_in.get(f"/console/jobs/{job['jobId']}").text
+    assert "cannot be started" in page and "revokes the same codes for real" not in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import wraps
@@ -213,6 +214,9 @@ async def customer(request: Request, person: Person) -> Response:
         refused=refused,
         # "Select all unredeemed": every box a revoke may take comes ticked (no script).
         pick_all=request.query_params.get("pick") == "all",
+        # A code held twice (a GENERIC series' coupons share theirs): each box's name also
+        # carries its coupon id, so a screen reader, or a test, can tell them apart.
+        repeated={code for code, n in Counter(c.code for c in detail.coupons).items() if n > 1},
     )
 
 
