@@ -3,9 +3,7 @@ CSV exports (`Accept: text/csv`, or the same path ending in `.csv`)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
@@ -23,6 +21,7 @@ from coupons.entrypoints.http.envelope import JSON
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.entrypoints.http.routes import ERRORS, CouponIdPath, IdPath, StatusQuery, perform
 from coupons.entrypoints.http.routing import IdRoute
+from coupons.entrypoints.http.time_bounds import moment
 from coupons.services import finding
 from coupons.services.common import Actor, Context, utcnow
 from coupons.services.ports import UnitOfWork
@@ -347,50 +346,12 @@ def _no_nul(name: str, value: str | None) -> None:
         raise errors.InvalidField(name, "must not contain NUL characters")
 
 
-def _moment(name: str, value: str | None, *, end_of_day: bool) -> datetime | None:
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            start = datetime.combine(day, time.min, tzinfo=UTC)
-            return start + timedelta(days=1) if end_of_day else start
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-        if _finer_than_microseconds(text):
-            # Times are kept to the microsecond, and Python cuts finer digits off: a row at
-            # .541817 would then pass `since=.5418171` and miss `until=.5418171`. The next
-            # microsecond up is the same bound for every stored time.
-            moment += timedelta(microseconds=1)
-        return moment
-    except OverflowError:
-        # The first or last day of year 1 or 9999, moved past the calendar's end by the
-        # whole day a date means, or by its UTC offset (`until=9999-12-31` is a common "no
-        # end"). Every stored time is inside the calendar, so the calendar's own end stands
-        # for the bound: open on that side, or (a `since` after the end, an `until` before
-        # the start) a bound no row meets.
-        return datetime.min.replace(tzinfo=UTC) if text.startswith("0001") else _END_OF_TIME
-    except ValueError:
-        raise errors.InvalidField(name, "use YYYY-MM-DD or an ISO-8601 time") from None
-
-
-_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
-_FRACTION = re.compile(r"[.,](\d+)")
-
-
-def _finer_than_microseconds(text: str) -> bool:
-    """Whether an ISO time's fraction of a second holds a nonzero digit past the sixth."""
-    found = _FRACTION.search(text)
-    return found is not None and found.group(1)[6:].strip("0") != ""
-
-
 def _trail_reader(actor: str | None, since: str | None, until: str | None) -> Reader[Revocation]:
     _no_nul("actor", actor)
     where = TrailFilter(
         actor=actor or None,
-        since=_moment("since", since, end_of_day=False),
-        until=_moment("until", until, end_of_day=True),
+        since=moment("since", since, end_of_day=False),
+        until=moment("until", until, end_of_day=True),
     )
     return lambda uow, ctx, after, limit: finding.revocations(uow, ctx, where, limit, after)
 
@@ -467,8 +428,8 @@ HISTORY_ENTRY_EXAMPLE = {
 
 
 def _history_reader(since: str | None, until: str | None) -> Reader[EventRecord]:
-    start = _moment("since", since, end_of_day=False)
-    end = _moment("until", until, end_of_day=True)
+    start = moment("since", since, end_of_day=False)
+    end = moment("until", until, end_of_day=True)
     return lambda uow, ctx, after, limit: finding.history_range(uow, ctx, start, end, limit, after)
 
 
