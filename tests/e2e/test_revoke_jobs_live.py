@@ -393,12 +393,13 @@ def test_a_chunked_body_sent_after_100_continue_past_the_limit_gets_the_413(
     assert b'"code":9013' in answer
 
 
-@pytest.mark.parametrize("workers", [1, 2])
 def test_a_server_stopped_mid_job_gives_the_job_back_at_once(
-    server: JobServer, tmp_path: Path, workers: int
+    server: JobServer, tmp_path: Path
 ) -> None:
     # given a big job run by the job worker of a second `coupons serve` on the same database
-    given = given_series(server, 30_000)
+    # (one worker process on SQLite, two on PostgreSQL: uvicorn stops the two ways apart)
+    workers = 1 if server.db_url.startswith("sqlite") else 2
+    given = given_series(server, 20_000)
     codes_file = write_codes(tmp_path / "codes.txt", given.codes)
     if server.db_url.startswith("postgresql"):
         # What autovacuum does within a minute of the load (the test server runs without
@@ -445,7 +446,7 @@ def test_a_server_stopped_mid_job_gives_the_job_back_at_once(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-    assert done.state == "SUCCEEDED" and done.revoked_count == 30_000
+    assert done.state == "SUCCEEDED" and done.revoked_count == 20_000
     assert time.monotonic() - started < 20
 
 
