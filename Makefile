@@ -43,7 +43,7 @@ run: $(STAMP)
 test: $(STAMP) test-deps browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src tests
-	$(BIN)/python -m pytest -n auto --cov=coupons --cov-report=term:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --cov=coupons --cov-report=term:skip-covered --cov-fail-under=90 --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
