@@ -654,6 +654,16 @@ def test_codes_pasted_past_a_mebibyte_start_a_job_like_a_file_of_them(
     assert job["total"] == 100_000 and job["dryRun"] is True
 
 
+def test_a_long_paste_comes_back_whole_with_an_error(signed_in: TestClient) -> None:
+    # given 20,000 pasted codes (more than the page once kept) and a series that is no id
+    pasted = "\n".join(f"BACK{n:07d}" for n in range(20_000))
+
+    # when the bulk form is sent, then the error page gives every code back, the last too
+    sent = _bulk(signed_in, codes=pasted, series="x1", step="preview")
+    assert sent.status_code == 400
+    assert "BACK0019999" in sent.text and "BACK0000000" in sent.text
+
+
 def test_a_form_body_the_parser_cannot_read_is_a_readable_400(signed_in: TestClient) -> None:
     headers = {**ORIGIN, "Content-Type": "multipart/form-data; boundary=xyz"}
     body = b"--xyz\r\nContent-Disposition: form-data\r\n\r\nno name\r\n--xyz--\r\n"

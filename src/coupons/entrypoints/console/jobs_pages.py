@@ -48,6 +48,9 @@ from coupons.services.ports import UnitOfWork
 from coupons.services.runner import execute
 
 MAX_UPLOAD = 64 * 1024 * 1024
+# The form's other fields and part headers: a codes file the API takes fits in the form too
+# (the file's own limit is `parse_codes`'s, as for an API upload).
+FORM_ROOM = 64 * 1024
 REASONS = {str(r.code): r.message for r in FailureReason}
 CHUNK = 64 * 1024
 
@@ -94,14 +97,16 @@ def _chunks(upload: UploadFile | None, pasted: str) -> tuple[Iterator[bytes], Co
 
 @needs_person
 async def bulk_start(request: Request, person: Person) -> Response:
-    form = await checked_form(request, person, max_bytes=MAX_UPLOAD)
+    form = await checked_form(request, person, max_bytes=MAX_UPLOAD + FORM_ROOM)
     series_raw = str(form.get("series") or "").strip()
     pasted = str(form.get("codes") or "")
     reason = str(form.get("reason") or "").strip()
     upload = form.get("codes_file")
     step = str(form.get("step") or "")
     dry_run = step == "preview"
-    values = {"series": series_raw, "codes": pasted[:100_000], "reason": reason}
+    # The whole paste comes back with an error: cut short, a corrected form sent as it
+    # stands would revoke part of the codes without a word.
+    values = {"series": series_raw, "codes": pasted, "reason": reason}
 
     async def again(message: str, status: int = 400) -> Response:
         recent, series = await _recent(request, person)
