@@ -195,10 +195,14 @@ class CouponClient(FindingCalls, RevokeJobCalls):
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         max_connections: int = 10,
+        stop: threading.Event | None = None,
     ) -> None:
+        """`stop`, once set, ends every call's retries at once: the call gives up as if its
+        time had run out (how a bulk run stops on Ctrl-C, or once the server is gone)."""
         self._auth = auth
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._stop = stop
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -311,11 +315,19 @@ class CouponClient(FindingCalls, RevokeJobCalls):
                 # Our own backoff ends at the deadline, for one last try there; a server's
                 # Retry-After past it is not worth waiting for.
                 wait = min(self._retry.delay(attempt), left)
-            if attempt >= self._retry.attempts or left <= 0 or wait > left:
+            out_of_tries = attempt >= self._retry.attempts or left <= 0 or wait > left
+            if out_of_tries or self._stopped_during(wait):
                 if isinstance(failure, CouponApiUnavailable):
                     failure.delivered = delivered
                 raise failure
-            self._sleep(wait)
+
+    def _stopped_during(self, seconds: float) -> bool:
+        """Wait before the next try; True when the client's stop is set (already, or while
+        waiting), so the call gives up now."""
+        if self._stop is None:
+            self._sleep(seconds)
+            return False
+        return self._stop.wait(seconds)
 
     def _entity(self, response: httpx.Response) -> Any:
         return response.json()["entity"]

@@ -426,15 +426,38 @@ def test_an_unreachable_server_ends_the_run_with_2_and_leaves_no_journal_to_trip
     assert series_counts(server, given.series_id) == {"REVOKED": 2}
 
 
-def test_an_empty_codes_file_warns_that_there_is_nothing_to_revoke(
+def test_an_empty_codes_file_is_refused_as_the_server_refuses_it_and_nothing_is_written(
     server: Server, tmp_path: Path
 ) -> None:
     codes_file = write_codes(tmp_path / "codes.txt", [])
 
     done = invoke_bulk(server, 1, codes_file)
 
-    assert done.returncode == 0
+    assert done.returncode == 2
     assert "holds no codes: nothing to revoke" in " ".join(done.stderr.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.txt"]
+
+
+def test_a_run_stopped_while_no_server_answers_ends_at_once_and_keeps_nothing(
+    tmp_path: Path,
+) -> None:
+    # given a run of several batches at a port where nothing listens, retrying for a minute
+    codes_file = write_codes(tmp_path / "codes.txt", [f"S{i:05d}" for i in range(500)])
+    dead = Server(db_url="", port=free_port(), workdir=tmp_path)
+    process = start_bulk(dead, 1, codes_file, "--retry-seconds", "60", "--parallel", "4")
+    time.sleep(3)  # every batch in flight is retrying now
+
+    # when it is stopped (kill, as a service manager's stop does)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    # then it ends at once, not when the retries would have run out, and since nothing
+    # reached a server, keeps no journal to tie the corrected command to this one
+    assert process.returncode == 2, stderr
+    assert time.monotonic() - started < 15
+    assert "nothing was revoked" in " ".join(stderr.split())
+    assert not (tmp_path / "codes.results.csv.journal").exists()
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://127.0.0.1:8000", "http://"])

@@ -352,3 +352,29 @@ def test_giving_up_says_whether_any_try_could_have_reached_the_server(
     with pytest.raises(CouponApiUnavailable) as raised:
         server.client(attempts=2).revoke(series_id=1, codes=["a"])
     assert raised.value.delivered is delivered
+
+
+def test_a_stop_set_while_retrying_ends_the_call_at_once() -> None:
+    # given a server that never answers, and a client whose stop is set after the first try
+    import threading
+
+    stop = threading.Event()
+    tries: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        tries.append(request)
+        stop.set()
+        raise httpx.ConnectError("refused")
+
+    client = CouponClient(
+        "http://coupons.test",
+        BasicAuth("u", "p"),
+        transport=httpx.MockTransport(server),
+        retry=RetryPolicy.for_seconds(3600),
+        stop=stop,
+    )
+
+    # when calling, then it gives up after that one try, saying nothing reached the server
+    with pytest.raises(CouponApiUnavailable) as raised:
+        client.health()
+    assert len(tries) == 1 and raised.value.delivered is False

@@ -190,8 +190,8 @@ def _refuse_memory(url: str) -> None:
         parsed = make_url(url)
     except ArgumentError:
         # `:memory:`, a bare file name, nothing: say what a URL looks like.
-        raise fail(
-            f"{shown(url)!r} is not a database URL: give sqlite:///PATH (a file) or "
+        raise fail(  # not echoed: a mistyped URL may hold a password the masking misses
+            "--db is not a database URL: give sqlite:///PATH (a file) or "
             "postgresql://USER@HOST:PORT/DATABASE"
         ) from None
     database = parsed.database or ""

@@ -57,8 +57,14 @@ def run(
     results: Path,
     parallel: int,
     err: Console,
+    stop: threading.Event | None = None,
 ) -> RunReport:
-    """Send every unfinished batch, then write the result CSV from the journal."""
+    """Send every unfinished batch, then write the result CSV from the journal.
+
+    `stop` is the client's: set once the run has a problem (an interrupt, a server gone, a
+    refusal), so batches still retrying give up at once instead of each waiting out its
+    own `--retry-seconds`."""
+    stop = stop or threading.Event()
     journal = Journal(results.with_name(results.name + ".journal"), spec)
     problem: str | None = None
     progress = progress_bar(err)
@@ -75,11 +81,18 @@ def run(
             except CouponApiError as error:
                 # Left unfinished in the journal: the rerun resends it with the same key.
                 problem = problem or _describe(error)
+                stop.set()
                 if not isinstance(error, CouponApiUnavailable) and error.code != 0:
                     refused.add(batch)
                 elif isinstance(error, CouponApiUnavailable) and not error.delivered:
                     unsent.add(batch)
             progress.advance(task, size)
+
+    def drop_queued() -> None:
+        """Batches not started yet are not sent at all: nothing of theirs reached a server."""
+        for future in list(pending):
+            if future.cancel():
+                unsent.add(pending.pop(future)[0])
 
     with progress, ThreadPoolExecutor(max_workers=parallel) as pool:
         # Lines decided without the server and batches finished by an earlier run start the
@@ -103,12 +116,13 @@ def run(
                 if len(pending) >= parallel * 2:
                     finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
                     settle(finished)
+            if problem is not None:
+                drop_queued()
             settle(wait(set(pending)).done)
         except KeyboardInterrupt:
             problem = "interrupted"
-            for future in list(pending):
-                if future.cancel():
-                    pending.pop(future)
+            stop.set()
+            drop_queued()
             settle(wait(set(pending)).done)
         finally:
             journal.close()
@@ -298,14 +312,21 @@ def revoke(
     try:
         scanned = scan(codes_file)
         if scanned.total == 0:
-            err.print(f"[yellow]warning:[/yellow] {codes_file} holds no codes: nothing to revoke")
+            # As the server refuses an empty upload (9027), and before a journal or results
+            # exist that would tie the corrected file to this run.
+            raise stop(f"--codes-file {codes_file} holds no codes: nothing to revoke")
         path = str(codes_file.resolve())
         spec = RunSpec(series, path, scanned.sha256, reason, case, dry_run, username)
         retry = RetryPolicy.for_seconds(retry_seconds)
+        stopping = threading.Event()
         with CouponClient(
-            url, BasicAuth(username, password), retry=retry, max_connections=parallel
+            url,
+            BasicAuth(username, password),
+            retry=retry,
+            max_connections=parallel,
+            stop=stopping,
         ) as client:
-            report = run(client, spec, codes_file, scanned, results, parallel, err)
+            report = run(client, spec, codes_file, scanned, results, parallel, err, stopping)
     except (
         OSError,
         UnicodeDecodeError,
