@@ -543,12 +543,15 @@ def test_activity_offers_no_undo_for_a_job_whose_coupons_were_all_reinstated(
     reinstate = "/v2/coupon/reinstate"
     api.post(reinstate, {"couponSeriesId": series_id, "couponCodes": codes[:1]})
     partly = signed_in.get("/console/activity").text
+    assert undo_form in signed_in.get(f"/console/jobs/{job['jobId']}").text
     api.post(reinstate, {"couponSeriesId": series_id, "couponCodes": codes[1:]})
     wholly = signed_in.get("/console/activity").text
 
-    # then Undo is offered while one of them is still revoked by the job, and not after
+    # then Undo is offered while one of them is still revoked by the job, and not after,
+    # on the activity page and on the job's own page alike
     assert undo_form in before and undo_form in partly
     assert undo_form not in wholly
+    assert undo_form not in signed_in.get(f"/console/jobs/{job['jobId']}").text
 
 
 def _form_key(page: httpx.Response) -> str:

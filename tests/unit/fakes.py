@@ -821,6 +821,9 @@ class FakeRevocationRepository:
     def record_reinstated(self, org_id: int, coupon_ids: Sequence[int]) -> None:
         self.store.trail.append((org_id, "reinstated", len(coupon_ids)))
 
+    def many(self, org_id: int, request_ids: Sequence[str]) -> list[Revocation]:
+        return []  # the fake keeps counts, not rows: every job reads as still undoable
+
     def page(
         self, org_id: int, where: TrailFilter, *, before: tuple[datetime, int] | None, limit: int
     ) -> list[Revocation]:

@@ -218,8 +218,15 @@ def get_job(uow: UnitOfWork, ctx: Context, job_id: str) -> Job:
 
 def undoable(uow: UnitOfWork, ctx: Context, job_ids: Sequence[str]) -> set[str]:
     """Which of the org's jobs `undo_job` would undo now (finished, revoking, not a dry run,
-    not undone yet): where the console offers an Undo button."""
-    return {job.id for job in uow.jobs.many(ctx.org_id, job_ids) if job.undo_refusal() is None}
+    not undone yet) and would find something to reinstate (not every coupon it revoked has
+    been reinstated since): where the console offers an Undo button."""
+    allowed = {j.id for j in uow.jobs.many(ctx.org_id, job_ids) if j.undo_refusal() is None}
+    spent = {
+        row.request_id
+        for row in uow.revocations.many(ctx.org_id, sorted(allowed))
+        if row.reinstated_count >= row.revoked_count
+    }
+    return allowed - spent
 
 
 def series_choices(uow: UnitOfWork, ctx: Context, limit: int) -> list[Series]:

@@ -327,6 +327,10 @@ class RevocationRepository(Protocol):
         """Count reinstated coupons against the revoke that last revoked each."""
         ...
 
+    def many(self, org_id: int, request_ids: Sequence[str]) -> list[Revocation]:
+        """The org's rows of these request ids, in no order."""
+        ...
+
     def page(
         self,
         org_id: int,

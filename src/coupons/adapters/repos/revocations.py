@@ -110,6 +110,13 @@ class SqlRevocationRepository:
             .values(reinstated_count=_r.reinstated_count + undone.c.n)
         )
 
+    def many(self, org_id: int, request_ids: Sequence[str]) -> list[Revocation]:
+        """The org's rows of these request ids (a job's is its id), in no order."""
+        if not request_ids:
+            return []
+        query = select(revocations).where(_r.org_id == org_id, _r.request_id.in_(list(request_ids)))
+        return [_revocation(row) for row in self.conn.execute(query)]
+
     def page(
         self,
         org_id: int,

@@ -187,8 +187,13 @@ async def bulk_start(request: Request, person: Person) -> Response:
 @needs_person
 async def job_page(request: Request, person: Person) -> Response:
     job_id = request.path_params["job_id"][:40]
+
+    def job_and_undo(uow: UnitOfWork, ctx: Context) -> tuple[Job, bool]:
+        job = jobs.get_job(uow, ctx, job_id)
+        return job, job.id in jobs.undoable(uow, ctx, [job.id])
+
     try:
-        job = await read(request, person, lambda uow, ctx: jobs.get_job(uow, ctx, job_id))
+        job, undoable = await read(request, person, job_and_undo)
     except errors.CouponError as error:
         return error_page(request, "Job", error)
     return page(
@@ -198,6 +203,7 @@ async def job_page(request: Request, person: Person) -> Response:
         job=render.job(job),
         started=job.started_job_id,
         reasons=REASONS,
+        undoable=undoable,  # as on the activity page: while something is left to reinstate
     )
 
 
