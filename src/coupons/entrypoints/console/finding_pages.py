@@ -39,12 +39,12 @@ def _trail_page(
 
 
 def _undoable(row: Revocation, undoable_jobs: set[str]) -> bool:
-    """Whether the row's Undo would do something: while some of what the call or job revoked
-    is still revoked, and for a job also by the job's own rule (not still running, not
-    undone already)."""
-    if row.revoked_count <= row.reinstated_count:
-        return False
-    return row.job_id is None or row.job_id in undoable_jobs
+    """Whether the row's Undo would do something: a job's by the service's rule
+    (`jobs.undoable`, which the job page asks too), a call's while some of what it revoked
+    is still revoked."""
+    if row.job_id:
+        return row.job_id in undoable_jobs
+    return row.revoked_count > row.reinstated_count
 
 
 @needs_person
