@@ -1068,9 +1068,11 @@ def test_a_command_that_lost_its_commit_says_to_check_not_to_retry_with_a_key() 
     assert "Idempotency-Key" not in said
 
 
-@pytest.mark.parametrize("url", [":memory:", "coupons.db", ""])
+@pytest.mark.parametrize(
+    "url", [":memory:", "coupons.db", "", "postgresql://postgres@127.0.0.1:notaport/x"]
+)
 def test_a_database_url_that_is_no_url_says_what_one_looks_like(url: str) -> None:
-    for command in (("db", "upgrade"), ("org", "list")):
+    for command in (("db", "upgrade"), ("org", "list"), ("worker",), ("serve", "--port", "1")):
         code, output = run(*command, "--db", url)
 
         assert code == 1

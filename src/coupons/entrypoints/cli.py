@@ -141,7 +141,7 @@ def _missing_sqlite_file(url: str) -> str | None:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return None  # Database.from_url says what is wrong with it
     path = parsed.database
     if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
@@ -188,7 +188,7 @@ def _refuse_memory(url: str) -> None:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         # `:memory:`, a bare file name, nothing: say what a URL looks like.
         raise fail(  # not echoed: a mistyped URL may hold a password the masking misses
             "--db is not a database URL: give sqlite:///PATH (a file) or "
