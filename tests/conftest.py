@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from argon2 import PasswordHasher, Type
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -27,10 +28,21 @@ from coupons.adapters import migrate
 from coupons.adapters.sql_uow import Database
 from coupons.config import Settings
 from coupons.entrypoints.http import create_app
-from coupons.services import admin
+from coupons.services import admin, auth, people
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Api
+
+# Every client and person a test makes gets an argon2 hash, and every sign-in verifies one: at
+# the service's cost (64 MiB, 3 passes) that is 0.12 s each, a third of a console test. Tests
+# in this process hash at argon2's lowest cost instead; hashing, the stored format, verifying
+# and the dummy verify for unknown names run the same code (a verify takes its cost from the
+# hash it checks). Servers and commands the tests start as processes keep the real cost, and
+# tests/unit/test_password_cost.py holds the service's own hasher to it.
+SERVICE_HASHERS = (auth._hasher, people._verifier)
+auth._hasher = people._verifier = PasswordHasher(
+    time_cost=1, memory_cost=8, parallelism=1, type=Type.ID
+)
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 DATA_TABLES = (
