@@ -59,6 +59,14 @@ DATA_TABLES = (
     "coupon_series",
 )
 PASSWORD = "s3cret-for-tests"
+_TABLES = ", ".join(f"'{table}'::regclass" for table in DATA_TABLES)
+TABLES_SIZE_SQL = f"SELECT sum(pg_total_relation_size(t)) FROM unnest(ARRAY[{_TABLES}]) AS t"
+ID_SEQUENCES_SQL = (
+    "SELECT s FROM pg_attribute AS a, LATERAL pg_get_serial_sequence(a.attrelid::regclass::text,"
+    f" a.attname) AS s WHERE a.attrelid = ANY(ARRAY[{_TABLES}]) AND a.attnum > 0"
+    " AND s IS NOT NULL"
+)
+DELETE_UP_TO_BYTES = 4 * 2**20
 
 
 def _postgres_admin_url() -> str | None:
@@ -113,11 +121,23 @@ class Backend:
 
     def _empty(self) -> None:
         with self.db.engine.begin() as conn:
-            if self.name == "postgresql":
-                conn.execute(text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
-            else:
+            if self.name != "postgresql":
                 for table in DATA_TABLES:
                     conn.execute(text(f"DELETE FROM {table}"))
+                return
+            # TRUNCATE makes every table and index anew: 45-90 ms a test. Deleting the few rows
+            # a test leaves and restarting the id sequences takes 6 ms, but leaves dead rows
+            # (autovacuum may be off), so once the tables outgrow a few MiB they are truncated.
+            if conn.execute(text(TABLES_SIZE_SQL)).scalar_one() > DELETE_UP_TO_BYTES:
+                conn.execute(text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
+                return
+            sequences = conn.execute(text(ID_SEQUENCES_SQL)).scalars().all()
+            conn.exec_driver_sql(
+                "; ".join(
+                    [f"DELETE FROM {table}" for table in DATA_TABLES]
+                    + [f"ALTER SEQUENCE {sequence} RESTART" for sequence in sequences]
+                )
+            )
 
 
 ORGS = {
