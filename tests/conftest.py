@@ -7,15 +7,17 @@ skip with a loud warning. In CI (`CI` set) a missing server fails the run instea
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from argon2 import PasswordHasher, Type
@@ -67,6 +69,17 @@ ID_SEQUENCES_SQL = (
     " AND s IS NOT NULL"
 )
 DELETE_UP_TO_BYTES = 4 * 2**20
+
+
+T = TypeVar("T")
+
+
+def on_own_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`main()` run to its end on a new event loop in a thread of its own: the browser tests'
+    driver keeps a loop running on the main thread for the whole session, and `asyncio.run`
+    refuses to start there in any test that runs after one of them on the same worker."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result(timeout=60)
 
 
 def _postgres_admin_url() -> str | None:

@@ -22,7 +22,7 @@ from coupons.entrypoints.job_worker import JobWorker, JobWorkerOptions
 from coupons.services import job_runner
 from coupons.services.common import utcnow
 from coupons.services.ports import UnitOfWork
-from tests.conftest import Backend
+from tests.conftest import Backend, on_own_loop
 from tests.e2e.conftest import Api, error_code
 
 JOBS = "/v2/coupon/revoke/jobs"
@@ -272,7 +272,7 @@ def test_an_upload_that_stops_arriving_is_dropped_with_9027_and_stages_nothing(
             )
 
     # when a file's first two lines arrive and then nothing more
-    response = asyncio.run(asyncio.wait_for(send(), timeout=60))
+    response = on_own_loop(send)
 
     # then the upload is refused naming the line it stopped at, and nothing is left of it
     assert response.status_code == 400, response.text

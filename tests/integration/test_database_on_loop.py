@@ -5,8 +5,6 @@ connection lost under it must be handled as the threaded path handles it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any, TypeVar
 
@@ -18,7 +16,7 @@ from sqlalchemy.util import greenlet_spawn
 from coupons.adapters.driver_sql import DriverStatement
 from coupons.adapters.sql_uow import Database, SqlUnitOfWork
 from coupons.domain import errors
-from tests.conftest import Backend
+from tests.conftest import Backend, on_own_loop
 from tests.integration.test_driver_sql import _backend_pid, _terminate
 
 T = TypeVar("T")
@@ -28,13 +26,6 @@ class Deadlock(Exception):
     """What a driver raises when PostgreSQL broke a deadlock: a transient conflict."""
 
     sqlstate = "40P01"
-
-
-def on_own_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """`main()` run to its end on a new event loop in a thread of its own: the browser tests'
-    driver may keep a loop running on this thread, where `asyncio.run` refuses to start."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, main()).result(timeout=60)
 
 
 def loop_db(backend: Backend) -> Database:
