@@ -18,6 +18,8 @@ import httpx
 from bench.load import Layout
 from bench.workloads import REVOKE_PATH, Job
 
+SOURCES = Path(__file__).resolve().parent.parent / "src"
+
 HOST = "127.0.0.1"  # the load generator only ever talks to this machine
 
 
@@ -75,7 +77,10 @@ class Server:
             "--host", HOST, "--port", str(self.port), "--workers", str(self.workers),
             "--db", self.url, *self.extra_args,
         ]  # fmt: skip
-        env = {**os.environ, "COUPONS_LOG_LEVEL": "WARNING", **self.env}
+        # This checkout's sources first: the package may be installed from another checkout
+        # (a second worktree shares the venv), and `bench.ab` compares this one with a baseline.
+        own = os.pathsep.join(filter(None, (str(SOURCES), os.environ.get("PYTHONPATH"))))
+        env = {**os.environ, "COUPONS_LOG_LEVEL": "WARNING", "PYTHONPATH": own, **self.env}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
