@@ -216,6 +216,24 @@ def test_a_lookup_whose_identifiers_name_different_customers_gets_9008(api: Api)
     assert error_code(response) == 9008
 
 
+def test_an_identifier_naming_nobody_beside_one_naming_a_customer_is_9008_saying_which(
+    api: Api,
+) -> None:
+    # given one customer, and identifiers of which one names them and the other nobody
+    customer = api.customer("5550100", email="ann@example.com")
+
+    # when looked up by both
+    response = api.get(
+        "/v2/customers/lookup", params={"id": customer, "externalId": "NO-SUCH-CUSTOMER"}
+    )
+
+    # then it is ambiguous (9008), and the message says which one names nobody, not that
+    # they name different customers
+    assert (response.status_code, error_code(response)) == (400, 9008)
+    message = response.json()["errors"][0]["message"]
+    assert "externalId matches no customer" in message and "different" not in message
+
+
 @pytest.mark.parametrize("mobile", ["12", "1" * 21, "no digits"])
 def test_a_mobile_without_5_to_20_digits_gets_9002(api: Api, mobile: str) -> None:
     response = api.post("/v2/customers", {"mobile": mobile})

@@ -93,6 +93,14 @@ SINGLE_CHECKS: list[tuple[str, Body, dict[str, str], int, int]] = [
     ("series-only", lambda w: {"couponSeriesId": w.pool}, {}, 756, 400),
     ("empty-codes", lambda w: {"couponSeriesId": w.pool, "couponCodes": []}, {}, 756, 400),
     ("blank-codes", lambda w: {"couponSeriesId": w.pool, "couponCodes": [" ", ""]}, {}, 756, 400),
+    (
+        # taken as "no codes", this would revoke everything the customer holds in the series
+        "blank-codes-beside-a-customer",
+        lambda w: {"couponSeriesId": w.pool, "couponCodes": [" "], "customer": {"id": w.alice}},
+        {},
+        9002,
+        400,
+    ),
     ("empty-customer", lambda w: {"couponSeriesId": w.pool, "customer": {}}, {}, 756, 400),
     (
         # an identifier the client does not have, sent as blank text, is not given

@@ -109,8 +109,15 @@ def find_customer(uow: UnitOfWork, org_id: int, ref: CustomerRef) -> Customer:
     # Every identifier must name the same customer: one that names nobody, or another
     # customer, makes the request ambiguous, and revoking the wrong person's coupons is worse
     # than refusing.
-    if len(matches) > 1 or matched != given:
+    if len(matches) > 1:
         raise errors.AmbiguousCustomer()
+    if matched != given:
+        nobody = [n for n in ("id", "mobile", "email", "externalId") if n in given - matched]
+        verb = "matches" if len(nobody) == 1 else "match"
+        raise errors.AmbiguousCustomer(
+            f"customer identifiers given do not name one customer: {' and '.join(nobody)} "
+            f"{verb} no customer, the rest name one"
+        )
     return customer
 
 

@@ -263,6 +263,15 @@ def _check(uow: UnitOfWork, ctx: Context, request: RevokeRequest) -> _Scope:
     )
     if not codes and customer_ref is None:
         raise errors.CodesOrCustomerRequired()
+    if not codes and request.codes:
+        # Codes were sent, all blank: taken as "no codes", the call would become a customer
+        # mode revoke of everything the customer holds, far more than a form with an empty
+        # field meant. Customer mode is asked for by sending no codes at all.
+        raise errors.InvalidField(
+            "couponCodes",
+            "holds only blank codes; send codes, or leave couponCodes out to take every "
+            "coupon the customer holds",
+        )
     if len(codes) > MAX_CODES:
         raise errors.TooManyCodes()
     if len(codes) > 1 and request.series_id is None:
