@@ -182,7 +182,7 @@ def pgbench_script(*, advisory_lock: bool = True) -> str:
         "SELECT coupons.id, coupons.series_id, coupons.code, coupons.state, "
         "coupons.customer_id, coupons.revoked_from, coupons.pin FROM coupons "
         "WHERE coupons.org_id = :org_id::BIGINT "
-        "AND coupons.code_norm = ANY (CAST(:norms::VARCHAR AS VARCHAR[])) "
+        "AND coupons.code_norm = ANY (CAST(:norms AS VARCHAR[])) "
         "AND coupons.series_id + 0 = :series_id::BIGINT ORDER BY coupons.id FOR UPDATE;",
         # The revoke's writes: the service's own statement (guarded UPDATE, trail row and
         # history as one CTE). pgbench sets no NULL, so the trail rows carry job id '0', and
