@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import html
 import re
+import socket
+import time
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 from fastapi.testclient import TestClient
 
 from coupons.domain import errors
@@ -15,6 +18,7 @@ from coupons.services import lookup
 from tests.conftest import Backend
 from tests.e2e.conftest import PAST, Api, error_code
 from tests.e2e.test_cli import create_person, run, unique
+from tests.reliability.live import threaded_server
 
 BASE = "http://testserver"
 ORIGIN = {"Origin": BASE}
@@ -1052,3 +1056,48 @@ def test_a_cancelled_preview_says_it_cannot_be_started(signed_in: TestClient, ap
     # when its page is opened, then it does not promise a start that would be refused
     page = signed_in.get(f"/console/jobs/{job['jobId']}").text
     assert "cannot be started" in page and "revokes the same codes for real" not in page
+
+
+def test_a_500_character_reason_over_several_lines_is_taken_as_the_api_takes_it(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a coupon previewed for revoke, and a reason of 500 characters on ten lines, which
+    # a browser sends with each line break as CR LF (510 characters on the wire)
+    coupon, confirm = _previewed(signed_in, api, "LINES", "ann")
+    typed = ("a" * 49 + "\n") * 10
+    sent = typed.replace("\n", "\r\n")
+
+    # when the revoke is confirmed with it
+    done = signed_in.post("/console/revoke", data={**confirm, "reason": sent}, headers=ORIGIN)
+
+    # then it is not "too long": the coupon is revoked with the reason as typed (trimmed)
+    assert done.status_code == 200 and "too long" not in done.text, done.text
+    history = api.coupon(coupon["couponId"])["history"]
+    assert [h["action"] for h in history] == ["ISSUE", "REVOKE"]
+    assert history[-1]["reason"] == typed.strip()
+
+
+def test_a_form_the_browser_drops_half_sent_is_no_fault(
+    app: Any, signed_in: TestClient, api: Api
+) -> None:
+    # (a double click on a button sends the form again and drops the first request)
+    cookie = signed_in.cookies.get("coupons_session")
+    body = b"csrf=x&series=1&reason=leak&codes=" + b"A" * 200_000
+    with structlog.testing.capture_logs() as logs, threaded_server(app) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        # when a signed-in browser sends the head and half the form, then hangs up
+        head = (
+            f"POST /console/bulk HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Origin: {base_url}\r\nCookie: coupons_session={cookie}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(head + body[: len(body) // 2])
+            time.sleep(0.5)
+        time.sleep(1.0)  # the server notices and gives up reading
+
+    # then nothing was logged as a fault, only that the client went away
+    assert not [e for e in logs if e["log_level"] == "error"], logs
+    assert any(e["event"] == "client went away before its request was read" for e in logs)
+    assert api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"] == []

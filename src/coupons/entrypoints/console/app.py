@@ -15,7 +15,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
@@ -162,6 +162,13 @@ class FaultPage:
 
         try:
             await self.app(scope, receive, watch)
+        except ClientDisconnect:
+            # The browser dropped the request before its form was read (a double click sends
+            # the form again and drops the first): no fault, and nobody to answer. As the API.
+            log.info(
+                "client went away before its request was read", request_id=request_id_of(scope)
+            )
+            return
         except Exception as error:
             request_id = request_id_of(scope)
             log.error("console fault", request_id=request_id, error=type(error).__name__)

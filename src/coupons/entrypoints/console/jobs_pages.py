@@ -32,6 +32,7 @@ from coupons.entrypoints.console.web import (
     error_page,
     form_id,
     form_once,
+    form_reason,
     message_of,
     new_form_key,
     page,
@@ -100,7 +101,7 @@ async def bulk_start(request: Request, person: Person) -> Response:
     form = await checked_form(request, person, max_bytes=MAX_UPLOAD + FORM_ROOM)
     series_raw = str(form.get("series") or "").strip()
     pasted = str(form.get("codes") or "")
-    reason = str(form.get("reason") or "").strip()
+    reason = form_reason(form)
     upload = form.get("codes_file")
     step = str(form.get("step") or "")
     dry_run = step == "preview"

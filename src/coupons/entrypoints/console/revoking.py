@@ -25,6 +25,7 @@ from coupons.entrypoints.console.web import (
     checked_form,
     form_id,
     form_once,
+    form_reason,
     message_of,
     new_form_key,
     page,
@@ -92,7 +93,7 @@ def _missing(ids: list[int], coupons: list[Coupon]) -> list[int]:
 @needs_person
 async def revoke_post(request: Request, person: Person) -> Response:
     form = await checked_form(request, person)
-    reason = str(form.get("reason") or "").strip()
+    reason = form_reason(form)
     step = str(form.get("step") or "preview")
     try:
         ids = _ids([str(v) for v in form.getlist("coupon")])
@@ -203,7 +204,7 @@ async def reinstate(request: Request, person: Person) -> Response:
     twice has two coupons of one series, code and holder)."""
     form: FormData = await checked_form(request, person)
     coupon_id = int(request.path_params["coupon_id"])
-    reason = str(form.get("reason") or "").strip()[:MAX_REASON] or None
+    reason = form_reason(form)[:MAX_REASON] or None
     try:
         await read(request, person, lambda uow, ctx: lookup.coupon_detail(uow, ctx, coupon_id))
         entity = await call(

@@ -190,6 +190,12 @@ async def checked_form(
     return form
 
 
+def form_reason(form: FormData) -> str:
+    """The reason field as the person typed it: a browser sends each line break of a text
+    area as CR LF, which would count twice against the API's 500 characters."""
+    return str(form.get("reason") or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
 def form_id(field: str, raw: str) -> int | None:
     """The id a form field names, or None when it is empty. Anything else that is not a whole
     number in the API's range is the API's 9002, never read as "no id", which would widen
