@@ -1101,3 +1101,32 @@ def test_a_form_the_browser_drops_half_sent_is_no_fault(
     assert not [e for e in logs if e["log_level"] == "error"], logs
     assert any(e["event"] == "client went away before its request was read" for e in logs)
     assert api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"] == []
+
+
+def test_a_confirm_after_the_session_ended_says_so_and_changes_nothing(
+    backend: Backend, client: TestClient, api: Api
+) -> None:
+    # given a person who previewed a revoke, and was then disabled
+    email = f"{unique('gone')}@example.com"
+    create_person(backend.url, email)
+    signed = client.post(
+        "/console/signin",
+        data={"email": email, "password": "pw-123456", "next": "/console/search"},
+        headers=ORIGIN,
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303
+    coupon, confirm = _previewed(client, api, "ENDED", "ann")
+    assert run("user", "disable", email, "--db", backend.url)[0] == 0
+
+    # when the confirm is sent from the preview page
+    sent_from = {**ORIGIN, "Referer": f"{BASE}/console/coupons/{coupon['couponId']}"}
+    answer = client.post("/console/revoke", data=confirm, headers=sent_from, follow_redirects=False)
+    shown = client.get(answer.headers["location"])
+
+    # then the sign-in page says the session ended and nothing was changed, and leads back
+    # to the page the form was sent from; the coupon is still issued
+    assert answer.status_code == 303
+    assert "Your session has ended" in shown.text and "nothing was changed" in shown.text
+    assert f'value="/console/coupons/{coupon["couponId"]}"' in shown.text
+    assert api.coupon(coupon["couponId"])["state"] == "ISSUED"

@@ -37,6 +37,10 @@ Handler = Callable[[Request, Person], Awaitable[Response]]
 NOTICES = {
     "reinstated": "Reinstated.",
     "signed-out": "You are signed out.",
+    "session-ended": (
+        "Your session has ended (signed out elsewhere, expired, or your access was removed); "
+        "nothing was changed. Sign in to go on."
+    ),
 }
 
 

@@ -108,9 +108,21 @@ async def signed_in(request: Request) -> Person | None:
 
 
 def to_sign_in(request: Request) -> Response:
-    """Send a signed-out browser to the sign-in page, remembering where it was going."""
+    """Send a signed-out browser to the sign-in page, remembering where it was going.
+
+    A form sent without a session, or a browser that still holds a session cookie, had a
+    session that ended under it (signed out in another tab, expired, the person disabled):
+    the page says so, and that nothing was changed, rather than showing a bare sign-in form
+    after a click on "Confirm". A form goes back to the page it was sent from (a form's own
+    address shows nothing)."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"{PREFIX}/signin?next={_quote(target)}", status_code=303)
+    form = request.method not in ("GET", "HEAD")
+    if form:
+        referer = urlsplit(request.headers.get("referer", ""))
+        sent_from = referer.path + (f"?{referer.query}" if referer.query else "")
+        target = sent_from if sent_from.startswith(f"{PREFIX}/") else f"{PREFIX}/search"
+    ended = "&notice=session-ended" if form or request.cookies.get(COOKIE) else ""
+    return RedirectResponse(f"{PREFIX}/signin?next={_quote(target)}{ended}", status_code=303)
 
 
 def _quote(value: str) -> str:
