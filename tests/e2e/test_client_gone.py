@@ -28,6 +28,20 @@ def server_errors(base_url: str) -> float:
     )
 
 
+def hang_up_half_way(base_url: str, path: str, headers: dict[str, str], body: bytes) -> None:
+    """POST `body` to `path` but send only its first half, then close the connection, and
+    give the server a moment to notice."""
+    host, port = base_url.removeprefix("http://").split(":")
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
+    )
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head.encode() + body[: len(body) // 2])
+        time.sleep(0.5)
+    time.sleep(1.0)  # the server notices and gives up reading
+
+
 def test_an_upload_cut_off_half_way_is_no_server_fault(
     app: FastAPI, api: Api, backend: Backend
 ) -> None:
@@ -35,17 +49,13 @@ def test_an_upload_cut_off_half_way_is_no_server_fault(
     body = b"".join(b"GONE-%06d\n" % n for n in range(20_000))
     with structlog.testing.capture_logs() as logs, threaded_server(app) as base_url:
         before = server_errors(base_url)
-        host, port = base_url.removeprefix("http://").split(":")
         # when a client sends the head and half the file, then hangs up
-        head = (
-            f"POST {JOBS}?couponSeriesId={series_id} HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: {api.creds.headers['Authorization']}\r\n"
-            f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(head + body[: len(body) // 2])
-            time.sleep(0.5)
-        time.sleep(1.0)  # the server notices and gives up reading
+        hang_up_half_way(
+            base_url,
+            f"{JOBS}?couponSeriesId={series_id}",
+            {"Authorization": api.creds.headers["Authorization"], "Content-Type": "text/plain"},
+            body,
+        )
         after = server_errors(base_url)
 
     # then nothing counts as a server error and nothing was logged as one

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-import socket
-import time
 from typing import Any
 
 import httpx
@@ -18,6 +16,7 @@ from coupons.services import lookup
 from tests.conftest import Backend
 from tests.e2e.conftest import PAST, Api, error_code
 from tests.e2e.test_cli import create_person, run, unique
+from tests.e2e.test_client_gone import hang_up_half_way
 from tests.reliability.live import threaded_server
 
 BASE = "http://testserver"
@@ -28,7 +27,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthW
 
 def sign_in_new_person(backend: Backend, client: TestClient, name: str) -> TestClient:
     """`client`, holding the session cookie of a new support person of acme."""
-    email = f"{unique(name)}@example.com"
+    return sign_in_as(backend, client, f"{unique(name)}@example.com")
+
+
+def sign_in_as(backend: Backend, client: TestClient, email: str) -> TestClient:
+    """`client`, holding the session cookie of a new support person of acme with `email`."""
     create_person(backend.url, email)
     answer = client.post(
         "/console/signin",
@@ -1084,18 +1087,17 @@ def test_a_form_the_browser_drops_half_sent_is_no_fault(
     cookie = signed_in.cookies.get("coupons_session")
     body = b"csrf=x&series=1&reason=leak&codes=" + b"A" * 200_000
     with structlog.testing.capture_logs() as logs, threaded_server(app) as base_url:
-        host, port = base_url.removeprefix("http://").split(":")
         # when a signed-in browser sends the head and half the form, then hangs up
-        head = (
-            f"POST /console/bulk HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Origin: {base_url}\r\nCookie: coupons_session={cookie}\r\n"
-            "Content-Type: application/x-www-form-urlencoded\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(head + body[: len(body) // 2])
-            time.sleep(0.5)
-        time.sleep(1.0)  # the server notices and gives up reading
+        hang_up_half_way(
+            base_url,
+            "/console/bulk",
+            {
+                "Origin": base_url,
+                "Cookie": f"coupons_session={cookie}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            body,
+        )
 
     # then nothing was logged as a fault, only that the client went away
     assert not [e for e in logs if e["log_level"] == "error"], logs
@@ -1108,14 +1110,7 @@ def test_a_confirm_after_the_session_ended_says_so_and_changes_nothing(
 ) -> None:
     # given a person who previewed a revoke, and was then disabled
     email = f"{unique('gone')}@example.com"
-    create_person(backend.url, email)
-    signed = client.post(
-        "/console/signin",
-        data={"email": email, "password": "pw-123456", "next": "/console/search"},
-        headers=ORIGIN,
-        follow_redirects=False,
-    )
-    assert signed.status_code == 303
+    sign_in_as(backend, client, email)
     coupon, confirm = _previewed(client, api, "ENDED", "ann")
     assert run("user", "disable", email, "--db", backend.url)[0] == 0
 
