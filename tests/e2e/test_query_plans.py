@@ -166,15 +166,7 @@ def test_a_revokes_code_list_is_one_constant_array_not_an_expression_per_row(
     [(statement, parameters)] = [(s, p) for s, p in statements if "code_norm = ANY" in s]
 
     # when PostgreSQL plans the lookup with its values, as a job's chunk is planned
-    raw = backend.db.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        cursor.execute("SET plan_cache_mode = force_custom_plan")
-        cursor.execute("EXPLAIN " + statement, parameters)
-        text = "\n".join(row[0] for row in cursor.fetchall())
-        raw.rollback()
-    finally:
-        raw.close()
+    text = plan(backend, statement, parameters)
 
     # then the list is a constant array in the plan, not a cast left to run per row
     assert "ANY ('{" in text, text
