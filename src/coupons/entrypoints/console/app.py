@@ -33,6 +33,7 @@ from coupons.entrypoints.console.web import (
     page,
     signed_in,
 )
+from coupons.entrypoints.http.handlers import note_client_gone
 from coupons.entrypoints.http.middleware import request_id_of
 from coupons.entrypoints.http.routing import allowed_methods
 from coupons.services.auth import FailureThrottle
@@ -165,9 +166,7 @@ class FaultPage:
         except ClientDisconnect:
             # The browser dropped the request before its form was read (a double click sends
             # the form again and drops the first): no fault, and nobody to answer. As the API.
-            log.info(
-                "client went away before its request was read", request_id=request_id_of(scope)
-            )
+            note_client_gone(scope)
             return
         except Exception as error:
             request_id = request_id_of(scope)

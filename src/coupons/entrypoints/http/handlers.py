@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Scope
 
 from coupons.domain import errors
 from coupons.entrypoints.http.deps import authenticate_route
@@ -127,13 +128,16 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return failure(9002, str(exc.detail), exc.status_code)
 
 
+def note_client_gone(scope: Scope) -> None:
+    """The one log line for a client that hung up mid-request (API and console alike)."""
+    log.info("client went away before its request was read", request_id=request_id_of(scope))
+
+
 async def client_gone(request: Request, exc: Exception) -> Response:
     """The client hung up before its body was read whole (an upload stopped half-way): no
     fault of the server's, so no 500 in the metrics and no traceback in the log. What it had
     sent is discarded by whoever was reading it; this answer reaches nobody."""
-    log.info(
-        "client went away before its request was read", request_id=request_id_of(request.scope)
-    )
+    note_client_gone(request.scope)
     error = errors.InvalidField("body", "ended before it was complete: the client went away")
     return failure(error.code, error.message, error.http_status)
 
