@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.reliability.live import ServerProcess
 
@@ -62,12 +63,38 @@ def test_the_workers_end_and_free_the_port_when_the_supervisor_is_killed(tmp_pat
             assert time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.1)
         assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+        # and a request in flight: its head and half its body sent, not answered yet
+        body = b'{"couponCodes": ["A1"], "reason": "' + b"x" * 400 + b'"}'
+        head = (
+            f"POST /v2/coupon/revoke HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "Authorization: Basic bm9ib2R5Om5vdGhpbmc=\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        held = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        held.sendall(head + body[:100])
+        held.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            held.recv(1)
 
         # when only the supervisor is killed
         os.kill(supervisor, signal.SIGKILL)
         server.process.wait(timeout=10)
 
-        # then every worker ends within seconds, and the port is free for a restart
+        # then the request in flight is still answered (in the API's envelope) once its body
+        # arrives
+        time.sleep(1.0)
+        held.settimeout(10)
+        held.sendall(body[100:])
+        answer = b""
+        while b"}" not in answer.partition(b"\r\n\r\n")[2]:  # head and body come apart
+            chunk = held.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        held.close()
+        assert answer.startswith(b"HTTP/1.1 401"), answer
+        assert b'"code":9010' in answer, answer
+        # and every worker ends within seconds, and the port is free for a restart
         deadline = time.monotonic() + 15
         while any(alive(p) for p in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
