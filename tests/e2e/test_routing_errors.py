@@ -227,3 +227,46 @@ def test_the_openapi_document_lists_the_values_each_choice_parameter_takes(
     # and a number where text goes is documented as a whole number, as the server takes it
     codes = document["components"]["schemas"]["RevokeBody"]["properties"]["couponCodes"]
     assert {"type": "integer"} in codes["anyOf"][0]["items"]["anyOf"]
+
+
+@pytest.mark.parametrize("value", ["1.0", "+5", "5 ", "1e1", "0x5", "\uff15", "-0"])
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v2/coupon/series", "limit"),
+        ("/v2/coupon/revocations", "limit"),
+        ("/v2/coupon/revoke/jobs", "limit"),
+        ("/v2/events", "limit"),
+        ("/v2/events", "after"),
+    ],
+)
+def test_a_count_in_the_query_is_written_in_digits_as_an_id_in_the_path_is(
+    api: Api, path: str, name: str, value: str
+) -> None:
+    # `limit=1.0` and `limit=+5` were taken as 1 and 5, while `/v2/coupon/1.0` was refused
+    response = api.get(path, params={name: value})
+
+    assert (response.status_code, error_code(response)) == (400, 9002), response.text
+    message = response.json()["errors"][0]["message"]
+    assert message == f"{name}: must be a whole number written in digits", message
+
+
+def test_a_count_in_the_query_may_have_leading_zeros_as_an_id_in_the_path_may(api: Api) -> None:
+    page = api.ok(api.get("/v2/coupon/series", params={"limit": "05"}))
+
+    assert page["nextCursor"] is None
+
+
+def test_a_jobs_series_in_the_query_is_written_in_digits(api: Api) -> None:
+    series_id = api.series(codes=["Q-1"])
+
+    response = api.post(
+        "/v2/coupon/revoke/jobs",
+        params={"couponSeriesId": f"{series_id}.0"},
+        content=b"code\nQ-1\n",
+        headers={"Content-Type": "text/csv"},
+    )
+
+    assert (response.status_code, error_code(response)) == (400, 9002), response.text
+    message = response.json()["errors"][0]["message"]
+    assert message == "couponSeriesId: must be a whole number written in digits", message

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import Field, WithJsonSchema
 from starlette.responses import Response
 
 from coupons.entrypoints.http import render_events, schemas
 from coupons.entrypoints.http.deps import ReadActor, allowed
 from coupons.entrypoints.http.finding_routes import After
-from coupons.entrypoints.http.routes import ERRORS, IdPath, perform
-from coupons.entrypoints.http.routing import IdRoute
+from coupons.entrypoints.http.routes import (
+    ERRORS,
+    IdPath,
+    perform,
+)
+from coupons.entrypoints.http.routing import IdRoute, QueryWhole, whole_query
 from coupons.services import events, webhooks
 from coupons.services.common import Actor
 
@@ -39,8 +43,10 @@ class WebhookBody(schemas.Body):
 async def list_events(
     request: Request,
     actor: ReadActor,
-    after: Annotated[int, Query(ge=0, le=2**62, description="last event id seen; 0 = start")] = 0,
-    limit: Annotated[int, Query(ge=1, le=events.MAX_PAGE)] = 100,
+    after: Annotated[
+        QueryWhole, *whole_query(0, 2**62, description="last event id seen; 0 = start")
+    ] = 0,
+    limit: Annotated[QueryWhole, *whole_query(1, events.MAX_PAGE)] = 100,
 ) -> Response:
     """The org's coupon events in order, after the cursor `after`; pass `nextAfter` back."""
     return await perform(
@@ -106,7 +112,7 @@ async def list_deliveries(
     webhook_id: IdPath,
     request: Request,
     actor: AdminActor,
-    limit: Annotated[int, Query(ge=1, le=webhooks.MAX_DELIVERY_PAGE)] = 50,
+    limit: Annotated[QueryWhole, *whole_query(1, webhooks.MAX_DELIVERY_PAGE)] = 50,
     after: After = None,
 ) -> Response:
     """A subscription's delivery attempts, newest first, paged by `nextCursor`

@@ -19,8 +19,14 @@ from coupons.entrypoints.http import csv_export, render
 from coupons.entrypoints.http.deps import ReadActor
 from coupons.entrypoints.http.envelope import JSON
 from coupons.entrypoints.http.middleware import request_id_of
-from coupons.entrypoints.http.routes import ERRORS, CouponIdPath, IdPath, StatusQuery, perform
-from coupons.entrypoints.http.routing import IdRoute
+from coupons.entrypoints.http.routes import (
+    ERRORS,
+    CouponIdPath,
+    IdPath,
+    StatusQuery,
+    perform,
+)
+from coupons.entrypoints.http.routing import IdRoute, QueryWhole, whole_query
 from coupons.entrypoints.http.time_bounds import moment
 from coupons.services import finding
 from coupons.services.common import Actor, Context, utcnow
@@ -41,7 +47,9 @@ HISTORY_HEADER = (
     "couponId", "action", "fromState", "toState", "at", "actor", "requestId", "reason"
 )  # fmt: skip
 
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"rows per page (1 to {MAX_LIMIT})")]
+Limit = Annotated[
+    QueryWhole, *whole_query(1, MAX_LIMIT, description=f"rows per page (1 to {MAX_LIMIT})")
+]
 After = Annotated[
     str | None,
     Query(max_length=600, description="the `nextCursor` of the previous page, unchanged"),

@@ -40,7 +40,7 @@ from coupons.entrypoints.http.routes import (
     query_fingerprint,
     replay_headers,
 )
-from coupons.entrypoints.http.routing import ApiRoute, strict_json
+from coupons.entrypoints.http.routing import ApiRoute, QueryWhole, strict_json, whole_query
 from coupons.services import jobs
 from coupons.services.common import Actor, Context, utcnow
 from coupons.services.ports import Transactions
@@ -102,7 +102,9 @@ def _fingerprint(request: Request, body_digest: str, media: str = "") -> str:
 async def create_job(
     request: Request,
     actor: RevokeActor,
-    coupon_series_id: Annotated[int | None, Query(alias="couponSeriesId", ge=1, le=2**62)] = None,
+    coupon_series_id: Annotated[
+        QueryWhole | None, *whole_query(1, 2**62, alias="couponSeriesId")
+    ] = None,
     reason: Annotated[str | None, Query(max_length=500)] = None,
     dry_run: DryRunQuery = False,
     coupon_code_case: CodeCaseQuery = None,
@@ -258,7 +260,7 @@ async def list_jobs(
             json_schema_extra={"enum": [s.value for s in JobState]},
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST)] = 100,
+    limit: Annotated[QueryWhole, *whole_query(1, jobs.MAX_LIST)] = 100,
     after: After = None,
 ) -> Response:
     """The org's revoke jobs, newest first; `state` filters; pages like every list (`limit`,

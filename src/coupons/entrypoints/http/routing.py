@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from urllib.parse import unquote_to_bytes
 
+from fastapi import Query
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from pydantic import BeforeValidator, Strict, WithJsonSchema
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from coupons.domain.errors import InvalidField
+from coupons.entrypoints.http.schemas import digits_as_int
 
 # How `strict_json` words a name given twice in one object (read back by the error handler).
 DUPLICATE_NAME = "is given more than once"
@@ -65,6 +68,29 @@ def strict_json(body: bytes) -> Any:
     `{"dryRun": true, "dryRun": false}` would act for real, and other readers keep the first."""
     return json.loads(
         body, parse_constant=_not_json, object_pairs_hook=_unique_names, parse_int=_bounded_int
+    )
+
+
+def _query_whole(value: Any) -> Any:
+    """A count or cursor in the query, written in digits as a path's id is: the lax parsing
+    took `limit=1.0` and `limit=+5`, which the same number in a path is refused for."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written in digits")
+    return digits_as_int(value)
+
+
+# A whole number in the query; `whole_query` adds its bounds.
+QueryWhole = Annotated[int, BeforeValidator(_query_whole), Strict()]
+
+
+def whole_query(ge: int, le: int, **query: Any) -> Any:
+    """The bounds of a `QueryWhole` parameter, kept in JSON Schema words as path ids' are."""
+    return (
+        WithJsonSchema(
+            {"type": "integer", "minimum": ge, "maximum": le}
+            | ({"description": query["description"]} if "description" in query else {})
+        ),
+        Query(ge=ge, le=le, **query),
     )
 
 
