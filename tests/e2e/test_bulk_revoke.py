@@ -505,6 +505,25 @@ def test_a_dry_run_reports_what_would_happen_and_changes_nothing(
     assert series_counts(server, given.series_id) == {"AVAILABLE": 118, "REDEEMED": 1, "REVOKED": 1}
 
 
+def test_a_dry_run_again_previews_the_coupons_as_they_are_now(
+    server: Server, tmp_path: Path
+) -> None:
+    # given a dry run, then the real run of the same codes
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    assert invoke_bulk(server, given.series_id, codes_file, "--dry-run").returncode == 0
+    assert invoke_bulk(server, given.series_id, codes_file).returncode == 0
+
+    # when dry-running again, and again with other arguments
+    again = invoke_bulk(server, given.series_id, codes_file, "--dry-run")
+    other = invoke_bulk(server, given.series_id, codes_file, "--dry-run", "--reason", "leak")
+
+    # then each preview asked the server afresh: the codes are revoked now
+    assert again.returncode == other.returncode == 0, (again.stderr, other.stderr)
+    rows = read_results(tmp_path / "codes.dry-run.csv")
+    assert [row["outcome"] for row in rows] == ["already_revoked", "already_revoked"]
+
+
 def test_codes_a_spreadsheet_would_run_are_written_as_text(server: Server, tmp_path: Path) -> None:
     # given codes that start like formulas (unknown to the server, as a leaked list may hold)
     given = given_series(server, 2)
@@ -795,11 +814,9 @@ def test_a_rerun_as_another_api_client_is_refused_rather_than_resumed(
     # Keys are kept per client: resent by another, they would not replay the first answers
     given = given_series(server, 2)
     codes_file = write_codes(tmp_path / "codes.txt", given.codes)
-    assert invoke_bulk(server, given.series_id, codes_file, "--dry-run").returncode == 0
+    assert invoke_bulk(server, given.series_id, codes_file).returncode == 0
 
-    other = invoke_bulk(
-        server, given.series_id, codes_file, "--dry-run", "--username", "someone-else"
-    )
+    other = invoke_bulk(server, given.series_id, codes_file, "--username", "someone-else")
 
     assert other.returncode == 2
     assert "belongs to a run with other arguments" in " ".join(other.stderr.split())

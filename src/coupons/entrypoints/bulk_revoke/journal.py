@@ -105,6 +105,10 @@ class Journal:
             # Whether an earlier run of these arguments left records here (keys it sent, or
             # batches it finished): their outcome may be on the server even if never seen.
             self.resumed = os.fstat(self._lock).st_size > 0
+            if self.resumed and spec.dry_run and self._left_by_a_dry_run():
+                # A preview changed nothing, so there is nothing to resume, and replayed it
+                # would show coupons as they were, not as they are: it starts afresh.
+                self.resumed = False
             if self.resumed:
                 self._load(header)
         except BaseException:
@@ -117,6 +121,10 @@ class Journal:
         else:
             self._file = path.open("wb")
             self._write(header)
+
+    def _left_by_a_dry_run(self) -> bool:
+        first = next(self._records(), None)
+        return first is not None and "journal" in first[1] and first[1].get("dry_run") is True
 
     def _ends_with_newline(self) -> bool:
         with self.path.open("rb") as handle:
