@@ -1125,3 +1125,75 @@ def test_a_confirm_after_the_session_ended_says_so_and_changes_nothing(
     assert "Your session has ended" in shown.text and "nothing was changed" in shown.text
     assert f'value="/console/coupons/{coupon["couponId"]}"' in shown.text
     assert api.coupon(coupon["couponId"])["state"] == "ISSUED"
+
+
+def test_a_confirm_after_the_session_ended_leads_back_to_the_same_picks(
+    backend: Backend, client: TestClient, api: Api
+) -> None:
+    # given a person's preview page (itself the answer to a form), and the person disabled
+    email = f"{unique('gone')}@example.com"
+    sign_in_as(backend, client, email)
+    coupon, confirm = _previewed(client, api, "PICKS", "ann")
+    preview = client.post("/console/revoke", data=confirm | {"step": "preview"}, headers=ORIGIN)
+    action = html.unescape(re.findall(r'<form method="post" action="([^"]+)"', preview.text)[-1])
+    assert run("user", "disable", email, "--db", backend.url)[0] == 0
+
+    # when the confirm is sent from the preview page, which the browser shows at the
+    # address its form was sent to
+    sent_from = {**ORIGIN, "Referer": f"{BASE}{action}"}
+    answer = client.post(action, data=confirm, headers=sent_from, follow_redirects=False)
+    shown = client.get(answer.headers["location"])
+
+    # then signing in again leads to a revoke page with the same coupon picked
+    assert action == f"/console/revoke?coupon={coupon['couponId']}"
+    assert f'value="{action}"' in shown.text and "Your session has ended" in shown.text
+    assert api.coupon(coupon["couponId"])["state"] == "ISSUED"
+
+
+@pytest.mark.parametrize(("referer", "notice"), [("/console/search?q=x", True), (None, False)])
+def test_a_link_followed_after_the_session_ended_says_so(
+    client: TestClient, referer: str | None, notice: bool
+) -> None:
+    # (the browser drops an expired cookie; sign-out in another tab deletes it)
+    # given a browser holding no session cookie
+    headers = {"Referer": f"{BASE}{referer}"} if referer else {}
+
+    # when it follows a link on a console page, or opens the console afresh
+    answer = client.get("/console/activity", headers=headers, follow_redirects=False)
+
+    # then the sign-in page says the session ended only when a console page led there
+    assert answer.status_code == 303
+    assert ("notice=session-ended" in answer.headers["location"]) is notice
+    assert answer.headers["location"].startswith("/console/signin?next=/console/activity")
+
+
+def test_a_preview_of_coupons_revoked_meanwhile_says_so_and_offers_no_confirm(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a coupon revoked through the API after the person picked it
+    coupon, confirm = _previewed(signed_in, api, "STALE", "ann")
+    api.ok(api.post("/v2/coupon/revoke", json={"couponCodes": [coupon["couponCode"]]}))
+
+    # when the person previews again
+    preview = signed_in.post("/console/revoke", data=confirm | {"step": "preview"}, headers=ORIGIN)
+
+    # then the preview says the coupon is already revoked and there is nothing to confirm
+    assert preview.status_code == 200
+    assert "error 682: already revoked" in preview.text
+    assert "nothing to confirm" in preview.text and 'value="confirm"' not in preview.text
+
+
+def test_an_undo_that_reinstated_nothing_is_not_called_done(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a console revoke whose coupon was reinstated through the API since
+    coupon, confirm = _previewed(signed_in, api, "UNDONE", "ann")
+    first = signed_in.post("/console/revoke", data=confirm, headers=ORIGIN)
+    api.ok(api.post("/v2/coupon/reinstate", json={"couponCodes": [coupon["couponCode"]]}))
+
+    # when the person presses "Undo this revoke"
+    undo = {"csrf": confirm["csrf"], "request_id": first.headers["x-request-id"]}
+    shown = signed_in.post("/console/undo", data=undo, headers=ORIGIN)
+
+    # then the page says nothing was undone, and why
+    assert "<h1>Nothing undone</h1>" in shown.text and "error 9017" in shown.text

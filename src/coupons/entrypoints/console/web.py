@@ -110,19 +110,25 @@ async def signed_in(request: Request) -> Person | None:
 def to_sign_in(request: Request) -> Response:
     """Send a signed-out browser to the sign-in page, remembering where it was going.
 
-    A form sent without a session, or a browser that still holds a session cookie, had a
-    session that ended under it (signed out in another tab, expired, the person disabled):
-    the page says so, and that nothing was changed, rather than showing a bare sign-in form
-    after a click on "Confirm". A form goes back to the page it was sent from (a form's own
-    address shows nothing)."""
+    A form sent without a session, a browser that still holds a session cookie, or a click
+    on a console page's link (the browser drops an expired cookie, and sign-out in another
+    tab deletes it) had a session that ended under it (signed out in another tab, expired,
+    the person disabled): the page says so, and that nothing was changed, rather than
+    showing a bare sign-in form after a click on "Confirm". A form goes back to the page it
+    was sent from (a form's own address shows nothing)."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     form = request.method not in ("GET", "HEAD")
+    referer = urlsplit(request.headers.get("referer", ""))
+    sent_from = referer.path + (f"?{referer.query}" if referer.query else "")
+    # Referrer-Policy `same-origin`: a Referer here was sent by one of this console's pages.
+    from_a_page = sent_from.startswith(f"{PREFIX}/") and not sent_from.startswith(
+        f"{PREFIX}/signin"
+    )
     if form:
-        referer = urlsplit(request.headers.get("referer", ""))
-        sent_from = referer.path + (f"?{referer.query}" if referer.query else "")
-        target = sent_from if sent_from.startswith(f"{PREFIX}/") else f"{PREFIX}/search"
-    ended = "&notice=session-ended" if form or request.cookies.get(COOKIE) else ""
-    return RedirectResponse(f"{PREFIX}/signin?next={_quote(target)}{ended}", status_code=303)
+        target = sent_from if from_a_page else f"{PREFIX}/search"
+    ended = form or bool(request.cookies.get(COOKIE)) or from_a_page
+    ended_notice = "&notice=session-ended" if ended else ""
+    return RedirectResponse(f"{PREFIX}/signin?next={_quote(target)}{ended_notice}", status_code=303)
 
 
 def _quote(value: str) -> str:
