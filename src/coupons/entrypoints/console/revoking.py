@@ -195,7 +195,8 @@ async def undo(request: Request, person: Person) -> Response:
             title="Undo",
             message=message_of(error),
         )
-    return page(request, "undone.html", title="Undone", result=entity, undone=request_id)
+    title = "Undone" if entity["reinstatedCoupons"] else "Nothing undone"
+    return page(request, "undone.html", title=title, result=entity, undone=request_id)
 
 
 @needs_person
