@@ -860,6 +860,7 @@ def test_a_finished_preview_starts_the_same_revoke_for_real_once_without_the_cod
     refused = signed_in.post(f"/console/jobs/{job_id}/start", data=form, headers=ORIGIN)
     assert refused.status_code == 409
     assert "nly a preview (a dry-run revoke job) can be started (error 9026)" in refused.text
+    assert f'<a href="/console/jobs/{job_id}">Back to the job</a>' in refused.text
     assert len(api.ok(api.get(JOBS))["jobs"]) == 2
 
 
@@ -1197,3 +1198,21 @@ def test_an_undo_that_reinstated_nothing_is_not_called_done(
 
     # then the page says nothing was undone, and why
     assert "<h1>Nothing undone</h1>" in shown.text and "error 9017" in shown.text
+
+
+def test_a_reinstate_from_a_stale_tab_says_why_and_leads_back_to_the_coupon(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a coupon revoked, then reinstated in another tab
+    coupon, confirm = _previewed(signed_in, api, "TABS", "ann")
+    assert signed_in.post("/console/revoke", data=confirm, headers=ORIGIN).status_code == 200
+    path = f"/console/coupons/{coupon['couponId']}/reinstate"
+    form = {"csrf": confirm["csrf"], "reason": "mistake"}
+    assert signed_in.post(path, data=form, headers=ORIGIN).status_code == 200
+
+    # when the first tab's "Reinstate" is pressed too
+    stale = signed_in.post(path, data=form, headers=ORIGIN)
+
+    # then the page says why, and links back to the coupon as it is now
+    assert stale.status_code == 409 and "error 9017" in stale.text
+    assert f'<a href="/console/coupons/{coupon["couponId"]}">Back to the coupon</a>' in stale.text

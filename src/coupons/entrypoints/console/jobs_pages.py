@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -244,7 +245,7 @@ async def job_cancel(request: Request, person: Person) -> Response:
             permission="revoke",
         )
     except errors.CouponError as error:
-        return error_page(request, "Cancel job", error)
+        return error_page(request, "Cancel job", error, _back_to(job_id))
     return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
 
 
@@ -265,7 +266,7 @@ async def job_start(request: Request, person: Person) -> Response:
             permission="revoke",
         )
     except errors.CouponError as error:
-        return error_page(request, "Start revoke job", error)
+        return error_page(request, "Start revoke job", error, _back_to(job_id))
     return RedirectResponse(f"{PREFIX}/jobs/{entity['jobId']}", status_code=303)
 
 
@@ -282,8 +283,12 @@ async def job_undo(request: Request, person: Person) -> Response:
             permission="reinstate",
         )
     except errors.CouponError as error:
-        return error_page(request, "Undo job", error)
+        return error_page(request, "Undo job", error, _back_to(job_id))
     return RedirectResponse(f"{PREFIX}/jobs/{entity['jobId']}", status_code=303)
+
+
+def _back_to(job_id: str) -> tuple[str, str]:
+    return f"{PREFIX}/jobs/{quote(job_id, safe='')}", "Back to the job"
 
 
 routes = [

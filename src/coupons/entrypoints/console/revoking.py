@@ -23,6 +23,7 @@ from coupons.entrypoints.console.web import (
     PREFIX,
     call,
     checked_form,
+    error_page,
     form_id,
     form_once,
     form_reason,
@@ -206,6 +207,7 @@ async def reinstate(request: Request, person: Person) -> Response:
     form: FormData = await checked_form(request, person)
     coupon_id = int(request.path_params["coupon_id"])
     reason = form_reason(form)[:MAX_REASON] or None
+    back = (f"{PREFIX}/coupons/{coupon_id}", "Back to the coupon")
     try:
         await read(request, person, lambda uow, ctx: lookup.coupon_detail(uow, ctx, coupon_id))
         entity = await call(
@@ -216,13 +218,7 @@ async def reinstate(request: Request, person: Person) -> Response:
             permission="reinstate",
         )
     except errors.CouponError as error:
-        return page(
-            request,
-            "error.html",
-            status=status_of(error),
-            title="Reinstate",
-            message=message_of(error),
-        )
+        return error_page(request, "Reinstate", error, back)
     if entity["failedCount"]:
         group = entity["failedToReinstate"][0]
         return page(
@@ -231,6 +227,7 @@ async def reinstate(request: Request, person: Person) -> Response:
             status=409,
             title="Reinstate",
             message=f"Not reinstated: {group['errorMessage']} (error {group['errorCode']})",
+            back=back,
         )
     return RedirectResponse(f"{PREFIX}/coupons/{coupon_id}?notice=reinstated", status_code=303)
 

@@ -259,11 +259,19 @@ def message_of(error: errors.CouponError) -> str:
     return f"{text} (error {error.code})"
 
 
-def error_page(request: Request, title: str, error: errors.CouponError) -> HTMLResponse:
+def error_page(
+    request: Request, title: str, error: errors.CouponError, back: tuple[str, str] | None = None
+) -> HTMLResponse:
     """An API error as a page: its message, its status (see `status_of`) and, for errors
-    about timing, the API's `Retry-After`."""
+    about timing, the API's `Retry-After`. An action's refusal links `back` (address, words)
+    to the page it was sent from, to see the state that refused it."""
     response = page(
-        request, "error.html", status=status_of(error), title=title, message=message_of(error)
+        request,
+        "error.html",
+        status=status_of(error),
+        title=title,
+        message=message_of(error),
+        back=back,
     )
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)
