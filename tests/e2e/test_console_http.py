@@ -1216,3 +1216,24 @@ def test_a_reinstate_from_a_stale_tab_says_why_and_leads_back_to_the_coupon(
     # then the page says why, and links back to the coupon as it is now
     assert stale.status_code == 409 and "error 9017" in stale.text
     assert f'<a href="/console/coupons/{coupon["couponId"]}">Back to the coupon</a>' in stale.text
+
+
+def test_a_job_page_names_a_file_and_a_series_only_for_a_job_that_has_them(
+    backend: Backend, signed_in: TestClient, api: Api
+) -> None:
+    from tests.e2e.test_revoke_jobs import JOBS, accepted, drain
+
+    # given a whole-series job, finished, and its undo
+    series_id = api.series(codes=[unique("WHOLE").upper()])
+    job = accepted(api.post(JOBS, {"couponSeriesId": series_id, "reason": "campaign off"}))
+    drain(backend.db)
+    undo = accepted(api.post(f"{JOBS}/{job['jobId']}/undo"))
+
+    # when their pages are shown
+    whole = signed_in.get(f"/console/jobs/{job['jobId']}").text
+    undoing = signed_in.get(f"/console/jobs/{undo['jobId']}").text
+
+    # then neither speaks of a file's duplicates, and the undo names no series it never took
+    assert "Duplicates in the file" not in whole and "Duplicates in the file" not in undoing
+    assert f"<dt>Series</dt><dd>{series_id}</dd>" in whole
+    assert "<dt>Series</dt>" not in undoing and f'href="/console/jobs/{job["jobId"]}"' in undoing

@@ -203,6 +203,7 @@ async def job_page(request: Request, person: Person) -> Response:
         "job.html",
         title=f"Job {job.id}",
         job=render.job(job),
+        source=job.source.value,  # an undo or a whole series has no file and no duplicates
         started=job.started_job_id,
         reasons=REASONS,
         undoable=undoable,  # as on the activity page: while something is left to reinstate
