@@ -141,6 +141,24 @@ def test_a_token_is_accepted_in_the_vendor_header_and_as_bearer(
     assert response.json()["entity"]["mobile"] == "5550100"
 
 
+def test_a_token_decides_alone_beside_a_basic_header(
+    client: TestClient, acme_viewer: Credentials, acme_admin: Credentials
+) -> None:
+    # (as documented: a gateway in front may add its own Basic header)
+    # given a read-only client's token, sent with an admin's Basic header and with a wrong one
+    token = token_for(client, acme_viewer)
+    for other in (basic(acme_admin.username, acme_admin.password), basic("nobody", "wrong")):
+        headers = {"X-CAP-API-OAUTH-TOKEN": token, **other}
+
+        # when it reads, and when it tries to create a customer
+        read = client.get("/v2/coupon/series", headers=headers)
+        write = client.post("/v2/customers", json={"mobile": "5550111"}, headers=headers)
+
+        # then both are judged as the token's client: allowed to read, not to write
+        assert read.status_code == 200, read.text
+        assert (write.status_code, error_code(write)) == (403, 9011)
+
+
 def test_an_expired_token_is_refused(backend: Backend, acme_admin: Credentials) -> None:
     # given an app whose tokens live three seconds (at least two: `exp` is whole seconds,
     # rounded down), and a token from it
