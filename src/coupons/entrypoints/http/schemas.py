@@ -193,6 +193,12 @@ def _field_names(model: type[BaseModel]) -> tuple[frozenset[str], dict[str, str]
     return frozenset(known), near
 
 
+_NO_TEXT = (
+    "a number with a fraction or an exponent, or of more than 4,300 digits, does not stand "
+    "for text; send it as a JSON string"
+)
+
+
 class Body(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -208,14 +214,15 @@ class Body(BaseModel):
         # A number stands for text as the digits it writes (`coerce_numbers_to_str`). One
         # with a fraction or an exponent has no one such text: `1e400` was read as infinity
         # and became the code "inf", `1e2` the code "100.0". Refused instead (9002).
-        fractional = type(value) is float or (
-            type(value) is list and any(type(item) is float for item in value)
-        )
-        if fractional and info.field_name in _text_fields(cls):
-            raise ValueError(
-                "a number with a fraction or an exponent, or of more than 4,300 digits, does "
-                "not stand for text; send it as a JSON string"
-            )
+        if info.field_name not in _text_fields(cls):
+            return value
+        if type(value) is float:
+            raise ValueError(_NO_TEXT)
+        if type(value) is list:
+            for i, item in enumerate(value):
+                if type(item) is float:  # named by its place, as the list's other items are
+                    alias = cls.model_fields[info.field_name].alias or info.field_name
+                    raise InvalidField(f"{alias}[{i}]", _NO_TEXT)
         return value
 
     @model_validator(mode="before")
