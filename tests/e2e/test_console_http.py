@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -1237,3 +1238,28 @@ def test_a_job_page_names_a_file_and_a_series_only_for_a_job_that_has_them(
     assert "Duplicates in the file" not in whole and "Duplicates in the file" not in undoing
     assert f"<dt>Series</dt><dd>{series_id}</dd>" in whole
     assert "<dt>Series</dt>" not in undoing and f'href="/console/jobs/{job["jobId"]}"' in undoing
+
+
+@pytest.mark.parametrize(
+    "digit", ["\u00b2", "\u0663"], ids=["superscript two", "arabic-indic three"]
+)
+def test_a_digit_that_is_not_ascii_names_nothing_and_is_no_fault(
+    signed_in: TestClient, api: Api, digit: str
+) -> None:
+    # `isdigit` took both: int() refused the first (a 500), and read the second as 3
+    # given coupon 3, which the Arabic-Indic digit three was read as
+    api.series(codes=["D-1", "D-2", "D-3"])
+    assert api.coupon(3)["couponCode"] == "D-3"
+
+    # when a person searches for it, or opens a page by it
+    searched = signed_in.get("/console/search", params={"q": digit})
+    opened = {
+        path: signed_in.get(f"/console/{path}/{quote(digit)}")
+        for path in ("coupons", "customers", "series")
+    }
+    exported = signed_in.get(f"/console/series/{quote(digit)}/coupons.csv")
+
+    # then nothing is found, as for any id that names nothing, and nothing is a fault
+    assert searched.status_code == 200 and "Something went wrong" not in searched.text
+    assert {path: r.status_code for path, r in opened.items()} == dict.fromkeys(opened, 404)
+    assert exported.status_code == 404

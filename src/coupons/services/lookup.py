@@ -51,7 +51,8 @@ def search(uow: UnitOfWork, ctx: Context, text: str) -> Found:
     coupons = uow.coupons.coupons_by_codes(
         ctx.org_id, [normalize(text)], series_id=None, lock=False
     )
-    if text.isdigit() and 0 < int(text) < MAX_ID:
+    # ASCII digits only: `isdigit` alone takes `²`, which int() refuses, and `٣` (read as 3)
+    if text.isascii() and text.isdigit() and 0 < int(text) < MAX_ID:
         by_id = uow.coupons.coupon(ctx.org_id, int(text))
         if by_id is not None and all(c.id != by_id.id for c in coupons):
             coupons.insert(0, by_id)

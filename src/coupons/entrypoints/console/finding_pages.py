@@ -14,7 +14,15 @@ from coupons.domain.paging import Page
 from coupons.domain.people import Person
 from coupons.domain.trail import Revocation
 from coupons.entrypoints.console.pages import needs_person
-from coupons.entrypoints.console.web import PREFIX, call, error_page, message_of, page, status_of
+from coupons.entrypoints.console.web import (
+    PREFIX,
+    call,
+    error_page,
+    message_of,
+    page,
+    path_id,
+    status_of,
+)
 from coupons.entrypoints.http import finding_routes, render
 from coupons.entrypoints.http.finding_routes import Reader
 from coupons.services import finding, jobs, people, series
@@ -123,7 +131,7 @@ async def series_list(request: Request, person: Person) -> Response:
 
 @needs_person
 async def series_detail(request: Request, person: Person) -> Response:
-    series_id = _series_id(request)
+    series_id = path_id(request, "series_id")
     state = _text(request, "state", 20).upper()
     after = _text(request, "after", 500) or None
     try:
@@ -163,14 +171,9 @@ def _series(uow: UnitOfWork, ctx: Context, series_id: int) -> tuple[Series, dict
     return series.get_series(uow, ctx, series_id)
 
 
-def _series_id(request: Request) -> int:
-    raw = request.path_params["series_id"]
-    return int(raw) if raw.isdigit() and len(raw) < 19 else 0
-
-
 @needs_person
 async def series_export(request: Request, person: Person) -> Response:
-    series_id = _series_id(request)
+    series_id = path_id(request, "series_id")
     state = _text(request, "state", 20).upper() or None
     try:
         return await finding_routes.export(

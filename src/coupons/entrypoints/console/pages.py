@@ -22,6 +22,7 @@ from coupons.entrypoints.console.web import (
     console_of,
     error_page,
     page,
+    path_id,
     read,
     safe_next,
     session_token,
@@ -169,14 +170,9 @@ async def search(request: Request, person: Person) -> Response:
     return page(request, "search.html", title="Search", q=text, found=found)
 
 
-def _path_id(request: Request, name: str) -> int:
-    raw = request.path_params[name]
-    return int(raw) if raw.isdigit() and len(raw) < 19 else 0
-
-
 @needs_person
 async def coupon(request: Request, person: Person) -> Response:
-    coupon_id = _path_id(request, "coupon_id")
+    coupon_id = path_id(request, "coupon_id")
     try:
         detail = await read(
             request, person, lambda uow, ctx: lookup.coupon_detail(uow, ctx, coupon_id)
@@ -196,7 +192,7 @@ async def coupon(request: Request, person: Person) -> Response:
 
 @needs_person
 async def customer(request: Request, person: Person) -> Response:
-    customer_id = _path_id(request, "customer_id")
+    customer_id = path_id(request, "customer_id")
     try:
         detail = await read(
             request, person, lambda uow, ctx: lookup.customer_detail(uow, ctx, customer_id)

@@ -214,6 +214,14 @@ def form_reason(form: FormData) -> str:
     return str(form.get("reason") or "").replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
+def path_id(request: Request, name: str) -> int:
+    """A page address's id; 0 (which names nothing: the page's own "not found") for anything
+    not written in ASCII digits. `isdigit` alone takes `²`, which `int` refuses, and `٣`,
+    which `int` reads as 3, where the API refuses both."""
+    raw = str(request.path_params[name])
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else 0
+
+
 def form_id(field: str, raw: str) -> int | None:
     """The id a form field names, or None when it is empty. Anything else that is not a whole
     number in the API's range is the API's 9002, never read as "no id", which would widen
