@@ -11,11 +11,7 @@ from starlette.responses import Response
 from coupons.entrypoints.http import render_events, schemas
 from coupons.entrypoints.http.deps import ReadActor, allowed
 from coupons.entrypoints.http.finding_routes import After
-from coupons.entrypoints.http.routes import (
-    ERRORS,
-    IdPath,
-    perform,
-)
+from coupons.entrypoints.http.routes import ERRORS, IdPath, perform
 from coupons.entrypoints.http.routing import IdRoute, QueryWhole, whole_query
 from coupons.services import events, webhooks
 from coupons.services.common import Actor
