@@ -18,6 +18,7 @@ from coupons.domain.people import Person
 from coupons.entrypoints.console.web import (
     COOKIE,
     PREFIX,
+    check_origin,
     checked_form,
     console_of,
     error_page,
@@ -143,6 +144,9 @@ async def sign_in(request: Request) -> Response:
 
 
 async def sign_out(request: Request) -> Response:
+    # Checked first: without a session (SameSite keeps the cookie off another site's post)
+    # a page elsewhere could otherwise sign a person out by deleting the cookie.
+    check_origin(request)
     person = await signed_in(request)
     token = session_token(request)
     if person is not None and token is not None:

@@ -30,6 +30,7 @@ from coupons.entrypoints.console.web import (
     message_of,
     new_form_key,
     page,
+    path_id,
     read,
     status_of,
 )
@@ -205,7 +206,7 @@ async def reinstate(request: Request, person: Person) -> Response:
     """Reinstate this one revoked coupon (by id: a customer holding a shared GENERIC code
     twice has two coupons of one series, code and holder)."""
     form: FormData = await checked_form(request, person)
-    coupon_id = int(request.path_params["coupon_id"])
+    coupon_id = path_id(request, "coupon_id")
     reason = form_reason(form)[:MAX_REASON] or None
     back = (f"{PREFIX}/coupons/{coupon_id}", "Back to the coupon")
     try:
@@ -236,5 +237,5 @@ routes = [
     Route("/revoke", revoke_page, methods=["GET"]),
     Route("/revoke", revoke_post, methods=["POST"]),
     Route("/undo", undo, methods=["POST"]),
-    Route("/coupons/{coupon_id:int}/reinstate", reinstate, methods=["POST"]),
+    Route("/coupons/{coupon_id}/reinstate", reinstate, methods=["POST"]),
 ]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 import jinja2
 import orjson
@@ -118,7 +118,7 @@ def to_sign_in(request: Request) -> Response:
     was sent from (a form's own address shows nothing)."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     form = request.method not in ("GET", "HEAD")
-    referer = urlsplit(request.headers.get("referer", ""))
+    referer = _split(request.headers.get("referer", ""))
     sent_from = referer.path + (f"?{referer.query}" if referer.query else "")
     # Referrer-Policy `same-origin`: a Referer here was sent by one of this console's pages.
     from_a_page = sent_from.startswith(f"{PREFIX}/") and not sent_from.startswith(
@@ -129,6 +129,15 @@ def to_sign_in(request: Request) -> Response:
     ended = form or bool(request.cookies.get(COOKIE)) or from_a_page
     ended_notice = "&notice=session-ended" if ended else ""
     return RedirectResponse(f"{PREFIX}/signin?next={_quote(target)}{ended_notice}", status_code=303)
+
+
+def _split(url: str) -> SplitResult:
+    """A header's URL in parts; one that does not parse (`http://[`, a bracketed host that is
+    no IPv6 address, which `urlsplit` raises on) as one that names nothing."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return urlsplit("")
 
 
 def _quote(value: str) -> str:
@@ -169,7 +178,7 @@ def check_origin(request: Request) -> None:
     a browser sends none, its Referer) must name this host."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     host = request.headers.get("host", "")
-    if not origin or origin == "null" or urlsplit(origin).netloc != host:
+    if not origin or origin == "null" or _split(origin).netloc != host:
         raise Refused("This form was not sent from this console's own page; nothing was changed.")
 
 
@@ -231,7 +240,7 @@ def form_id(field: str, raw: str) -> int | None:
         return None
     digits = text.lstrip("0")
     if text.isascii() and text.isdigit() and len(digits) <= len(str(MAX_ID)):
-        value = int(text)
+        value = int(digits or "0")  # not `text`: int() refuses past 4,300 digits, zeros too
         if 1 <= value <= MAX_ID:
             return value
     raise errors.InvalidField(field, f"must be a whole number from 1 to {MAX_ID}")
