@@ -395,3 +395,23 @@ def test_a_bill_amount_as_text_other_than_ascii_digits_gets_9002_and_redeems_not
     assert (response.status_code, error_code(response)) == (400, 9002)
     assert "billAmount" in response.json()["errors"][0]["message"]
     assert _states(api, coupon_id) == ["ISSUED"]
+
+
+@pytest.mark.parametrize("amount", ["0E-20000", "0e-999999999", "1.5E-0"])
+def test_a_bill_amount_of_any_exponent_is_kept_to_four_places(api: Api, amount: str) -> None:
+    # A zero has no digits for the four-places check to count: PostgreSQL refused the scale
+    series_id = api.series(codes=["BILL2"])
+    customer_id = api.customer("5550178")
+    coupon_id = api.issue(series_id, customer_id)["couponId"]
+
+    response = api.post(
+        "/v2/coupon/redeem",
+        {
+            "customer": {"id": customer_id},
+            "billAmount": amount,
+            "redemptionRequestList": [{"code": "BILL2"}],
+        },
+    )
+
+    assert response.status_code == 200, response.text
+    assert _states(api, coupon_id) == ["REDEEMED"]

@@ -118,12 +118,20 @@ def _amount_text(value: Any) -> Any:
     return value
 
 
-Amount = Annotated[Decimal, BeforeValidator(_amount_text)]
+def _four_places(value: Decimal) -> Decimal:
+    # Amounts are stored to four places. A zero has no digits for `decimal_places` to count,
+    # so "0E-20000" passed it, and PostgreSQL refused its 20,000-place scale with a 500.
+    return value.quantize(_FOURTH) if value.is_finite() else value
+
+
+_FOURTH = Decimal("0.0001")
+Amount = Annotated[Decimal, BeforeValidator(_amount_text), AfterValidator(_four_places)]
 # A bill's amount, its bounds in JSON Schema's words: on an optional field, pydantic printed
 # `ge`, `max_digits` and `decimal_places` into the published schema as they are.
 BillAmount = Annotated[
     Decimal,
     BeforeValidator(_amount_text),
+    AfterValidator(_four_places),
     Field(ge=0, max_digits=14, decimal_places=4),
     WithJsonSchema(
         {
