@@ -288,6 +288,12 @@ def test_an_upload_that_stops_arriving_is_dropped_with_9027_and_stages_nothing(
         (b"OK1\nOK\xff2\n", "text/plain", "line 2: not UTF-8"),
         (b"coupon\nOK1\n", "text/csv", "line 1: no 'code' column"),
         (b"OK1\n\n" + b"X" * 101 + b"\n", "text/plain", "line 3: code longer than 100"),
+        # 51 characters, 102 once case-folded: the line's key outgrew its column (a 500)
+        (
+            "OK1\n\u00df\n".encode() + "\u00df".encode() * 51 + b"\n",
+            "text/plain",
+            "line 3: code longer than 100 characters once case-folded",
+        ),
         (b"\n  \n", "text/plain", "holds no codes"),
     ],
 )

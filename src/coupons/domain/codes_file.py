@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from coupons.domain import errors
-from coupons.domain.codes import MAX_CODE_LENGTH, has_control_character
+from coupons.domain.codes import MAX_CODE_LENGTH, has_control_character, normalize
 
 MAX_CODES = 1_000_000
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -57,6 +57,12 @@ def parse_codes(
         if len(found.code) > MAX_CODE_LENGTH:
             raise errors.MalformedCodesFile(
                 found.line_no, f"code longer than {MAX_CODE_LENGTH} characters"
+            )
+        # A job keeps each line's matching key in a column as wide as a code; "ß" folds to
+        # "ss", so a code can outgrow it (PostgreSQL refused the file with a 500).
+        if not found.code.isascii() and len(normalize(found.code)) > MAX_CODE_LENGTH:
+            raise errors.MalformedCodesFile(
+                found.line_no, f"code longer than {MAX_CODE_LENGTH} characters once case-folded"
             )
         if has_control_character(found.code):
             raise errors.MalformedCodesFile(found.line_no, "code contains a control character")
