@@ -14,7 +14,7 @@ from coupons.services import people
 from coupons.services.auth import FailureThrottle
 from coupons.services.common import utcnow
 from tests.conftest import Backend
-from tests.e2e.test_cli import run, unique
+from tests.e2e.test_cli import create_person, run, unique
 
 HOUR = timedelta(hours=1)
 
@@ -91,6 +91,8 @@ def test_user_create_prints_a_generated_password_once_and_stores_only_its_argon2
         (["--org", "acme", "--email", "a@b@acme.example", "--role", "viewer"], "one '@'"),
         (["--org", "acme", "--email", "a\u200b@acme.example", "--role", "viewer"], "control"),
         (["--org", "acme", "--email", "a@b.test", "--role", "owner"], "viewer, support or admin"),
+        # the longest address that fits the history's actor column is 192 characters
+        (["--org", "acme", "--email", "a" * 181 + "@acme.example", "--role", "viewer"], "192"),
     ],
 )
 def test_user_create_refuses_bad_input_with_a_plain_message(
@@ -101,6 +103,17 @@ def test_user_create_refuses_bad_input_with_a_plain_message(
     assert code != 0
     assert message in output
     assert "Traceback" not in output
+
+
+def test_the_longest_address_a_person_may_have_is_stored_on_both_stores(
+    backend: Backend,
+) -> None:
+    # (320 was taken on SQLite, and refused by PostgreSQL's 200-character columns)
+    email = "a" * (192 - len("@acme.example")) + "@acme.example"
+
+    create_person(backend.url, email)
+
+    assert sign_in(backend, email, "pw-123456").person.email == email
 
 
 def test_an_email_is_one_person_across_orgs(backend: Backend) -> None:
