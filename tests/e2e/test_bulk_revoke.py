@@ -867,7 +867,12 @@ def test_a_journal_torn_by_a_kill_resumes_from_its_last_whole_record(tmp_path: P
 
 @pytest.mark.parametrize(
     ("header", "says"),
-    [("coupon,note", "no 'code' column"), ("code, Code ", "more than one 'code' column")],
+    [
+        ("coupon,note", "no 'code' column"),
+        ("code, Code ", "more than one 'code' column"),
+        # a header Rich would read as markup: its closing tag had no opening one (a traceback)
+        ("id,[/b]", "no 'code' column (header: ['id', '[/b]'])"),
+    ],
 )
 def test_a_csv_without_one_code_column_is_refused_with_2(
     tmp_path: Path, header: str, says: str

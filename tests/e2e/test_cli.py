@@ -1086,3 +1086,14 @@ def test_a_database_url_that_is_no_url_says_what_one_looks_like(url: str) -> Non
         assert code == 1
         said = " ".join(output.split())
         assert "is not a database URL" in said and "sqlite:///PATH" in said, said
+
+
+@pytest.mark.parametrize("org", ["[/x]", "[bold]acme"])
+def test_an_error_naming_text_the_terminal_would_style_prints_it_as_typed(
+    backend: Backend, org: str
+) -> None:
+    # `[/x]` was read as markup (a traceback), `[bold]` vanished from the message
+    code, output = run("client", "create", "--org", org, "--username", "u1", "--db", backend.url)
+
+    assert code == 1
+    assert f"no org named {org!r}" in output and "Traceback" not in output

@@ -84,7 +84,7 @@ def command(args: Args, out: Console, err: Console, sleep: float = POLL_SECONDS)
             job = watch(api, job, err, sleep)
             counts, errors = download(api, job.job_id, results)
     except (OSError, httpx.InvalidURL) as error:
-        err.print(f"[red]error:[/red] {error}")
+        err.print(f"[red]error:[/red] {escape(str(error))}")
         return EXIT_UNFINISHED
     except CouponApiError as error:
         err.print(f"[red]error:[/red] {escape(error.describe())}")
@@ -93,9 +93,9 @@ def command(args: Args, out: Console, err: Console, sleep: float = POLL_SECONDS)
         err.print("stopped watching; the job goes on on the server (rerun to watch it again)")
         return EXIT_UNFINISHED
     out.print(summary(job, counts, errors))
-    out.print(f"results: {results}")
+    out.print(f"results: {escape(str(results))}")
     if job.state != "SUCCEEDED":
-        err.print(f"[red]not finished:[/red] the job ended {job.state} {job.error or ''}")
+        err.print(f"[red]not finished:[/red] the job ended {job.state} {escape(job.error or '')}")
         return EXIT_UNFINISHED
     if job.undone_by_job_id is not None and not job.dry_run:
         # A rerun within 24 hours follows the same job; if that job was undone since, what

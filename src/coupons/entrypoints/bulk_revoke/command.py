@@ -19,6 +19,7 @@ from typing import Annotated
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from coupons.client import (
     BasicAuth,
@@ -253,7 +254,7 @@ def revoke(
     err = Console(stderr=True, soft_wrap=True)
     out = Console()
     if (problem := _unreadable(codes_file)) is not None:
-        err.print(f"[red]error:[/red] --codes-file {codes_file}: {problem}")
+        err.print(f"[red]error:[/red] --codes-file {escape(str(codes_file))}: {escape(problem)}")
         raise typer.Exit(EXIT_UNFINISHED)
     if results is not None and _same_file(results, codes_file):
         # Writing the results there would replace the codes the run (and its rerun) reads.
@@ -261,12 +262,12 @@ def revoke(
         raise typer.Exit(EXIT_UNFINISHED)
     if results is not None and (problem := _unwritable(results)):
         # Found out only at the end, the codes would be revoked and their report lost.
-        err.print(f"[red]error:[/red] --results {results}: {problem}")
+        err.print(f"[red]error:[/red] --results {escape(str(results))}: {escape(problem)}")
         raise typer.Exit(EXIT_UNFINISHED)
     if (problem := _bad_url(url)) is not None:
         # Found out by the first request, it would leave a journal tying the corrected
         # command to this run's arguments.
-        err.print(f"[red]error:[/red] --url {url}: {problem}")
+        err.print(f"[red]error:[/red] --url {escape(url)}: {escape(problem)}")
         raise typer.Exit(EXIT_UNFINISHED)
     if on_server:
         from coupons.entrypoints import server_revoke
@@ -294,7 +295,7 @@ def revoke(
         raise typer.Exit(EXIT_UNFINISHED)
 
     def stop(message: str) -> typer.Exit:
-        err.print(f"[red]error:[/red] {message}")
+        err.print(f"[red]error:[/red] {escape(message)}")
         return typer.Exit(EXIT_UNFINISHED)
 
     case = case.strip().upper()
@@ -342,12 +343,12 @@ def revoke(
             signal.signal(signal.SIGTERM, previous)
     out.print(summary_table(report, dry_run))
     if not report.nothing_changed:
-        out.print(f"results: {results}")
+        out.print(f"results: {escape(str(results))}")
     status = report.exit_status
     if status == EXIT_UNFINISHED and report.nothing_changed:
         err.print(
-            f"[red]not finished:[/red] {report.problem}; nothing was revoked and no results "
-            "file was written: fix what it names and run the command again (with other "
+            f"[red]not finished:[/red] {escape(report.problem or '')}; nothing was revoked and "
+            "no results file was written: fix what it names and run the command again (with other "
             "arguments too: nothing to resume)"
         )
     elif status == EXIT_UNFINISHED:
