@@ -344,12 +344,37 @@ def test_a_pin_for_a_series_without_pins_or_an_empty_pin_is_9002_naming_the_pin(
         f"/v2/coupon/series/{plain}/codes", {"codes": ["OK1", {"code": "P1", "pin": "1"}]}
     )
     empty = api.post(f"/v2/coupon/series/{with_pins}/codes", {"codes": [{"code": "Q4", "pin": ""}]})
+    blank = api.post(
+        f"/v2/coupon/series/{with_pins}/codes", {"codes": [{"code": "Q5", "pin": " "}]}
+    )
 
     assert (stray.status_code, error_code(stray)) == (400, 9002)
     assert stray.json()["errors"][0]["message"].startswith("codes[1].pin: only a DISC_CODE_PIN")
     assert (empty.status_code, error_code(empty)) == (400, 9002)
     assert empty.json()["errors"][0]["message"].startswith("codes[0].pin")
+    assert (blank.status_code, blank.json()["errors"][0]["message"][:12]) == (400, "codes[0].pin")
     assert counts(api, plain)["AVAILABLE"] == 0 and counts(api, with_pins)["AVAILABLE"] == 0
+
+
+def test_a_pin_given_with_spaces_around_it_is_kept_as_a_redeem_reads_it(api: Api) -> None:
+    # a redeem trims the PIN it is given: " 1234 " stored as sent could never be redeemed
+    series_id = api.series("DISC_CODE_PIN")
+    added = api.post(
+        f"/v2/coupon/series/{series_id}/codes", {"codes": [{"code": "SP1", "pin": " 1234 "}]}
+    )
+    customer_id = api.customer("5550109")
+    issued = api.issue(series_id, customer_id)
+
+    redeemed = api.post(
+        "/v2/coupon/redeem",
+        {
+            "customer": {"id": customer_id},
+            "redemptionRequestList": [{"code": "SP1", "pin": "1234"}],
+        },
+    )
+
+    assert added.status_code == 200 and issued["pin"] == "1234"
+    assert redeemed.status_code == 200, redeemed.text
 
 
 @pytest.mark.parametrize("type", ["DISC_CODE", "GENERIC"])

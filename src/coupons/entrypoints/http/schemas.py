@@ -527,7 +527,10 @@ SERIES_PATCH_EXAMPLES: dict[str, dict[str, Any]] = {
 
 class CodeWithPin(Body):
     code: NewCode
-    pin: Annotated[str, StringConstraints(min_length=1, max_length=20)] | None = None
+    # Trimmed as a redeem trims the PIN it is given: " 1234 " stored as sent matched nothing.
+    pin: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)] | None
+    ) = None
 
 
 def _code_kind(value: Any) -> str:
