@@ -1097,3 +1097,11 @@ def test_an_error_naming_text_the_terminal_would_style_prints_it_as_typed(
 
     assert code == 1
     assert f"no org named {org!r}" in output and "Traceback" not in output
+
+
+def test_an_argument_whose_bytes_are_not_utf8_is_refused_in_a_line(backend: Backend) -> None:
+    # (Python hands such bytes over as lone surrogates: the insert raised, a traceback)
+    code, output = run("org", "create", "acme\udcff", "--db", backend.url)
+
+    assert code == 2
+    assert "must be UTF-8 text" in output and "Traceback" not in output

@@ -40,6 +40,17 @@ class _Commands(TyperGroup):
     """The root command group: any API error a command raises (a name taken, the database
     away) ends it with its message and code, never a traceback; commands do not catch them."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # An argument whose bytes are not UTF-8 reaches Python with lone surrogates standing
+        # for them, which no database, hash or file name check can take (a traceback).
+        for arg in args:
+            try:
+                arg.encode()
+            except UnicodeEncodeError:
+                shown = arg.encode(errors="surrogateescape").decode(errors="backslashreplace")
+                raise fail(f"an argument must be UTF-8 text, and this is not: {shown}", 2) from None
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
