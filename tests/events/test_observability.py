@@ -227,3 +227,28 @@ def test_a_console_static_file_is_counted_under_its_mount(client: TestClient) ->
         - _value(before, "coupons_http_requests_total", **static)
         == 1
     )
+
+
+def test_a_log_line_goes_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (a stream bound when logging was set up may be closed since: a test runner's capture;
+    # the stall watch's thread died writing to one, and with it every later cut)
+    import sys
+    import threading
+
+    import structlog
+
+    # given logging set up while stderr was a stream that is closed since
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging("INFO")
+    first.close()
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", now)
+
+    # when a background thread logs
+    thread = threading.Thread(target=lambda: structlog.get_logger("t").warning("still here"))
+    thread.start()
+    thread.join()
+
+    # then the line reaches stderr as it is now
+    assert '"event": "still here"' in now.getvalue()

@@ -14,7 +14,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 import structlog
@@ -57,6 +57,18 @@ DELIVERED_EVENTS = Counter(
 log = structlog.get_logger("coupons.http")
 
 
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written. The stream bound when logging was
+    set up can be closed since (a test runner's capture, an embedding program's swap), and
+    a background thread writing to it then died on the error (the stall watch did)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     """JSON lines on stderr (or `stream`); context variables (the request id) are merged into
     every line."""
@@ -71,7 +83,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or cast(TextIO, _CurrentStderr())),
         # Not cached: reconfiguring (tests, embedded use) must reach existing loggers.
         cache_logger_on_first_use=False,
     )
