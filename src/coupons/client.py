@@ -119,7 +119,9 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Sleep before retry number `attempt` (1-based): half fixed, half random."""
-        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        # The doubling stops long before the cap matters: 2.0 ** 1024 overflows, and a run
+        # retrying for hours (`for_seconds`) gets that far.
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 60))
         return ceiling / 2 + random.uniform(0.0, ceiling / 2)
 
     @classmethod

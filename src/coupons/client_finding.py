@@ -4,6 +4,7 @@ small; import everything from `coupons.client`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Generic, Literal, TypeVar
@@ -74,6 +75,9 @@ class FindingCalls:
     def _auth_headers(self, refresh: bool = False) -> dict[str, str]:
         raise NotImplementedError
 
+    def _stopped_during(self, seconds: float) -> bool:
+        raise NotImplementedError
+
     def list_series(self, *, limit: int = 100, after: str | None = None) -> Page[Series]:
         """The org's series, newest first, with counts per state."""
         e = self._call("GET", "/v2/coupon/series", params=_paging(limit, after))
@@ -142,6 +146,7 @@ class FindingCalls:
         from coupons.client import CouponApiUnavailable, _error_of
 
         attempt = 0
+        started = time.monotonic()
         while True:
             attempt += 1
             written = 0
@@ -157,10 +162,17 @@ class FindingCalls:
                         written += len(chunk)
                 return written
             except httpx.TransportError as error:
-                if written or attempt >= self._retry.attempts:
+                # Bounded as every other call: by tries, by the deadline, and by `stop`.
+                left = self._retry.deadline - (time.monotonic() - started)
+                wait = min(self._retry.delay(attempt), max(left, 0.0))
+                if (
+                    written
+                    or attempt >= self._retry.attempts
+                    or left <= 0
+                    or self._stopped_during(wait)
+                ):
                     message = f"{type(error).__name__}: {error}"
                     raise CouponApiUnavailable(0, message, None) from error
-            self._sleep(self._retry.delay(attempt))
 
 
 def _coupons(entity: Mapping[str, Any]) -> Page[Coupon]:

@@ -195,8 +195,14 @@ class RevokeJobCalls:
 
     def revoke_job_report(self: _Transport, job_id: str) -> Iterator[bytes]:
         """The report CSV, streamed in pieces (write them to a file)."""
+        from coupons.client import CouponApiUnavailable
+
         response = self._send("GET", f"{JOBS}/{job_id}/report", stream=True)
         try:
             yield from response.iter_bytes()
+        except httpx.TransportError as error:
+            # Cut short (the server stops a report whose database went away): as `export_csv`,
+            # the client's own error, never httpx's; the caller downloads it again.
+            raise CouponApiUnavailable(0, f"{type(error).__name__}: {error}", None) from error
         finally:
             response.close()

@@ -378,3 +378,10 @@ def test_a_stop_set_while_retrying_ends_the_call_at_once() -> None:
     with pytest.raises(CouponApiUnavailable) as raised:
         client.health()
     assert len(tries) == 1 and raised.value.delivered is False
+
+
+def test_a_retry_for_hours_never_outgrows_its_longest_pause() -> None:
+    # `for_seconds` retries without a count: 2.0 ** 1024 overflowed after about 1.7 hours
+    policy = RetryPolicy.for_seconds(7200)
+
+    assert {policy.delay(n) <= policy.max_delay for n in (1_025, 10_000, 10**9)} == {True}

@@ -4,11 +4,21 @@ CSV exports streamed to a file, retried only before the first byte."""
 from __future__ import annotations
 
 import io
+import sys
+import threading
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from coupons.client import CouponApiError, CouponApiUnavailable, Revocation
+from coupons.client import (
+    BasicAuth,
+    CouponApiError,
+    CouponApiUnavailable,
+    CouponClient,
+    RetryPolicy,
+    Revocation,
+)
 from tests.e2e.test_client import Recorder, failure, ok
 
 ROW = {
@@ -132,3 +142,54 @@ def test_undo_revoke_job_sends_its_preview_and_reason_only_when_asked(
     assert (sent.method, sent.url.path) == ("POST", "/v2/coupon/revoke/jobs/job_1/undo")
     assert dict(sent.url.params) == params
     assert (job.job_id, job.dry_run, job.undo_of_job_id) == ("job_2", True, "job_1")
+
+
+def _down_client(
+    server: Recorder, retry: RetryPolicy, stop: threading.Event | None
+) -> CouponClient:
+    return CouponClient(
+        "http://coupons.test",
+        BasicAuth("u", "p"),
+        transport=httpx.MockTransport(server),
+        retry=retry,
+        sleep=server.sleeps.append,
+        stop=stop,
+    )
+
+
+def test_export_csv_retries_for_its_time_and_stops_when_told() -> None:
+    # it counted tries only: under `for_seconds` (tries without end) it never gave up
+    out_of_time = Recorder(*[httpx.ConnectError("refused")] * 50)
+    stopped = Recorder(*[httpx.ConnectError("refused")] * 50)
+    stop = threading.Event()
+    stop.set()
+
+    with (
+        _down_client(out_of_time, RetryPolicy(attempts=sys.maxsize, deadline=0.0), None) as late,
+        _down_client(stopped, RetryPolicy.for_seconds(3600), stop) as told,
+    ):
+        for client in (late, told):
+            with pytest.raises(CouponApiUnavailable):
+                client.export_csv("/v2/coupon/series/9/coupons.csv", io.BytesIO())
+
+    assert len(out_of_time.requests) == len(stopped.requests) == 1
+
+
+class _CutShort(httpx.SyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"line,code\r\n"
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+
+def test_a_job_report_cut_short_is_the_clients_own_error() -> None:
+    # (the server cuts a report short when its database goes away mid-stream): httpx's own
+    # error escaped, and `bulk-revoke --on-server` printed a traceback
+    def server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_CutShort())
+
+    client = CouponClient(
+        "http://coupons.test", BasicAuth("u", "p"), transport=httpx.MockTransport(server)
+    )
+
+    with client, pytest.raises(CouponApiUnavailable):
+        b"".join(client.revoke_job_report("job_1"))

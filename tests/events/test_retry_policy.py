@@ -24,6 +24,14 @@ def test_retry_delays_double_from_five_seconds_up_to_an_hour_with_jitter() -> No
     assert fastest == [timedelta(seconds=s) for s in (2.5, 5, 10)]
 
 
+def test_a_delivery_failing_for_days_still_waits_the_capped_delay() -> None:
+    # past attempt 44, 5 s doubled overflowed timedelta before the cap: nothing was recorded
+    # and the receiver was called again every lease (a minute) instead of every hour
+    policy = RetryPolicy(give_up_after=timedelta(days=30))
+
+    assert {policy.delay(n, rng=lambda: 1.0) for n in (45, 100, 10_000)} == {timedelta(hours=1)}
+
+
 def test_the_retry_command_revives_a_dead_subscription(api: Api, backend: Backend) -> None:
     # given a subscription dead-lettered after failing for a day
     hook = subscribe(api, "http://127.0.0.1:9/down")

@@ -53,7 +53,10 @@ class RetryPolicy:
 
     def delay(self, attempts: int, rng: Callable[[], float] = random.random) -> timedelta:
         """Wait before attempt `attempts + 1`: doubling, capped, scaled into [50%, 100%]."""
-        base: timedelta = min(self.first_delay * 2 ** max(attempts - 1, 0), self.max_delay)
+        # Doubling stops at 2**30 (years at any first delay): past 2**44 the product overflows
+        # `timedelta` before the cap applies, and the failed delivery went unrecorded.
+        doubling = 2 ** min(max(attempts - 1, 0), 30)
+        base: timedelta = min(self.first_delay * doubling, self.max_delay)
         return base * (0.5 + 0.5 * rng())
 
 
