@@ -1105,3 +1105,32 @@ def test_an_argument_whose_bytes_are_not_utf8_is_refused_in_a_line(backend: Back
 
     assert code == 2
     assert "must be UTF-8 text" in output and "Traceback" not in output
+
+
+def test_a_worker_whose_delivery_loop_fails_stops_its_job_thread_and_exits(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the job thread was joined without being told to stop: the process stayed up for good
+    import signal
+    import threading
+
+    from coupons.entrypoints.worker import Worker
+
+    def fails(self: Worker) -> None:
+        raise RuntimeError("the delivery loop failed")
+
+    monkeypatch.setattr(Worker, "run", fails)
+    before = signal.getsignal(signal.SIGTERM)
+    # A stuck join is ended by SIGTERM after 20 s (the command's own handler), so the test
+    # fails on the time taken instead of hanging.
+    rescue = threading.Timer(20, os.kill, (os.getpid(), signal.SIGTERM))
+    rescue.start()
+    started = time.monotonic()
+    try:
+        result = runner.invoke(cli, ["worker", "--db", backend.url])
+    finally:
+        rescue.cancel()
+        signal.signal(signal.SIGTERM, before)
+
+    assert isinstance(result.exception, RuntimeError)
+    assert time.monotonic() - started < 10

@@ -140,8 +140,11 @@ def worker_command(
     try:
         worker.run()
     except KeyboardInterrupt:
-        stop()
+        pass  # Ctrl-C: a clean stop, as SIGTERM's
     finally:
+        # However the delivery loop ended (Ctrl-C, or an error), the job thread is told to
+        # stop too: joined unstopped, it kept the process alive for good.
+        stop()
         if job_thread is not None:
             job_thread.join()
             job_runner.db.dispose()
