@@ -25,6 +25,7 @@ import io
 import json
 import os
 import random
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -209,11 +210,18 @@ def existing(backend: str, scale: str) -> Layout | None:
         cur = conn.cursor()
         cur.execute("SELECT count(*) FROM coupons")
         (count,) = cur.fetchone()
+        # Another checkout (a second worktree, for `bench.ab`) keeps its own sidecar but
+        # loads the same PostgreSQL database: once it has reloaded it, this sidecar's client
+        # is gone, and every request of a run would be refused.
+        marker = "?" if layout.backend == "sqlite" else "%s"
+        cur.execute(f"SELECT count(*) FROM api_clients WHERE username = {marker}",
+                    (layout.username,))  # fmt: skip
+        (ours,) = cur.fetchone()
     except Exception:
         return None
     finally:
         conn.close()
-    return layout if count == layout.coupons else None
+    return layout if count == layout.coupons and ours == 1 else None
 
 
 def ensure(
@@ -254,7 +262,7 @@ def load(
     drop(backend, url, pg_admin_url, create=True)
     migrate.upgrade(url)
     org_id = int(_cli("org", "create", ORG, url=url))
-    username = f"bench-{os.getpid()}"
+    username = f"bench-{os.getpid()}-{secrets.token_hex(3)}"  # one load's own
     secret = _cli("client", "create", "--org", ORG, "--username", username, url=url)
     schema_s = time.perf_counter() - started
     conn = _connect_raw(url)

@@ -137,6 +137,25 @@ def test_the_anchor_revokes_real_codes_and_puts_them_back(
     assert load.issued_left(layout) == before
 
 
+def test_a_database_another_checkout_reloaded_is_loaded_again_not_reused(
+    bench_data: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a second worktree keeps its own sidecar but loads the same PostgreSQL database: this
+    # checkout then reused a sidecar whose client was gone, and every request was a 401
+    backend, admin_url = bench_data
+    ours = load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False)
+    monkeypatch.setattr(load, "DATA_DIR", tmp_path / "other-checkout")
+    theirs = load.load(backend, "tiny", pg_admin_url=admin_url, log=False)
+    monkeypatch.setattr(load, "DATA_DIR", tmp_path)
+
+    if backend == "postgresql":  # (a SQLite database lives in its checkout's own folder)
+        assert load.existing(backend, "tiny") is None
+        again = load.ensure(backend, "tiny", pg_admin_url=admin_url, log=False)
+        assert again.username not in (ours.username, theirs.username)
+    else:
+        assert load.existing(backend, "tiny") == ours
+
+
 @pytest.mark.parametrize("backend_name", ["sqlite", "postgresql"])
 def test_the_anchor_statement_check_notices_a_changed_statement(backend_name: str) -> None:
     # given the anchor's own statements, as the service would send them today
