@@ -412,6 +412,13 @@ def test_walking_the_trail_while_others_revoke_returns_every_earlier_row_once(
     [
         ({"since": "yesterday"}, "since"),
         ({"since": "2026-02-02", "until": "2026-02-01"}, "until"),
+        # spellings Python reads but not as they mean: a bare date read as its midnight (so
+        # `until` left out the day it names), `+01:00` read as a time, any separator taken
+        ({"until": "20260131"}, "until"),
+        ({"until": "2026W053"}, "until"),
+        ({"until": "2026-01-31+01:00"}, "until"),
+        ({"since": "2026-01-01x10:00"}, "since"),
+        ({"since": "2026-01-01T10"}, "since"),
     ],
 )
 def test_bad_trail_filters_are_9002(api: Api, params: dict[str, str], field: str) -> None:
@@ -858,3 +865,14 @@ def test_an_answer_chosen_by_accept_says_it_varies_by_accept(api: Api) -> None:
     assert as_json.headers["vary"] == as_csv.headers["vary"] == "Accept"
     # and an answer that does not depend on it does not say so
     assert "vary" not in api.get(f"/v2/coupon/series/{series_id}").headers
+
+
+def test_an_empty_after_is_the_first_page_as_an_empty_filter_is_no_filter(api: Api) -> None:
+    series_id = api.series(codes=["E-1", "E-2"])
+
+    for path in (f"/v2/coupon/series/{series_id}/coupons", "/v2/coupon/revocations"):
+        empty = api.get(path, params={"after": ""})
+        first = api.get(path)
+
+        assert empty.status_code == 200, empty.text
+        assert empty.json() == first.json()

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
+from pydantic import AfterValidator, StringConstraints
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -51,8 +52,11 @@ Limit = Annotated[
     QueryWhole, *whole_query(1, MAX_LIMIT, description=f"rows per page (1 to {MAX_LIMIT})")
 ]
 After = Annotated[
-    str | None,
-    Query(max_length=600, description="the `nextCursor` of the previous page, unchanged"),
+    # Empty is not given, as for every filter: the first page (a form or a template that
+    # always sends `after=` was refused with 9002). Inside the type: FastAPI applies a
+    # `Query` constraint after every validator, to the None that empty becomes.
+    Annotated[str, StringConstraints(max_length=600), AfterValidator(lambda v: v or None)] | None,
+    Query(description="the `nextCursor` of the previous page, unchanged (empty: the first page)"),
 ]
 Reader = Callable[[UnitOfWork, Context, str | None, int], Page[T]]
 

@@ -16,8 +16,13 @@ def moment(name: str, value: str | None, *, end_of_day: bool) -> datetime | None
     if value is None or not value.strip():
         return None
     text = value.strip()
+    # Only the two documented spellings: Python also reads `20240131` and `2024W053` (as a
+    # midnight, so `until` silently left out the day it names), `2024-01-31+01:00` (as
+    # 01:00 UTC) and any character between a date and its time.
+    if not (_DATE.fullmatch(text) or _TIME.fullmatch(text)):
+        raise errors.InvalidField(name, _SPELLING)
     try:
-        if len(text) == 10:
+        if _DATE.fullmatch(text):
             day = date.fromisoformat(text)
             start = datetime.combine(day, time.min, tzinfo=UTC)
             return start + timedelta(days=1) if end_of_day else start
@@ -37,9 +42,15 @@ def moment(name: str, value: str | None, *, end_of_day: bool) -> datetime | None
         # the start) a bound no row meets.
         return datetime.min.replace(tzinfo=UTC) if text.startswith("0001") else _END_OF_TIME
     except ValueError:
-        raise errors.InvalidField(name, "use YYYY-MM-DD or an ISO-8601 time") from None
+        raise errors.InvalidField(name, _SPELLING) from None
 
 
+_SPELLING = "use YYYY-MM-DD, or a time as YYYY-MM-DDTHH:MM[:SS[.ffffff]] with Z or +HH:MM"
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?"
+    r"([Zz]|[+-][0-9]{2}:?[0-9]{2})?"
+)
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 _FRACTION = re.compile(r"[.,](\d+)")
 
