@@ -8,7 +8,7 @@ import orjson
 
 from coupons.domain.model import Action, CouponState
 from coupons.domain.records import DeliveryRecord, EventRecord, WebhookRecord
-from coupons.entrypoints.http import render_events
+from coupons.entrypoints.http import render, render_events
 from coupons.entrypoints.http.render import timestamp
 
 AT = datetime(2026, 11, 26, 4, 17, 33, 512044, tzinfo=UTC)
@@ -59,3 +59,15 @@ def test_a_dead_subscription_shows_no_next_attempt() -> None:
         None,
         "HTTP 500",
     )
+
+
+def test_a_time_the_service_recorded_is_always_written_to_the_microsecond() -> None:
+    # without a fraction when it was zero, `...33Z` sorted as text after `...33.5Z`
+    on_the_second = datetime(2026, 11, 26, 4, 17, 33, tzinfo=UTC)
+
+    assert render.timestamp(on_the_second) == "2026-11-26T04:17:33.000000Z"
+    assert render.timestamp(on_the_second.replace(microsecond=512044)) == (
+        "2026-11-26T04:17:33.512044Z"
+    )
+    # while a time a client set is written as it was given
+    assert render.set_time(on_the_second) == "2026-11-26T04:17:33Z"

@@ -17,6 +17,13 @@ from coupons.services.series import UploadResult
 
 
 def timestamp(value: datetime) -> str:
+    """A time the service recorded, always to the microsecond (`...33.512044Z`): without a
+    fraction when it happened to be zero, it sorted as text after the times of its second."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def set_time(value: datetime) -> str:
+    """A time a client set (`validTill`), written as precisely as it was given."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -30,7 +37,7 @@ def series(s: Series, counts: dict[CouponState, int] | None, now: datetime) -> d
         "description": s.description,
         "clientHandlingType": s.type.value,
         "genericCode": s.generic_code,
-        "validTill": timestamp(s.valid_till),
+        "validTill": set_time(s.valid_till),
         "discountType": s.discount_type.value,
         "discountValue": number(s.discount_value),
         "expired": s.is_expired(now),
@@ -90,7 +97,7 @@ def issued(i: IssuedCoupon) -> dict[str, Any]:
         "couponCode": i.code,
         "seriesId": i.series.id,
         "issuedToUserId": i.customer_id,
-        "validTill": timestamp(i.series.valid_till),
+        "validTill": set_time(i.series.valid_till),
     }
     if i.pin is not None:
         entity["pin"] = i.pin
