@@ -230,3 +230,51 @@ def test_a_revoke_job_waits_out_an_outage_and_ends_as_if_none_happened(
     assert (done["state"], done["revokedCount"], done["processed"]) == ("SUCCEEDED", 120, 120)
     assert [row[1] for row in report(api, job["jobId"])[1:]] == ["revoked"] * 120
     assert api.ok(api.get(f"/v2/coupon/series/{series_id}"))["counts"]["REVOKED"] == 120
+
+
+def test_a_codes_upload_cancelled_by_the_server_is_a_503_with_no_job(
+    backend: Backend, api: Api
+) -> None:
+    # The upload's lines go in by COPY, past SQLAlchemy: cancelled by the server (a
+    # statement timeout, an operator's cancel), its raw error was a 500
+    if backend.name != "postgresql":
+        pytest.skip("COPY is PostgreSQL's")
+    import threading
+    import time
+
+    from tests.e2e.test_revoke_jobs import upload
+
+    series_id = api.series(codes=["UP-1"])
+    driver_url = backend.url.replace("postgresql+psycopg://", "postgresql://")
+    cancelled = threading.Event()
+
+    def block_then_cancel() -> None:
+        # the line table held, so the COPY waits; then its backend is cancelled
+        with (
+            psycopg.connect(driver_url) as holder,
+            psycopg.connect(driver_url, autocommit=True) as admin,
+        ):
+            holder.execute("LOCK TABLE revoke_job_lines IN ACCESS EXCLUSIVE MODE")
+            for _ in range(200):
+                row = admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY revoke_job_lines%' "
+                    "AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if row is not None:
+                    admin.execute("SELECT pg_cancel_backend(%s)", (row[0],))
+                    cancelled.set()
+                    break
+                time.sleep(0.05)
+            holder.rollback()
+
+    thread = threading.Thread(target=block_then_cancel)
+    thread.start()
+    time.sleep(0.3)  # the lock is taken first
+    try:
+        response = upload(api, "UP-1\n", couponSeriesId=series_id)
+    finally:
+        thread.join(30)
+
+    assert cancelled.is_set()
+    assert (response.status_code, error_code(response)) == (503, 9023), response.text
+    assert api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"] == []

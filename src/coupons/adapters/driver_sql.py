@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -131,24 +131,33 @@ def send(conn: Connection, sql: str, arguments: tuple[Any, ...] | dict[str, Any]
     dispatch = conn.dispatch
     if dispatch.before_cursor_execute:
         dispatch.before_cursor_execute(conn, cursor, sql, arguments, None, False)
-    dialect = conn.dialect
-    driver_error = dialect.loaded_dbapi.Error
     try:
         cursor.execute(sql, arguments)
-    except driver_error as error:
-        lost = dialect.is_disconnect(error, pooled.dbapi_connection, cursor) or (
-            is_disconnect_sqlstate(getattr(error, "sqlstate", None))
-        )
-        wrapped = DBAPIError.instance(
-            sql, arguments, error, driver_error, connection_invalidated=lost, dialect=dialect
-        )
-        if lost:
-            conn.invalidate(wrapped)
-            conn.engine.dispose()  # the others went with it: the next checkout reconnects
-        raise wrapped from error
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise as_sqlalchemy_error(conn, sql, arguments, error, cursor) from error
     if dispatch.after_cursor_execute:
         dispatch.after_cursor_execute(conn, cursor, sql, arguments, None, False)
     return cursor
+
+
+def as_sqlalchemy_error(
+    conn: Connection, sql: str, arguments: Any, error: Any, cursor: Any
+) -> StatementError:
+    """A driver's error from a call SQLAlchemy did not make, as SQLAlchemy would raise it,
+    so that the unit of work reads it as every other (a lost connection, a timeout, a
+    conflict to retry); a lost connection takes the pool with it, as it would."""
+    dialect = conn.dialect
+    lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, cursor) or (
+        is_disconnect_sqlstate(getattr(error, "sqlstate", None))
+    )
+    wrapped: StatementError = DBAPIError.instance(
+        sql, arguments, error, dialect.loaded_dbapi.Error, connection_invalidated=lost,
+        dialect=dialect,
+    )  # fmt: skip
+    if lost:
+        conn.invalidate(wrapped)
+        conn.engine.dispose()  # the others went with it: the next checkout reconnects
+    return wrapped
 
 
 # SQLSTATEs meaning "this connection, or the server behind it, is gone": connection

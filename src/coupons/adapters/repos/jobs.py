@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
+from coupons.adapters.driver_sql import as_sqlalchemy_error
 from coupons.adapters.pg_arrays import int_array, text_array
 from coupons.adapters.repos.history import SqlHistoryRepository
 from coupons.adapters.repos.rows import REVOCABLE_STATES
@@ -140,12 +141,16 @@ class SqlJobRepository:
         if not lines:
             return
         if self._postgres:
+            sql = "COPY revoke_job_lines (job_id, line_no, code, norm) FROM STDIN"
             cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(
-                "COPY revoke_job_lines (job_id, line_no, code, norm) FROM STDIN"
-            ) as copy:
-                for line_no, code, norm in lines:
-                    copy.write_row((job_id, line_no, code, norm))
+            try:
+                with cursor.copy(sql) as copy:
+                    for line_no, code, norm in lines:
+                        copy.write_row((job_id, line_no, code, norm))
+            except self.conn.dialect.loaded_dbapi.Error as error:
+                # Past SQLAlchemy, so wrapped here: a statement timeout raw was a 500, not
+                # the 9023 (or the retry) any other statement's is.
+                raise as_sqlalchemy_error(self.conn, sql, (), error, cursor) from error
             return
         self.conn.exec_driver_sql(
             "INSERT INTO revoke_job_lines (job_id, line_no, code, norm) VALUES (?, ?, ?, ?)",
