@@ -931,3 +931,31 @@ def test_a_job_too_large_for_one_request_is_pointed_to_its_undo(
     assert (refused.status_code, error_code(refused)) == (400, 9002)
     assert "revoke/jobs/{jobId}/undo" in refused.json()["errors"][0]["message"]
     assert api.coupon(mixed["coupons"]["OK1"]["couponId"])["state"] == "REVOKED"
+
+
+def test_staging_a_whole_series_has_its_own_statement_timeout_on_postgresql(
+    api: Api, backend: Backend
+) -> None:
+    # the role's statement_timeout (10 s, as docs/deployment.md sets it) refused a job over
+    # a series big enough to take longer to stage, on every try
+    if backend.name != "postgresql":
+        pytest.skip("a PostgreSQL setting")
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def during(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO revoke_job_lines") and "SELECT" in statement:
+            seen.append(conn.exec_driver_sql("SHOW statement_timeout").scalar())
+
+    series_id = api.series(codes=["ALL-1", "ALL-2"])
+    event.listen(backend.db.engine, "after_cursor_execute", during)
+    try:
+        accepted(api.post(JOBS, {"couponSeriesId": series_id, "reason": "campaign off"}))
+    finally:
+        event.remove(backend.db.engine, "after_cursor_execute", during)
+    with backend.db.engine.connect() as conn:
+        after = conn.exec_driver_sql("SHOW statement_timeout").scalar()
+
+    assert seen == ["10min"]
+    assert after != "10min"

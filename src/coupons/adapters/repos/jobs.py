@@ -95,6 +95,10 @@ def _job(row: Any) -> Job:
     )
 
 
+# The bound of the one statement that stages a whole series (or an undo) as a job's lines.
+STAGING_TIMEOUT = "10min"
+
+
 class SqlJobRepository:
     """Jobs over one open connection inside the caller's transaction."""
 
@@ -199,13 +203,19 @@ class SqlJobRepository:
     def _stage(self, job_id: str, source: Any) -> int:
         c = revoke_job_lines.c
         # One statement over a whole series: on millions of coupons it may run longer than
-        # the stall watch's limit without a byte back, and that is no outage.
+        # the stall watch's limit without a byte back, and that is no outage. Nor longer
+        # than the role's `statement_timeout` (docs/deployment.md: 10 s), which would refuse
+        # such a job on every try: it gets its own bound, for this statement alone.
         with WATCH.patient(self.conn.connection.driver_connection):
+            if self._postgres:
+                self.conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{STAGING_TIMEOUT}'")
             self.conn.execute(
                 insert(revoke_job_lines).from_select(
                     [c.job_id, c.line_no, c.code, c.norm, c.coupon_id], source
                 )
             )
+            if self._postgres:
+                self.conn.exec_driver_sql("SET LOCAL statement_timeout TO DEFAULT")  # the role's
         # Counted, not taken from rowcount: psycopg reports -1 for INSERT ... SELECT.
         return self.staged_count(job_id)
 
