@@ -352,3 +352,16 @@ def test_reinstating_an_unknown_revoke_request_is_an_invalid_field(world: World)
         reinstate_request(world.uow(), world.ctx(), "never-seen", None)
 
     assert "revokeRequestId" in raised.value.message
+
+
+@pytest.mark.parametrize("generic_first", [True, False])
+def test_a_code_in_a_generic_and_a_generic_redeemable_series_is_811_whichever_came_first(
+    world: World, generic_first: bool
+) -> None:
+    # spec §5 checks GENERIC_REDEEMABLE (811) before a generic code without customer (108)
+    kinds = [SeriesType.GENERIC, SeriesType.GENERIC_REDEEMABLE]
+    for kind in kinds if generic_first else kinds[::-1]:
+        world.series(kind, generic_code="SALE20")
+
+    with pytest.raises(errors.NotSupportedForGenericRedeemable):
+        revoke(world.uow(), world.ctx(), RevokeRequest(codes=("SALE20",)))

@@ -348,8 +348,11 @@ def _lookup(
         try:
             if carrying and not live:
                 raise errors.SeriesExpired()
+            # In spec §5's order over every series carrying the code (811 before 108), not
+            # series by series: the answer depended on which series had the lower id.
             for series in live:
                 check_series(series, ctx.now)
+            for series in live:
                 if series.type is SeriesType.GENERIC and scope.customer is None:
                     raise errors.GenericCodeNeedsCustomer()
         except errors.CouponError as refusal:
