@@ -1110,14 +1110,24 @@ def test_a_form_the_browser_drops_half_sent_is_no_fault(
     assert api.ok(api.get("/v2/coupon/revoke/jobs"))["jobs"] == []
 
 
+def _previewed_then_disabled(
+    backend: Backend, client: TestClient, api: Api, code: str
+) -> tuple[dict[str, Any], dict[str, str], httpx.Response]:
+    """A person who previewed a revoke and was then disabled: the coupon, the confirm form,
+    and the preview page."""
+    email = f"{unique('gone')}@example.com"
+    sign_in_as(backend, client, email)
+    coupon, confirm = _previewed(client, api, code, "ann")
+    preview = client.post("/console/revoke", data=confirm | {"step": "preview"}, headers=ORIGIN)
+    assert run("user", "disable", email, "--db", backend.url)[0] == 0
+    return coupon, confirm, preview
+
+
 def test_a_confirm_after_the_session_ended_says_so_and_changes_nothing(
     backend: Backend, client: TestClient, api: Api
 ) -> None:
     # given a person who previewed a revoke, and was then disabled
-    email = f"{unique('gone')}@example.com"
-    sign_in_as(backend, client, email)
-    coupon, confirm = _previewed(client, api, "ENDED", "ann")
-    assert run("user", "disable", email, "--db", backend.url)[0] == 0
+    coupon, confirm, _ = _previewed_then_disabled(backend, client, api, "ENDED")
 
     # when the confirm is sent from the preview page
     sent_from = {**ORIGIN, "Referer": f"{BASE}/console/coupons/{coupon['couponId']}"}
@@ -1136,12 +1146,8 @@ def test_a_confirm_after_the_session_ended_leads_back_to_the_same_picks(
     backend: Backend, client: TestClient, api: Api
 ) -> None:
     # given a person's preview page (itself the answer to a form), and the person disabled
-    email = f"{unique('gone')}@example.com"
-    sign_in_as(backend, client, email)
-    coupon, confirm = _previewed(client, api, "PICKS", "ann")
-    preview = client.post("/console/revoke", data=confirm | {"step": "preview"}, headers=ORIGIN)
+    coupon, confirm, preview = _previewed_then_disabled(backend, client, api, "PICKS")
     action = html.unescape(re.findall(r'<form method="post" action="([^"]+)"', preview.text)[-1])
-    assert run("user", "disable", email, "--db", backend.url)[0] == 0
 
     # when the confirm is sent from the preview page, which the browser shows at the
     # address its form was sent to

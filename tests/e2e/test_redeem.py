@@ -375,14 +375,11 @@ def test_the_same_code_in_an_expired_series_neither_stops_nor_shows_in_a_redeem(
     assert _states(api, issued["couponId"]) == ["REDEEMED"]
 
 
-@pytest.mark.parametrize("amount", ["1_000", "\u0665"])
-def test_a_bill_amount_as_text_other_than_ascii_digits_gets_9002_and_redeems_nothing(
-    api: Api, amount: str
-) -> None:
+def _redeemed_with_bill(api: Api, amount: str) -> tuple[httpx.Response, int]:
+    """An issued coupon redeemed with `amount` as its bill: the answer, and the coupon."""
     series_id = api.series(codes=["BILL1"])
     customer_id = api.customer("5550177")
-    coupon_id = api.issue(series_id, customer_id)["couponId"]
-
+    coupon_id = int(api.issue(series_id, customer_id)["couponId"])
     response = api.post(
         "/v2/coupon/redeem",
         {
@@ -391,6 +388,14 @@ def test_a_bill_amount_as_text_other_than_ascii_digits_gets_9002_and_redeems_not
             "redemptionRequestList": [{"code": "BILL1"}],
         },
     )
+    return response, coupon_id
+
+
+@pytest.mark.parametrize("amount", ["1_000", "\u0665"])
+def test_a_bill_amount_as_text_other_than_ascii_digits_gets_9002_and_redeems_nothing(
+    api: Api, amount: str
+) -> None:
+    response, coupon_id = _redeemed_with_bill(api, amount)
 
     assert (response.status_code, error_code(response)) == (400, 9002)
     assert "billAmount" in response.json()["errors"][0]["message"]
@@ -400,18 +405,7 @@ def test_a_bill_amount_as_text_other_than_ascii_digits_gets_9002_and_redeems_not
 @pytest.mark.parametrize("amount", ["0E-20000", "0e-999999999", "1.5E-0"])
 def test_a_bill_amount_of_any_exponent_is_kept_to_four_places(api: Api, amount: str) -> None:
     # A zero has no digits for the four-places check to count: PostgreSQL refused the scale
-    series_id = api.series(codes=["BILL2"])
-    customer_id = api.customer("5550178")
-    coupon_id = api.issue(series_id, customer_id)["couponId"]
-
-    response = api.post(
-        "/v2/coupon/redeem",
-        {
-            "customer": {"id": customer_id},
-            "billAmount": amount,
-            "redemptionRequestList": [{"code": "BILL2"}],
-        },
-    )
+    response, coupon_id = _redeemed_with_bill(api, amount)
 
     assert response.status_code == 200, response.text
     assert _states(api, coupon_id) == ["REDEEMED"]
