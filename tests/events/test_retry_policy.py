@@ -30,6 +30,9 @@ def test_a_delivery_failing_for_days_still_waits_the_capped_delay() -> None:
     policy = RetryPolicy(give_up_after=timedelta(days=30))
 
     assert {policy.delay(n, rng=lambda: 1.0) for n in (45, 100, 10_000)} == {timedelta(hours=1)}
+    # whatever the first delay
+    slow = RetryPolicy(first_delay=timedelta(days=30), max_delay=timedelta(days=60))
+    assert slow.delay(10_000, rng=lambda: 1.0) == timedelta(days=60)
 
 
 def test_the_retry_command_revives_a_dead_subscription(api: Api, backend: Backend) -> None:

@@ -53,10 +53,10 @@ class RetryPolicy:
 
     def delay(self, attempts: int, rng: Callable[[], float] = random.random) -> timedelta:
         """Wait before attempt `attempts + 1`: doubling, capped, scaled into [50%, 100%]."""
-        # Doubling stops at 2**30 (years at any first delay): past 2**44 the product overflows
-        # `timedelta` before the cap applies, and the failed delivery went unrecorded.
-        doubling = 2 ** min(max(attempts - 1, 0), 30)
-        base: timedelta = min(self.first_delay * doubling, self.max_delay)
+        # Capped in seconds, before it is a `timedelta`: 5 s doubled 44 times overflowed
+        # `timedelta` before the cap applied, and the failed delivery went unrecorded.
+        doubled = self.first_delay.total_seconds() * 2.0 ** min(max(attempts - 1, 0), 64)
+        base = timedelta(seconds=min(doubled, self.max_delay.total_seconds()))
         return base * (0.5 + 0.5 * rng())
 
 
