@@ -53,3 +53,37 @@ def test_the_retry_command_revives_a_dead_subscription(api: Api, backend: Backen
     assert (listed["status"], listed["attempts"]) == ("ACTIVE", 0)
     missing = CliRunner().invoke(app, ["webhook", "retry", "999999", "--db", backend.url])
     assert (missing.exit_code, missing.output) == (1, "error: no live webhook 999999\n")
+
+
+def test_a_round_with_nothing_readable_keeps_a_failing_subscriptions_backoff(
+    api: Api, backend: Backend
+) -> None:
+    # A round can find nothing to read yet (events held back behind a transaction still
+    # open): counted as a success, it reset a failing subscription's backoff and the clock
+    # that ends it in dead letter
+    from datetime import UTC, datetime
+
+    from coupons.services.webhooks import deliver
+
+    hook = subscribe(api, "http://127.0.0.1:9/hook")
+    failing_since = datetime(2026, 1, 1, tzinfo=UTC)
+    with backend.db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE webhooks SET attempts = 3, failing_since = :since, lease_owner = 'w1', "
+                "lease_until = :until WHERE id = :id"
+            ),
+            {"since": failing_since, "until": datetime(2999, 1, 1, tzinfo=UTC), "id": hook["id"]},
+        )
+        org_id = conn.scalar(text("SELECT org_id FROM webhooks WHERE id = :id"), {"id": hook["id"]})
+    record = backend.db.run(lambda uow: uow.webhooks.webhook(org_id, hook["id"]), write=False)
+    assert record is not None
+
+    def never(*args: object, **kwargs: object) -> object:
+        raise AssertionError("nothing to send, so no receiver is called")
+
+    result = deliver(backend.db, record, "w1", never, render_body=never, policy=RetryPolicy())  # type: ignore[arg-type]
+
+    after = backend.db.run(lambda uow: uow.webhooks.webhook(org_id, hook["id"]), write=False)
+    assert result.outcome == "NOTHING" and after is not None
+    assert (after.attempts, after.failing_since) == (3, failing_since)

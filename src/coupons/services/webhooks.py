@@ -334,7 +334,10 @@ def deliver(
         lambda uow: uow.history.events(webhook.org_id, webhook.cursor, batch_size), write=False
     )
     if not pending:
-        _finish(db, webhook, owner, cursor=None, ok=True, now=utcnow(), policy=policy)
+        # Nothing readable yet (held back behind a transaction still open): no attempt was
+        # made, so a failing subscription keeps its backoff and its dead-letter clock (a
+        # success here had reset both); only the lease goes.
+        _release(db, webhook, owner)
         return DeliveryResult("NOTHING")
     types = [event_log.event_type(e) for e in pending]
     batch = [e for e, keep in zip(pending, _wanted(webhook, types), strict=True) if keep]
@@ -383,6 +386,23 @@ def deliver(
         ),
     )
     return DeliveryResult(outcome, len(batch), more=len(pending) == batch_size)
+
+
+def _release(db: Transactions, webhook: WebhookRecord, owner: str) -> None:
+    def work(uow: UnitOfWork) -> None:
+        uow.webhooks.finish_delivery(
+            webhook.id,
+            owner,
+            cursor=None,
+            attempts=webhook.attempts,
+            failing_since=webhook.failing_since,
+            next_attempt_at=webhook.next_attempt_at,
+            status=webhook.status,
+            last_error=webhook.last_error,
+        )
+        uow.commit()
+
+    db.run(work)
 
 
 def _finish(
