@@ -276,3 +276,14 @@ def test_an_email_that_grows_when_case_folded_never_gets_a_500(api: Api) -> None
     assert response.status_code in (200, 400), response.text
     if response.status_code == 400:
         assert error_code(response) == 9002
+
+
+@pytest.mark.parametrize("written", ["1_000", "1.0", "+1", "\u00a01"])
+def test_a_lookup_id_is_written_in_digits_as_a_path_id_is(api: Api, written: str) -> None:
+    # `?id=1_000` found customer 1000, where /v2/customers/1_000/coupons is refused
+    api.customer("5550120")
+
+    response = api.get("/v2/customers/lookup", params={"id": written})
+
+    assert (response.status_code, error_code(response)) == (400, 9002), response.text
+    assert response.json()["errors"][0]["message"].startswith("id")

@@ -391,7 +391,7 @@ def _redeemed_with_bill(api: Api, amount: str) -> tuple[httpx.Response, int]:
     return response, coupon_id
 
 
-@pytest.mark.parametrize("amount", ["1_000", "\u0665"])
+@pytest.mark.parametrize("amount", ["1_000", "\u0665", "1e30", "-1e30", "12.34567"])
 def test_a_bill_amount_as_text_other_than_ascii_digits_gets_9002_and_redeems_nothing(
     api: Api, amount: str
 ) -> None:

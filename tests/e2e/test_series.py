@@ -480,3 +480,38 @@ def test_a_generic_code_for_a_series_with_a_pool_gets_9002_not_dropped(api: Api,
     for empty in (None, "", "  "):
         made = api.ok(api.post("/v2/coupon/series", {**series_body(type), "genericCode": empty}))
         assert made["genericCode"] is None
+
+
+@pytest.mark.parametrize(("description", "stored"), [("   ", None), ("  Spring  ", "Spring")])
+def test_a_new_series_description_is_trimmed_and_never_blank_as_a_patch_takes_it(
+    api: Api, description: str, stored: str | None
+) -> None:
+    body = {
+        "description": description,
+        "clientHandlingType": "DISC_CODE",
+        "validTill": "2099-01-01",
+        "discountType": "ABS",
+        "discountValue": 5,
+    }
+
+    response = api.post("/v2/coupon/series", body)
+
+    if stored is None:
+        assert (response.status_code, error_code(response)) == (400, 9002)
+        assert response.json()["errors"][0]["message"].startswith("description")
+    else:
+        assert api.ok(response)["description"] == stored
+
+
+@pytest.mark.parametrize("pin", ["1234\u001f", "\u001c1234"])
+def test_a_pin_with_control_characters_at_its_ends_is_trimmed_as_a_redeem_trims_it(
+    api: Api, pin: str
+) -> None:
+    # pydantic's trimming left U+001C-1F, which Python's (the redeem's) takes away
+    series_id = api.series("DISC_CODE_PIN")
+    api.ok(
+        api.post(f"/v2/coupon/series/{series_id}/codes", {"codes": [{"code": "CP1", "pin": pin}]})
+    )
+    customer_id = api.customer("5550119")
+
+    assert api.issue(series_id, customer_id)["pin"] == "1234"

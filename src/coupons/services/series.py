@@ -61,9 +61,13 @@ def create_series(uow: UnitOfWork, ctx: Context, new: NewSeries) -> Series:
         raise errors.InvalidField("discountValue", "a percentage must be above 0 and at most 100")
     if new.discount_value <= 0:
         raise errors.InvalidField("discountValue", "must be greater than 0")
+    # As a PATCH takes it: trimmed, never blank (a series named "   " was created).
+    description = new.description.strip()
+    if not description:
+        raise errors.InvalidField("description", "must not be blank")
     return uow.series.add_series(
         org_id=ctx.org_id,
-        description=new.description,
+        description=description,
         type=new.type,
         generic_code=generic_code,
         valid_till=new.valid_till,

@@ -6,7 +6,7 @@ import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Annotated, Any, Literal, get_args
 
@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
-from coupons.domain.codes import MAX_CODE_LENGTH, CodeCase, normalize
+from coupons.domain.codes import MAX_CODE_LENGTH, CodeCase, has_control_character, normalize
 from coupons.domain.errors import InvalidField
 from coupons.domain.model import Coupon, CouponState, normalize_email
 from coupons.domain.revoke import MAX_REASON_LENGTH, FailureReason, Outcome
@@ -67,7 +67,11 @@ def blank_as_none(value: Any) -> Any:
 
 # An id a client may leave blank (a query parameter): blank is none, the range applies to a
 # number only.
-OptionalId = Annotated[Annotated[int, Field(ge=1, le=2**62)] | None, BeforeValidator(blank_as_none)]
+# Written in digits, as a path's id (`?id=1_000`, `7.0` and `+7` were read as numbers).
+OptionalId = Annotated[
+    Annotated[int, BeforeValidator(digits_as_int), Strict(), Field(ge=1, le=2**62)] | None,
+    BeforeValidator(blank_as_none),
+]
 
 
 # A customer id may also come as a string of digits: the vendor's own revoke example sends
@@ -121,7 +125,10 @@ def _amount_text(value: Any) -> Any:
 def _four_places(value: Decimal) -> Decimal:
     # Amounts are stored to four places. A zero has no digits for `decimal_places` to count,
     # so "0E-20000" passed it, and PostgreSQL refused its 20,000-place scale with a 500.
-    return value.quantize(_FOURTH) if value.is_finite() else value
+    try:
+        return value.quantize(_FOURTH) if value.is_finite() else value
+    except InvalidOperation:  # past the context's 28 digits: no amount this large is stored
+        raise ValueError("must have at most 10 digits before the point") from None
 
 
 _FOURTH = Decimal("0.0001")
@@ -131,8 +138,10 @@ Amount = Annotated[Decimal, BeforeValidator(_amount_text), AfterValidator(_four_
 BillAmount = Annotated[
     Decimal,
     BeforeValidator(_amount_text),
-    AfterValidator(_four_places),
+    # Checked before it is put to four places: `1e30` could not be (a 500), and `12.34567`
+    # would have been rounded rather than refused.
     Field(ge=0, max_digits=14, decimal_places=4),
+    AfterValidator(_four_places),
     WithJsonSchema(
         {
             "anyOf": [
@@ -525,11 +534,22 @@ SERIES_PATCH_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
+def _pin_text(value: Any) -> Any:
+    # Trimmed as a redeem trims the PIN it is given (Python's strip, which takes U+001C-1F
+    # that pydantic's does not): " 1234 " stored as sent could never be redeemed.
+    if not isinstance(value, str):
+        return value
+    value = value.strip()
+    if has_control_character(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 class CodeWithPin(Body):
     code: NewCode
-    # Trimmed as a redeem trims the PIN it is given: " 1234 " stored as sent matched nothing.
     pin: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)] | None
+        Annotated[str, BeforeValidator(_pin_text), StringConstraints(min_length=1, max_length=20)]
+        | None
     ) = None
 
 
