@@ -1014,3 +1014,75 @@ def test_a_run_refused_mid_way_keeps_what_it_did_and_the_rerun_reports_it_as_rev
     assert sorted(row["code"] for row in rows) == given.codes
     assert {row["outcome"] for row in rows} == {"revoked"}
     assert series_counts(server, given.series_id) == {"REVOKED": 5_000}
+
+
+def test_a_real_run_starts_afresh_over_a_dry_runs_journal_of_the_same_results(
+    server: Server, tmp_path: Path
+) -> None:
+    # a preview's journal holds nothing to resume: it refused the real run ("other arguments")
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    out = str(tmp_path / "out.csv")
+    assert (
+        invoke_bulk(server, given.series_id, codes_file, "--dry-run", "--results", out).returncode
+        == 0
+    )
+
+    real = invoke_bulk(server, given.series_id, codes_file, "--results", out)
+
+    assert real.returncode == 0, real.stderr
+    assert [row["outcome"] for row in read_results(Path(out))] == ["revoked", "revoked"]
+
+
+def test_a_rerun_against_another_server_address_is_refused_rather_than_replayed(
+    server: Server, tmp_path: Path
+) -> None:
+    # (staging, then production: the first server's report was replayed, nothing was sent)
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    assert invoke_bulk(server, given.series_id, codes_file).returncode == 0
+    elsewhere = server.url.replace("127.0.0.1", "localhost")
+
+    again = invoke_bulk(server, given.series_id, codes_file, "--url", elsewhere)
+
+    assert again.returncode == 2
+    assert "belongs to a run with other arguments" in " ".join(again.stderr.split())
+
+
+def test_a_csv_value_past_the_readers_limit_is_refused_with_2(tmp_path: Path) -> None:
+    codes_file = tmp_path / "codes.csv"
+    codes_file.write_text("code,note\nA1," + "x" * 140_000 + "\n")
+
+    result = CliRunner().invoke(
+        cli_app,
+        ["revoke", "--series", "1", "--codes-file", str(codes_file), "--username", "u",
+         "--password", "p", "--url", "http://127.0.0.1:9"],
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "a CSV value this command cannot read" in result.output
+
+
+def test_a_batch_whose_check_fails_after_its_revoke_keeps_its_journal(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the revoke was applied; a failed 682 check (the server gone by then) was taken for a
+    # batch that never reached it: "nothing was revoked", and the journal was deleted
+    from coupons.client import CouponApiUnavailable
+    from coupons.entrypoints.bulk_revoke import calls
+
+    def gone(*args: object, **kwargs: object) -> dict[str, object]:
+        failure = CouponApiUnavailable(0, "ConnectError: refused", None)
+        failure.delivered = False
+        raise failure
+
+    monkeypatch.setattr(calls, "tell_revoked_from_unknown", gone)
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.txt", [*given.codes, "UNKNOWN-1"])
+
+    done = invoke_bulk(server, given.series_id, codes_file, "--retry-seconds", "0")
+
+    assert done.returncode == 2
+    assert "nothing was revoked" not in done.stderr
+    assert (tmp_path / "codes.results.csv.journal").exists()
+    assert series_counts(server, given.series_id) == {"REVOKED": 2}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coupons.client import CodeCase, CouponClient
+from coupons.client import CodeCase, CouponApiError, CouponApiUnavailable, CouponClient
 from coupons.domain.codes import CodeCase as Case
 from coupons.domain.codes import normalize
 from coupons.entrypoints.bulk_revoke.codes_file import Line
@@ -48,7 +48,13 @@ def revoke_batch(client: CouponClient, spec: RunSpec, lines: list[Line], key: st
             outcome = OUTCOME_OF_ERROR.get(group.error_code, Outcome.FAILED)
             found[_key(spec, code)] = (code, outcome.value, str(group.error_code), "")
     if unclear:
-        found.update(tell_revoked_from_unknown(client, spec, unclear))
+        try:
+            found.update(tell_revoked_from_unknown(client, spec, unclear))
+        except CouponApiError as error:
+            # The revoke itself was applied: whatever the check met, this batch reached the
+            # server, and its journal must stay for the rerun (the run said "nothing was
+            # revoked" and dropped it).
+            raise CouponApiUnavailable(error.code, error.message, error.http_status) from error
     rows: list[Row] = []
     for line in lines:
         answer = found.get(_key(spec, line.code), (line.code, Outcome.FAILED.value, "", ""))

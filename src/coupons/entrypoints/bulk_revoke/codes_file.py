@@ -64,6 +64,13 @@ def _ended(lines: Iterable[str]) -> Iterator[str]:
 
 def read_codes(path: Path) -> Iterator[tuple[int, str]]:
     """Stream (line number, trimmed code): one a line, or the `code` column of a .csv."""
+    try:
+        yield from _read_codes(path)
+    except csv.Error as error:  # a value past the reader's field limit: the server refuses it
+        raise CodesFileError(f"{path}: a CSV value this command cannot read ({error})") from None
+
+
+def _read_codes(path: Path) -> Iterator[tuple[int, str]]:
     with path.open(encoding="utf-8-sig", newline="") as handle:
         if path.suffix.lower() == ".csv":
             reader = csv.reader(_ended(handle))

@@ -244,7 +244,8 @@ def revoke(
         typer.Option(help="result CSV (default: <codes-file stem>.results.csv beside it)"),
     ] = None,
     retry_seconds: Annotated[
-        float, typer.Option(min=0, help="keep retrying an unreachable server this long")
+        float,
+        typer.Option(min=0, max=86_400 * 7, help="keep retrying an unreachable server this long"),
     ] = 60.0,
     on_server: Annotated[
         bool, typer.Option("--on-server", help="upload the file as a server-side revoke job")
@@ -317,7 +318,7 @@ def revoke(
             # exist that would tie the corrected file to this run.
             raise stop(f"--codes-file {codes_file} holds no codes: nothing to revoke")
         path = str(codes_file.resolve())
-        spec = RunSpec(series, path, scanned.sha256, reason, case, dry_run, username)
+        spec = RunSpec(series, path, scanned.sha256, reason, case, dry_run, username, url)
         retry = RetryPolicy.for_seconds(retry_seconds)
         stopping = threading.Event()
         with CouponClient(
@@ -352,7 +353,10 @@ def revoke(
             "arguments too: nothing to resume)"
         )
     elif status == EXIT_UNFINISHED:
-        err.print(f"[red]not finished:[/red] {report.problem}; {_advice(report.problem)}")
+        err.print(
+            f"[red]not finished:[/red] {escape(report.problem or '')}; "
+            f"{escape(_advice(report.problem))}"
+        )
     elif status == EXIT_SOME_FAILED:
         for reason_line in failure_reasons(report):
             err.print(reason_line)

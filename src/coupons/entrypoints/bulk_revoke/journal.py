@@ -44,6 +44,9 @@ class RunSpec:
     # Idempotency keys are kept per API client: under another, a resent key would not replay
     # the first answer, and codes the lost batch revoked would read "already revoked".
     username: str = ""
+    # And per server: resumed against another one (staging, then production), the first
+    # server's report was replayed and nothing was sent.
+    url: str = ""
 
 
 def batches(
@@ -105,9 +108,9 @@ class Journal:
             # Whether an earlier run of these arguments left records here (keys it sent, or
             # batches it finished): their outcome may be on the server even if never seen.
             self.resumed = os.fstat(self._lock).st_size > 0
-            if self.resumed and spec.dry_run and self._left_by_a_dry_run():
-                # A preview changed nothing, so there is nothing to resume, and replayed it
-                # would show coupons as they were, not as they are: it starts afresh.
+            if self.resumed and self._left_by_a_dry_run():
+                # A preview changed nothing, so there is nothing to resume (replayed, it would
+                # show coupons as they were): a preview or a real run over it starts afresh.
                 self.resumed = False
             if self.resumed:
                 self._load(header)
