@@ -1086,3 +1086,17 @@ def test_a_batch_whose_check_fails_after_its_revoke_keeps_its_journal(
     assert "nothing was revoked" not in done.stderr
     assert (tmp_path / "codes.results.csv.journal").exists()
     assert series_counts(server, given.series_id) == {"REVOKED": 2}
+
+
+def test_a_retry_time_that_is_not_a_number_is_refused_with_2(tmp_path: Path) -> None:
+    # `nan` passed the option's range, and no deadline would ever end its retries
+    codes_file = write_codes(tmp_path / "codes.txt", ["A1"])
+
+    result = CliRunner().invoke(
+        cli_app,
+        ["revoke", "--series", "1", "--codes-file", str(codes_file), "--username", "u",
+         "--password", "p", "--url", "http://127.0.0.1:9", "--retry-seconds", "nan"],
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "--retry-seconds must be a number of seconds" in result.output

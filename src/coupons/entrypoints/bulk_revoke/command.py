@@ -8,6 +8,7 @@ so it starts fast; the domain's code rules it shares have no heavy imports.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -306,6 +307,8 @@ def revoke(
         raise stop("give --username and --password (or COUPONS_USERNAME, COUPONS_PASSWORD)")
     if reason is not None and len(reason) > MAX_REASON_LENGTH:
         raise stop(f"--reason is limited to {MAX_REASON_LENGTH} characters")
+    if not math.isfinite(retry_seconds):  # `nan` passes the range: no deadline would end it
+        raise stop("--retry-seconds must be a number of seconds")
     results = results or default_results(codes_file, dry_run)
     # `kill` and `timeout` stop a run as Ctrl-C does: what is in flight settles, the journal
     # and the results are written, and the rerun resumes (not a silent exit mid-batch).
