@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from coupons.client import BasicAuth, CouponClient, OAuth
 from coupons.entrypoints.bulk_revoke.journal import Journal, JournalMismatch, RunSpec
@@ -808,15 +808,21 @@ def test_the_client_speaks_every_endpoint_of_the_spec(server: Server) -> None:
         assert actions[-2:] == ["REVOKE", "REINSTATE"]
 
 
-def test_a_rerun_as_another_api_client_is_refused_rather_than_resumed(
-    server: Server, tmp_path: Path
+@pytest.mark.parametrize("changed", ["--username", "--url"])
+def test_a_rerun_as_another_api_client_or_to_another_server_is_refused_rather_than_resumed(
+    server: Server, tmp_path: Path, changed: str
 ) -> None:
-    # Keys are kept per client: resent by another, they would not replay the first answers
+    # Keys are kept per client: resent by another, they would not replay the first answers.
+    # Against another server address (staging, then production) the first server's report
+    # was replayed and nothing was sent.
     given = given_series(server, 2)
     codes_file = write_codes(tmp_path / "codes.txt", given.codes)
     assert invoke_bulk(server, given.series_id, codes_file).returncode == 0
+    value = (
+        "someone-else" if changed == "--username" else server.url.replace("127.0.0.1", "localhost")
+    )
 
-    other = invoke_bulk(server, given.series_id, codes_file, "--username", "someone-else")
+    other = invoke_bulk(server, given.series_id, codes_file, changed, value)
 
     assert other.returncode == 2
     assert "belongs to a run with other arguments" in " ".join(other.stderr.split())
@@ -865,6 +871,15 @@ def test_a_journal_torn_by_a_kill_resumes_from_its_last_whole_record(tmp_path: P
     reopened.close()
 
 
+def refused_offline(codes_file: Path, *extra: str) -> Result:
+    """A run refused before it sends anything (no server listens at its address)."""
+    return CliRunner().invoke(
+        cli_app,
+        ["revoke", "--series", "1", "--codes-file", str(codes_file), "--username", "u",
+         "--password", "p", "--url", "http://127.0.0.1:9", *extra],
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("header", "says"),
     [
@@ -882,11 +897,7 @@ def test_a_csv_without_one_code_column_is_refused_with_2(
     codes_file.write_text(f"{header}\nA1,x\n")
 
     # when revoking, then the run stops before sending anything, naming the problem
-    result = CliRunner().invoke(
-        cli_app,
-        ["revoke", "--series", "1", "--codes-file", str(codes_file), "--username", "u",
-         "--password", "p", "--url", "http://127.0.0.1:9"],
-    )  # fmt: skip
+    result = refused_offline(codes_file)
     assert result.exit_code == 2
     assert says in result.output
 
@@ -1034,30 +1045,11 @@ def test_a_real_run_starts_afresh_over_a_dry_runs_journal_of_the_same_results(
     assert [row["outcome"] for row in read_results(Path(out))] == ["revoked", "revoked"]
 
 
-def test_a_rerun_against_another_server_address_is_refused_rather_than_replayed(
-    server: Server, tmp_path: Path
-) -> None:
-    # (staging, then production: the first server's report was replayed, nothing was sent)
-    given = given_series(server, 2)
-    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
-    assert invoke_bulk(server, given.series_id, codes_file).returncode == 0
-    elsewhere = server.url.replace("127.0.0.1", "localhost")
-
-    again = invoke_bulk(server, given.series_id, codes_file, "--url", elsewhere)
-
-    assert again.returncode == 2
-    assert "belongs to a run with other arguments" in " ".join(again.stderr.split())
-
-
 def test_a_csv_value_past_the_readers_limit_is_refused_with_2(tmp_path: Path) -> None:
     codes_file = tmp_path / "codes.csv"
     codes_file.write_text("code,note\nA1," + "x" * 140_000 + "\n")
 
-    result = CliRunner().invoke(
-        cli_app,
-        ["revoke", "--series", "1", "--codes-file", str(codes_file), "--username", "u",
-         "--password", "p", "--url", "http://127.0.0.1:9"],
-    )  # fmt: skip
+    result = refused_offline(codes_file)
 
     assert result.exit_code == 2, result.output
     assert "a CSV value this command cannot read" in result.output
@@ -1092,11 +1084,7 @@ def test_a_retry_time_that_is_not_a_number_is_refused_with_2(tmp_path: Path) -> 
     # `nan` passed the option's range, and no deadline would ever end its retries
     codes_file = write_codes(tmp_path / "codes.txt", ["A1"])
 
-    result = CliRunner().invoke(
-        cli_app,
-        ["revoke", "--series", "1", "--codes-file", str(codes_file), "--username", "u",
-         "--password", "p", "--url", "http://127.0.0.1:9", "--retry-seconds", "nan"],
-    )  # fmt: skip
+    result = refused_offline(codes_file, "--retry-seconds", "nan")
 
     assert result.exit_code == 2, result.output
     assert "--retry-seconds must be a number of seconds" in result.output

@@ -6,6 +6,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from enum import Enum
+from typing import Any
 
 from coupons.domain.errors import InvalidCodeCase
 
@@ -57,6 +58,17 @@ def clean(code: str) -> str:
 def has_control_character(code: str) -> bool:
     """Whether a (trimmed) code holds a character no code is typed with."""
     return CONTROL_CHARACTER.search(code) is not None
+
+
+def trimmed_pin(value: Any) -> Any:
+    """A PIN as stored: trimmed as a redeem trims the one it is given (Python's strip, which
+    takes U+001C-1F too), with no control character inside; anything else as it came."""
+    if not isinstance(value, str):
+        return value
+    value = value.strip()
+    if has_control_character(value):
+        raise ValueError("must not contain control characters")
+    return value
 
 
 def normalize(code: str) -> str:

@@ -337,7 +337,7 @@ def deliver(
         # Nothing readable yet (held back behind a transaction still open): no attempt was
         # made, so a failing subscription keeps its backoff and its dead-letter clock (a
         # success here had reset both); only the lease goes.
-        _release(db, webhook, owner)
+        _finish(db, webhook, owner, cursor=None, ok=None, now=utcnow(), policy=policy)
         return DeliveryResult("NOTHING")
     types = [event_log.event_type(e) for e in pending]
     batch = [e for e, keep in zip(pending, _wanted(webhook, types), strict=True) if keep]
@@ -388,37 +388,28 @@ def deliver(
     return DeliveryResult(outcome, len(batch), more=len(pending) == batch_size)
 
 
-def _release(db: Transactions, webhook: WebhookRecord, owner: str) -> None:
-    def work(uow: UnitOfWork) -> None:
-        uow.webhooks.finish_delivery(
-            webhook.id,
-            owner,
-            cursor=None,
-            attempts=webhook.attempts,
-            failing_since=webhook.failing_since,
-            next_attempt_at=webhook.next_attempt_at,
-            status=webhook.status,
-            last_error=webhook.last_error,
-        )
-        uow.commit()
-
-    db.run(work)
-
-
 def _finish(
     db: Transactions,
     webhook: WebhookRecord,
     owner: str,
     *,
     cursor: int | None,
-    ok: bool,
+    ok: bool | None,
     now: datetime,
     policy: RetryPolicy,
     error: str | None = None,
     delivery: Callable[[str], NewDelivery] | None = None,
 ) -> str:
-    """Store the round's result (and its attempt record, once the outcome is known)."""
-    if ok:
+    """Store the round's result (and its attempt record, once the outcome is known);
+    `ok=None` is a round that attempted nothing: the schedule stays, the lease goes."""
+    if ok is None:
+        outcome, status, attempts = "NOTHING", webhook.status, webhook.attempts
+        failing_since, next_at, error = (
+            webhook.failing_since,
+            webhook.next_attempt_at,
+            webhook.last_error,
+        )
+    elif ok:
         outcome, status, attempts, failing_since, next_at = "DELIVERED", "ACTIVE", 0, None, now
     else:
         attempts = webhook.attempts + 1

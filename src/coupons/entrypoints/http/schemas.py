@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
-from coupons.domain.codes import MAX_CODE_LENGTH, CodeCase, has_control_character, normalize
+from coupons.domain.codes import MAX_CODE_LENGTH, CodeCase, normalize, trimmed_pin
 from coupons.domain.errors import InvalidField
 from coupons.domain.model import Coupon, CouponState, normalize_email
 from coupons.domain.revoke import MAX_REASON_LENGTH, FailureReason, Outcome
@@ -69,7 +69,14 @@ def blank_as_none(value: Any) -> Any:
 # number only.
 # Written in digits, as a path's id (`?id=1_000`, `7.0` and `+7` were read as numbers).
 OptionalId = Annotated[
-    Annotated[int, BeforeValidator(digits_as_int), Strict(), Field(ge=1, le=2**62)] | None,
+    Annotated[
+        int,
+        BeforeValidator(digits_as_int),
+        Strict(),
+        Field(ge=1, le=2**62),
+        WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 2**62}),
+    ]
+    | None,
     BeforeValidator(blank_as_none),
 ]
 
@@ -138,9 +145,7 @@ Amount = Annotated[Decimal, BeforeValidator(_amount_text), AfterValidator(_four_
 BillAmount = Annotated[
     Decimal,
     BeforeValidator(_amount_text),
-    # Checked before it is put to four places: `1e30` could not be (a 500), and `12.34567`
-    # would have been rounded rather than refused.
-    Field(ge=0, max_digits=14, decimal_places=4),
+    Field(ge=0, max_digits=14, decimal_places=4),  # before four places: 1e30 was a 500
     AfterValidator(_four_places),
     WithJsonSchema(
         {
@@ -534,21 +539,10 @@ SERIES_PATCH_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def _pin_text(value: Any) -> Any:
-    # Trimmed as a redeem trims the PIN it is given (Python's strip, which takes U+001C-1F
-    # that pydantic's does not): " 1234 " stored as sent could never be redeemed.
-    if not isinstance(value, str):
-        return value
-    value = value.strip()
-    if has_control_character(value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
 class CodeWithPin(Body):
     code: NewCode
     pin: (
-        Annotated[str, BeforeValidator(_pin_text), StringConstraints(min_length=1, max_length=20)]
+        Annotated[str, BeforeValidator(trimmed_pin), StringConstraints(min_length=1, max_length=20)]
         | None
     ) = None
 
