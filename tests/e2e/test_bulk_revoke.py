@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -1088,3 +1089,32 @@ def test_a_retry_time_that_is_not_a_number_is_refused_with_2(tmp_path: Path) -> 
 
     assert result.exit_code == 2, result.output
     assert "--retry-seconds must be a number of seconds" in result.output
+
+
+def test_the_journal_stays_locked_while_the_results_are_written_from_it(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # released before, a second run with the same --results could truncate it mid-read
+    from coupons.entrypoints.bulk_revoke import command
+    from coupons.entrypoints.bulk_revoke.journal import JournalBusy
+
+    given = given_series(server, 2)
+    codes_file = write_codes(tmp_path / "codes.txt", given.codes)
+    journal = tmp_path / "codes.results.csv.journal"
+    second: list[str] = []
+    original = getattr(command, "write_results")  # noqa: B009 - the name the run calls
+
+    def write_results(*args: Any, **kwargs: Any) -> Any:
+        try:
+            Journal(journal, RunSpec(1, "other.txt", "x", None, "UPPER", False)).close()
+            second.append("taken")
+        except JournalBusy:
+            second.append("busy")
+        except JournalMismatch:  # it got in: only the header told it off
+            second.append("taken")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(command, "write_results", write_results)
+
+    assert invoke_bulk(server, given.series_id, codes_file).returncode == 0
+    assert second == ["busy"]

@@ -66,8 +66,27 @@ def run(
     `stop` is the client's: set once the run has a problem (an interrupt, a server gone, a
     refusal), so batches still retrying give up at once instead of each waiting out its
     own `--retry-seconds`."""
-    stop = stop or threading.Event()
     journal = Journal(results.with_name(results.name + ".journal"), spec)
+    try:
+        # The lock is held until the results are written from the journal (and it is
+        # removed, where it is): released before, a second run could truncate it mid-read.
+        return _run(journal, client, spec, codes_path, scanned, results, parallel, err, stop)
+    finally:
+        journal.close()
+
+
+def _run(
+    journal: Journal,
+    client: CouponClient,
+    spec: RunSpec,
+    codes_path: Path,
+    scanned: Scan,
+    results: Path,
+    parallel: int,
+    err: Console,
+    stop: threading.Event | None,
+) -> RunReport:
+    stop = stop or threading.Event()
     problem: str | None = None
     progress = progress_bar(err)
     pending: dict[Future[list[Row]], tuple[int, int]] = {}
@@ -127,7 +146,7 @@ def run(
             drop_queued()
             settle(wait(set(pending)).done)
         finally:
-            journal.close()
+            journal.end_writes()
     every_line = plan(codes_path, scanned)
     untouched = refused | unsent
     if untouched and not journal.resumed and not journal.done and set(journal.keys) <= untouched:

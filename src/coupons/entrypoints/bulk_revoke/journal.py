@@ -202,10 +202,16 @@ class Journal:
         record = json.loads(reader.readline())
         return [(int(r[0]), r[1], r[2], r[3], r[4]) for r in record["rows"]]
 
-    def close(self) -> None:
+    def end_writes(self) -> None:
+        """Every record on disk; the lock stays until `close`."""
         if self._file.closed:
             return
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        os.close(self._lock)
+
+    def close(self) -> None:
+        self.end_writes()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
