@@ -682,6 +682,31 @@ def test_a_code_whose_case_changes_its_key_is_tied_to_its_line(
     assert all(r["couponId"] for r in rows)
 
 
+@pytest.mark.parametrize("case", ["UPPER", "LOWER", "AS_IT_IS"])
+def test_an_already_revoked_code_whose_case_changes_its_key_is_reported_already_revoked(
+    server: Server, tmp_path: Path, case: str
+) -> None:
+    # the 682 check asked with the code as the server wrote it back ("KIIA"), which matches
+    # no coupon: an already revoked code was reported not found
+    given = given_series(server, 1)
+    odd = f"KI\u0131A-{uuid.uuid4().hex[:6]}"
+    with server.client() as api:
+        api.add_codes(given.series_id, [odd])
+    codes_file = write_codes(tmp_path / "codes.txt", [odd])
+    assert (
+        invoke_bulk(
+            server, given.series_id, codes_file, "--results", str(tmp_path / "a.csv")
+        ).returncode
+        == 0
+    )
+
+    again = invoke_bulk(server, given.series_id, codes_file, "--case", case)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    [row] = read_results(tmp_path / "codes.results.csv")
+    assert (row["outcome"], row["errorCode"]) == ("already_revoked", "682")
+
+
 @pytest.mark.parametrize("on_server", [False, True])
 def test_results_naming_something_that_is_not_a_regular_file_are_refused(
     server: Server, tmp_path: Path, on_server: bool

@@ -41,10 +41,14 @@ def revoke_batch(client: CouponClient, spec: RunSpec, lines: list[Line], key: st
             str(coupon.coupon_id),
         )
     unclear: list[str] = []
+    # The check asks with the file's own spelling: written back per --case, a code holding a
+    # dotless i comes in upper case with a plain I, whose matching key is no longer the
+    # coupon's, and the check missed it (an already revoked code reported not found).
+    sent = {_key(spec, line.code): line.code for line in lines}
     for group in result.failed:
         for code in group.coupon_codes:
             if group.error_code == 682:
-                unclear.append(code)
+                unclear.append(sent.get(_key(spec, code), code))
             outcome = OUTCOME_OF_ERROR.get(group.error_code, Outcome.FAILED)
             found[_key(spec, code)] = (code, outcome.value, str(group.error_code), "")
     if unclear:
