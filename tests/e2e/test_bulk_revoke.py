@@ -662,16 +662,22 @@ def test_a_refused_run_says_the_cause_must_be_fixed_and_the_corrected_command_ju
     assert series_counts(server, given.series_id) == {"REVOKED": 2}
 
 
+def _dotless_code(server: Server, also: str | None = None) -> tuple[Given, str]:
+    """A series holding a code with a dotless i (and `also` with the same suffix)."""
+    given = given_series(server, 1)
+    odd = f"KI\u0131A-{uuid.uuid4().hex[:6]}"
+    with server.client() as api:
+        api.add_codes(given.series_id, [odd, *([f"{also}-{odd[5:]}"] if also else [])])
+    return given, odd
+
+
 @pytest.mark.parametrize("case", ["UPPER", "LOWER", "AS_IT_IS"])
 def test_a_code_whose_case_changes_its_key_is_tied_to_its_line(
     server: Server, tmp_path: Path, case: str
 ) -> None:
     # "KI\u0131A" (a dotless i) comes back as "KIIA" in upper case, whose folded key is no
     # longer the line's
-    given = given_series(server, 1)
-    odd = f"KI\u0131A-{uuid.uuid4().hex[:6]}"
-    with server.client() as api:
-        api.add_codes(given.series_id, [odd, "Straße-" + odd[5:]])
+    given, odd = _dotless_code(server, also="Straße")
     codes_file = write_codes(tmp_path / "codes.txt", [odd, "STRASSE-" + odd[5:]])
 
     done = invoke_bulk(server, given.series_id, codes_file, "--case", case)
@@ -688,10 +694,7 @@ def test_an_already_revoked_code_whose_case_changes_its_key_is_reported_already_
 ) -> None:
     # the 682 check asked with the code as the server wrote it back ("KIIA"), which matches
     # no coupon: an already revoked code was reported not found
-    given = given_series(server, 1)
-    odd = f"KI\u0131A-{uuid.uuid4().hex[:6]}"
-    with server.client() as api:
-        api.add_codes(given.series_id, [odd])
+    given, odd = _dotless_code(server)
     codes_file = write_codes(tmp_path / "codes.txt", [odd])
     assert (
         invoke_bulk(

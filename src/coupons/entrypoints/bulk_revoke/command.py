@@ -66,104 +66,94 @@ def run(
     `stop` is the client's: set once the run has a problem (an interrupt, a server gone, a
     refusal), so batches still retrying give up at once instead of each waiting out its
     own `--retry-seconds`."""
-    journal = Journal(results.with_name(results.name + ".journal"), spec)
-    try:
-        # The lock is held until the results are written from the journal (and it is
-        # removed, where it is): released before, a second run could truncate it mid-read.
-        return _run(journal, client, spec, codes_path, scanned, results, parallel, err, stop)
-    finally:
-        journal.close()
-
-
-def _run(
-    journal: Journal,
-    client: CouponClient,
-    spec: RunSpec,
-    codes_path: Path,
-    scanned: Scan,
-    results: Path,
-    parallel: int,
-    err: Console,
-    stop: threading.Event | None,
-) -> RunReport:
     stop = stop or threading.Event()
-    problem: str | None = None
-    progress = progress_bar(err)
-    pending: dict[Future[list[Row]], tuple[int, int]] = {}
-    refused: set[int] = set()  # batches the server answered with a whole-request refusal
-    unsent: set[int] = set()  # batches no try of which reached the server (none connected)
+    # The lock is held until the results are written from the journal (and it is removed,
+    # where it is): released before, a second run could truncate it mid-read.
+    with Journal(results.with_name(results.name + ".journal"), spec) as journal:
+        problem: str | None = None
+        progress = progress_bar(err)
+        pending: dict[Future[list[Row]], tuple[int, int]] = {}
+        refused: set[int] = set()  # batches the server answered with a whole-request refusal
+        unsent: set[int] = set()  # batches no try of which reached the server (none connected)
 
-    def settle(futures: set[Future[list[Row]]]) -> None:
-        nonlocal problem
-        for future in futures:
-            batch, size = pending.pop(future)
+        def settle(futures: set[Future[list[Row]]]) -> None:
+            nonlocal problem
+            for future in futures:
+                batch, size = pending.pop(future)
+                try:
+                    journal.finish(batch, future.result())
+                except CouponApiError as error:
+                    # Left unfinished in the journal: the rerun resends it with the same key.
+                    problem = problem or _describe(error)
+                    stop.set()
+                    if not isinstance(error, CouponApiUnavailable) and error.code != 0:
+                        refused.add(batch)
+                    elif isinstance(error, CouponApiUnavailable) and not error.delivered:
+                        unsent.add(batch)
+                progress.advance(task, size)
+
+        def drop_queued() -> None:
+            """Batches not started yet are not sent at all: nothing of theirs reached a server."""
+            for future in list(pending):
+                if future.cancel():
+                    unsent.add(pending.pop(future)[0])
+
+        with progress, ThreadPoolExecutor(max_workers=parallel) as pool:
+            # Lines decided without the server and batches finished by an earlier run start the
+            # bar filled, so the rate and ETA describe this run's own progress.
+            local = scanned.total - scanned.sendable
+            task = progress.add_task(
+                "dry run" if spec.dry_run else "revoking",
+                total=scanned.total,
+                completed=local + codes_in(journal.done, scanned.sendable),
+            )
             try:
-                journal.finish(batch, future.result())
-            except CouponApiError as error:
-                # Left unfinished in the journal: the rerun resends it with the same key.
-                problem = problem or _describe(error)
-                stop.set()
-                if not isinstance(error, CouponApiUnavailable) and error.code != 0:
-                    refused.add(batch)
-                elif isinstance(error, CouponApiUnavailable) and not error.delivered:
-                    unsent.add(batch)
-            progress.advance(task, size)
-
-    def drop_queued() -> None:
-        """Batches not started yet are not sent at all: nothing of theirs reached a server."""
-        for future in list(pending):
-            if future.cancel():
-                unsent.add(pending.pop(future)[0])
-
-    with progress, ThreadPoolExecutor(max_workers=parallel) as pool:
-        # Lines decided without the server and batches finished by an earlier run start the
-        # bar filled, so the rate and ETA describe this run's own progress.
-        local = scanned.total - scanned.sendable
-        task = progress.add_task(
-            "dry run" if spec.dry_run else "revoking",
-            total=scanned.total,
-            completed=local + codes_in(journal.done, scanned.sendable),
-        )
-        try:
-            for batch, lines in batches(plan(codes_path, scanned)):
+                for batch, lines in batches(plan(codes_path, scanned)):
+                    if problem is not None:
+                        break
+                    if batch in journal.done:
+                        continue
+                    key = journal.key_for(batch)
+                    future = pool.submit(revoke_batch, client, spec, lines, key)
+                    pending[future] = (batch, len(lines))
+                    # Keep a bounded window of work queued: memory stays flat for any file size.
+                    if len(pending) >= parallel * 2:
+                        finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
+                        settle(finished)
                 if problem is not None:
-                    break
-                if batch in journal.done:
-                    continue
-                key = journal.key_for(batch)
-                future = pool.submit(revoke_batch, client, spec, lines, key)
-                pending[future] = (batch, len(lines))
-                # Keep a bounded window of work queued: memory stays flat for any file size.
-                if len(pending) >= parallel * 2:
-                    finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
-                    settle(finished)
-            if problem is not None:
+                    drop_queued()
+                settle(wait(set(pending)).done)
+            except KeyboardInterrupt:
+                problem = "interrupted"
+                stop.set()
                 drop_queued()
-            settle(wait(set(pending)).done)
-        except KeyboardInterrupt:
-            problem = "interrupted"
-            stop.set()
-            drop_queued()
-            settle(wait(set(pending)).done)
-        finally:
-            journal.end_writes()
-    every_line = plan(codes_path, scanned)
-    untouched = refused | unsent
-    if untouched and not journal.resumed and not journal.done and set(journal.keys) <= untouched:
-        # This run started the journal and every batch it sent was refused whole or never
-        # reached the server (a wrong port, a server down), so none changed anything (a
-        # refusal mid-run, after batches went through, is no such case: they did their
-        # work): there is nothing to resume, and a journal kept would tie the corrected
-        # rerun to these arguments. (A resumed journal holds keys of an earlier
-        # run whose answers may have been lost: it is always kept.) Nor is there a result
-        # to keep: the outcomes are counted, and a results file already there (an earlier
-        # run's record) is left as it was.
-        report = write_results(
-            every_line, journal, None, scanned.total, CodeCase[spec.case], problem
+                settle(wait(set(pending)).done)
+            finally:
+                journal.end_writes()
+        every_line = plan(codes_path, scanned)
+        untouched = refused | unsent
+        if (
+            untouched
+            and not journal.resumed
+            and not journal.done
+            and set(journal.keys) <= untouched
+        ):
+            # This run started the journal and every batch it sent was refused whole or never
+            # reached the server (a wrong port, a server down), so none changed anything (a
+            # refusal mid-run, after batches went through, is no such case: they did their
+            # work): there is nothing to resume, and a journal kept would tie the corrected
+            # rerun to these arguments. (A resumed journal holds keys of an earlier
+            # run whose answers may have been lost: it is always kept.) Nor is there a result
+            # to keep: the outcomes are counted, and a results file already there (an earlier
+            # run's record) is left as it was.
+            report = write_results(
+                every_line, journal, None, scanned.total, CodeCase[spec.case], problem
+            )
+            journal.path.unlink(missing_ok=True)
+            return replace(report, nothing_changed=True)
+        return write_results(
+            every_line, journal, results, scanned.total, CodeCase[spec.case], problem
         )
-        journal.path.unlink(missing_ok=True)
-        return replace(report, nothing_changed=True)
-    return write_results(every_line, journal, results, scanned.total, CodeCase[spec.case], problem)
 
 
 def _describe(error: CouponApiError) -> str:

@@ -210,6 +210,12 @@ class Journal:
         os.fsync(self._file.fileno())
         self._file.close()
 
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.end_writes()
         if self._lock >= 0:
