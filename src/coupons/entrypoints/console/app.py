@@ -172,11 +172,6 @@ class FaultPage:
 
         try:
             await self.app(scope, receive, watch)
-        except ClientDisconnect:
-            # The browser dropped the request before its form was read (a double click sends
-            # the form again and drops the first): no fault, and nobody to answer. As the API.
-            note_client_gone(scope)
-            return
         except Exception as error:
             request_id = request_id_of(scope)
             log.error("console fault", request_id=request_id, error=type(error).__name__)

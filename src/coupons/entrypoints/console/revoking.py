@@ -190,13 +190,7 @@ async def undo(request: Request, person: Person) -> Response:
             permission="reinstate",
         )
     except errors.CouponError as error:
-        return page(
-            request,
-            "error.html",
-            status=status_of(error),
-            title="Undo",
-            message=message_of(error),
-        )
+        return error_page(request, "Undo", error)
     title = "Undone" if entity["reinstatedCoupons"] else "Nothing undone"
     return page(request, "undone.html", title=title, result=entity, undone=request_id)
 
