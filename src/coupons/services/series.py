@@ -61,10 +61,7 @@ def create_series(uow: UnitOfWork, ctx: Context, new: NewSeries) -> Series:
         raise errors.InvalidField("discountValue", "a percentage must be above 0 and at most 100")
     if new.discount_value <= 0:
         raise errors.InvalidField("discountValue", "must be greater than 0")
-    # As a PATCH takes it: trimmed, never blank (a series named "   " was created).
-    description = new.description.strip()
-    if not description:
-        raise errors.InvalidField("description", "must not be blank")
+    description = _description(new.description)
     return uow.series.add_series(
         org_id=ctx.org_id,
         description=description,
@@ -95,17 +92,24 @@ class SeriesChange:
     description: str | None = None
 
 
+def _description(text: str) -> str:
+    """A series' description as created or changed: trimmed, never blank (a series named
+    "   " had been created, though a PATCH refused the same)."""
+    description = text.strip()
+    if not description:
+        raise errors.InvalidField("description", "must not be blank")
+    return description
+
+
 def change_series(
     uow: UnitOfWork, ctx: Context, series_id: int, change: SeriesChange
 ) -> tuple[Series, dict[CouponState, int]]:
     """End a campaign early (a past `valid_till` expires its coupons at once, spec §5's 712
     then applies), extend it, or rename it. Type, codes and discount never change: coupons
     already issued keep meaning what they meant."""
-    description = change.description.strip() if change.description is not None else None
-    if change.valid_till is None and description is None:
+    if change.valid_till is None and change.description is None:
         raise errors.InvalidField("body", "give validTill or description")
-    if description == "":
-        raise errors.InvalidField("description", "must not be blank")
+    description = None if change.description is None else _description(change.description)
     updated = uow.series.update_series(
         ctx.org_id, series_id, valid_till=change.valid_till, description=description
     )
