@@ -19,10 +19,11 @@ def moment(name: str, value: str | None, *, end_of_day: bool) -> datetime | None
     # Only the two documented spellings: Python also reads `20240131` and `2024W053` (as a
     # midnight, so `until` silently left out the day it names), `2024-01-31+01:00` (as
     # 01:00 UTC) and any character between a date and its time.
-    if not (_DATE.fullmatch(text) or _TIME.fullmatch(text)):
+    bare_date = _DATE.fullmatch(text) is not None
+    if not (bare_date or _TIME.fullmatch(text)):
         raise errors.InvalidField(name, _SPELLING)
     try:
-        if _DATE.fullmatch(text):
+        if bare_date:
             day = date.fromisoformat(text)
             start = datetime.combine(day, time.min, tzinfo=UTC)
             return start + timedelta(days=1) if end_of_day else start
