@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import zlib
 
-from sqlalchemy import Connection, text
+import pytest
+from sqlalchemy import Connection, make_url, text
 
 from coupons.adapters import migrate
 from coupons.adapters.db import create_db_engine
+from tests.conftest import scratch_postgres
 
 NOW = "2026-11-26 10:00:00"
 
@@ -238,6 +242,70 @@ def test_upgrades_started_together_all_succeed_one_after_another(empty_database_
     assert migrate.current_revision(empty_database_url) == migrate.head_revision()
 
 
+def test_migrations_wait_and_run_past_the_roles_statement_timeout(
+    postgres_admin_url: str | None,
+) -> None:
+    if postgres_admin_url is None:
+        pytest.skip("PostgreSQL not reachable")
+    with scratch_postgres(postgres_admin_url, "coupons_timeouts") as url:
+        # Given a database whose sessions give up on a statement or a lock after 1 s (the
+        # deployment guide sets a role's statement_timeout), and another host's migration
+        # holding the migration lock for 2.5 s
+        name = make_url(url).database
+        engine = create_db_engine(url, null_pool=True)
+        with engine.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE \"{name}\" SET statement_timeout = '1s'"))
+            conn.execute(text(f"ALTER DATABASE \"{name}\" SET lock_timeout = '1s'"))
+            conn.commit()
+        holder = engine.connect()
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": migrate.MIGRATION_LOCK})
+        release = threading.Timer(
+            2.5,
+            lambda: holder.execute(
+                text("SELECT pg_advisory_unlock(:k)"), {"k": migrate.MIGRATION_LOCK}
+            ),
+        )
+        release.start()
+        try:
+            # When this host migrates
+            revision = migrate.upgrade(url)
+        finally:
+            release.join()
+            holder.close()
+            engine.dispose()
+
+        # Then it waited for the other and migrated, instead of failing to start
+        assert revision == migrate.head_revision()
+
+
+def packed(job_id: str) -> bytes:
+    """A console start's answer as the service stores it (`adapters/repos/idempotency.py`)."""
+    return zlib.compress(b'{"jobId":"%s"}' % job_id.encode(), 1)
+
+
+def store_answer(conn: Connection, client_id: int, key: str, body: bytes, at: str) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO idempotency_keys (client_id, key, org_id, fingerprint, "
+            "status_code, body, created_at) VALUES (:c, :k, 1, 'f', 200, :b, :t)"
+        ),
+        {"c": client_id, "k": key, "b": body, "t": at},
+    )
+
+
+def insert_job(conn: Connection, job_id: str, org_id: int, dry_run: bool) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO revoke_jobs (id, org_id, kind, source, state, dry_run, "
+            "code_case, client_id, created_by, created_at, total, cursor, processed, "
+            "done_count, failed_count, duplicate_count, failed_by_code) VALUES (:id, "
+            ":org, 'REVOKE', 'FILE', 'SUCCEEDED', :dry, 'AS_IT_IS', 1, 'a', :t, 0, 0, "
+            "0, 0, 0, 0, '{}')"
+        ),
+        {"id": job_id, "org": org_id, "dry": dry_run, "t": NOW},
+    )
+
+
 def test_preview_started_job_upgrade_carries_the_first_console_start_over_and_downgrades(
     empty_database_url: str,
 ) -> None:
@@ -257,16 +325,7 @@ def test_preview_started_job_upgrade_carries_the_first_console_start_over_and_do
             ("job_elsewhere", 2, False),
             ("job_untouched", 1, True),
         ]:
-            conn.execute(
-                text(
-                    "INSERT INTO revoke_jobs (id, org_id, kind, source, state, dry_run, "
-                    "code_case, client_id, created_by, created_at, total, cursor, processed, "
-                    "done_count, failed_count, duplicate_count, failed_by_code) VALUES (:id, "
-                    ":org, 'REVOKE', 'FILE', 'SUCCEEDED', :dry, 'AS_IT_IS', 1, 'a', :t, 0, 0, "
-                    "0, 0, 0, 0, '{}')"
-                ),
-                {"id": job_id, "org": org_id, "dry": dry_run, "t": NOW},
-            )
+            insert_job(conn, job_id, org_id, dry_run)
         conn.execute(
             text(
                 "INSERT INTO api_clients (id, org_id, username, secret_hash, groups, is_active, "
@@ -274,19 +333,14 @@ def test_preview_started_job_upgrade_carries_the_first_console_start_over_and_do
             ),
             {"t": NOW},
         )
+        # The service stores answers compressed (older ones as plain JSON): both are read.
         for client_id, key, body, at in [
-            (2, "console-start:job_preview", b'{"jobId":"job_second"}', "2026-11-26 10:00:02"),
-            (1, "console-start:job_preview", b'{"jobId":"job_first"}', "2026-11-26 10:00:01"),
+            (2, "console-start:job_preview", packed("job_second"), "2026-11-26 10:00:02"),
+            (1, "console-start:job_preview", packed("job_first"), "2026-11-26 10:00:01"),
             (1, "console-start:job_untouched", b'{"jobId":"job_elsewhere"}', NOW),
             (1, "console-form:x", b'{"jobId":"job_first"}', NOW),
         ]:
-            conn.execute(
-                text(
-                    "INSERT INTO idempotency_keys (client_id, key, org_id, fingerprint, "
-                    "status_code, body, created_at) VALUES (:c, :k, 1, 'f', 200, :b, :t)"
-                ),
-                {"c": client_id, "k": key, "b": body, "t": at},
-            )
+            store_answer(conn, client_id, key, body, at)
 
     # When it is upgraded
     migrate.upgrade(empty_database_url, "head")
@@ -312,3 +366,28 @@ def test_preview_started_job_upgrade_carries_the_first_console_start_over_and_do
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM revoke_jobs")).scalar() == 5
     engine.dispose()
+
+
+def test_a_database_past_0013_has_its_started_previews_carried_over_again(
+    empty_database_url: str,
+) -> None:
+    # Given a database that ran the first 0013, which read no compressed answer: a preview
+    # started before it still names no job, while its start's answer is stored
+    migrate.upgrade(empty_database_url, "0013")
+    engine = create_db_engine(empty_database_url, null_pool=True)
+    with engine.begin() as conn:
+        seed_org_and_client(conn)
+        insert_job(conn, "job_preview", 1, True)
+        insert_job(conn, "job_started", 1, False)
+        store_answer(conn, 1, "console-start:job_preview", packed("job_started"), NOW)
+
+    # When it is upgraded to the newest revision
+    migrate.upgrade(empty_database_url, "head")
+
+    # Then the preview names the job it was started as: no second person can start it again
+    with engine.connect() as conn:
+        started = conn.execute(
+            text("SELECT started_job_id FROM revoke_jobs WHERE id = 'job_preview'")
+        ).scalar()
+    engine.dispose()
+    assert started == "job_started"

@@ -75,6 +75,11 @@ def _run(
                 # `coupons serve` migrates first) each ran the same steps, and all but one
                 # failed on what the first had made. The lock is the transaction's, so it
                 # holds through PgBouncer too; the next one then finds nothing to do.
+                # No bound on this transaction's waits and steps: a role's `statement_timeout`
+                # (docs/deployment.md) cancelled the wait for another host's migration, and a
+                # step rewriting a big table, so every host but one failed to start.
+                conn.execute(text("SET LOCAL statement_timeout = 0"))
+                conn.execute(text("SET LOCAL lock_timeout = 0"))
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config = alembic_config(url)
             script = ScriptDirectory.from_config(config)
