@@ -19,7 +19,14 @@ from coupons.config import Settings
 from coupons.domain import errors
 from coupons.entrypoints.console import create_console
 from coupons.entrypoints.console.web import SECURITY_HEADERS
-from coupons.entrypoints.http import events_routes, finding_routes, handlers, jobs_routes, metrics
+from coupons.entrypoints.http import (
+    events_routes,
+    finding_routes,
+    handlers,
+    jobs_routes,
+    metrics,
+    openapi_doc,
+)
 from coupons.entrypoints.http.deps import document_security
 from coupons.entrypoints.http.envelope import failure, success
 from coupons.entrypoints.http.fast_revoke import RevokeFastPath, revoke_route
@@ -71,6 +78,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(events_routes.router)
     app.include_router(jobs_routes.router)
     document_security(app, [router, events_routes.router, jobs_routes.router])
+    openapi_doc.complete_document(app, jobs_routes.JobSelector.model_json_schema(by_alias=True))
     app.add_middleware(RevokeFastPath, route=revoke_route(router))  # inside metrics: timed, logged
     metrics.install(app, database)  # inside EdgeMiddleware: it sees the request id
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)

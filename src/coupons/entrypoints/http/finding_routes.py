@@ -321,7 +321,12 @@ async def search_coupons(
     code: Annotated[str | None, Query(max_length=100, description="exact code, any case")] = None,
     code_prefix: Annotated[
         str | None,
-        Query(alias="codePrefix", max_length=100, description="at least 3 characters"),
+        Query(
+            alias="codePrefix",
+            max_length=100,
+            description="at least 3 characters",
+            json_schema_extra={"minLength": 3},
+        ),
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
     after: After = None,

@@ -173,12 +173,13 @@ def _reject_nul(value: Any, path: str = "") -> None:
 
 
 def _numbers_allowed(node: Any) -> Any:
-    """A JSON schema where every free-text string may also be sent as a number."""
+    """A JSON schema where every free-text string may also be sent as a number (a string
+    with a pattern is no free text: an id or an amount, whose numbers are documented)."""
     if isinstance(node, list):
         return [_numbers_allowed(item) for item in node]
     if not isinstance(node, dict):
         return node
-    if node.get("type") == "string" and not {"format", "enum", "const"} & node.keys():
+    if node.get("type") == "string" and not {"format", "enum", "const", "pattern"} & node.keys():
         # whole numbers only: one with a fraction or an exponent is refused (9002)
         return {"anyOf": [node, {"type": "integer"}]}
     return {key: _numbers_allowed(value) for key, value in node.items()}
