@@ -3,6 +3,7 @@ backends: an upgrade must carry existing rows over, not only build an empty sche
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -391,3 +392,42 @@ def test_a_database_past_0013_has_its_started_previews_carried_over_again(
         ).scalar()
     engine.dispose()
     assert started == "job_started"
+
+
+def test_jobs_get_their_failed_lines_counted_by_outcome_on_upgrade(
+    empty_database_url: str,
+) -> None:
+    # Given a database at 0014 with a finished job whose lines failed in three ways, two of
+    # them under one error code (682: already revoked, not found)
+    migrate.upgrade(empty_database_url, "0014")
+    engine = create_db_engine(empty_database_url, null_pool=True)
+    with engine.begin() as conn:
+        seed_org_and_client(conn)
+        insert_job(conn, "job_done", 1, False)
+        insert_job(conn, "job_empty", 1, False)
+        for line_no, outcome, error in [
+            (1, "revoked", None),
+            (2, "already_revoked", 682),
+            (3, "not_found", 682),
+            (4, "not_found", 682),
+            (5, "redeemed", 405),
+            (6, "duplicate_in_file", None),
+            (7, None, None),  # not reached yet
+        ]:
+            conn.execute(
+                text(
+                    "INSERT INTO revoke_job_lines (job_id, line_no, code, norm, outcome, "
+                    "error_code) VALUES ('job_done', :n, :c, :c, :o, :e)"
+                ),
+                {"n": line_no, "c": f"C{line_no}", "o": outcome, "e": error},
+            )
+
+    # When it is upgraded
+    migrate.upgrade(empty_database_url, "head")
+
+    # Then each job counts its failed lines by outcome, and a job without lines counts none
+    with engine.connect() as conn:
+        counted = dict(conn.execute(text("SELECT id, failed_by_outcome FROM revoke_jobs")).all())
+    engine.dispose()
+    assert json.loads(counted["job_done"]) == {"already_revoked": 1, "not_found": 2, "redeemed": 1}
+    assert json.loads(counted["job_empty"]) == {}

@@ -358,6 +358,8 @@ revoke_jobs = Table(
     Column("failed_count", Integer, nullable=False),
     Column("duplicate_count", Integer, nullable=False),
     Column("failed_by_code", String(500), nullable=False),  # JSON object, error code -> n
+    # The same lines by the report's outcome (682 is both already_revoked and not_found).
+    Column("failed_by_outcome", String(500), nullable=False, server_default="{}"),
     Column("undo_of_job_id", String(40)),
     Column("undone_by_job_id", String(40)),
     # A preview's real job, once started: set once, under the preview's row lock.

@@ -142,6 +142,7 @@ class Tally:
     failed: int = 0
     duplicates: int = 0
     failed_by_code: dict[int, int] = field(default_factory=dict)
+    failed_by_outcome: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, lines: Iterable[LineResult]) -> Tally:
@@ -156,6 +157,8 @@ class Tally:
                 tally.failed += 1
                 code = line.error_code or 0
                 tally.failed_by_code[code] = tally.failed_by_code.get(code, 0) + 1
+                outcome = line.outcome.value
+                tally.failed_by_outcome[outcome] = tally.failed_by_outcome.get(outcome, 0) + 1
         return tally
 
 
@@ -190,6 +193,8 @@ class Job:
     # For a preview: the real job it was started as. A preview starts one job for the whole
     # org, whoever presses its button and however often.
     started_job_id: str | None = None
+    # The failed lines by the report's outcome (`failed_by_code` blurs two into 682).
+    failed_by_outcome: dict[str, int] = field(default_factory=dict)
 
     def is_held(self, now: datetime) -> bool:
         """Whether a worker holds the job's lease right now."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -86,6 +87,7 @@ def _job(row: Any) -> Job:
         failed_count=row.failed_count,
         duplicate_count=row.duplicate_count,
         failed_by_code={int(k): v for k, v in json.loads(row.failed_by_code).items()},
+        failed_by_outcome=json.loads(row.failed_by_outcome),
         undo_of_job_id=row.undo_of_job_id,
         undone_by_job_id=row.undone_by_job_id,
         started_job_id=row.started_job_id,
@@ -134,6 +136,7 @@ class SqlJobRepository:
                 failed_count=0,
                 duplicate_count=0,
                 failed_by_code="{}",
+                failed_by_outcome="{}",
                 undo_of_job_id=new.undo_of_job_id,
                 lease_until=staging_until,
             )
@@ -449,9 +452,8 @@ class SqlJobRepository:
         error: str | None = None,
     ) -> None:
         """Move the checkpoint and counters (the caller holds the job's row and lease)."""
-        by_code = dict(job.failed_by_code)
-        for code, n in tally.failed_by_code.items():
-            by_code[code] = by_code.get(code, 0) + n
+        by_code = Counter(job.failed_by_code) + Counter(tally.failed_by_code)
+        by_outcome = Counter(job.failed_by_outcome) + Counter(tally.failed_by_outcome)
         values: dict[str, Any] = {
             "state": state.value,
             "cursor": cursor,
@@ -460,6 +462,7 @@ class SqlJobRepository:
             "failed_count": revoke_jobs.c.failed_count + tally.failed,
             "duplicate_count": revoke_jobs.c.duplicate_count + tally.duplicates,
             "failed_by_code": json.dumps({str(k): v for k, v in sorted(by_code.items())}),
+            "failed_by_outcome": json.dumps(dict(sorted(by_outcome.items()))),
         }
         if state.is_finished:
             values.update(finished_at=now, claimed_by=None, lease_until=None, error=error)

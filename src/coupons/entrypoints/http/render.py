@@ -195,6 +195,7 @@ def job(j: Job) -> dict[str, Any]:
         "failedCount": j.failed_count,
         "duplicateCount": j.duplicate_count,
         "failedByCode": {str(code): n for code, n in sorted(j.failed_by_code.items())},
+        "failedByOutcome": dict(sorted(j.failed_by_outcome.items())),
         "undoneByJobId": j.undone_by_job_id,
         "undoOfJobId": j.undo_of_job_id,
         "error": j.error,
