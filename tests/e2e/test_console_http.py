@@ -1286,9 +1286,11 @@ def test_a_revoked_coupon_of_an_expired_series_offers_no_reinstate_and_says_why(
     # when its page is shown
     shown = signed_in.get(f"/console/coupons/{coupon['couponId']}")
 
-    # then it offers no button the server would refuse, and says why
+    # then it offers no button the server would refuse, says why, and names the way that
+    # still puts it back (the undo of the revoke that took it)
     assert ">Reinstate</button>" not in shown.text
-    assert "Not reinstatable: series expired." in shown.text
+    assert "Not reinstatable by itself: series expired." in shown.text
+    assert 'its "Undo" on the <a href="/console/activity">Activity</a> page' in shown.text
 
 
 def test_ids_of_thousands_of_digits_name_nothing_and_are_no_fault(signed_in: TestClient) -> None:

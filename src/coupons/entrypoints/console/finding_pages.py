@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from coupons.entrypoints.console.web import (
     call,
     error_page,
     message_of,
+    new_form_key,
     page,
     path_id,
     status_of,
@@ -55,6 +57,16 @@ def _undoable(row: Revocation, undoable_jobs: set[str]) -> bool:
     return row.revoked_count > row.reinstated_count
 
 
+def _in_form_words(message: str) -> str:
+    """A message naming the API's `since`/`until` by the form's own labels, From and To."""
+    return re.sub(
+        r"\b(since|until)\b",
+        lambda m: "From" if m.group(1).lower() == "since" else "To",
+        message,
+        flags=re.IGNORECASE,
+    )
+
+
 @needs_person
 async def activity(request: Request, person: Person) -> Response:
     """Revoke calls and jobs, newest first, filtered by person and dates."""
@@ -86,7 +98,7 @@ async def activity(request: Request, person: Person) -> Response:
             rows=[],
             filters=filters,
             next_url=None,
-            error=message_of(error),
+            error=_in_form_words(message_of(error)),
         )
     next_url = None
     if entity["next"]:
@@ -95,6 +107,7 @@ async def activity(request: Request, person: Person) -> Response:
     return page(
         request,
         "activity.html",
+        action_key=new_form_key(),
         title="Activity",
         rows=entity["rows"],
         filters=filters,

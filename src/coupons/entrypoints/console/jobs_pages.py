@@ -20,7 +20,7 @@ from starlette.routing import Route
 from coupons.domain import errors
 from coupons.domain.codes import CodeCase
 from coupons.domain.codes_file import CodesFormat, parse_codes
-from coupons.domain.jobs import Job
+from coupons.domain.jobs import Job, LineOutcome
 from coupons.domain.model import Series
 from coupons.domain.people import Person
 from coupons.domain.revoke import FailureReason
@@ -53,7 +53,25 @@ MAX_UPLOAD = 64 * 1024 * 1024
 # The form's other fields and part headers: a codes file the API takes fits in the form too
 # (the file's own limit is `parse_codes`'s, as for an API upload).
 FORM_ROOM = 64 * 1024
-REASONS = {str(r.code): r.message for r in FailureReason}
+# A line's error code in words: the per-code failures, and the whole-request refusals a
+# single-code revoke would answer, which a job reports per line (`LineOutcome.REFUSED`).
+REASONS = {str(r.code): r.message for r in FailureReason} | {
+    str(e.code): e.message
+    for e in (
+        errors.GenericCodeNeedsCustomer,
+        errors.SeriesExpired,
+        errors.NotSupportedForGenericRedeemable,
+    )
+}
+# The report's outcome of a failed line, in words (the outcome itself is shown beside it).
+OUTCOMES = {
+    LineOutcome.REDEEMED: "Redeemed",
+    LineOutcome.ALREADY_REVOKED: "Already revoked",
+    LineOutcome.NOT_FOUND: "Not found",
+    LineOutcome.NOT_THIS_CUSTOMERS: "Issued to another customer",
+    LineOutcome.REFUSED: "Refused by its series",
+    LineOutcome.CHANGED_SINCE: "Changed since, or no longer revoked",
+}
 CHUNK = 64 * 1024
 
 
@@ -206,6 +224,7 @@ async def job_page(request: Request, person: Person) -> Response:
         source=job.source.value,  # an undo or a whole series has no file and no duplicates
         started=job.started_job_id,
         reasons=REASONS,
+        outcomes={str(k): v for k, v in OUTCOMES.items()},
         undoable=undoable,  # as on the activity page: while something is left to reinstate
     )
 

@@ -22,6 +22,7 @@ from coupons.entrypoints.console.web import (
     checked_form,
     console_of,
     error_page,
+    new_form_key,
     page,
     path_id,
     read,
@@ -111,7 +112,7 @@ async def sign_in(request: Request) -> Response:
         )
     except errors.TooManyAuthFailures as error:
         message = f"Too many failed sign-ins. Try again in {error.retry_after} seconds."
-        return page(
+        refused = page(
             request,
             "signin.html",
             status=429,
@@ -120,6 +121,8 @@ async def sign_in(request: Request) -> Response:
             email=email,
             error=message,
         )
+        refused.headers["Retry-After"] = str(error.retry_after)
+        return refused
     except errors.AuthenticationFailed:
         return page(
             request,
@@ -186,6 +189,7 @@ async def coupon(request: Request, person: Person) -> Response:
     return page(
         request,
         "coupon.html",
+        action_key=new_form_key(),
         title=f"Coupon {detail.coupon.code}",
         detail=detail,
         series_expired=detail.series.is_expired(utcnow()),

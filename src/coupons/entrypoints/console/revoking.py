@@ -163,6 +163,7 @@ async def revoke_post(request: Request, person: Person) -> Response:
     return page(
         request,
         "revoked.html",
+        action_key=new_form_key(),
         title="Revoked" if entity["revokedCoupons"] else "Nothing revoked",
         result=entity,
         request_id=request_id_of(request.scope),
@@ -188,6 +189,9 @@ async def undo(request: Request, person: Person) -> Response:
             ),
             lambda outcome, ctx: render.outcome(outcome, CodeCase.AS_IT_IS, *REINSTATED),
             permission="reinstate",
+            # Sent twice (a double click), the second replays the first: it found nothing
+            # left to reinstate and said so, as if the undo had failed.
+            once=form_once(form, "undo", request_id),
         )
     except errors.CouponError as error:
         return error_page(request, "Undo", error)
@@ -211,6 +215,7 @@ async def reinstate(request: Request, person: Person) -> Response:
             lambda uow, ctx: picked.reinstate_picked(uow, ctx, [coupon_id], reason),
             lambda outcome, ctx: render.outcome(outcome, CodeCase.AS_IT_IS, *REINSTATED),
             permission="reinstate",
+            once=form_once(form, "reinstate", coupon_id, reason),
         )
     except errors.CouponError as error:
         return error_page(request, "Reinstate", error, back)
