@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import wraps
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -166,15 +167,29 @@ async def sign_out(request: Request) -> Response:
 @needs_person
 async def search(request: Request, person: Person) -> Response:
     text = request.query_params.get("q", "").strip()[:320]
+    after = _after(request)
     found = None
     if text:
-        found = await read(request, person, lambda uow, ctx: lookup.search(uow, ctx, text))
+        try:
+            found = await read(
+                request, person, lambda uow, ctx: lookup.search(uow, ctx, text, after)
+            )
+        except errors.CouponError as error:  # a cursor of another search, say
+            return error_page(request, "Search", error, (f"{PREFIX}/search", "Search again"))
         hits = len(found.coupons) + len(found.customers)
-        if hits == 1 and found.coupons:
+        if hits == 1 and found.coupons and after is None and found.next_cursor is None:
             return RedirectResponse(f"{PREFIX}/coupons/{found.coupons[0].id}", status_code=303)
-        if hits == 1:
+        if hits == 1 and found.customers:
             return RedirectResponse(f"{PREFIX}/customers/{found.customers[0].id}", status_code=303)
-    return page(request, "search.html", title="Search", q=text, found=found)
+    more = None
+    if found is not None and found.next_cursor:
+        more = f"{PREFIX}/search?{urlencode({'q': text, 'after': found.next_cursor})}"
+    return page(request, "search.html", title="Search", q=text, found=found, more=more)
+
+
+def _after(request: Request) -> str | None:
+    """A list page's cursor, as the API's lists take it (`nextCursor` of the page before)."""
+    return request.query_params.get("after", "").strip()[:500] or None
 
 
 @needs_person
@@ -201,9 +216,10 @@ async def coupon(request: Request, person: Person) -> Response:
 @needs_person
 async def customer(request: Request, person: Person) -> Response:
     customer_id = path_id(request, "customer_id")
+    after = _after(request)
     try:
         detail = await read(
-            request, person, lambda uow, ctx: lookup.customer_detail(uow, ctx, customer_id)
+            request, person, lambda uow, ctx: lookup.customer_detail(uow, ctx, customer_id, after)
         )
     except errors.CouponError as error:
         return error_page(request, "Customer", error)
@@ -220,8 +236,14 @@ async def customer(request: Request, person: Person) -> Response:
         detail=detail,
         expired=expired,
         refused=refused,
-        # "Select all unredeemed": every box a revoke may take comes ticked (no script).
+        # "Select all unredeemed": every box a revoke may take comes ticked (no script), on
+        # this page of the customer's coupons (a page is never more than a revoke may pick).
         pick_all=request.query_params.get("pick") == "all",
+        this_page=f"{PREFIX}/customers/{customer_id}?"
+        + urlencode({"pick": "all", **({"after": after} if after else {})}),
+        more=f"{PREFIX}/customers/{customer_id}?{urlencode({'after': detail.next_cursor})}"
+        if detail.next_cursor
+        else None,
         # A code held twice (a GENERIC series' coupons share theirs): each box's name also
         # carries its coupon id, so a screen reader, or a test, can tell them apart.
         repeated={code for code, n in Counter(c.code for c in detail.coupons).items() if n > 1},

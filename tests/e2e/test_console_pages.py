@@ -1,14 +1,16 @@
-"""The console's job and activity pages say what happened in words (spec §9: "counts by
-outcome"), an undo or reinstate sent twice answers as the first did, and refusals carry what
-a person or a screen reader needs."""
+"""The console's pages say what happened in words (spec §9: a job's "counts by outcome"),
+show long lists a page at a time, answer an undo or reinstate sent twice as the first did,
+and carry what a person or a screen reader needs with a refusal."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
 from fastapi.testclient import TestClient
 
+from coupons.services import lookup
 from tests.conftest import Backend
 from tests.e2e.conftest import PAST, Api
 from tests.e2e.test_cli import unique
@@ -184,3 +186,68 @@ def test_a_throttled_sign_in_page_says_when_to_try_again(client: TestClient) -> 
     assert refused.status_code == 429
     seconds = refused.headers["Retry-After"]
     assert f"Try again in {seconds} seconds." in refused.text
+
+
+@pytest.fixture
+def page_of_three(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lists of coupons three to a page, so that a few coupons make several pages."""
+    monkeypatch.setattr(lookup, "PAGE", 3)
+
+
+def _pages(client: TestClient, address: str) -> list[str]:
+    """Each page of a list, following its "Next coupons" link to the end."""
+    pages = []
+    while address:
+        shown = client.get(address)
+        assert shown.status_code == 200, shown.text
+        pages.append(shown.text)
+        found = re.search(r'<a href="([^"]+)">Next coupons</a>', shown.text)
+        address = html.unescape(found.group(1)) if found else ""
+    return pages
+
+
+@pytest.mark.usefixtures("page_of_three")
+def test_a_customers_coupons_come_a_page_at_a_time_and_select_all_takes_one_page(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a customer holding five coupons (a page holds three here)
+    customer_id = api.customer(email=f"{unique('many')}@example.com")
+    series_id = api.series(codes=[unique("MANY").upper() for _ in range(5)])
+    coupons = [api.issue(series_id, customer_id)["couponId"] for _ in range(5)]
+
+    # when their pages are followed, and "Select all unredeemed" is used on the first
+    pages = _pages(signed_in, f"/console/customers/{customer_id}")
+    select_all = re.search(r'href="([^"]+)">Select all unredeemed', pages[0])
+    assert select_all is not None
+    ticked = signed_in.get(html.unescape(select_all.group(1))).text
+
+    # then each coupon is on exactly one page, and select all ticks that page's three only
+    shown = [[int(i) for i in re.findall(r'name="coupon" value="(\d+)"', p)] for p in pages]
+    assert shown == [coupons[:3], coupons[3:]]
+    assert len(re.findall(r"checked>", ticked)) == 3
+
+
+@pytest.mark.usefixtures("page_of_three")
+def test_a_code_held_by_many_is_found_a_page_at_a_time(signed_in: TestClient, api: Api) -> None:
+    # given a GENERIC code held by five customers
+    code = unique("SHARED").upper()
+    series_id = api.series("GENERIC", generic_code=code)
+    for n in range(5):
+        api.issue(series_id, api.customer(email=f"{unique(f'h{n}')}@example.com"))
+
+    # when it is searched for, and every page followed
+    pages = _pages(signed_in, f"/console/search?q={code}")
+
+    # then the five coupons come three, then two, each once
+    rows = [re.findall(r'<a href="/console/coupons/(\d+)">', p) for p in pages]
+    assert [len(r) for r in rows] == [3, 2]
+    assert len({i for r in rows for i in r}) == 5
+
+
+def test_a_list_cursor_that_is_not_one_is_a_readable_refusal(signed_in: TestClient) -> None:
+    # when a search or a customer's page is asked for with a cursor it never gave
+    searched = signed_in.get("/console/search", params={"q": "ABC", "after": "forged"})
+
+    # then the page says so, as the API's 9002, not a fault
+    assert searched.status_code == 400
+    assert "(error 9002)" in searched.text
