@@ -25,6 +25,7 @@ from sqlalchemy import String, Text, inspect, select
 from starlette.concurrency import run_in_threadpool
 
 from coupons.adapters import tables
+from coupons.domain import errors
 from coupons.entrypoints.http import deps
 from coupons.services import admin, auth
 from tests.conftest import PASSWORD, Backend, Credentials
@@ -402,3 +403,45 @@ def test_the_throttle_forgets_failures_once_the_window_has_passed(
 
     # then the key may try again
     throttle.check("user:a")
+
+
+def test_refused_attempts_from_a_throttled_address_keep_nothing() -> None:
+    # given an address that has used up its failures
+    throttle = auth.FailureThrottle(limit=2, window_seconds=60)
+    throttle.fail("addr:203.0.113.9", "addr:203.0.113.9")
+
+    # when it goes on with a fresh username each time (each refused without a secret check)
+    for n in range(2_000):
+        with pytest.raises(errors.TooManyAuthFailures):
+            throttle.check(f"user:spray-{n}", "addr:203.0.113.9")
+
+    # then the throttle remembers the address alone: a refusal adds no key
+    assert list(throttle._failures) == ["addr:203.0.113.9"]
+
+
+def test_a_huge_username_is_remembered_by_a_short_key() -> None:
+    # given failures under a 20 KB username
+    throttle = auth.FailureThrottle(limit=2, window_seconds=60)
+    huge = "user:" + "x" * 20_000
+    throttle.fail(huge, huge)
+
+    # then it is throttled by it, under a key of bounded length
+    with pytest.raises(errors.TooManyAuthFailures):
+        throttle.check(huge)
+    assert max(len(k) for k in throttle._failures) <= 80
+
+
+def test_past_its_bound_the_throttle_lets_go_of_the_oldest_failures_only() -> None:
+    # given a locked-out username, then more failing usernames than the throttle keeps
+    throttle = auth.FailureThrottle(limit=2, window_seconds=60, max_keys=10)
+    throttle.fail("user:early", "user:early")
+    for n in range(15):
+        throttle.fail(f"user:other-{n}")
+    throttle.fail("user:victim", "user:victim")
+
+    # then it keeps at most its bound, lets the earliest go, and the newest lockout holds
+    # (it used to forget every key at once, lockouts in progress included)
+    assert len(throttle._failures) == 10
+    throttle.check("user:early")
+    with pytest.raises(errors.TooManyAuthFailures):
+        throttle.check("user:victim")

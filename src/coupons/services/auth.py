@@ -129,37 +129,61 @@ class Token:
 
 
 class FailureThrottle:
-    """Counts failed logins per username and per address in a sliding window."""
+    """Counts failed logins per username and per address in a sliding window.
 
-    def __init__(self, limit: int, window_seconds: int) -> None:
+    Memory stays bounded whoever sends what: only a failed login (an argon2 check's worth
+    of work) adds a key, a long key is kept as its digest, and past `max_keys` the keys
+    that failed longest ago are let go, so a spray of usernames never lifts a lockout that
+    is still being earned."""
+
+    def __init__(self, limit: int, window_seconds: int, max_keys: int = 100_000) -> None:
         self.limit = limit
         self.window = window_seconds
+        self.max_keys = max_keys
+        # By the time of each key's last failure, oldest first (a dict keeps its order).
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        entries = self._failures.setdefault(key, deque())
+    def _recent(self, key: str, now: float) -> deque[float] | None:
+        entries = self._failures.get(key)
+        if entries is None:
+            return None
         while entries and entries[0] <= now - self.window:
             entries.popleft()
+        if not entries:
+            del self._failures[key]
+            return None
         return entries
 
     def check(self, *keys: str) -> None:
         """429 while any key has too many recent failures."""
         now = time.monotonic()
         with self._lock:
-            for key in keys:
+            for key in map(_bounded, keys):
                 entries = self._recent(key, now)
-                if len(entries) >= self.limit:
+                if entries is not None and len(entries) >= self.limit:
                     retry = max(1, int(entries[0] + self.window - now) + 1)
                     raise errors.TooManyAuthFailures(retry)
 
     def fail(self, *keys: str) -> None:
         now = time.monotonic()
         with self._lock:
-            for key in keys:
-                self._recent(key, now).append(now)
-            if len(self._failures) > 100_000:  # bound memory under a spray of usernames
-                self._failures.clear()
+            for key in map(_bounded, keys):
+                entries = self._recent(key, now) or deque()
+                entries.append(now)
+                while len(entries) > max(self.limit, 1):  # more say nothing more
+                    entries.popleft()
+                self._failures.pop(key, None)
+                self._failures[key] = entries  # now the most recent
+            while len(self._failures) > self.max_keys:
+                del self._failures[next(iter(self._failures))]
+
+
+def _bounded(key: str) -> str:
+    """A throttle key of at most 80 characters: an 8 KB username is kept as its digest."""
+    if len(key) <= 80:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Authenticator:
