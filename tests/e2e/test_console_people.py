@@ -26,16 +26,14 @@ def sign_in(
     throttle: FailureThrottle | None = None,
     lifetime: timedelta = HOUR,
 ) -> people.SignedIn:
-    return backend.db.run(
-        lambda uow: people.sign_in(
-            uow,
-            throttle or FailureThrottle(10, 60),
-            email=email,
-            password=password,
-            address="192.0.2.1",
-            now=utcnow(),
-            lifetime=lifetime,
-        )
+    return people.sign_in(
+        backend.db,
+        throttle or FailureThrottle(10, 60),
+        email=email,
+        password=password,
+        address="192.0.2.1",
+        now=utcnow(),
+        lifetime=lifetime,
     )
 
 

@@ -427,7 +427,8 @@ def test_jobs_get_their_failed_lines_counted_by_outcome_on_upgrade(
 
     # Then each job counts its failed lines by outcome, and a job without lines counts none
     with engine.connect() as conn:
-        counted = dict(conn.execute(text("SELECT id, failed_by_outcome FROM revoke_jobs")).all())
+        rows = conn.execute(text("SELECT id, failed_by_outcome FROM revoke_jobs")).all()
+    counted: dict[str, str] = {row.id: row.failed_by_outcome for row in rows}
     engine.dispose()
     assert json.loads(counted["job_done"]) == {"already_revoked": 1, "not_found": 2, "redeemed": 1}
     assert json.loads(counted["job_empty"]) == {}

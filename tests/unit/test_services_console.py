@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from coupons.domain.model import CouponState, SeriesType
 from coupons.domain.revoke import FailureReason
 from coupons.services import people, picked
 from coupons.services.auth import FailureThrottle
+from tests.unit.fakes import FakeTransactions
 from tests.unit.world import NOW, OTHER_ORG, World
 
 
@@ -117,8 +119,8 @@ def test_sign_in_makes_a_session_that_ends_on_sign_out_and_never_stores_the_toke
 
     # When they sign in
     signed = people.sign_in(
-        world.uow(), FailureThrottle(3, 60), email="ann@example.COM", password="pw-1-long",
-        address="a", now=NOW, lifetime=timedelta(hours=1),
+        FakeTransactions(world.store), FailureThrottle(3, 60), email="ann@example.COM",
+        password="pw-1-long", address="a", now=NOW, lifetime=timedelta(hours=1),
     )  # fmt: skip
 
     # Then the session names them until it expires, keyed only by the token's hash
@@ -141,8 +143,8 @@ def test_wrong_passwords_are_refused_alike_and_then_throttled(world: World) -> N
 
     def attempt(email: str, password: str) -> None:
         people.sign_in(
-            world.uow(), throttle, email=email, password=password, address="b", now=NOW,
-            lifetime=timedelta(hours=1),
+            FakeTransactions(world.store), throttle, email=email, password=password,
+            address="b", now=NOW, lifetime=timedelta(hours=1),
         )  # fmt: skip
 
     for email in ("a@x.test", "nobody@x.test"):
@@ -203,3 +205,57 @@ def test_an_address_no_one_could_sign_in_with_is_refused_saying_why(
 
     assert refused.value.message.startswith("email: not an email address: ")
     assert says in refused.value.message
+
+
+class _Watched(FakeTransactions):
+    """Transactions that know whether one is open, and which were writes."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world.store)
+        self.open = False
+        self.writes: list[bool] = []
+
+    def run(self, work: Any, *, write: bool = True, retry_integrity: bool = False) -> Any:
+        self.open = True
+        self.writes.append(write)
+        try:
+            return super().run(work, write=write, retry_integrity=retry_integrity)
+        finally:
+            self.open = False
+
+
+def test_a_sign_in_checks_the_password_with_no_transaction_open(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a person, and a record of whether a transaction is open while argon2 runs
+    world.store.orgs[1001] = "acme"
+    uow = world.uow()
+    people.create_person(
+        uow, org="acme", email="w@x.test", role="viewer", password="pw-ok-123", now=NOW
+    )
+    uow.commit()
+    db = _Watched(world)
+    during: list[bool] = []
+    verify = people._verifies
+
+    def watched(stored: str, password: str) -> bool:
+        during.append(db.open)
+        return verify(stored, password)
+
+    monkeypatch.setattr(people, "_verifies", watched)
+
+    # When they sign in, and someone else fails to
+    people.sign_in(
+        db, FailureThrottle(3, 60), email="w@x.test", password="pw-ok-123", address="c",
+        now=NOW, lifetime=timedelta(hours=1),
+    )  # fmt: skip
+    with pytest.raises(errors.AuthenticationFailed):
+        people.sign_in(
+            db, FailureThrottle(3, 60), email="w@x.test", password="wrong", address="c",
+            now=NOW, lifetime=timedelta(hours=1),
+        )  # fmt: skip
+
+    # Then argon2 ran outside every transaction (a write one held SQLite's one write lock
+    # for all of it), the lookups were reads, and only the session was written
+    assert during == [False, False]
+    assert db.writes == [False, True, False]

@@ -100,9 +100,8 @@ async def sign_in(request: Request) -> Response:
     console = console_of(request)
     try:
         done = await run_in_threadpool(
-            console.db.run,
-            lambda uow: people.sign_in(
-                uow,
+            lambda: people.sign_in(
+                console.db,
                 console.throttle,
                 email=email,
                 password=password,
