@@ -177,9 +177,14 @@ class SqlUnitOfWork:
         self.history.write_revoke(batch)
         return changed
 
-    def ping(self) -> None:
-        """One cheap round trip, proving the database answers."""
-        self.conn.execute(text("SELECT 1"))
+    def ping(self) -> bool:
+        """One cheap round trip, proving the database answers; whether it takes writes (a
+        PostgreSQL primary demoted in a failover, or a standby, answers reads only)."""
+        if self.conn.dialect.name != "postgresql":
+            self.conn.execute(text("SELECT 1"))
+            return True
+        found = self.conn.execute(text("SELECT current_setting('transaction_read_only')"))
+        return found.scalar() != "on"
 
     def rollback(self) -> None:
         self._tx.rollback()
@@ -361,8 +366,11 @@ class Database:
         raise AssertionError("unreachable")
 
     def ping(self) -> None:
-        """Prove the database answers (`GET /health`); `DatabaseUnavailable` when it does not."""
-        self.run(lambda uow: uow.ping(), write=False)
+        """Prove the database answers and takes writes (`GET /health`); `DatabaseUnavailable`
+        when it does not: a read-only one refuses every write as a lost primary (25006), and a
+        load balancer should take this process out of rotation until it takes them again."""
+        if not self.run(lambda uow: uow.ping(), write=False):
+            raise errors.DatabaseUnavailable(self.retry_after)
 
     def start_wal_checkpointer(self, interval: float = WAL_CHECKPOINT_SECONDS) -> None:
         """SQLite: copy the write-ahead log back into the database from a background thread.
