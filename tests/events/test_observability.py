@@ -215,6 +215,23 @@ def test_a_console_request_is_counted_under_its_whole_path(client: TestClient) -
     assert _value(after, requests, method="GET", route="/signin", status="200") == 0
 
 
+def test_a_made_up_method_is_counted_as_other_not_under_a_label_of_its_own(
+    client: TestClient,
+) -> None:
+    before = _samples(client)
+
+    # when requests come with methods nobody uses
+    for method in ("FOOBAR", "X-PROBE-1", "X-PROBE-2"):
+        assert client.request(method, "/health").status_code == 405
+
+    # then they are counted together, and no series is named after any of them
+    after = _samples(client)
+    requests = "coupons_http_requests_total"
+    other = {"method": "other", "route": "/health", "status": "405"}
+    assert _value(after, requests, **other) - _value(before, requests, **other) == 3
+    assert not any("FOOBAR" in key or "X-PROBE" in key for key in map(str, after))
+
+
 def test_a_console_static_file_is_counted_under_its_mount(client: TestClient) -> None:
     before = _samples(client)
 
