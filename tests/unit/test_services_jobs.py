@@ -696,6 +696,36 @@ def test_a_malformed_upload_deletes_what_was_staged(
     assert (world.store.jobs, world.store.job_lines) == ({}, {})
 
 
+def test_an_upload_still_arriving_keeps_its_staging_lease_from_batch_to_batch(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a file staged two codes a batch, each batch arriving 20 minutes after the last
+    # (a slow client: longer in all than the staging lease)
+    monkeypatch.setattr(jobs, "STAGE_BATCH", 2)
+    clock = [NOW]
+    monkeypatch.setattr(jobs, "utcnow", lambda: clock[0])
+    series = world.series()
+    leases: list[datetime] = []
+
+    def codes() -> Iterator[FileCode]:
+        for n in range(1, 7):
+            yield FileCode(n, f"C{n}")
+            if n % 2 == 0:
+                [staged] = world.store.jobs.values()
+                leases.append(staged.job.lease_until)  # type: ignore[arg-type]
+                clock[0] += timedelta(minutes=20)
+
+    # When it is uploaded
+    request = jobs.JobRequest(series.id, None, False, CodeCase.UPPER)
+    job_id = jobs.stage_upload(FakeTransactions(world.store), world.ctx(), request, codes())
+
+    # Then every batch renewed the lease from its own time, so no cleanup took the upload
+    assert leases == [NOW + jobs.STAGING_LEASE + timedelta(minutes=20 * k) for k in range(3)]
+    uow = world.uow()
+    jobs.clear_abandoned_uploads(uow, clock[0])
+    assert jobs.open_upload(uow, world.ctx(), job_id).total == 6
+
+
 def test_an_abandoned_upload_is_hidden_and_cleared_once_its_staging_lease_ran_out(
     world: World,
 ) -> None:

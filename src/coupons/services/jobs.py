@@ -31,7 +31,7 @@ from coupons.domain.jobs import (
 from coupons.domain.model import Series, SeriesType
 from coupons.domain.paging import Page, decode_moment_cursor, list_kind, page_of
 from coupons.services import revoke
-from coupons.services.common import Context
+from coupons.services.common import Context, utcnow
 from coupons.services.ports import Transactions, UnitOfWork
 
 STAGE_BATCH = 5_000
@@ -103,7 +103,9 @@ def stage_upload(
     job_id = db.run(lambda uow: begin_upload(uow, ctx, request))
     try:
         for batch in _batches(iter(codes)):
-            db.run(lambda uow, batch=batch: _stage(uow, job_id, batch, ctx.now))  # type: ignore[misc]
+            # Each batch renews the lease from its own time: renewed from the request's, a
+            # client sending for longer than the lease lost its upload to a cleanup.
+            db.run(lambda uow, batch=batch: _stage(uow, job_id, batch, utcnow()))  # type: ignore[misc]
     except BaseException:
         discard_upload(db, job_id)
         raise
