@@ -71,6 +71,36 @@ def test_the_worker_thread_survives_a_job_run_that_raises() -> None:
     assert ran == ["job_1", "job_2"] and not loop.is_alive()
 
 
+def test_jobs_are_claimed_while_clearing_old_uploads_keeps_failing() -> None:
+    # Given a worker whose cleanup of abandoned uploads fails every time it runs (a huge
+    # upload past the statement timeout), and a queued job
+    calls: list[str] = []
+    worker = JobWorker(None, JobWorkerOptions(poll_interval=0.001))  # type: ignore[arg-type]
+
+    def run(work: Any, **_: Any) -> Any:
+        kind = "cleanup" if not calls else "claim"
+        calls.append(kind)
+        if kind == "cleanup":
+            raise errors.DatabaseUnavailable(2)
+        return "job_1" if calls.count("claim") == 1 else None
+
+    worker.db = type("Db", (), {"run": lambda self, work, **kw: run(work, **kw)})()
+    ran: list[str] = []
+
+    def run_job(job_id: str) -> None:
+        ran.append(job_id)
+        worker.stop()
+
+    worker.run_job = run_job  # type: ignore[method-assign]
+    loop = threading.Thread(target=worker.run)
+    loop.start()
+    loop.join(5)
+
+    # Then the job was claimed and run, and the cleanup waits for its next turn
+    assert ran == ["job_1"] and not loop.is_alive()
+    assert calls == ["cleanup", "claim"]
+
+
 class FlakyDatabase:
     """A store that is down for its first `down` polls, then answers "no job"."""
 

@@ -52,10 +52,16 @@ class JobWorker:
         next_cleanup = 0.0
         outage = OutageLog(log, "job runs")
         while not self.stopping.is_set():
-            try:
-                if time.monotonic() >= next_cleanup:
+            if time.monotonic() >= next_cleanup:
+                # Apart from the claim, and not again before its time: a cleanup that kept
+                # failing (a huge abandoned upload past the statement timeout) was retried
+                # every poll instead of claiming, and every job waited.
+                next_cleanup = time.monotonic() + CLEANUP_SECONDS
+                try:
                     self.db.run(lambda uow: jobs.clear_abandoned_uploads(uow, utcnow()))
-                    next_cleanup = time.monotonic() + CLEANUP_SECONDS
+                except Exception as error:
+                    outage.failed(error, "clearing abandoned uploads failed")
+            try:
                 job_id = self.db.run(
                     lambda uow: job_runner.claim(uow, self.owner, utcnow(), self.options.lease)
                 )
