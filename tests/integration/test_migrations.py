@@ -14,9 +14,12 @@ from sqlalchemy import Connection, make_url, text
 
 from coupons.adapters import migrate
 from coupons.adapters.db import create_db_engine
+from coupons.adapters.repos import SqlHistoryRepository
 from tests.conftest import scratch_postgres
 
 NOW = "2026-11-26 10:00:00"
+# The migration lock's two keys, as another host's migration takes them.
+MIGRATION_KEYS = dict(zip("ab", migrate.MIGRATION_LOCK, strict=True))
 
 
 def seed_org_and_client(conn: Connection) -> None:
@@ -259,12 +262,10 @@ def test_migrations_wait_and_run_past_the_roles_statement_timeout(
             conn.execute(text(f"ALTER DATABASE \"{name}\" SET lock_timeout = '1s'"))
             conn.commit()
         holder = engine.connect()
-        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": migrate.MIGRATION_LOCK})
+        holder.execute(text("SELECT pg_advisory_lock(:a, :b)"), MIGRATION_KEYS)
         release = threading.Timer(
             2.5,
-            lambda: holder.execute(
-                text("SELECT pg_advisory_unlock(:k)"), {"k": migrate.MIGRATION_LOCK}
-            ),
+            lambda: holder.execute(text("SELECT pg_advisory_unlock(:a, :b)"), MIGRATION_KEYS),
         )
         release.start()
         try:
@@ -432,3 +433,36 @@ def test_jobs_get_their_failed_lines_counted_by_outcome_on_upgrade(
     engine.dispose()
     assert json.loads(counted["job_done"]) == {"already_revoked": 1, "not_found": 2, "redeemed": 1}
     assert json.loads(counted["job_empty"]) == {}
+
+
+def test_a_running_migration_holds_no_event_reader_back(postgres_admin_url: str | None) -> None:
+    if postgres_admin_url is None:
+        pytest.skip("PostgreSQL not reachable")
+    with scratch_postgres(postgres_admin_url, "coupons_migration_lock") as url:
+        # Given events numbered past 300 million (the migration lock's key as one number was
+        # about 202 million), and a migration running on another host, holding its lock
+        migrate.upgrade(url)
+        engine = create_db_engine(url, null_pool=True)
+        with engine.begin() as conn:
+            seed_org_and_client(conn)
+            conn.execute(text("SELECT setval('coupon_history_id_seq', 300000000)"))
+            conn.execute(
+                text(
+                    "INSERT INTO coupon_history (id, org_id, coupon_id, action, to_state, at, "
+                    "actor, request_id) VALUES (nextval('coupon_history_id_seq'), 1, NULL, "
+                    "'JOB_FINISHED', 'SUCCEEDED', :t, 'test', 'job_1')"
+                ),
+                {"t": NOW},
+            )
+        migration = engine.connect()
+        migration.execute(text("SELECT pg_advisory_lock(:a, :b)"), MIGRATION_KEYS)
+        try:
+            # When the org's events are read meanwhile
+            with engine.connect() as conn:
+                events = SqlHistoryRepository(conn).events(1, after=0, limit=10)
+        finally:
+            migration.close()
+            engine.dispose()
+
+        # Then the event is there: the migration's lock is no writer's fence
+        assert [e.id for e in events] == [300000001]

@@ -17,8 +17,11 @@ from sqlalchemy import Connection, inspect, text
 from coupons.adapters.db import create_db_engine
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-# The advisory lock key every migration run of this schema takes (any constant of our own).
-MIGRATION_LOCK = 0x0C0B_0DB0
+# The advisory lock every migration run of this schema takes: two 32-bit keys, a key space
+# apart from the one-number locks by which event writers fence their ids (the event reader
+# counts those, `repos.history._FINAL_BOUND`). As one number it read as a writer's fence once
+# event ids passed it, and held every event reader back for as long as a migration ran.
+MIGRATION_LOCK = (0x0C0B, 0x0DB0)
 # Earlier commits of main shipped 0009 revising 0005, 0006 or 0007 (branches merged in another
 # order), so databases they made are stamped 0009 or later without what the revisions between
 # create. Each such revision, in order, with the table it creates (none of them changed since).
@@ -80,7 +83,10 @@ def _run(
                 # step rewriting a big table, so every host but one failed to start.
                 conn.execute(text("SET LOCAL statement_timeout = 0"))
                 conn.execute(text("SET LOCAL lock_timeout = 0"))
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:a, :b)"),
+                    dict(zip("ab", MIGRATION_LOCK, strict=True)),
+                )
             config = alembic_config(url)
             script = ScriptDirectory.from_config(config)
             current = MigrationContext.configure(conn).get_current_revision()
