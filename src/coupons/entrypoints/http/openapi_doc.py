@@ -32,8 +32,8 @@ RETRY_AFTER = {
 }
 UNAVAILABLE = {
     "description": "The database does not answer (error 9023): try again after `Retry-After` "
-    "seconds. A write whose outcome is unknown (9024) is retried with the same "
-    "`Idempotency-Key`.",
+    "seconds. Nothing was written, unless the message says the commit's outcome is unknown: "
+    "then retry with the same `Idempotency-Key`, which applies the change at most once.",
     "headers": RETRY_AFTER,
     "content": {JSON: {"schema": ERROR_SCHEMA}},
 }
