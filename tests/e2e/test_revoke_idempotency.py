@@ -7,9 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from coupons.adapters.tables import idempotency_keys
+from coupons.services import runner
 from tests.conftest import Backend
 from tests.e2e.conftest import Api, error_code
 
@@ -251,3 +252,31 @@ def test_a_response_stored_before_compression_still_replays_byte_for_byte(
     # Then the stored answer comes back unchanged
     assert again.content == first.content
     assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_answers_past_their_window_are_deleted_oldest_first_a_batch_at_a_time(
+    api: Api, series_id: int, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given answers stored 30, 28 and 26 hours ago, and one an hour ago; a batch of two
+    for key in ("h30", "h28", "h26", "h1"):
+        send(api, {"couponSeriesId": series_id, "couponCodes": ["ONE1"]},
+             headers={"Idempotency-Key": key})  # fmt: skip
+    now = datetime.now(UTC)
+    with backend.db.engine.begin() as conn:
+        for key in ("h30", "h28", "h26", "h1"):
+            conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.key == key)
+                .values(created_at=now - timedelta(hours=int(key[1:])))
+            )
+    monkeypatch.setattr(runner, "FORGET_BATCH", 2)
+
+    # When the worker's cleanup runs twice
+    first = backend.db.run(lambda uow: runner.forget_old_answers(uow, now))
+    second = backend.db.run(lambda uow: runner.forget_old_answers(uow, now))
+
+    # Then the two oldest went first, then the last one past the window; the recent one stays
+    with backend.db.engine.connect() as conn:
+        left = set(conn.scalars(select(idempotency_keys.c.key)))
+    assert (first, second) == (2, 1)
+    assert left == {"h1"}

@@ -611,6 +611,12 @@ class FakeIdempotencyRepository:
             now,
         )
 
+    def delete_expired(self, before: datetime, limit: int) -> int:
+        old = sorted((at, key) for key, (_, at) in self.store.responses.items() if at < before)
+        for _, key in old[:limit]:
+            del self.store.responses[key]
+        return len(old[:limit])
+
 
 class FakeClientRepository:
     def __init__(self, store: Store) -> None:

@@ -51,7 +51,7 @@ def test_a_job_goes_on_after_the_database_returns_and_is_not_failed() -> None:
 
 def test_the_worker_thread_survives_a_job_run_that_raises() -> None:
     # Given a worker whose first job run raises what nothing else catches
-    claims = iter([None, "job_1", "job_2"])  # the first read is the uploads' cleanup
+    claims = iter([None, None, "job_1", "job_2"])  # first the two cleanups
     ran: list[str] = []
     worker = JobWorker(None, JobWorkerOptions(poll_interval=0.001))  # type: ignore[arg-type]
     worker.db = type("Db", (), {"run": lambda self, work, **_: next(claims, None)})()

@@ -25,6 +25,7 @@ from coupons.entrypoints.outage import OutageLog
 from coupons.services import job_runner, jobs
 from coupons.services.common import utcnow
 from coupons.services.ports import UnitOfWork
+from coupons.services.runner import forget_old_answers
 
 log = structlog.get_logger("coupons.jobs")
 CLEANUP_SECONDS = 60.0
@@ -59,6 +60,7 @@ class JobWorker:
                 next_cleanup = time.monotonic() + CLEANUP_SECONDS
                 try:
                     self.db.run(lambda uow: jobs.clear_abandoned_uploads(uow, utcnow()))
+                    self.db.run(lambda uow: forget_old_answers(uow, utcnow()))
                 except Exception as error:
                     outage.failed(error, "clearing abandoned uploads failed")
             try:

@@ -240,6 +240,8 @@ class IdempotencyRepository(Protocol):
         expired_before: datetime,
     ) -> None: ...
 
+    def delete_expired(self, before: datetime, limit: int) -> int: ...
+
 
 class ClientRepository(Protocol):
     """Orgs, their API clients, and service-wide keys."""

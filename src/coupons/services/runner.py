@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from coupons.domain import errors
@@ -22,6 +22,9 @@ from coupons.services.ports import Transactions, UnitOfWork
 T = TypeVar("T")
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# Stored answers are deleted this long after their window ends (hosts' clocks may differ).
+FORGET_AFTER = IDEMPOTENCY_WINDOW + timedelta(hours=1)
+FORGET_BATCH = 20_000  # a minute's worth of 28 million writes a day
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,3 +128,14 @@ class _Done(Generic[T]):
     """A use case's result, its transaction ended, still to be rendered."""
 
     result: T
+
+
+def forget_old_answers(uow: UnitOfWork, now: datetime) -> int:
+    """Delete up to `FORGET_BATCH` answers whose key's window has passed, oldest first (a
+    worker runs this every minute); how many.
+
+    Without it every write's stored answer stayed for good: a client sending a fresh key
+    with each write (as the shipped client does) added up to 2 KB a write, for ever."""
+    forgotten = uow.idempotency.delete_expired(now - FORGET_AFTER, FORGET_BATCH)
+    uow.commit()
+    return forgotten

@@ -11,6 +11,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    tuple_,
 )
 
 from coupons.adapters.tables import (
@@ -92,3 +93,11 @@ class SqlIdempotencyRepository:
                 request_id=request_id,
             )
         )
+
+    def delete_expired(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` answers stored before `before`, oldest first; how many."""
+        t = idempotency_keys
+        oldest = select(t.c.client_id, t.c.key).where(t.c.created_at < before)
+        chosen = oldest.order_by(t.c.created_at).limit(limit)
+        done = self.conn.execute(delete(t).where(tuple_(t.c.client_id, t.c.key).in_(chosen)))
+        return int(done.rowcount)
