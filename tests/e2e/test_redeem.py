@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -409,3 +410,34 @@ def test_a_bill_amount_of_any_exponent_is_kept_to_four_places(api: Api, amount: 
 
     assert response.status_code == 200, response.text
     assert _states(api, coupon_id) == ["REDEEMED"]
+
+
+def test_redeeming_an_open_code_waits_for_no_other_customers_redemption(
+    api: Api, backend: Backend
+) -> None:
+    if backend.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: every write waits for every other")
+    # given an open code Ann has redeemed, and her coupon of it locked by a slow transaction
+    # (a reactivate, say)
+    code = "OPEN-LOCKS"
+    api.series("GENERIC_REDEEMABLE", generic_code=code)
+    ann, bob = api.customer("555-0210"), api.customer("555-0211")
+    ann_coupon = api.ok(api.redeem(ann, code))["redemptions"][0]["couponId"]
+    holder = backend.db.engine.connect()
+    holder.execute(select(coupons.c.id).where(coupons.c.id == ann_coupon).with_for_update())
+
+    # when Bob redeems the same code meanwhile
+    answers: list[httpx.Response] = []
+    bobs = threading.Thread(target=lambda: answers.append(api.redeem(bob, code)))
+    try:
+        bobs.start()
+        bobs.join(5)
+        done_while_locked = not bobs.is_alive()
+    finally:
+        holder.rollback()
+        holder.close()
+        bobs.join(10)
+
+    # then his redeem neither read nor waited for Ann's coupon: it is done, with its own
+    assert done_while_locked
+    assert api.ok(answers[0])["redemptions"][0]["couponId"] != ann_coupon

@@ -209,6 +209,17 @@ class FakeCouponRepository:
             and (series_id is None or row.coupon.series_id == series_id)
         ]
 
+    def held_by_codes(self, org_id: int, customer_id: int, norms: Sequence[str]) -> list[Coupon]:
+        found = self.coupons_by_codes(org_id, norms, series_id=None, lock=True)
+        return [c for c in found if c.customer_id == customer_id]
+
+    def first_carriers(self, org_id: int, norms: Sequence[str]) -> dict[str, dict[int, int]]:
+        found: dict[str, dict[int, int]] = {}
+        for c in self.coupons_by_codes(org_id, norms, series_id=None, lock=False):
+            firsts = found.setdefault(normalize(c.code), {})
+            firsts[c.series_id] = min(firsts.get(c.series_id, c.id), c.id)
+        return found
+
     def coupons_of_customer(
         self,
         org_id: int,

@@ -66,6 +66,14 @@ class CouponRepository(Protocol):
         self, org_id: int, norms: Sequence[str], *, series_id: int | None, lock: bool
     ) -> list[Coupon]: ...
 
+    def held_by_codes(self, org_id: int, customer_id: int, norms: Sequence[str]) -> list[Coupon]:
+        """The customer's coupons carrying any of the codes, locked in id order."""
+        ...
+
+    def first_carriers(self, org_id: int, norms: Sequence[str]) -> dict[str, dict[int, int]]:
+        """By code: each series carrying it, with its lowest coupon id of the code."""
+        ...
+
     def coupons_of_customer(
         self,
         org_id: int,

@@ -65,7 +65,10 @@ def redeem(
         # which no coupon lock covers: lock the customer first, so two such redeems take turns.
         # Lock order stays customer, then coupons in id order (revoke takes no customer lock).
         uow.customers.lock_customer(ctx.org_id, person.id)
-    matches = uow.coupons.coupons_by_codes(ctx.org_id, norms, series_id=None, lock=True)
+    # Only the customer's own copies of the codes decide and change: locking every copy of an
+    # open code (one per customer who ever redeemed it) made each redeem read, and wait for,
+    # all of them (1.35 s at 200,000 redemptions, queued one after another).
+    matches = uow.coupons.held_by_codes(ctx.org_id, person.id, norms)
     series = uow.series.series_many(ctx.org_id, {c.series_id for c in matches})
     open_series: dict[str, Series] = {}
     for found_series in sorted(generic_series, key=lambda s: s.id):
@@ -86,25 +89,25 @@ def redeem(
     chosen: list[Coupon] = []
     open_generic: list[tuple[int, str]] = []  # (series id, code) redeemable without issue
     for line, key in zip(lines, norms, strict=True):
-        found = by_code.get(key, [])
+        found = by_code.get(key, [])  # her own copies of the code
         generic = open_series.get(key)
         if generic is not None and _holds_live_issued(found, series, person.id, ctx):
             generic = None  # her own issued coupon of the code comes first
         if generic is not None and generic.is_expired(ctx.now):
             # The open code was everyone's: unless she holds a copy of her own, its expiry
             # is the answer.
-            if not any(c.customer_id == person.id for c in found):
+            if not found:
                 raise errors.SeriesExpired()
         elif generic is not None:
             # Anyone may redeem a GENERIC_REDEEMABLE code without issue, once per customer.
-            held = [c for c in found if c.customer_id == person.id and c.series_id == generic.id]
+            held = [c for c in found if c.series_id == generic.id]
             if not held:
                 assert generic.generic_code is not None
                 open_generic.append((generic.id, generic.generic_code))
                 continue
             found = held
         if not found:
-            raise errors.CouponCodeInvalid(f"coupon code {line.code.strip()!r} is invalid")
+            raise _not_hers(uow, ctx, line, key)
         chosen.append(_redeemable(found, series, person.id, line, ctx))
 
     if chosen:
@@ -187,21 +190,29 @@ def _holds_live_issued(
     return any(c.state is CouponState.ISSUED for c in live)
 
 
+def _not_hers(uow: UnitOfWork, ctx: Context, line: RedeemLine, key: str) -> errors.CouponError:
+    """Why a code the customer holds no copy of cannot be redeemed: 702 when no coupon of the
+    org carries it, 712 when every series carrying it has expired, 703 otherwise (naming the
+    code as its first coupon spells it). Read without locks: nothing of it will change."""
+    firsts = uow.coupons.first_carriers(ctx.org_id, [key]).get(key)
+    if not firsts:
+        return errors.CouponCodeInvalid(f"coupon code {line.code.strip()!r} is invalid")
+    carrying = uow.series.series_many(ctx.org_id, set(firsts))
+    if all(s.is_expired(ctx.now) for s in carrying.values()):
+        return errors.SeriesExpired()
+    first = uow.coupons.coupon(ctx.org_id, min(firsts.values()))
+    spelled = first.code if first is not None else line.code.strip()
+    return errors.CouponNotIssuedToCustomer(f"coupon {spelled!r} is not issued to this customer")
+
+
 def _redeemable(
     found: list[Coupon], series: dict[int, Series], customer_id: int, line: RedeemLine, ctx: Context
 ) -> Coupon:
-    """The customer's coupon a line redeems, or the error that says why there is none.
+    """The customer's coupon a line redeems (of `found`, her own copies of its code), or the
+    error that says why there is none.
 
     A code is unique only in its series, so other series may hold it too, for other customers
-    or expired: only this customer's copies decide, the live ones first. Another series'
-    copy neither stops a redeem nor shows in the answer (703 when no copy is the customer's,
-    712 only when every copy the answer could be about has expired)."""
-    if not any(c.customer_id == customer_id for c in found):
-        if all(series[c.series_id].is_expired(ctx.now) for c in found):
-            raise errors.SeriesExpired()
-        raise errors.CouponNotIssuedToCustomer(
-            f"coupon {found[0].code!r} is not issued to this customer"
-        )
+    or expired: only this customer's copies decide, the live ones first."""
     live = _live_copies(found, series, customer_id, ctx)
     if not live:
         raise errors.SeriesExpired()

@@ -249,6 +249,30 @@ class SqlCouponRepository:
             params["series_id"] = series_id
         return coupons_of(query.rows(self.conn, params))
 
+    def held_by_codes(self, org_id: int, customer_id: int, norms: Sequence[str]) -> list[Coupon]:
+        """The customer's coupons carrying any of the codes, locked in id order: a redeem
+        locks what it may change, not every copy of a code a million customers share."""
+        c = coupons.c
+        query = (
+            select(*COUPON_COLUMNS)
+            .where(c.org_id == org_id, c.customer_id == customer_id, c.code_norm.in_(norms))
+            .order_by(c.id)
+            .with_for_update()
+        )
+        return coupons_of(self.conn.execute(query).all())
+
+    def first_carriers(self, org_id: int, norms: Sequence[str]) -> dict[str, dict[int, int]]:
+        c = coupons.c
+        rows = self.conn.execute(
+            select(c.code_norm, c.series_id, func.min(c.id))
+            .where(c.org_id == org_id, c.code_norm.in_(norms))
+            .group_by(c.code_norm, c.series_id)
+        )
+        found: dict[str, dict[int, int]] = {}
+        for norm, series_id, first in rows:
+            found.setdefault(norm, {})[int(series_id)] = int(first)
+        return found
+
     def coupons_of_customer(
         self,
         org_id: int,
