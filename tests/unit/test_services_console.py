@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -259,3 +261,63 @@ def test_a_sign_in_checks_the_password_with_no_transaction_open(
     # for all of it), the lookups were reads, and only the session was written
     assert during == [False, False]
     assert db.writes == [False, True, False]
+
+
+def test_wrong_passwords_sent_at_once_are_throttled_as_if_sent_one_by_one(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a person, a throttle of three failures, and a password check slow enough that
+    # sixteen attempts sent at once are all in it together
+    world.store.orgs[1001] = "acme"
+    uow = world.uow()
+    people.create_person(
+        uow, org="acme", email="t@x.test", role="viewer", password="pw-ok-123", now=NOW
+    )
+    uow.commit()
+    throttle = FailureThrottle(3, 60)
+    gate = threading.Barrier(16)
+
+    def slow(stored: str, password: str) -> bool:
+        time.sleep(0.05)
+        return False
+
+    monkeypatch.setattr(people, "_verifies", slow)
+    answers: list[str] = []
+
+    def attempt() -> None:
+        gate.wait()
+        try:
+            people.sign_in(
+                FakeTransactions(world.store), throttle, email="t@x.test", password="guess",
+                address="d", now=NOW, lifetime=timedelta(hours=1),
+            )  # fmt: skip
+        except errors.CouponError as refused:
+            answers.append(type(refused).__name__)
+
+    # When sixteen wrong passwords arrive at once
+    threads = [threading.Thread(target=attempt) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    # Then three were tried and the rest refused unchecked, as one after another would be
+    assert sorted(answers) == ["AuthenticationFailed"] * 3 + ["TooManyAuthFailures"] * 13
+
+
+def test_an_attempt_that_the_database_cut_short_counts_as_no_failure(world: World) -> None:
+    # Given a throttle of one failure, and a sign-in that meets a database outage
+    throttle = FailureThrottle(1, 60)
+
+    class Away(FakeTransactions):
+        def run(self, work: Any, *, write: bool = True, retry_integrity: bool = False) -> Any:
+            raise errors.DatabaseUnavailable(2)
+
+    with pytest.raises(errors.DatabaseUnavailable):
+        people.sign_in(
+            Away(world.store), throttle, email="u@x.test", password="pw", address="e",
+            now=NOW, lifetime=timedelta(hours=1),
+        )  # fmt: skip
+
+    # Then the person may try again at once: an outage is nobody's wrong password
+    throttle.check("person:u@x.test", "addr:e")

@@ -181,18 +181,16 @@ def sign_in(
     a fifth of a second, and a sign-in page anyone can post to held the database's one write
     lock (SQLite) or a pooled connection (PostgreSQL) for all of it."""
     address_key = normalize_email(email)[:MAX_EMAIL]
-    keys = (f"person:{address_key}", f"addr:{address}")
-    throttle.check(*keys)
-    found = (
-        None
-        if "\x00" in address_key
-        else db.run(lambda uow: uow.users.by_email(address_key), write=False)
-    )
-    # Verify whatever the lookup found: an unknown email costs the same argon2 work.
-    verified = _verifies(found.password_hash if found else _dummy_hash(), password)
-    if found is None or not verified or not found.is_active:
-        throttle.fail(*keys)
-        raise errors.AuthenticationFailed()
+    with throttle.attempt(f"person:{address_key}", f"addr:{address}"):
+        found = (
+            None
+            if "\x00" in address_key
+            else db.run(lambda uow: uow.users.by_email(address_key), write=False)
+        )
+        # Verify whatever the lookup found: an unknown email costs the same argon2 work.
+        verified = _verifies(found.password_hash if found else _dummy_hash(), password)
+        if found is None or not verified or not found.is_active:
+            raise errors.AuthenticationFailed()
     token = secrets.token_urlsafe(32)
     session = ConsoleSession(
         token_hash=hash_token(token),
