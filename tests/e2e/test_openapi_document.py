@@ -99,6 +99,12 @@ def test_csv_is_documented_wherever_it_is_served(api: Api, document: dict[str, A
         assert set(paths[twin]["get"]["responses"]["200"]["content"]) == {"text/csv"}
     report = paths[JOBS + "/{jobId}/report"]["get"]["responses"]["200"]["content"]
     assert set(report) == {"text/csv"}
+    # and nowhere else: every other answer is JSON (or /metrics' text)
+    exports = {*twins, *(t.removesuffix(".csv") for t in twins), JOBS + "/{jobId}/report"}
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            content = operation["responses"].get("200", {}).get("content", {})
+            assert path in exports or "text/csv" not in content, (method, path)
 
 
 def _branches(schema: dict[str, Any]) -> list[dict[str, Any]]:
