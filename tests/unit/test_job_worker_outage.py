@@ -71,17 +71,20 @@ def test_the_worker_thread_survives_a_job_run_that_raises() -> None:
     assert ran == ["job_1", "job_2"] and not loop.is_alive()
 
 
-def test_jobs_are_claimed_while_clearing_old_uploads_keeps_failing() -> None:
+def test_jobs_are_claimed_and_old_answers_forgotten_while_clearing_uploads_keeps_failing() -> None:
     # Given a worker whose cleanup of abandoned uploads fails every time it runs (a huge
     # upload past the statement timeout), and a queued job
     calls: list[str] = []
+    order = ["uploads", "answers"]  # the two cleanups run first, then the claims
     worker = JobWorker(None, JobWorkerOptions(poll_interval=0.001))  # type: ignore[arg-type]
 
     def run(work: Any, **_: Any) -> Any:
-        kind = "cleanup" if not calls else "claim"
+        kind = order[len(calls)] if len(calls) < len(order) else "claim"
         calls.append(kind)
-        if kind == "cleanup":
+        if kind == "uploads":
             raise errors.DatabaseUnavailable(2)
+        if kind == "answers":
+            return 0
         return "job_1" if calls.count("claim") == 1 else None
 
     worker.db = type("Db", (), {"run": lambda self, work, **kw: run(work, **kw)})()
@@ -96,9 +99,10 @@ def test_jobs_are_claimed_while_clearing_old_uploads_keeps_failing() -> None:
     loop.start()
     loop.join(5)
 
-    # Then the job was claimed and run, and the cleanup waits for its next turn
+    # Then the other cleanup still ran, the job was claimed and run, and the failing
+    # cleanup waits for its next turn instead of being tried at every poll
     assert ran == ["job_1"] and not loop.is_alive()
-    assert calls == ["cleanup", "claim"]
+    assert calls == ["uploads", "answers", "claim"]
 
 
 class FlakyDatabase:

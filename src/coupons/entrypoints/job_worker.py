@@ -58,11 +58,14 @@ class JobWorker:
                 # failing (a huge abandoned upload past the statement timeout) was retried
                 # every poll instead of claiming, and every job waited.
                 next_cleanup = time.monotonic() + CLEANUP_SECONDS
-                try:
-                    self.db.run(lambda uow: jobs.clear_abandoned_uploads(uow, utcnow()))
-                    self.db.run(lambda uow: forget_old_answers(uow, utcnow()))
-                except Exception as error:
-                    outage.failed(error, "clearing abandoned uploads failed")
+                for name, cleanup in (
+                    ("clearing abandoned uploads", jobs.clear_abandoned_uploads),
+                    ("forgetting expired idempotency answers", forget_old_answers),
+                ):
+                    try:  # each apart: one failing for good must not stop the other
+                        self.db.run(lambda uow, cleanup=cleanup: cleanup(uow, utcnow()))  # type: ignore[misc]
+                    except Exception as error:
+                        outage.failed(error, f"{name} failed")
             try:
                 job_id = self.db.run(
                     lambda uow: job_runner.claim(uow, self.owner, utcnow(), self.options.lease)
