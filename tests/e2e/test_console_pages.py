@@ -251,3 +251,56 @@ def test_a_list_cursor_that_is_not_one_is_a_readable_refusal(signed_in: TestClie
     # then the page says so, as the API's 9002, not a fault
     assert searched.status_code == 400
     assert "(error 9002)" in searched.text
+
+
+def test_undo_job_sent_twice_leads_to_the_one_undo(
+    backend: Backend, signed_in: TestClient, api: Api
+) -> None:
+    # given a finished revoke job, and its page's "Undo job" form
+    series_id = api.series(codes=[unique("UJ").upper()])
+    job = accepted(api.post(JOBS, {"couponSeriesId": series_id}))
+    drain(backend.db)
+    shown = signed_in.get(f"/console/jobs/{job['jobId']}")
+    form = {"csrf": _csrf(signed_in), "form_key": _form_key(shown)}
+
+    # when it is sent twice (a double click)
+    sent = [
+        signed_in.post(
+            f"/console/jobs/{job['jobId']}/undo", data=form, headers=ORIGIN, follow_redirects=False
+        )
+        for _ in range(2)
+    ]
+
+    # then both lead to the same undo job, and there is one
+    assert [s.status_code for s in sent] == [303, 303]
+    assert sent[0].headers["location"] == sent[1].headers["location"]
+    kinds = [j["kind"] for j in api.ok(api.get(JOBS))["jobs"]]
+    assert kinds.count("REINSTATE") == 1
+
+
+def test_a_bulk_revoke_of_a_generic_series_says_how_its_code_is_revoked(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a GENERIC series
+    code = unique("GENB").upper()
+    series_id = api.series("GENERIC", generic_code=code)
+
+    # when its code is bulk revoked from the console
+    shown = signed_in.post(
+        "/console/bulk",
+        data={
+            "csrf": _csrf(signed_in),
+            "series": str(series_id),
+            "codes": code,
+            "reason": "leak",
+            "step": "preview",
+        },
+        headers=ORIGIN,
+    )
+
+    # then the refusal says what works instead, beside the API's words
+    assert shown.status_code == 400
+    assert "(error 108)" in shown.text
+    assert "revoked holder by holder: search for the customer and revoke their coupon" in (
+        shown.text
+    )

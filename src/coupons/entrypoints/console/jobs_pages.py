@@ -219,6 +219,7 @@ async def job_page(request: Request, person: Person) -> Response:
     return page(
         request,
         "job.html",
+        action_key=new_form_key(),
         title=f"Job {job.id}",
         job=render.job(job),
         source=job.source.value,  # an undo or a whole series has no file and no duplicates
@@ -292,7 +293,7 @@ async def job_start(request: Request, person: Person) -> Response:
 
 @needs_person
 async def job_undo(request: Request, person: Person) -> Response:
-    await checked_form(request, person)
+    form = await checked_form(request, person)
     job_id = request.path_params["job_id"][:40]
     try:
         entity = await call(
@@ -301,6 +302,8 @@ async def job_undo(request: Request, person: Person) -> Response:
             lambda uow, ctx: jobs.undo_job(uow, ctx, job_id, f"undo of job {job_id}"),
             lambda job, ctx: render.job(job),
             permission="reinstate",
+            # Sent twice, the second leads to the undo the first started, not to a refusal.
+            once=form_once(form, "undo-job", job_id),
         )
     except errors.CouponError as error:
         return error_page(request, "Undo job", error, _back_to(job_id))

@@ -271,9 +271,18 @@ def can(person: Person, permission: str) -> bool:
 
 
 def message_of(error: errors.CouponError) -> str:
-    """An API error as a person reads it: the message, with the API's code for support."""
+    """An API error as a person reads it: the message, with the API's code for support, and
+    what to do instead where the API's words (the vendor's) do not say."""
     text = error.message[:1].upper() + error.message[1:]
-    return f"{text} (error {error.code})"
+    hint = HINTS.get(type(error))
+    return f"{text} (error {error.code}){hint or ''}"
+
+
+# The vendor's message for 108 names a series setting; a person needs the way that works.
+HINTS: dict[type[errors.CouponError], str] = {
+    errors.GenericCodeNeedsCustomer: ". A GENERIC series' code is shared by all its holders, "
+    "so it is revoked holder by holder: search for the customer and revoke their coupon.",
+}
 
 
 def error_page(
