@@ -10,7 +10,7 @@ import threading
 import zlib
 
 import pytest
-from sqlalchemy import Connection, make_url, text
+from sqlalchemy import Connection, Engine, make_url, text
 
 from coupons.adapters import migrate
 from coupons.adapters.db import create_db_engine
@@ -295,6 +295,15 @@ def store_answer(conn: Connection, client_id: int, key: str, body: bytes, at: st
     )
 
 
+def seeded_at(url: str, revision: str) -> Engine:
+    """The database at `url` brought to `revision`, with org 1 and its client 1."""
+    migrate.upgrade(url, revision)
+    engine = create_db_engine(url, null_pool=True)
+    with engine.begin() as conn:
+        seed_org_and_client(conn)
+    return engine
+
+
 def insert_job(conn: Connection, job_id: str, org_id: int, dry_run: bool) -> None:
     conn.execute(
         text(
@@ -375,10 +384,8 @@ def test_a_database_past_0013_has_its_started_previews_carried_over_again(
 ) -> None:
     # Given a database that ran the first 0013, which read no compressed answer: a preview
     # started before it still names no job, while its start's answer is stored
-    migrate.upgrade(empty_database_url, "0013")
-    engine = create_db_engine(empty_database_url, null_pool=True)
+    engine = seeded_at(empty_database_url, "0013")
     with engine.begin() as conn:
-        seed_org_and_client(conn)
         insert_job(conn, "job_preview", 1, True)
         insert_job(conn, "job_started", 1, False)
         store_answer(conn, 1, "console-start:job_preview", packed("job_started"), NOW)
@@ -400,10 +407,8 @@ def test_jobs_get_their_failed_lines_counted_by_outcome_on_upgrade(
 ) -> None:
     # Given a database at 0014 with a finished job whose lines failed in three ways, two of
     # them under one error code (682: already revoked, not found)
-    migrate.upgrade(empty_database_url, "0014")
-    engine = create_db_engine(empty_database_url, null_pool=True)
+    engine = seeded_at(empty_database_url, "0014")
     with engine.begin() as conn:
-        seed_org_and_client(conn)
         insert_job(conn, "job_done", 1, False)
         insert_job(conn, "job_empty", 1, False)
         for line_no, outcome, error in [

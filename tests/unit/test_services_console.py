@@ -209,6 +209,14 @@ def test_an_address_no_one_could_sign_in_with_is_refused_saying_why(
     assert says in refused.value.message
 
 
+def given_person(world: World, email: str) -> None:
+    """A viewer of acme with the password "pw-ok-123"."""
+    world.store.orgs[1001] = "acme"
+    uow = world.uow()
+    people.create_person(uow, org="acme", email=email, role="viewer", password="pw-ok-123", now=NOW)
+    uow.commit()
+
+
 class _Watched(FakeTransactions):
     """Transactions that know whether one is open, and which were writes."""
 
@@ -230,12 +238,7 @@ def test_a_sign_in_checks_the_password_with_no_transaction_open(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a person, and a record of whether a transaction is open while argon2 runs
-    world.store.orgs[1001] = "acme"
-    uow = world.uow()
-    people.create_person(
-        uow, org="acme", email="w@x.test", role="viewer", password="pw-ok-123", now=NOW
-    )
-    uow.commit()
+    given_person(world, "w@x.test")
     db = _Watched(world)
     during: list[bool] = []
     verify = people._verifies
@@ -268,12 +271,7 @@ def test_wrong_passwords_sent_at_once_are_throttled_as_if_sent_one_by_one(
 ) -> None:
     # Given a person, a throttle of three failures, and a password check slow enough that
     # sixteen attempts sent at once are all in it together
-    world.store.orgs[1001] = "acme"
-    uow = world.uow()
-    people.create_person(
-        uow, org="acme", email="t@x.test", role="viewer", password="pw-ok-123", now=NOW
-    )
-    uow.commit()
+    given_person(world, "t@x.test")
     throttle = FailureThrottle(3, 60)
     gate = threading.Barrier(16)
 
