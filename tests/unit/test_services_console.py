@@ -266,18 +266,18 @@ def test_a_sign_in_checks_the_password_with_no_transaction_open(
     assert db.writes == [False, True, False]
 
 
-def test_wrong_passwords_sent_at_once_are_throttled_as_if_sent_one_by_one(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a person, a throttle of three failures, and a password check slow enough that
-    # sixteen attempts sent at once are all in it together
+def _sixteen_at_once(
+    world: World, monkeypatch: pytest.MonkeyPatch, password: str, throttle: FailureThrottle
+) -> list[str]:
+    """Sixteen sign-ins of one person sent at once, each password check slow enough that
+    they are all in flight together; each one's outcome ("ok" or the refusal's class)."""
     given_person(world, "t@x.test")
-    throttle = FailureThrottle(3, 60)
     gate = threading.Barrier(16)
+    verify = people._verifies
 
     def slow(stored: str, password: str) -> bool:
-        time.sleep(0.05)
-        return False
+        time.sleep(0.02)
+        return verify(stored, password)
 
     monkeypatch.setattr(people, "_verifies", slow)
     answers: list[str] = []
@@ -286,21 +286,39 @@ def test_wrong_passwords_sent_at_once_are_throttled_as_if_sent_one_by_one(
         gate.wait()
         try:
             people.sign_in(
-                FakeTransactions(world.store), throttle, email="t@x.test", password="guess",
+                FakeTransactions(world.store), throttle, email="t@x.test", password=password,
                 address="d", now=NOW, lifetime=timedelta(hours=1),
             )  # fmt: skip
+            answers.append("ok")
         except errors.CouponError as refused:
             answers.append(type(refused).__name__)
 
-    # When sixteen wrong passwords arrive at once
     threads = [threading.Thread(target=attempt) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(10)
+        thread.join(20)
+    return sorted(answers)
+
+
+def test_wrong_passwords_sent_at_once_are_throttled_as_if_sent_one_by_one(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # When sixteen wrong passwords arrive at once, against a throttle of three failures
+    answers = _sixteen_at_once(world, monkeypatch, "guess", FailureThrottle(3, 60))
 
     # Then three were tried and the rest refused unchecked, as one after another would be
-    assert sorted(answers) == ["AuthenticationFailed"] * 3 + ["TooManyAuthFailures"] * 13
+    assert answers == ["AuthenticationFailed"] * 3 + ["TooManyAuthFailures"] * 13
+
+
+def test_right_passwords_sent_at_once_are_never_throttled(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # When sixteen sign-ins with the right password arrive at once (a throttle of three)
+    answers = _sixteen_at_once(world, monkeypatch, "pw-ok-123", FailureThrottle(3, 60))
+
+    # Then each is signed in: only failures count
+    assert answers == ["ok"] * 16
 
 
 def test_an_attempt_that_the_database_cut_short_counts_as_no_failure(world: World) -> None:

@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -144,6 +144,7 @@ class FailureThrottle:
         # By the time of each key's last failure, oldest first (a dict keeps its order).
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(64)]
 
     def _recent(self, key: str, now: float) -> deque[float] | None:
         entries = self._failures.get(key)
@@ -160,58 +161,33 @@ class FailureThrottle:
         """429 while any key has too many recent failures."""
         now = time.monotonic()
         with self._lock:
-            self._check(keys, now)
-
-    def _check(self, keys: Sequence[str], now: float) -> None:
-        for key in map(_bounded, keys):
-            entries = self._recent(key, now)
-            if entries is not None and len(entries) >= self.limit:
-                retry = max(1, int(entries[0] + self.window - now) + 1)
-                raise errors.TooManyAuthFailures(retry)
+            for key in map(_bounded, keys):
+                entries = self._recent(key, now)
+                if entries is not None and len(entries) >= self.limit:
+                    retry = max(1, int(entries[0] + self.window - now) + 1)
+                    raise errors.TooManyAuthFailures(retry)
 
     @contextmanager
-    def attempt(self, *keys: str) -> Iterator[None]:
-        """`check`, then count the attempt as failed while it runs: attempts sent at once
-        each see those before them, as if sent one after another (checked apart, 16 wrong
-        passwords sent together were all tried against a limit of 3). Only an attempt that
-        ends in `AuthenticationFailed` stays counted."""
-        with self._lock:
-            now = time.monotonic()
-            self._check(keys, now)
-            self._add(keys, now)
-        try:
+    def one_at_a_time(self, key: str) -> Iterator[None]:
+        """Run a check, verify and count for `key` alone: attempts sent at once then each see
+        the failures of those before them (checked side by side, sixteen wrong passwords sent
+        together were all tried against a limit of three). Keys share 64 locks, so memory
+        stays fixed; an attempt that waits here has not been checked yet."""
+        with self._stripes[hash(_bounded(key)) % len(self._stripes)]:
             yield
-        except errors.AuthenticationFailed:
-            raise
-        except BaseException:
-            self._take_back(keys)
-            raise
-        self._take_back(keys)
-
-    def _take_back(self, keys: Sequence[str]) -> None:
-        with self._lock:
-            for key in map(_bounded, keys):
-                entries = self._failures.get(key)
-                if entries:
-                    entries.pop()
-                if not entries:
-                    self._failures.pop(key, None)
 
     def fail(self, *keys: str) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._add(keys, time.monotonic())
-
-    def _add(self, keys: Sequence[str], now: float) -> None:
-        """Count a failure under each key (the caller holds the lock)."""
-        for key in map(_bounded, keys):
-            entries = self._recent(key, now) or deque()
-            entries.append(now)
-            while len(entries) > max(self.limit, 1):  # more say nothing more
-                entries.popleft()
-            self._failures.pop(key, None)
-            self._failures[key] = entries  # now the most recent
-        while len(self._failures) > self.max_keys:
-            del self._failures[next(iter(self._failures))]
+            for key in map(_bounded, keys):
+                entries = self._recent(key, now) or deque()
+                entries.append(now)
+                while len(entries) > max(self.limit, 1):  # more say nothing more
+                    entries.popleft()
+                self._failures.pop(key, None)
+                self._failures[key] = entries  # now the most recent
+            while len(self._failures) > self.max_keys:
+                del self._failures[next(iter(self._failures))]
 
 
 def _bounded(key: str) -> str:
@@ -249,16 +225,18 @@ class Authenticator:
 
     def check_secret(self, username: str, secret: str, address: str) -> ClientRecord:
         """The active client with these credentials, or 9010 (429 when throttled)."""
-        with self.throttle.attempt(f"user:{username}", f"addr:{address}"):
-            # No stored username holds NUL, and PostgreSQL refuses it in a query (a 500), so
-            # such a name is simply unknown; it still costs an argon2 verify like any other.
-            client = None if "\x00" in username else self._client_by_username(username)
-            # Verify first, whatever the lookup found: an unknown username must cost the same
-            # argon2 work as a known one, or response time tells which usernames exist.
-            verified = self._verify(client, secret)
-            if client is None or not verified or not _may_sign_in(client):
-                raise errors.AuthenticationFailed()
-            return client
+        keys = (f"user:{username}", f"addr:{address}")
+        self.throttle.check(*keys)
+        # No stored username holds NUL, and PostgreSQL refuses it in a query (a 500), so such a
+        # name is simply unknown; it still costs an argon2 verify like any unknown name.
+        client = None if "\x00" in username else self._client_by_username(username)
+        # Verify first, whatever the lookup found: an unknown username must cost the same
+        # argon2 work as a known one, or response time tells which usernames exist.
+        verified = self._verify(client, secret)
+        if client is None or not verified or not _may_sign_in(client):
+            self.throttle.fail(*keys)
+            raise errors.AuthenticationFailed()
+        return client
 
     # --- from memory alone --------------------------------------------------------------
     # A busy client's requests are answered from the two caches below: no database read, no

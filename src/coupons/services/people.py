@@ -181,7 +181,11 @@ def sign_in(
     a fifth of a second, and a sign-in page anyone can post to held the database's one write
     lock (SQLite) or a pooled connection (PostgreSQL) for all of it."""
     address_key = normalize_email(email)[:MAX_EMAIL]
-    with throttle.attempt(f"person:{address_key}", f"addr:{address}"):
+    keys = (f"person:{address_key}", f"addr:{address}")
+    # One sign-in of an email at a time in this process: outside the write transaction that
+    # once serialized them, attempts sent at once would all pass the throttle's check.
+    with throttle.one_at_a_time(keys[0]):
+        throttle.check(*keys)
         found = (
             None
             if "\x00" in address_key
@@ -190,6 +194,7 @@ def sign_in(
         # Verify whatever the lookup found: an unknown email costs the same argon2 work.
         verified = _verifies(found.password_hash if found else _dummy_hash(), password)
         if found is None or not verified or not found.is_active:
+            throttle.fail(*keys)
             raise errors.AuthenticationFailed()
     token = secrets.token_urlsafe(32)
     session = ConsoleSession(
