@@ -191,7 +191,10 @@ def sign_in(page: Page, server: Server, email: str, password: str = PERSON_PASSW
     page.goto(f"{server.base}/console/")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
-    page.get_by_label("Password").press("Enter")
+    # The answer (the next page, or the form again) is loaded before the test goes on: a
+    # test typing at once could type into the page that was going away.
+    with page.expect_navigation():
+        page.get_by_label("Password").press("Enter")
 
 
 def screenshot(page: Page, name: str) -> None:

@@ -200,7 +200,9 @@ def test_pages_fit_a_phone_and_work_from_the_keyboard(page: Page, server: Server
     sign_in(page, server, "agent@acme.test")
     page.keyboard.press("Tab")  # the skip link first
     page.get_by_label("Search").focus()
+    expect(page.get_by_label("Search")).to_be_focused()
     page.keyboard.type(given.codes[0])
+    expect(page.get_by_label("Search")).to_have_value(given.codes[0])
     page.keyboard.press("Enter")
 
     # Then the coupon page shows without sideways scrolling
