@@ -6,6 +6,7 @@ import errno
 import os
 import shlex
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -231,7 +232,7 @@ def _migrate(url: str) -> str:
         raise fail(f"migration failed: {first_line(error)}") from None
 
 
-def _require_writable(url: str) -> None:
+def require_writable(url: str) -> None:
     """Stop with one line when the database cannot be written (a read-only SQLite file, a
     replica): the server would start, report healthy, then answer every write with a 500."""
     from sqlalchemy.exc import DBAPIError
@@ -442,7 +443,7 @@ def serve(
     _require_free_port(host, port)
     await_database(db, wait_for_database)
     _migrate(db)
-    _require_writable(db)
+    require_writable(db)
     if demo_data:
         from coupons.services import people
         from coupons.services.common import utcnow
@@ -584,7 +585,23 @@ def _print_console(person: tuple[str, str], host: str, port: int) -> None:
 
 
 def main() -> None:
+    _quiet_logging()
     app()
+
+
+def _quiet_logging() -> None:
+    """Until a command sets up its own logging (`serve`, `worker`), warnings and worse go to
+    stderr, and nothing else: structlog's default printed a debug line ("connection lost;
+    retrying") to stdout, into what a script reads from the command (an org's id, a secret)."""
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
 
 
 if __name__ == "__main__":

@@ -75,7 +75,11 @@ def worker_command(
     """Deliver webhooks and run revoke jobs until interrupted (run as many as you like)."""
     from coupons.adapters.sql_uow import Database
     from coupons.config import check_metrics_dir, log_level_from
-    from coupons.entrypoints.cli import fail, require_schema  # loaded already: it registers this
+    from coupons.entrypoints.cli import (  # loaded already: it registers this
+        fail,
+        require_schema,
+        require_writable,
+    )
     from coupons.entrypoints.db_text import await_database
     from coupons.entrypoints.http.metrics import configure_logging
     from coupons.entrypoints.worker import Worker, WorkerOptions, log
@@ -93,6 +97,7 @@ def worker_command(
         raise fail(str(error)) from None
     await_database(db, wait_for_database)
     require_schema(db)  # before logging is set up: a refusal is one line on stderr
+    require_writable(db)  # as `serve`: else it starts, and every job and delivery fails
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
