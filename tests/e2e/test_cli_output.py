@@ -64,3 +64,44 @@ def test_a_worker_on_a_database_it_cannot_write_refuses_to_start_in_one_line(
     assert done.stderr.strip() == (
         f"error: the database at {url} cannot be written: attempt to write a readonly database"
     )
+
+
+def test_the_same_person_created_four_times_at_once_is_created_once_and_refused_thrice(
+    postgres_admin_url: str | None,
+) -> None:
+    if postgres_admin_url is None:
+        pytest.skip("PostgreSQL not reachable")
+    with scratch_postgres(postgres_admin_url, "coupons_cli_race") as url:
+        # given an org
+        migrate.upgrade(url)
+        subprocess.run([*CLI, "org", "create", "ACME", "--db", url], check=True, timeout=120)
+
+        # when four operators create the same person at the same moment
+        runs = [
+            subprocess.Popen(
+                [
+                    *CLI,
+                    "user",
+                    "create",
+                    "--org",
+                    "ACME",
+                    "--email",
+                    "race@example.com",
+                    "--role",
+                    "support",
+                    "--db",
+                    url,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        done = [(run.wait(120), *run.communicate()) for run in runs]
+
+    # then one prints the password and the others say the person exists, never a raw error
+    codes = sorted(code for code, _, _ in done)
+    assert codes == [0, 1, 1, 1], done
+    refusals = [err.strip() for code, _, err in done if code == 1]
+    assert all("already exists" in r and "(error 9016)" in r for r in refusals), refusals

@@ -410,7 +410,9 @@ def _run_once(db: str, work: Callable[[UnitOfWork], T], *, write: bool = True) -
         return value
 
     try:
-        return database.run(step, write=write)
+        # A unique key taken meanwhile (the same person created twice at once) is tried once
+        # more, and the second try sees the first's row: "already exists", not the raw error.
+        return database.run(step, write=write, retry_integrity=write)
     finally:
         database.dispose()
 
