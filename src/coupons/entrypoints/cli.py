@@ -6,7 +6,6 @@ import errno
 import os
 import shlex
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -587,23 +586,10 @@ def _print_console(person: tuple[str, str], host: str, port: int) -> None:
 
 
 def main() -> None:
-    _quiet_logging()
+    from coupons.entrypoints.quiet_log import quiet_logging
+
+    quiet_logging()
     app()
-
-
-def _quiet_logging() -> None:
-    """Until a command sets up its own logging (`serve`, `worker`), warnings and worse go to
-    stderr, and nothing else: structlog's default printed a debug line ("connection lost;
-    retrying") to stdout, into what a script reads from the command (an org's id, a secret)."""
-    import logging
-
-    import structlog
-
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
 
 
 if __name__ == "__main__":
