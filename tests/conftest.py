@@ -213,6 +213,22 @@ def scratch_postgres(admin_url: str, prefix: str) -> Iterator[str]:
         admin_engine.dispose()
 
 
+@pytest.fixture
+def read_only_postgres(postgres_admin_url: str | None) -> Iterator[str]:
+    """A migrated scratch PostgreSQL database that takes no writes, as a standby or a primary
+    demoted in a failover: its sessions start read-only. Skipped without PostgreSQL."""
+    if postgres_admin_url is None:
+        pytest.skip("PostgreSQL not reachable")
+    with scratch_postgres(postgres_admin_url, "coupons_read_only") as url:
+        migrate.upgrade(url)
+        engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+        with engine.begin() as conn:
+            name = make_url(url).database
+            conn.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+        engine.dispose()
+        yield url
+
+
 @contextmanager
 def postgresql_database(admin_url: str, prefix: str) -> Iterator[Backend]:
     """A migrated scratch PostgreSQL database, with the test orgs and clients."""

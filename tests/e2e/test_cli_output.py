@@ -7,9 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy import make_url
 
 from coupons.adapters import migrate
 from tests.conftest import scratch_postgres
@@ -17,26 +15,17 @@ from tests.conftest import scratch_postgres
 CLI = [sys.executable, "-m", "coupons.entrypoints.cli"]
 
 
-def test_a_failing_admin_command_writes_no_log_line_to_stdout(
-    postgres_admin_url: str | None,
-) -> None:
-    if postgres_admin_url is None:
-        pytest.skip("PostgreSQL not reachable")
-    with scratch_postgres(postgres_admin_url, "coupons_cli_output") as url:
-        # given a migrated database that takes no writes (a standby, a demoted primary),
-        # where the command retries once on a fresh connection before it gives up
-        migrate.upgrade(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            name = make_url(url).database
-            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+def test_a_failing_admin_command_writes_no_log_line_to_stdout(read_only_postgres: str) -> None:
+    # given a migrated database that takes no writes (a standby, a demoted primary), where
+    # the command retries once on a fresh connection before it gives up
 
-        # when an org is created there, its id read from stdout as a script would
-        done = subprocess.run(
-            [*CLI, "org", "create", "ACME-RO", "--db", url],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    # when an org is created there, its id read from stdout as a script would
+    done = subprocess.run(
+        [*CLI, "org", "create", "ACME-RO", "--db", read_only_postgres],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     # then stdout holds nothing (no debug line to be taken for the id), stderr the one error
     assert done.returncode == 1

@@ -13,14 +13,12 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import make_url
 from sqlalchemy.exc import OperationalError
 
-from coupons.adapters import migrate
 from coupons.adapters.sql_uow import SqlUnitOfWork
 from coupons.config import Settings
 from coupons.entrypoints.http import create_app
-from tests.conftest import Backend, Credentials, scratch_postgres
+from tests.conftest import Backend, Credentials
 from tests.e2e.conftest import Api, error_code
 from tests.reliability.live import free_port
 
@@ -150,24 +148,15 @@ def test_a_request_while_the_database_is_unreachable_is_a_503_not_a_500(
     assert response.headers["Retry-After"] == "2"
 
 
-def test_health_is_a_503_while_the_database_takes_no_writes(
-    postgres_admin_url: str | None,
-) -> None:
-    if postgres_admin_url is None:
-        pytest.skip("PostgreSQL not reachable")
-    with scratch_postgres(postgres_admin_url, "coupons_readonly") as url:
-        # given a migrated database that has turned read-only (a primary demoted in a
-        # failover answers reads and refuses every write)
-        migrate.upgrade(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            name = make_url(url).database
-            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
-        app = create_app(Settings(database_url=url, token_secret=TOKEN_SECRET))
+def test_health_is_a_503_while_the_database_takes_no_writes(read_only_postgres: str) -> None:
+    # given a migrated database that has turned read-only (a primary demoted in a failover
+    # answers reads and refuses every write)
+    app = create_app(Settings(database_url=read_only_postgres, token_secret=TOKEN_SECRET))
 
-        # when a load balancer asks for its health
-        with TestClient(app) as client:
-            response = client.get("/health")
-        app.state.db.dispose()
+    # when a load balancer asks for its health
+    with TestClient(app) as client:
+        response = client.get("/health")
+    app.state.db.dispose()
 
     # then it is out of rotation, told when to ask again, as for a database that is away
     assert response.status_code == 503
