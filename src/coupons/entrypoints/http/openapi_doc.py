@@ -40,7 +40,8 @@ UNAVAILABLE = {
 LOCATION = {
     "Location": {"description": "the job's address", "schema": {"type": "string"}},
 }
-CSV_CONTENT = {CSV: {"schema": {"type": "string"}}}
+# A text body: a CSV file, or plain lines.
+CSV_BODY = {"schema": {"type": "string"}}
 SELECTOR = (
     "Every unredeemed coupon of one series (a cancelled campaign). Unknown fields are refused."
 )
@@ -100,24 +101,20 @@ def _responses(path: str, operation: dict[str, Any], paths: dict[str, Any]) -> N
     if path.endswith(".csv") or path == JOB_REPORT:
         # Only CSV comes back from these; the framework listed its JSON default beside it.
         ok.pop(JSON, None)
-        ok.setdefault(CSV, CSV_CONTENT[CSV])
+        ok.setdefault(CSV, CSV_BODY)
     elif path + ".csv" in paths:  # a list with a `.csv` twin exports under `Accept: text/csv`
-        ok.setdefault(CSV, CSV_CONTENT[CSV])
+        ok.setdefault(CSV, CSV_BODY)
 
 
 def _job_body(selector: dict[str, Any]) -> dict[str, Any]:
-    codes_file = {
-        "schema": {"type": "string"},
-        "example": "code\nSUMMER-0001\nSUMMER-0002\n",
-    }
     return {
         "required": True,
         "description": "A codes file, the whole body (`text/csv` with a `code` column, or "
         "`text/plain`, one code a line; up to 1,000,000 codes / 64 MiB), or a JSON selector "
         "naming a whole series.",
         "content": {
-            CSV: codes_file,
-            "text/plain": {"schema": {"type": "string"}, "example": "SUMMER-0001\nSUMMER-0002\n"},
+            CSV: {**CSV_BODY, "example": "code\nSUMMER-0001\nSUMMER-0002\n"},
+            "text/plain": {**CSV_BODY, "example": "SUMMER-0001\nSUMMER-0002\n"},
             JSON: {"schema": {**selector, "description": SELECTOR}},
         },
     }
