@@ -441,3 +441,38 @@ def test_redeeming_an_open_code_waits_for_no_other_customers_redemption(
     # then his redeem neither read nor waited for Ann's coupon: it is done, with its own
     assert done_while_locked
     assert api.ok(answers[0])["redemptions"][0]["couponId"] != ann_coupon
+
+
+def test_a_redeem_racing_the_issue_of_its_coupon_answers_as_if_it_came_first(
+    api: Api, backend: Backend
+) -> None:
+    if backend.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: the two cannot overlap")
+    # given a pool code being issued to Bob by a transaction that has not committed yet
+    code = "RACE-ISSUE-1"
+    api.series(codes=[code])
+    bob = api.customer("555-0212")
+    issuing = backend.db.engine.connect()
+    issuing.execute(
+        update(coupons)
+        .where(coupons.c.code == code)
+        .values(state="ISSUED", customer_id=bob, version=coupons.c.version + 1)
+    )
+
+    # when Bob redeems the code meanwhile
+    answers: list[httpx.Response] = []
+    redeeming = threading.Thread(target=lambda: answers.append(api.redeem(bob, code)))
+    try:
+        redeeming.start()
+        redeeming.join(5)
+        done_while_issuing = not redeeming.is_alive()
+    finally:
+        issuing.commit()
+        issuing.close()
+        redeeming.join(10)
+
+    # then it neither waited nor saw the uncommitted issue: 703, as if it ran first; and once
+    # the issue has committed, the redeem goes through (docs/concurrency.md)
+    assert done_while_issuing
+    assert error_code(answers[0]) == 703
+    assert api.ok(api.redeem(bob, code))["redemptions"][0]["code"] == code
