@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -412,6 +413,23 @@ def test_a_bill_amount_of_any_exponent_is_kept_to_four_places(api: Api, amount: 
     assert _states(api, coupon_id) == ["REDEEMED"]
 
 
+def answered_meanwhile(
+    call: Callable[[], httpx.Response], end: Callable[[], None]
+) -> tuple[bool, list[httpx.Response]]:
+    """`call` in a thread while another transaction holds what it might wait for: whether it
+    answered within 5 s, and its answer; `end` then ends that transaction, whatever happened."""
+    answers: list[httpx.Response] = []
+    calling = threading.Thread(target=lambda: answers.append(call()))
+    try:
+        calling.start()
+        calling.join(5)
+        answered = not calling.is_alive()
+    finally:
+        end()
+        calling.join(10)
+    return answered, answers
+
+
 def test_redeeming_an_open_code_waits_for_no_other_customers_redemption(
     api: Api, backend: Backend
 ) -> None:
@@ -427,16 +445,8 @@ def test_redeeming_an_open_code_waits_for_no_other_customers_redemption(
     holder.execute(select(coupons.c.id).where(coupons.c.id == ann_coupon).with_for_update())
 
     # when Bob redeems the same code meanwhile
-    answers: list[httpx.Response] = []
-    bobs = threading.Thread(target=lambda: answers.append(api.redeem(bob, code)))
-    try:
-        bobs.start()
-        bobs.join(5)
-        done_while_locked = not bobs.is_alive()
-    finally:
-        holder.rollback()
-        holder.close()
-        bobs.join(10)
+    done_while_locked, answers = answered_meanwhile(lambda: api.redeem(bob, code), holder.rollback)
+    holder.close()
 
     # then his redeem neither read nor waited for Ann's coupon: it is done, with its own
     assert done_while_locked
@@ -460,16 +470,8 @@ def test_a_redeem_racing_the_issue_of_its_coupon_answers_as_if_it_came_first(
     )
 
     # when Bob redeems the code meanwhile
-    answers: list[httpx.Response] = []
-    redeeming = threading.Thread(target=lambda: answers.append(api.redeem(bob, code)))
-    try:
-        redeeming.start()
-        redeeming.join(5)
-        done_while_issuing = not redeeming.is_alive()
-    finally:
-        issuing.commit()
-        issuing.close()
-        redeeming.join(10)
+    done_while_issuing, answers = answered_meanwhile(lambda: api.redeem(bob, code), issuing.commit)
+    issuing.close()
 
     # then it neither waited nor saw the uncommitted issue: 703, as if it ran first; and once
     # the issue has committed, the redeem goes through (docs/concurrency.md)
