@@ -976,6 +976,19 @@ def test_an_in_memory_sqlite_database_is_refused_not_migrated_and_lost(url: str)
         assert "in-memory SQLite database" in output and "sqlite:///coupons.db" in output
 
 
+def test_db_upgrade_into_a_folder_that_does_not_exist_names_the_folder(tmp_path: Path) -> None:
+    # given a path whose folder is missing (the advice "run db upgrade" was followed, and
+    # SQLite answered only "unable to open database file")
+    url = f"sqlite:///{tmp_path / 'nowhere' / 'coupons.db'}"
+
+    for command in (("db", "upgrade"), ("serve", "--port", "1")):
+        code, output = run(*command, "--db", url)
+
+        assert code == 1
+        assert f"the folder {tmp_path / 'nowhere'} does not exist" in output
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_a_worker_started_while_its_database_is_away_waits_for_it_then_runs(
     backend: Backend, tmp_path: Path
 ) -> None:

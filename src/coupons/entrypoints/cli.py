@@ -8,7 +8,6 @@ import shlex
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -22,7 +21,14 @@ from coupons.config import DEFAULT_DATABASE_URL, Settings
 from coupons.domain.errors import CommitOutcomeUnknown, CouponError, DatabaseUnavailable
 from coupons.entrypoints import finding_cli, worker_cli
 from coupons.entrypoints.bulk_revoke import command as bulk_revoke
-from coupons.entrypoints.db_text import await_database, driver_reason, first_line, shown
+from coupons.entrypoints.db_text import (
+    await_database,
+    driver_reason,
+    first_line,
+    missing_sqlite_file,
+    missing_sqlite_folder,
+    shown,
+)
 
 # The server, database and migration modules are imported inside the commands that need
 # them, so `coupons revoke` (an HTTP client) starts fast.
@@ -141,26 +147,9 @@ def _database(url: str) -> Database:
 def _require_file(url: str) -> None:
     """Stop with one line when `url` names a SQLite file that does not exist: opening it would
     create an empty file and its lock files, only to say the schema is missing."""
-    missing = _missing_sqlite_file(url)
+    missing = missing_sqlite_file(url)
     if missing is not None:
         raise fail(f"no database at {missing}: run `coupons db upgrade --db {shown(url)}` first")
-
-
-def _missing_sqlite_file(url: str) -> str | None:
-    """The path of a SQLite database URL whose file does not exist, else None."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-        return None  # Database.from_url says what is wrong with it
-    path = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
-        return None
-    if path.startswith("file:") or Path(path).exists():
-        return None
-    return path
 
 
 def require_schema(url: str) -> None:
@@ -223,6 +212,9 @@ def _migrate(url: str) -> str:
     from coupons.adapters import migrate
 
     _refuse_memory(url)
+    folder = missing_sqlite_folder(url)
+    if folder is not None:  # SQLite would say only "unable to open database file"
+        raise fail(f"the folder {folder} does not exist: create it, or give another path")
     try:
         return migrate.upgrade(url)
     except migrate.SchemaAhead as error:  # not a failure of the migration: the wrong release

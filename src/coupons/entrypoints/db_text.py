@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 from rich.console import Console
 
@@ -32,6 +33,37 @@ def driver_reason(error: Exception) -> str:
     """The driver's first line about a failed connection, with any password masked."""
     reason = first_line(error).removeprefix("connection failed: ")
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", shown(reason))
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file a SQLite database URL names; None for any other URL, an in-memory database
+    or a `file:` URI (whose path SQLite itself reads)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return None  # opening the database says what is wrong with it
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return None
+    return None if path.startswith("file:") else Path(path)
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database URL whose file does not exist, else None."""
+    path = _sqlite_file(url)
+    return None if path is None or path.exists() else str(path)
+
+
+def missing_sqlite_folder(url: str) -> str | None:
+    """The folder of a SQLite database URL when it does not exist, else None: SQLite creates
+    the file but not its folder, and says only that it cannot open the file."""
+    path = _sqlite_file(url)
+    if path is None or path.parent.exists():
+        return None
+    return str(path.parent)
 
 
 def await_database(url: str, seconds: float) -> None:
