@@ -159,6 +159,33 @@ def test_a_token_decides_alone_beside_a_basic_header(
         assert (write.status_code, error_code(write)) == (403, 9011)
 
 
+def test_a_credential_header_sent_twice_is_refused_not_read_as_its_first_copy(
+    client: TestClient, acme_viewer: Credentials, acme_admin: Credentials
+) -> None:
+    # given an admin's and a viewer's credentials in two headers of one name (a proxy that
+    # adds its own, a library that appends), in either order, and two vendor token headers
+    admin, viewer = (
+        basic(acme_admin.username, acme_admin.password),
+        basic(acme_viewer.username, acme_viewer.password),
+    )
+    token = token_for(client, acme_admin)
+    doubled = [
+        [("Authorization", admin["Authorization"]), ("Authorization", viewer["Authorization"])],
+        [("Authorization", viewer["Authorization"]), ("Authorization", admin["Authorization"])],
+        [("Authorization", admin["Authorization"]), ("Authorization", admin["Authorization"])],
+        [("X-CAP-API-OAUTH-TOKEN", token), ("X-CAP-API-OAUTH-TOKEN", "junk")],
+    ]
+    for headers in doubled:
+        # when it creates a customer
+        response = client.post("/v2/customers", json={"mobile": "5550222"}, headers=headers)
+
+        # then neither copy is chosen: 9010, and nothing is created
+        assert_unauthenticated(response)
+        assert "one Authorization header" in response.json()["errors"][0]["message"]
+    lookup = client.get("/v2/customers/lookup?mobile=5550222", headers=admin)
+    assert error_code(lookup) == 701
+
+
 def test_an_expired_token_is_refused(backend: Backend, acme_admin: Credentials) -> None:
     # given an app whose tokens live three seconds (at least two: `exp` is whole seconds,
     # rounded down), and a token from it

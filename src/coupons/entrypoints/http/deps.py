@@ -95,10 +95,27 @@ def authenticate(request: Request) -> Actor:
     return actor
 
 
+CREDENTIAL_HEADERS = (b"authorization", b"x-cap-api-oauth-token")
+TWICE = (
+    "authentication missing or failed: send one Authorization header and at most one "
+    "X-CAP-API-OAUTH-TOKEN header"
+)
+
+
+def _credentials_twice(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a credential header comes twice: which copy counts would be a proxy's or a
+    client library's accident (two Basic headers of different clients were served as the
+    first), so the request is refused, as a duplicate `Host` is."""
+    seen = [name for name, _ in headers if name in CREDENTIAL_HEADERS]
+    return len(seen) != len(set(seen))
+
+
 def _authenticate(request: Request, *, cached_only: bool) -> Actor | None:
     """`authenticate`; with `cached_only`, from memory alone (never blocks), None when memory
     cannot tell."""
     auth = authenticator(request)
+    if _credentials_twice(request.scope["headers"]):
+        raise errors.AuthenticationFailed(TWICE)
     token = request.headers.get("x-cap-api-oauth-token")
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
