@@ -301,6 +301,33 @@ def test_a_request_the_server_cannot_parse_is_answered_in_the_envelope(
     assert envelope["errors"][0]["message"].startswith("request: not a valid HTTP/1.1 request")
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"FOO /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: my-req-1\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nx-request-id:my-req-1 \r\nX-Bad: a\x00b\r\n\r\n",
+        b"POST /v2/coupon/revoke HTTP/1.1\r\nX-REQUEST-ID: my-req-1\r\nContent-Length: -1\r\n\r\n",
+    ],
+    ids=["unknown-method", "nul-in-header", "negative-length"],
+)
+def test_a_request_the_server_cannot_parse_still_gets_its_own_request_id_back(
+    demo: Demo, raw: bytes
+) -> None:
+    # a new id was made although the client's header line was readable (spec §1: echo it)
+    import socket
+
+    host, port = demo.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head = answer.partition(b"\r\n\r\n")[0].decode()
+
+    assert head.startswith("HTTP/1.1 400 Bad Request")
+    assert "\r\nx-request-id: my-req-1\r\n" in head
+
+
 def test_a_websocket_upgrade_is_an_ordinary_request_answered_by_the_app(demo: Demo) -> None:
     # uvicorn answered it itself: 403 in plain text with no request id (there is no socket
     # endpoint to upgrade to)

@@ -28,6 +28,19 @@ T = TypeVar("T")
 
 CONSOLE_PREFIX = "/console/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def clients_request_id(value: bytes) -> str | None:
+    """The client's `X-Request-Id` value if it may be echoed and recorded, else None.
+
+    A job's id is the request id of everything the job revokes (its trail row, its coupons'
+    history, what its undo reverts): never a client's."""
+    candidate = value.decode("latin-1").strip()
+    if _REQUEST_ID.match(candidate) and not candidate.startswith(JOB_ID_PREFIX):
+        return candidate
+    return None
+
+
 # Codes files for revoke jobs: streamed to the route as they arrive (it stages them in
 # batches), never buffered here, and allowed up to the job limit instead of the JSON one.
 STREAMED_UPLOADS = frozenset({"/v2/coupon/revoke/jobs"})
@@ -109,11 +122,7 @@ class EdgeMiddleware:
             if name == b"host":
                 hosts += 1
             elif name == b"x-request-id":
-                candidate = value.decode("latin-1").strip()
-                # A job's id is the request id of everything the job revokes (its trail row,
-                # its coupons' history, what its undo reverts): never a client's.
-                if _REQUEST_ID.match(candidate) and not candidate.startswith(JOB_ID_PREFIX):
-                    request_id = candidate
+                request_id = clients_request_id(value) or request_id
             elif name == b"content-type":
                 media_type = value.split(b";", 1)[0].strip().lower()
             elif name == b"content-length":

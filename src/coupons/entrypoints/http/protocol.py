@@ -5,24 +5,43 @@ A request line or header block that is not HTTP/1.1 (an unknown method, a negati
 `Content-Length`, a NUL in a header, a request line past the parser's limits) never reaches
 the app: uvicorn answered it with `Invalid HTTP request received.` as plain text and no
 `X-Request-Id`, the one answer outside the contract's envelope (spec §1). It is now 400 / 9002
-in the envelope, with a request id of its own, and the connection is still closed: after a
-parse error nothing more on it can be trusted.
+in the envelope, with the client's `X-Request-Id` when its line can be read (else one of its
+own), and the connection is still closed: after a parse error nothing more on it can be
+trusted.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from coupons.domain import errors
 from coupons.entrypoints.http.envelope import JSON, failure_body
+from coupons.entrypoints.http.middleware import clients_request_id
 
 UNREADABLE = "request: not a valid HTTP/1.1 request (its request line or headers could not be read)"
+_REQUEST_ID_LINE = re.compile(rb"^x-request-id:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+
+
+def request_id_in(received: bytes) -> str:
+    """The client's request id if its header line is among the bytes that failed to parse
+    (an unknown method leaves every header readable), else a new one."""
+    head = received.split(b"\r\n\r\n", 1)[0]
+    found = _REQUEST_ID_LINE.search(head)
+    echoed = clients_request_id(found.group(1)) if found else None
+    return echoed or uuid.uuid4().hex
 
 
 class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's protocol, with its one plain-text answer put in the envelope."""
+
+    _received = b""
+
+    def data_received(self, data: bytes) -> None:
+        self._received = data  # kept for the request id, should this chunk fail to parse
+        super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:
         body = failure_body(errors.InvalidField.code, UNREADABLE)
@@ -32,7 +51,7 @@ class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
         content.extend(
             [
                 b"content-type: " + JSON.encode() + b"\r\n",
-                b"x-request-id: " + uuid.uuid4().hex.encode() + b"\r\n",
+                b"x-request-id: " + request_id_in(self._received).encode() + b"\r\n",
                 b"content-length: " + str(len(body)).encode() + b"\r\n",
                 b"connection: close\r\n",
                 b"\r\n",
