@@ -175,6 +175,33 @@ def test_a_quoted_csv_value_running_past_its_line_is_refused_naming_where_it_sta
     assert f"line {line}:" in str(caught.value) and "quote" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("head", "line"),
+    [("code\n", 2), ("code,note\nJ-1,ok\nJ-2,ok\nJ-3,", 4), ("", 1)],
+    ids=["code-column", "other-column", "header"],
+)
+def test_an_open_quote_with_more_than_the_readers_field_limit_after_it_names_its_own_line(
+    head: str, line: int, tmp_path: Path
+) -> None:
+    # given an unbalanced quote with 150 kB of lines after it: the reader's 128 KiB field
+    # limit ended it, and its message named the line where the limit was hit (13,109 here)
+    text = head + '"unclosed\n' + "".join(f"C{n:08d}\n" for n in range(15_000))
+    if head == "":
+        text = '"code\n' + text.removeprefix('"unclosed\n')
+
+    # when the server parses it, and when the command line reads it
+    with pytest.raises(errors.MalformedCodesFile) as caught:
+        parse(text.encode(), CodesFormat.CSV, [4096])
+    path = tmp_path / "codes.csv"
+    path.write_text(text)
+    with pytest.raises(CodesFileError) as read:
+        list(read_codes(path))
+
+    # then both name the quote's line, and say it is a quote
+    assert (caught.value.line, "quote" in caught.value.problem) == (line, True)
+    assert f"line {line}:" in str(read.value) and "quote" in str(read.value)
+
+
 @given(items=st.lists(code_text, min_size=1, max_size=20), bad=st.data())
 def test_invalid_utf8_is_refused_naming_its_line(items: list[str], bad: st.DataObject) -> None:
     # given a file whose line k holds a byte sequence that is not UTF-8

@@ -168,6 +168,7 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
             yield text + "\n"
 
     reader = csv.reader(texts())
+    start = 1  # the line the record being read begins on
     try:
         header = next(reader, None)
         if header is None:
@@ -197,4 +198,8 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
                 yield FileCode(start, code)
             start = current[0] + 1
     except csv.Error as error:
+        if current[0] > start:
+            # Past the reader's field limit (128 KiB) inside a value begun lines before: the
+            # unbalanced quote is the fault, and its line the one to name.
+            raise errors.MalformedCodesFile(start, _SPANS_LINES) from None
         raise errors.MalformedCodesFile(current[0], f"not valid CSV ({error})") from None

@@ -14,9 +14,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coupons.domain.codes import MAX_CODE_LENGTH, clean, has_control_character, normalize
 from coupons.domain.codes_file import LONE_CR, runs_past_the_end, short_row
+
+if TYPE_CHECKING:
+    from _csv import Reader as _Reader
 
 
 class CodesFileError(Exception):
@@ -73,36 +77,47 @@ def read_codes(path: Path) -> Iterator[tuple[int, str]]:
 def _read_codes(path: Path) -> Iterator[tuple[int, str]]:
     with path.open(encoding="utf-8-sig", newline="") as handle:
         if path.suffix.lower() == ".csv":
-            reader = csv.reader(_ended(handle))
-            header = next(reader, None)
-            names = [name.strip().lower() for name in header or []]
-            if "code" not in names:
-                raise CodesFileError(f"{path} has no 'code' column (header: {header})")
-            if names.count("code") > 1:
-                # As the server refuses it: one column's codes would be dropped unseen.
-                raise CodesFileError(f"{path} has more than one 'code' column (header: {header})")
-            if reader.line_num > 1 or runs_past_the_end(header or []):
-                raise CodesFileError(f"{path}, line 1: {SPANS_LINES}")
-            column = names.index("code")
-            previous = reader.line_num
-            for record in reader:
-                first, previous = previous + 1, reader.line_num
-                if previous != first or runs_past_the_end(record):
-                    # No code holds a line break: an unbalanced quote would swallow the codes
-                    # of the lines after it without a word (the server refuses it too, 9027).
-                    raise CodesFileError(f"{path}, line {first}: {SPANS_LINES}")
-                if column >= len(record) and any(cell.strip() for cell in record):
-                    # As the server refuses it: the line's code was left out, not blank.
-                    problem = short_row(len(record), len(names))
-                    raise CodesFileError(f"{path}, line {first}: {problem}")
-                code = clean(record[column]) if column < len(record) else ""
-                if code:
-                    yield first, code
+            yield from _csv_codes(path, csv.reader(_ended(handle)))
         else:
             for number, text in enumerate(handle, start=1):
                 code = clean(text)
                 if code:
                     yield number, code
+
+
+def _csv_codes(path: Path, reader: _Reader) -> Iterator[tuple[int, str]]:
+    previous = 0  # the last line of the records read so far
+    try:
+        header = next(reader, None)
+        names = [name.strip().lower() for name in header or []]
+        if "code" not in names:
+            raise CodesFileError(f"{path} has no 'code' column (header: {header})")
+        if names.count("code") > 1:
+            # As the server refuses it: one column's codes would be dropped unseen.
+            raise CodesFileError(f"{path} has more than one 'code' column (header: {header})")
+        if reader.line_num > 1 or runs_past_the_end(header or []):
+            raise CodesFileError(f"{path}, line 1: {SPANS_LINES}")
+        column = names.index("code")
+        previous = reader.line_num
+        for record in reader:
+            first, previous = previous + 1, reader.line_num
+            if previous != first or runs_past_the_end(record):
+                # No code holds a line break: an unbalanced quote would swallow the codes
+                # of the lines after it without a word (the server refuses it too, 9027).
+                raise CodesFileError(f"{path}, line {first}: {SPANS_LINES}")
+            if column >= len(record) and any(cell.strip() for cell in record):
+                # As the server refuses it: the line's code was left out, not blank.
+                problem = short_row(len(record), len(names))
+                raise CodesFileError(f"{path}, line {first}: {problem}")
+            code = clean(record[column]) if column < len(record) else ""
+            if code:
+                yield first, code
+    except csv.Error:
+        if reader.line_num > previous + 1:
+            # Past the reader's field limit (128 KiB) inside a value begun lines before: the
+            # unbalanced quote is the fault, and its line the one to name, as the server does.
+            raise CodesFileError(f"{path}, line {previous + 1}: {SPANS_LINES}") from None
+        raise
 
 
 def is_valid(code: str) -> bool:
