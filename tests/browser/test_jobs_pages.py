@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
+from datetime import UTC, datetime, timedelta
 
-from playwright.sync_api import FilePayload, Page, expect
+from playwright.sync_api import BrowserContext, FilePayload, Page, expect
 
+from coupons.adapters.tables import revoke_jobs
 from tests.browser.conftest import Server, campaign, coupon_state, screenshot, sign_in
 
 
@@ -129,3 +132,47 @@ def test_a_viewer_sees_jobs_but_cannot_start_cancel_or_undo_them(
     assert answer.status == 403
     with server.api() as api:
         assert api.get("/v2/coupon/revoke/jobs").json()["entity"]["jobs"] == []
+
+
+def test_a_job_page_whose_session_ends_while_it_watches_goes_to_sign_in(
+    context: BrowserContext, server: Server
+) -> None:
+    # Given a job another host is still running (its row claimed, its lease live), so the
+    # page keeps asking for its progress
+    given = campaign(server, issued=1)
+    codes = _pool(server, given.series_id, 3)
+    with server.api() as api:
+        started = api.post(
+            "/v2/coupon/revoke/jobs",
+            params={"couponSeriesId": given.series_id},
+            content="\n".join(codes),
+            headers={"Content-Type": "text/plain"},
+        )
+        job_id = started.json()["entity"]["jobId"]
+        for _ in range(200):
+            if api.get(f"/v2/coupon/revoke/jobs/{job_id}").json()["entity"]["state"] == "SUCCEEDED":
+                break
+            time.sleep(0.05)
+    still_running = {"state": "RUNNING", "finished_at": None, "claimed_by": "another-host"}
+    lease = datetime.now(UTC) + timedelta(hours=1)
+    jobs = revoke_jobs.update().where(revoke_jobs.c.id == job_id)
+    with server.backend.db.engine.begin() as conn:
+        conn.execute(jobs.values(**still_running, lease_until=lease))
+    page = context.new_page()
+    sign_in(page, server, "agent@acme.test")
+    try:
+        page.goto(f"{server.base}/console/jobs/{job_id}")
+        expect(page.locator("[data-field=state]")).to_have_text("RUNNING")
+
+        # When the person signs out in another tab
+        other = context.new_page()
+        other.goto(f"{server.base}/console/search")
+        other.get_by_role("button", name="Sign out").click()
+
+        # Then the job page does not sit on frozen progress and stale buttons: it goes to
+        # the sign-in page (which brings the person back to the job)
+        expect(page.get_by_label("Password")).to_be_visible(timeout=10_000)
+        expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+    finally:
+        with server.backend.db.engine.begin() as conn:
+            conn.execute(jobs.values(state="SUCCEEDED", finished_at=lease, lease_until=None))

@@ -1,6 +1,7 @@
 /* Coupons console: live job progress. The page works without this script (it then
    refreshes itself); with it, the progress bar and counts update in place once a second,
-   and the page reloads when the job finishes so its buttons match its new state. */
+   and the page reloads when the job finishes so its buttons match its new state, or when
+   the session has ended so that the sign-in page says so. */
 (function () {
   "use strict";
   var bar = document.querySelector("[role=progressbar][data-progress-url]");
@@ -24,9 +25,15 @@
 
   function poll() {
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
-      .then(function (r) { if (!r.ok) { throw new Error(String(r.status)); } return r.json(); })
+      .then(function (r) {
+        // Sent to the sign-in page (the session ended, or the person was disabled): the
+        // page reloads into it, rather than showing frozen progress and stale buttons.
+        if (r.redirected || r.status === 401 || r.status === 403) { return null; }
+        if (!r.ok) { throw new Error(String(r.status)); }
+        return r.json();
+      })
       .then(function (job) {
-        if (show(job)) { window.location.reload(); } else { window.setTimeout(poll, 1000); }
+        if (job === null || show(job)) { window.location.reload(); } else { window.setTimeout(poll, 1000); }
       })
       .catch(function () { window.setTimeout(poll, 3000); });
   }
