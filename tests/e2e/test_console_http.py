@@ -905,6 +905,30 @@ def test_a_picked_id_with_no_coupon_is_named_on_the_revoke_page_not_dropped(
     assert "Coupon not found (error 682), left out: id 99999999" in mixed.text
 
 
+def test_more_picks_than_a_revoke_takes_are_refused_with_their_true_count_not_cut_short(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given an address picking 602 ids (the page listed the first 501 as "501 coupons
+    # picked" and left the rest out without a word)
+    coupon = api.issue(api.series(codes=[unique("MANY").upper()]), api.customer("555-0602"))
+    ids = [str(coupon["couponId"]), *(str(90_000_000 + n) for n in range(601))]
+
+    # when the revoke page is shown, and when its form is confirmed anyway
+    shown = signed_in.get("/console/revoke", params={"coupon": ids})
+    answer = signed_in.post(
+        "/console/revoke",
+        data={"csrf": _csrf(signed_in), "coupon": ids, "reason": "leak", "step": "confirm"},
+        headers=ORIGIN,
+    )
+
+    # then both say how many were picked and what to do instead, and nothing is revoked
+    for refused in (shown, answer):
+        assert refused.status_code == 400, refused.text
+        assert "602 picked; pick at most 500, or use a bulk revoke job" in refused.text
+        assert "coupons picked" not in refused.text
+    assert api.coupon(coupon["couponId"])["state"] == "ISSUED"
+
+
 def test_select_all_unredeemed_ticks_every_coupon_a_revoke_may_take(
     signed_in: TestClient, api: Api
 ) -> None:

@@ -46,8 +46,15 @@ REINSTATED = ("reinstatedCoupons", "failedToReinstate")
 def _ids(values: list[str]) -> list[int]:
     """The picked coupon ids; a value that is no id is refused (9002), never skipped, so
     what is revoked is exactly what was picked."""
-    ids = {form_id("coupon", v) for v in values}
-    return sorted(i for i in ids if i is not None)[: picked.MAX_PICKED + 1]
+    ids = sorted({i for i in (form_id("coupon", v) for v in values) if i is not None})
+    if len(ids) > picked.MAX_PICKED:
+        # Refused before anything is listed: a page of the first picks would count those
+        # alone, and leave the rest out without a word.
+        raise errors.InvalidField(
+            "coupons",
+            f"{len(ids)} picked; pick at most {picked.MAX_PICKED}, or use a bulk revoke job",
+        )
+    return ids
 
 
 def _bad_pick(request: Request, error: errors.CouponError, reason: str) -> Response:
