@@ -128,3 +128,37 @@ def test_an_event_committed_after_a_higher_one_is_never_skipped_by_a_cursor_read
     later = log_after(cursor)
     assert seen_meanwhile == []
     assert len(later) == 2 and later == sorted(later)
+
+
+def test_a_webhook_created_while_a_writer_holds_lower_ids_still_gets_that_writers_events(
+    api: Api, backend: Backend
+) -> None:
+    if backend.name == "sqlite":
+        pytest.skip("SQLite runs one writer at a time: ids commit in order there")
+    # given two coupons of one org
+    series_id = api.series(codes=["SUB1", "SUB2"])
+    org_id = backend.db.run(lambda uow: uow.clients.org_id_by_name("acme"), write=False)
+    assert org_id is not None
+    found = backend.db.run(
+        lambda uow: uow.coupons.coupons_by_codes(
+            org_id, [normalize("SUB1"), normalize("SUB2")], series_id=series_id, lock=False
+        ),
+        write=False,
+    )
+    first_coupon, second_coupon = sorted(c.id for c in found)
+
+    # when a subscription is created while one writer holds the lower event id open and a
+    # second has committed the higher one (it started above the higher one, and the lower
+    # one, committed after it, was never delivered)
+    with backend.db.unit_of_work() as slow:
+        _revoke(slow, org_id, first_coupon)
+        with backend.db.unit_of_work() as fast:
+            _revoke(fast, org_id, second_coupon)
+            fast.commit()
+        created = api.ok(api.post("/v2/webhooks", json={"url": "http://127.0.0.1:9/hook"}))
+        slow.commit()
+
+    # then what the subscription has still to send holds both events
+    cursor = created["lastEventId"]
+    pending = backend.db.run(lambda uow: uow.history.events(org_id, cursor, 100), write=False)
+    assert sorted(e.coupon_id for e in pending) == [first_coupon, second_coupon]

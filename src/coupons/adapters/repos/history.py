@@ -386,7 +386,17 @@ class SqlHistoryRepository:
         return [_coupon_event(r) for r in rows]
 
     def last_event_id(self, org_id: int) -> int:
-        value = self.conn.scalar(
-            select(func.max(coupon_history.c.id)).where(coupon_history.c.org_id == org_id)
-        )
-        return 0 if value is None else int(value)
+        return final_event_id(self.conn, org_id)
+
+
+def final_event_id(conn: Connection, org_id: int) -> int:
+    """The org's highest event id that no still-running writer can be joined below: where a
+    new reader (a webhook subscription) may start without missing an event that commits
+    later. On PostgreSQL the highest id may belong to a writer that committed before one
+    holding lower ids; starting above it skipped that writer's events for good."""
+    h = coupon_history.c
+    query = select(func.max(h.id)).where(h.org_id == org_id)
+    if conn.dialect.name == "postgresql":
+        query = query.where(h.id <= conn.scalar(_FINAL_BOUND))
+    value = conn.scalar(query)
+    return 0 if value is None else int(value)

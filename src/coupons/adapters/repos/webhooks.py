@@ -17,6 +17,7 @@ from sqlalchemy import (
     update,
 )
 
+from coupons.adapters.repos.history import final_event_id
 from coupons.adapters.repos.rows import (
     new_id,
 )
@@ -57,7 +58,8 @@ class SqlWebhookRepository:
     def add_webhook(
         self, *, org_id: int, url: str, events: Iterable[str], secret: str, now: datetime
     ) -> WebhookRecord:
-        """A subscription starting after the org's latest event (it gets what follows)."""
+        """A subscription starting after the org's latest final event: it gets what follows,
+        and the events of writers still running as it is created."""
         result = self.conn.execute(
             insert(webhooks).values(
                 org_id=org_id,
@@ -65,7 +67,7 @@ class SqlWebhookRepository:
                 events=",".join(sorted(events)),
                 secret=secret,
                 status="ACTIVE",
-                cursor=self._last_event_id(org_id),
+                cursor=final_event_id(self.conn, org_id),
                 attempts=0,
                 next_attempt_at=now,
                 created_at=now,
@@ -118,12 +120,6 @@ class SqlWebhookRepository:
             query.values(status="ACTIVE", attempts=0, failing_since=None, next_attempt_at=now)
         )
         return result.rowcount == 1
-
-    def _last_event_id(self, org_id: int) -> int:
-        value = self.conn.scalar(
-            select(func.max(coupon_history.c.id)).where(coupon_history.c.org_id == org_id)
-        )
-        return 0 if value is None else int(value)
 
     def _due(self, now: datetime, limit: int) -> Select[tuple[int]]:
         """Subscriptions due now, not leased, with events after their cursor."""
