@@ -161,4 +161,4 @@ def test_a_webhook_created_while_a_writer_holds_lower_ids_still_gets_that_writer
     # then what the subscription has still to send holds both events
     cursor = created["lastEventId"]
     pending = backend.db.run(lambda uow: uow.history.events(org_id, cursor, 100), write=False)
-    assert sorted(e.coupon_id for e in pending) == [first_coupon, second_coupon]
+    assert sorted(e.coupon_id or 0 for e in pending) == [first_coupon, second_coupon]
