@@ -59,6 +59,22 @@ def test_a_slow_answer_within_the_limit_and_an_idle_transaction_are_left_alone(
         conn.commit()
 
 
+def test_a_statement_after_a_quiet_spell_is_timed_from_its_own_start(watched: Engine) -> None:
+    # given a connection that sat in the pool, receiving nothing, for twice the limit (a
+    # quiet night), as PgBouncer queues its next statement behind busy ones
+    with watched.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("SELECT 1"))
+        time.sleep(2.2)
+
+        # when that statement (no BEGIN before it, whose answer would end the quiet) takes
+        # 0.8 s to answer: the socket's quiet time, counted from the last answer before the
+        # spell, was past the limit at the first look, and the healthy connection was cut
+        answer = conn.execute(text("SELECT pg_sleep(0.8), 5")).one()
+
+        # then it answers
+        assert answer[1] == 5
+
+
 def test_a_statement_marked_patient_may_run_silent_past_the_limit(watched: Engine) -> None:
     # given a statement known to run long (staging a large series as a job's lines)
     with watched.connect() as conn:
@@ -133,7 +149,9 @@ def test_the_watch_never_cuts_a_connection_the_pool_has_closed(
 
         thread = threading.Thread(target=sleeper)
         thread.start()
-        time.sleep(0.7)
+        time.sleep(0.3)
+        assert watch.scan() == 0  # first seen in flight: timed from here
+        time.sleep(0.4)
         # then a scan cuts the one statement in flight, and only that one
         assert watch.scan() == 1
         thread.join(5)

@@ -9,10 +9,13 @@ bound, a request and `GET /health` waited as long as the outage lasted instead o
 
 One thread per process looks at the pool's connections every half second. A connection with a
 statement in flight (libpq's transaction status ACTIVE) whose socket has received nothing for
-`limit` seconds is shut down at the socket: the waiting call fails as on a lost connection,
-SQLAlchemy throws the pool away, and the request fails with 9023 (or is retried once on a fresh
-connection, as for any lost connection before its commit). Nothing is half-written: the server
-rolls back a transaction whose client is gone.
+`limit` seconds, and that has been seen in flight for as long, is shut down at the socket: the
+waiting call fails as on a lost connection, SQLAlchemy throws the pool away, and the request
+fails with 9023 (or is retried once on a fresh connection, as for any lost connection before
+its commit). Nothing is half-written: the server rolls back a transaction whose client is
+gone. (The socket's quiet time alone also counts the time a connection sat idle in the pool
+before its statement: it cut healthy connections queued behind a busy PgBouncer after a quiet
+spell.)
 
 No cost on the request path: the pool's connect and close events register and forget a
 connection; the thread alone reads the sockets. Connections over a Unix socket are not watched
@@ -26,6 +29,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -84,6 +88,8 @@ class StallWatch:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._patient: set[int] = set()  # id() of driver connections running a long statement
+        # Pool record -> when the thread first saw its current statement in flight (monotonic)
+        self._in_flight_since: dict[int, float] = {}
 
     @contextlib.contextmanager
     def patient(self, driver: Any) -> Iterator[None]:
@@ -115,6 +121,7 @@ class StallWatch:
         def on_close(_dbapi: Any, record: Any) -> None:
             with self._lock:
                 self._watched.pop(id(record), None)
+                self._in_flight_since.pop(id(record), None)
 
         @event.listens_for(engine, "close_detached")
         def on_close_detached(dbapi: Any) -> None:
@@ -122,6 +129,7 @@ class StallWatch:
                 for key, (ref, _) in list(self._watched.items()):
                     if ref() is getattr(dbapi, "driver_connection", dbapi):
                         del self._watched[key]
+                        self._in_flight_since.pop(key, None)
 
     def _ensure_thread(self) -> None:
         # A forked server worker inherits the registry but not the thread: start its own.
@@ -143,16 +151,20 @@ class StallWatch:
     def scan(self) -> int:
         """Check every watched connection once; how many were cut."""
         cuts = 0
+        now = time.monotonic()
         with self._lock:
             for key, (ref, limit_ms) in list(self._watched.items()):
                 driver = ref()
                 if driver is None:
                     del self._watched[key]
-                    continue
-                if id(driver) in self._patient:
+                    self._in_flight_since.pop(key, None)
                     continue
                 fd = _waiting_socket(driver)
                 if fd is None:
+                    self._in_flight_since.pop(key, None)
+                    continue
+                in_flight_ms = (now - self._in_flight_since.setdefault(key, now)) * 1000
+                if id(driver) in self._patient or in_flight_ms < limit_ms:
                     continue
                 quiet_ms = ms_since_data(fd)
                 if quiet_ms is None or quiet_ms < limit_ms:
@@ -163,6 +175,7 @@ class StallWatch:
                 )
                 cut(fd)
                 del self._watched[key]
+                self._in_flight_since.pop(key, None)
                 cuts += 1
         return cuts
 
