@@ -266,6 +266,20 @@ def test_the_script_blocks_run_whole_and_write_what_they_say(demo: Demo, tmp_pat
     assert all(written.values()), written
 
 
+def _raw_answer(demo: Demo, raw: bytes) -> bytes:
+    """What the server answers to `raw` bytes, read until it closes the connection (as it
+    does after a request it cannot parse)."""
+    import socket
+
+    host, port = demo.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -280,15 +294,7 @@ def test_a_request_the_server_cannot_parse_is_answered_in_the_envelope(
     demo: Demo, raw: bytes
 ) -> None:
     # uvicorn answered these in plain text with no request id, outside the contract
-    import socket
-
-    host, port = demo.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(raw)
-        answer = b""
-        while chunk := sock.recv(65536):  # the server closes the connection after it
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, _, body = _raw_answer(demo, raw).partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     headers = dict(line.lower().split(": ", 1) for line in lines[1:])
 
@@ -314,15 +320,7 @@ def test_a_request_the_server_cannot_parse_still_gets_its_own_request_id_back(
     demo: Demo, raw: bytes
 ) -> None:
     # a new id was made although the client's header line was readable (spec §1: echo it)
-    import socket
-
-    host, port = demo.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(raw)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head = answer.partition(b"\r\n\r\n")[0].decode()
+    head = _raw_answer(demo, raw).partition(b"\r\n\r\n")[0].decode()
 
     assert head.startswith("HTTP/1.1 400 Bad Request")
     assert "\r\nx-request-id: my-req-1\r\n" in head

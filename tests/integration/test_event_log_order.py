@@ -91,22 +91,30 @@ def _revoke(uow: SqlUnitOfWork, org_id: int, coupon_id: int) -> None:
     uow.history.write(org_id, [(coupon_id, change)])
 
 
-def test_an_event_committed_after_a_higher_one_is_never_skipped_by_a_cursor_reader(
-    api: Api, backend: Backend
-) -> None:
+def _two_coupons(api: Api, backend: Backend, prefix: str) -> tuple[int, int, int]:
+    """The org's id and two coupons of a new series, lower id first (PostgreSQL only: on
+    SQLite one writer runs at a time, so ids commit in order)."""
     if backend.name == "sqlite":
         pytest.skip("SQLite runs one writer at a time: ids commit in order there")
-    # given two coupons of one org
-    series_id = api.series(codes=["LATE1", "LATE2"])
+    codes = [f"{prefix}1", f"{prefix}2"]
+    series_id = api.series(codes=codes)
     org_id = backend.db.run(lambda uow: uow.clients.org_id_by_name("acme"), write=False)
     assert org_id is not None
     found = backend.db.run(
         lambda uow: uow.coupons.coupons_by_codes(
-            org_id, [normalize("LATE1"), normalize("LATE2")], series_id=series_id, lock=False
+            org_id, [normalize(c) for c in codes], series_id=series_id, lock=False
         ),
         write=False,
     )
-    first_coupon, second_coupon = sorted(c.id for c in found)
+    first, second = sorted(c.id for c in found)
+    return org_id, first, second
+
+
+def test_an_event_committed_after_a_higher_one_is_never_skipped_by_a_cursor_reader(
+    api: Api, backend: Backend
+) -> None:
+    # given two coupons of one org
+    org_id, first_coupon, second_coupon = _two_coupons(api, backend, "LATE")
 
     def log_after(after: int) -> list[int]:
         found = backend.db.run(lambda uow: uow.history.events(org_id, after, 100), write=False)
@@ -133,19 +141,8 @@ def test_an_event_committed_after_a_higher_one_is_never_skipped_by_a_cursor_read
 def test_a_webhook_created_while_a_writer_holds_lower_ids_still_gets_that_writers_events(
     api: Api, backend: Backend
 ) -> None:
-    if backend.name == "sqlite":
-        pytest.skip("SQLite runs one writer at a time: ids commit in order there")
     # given two coupons of one org
-    series_id = api.series(codes=["SUB1", "SUB2"])
-    org_id = backend.db.run(lambda uow: uow.clients.org_id_by_name("acme"), write=False)
-    assert org_id is not None
-    found = backend.db.run(
-        lambda uow: uow.coupons.coupons_by_codes(
-            org_id, [normalize("SUB1"), normalize("SUB2")], series_id=series_id, lock=False
-        ),
-        write=False,
-    )
-    first_coupon, second_coupon = sorted(c.id for c in found)
+    org_id, first_coupon, second_coupon = _two_coupons(api, backend, "SUB")
 
     # when a subscription is created while one writer holds the lower event id open and a
     # second has committed the higher one (it started above the higher one, and the lower
