@@ -326,6 +326,23 @@ def test_a_request_the_server_cannot_parse_still_gets_its_own_request_id_back(
     assert "\r\nx-request-id: my-req-1\r\n" in head
 
 
+def test_a_bad_request_pipelined_after_a_good_one_never_gets_the_good_ones_id(
+    demo: Demo,
+) -> None:
+    # given a good request with an id, a body that looks like a header, and then a request
+    # the server cannot parse, all in one write
+    good = (
+        b"POST /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: good-1\r\n"
+        b"Content-Length: 26\r\n\r\nX-Request-Id: from-body\r\n\r\n"
+    )
+    answer = _raw_answer(demo, good + b"FOO /health HTTP/1.1\r\nHost: x\r\n\r\n").decode()
+
+    # then the bad one is answered under an id of its own: neither the good request's (which
+    # ran: the 400 would have told its client it could not be read) nor text from its body
+    refused = answer[answer.index("HTTP/1.1 400 Bad Request") :]
+    assert re.search(r"\r\nx-request-id: [0-9a-f]{32}\r\n", refused), answer
+
+
 def test_a_websocket_upgrade_is_an_ordinary_request_answered_by_the_app(demo: Demo) -> None:
     # uvicorn answered it itself: 403 in plain text with no request id (there is no socket
     # endpoint to upgrade to)

@@ -5,9 +5,9 @@ A request line or header block that is not HTTP/1.1 (an unknown method, a negati
 `Content-Length`, a NUL in a header, a request line past the parser's limits) never reaches
 the app: uvicorn answered it with `Invalid HTTP request received.` as plain text and no
 `X-Request-Id`, the one answer outside the contract's envelope (spec §1). It is now 400 / 9002
-in the envelope, with the client's `X-Request-Id` when its line can be read (else one of its
-own), and the connection is still closed: after a parse error nothing more on it can be
-trusted.
+in the envelope, with the client's `X-Request-Id` when the failed request's head came in one
+read (else one of its own), and the connection is still closed: after a parse error nothing
+more on it can be trusted.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _REQUEST_ID_LINE = re.compile(rb"^x-request-id:[ \t]*([^\r\n]*)", re.IGNORECASE 
 
 
 def request_id_in(received: bytes) -> str:
-    """The client's request id if its header line is among the bytes that failed to parse
+    """The client's request id if its header line is in the head of the request that failed
     (an unknown method leaves every header readable), else a new one."""
     head = received.split(b"\r\n\r\n", 1)[0]
     found = _REQUEST_ID_LINE.search(head)
@@ -37,11 +37,27 @@ def request_id_in(received: bytes) -> str:
 class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's protocol, with its one plain-text answer put in the envelope."""
 
-    _received = b""
+    _received = b""  # the bytes being parsed, while they start with the current message
+    _between_messages = True  # no message is part-way: the next read starts one
 
     def data_received(self, data: bytes) -> None:
-        self._received = data  # kept for the request id, should this chunk fail to parse
-        super().data_received(data)
+        # Kept for the request id, should this read fail to parse; only while the read begins
+        # with the message being parsed, so that the head searched is the failed request's
+        # own (not a pipelined request's before it, nor the rest of an earlier message).
+        self._received = data if self._between_messages else b""
+        try:
+            super().data_received(data)
+        finally:
+            self._received = b""
+
+    def on_message_begin(self) -> None:
+        self._between_messages = False
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        self._between_messages = True
+        self._received = b""  # what follows in this read is another message, at an offset
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         body = failure_body(errors.InvalidField.code, UNREADABLE)
