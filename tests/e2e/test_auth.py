@@ -181,9 +181,19 @@ def test_a_credential_header_sent_twice_is_refused_not_read_as_its_first_copy(
 
         # then neither copy is chosen: 9010, and nothing is created
         assert_unauthenticated(response)
-        assert "one Authorization header" in response.json()["errors"][0]["message"]
+        assert "sent twice" in response.json()["errors"][0]["message"]
     lookup = client.get("/v2/customers/lookup?mobile=5550222", headers=admin)
     assert error_code(lookup) == 701
+
+    # but beside one token, whose call Authorization does not decide, two of them are
+    # ignored as one is (two gateways, each adding its own)
+    beside_token = [
+        ("X-CAP-API-OAUTH-TOKEN", token),
+        ("Authorization", viewer["Authorization"]),
+        ("Authorization", "Basic junk"),
+    ]
+    created = client.post("/v2/customers", json={"mobile": "5550223"}, headers=beside_token)
+    assert created.status_code == 200, created.text
 
 
 def test_an_expired_token_is_refused(backend: Backend, acme_admin: Credentials) -> None:

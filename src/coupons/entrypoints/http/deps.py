@@ -95,19 +95,24 @@ def authenticate(request: Request) -> Actor:
     return actor
 
 
-CREDENTIAL_HEADERS = (b"authorization", b"x-cap-api-oauth-token")
 TWICE = (
-    "authentication missing or failed: send one Authorization header and at most one "
-    "X-CAP-API-OAUTH-TOKEN header"
+    "authentication missing or failed: the header carrying the credentials was sent twice "
+    "(send one X-CAP-API-OAUTH-TOKEN, or one Authorization header)"
 )
 
 
 def _credentials_twice(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether a credential header comes twice: which copy counts would be a proxy's or a
-    client library's accident (two Basic headers of different clients were served as the
-    first), so the request is refused, as a duplicate `Host` is."""
-    seen = [name for name, _ in headers if name in CREDENTIAL_HEADERS]
-    return len(seen) != len(set(seen))
+    """Whether the header the credentials are read from comes twice: which copy counts
+    would be a proxy's or a client library's accident (two Basic headers of different
+    clients were served as the first), so the request is refused, as a duplicate `Host` is.
+    Beside a token, `Authorization` is not read, so its copies do not matter."""
+    tokens = authorizations = 0
+    for name, _ in headers:
+        if name == b"x-cap-api-oauth-token":
+            tokens += 1
+        elif name == b"authorization":
+            authorizations += 1
+    return tokens > 1 or (tokens == 0 and authorizations > 1)
 
 
 def _authenticate(request: Request, *, cached_only: bool) -> Actor | None:
