@@ -10,7 +10,8 @@ series, a state, a search, an actor) and the org, a digest of those (`list_kind`
 means nothing in another series, another search or another org's list, and read there it
 would silently skip rows. Clients must
 treat the cursor as opaque; the server checks it strictly, so a cursor of another list, of the
-same list with other filters, or a hand-edited one is 9002 naming `after`.
+same list with other filters, or of another org is 9002 naming `after`. It is a position, not
+a signature: a key edited by hand reads on from the key it names, within its own list.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@
       .then(function (r) {
         // Sent to the sign-in page (the session ended, or the person was disabled): the
         // page reloads into it, rather than showing frozen progress and stale buttons.
-        if (r.redirected || r.status === 401 || r.status === 403) { return null; }
+        if (r.redirected) { return null; }
         if (!r.ok) { throw new Error(String(r.status)); }
         return r.json();
       })
