@@ -929,6 +929,38 @@ def test_more_picks_than_a_revoke_takes_are_refused_with_their_true_count_not_cu
     assert api.coupon(coupon["couponId"])["state"] == "ISSUED"
 
 
+def test_stored_text_with_a_bidi_override_is_isolated_and_cannot_mirror_the_page(
+    signed_in: TestClient, api: Api
+) -> None:
+    # given a series whose description ends in an unclosed right-to-left override (it
+    # mirrored the page's own "(id 5, DISC_CODE)" after it), and a coupon of it
+    rlo = "\u202e"
+    code = unique("BIDI").upper()
+    created = api.post(
+        "/v2/coupon/series",
+        json={
+            "description": f"Spring sale {rlo}",
+            "clientHandlingType": "DISC_CODE",
+            "validTill": "2030-12-31",
+            "discountType": "PERC",
+            "discountValue": 5,
+        },
+    )
+    series_id = api.ok(created)["id"]
+    api.ok(api.post(f"/v2/coupon/series/{series_id}/codes", json={"codes": [code]}))
+    coupon_id = api.ok(api.get("/v2/coupon/search", params={"code": code}))["coupons"][0]
+
+    # when the coupon, its series and a search for the override are shown
+    coupon = signed_in.get(f"/console/coupons/{coupon_id['couponId']}").text
+    series = signed_in.get(f"/console/series/{series_id}").text
+    nothing = signed_in.get("/console/search", params={"q": f"none{rlo}"}).text
+
+    # then each value sits in its own isolate, so its direction ends where it does
+    assert f"<bdi>Spring sale {rlo}</bdi> (id {series_id}, DISC_CODE)" in coupon
+    assert f"<h1><bdi>Spring sale {rlo}</bdi> <span" in series
+    assert f"Nothing matches “<bdi>none{rlo}</bdi>”." in nothing
+
+
 def test_select_all_unredeemed_ticks_every_coupon_a_revoke_may_take(
     signed_in: TestClient, api: Api
 ) -> None:
