@@ -159,6 +159,25 @@ def test_a_token_decides_alone_beside_a_basic_header(
         assert (write.status_code, error_code(write)) == (403, 9011)
 
 
+def test_two_different_tokens_in_the_two_token_headers_are_refused(
+    client: TestClient, acme_viewer: Credentials, acme_admin: Credentials
+) -> None:
+    # given an admin's token in the vendor header and a viewer's as a Bearer token (the
+    # vendor header's was served, whatever the other said)
+    admin, viewer = token_for(client, acme_admin), token_for(client, acme_viewer)
+    mixed = {"X-CAP-API-OAUTH-TOKEN": admin, "Authorization": f"Bearer {viewer}"}
+    same = {"X-CAP-API-OAUTH-TOKEN": admin, "Authorization": f"Bearer {admin}"}
+
+    # when each creates a customer
+    refused = client.post("/v2/customers", json={"mobile": "5550224"}, headers=mixed)
+    served = client.post("/v2/customers", json={"mobile": "5550225"}, headers=same)
+
+    # then two different tokens are 9010, and the same one twice is that one
+    assert_unauthenticated(refused)
+    assert "different tokens" in refused.json()["errors"][0]["message"]
+    assert served.status_code == 200, served.text
+
+
 def test_a_credential_header_sent_twice_is_refused_not_read_as_its_first_copy(
     client: TestClient, acme_viewer: Credentials, acme_admin: Credentials
 ) -> None:

@@ -101,6 +101,12 @@ TWICE = (
 )
 
 
+TWO_TOKENS = (
+    "authentication missing or failed: X-CAP-API-OAUTH-TOKEN and Authorization: Bearer "
+    "carry different tokens (send one)"
+)
+
+
 def _credentials_twice(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether the header the credentials are read from comes twice: which copy counts
     would be a proxy's or a client library's accident (two Basic headers of different
@@ -124,7 +130,10 @@ def _authenticate(request: Request, *, cached_only: bool) -> Actor | None:
     token = request.headers.get("x-cap-api-oauth-token")
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
-    if not token and scheme.lower() == "bearer" and value.strip():
+    if scheme.lower() == "bearer" and value.strip():
+        if token and token.strip() != value.strip():
+            # Two tokens, perhaps of two clients: as ambiguous as one header sent twice.
+            raise errors.AuthenticationFailed(TWO_TOKENS)
         token = value
     if token:
         token = token.strip()
