@@ -160,3 +160,23 @@ def test_a_series_discount_is_documented_above_zero_as_the_server_wants_it(
     assert error_code(create(10_000_000_000)) == 9002
     assert create(9999999999.9999).status_code == 200
     assert create("0.0001").status_code == 200
+
+
+def test_an_ids_documented_maximum_is_the_exact_one_the_server_keeps(
+    api: Api, document: dict[str, Any]
+) -> None:
+    # given the body id's documented maximum (it was written 4.611686018427388e+18, which
+    # reads back as 4611686018427388000: ids up to that were valid by the document)
+    schema = document["components"]["schemas"]["CustomerIdentifiers"]["properties"]["id"]
+    [number] = [b for b in _branches(schema) if b.get("type") == "integer"]
+    top = number["maximum"]
+    assert isinstance(top, int)
+
+    # when a lookup names it, and the next id past it
+    def issue(customer_id: int) -> Any:
+        return api.post("/v2/coupon/issue", {"seriesId": 1, "customer": {"id": customer_id}})
+
+    # then the maximum is an id the server reads (no such customer: 707 or 701, not 9002)
+    # and one past it is refused as out of range
+    assert error_code(issue(top)) != 9002
+    assert error_code(issue(top + 1)) == 9002

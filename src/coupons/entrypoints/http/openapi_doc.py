@@ -80,10 +80,29 @@ def complete_document(app: FastAPI, job_selector: dict[str, Any]) -> None:
         series = schema.get("components", {}).get("schemas", {}).get("SeriesBody")
         if series is not None:
             series["properties"]["discountValue"] = DISCOUNT_VALUE
-        app.openapi_schema = schema
-        return schema
+        app.openapi_schema = _whole_bounds(schema)
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+
+
+def _whole_bounds(node: Any) -> Any:
+    """Whole bounds written as integers: FastAPI's document model holds them as floats, and
+    an id's 2**62 was written 4.611686018427388e+18, which reads back as a larger number
+    than the one enforced."""
+    if isinstance(node, dict):
+        return {
+            key: int(value)
+            if key in BOUNDS and isinstance(value, float) and value.is_integer()
+            else _whole_bounds(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_whole_bounds(item) for item in node]
+    return node
 
 
 def _responses(path: str, operation: dict[str, Any], paths: dict[str, Any]) -> None:

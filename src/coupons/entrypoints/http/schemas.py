@@ -92,7 +92,7 @@ CustomerId = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": 1, "maximum": 2**62},
-                {"type": "string", "pattern": "^[0-9]+$"},
+                {"type": "string", "pattern": "^[0-9]+$", "description": "digits: 1 to 2**62"},
             ]
         }
     ),
