@@ -170,6 +170,14 @@ class FakeCouponRepository:
             ids.append(coupon_id)
         return ids
 
+    def add_pool_codes(self, new: Sequence[NewCoupon]) -> set[str]:
+        if not new:
+            return set()
+        taken = self.existing_code_norms(new[0].series_id, [normalize(c.code) for c in new])
+        fresh = [c for c in new if normalize(c.code) not in taken]
+        self.add_coupons(fresh)
+        return {normalize(c.code) for c in fresh}
+
     def take_available(self, series_id: int, count: int) -> list[Coupon]:
         pool = [
             row.coupon

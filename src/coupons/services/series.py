@@ -160,8 +160,10 @@ def add_codes(uow: UnitOfWork, ctx: Context, series_id: int, upload: CodeUpload)
         rows.append(
             _pool_row(ctx, series, code, pin or (code_rules.generate_pin() if needs_pin else None))
         )
-    uow.coupons.add_coupons(rows)
-    return UploadResult(added=len(rows), duplicates=duplicates)
+    # Another upload may have added some of them since the check above: duplicates too.
+    added = uow.coupons.add_pool_codes(rows)
+    duplicates.extend(row.code for row in rows if code_rules.normalize(row.code) not in added)
+    return UploadResult(added=len(added), duplicates=duplicates)
 
 
 def _generate(

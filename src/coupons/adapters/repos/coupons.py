@@ -21,9 +21,11 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    text,
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import NullType
 
@@ -193,26 +195,40 @@ class SqlCouponRepository:
         """
         if not new:
             return []
-        rows = [
-            {
-                "org_id": c.org_id,
-                "series_id": c.series_id,
-                "code": c.code,
-                "code_norm": normalize(c.code),
-                "pin": c.pin,
-                "is_generic": c.is_generic,
-                "state": c.state.value,
-                "customer_id": c.customer_id,
-                "created_at": c.at,
-                "updated_at": c.at,
-                "version": 0 if c.state is CouponState.AVAILABLE else 1,
-            }
-            for c in new
-        ]
         result = self.conn.execute(
-            insert(coupons).returning(coupons.c.id, sort_by_parameter_order=True), rows
+            insert(coupons).returning(coupons.c.id, sort_by_parameter_order=True), _rows(new)
         )
         return [int(r[0]) for r in result]
+
+    def add_pool_codes(self, new: Sequence[NewCoupon]) -> set[str]:
+        """Insert pool codes (on PostgreSQL in code order, with ids in the order given),
+        skipping any that another upload added meanwhile; the normalized codes inserted come
+        back.
+
+        Concurrent uploads of overlapping lists, in the order each was sent, waited on each
+        other's uncommitted codes in a cycle (PostgreSQL's deadlocks), and a code committed
+        meanwhile broke the insert on the unique key (a 500 once the retries ran out). In one
+        order the waits cannot form a cycle, and a code added meanwhile is a duplicate."""
+        if not new:
+            return set()
+        rows = _rows(new)
+        dialect: Any = sqlite
+        if self.conn.dialect.name == "postgresql":  # SQLite runs one writer at a time
+            dialect = postgresql
+            # Ids still in the order given (a series' coupons list in it), taken first.
+            ids = sorted(self.conn.scalars(_NEXT_IDS, {"n": len(rows)}))
+            for row, coupon_id in zip(rows, ids, strict=True):
+                row["id"] = coupon_id
+            rows.sort(key=lambda row: str(row["code_norm"]))
+        statement = (
+            dialect.insert(coupons)
+            .on_conflict_do_nothing(
+                index_elements=[coupons.c.series_id, coupons.c.code_norm],
+                index_where=text("is_generic = false"),  # the index's own words
+            )
+            .returning(coupons.c.code_norm)
+        )
+        return {str(r[0]) for r in self.conn.execute(statement, rows)}
 
     def take_available(self, series_id: int, count: int) -> list[Coupon]:
         """Lock up to `count` pool codes; concurrent issuers skip each other's rows."""
@@ -467,3 +483,26 @@ def _live_series(org_id: int, at: datetime) -> Select[Any]:
     return select(coupon_series.c.id).where(
         coupon_series.c.org_id == org_id, coupon_series.c.valid_till >= at
     )
+
+
+_NEXT_IDS = text("SELECT nextval('coupons_id_seq') FROM generate_series(1, :n)")
+
+
+def _rows(new: Sequence[NewCoupon]) -> list[dict[str, Any]]:
+    """New coupons as rows to insert."""
+    return [
+        {
+            "org_id": c.org_id,
+            "series_id": c.series_id,
+            "code": c.code,
+            "code_norm": normalize(c.code),
+            "pin": c.pin,
+            "is_generic": c.is_generic,
+            "state": c.state.value,
+            "customer_id": c.customer_id,
+            "created_at": c.at,
+            "updated_at": c.at,
+            "version": 0 if c.state is CouponState.AVAILABLE else 1,
+        }
+        for c in new
+    ]
