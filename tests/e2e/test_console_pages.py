@@ -49,7 +49,7 @@ def test_a_failed_job_says_why_and_counts_its_lines_by_outcome(
     assert "Not revoked, by outcome" in text
     assert "Already revoked (<code>already_revoked</code>): 1" in text
     assert "Not found (<code>not_found</code>): 1" in text
-    assert f"The job stopped on an error: {entity['error']}" in text
+    assert f"The job stopped on an error: <bdi>{entity['error']}</bdi>." in text
     assert "712" in entity["error"]
     assert "Finished</dt>" in text and "Started</dt>" in text
 
