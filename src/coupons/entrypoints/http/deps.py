@@ -107,28 +107,33 @@ TWO_TOKENS = (
 )
 
 
-def _credentials_twice(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the header the credentials are read from comes twice: which copy counts
-    would be a proxy's or a client library's accident (two Basic headers of different
-    clients were served as the first), so the request is refused, as a duplicate `Host` is.
-    Beside a token, `Authorization` is not read, so its copies do not matter."""
+def _credential_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str]:
+    """The vendor token header and `Authorization`, from one pass over the headers (each
+    `request.headers.get` is a pass of its own). The header the credentials are read from
+    may not come twice: which copy counts would be a proxy's or a client library's accident
+    (two Basic headers of different clients were served as the first), so the request is
+    refused, as a duplicate `Host` is. Beside a token, `Authorization` is not read, so its
+    copies do not matter."""
+    token: str | None = None
+    authorization = ""
     tokens = authorizations = 0
-    for name, _ in headers:
+    for name, value in headers:
         if name == b"x-cap-api-oauth-token":
             tokens += 1
+            token = value.decode("latin-1")
         elif name == b"authorization":
             authorizations += 1
-    return tokens > 1 or (tokens == 0 and authorizations > 1)
+            authorization = value.decode("latin-1")
+    if tokens > 1 or (tokens == 0 and authorizations > 1):
+        raise errors.AuthenticationFailed(TWICE)
+    return token, authorization
 
 
 def _authenticate(request: Request, *, cached_only: bool) -> Actor | None:
     """`authenticate`; with `cached_only`, from memory alone (never blocks), None when memory
     cannot tell."""
     auth = authenticator(request)
-    if _credentials_twice(request.scope["headers"]):
-        raise errors.AuthenticationFailed(TWICE)
-    token = request.headers.get("x-cap-api-oauth-token")
-    header = request.headers.get("authorization", "")
+    token, header = _credential_headers(request.scope["headers"])
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         if token and token.strip() != value.strip():
