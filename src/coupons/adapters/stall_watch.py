@@ -32,6 +32,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -77,19 +78,27 @@ def cut(fd: int) -> None:
         sock.close()
 
 
+@dataclass(slots=True)
+class _Watched:
+    """A pool connection the thread watches."""
+
+    ref: weakref.ref[Any]  # the driver's connection, weakly
+    limit_ms: int
+    in_flight_since: float | None = None  # monotonic; when first seen with a statement out
+
+
 class StallWatch:
     """The process's watcher: engines register their connections; one thread checks them."""
 
     def __init__(self, scan_seconds: float = SCAN_SECONDS) -> None:
         self._scan_seconds = scan_seconds
         self._lock = threading.Lock()
-        # Pool record -> (the driver's connection, weakly; the limit in milliseconds)
-        self._watched: dict[int, tuple[weakref.ref[Any], int]] = {}
+        # Pool record -> the driver's connection (weakly), its limit, and when this thread
+        # first saw its current statement in flight
+        self._watched: dict[int, _Watched] = {}
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._patient: set[int] = set()  # id() of driver connections running a long statement
-        # Pool record -> when the thread first saw its current statement in flight (monotonic)
-        self._in_flight_since: dict[int, float] = {}
 
     @contextlib.contextmanager
     def patient(self, driver: Any) -> Iterator[None]:
@@ -112,7 +121,7 @@ class StallWatch:
         def on_connect(_dbapi: Any, record: Any) -> None:
             driver = record.driver_connection
             with self._lock:
-                self._watched[id(record)] = (weakref.ref(driver), limit_ms)
+                self._watched[id(record)] = _Watched(weakref.ref(driver), limit_ms)
             self._ensure_thread()
 
         # Both fire before the pool closes the driver's connection: the thread, which reads
@@ -121,15 +130,13 @@ class StallWatch:
         def on_close(_dbapi: Any, record: Any) -> None:
             with self._lock:
                 self._watched.pop(id(record), None)
-                self._in_flight_since.pop(id(record), None)
 
         @event.listens_for(engine, "close_detached")
         def on_close_detached(dbapi: Any) -> None:
             with self._lock:
-                for key, (ref, _) in list(self._watched.items()):
-                    if ref() is getattr(dbapi, "driver_connection", dbapi):
+                for key, watched in list(self._watched.items()):
+                    if watched.ref() is getattr(dbapi, "driver_connection", dbapi):
                         del self._watched[key]
-                        self._in_flight_since.pop(key, None)
 
     def _ensure_thread(self) -> None:
         # A forked server worker inherits the registry but not the thread: start its own.
@@ -153,17 +160,19 @@ class StallWatch:
         cuts = 0
         now = time.monotonic()
         with self._lock:
-            for key, (ref, limit_ms) in list(self._watched.items()):
-                driver = ref()
+            for key, watched in list(self._watched.items()):
+                driver = watched.ref()
                 if driver is None:
                     del self._watched[key]
-                    self._in_flight_since.pop(key, None)
                     continue
                 fd = _waiting_socket(driver)
                 if fd is None:
-                    self._in_flight_since.pop(key, None)
+                    watched.in_flight_since = None
                     continue
-                in_flight_ms = (now - self._in_flight_since.setdefault(key, now)) * 1000
+                if watched.in_flight_since is None:
+                    watched.in_flight_since = now
+                in_flight_ms = (now - watched.in_flight_since) * 1000
+                limit_ms = watched.limit_ms
                 if id(driver) in self._patient or in_flight_ms < limit_ms:
                     continue
                 quiet_ms = ms_since_data(fd)
@@ -175,7 +184,6 @@ class StallWatch:
                 )
                 cut(fd)
                 del self._watched[key]
-                self._in_flight_since.pop(key, None)
                 cuts += 1
         return cuts
 
