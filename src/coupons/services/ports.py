@@ -59,7 +59,8 @@ class CouponRepository(Protocol):
     def add_coupons(self, new: Sequence[NewCoupon]) -> list[int]: ...
 
     def add_pool_codes(self, new: Sequence[NewCoupon]) -> set[str]:
-        """Add pool codes, skipping those added meanwhile; the normalized codes added."""
+        """Add pool codes, skipping those the series holds already (committed before or
+        meanwhile); the normalized codes added."""
         ...
 
     def take_available(self, series_id: int, count: int) -> list[Coupon]: ...

@@ -151,16 +151,11 @@ def add_codes(uow: UnitOfWork, ctx: Context, series_id: int, upload: CodeUpload)
             duplicates.append(code)
         else:
             wanted[key] = (code, pin)
-    existing = uow.coupons.existing_code_norms(series.id, list(wanted))
-    rows = []
-    for key, (code, pin) in wanted.items():
-        if key in existing:
-            duplicates.append(code)
-            continue
-        rows.append(
-            _pool_row(ctx, series, code, pin or (code_rules.generate_pin() if needs_pin else None))
-        )
-    # Another upload may have added some of them since the check above: duplicates too.
+    rows = [
+        _pool_row(ctx, series, code, pin or (code_rules.generate_pin() if needs_pin else None))
+        for code, pin in wanted.values()
+    ]
+    # The insert skips codes already in the series, committed before or meanwhile.
     added = uow.coupons.add_pool_codes(rows)
     duplicates.extend(row.code for row in rows if code_rules.normalize(row.code) not in added)
     return UploadResult(added=len(added), duplicates=duplicates)

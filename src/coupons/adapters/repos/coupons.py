@@ -202,8 +202,8 @@ class SqlCouponRepository:
 
     def add_pool_codes(self, new: Sequence[NewCoupon]) -> set[str]:
         """Insert pool codes (on PostgreSQL in code order, with ids in the order given),
-        skipping any that another upload added meanwhile; the normalized codes inserted come
-        back.
+        skipping any the series holds already, committed before or by another upload
+        meanwhile; the normalized codes inserted come back.
 
         Concurrent uploads of overlapping lists, in the order each was sent, waited on each
         other's uncommitted codes in a cycle (PostgreSQL's deadlocks), and a code committed
