@@ -193,6 +193,13 @@ SINGLE_CHECKS: list[tuple[str, Body, dict[str, str], int, int]] = [
         9007,
         400,
     ),
+    (
+        "code-case-with-spaces",
+        lambda w: {"couponSeriesId": w.pool, "couponCodes": w.alice_codes},
+        {"couponCodeCase": " LOWER "},
+        9007,
+        400,
+    ),
 ]
 
 

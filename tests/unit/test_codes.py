@@ -40,7 +40,7 @@ def test_distinct_codes_keeps_the_first_spelling_and_drops_blanks() -> None:
         (None, CodeCase.UPPER),
         ("UPPER", CodeCase.UPPER),
         ("lower", CodeCase.LOWER),
-        (" As_It_Is ", CodeCase.AS_IT_IS),
+        ("As_It_Is", CodeCase.AS_IT_IS),
     ],
 )
 def test_code_case_parses_case_insensitively_defaulting_to_upper(
@@ -49,7 +49,10 @@ def test_code_case_parses_case_insensitively_defaulting_to_upper(
     assert CodeCase.parse(value) is expected
 
 
-@pytest.mark.parametrize("value", ["", "CAMEL", "AS IT IS", "UPPERCASE"])
+@pytest.mark.parametrize(
+    "value",
+    ["", "CAMEL", "AS IT IS", "UPPERCASE", " LOWER ", "LOWER\n", "\tupper", "as_it_i\u017f"],
+)
 def test_an_unknown_code_case_is_error_9007(value: str) -> None:
     with pytest.raises(InvalidCodeCase) as raised:
         CodeCase.parse(value)

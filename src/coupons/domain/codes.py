@@ -33,13 +33,14 @@ class CodeCase(Enum):
 
     @classmethod
     def parse(cls, value: str | None) -> CodeCase:
-        """Parse the query value case-insensitively; absent means UPPER."""
+        """Parse the query value case-insensitively; absent means UPPER. Anything else is
+        9007 (spec §5), a value with spaces around it too: ` LOWER` is not a spelling of it."""
         if value is None:
             return cls.UPPER
-        try:
-            return cls[value.strip().upper()]
-        except KeyError:
-            raise InvalidCodeCase(value) from None
+        # ASCII only: `str.upper` also maps a few other letters to these (the long s to S).
+        if value.isascii() and value.upper() in cls.__members__:
+            return cls[value.upper()]
+        raise InvalidCodeCase(value)
 
     def render(self, code: str) -> str:
         """Write a code in this case."""
