@@ -111,6 +111,28 @@ def test_db_upgrade_creates_the_schema_in_an_empty_database(empty_database_url: 
     )
 
 
+def test_a_postgresql_url_naming_several_hosts_reaches_the_one_that_answers(
+    empty_database_url: str,
+) -> None:
+    if not empty_database_url.startswith("postgresql"):
+        pytest.skip("several hosts are PostgreSQL's")
+    # given libpq's form for a primary and its standby, the first host's address dead
+    url = make_url(empty_database_url)
+    several = (
+        f"postgresql://{url.username}@127.0.0.1:{free_port()},{url.host}:{url.port}/"
+        f"{url.database}?target_session_attrs=read-write"
+    )
+
+    # when the schema is created and an org made through it
+    upgraded = run("db", "upgrade", "--db", several)
+    created = run("org", "create", "multihost", "--db", several)
+
+    # then both reach the server that answers (the comma was read as part of a port, and
+    # the URL refused as no database URL at all)
+    assert upgraded[0] == 0 and created[0] == 0, (upgraded, created)
+    assert "orgs" in _tables(empty_database_url)
+
+
 def test_db_upgrade_on_an_up_to_date_database_succeeds_and_keeps_data(
     empty_database_url: str,
 ) -> None:

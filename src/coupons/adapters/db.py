@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -41,9 +42,30 @@ POSTGRES_CONNECT_DEFAULTS = {
 STALL_TIMEOUT_SECONDS = 15.0
 
 
+# libpq's form for several hosts, `postgresql://u@h1:5432,h2:5432/db`: the form a failover
+# setup copies from PostgreSQL's docs, with `target_session_attrs=read-write` to reach the
+# primary. SQLAlchemy reads only one host there (the comma broke its port); it takes them as
+# repeated `host=` query options instead, and psycopg tries them in turn.
+_MULTI_HOST = re.compile(
+    r"^(?P<head>postgres(?:ql)?(?:\+\w+)?://(?:[^@/?]*@)?)(?P<hosts>[^@/?\[\]]*,[^@/?\[\]]*)"
+    r"(?P<rest>[/?].*)?$",
+    re.DOTALL,
+)
+
+
+def parse_url(url: str) -> URL:
+    """The URL as SQLAlchemy reads it, libpq's comma-separated hosts included."""
+    found = _MULTI_HOST.match(url)
+    if found and all(found["hosts"].split(",")):
+        path, _, query = (found["rest"] or "/").partition("?")
+        hosts = "&".join(f"host={host}" for host in found["hosts"].split(","))
+        url = f"{found['head']}{path or '/'}?{hosts}" + (f"&{query}" if query else "")
+    return make_url(url)
+
+
 def normalize_url(url: str) -> URL:
     """Accept plain `postgresql://` URLs and route them to psycopg 3."""
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):

@@ -184,11 +184,12 @@ def db_upgrade(db: DbOption = DEFAULT_DATABASE_URL) -> None:
 def _refuse_memory(url: str) -> None:
     """An in-memory SQLite database ends with its connection: a migration there reported a
     blank revision, and every later command found no schema."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    from coupons.adapters.db import parse_url
+
     try:
-        parsed = make_url(url)
+        parsed = parse_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         # `:memory:`, a bare file name, nothing: say what a URL looks like.
         raise fail(  # not echoed: a mistyped URL may hold a password the masking misses
