@@ -5,6 +5,10 @@ temporary directory, `pg_ctl` on a free port, and (when asked) a PgBouncer in tr
 pooling mode in front of it. PostgreSQL and PgBouncer both refuse to run as root, so as root
 every command runs as the `postgres` user, in a directory that user owns.
 
+A cluster can also be made a streaming replica of another (`pg_basebackup -R`), kept in step
+synchronously and promoted, and a PgBouncer pointed at another cluster, as a failover manager
+does.
+
 Outside CI a missing piece (no PostgreSQL binaries, no `pgbouncer`) skips the test with its
 reason; in CI (`CI` set) it fails, so a green CI run has really run them.
 """
@@ -23,6 +27,7 @@ from collections.abc import Iterator
 from glob import glob
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -87,9 +92,13 @@ def _wait_for_port(port: int, timeout: float) -> None:
 
 
 class Cluster:
-    """A PostgreSQL cluster of our own: `stop()` and `start()` it at will."""
+    """A PostgreSQL cluster of our own: `stop()` and `start()` it at will.
 
-    def __init__(self) -> None:
+    With `standby_of`, a streaming replica of that (running) cluster instead of a new one: a
+    copy of its data directory that, started, follows its WAL until `promote()`d.
+    """
+
+    def __init__(self, *, standby_of: Cluster | None = None) -> None:
         bin_dir = _postgres_bin()
         if bin_dir is None:
             missing("PostgreSQL server binaries (initdb, pg_ctl) not installed")
@@ -105,6 +114,13 @@ class Cluster:
         self.dir = _owned_temp_dir("coupons-pg-")
         self.data = self.dir / "data"
         self.port = free_port()
+        if standby_of is not None:
+            try:
+                self._copy(standby_of)
+            except BaseException:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise
+            return
         _run(
             [
                 str(self.bin / "initdb"),
@@ -120,6 +136,30 @@ class Cluster:
                 "--no-sync",
             ],
             "initdb",
+        )
+
+    def _copy(self, primary: Cluster) -> None:
+        # -R: `standby.signal` and the primary's address (`primary_conninfo`) go with the
+        # copy; -X stream: the WAL written meanwhile too, so the copy is consistent.
+        _run(
+            [
+                str(self.bin / "pg_basebackup"),
+                "-D",
+                str(self.data),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(primary.port),
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+            "pg_basebackup",
         )
 
     def url(self, database: str = "postgres") -> str:
@@ -157,6 +197,38 @@ class Cluster:
             [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
             "pg_ctl stop",
         )
+
+    def promote(self) -> None:
+        """End a standby's recovery: from now on it is a primary and takes writes."""
+        _run(
+            [str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "promote"],
+            "pg_ctl promote",
+            timeout=90,
+        )
+
+    def query(self, sql: str, database: str = "postgres") -> list[tuple[object, ...]]:
+        """The rows of one statement, run on its own connection (autocommit)."""
+        with psycopg.connect(self.url(database), autocommit=True, connect_timeout=5) as conn:
+            cursor = conn.execute(sql.encode())  # bytes: any statement, not only a literal
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def replicate_synchronously(self, timeout: float = 30) -> None:
+        """Make each commit here wait until a standby has it, as a failover that must lose no
+        acknowledged commit needs; returns once a standby streams synchronously.
+
+        Set in this cluster's own configuration, after the standby was copied from it: the
+        standby, once promoted, must not wait for a standby of its own.
+        """
+        self.query("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        self.query("SELECT pg_reload_conf()")
+        synchronous = (
+            "SELECT 1 FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'sync'"
+        )
+        deadline = time.monotonic() + timeout
+        while not self.query(synchronous):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no synchronous standby after {timeout}s")
+            time.sleep(0.05)
 
     def _processes(self) -> list[int]:
         postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
@@ -200,9 +272,15 @@ class Cluster:
 
 
 class PgBouncer:
-    """PgBouncer in transaction pooling mode in front of `cluster`, on a free port."""
+    """PgBouncer in transaction pooling mode in front of `cluster`, on a free port.
 
-    def __init__(self, cluster: Cluster, *, pool_size: int = 20) -> None:
+    `query_wait_timeout`: seconds a transaction waits for a server connection (the server is
+    down) before PgBouncer fails it; a shorter outage is absorbed by the wait.
+    """
+
+    def __init__(
+        self, cluster: Cluster, *, pool_size: int = 20, query_wait_timeout: int = 10
+    ) -> None:
         binary = shutil.which(PGBOUNCER) or shutil.which(PGBOUNCER, path="/usr/sbin")
         if binary is None:
             missing("pgbouncer not installed (Debian package `pgbouncer`)")
@@ -212,29 +290,54 @@ class PgBouncer:
         self.dir = _owned_temp_dir("coupons-pgbouncer-")
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.pool_size = pool_size
+        self.query_wait_timeout = query_wait_timeout
         (self.dir / "users.txt").write_text('"postgres" ""\n')
+        self._write_config()
+
+    def _write_config(self) -> None:
         # server_login_retry: how soon PgBouncer tries the server again after a failed login
         # (default 15 s); short, so the service recovers within seconds of the database.
         (self.dir / "pgbouncer.ini").write_text(
             "[databases]\n"
-            f"* = host=127.0.0.1 port={cluster.port}\n"
+            f"* = host=127.0.0.1 port={self.cluster.port}\n"
             "[pgbouncer]\n"
             "listen_addr = 127.0.0.1\n"
             f"listen_port = {self.port}\n"
             "unix_socket_dir =\n"
             "auth_type = trust\n"
             f"auth_file = {self.dir / 'users.txt'}\n"
+            "admin_users = postgres\n"
             "pool_mode = transaction\n"
-            f"default_pool_size = {pool_size}\n"
+            f"default_pool_size = {self.pool_size}\n"
             "max_client_conn = 1000\n"
             "server_login_retry = 1\n"
-            "query_wait_timeout = 10\n"
+            f"query_wait_timeout = {self.query_wait_timeout}\n"
             f"logfile = {self.dir / 'pgbouncer.log'}\n"
         )
         if os.geteuid() == 0:
             entry = pwd.getpwnam(OWNER)
             for name in ("users.txt", "pgbouncer.ini"):
                 os.chown(self.dir / name, entry.pw_uid, entry.pw_gid)
+
+    def point_at(self, cluster: Cluster) -> None:
+        """Send every new server connection to `cluster`, as a failover manager does after a
+        promotion: rewrite the configuration, `RELOAD` it, and `RECONNECT` (server connections
+        to the old address close as soon as their transaction is over). Clients stay
+        connected to PgBouncer throughout."""
+        self.cluster = cluster
+        self._write_config()
+        with psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{self.port}/pgbouncer",
+            autocommit=True,
+            connect_timeout=5,
+        ) as admin:
+            # The admin console speaks the simple query protocol only.
+            for command in (b"RELOAD", b"RECONNECT"):
+                result = admin.pgconn.exec_(command)
+                if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                    message = (result.error_message or b"").decode(errors="replace")
+                    raise RuntimeError(f"PgBouncer {command.decode()} failed: {message}")
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}?prepare_threshold=none"
@@ -279,9 +382,24 @@ def throwaway_cluster() -> Iterator[Cluster]:
 
 
 @contextlib.contextmanager
-def pgbouncer_in_front(cluster: Cluster, *, pool_size: int = 20) -> Iterator[PgBouncer]:
+def throwaway_standby(primary: Cluster) -> Iterator[Cluster]:
+    """A started streaming replica of `primary`, which from then on commits synchronously
+    (each commit waits until the standby has it); stopped and deleted afterwards."""
+    standby = Cluster(standby_of=primary)
+    try:
+        standby.start()
+        primary.replicate_synchronously()
+        yield standby
+    finally:
+        standby.destroy()
+
+
+@contextlib.contextmanager
+def pgbouncer_in_front(
+    cluster: Cluster, *, pool_size: int = 20, query_wait_timeout: int = 10
+) -> Iterator[PgBouncer]:
     """A started PgBouncer (transaction pooling) in front of `cluster`."""
-    bouncer = PgBouncer(cluster, pool_size=pool_size)
+    bouncer = PgBouncer(cluster, pool_size=pool_size, query_wait_timeout=query_wait_timeout)
     try:
         bouncer.start()
         yield bouncer

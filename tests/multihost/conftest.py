@@ -1,6 +1,7 @@
 """Fixtures for tests that run the service against a database they may stop: a throwaway
-PostgreSQL cluster, a PgBouncer in transaction pooling mode in front of it, and a migrated
-database on it with the acme org and its admin client."""
+PostgreSQL cluster, a streaming replica of it to fail over to, a PgBouncer in transaction
+pooling mode in front of it, and a migrated database on it with the acme org and its admin
+client."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from coupons.adapters.sql_uow import Database
 from coupons.services import admin
 from coupons.services.ports import UnitOfWork
 from tests.conftest import PASSWORD, Credentials, creds
-from tests.multihost.cluster import Cluster, PgBouncer, pgbouncer_in_front, throwaway_cluster
+from tests.multihost.cluster import (
+    Cluster,
+    PgBouncer,
+    pgbouncer_in_front,
+    throwaway_cluster,
+    throwaway_standby,
+)
 
 TOKEN_SECRET = "test-signing-key-0123456789abcdef0123456789"
 
@@ -32,6 +39,14 @@ class ServiceDatabase:
 def cluster() -> Iterator[Cluster]:
     """A PostgreSQL cluster of this test's own, on a free port; stop and start it at will."""
     with throwaway_cluster() as started:
+        yield started
+
+
+@pytest.fixture
+def standby(cluster: Cluster) -> Iterator[Cluster]:
+    """A streaming replica of `cluster`, on a free port, that `cluster` commits to
+    synchronously: everything committed on `cluster` is on it; `promote()` it at will."""
+    with throwaway_standby(cluster) as started:
         yield started
 
 
