@@ -343,6 +343,21 @@ def test_a_bad_request_pipelined_after_a_good_one_never_gets_the_good_ones_id(
     assert re.search(r"\r\nx-request-id: [0-9a-f]{32}\r\n", refused), answer
 
 
+def test_requests_pipelined_before_one_the_server_cannot_parse_are_answered_first(
+    demo: Demo,
+) -> None:
+    # given two good requests and then one the server cannot parse, all in one write
+    good = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: good-%d\r\n\r\n"
+    raw = good % 1 + good % 2 + b"FOO /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    answer = _raw_answer(demo, raw).decode()
+
+    # then both good ones are answered, in order, before the refusal that closes the
+    # connection (it was written at once: the good ones ran, and their answers were lost)
+    assert re.findall(r"HTTP/1.1 (\d{3}) ", answer) == ["200", "200", "400"], answer
+    assert answer.index("good-1") < answer.index("good-2") < answer.index(" 400 ")
+
+
 def test_a_websocket_upgrade_is_an_ordinary_request_answered_by_the_app(demo: Demo) -> None:
     # uvicorn answered it itself: 403 in plain text with no request id (there is no socket
     # endpoint to upgrade to)

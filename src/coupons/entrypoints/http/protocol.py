@@ -7,7 +7,9 @@ the app: uvicorn answered it with `Invalid HTTP request received.` as plain text
 `X-Request-Id`, the one answer outside the contract's envelope (spec §1). It is now 400 / 9002
 in the envelope, with the client's `X-Request-Id` when the failed request's head came in one
 read (else one of its own), and the connection is still closed: after a parse error nothing
-more on it can be trusted.
+more on it can be trusted. Requests pipelined before the unreadable one are answered first:
+uvicorn closed the connection at once, so a request that had been read, and ran, lost its
+answer (a revoke done, its client told nothing).
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
 
     _received = b""  # the bytes being parsed, while they start with the current message
     _between_messages = True  # no message is part-way: the next read starts one
+    _head_read = False  # the message being parsed has a request cycle of its own
+    _refusal: bytes | None = None  # the 400, held back while earlier requests are answered
 
     def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return  # past a request it could not parse, the connection reads nothing more
         # Kept for the request id, should this read fail to parse; only while the read begins
         # with the message being parsed, so that the head searched is the failed request's
         # own (not a pipelined request's before it, nor the rest of an earlier message).
@@ -52,12 +58,27 @@ class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._between_messages = False
+        self._head_read = False
         super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._head_read = True
+        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._between_messages = True
+        self._head_read = False
         self._received = b""  # what follows in this read is another message, at an offset
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refusal is not None and not self._answering():
+            self._refuse()
+
+    def _answering(self) -> bool:
+        """Whether a request read before the unreadable one still has its answer to write."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
 
     def send_400_response(self, msg: str) -> None:
         body = failure_body(errors.InvalidField.code, UNREADABLE)
@@ -74,5 +95,20 @@ class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
                 body,
             ]
         )
-        self.transport.write(b"".join(content))
-        self.transport.close()
+        self._refusal = b"".join(content)
+        # A head that could not be read has no request cycle: the cycles in hand are the
+        # requests before it, and they are answered first. An unreadable body (its head read)
+        # belongs to the request in hand, which is refused at once, as uvicorn did.
+        if self._head_read or not self._answering():
+            self._refuse()
+        else:
+            self.flow.pause_reading()
+
+    def _refuse(self) -> None:
+        assert self._refusal is not None
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        if not self.transport.is_closing():
+            self.transport.write(self._refusal)
+            self.transport.close()
