@@ -1011,6 +1011,51 @@ def test_db_upgrade_into_a_folder_that_does_not_exist_names_the_folder(tmp_path:
     assert not (tmp_path / "nowhere").exists()
 
 
+def test_a_command_on_a_path_in_a_missing_folder_names_the_folder_not_advice_that_fails(
+    tmp_path: Path,
+) -> None:
+    # given a path whose folder is missing, given to commands that need a database there
+    url = f"sqlite:///{tmp_path / 'nowhere' / 'coupons.db'}"
+
+    for command in (("org", "list"), ("client", "list"), ("worker",)):
+        code, output = run(*command, "--db", url)
+
+        # then they name the folder (they advised `db upgrade` there, which fails on it)
+        assert code == 1, output
+        assert f"the folder {tmp_path / 'nowhere'} does not exist" in output, output
+        assert "db upgrade" not in output
+
+
+def test_a_database_url_naming_a_folder_says_so_and_suggests_a_file_in_it(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}"
+
+    for command in (("db", "upgrade"), ("serve", "--port", "1"), ("org", "list")):
+        code, output = run(*command, "--db", url)
+
+        # (SQLite said only "unable to open database file")
+        assert code == 1
+        assert f"{tmp_path} is a folder" in " ".join(output.split()), output
+        assert f"sqlite:///{tmp_path}/coupons.db" in output.replace("\n", ""), output
+
+
+def test_the_advice_to_upgrade_an_old_schema_names_the_database_it_was_given(
+    tmp_path: Path,
+) -> None:
+    # given a database file without this version's schema, named with --db
+    (tmp_path / "old.db").write_bytes(b"")
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+
+    code, output = run("org", "list", "--db", url)
+
+    # then the advice names it: run as printed, `coupons db upgrade` upgraded ./coupons.db
+    assert code == 1
+    assert f"run `coupons db upgrade --db {url}` first" in output.replace("\n", ""), output
+    assert run("db", "upgrade", "--db", url)[0] == 0
+    assert run("org", "list", "--db", url)[0] == 0
+
+
 def test_a_worker_started_while_its_database_is_away_waits_for_it_then_runs(
     backend: Backend, tmp_path: Path
 ) -> None:

@@ -166,9 +166,11 @@ def head_revision() -> str:
     return _head(ScriptDirectory.from_config(alembic_config("sqlite://")))
 
 
-def schema_problem(url: str) -> str | None:
+def schema_problem(url: str, upgrade: str = "coupons db upgrade") -> str | None:
     """Why this version cannot work on the database at `url` as it stands (its schema is not
-    the one this code was written for), or None. Raises what connecting raises."""
+    the one this code was written for), or None; `upgrade` is the command the advice names
+    (with the `--db` the caller was given: run bare, it would upgrade another database).
+    Raises what connecting raises."""
     script = ScriptDirectory.from_config(alembic_config(url))
     current, head = current_revision(url), _head(script)
     if current == head:
@@ -177,5 +179,5 @@ def schema_problem(url: str) -> str | None:
         return str(SchemaAhead(current, head))
     return (
         f"the database schema is at {current or 'nothing'}, this version needs {head}: "
-        "run `coupons db upgrade` first"
+        f"run `{upgrade}` first"
     )

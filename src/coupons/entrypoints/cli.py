@@ -26,8 +26,8 @@ from coupons.entrypoints.db_text import (
     driver_reason,
     first_line,
     missing_sqlite_file,
-    missing_sqlite_folder,
     shown,
+    sqlite_path_problem,
 )
 
 # The server, database and migration modules are imported inside the commands that need
@@ -147,9 +147,15 @@ def _database(url: str) -> Database:
 def _require_file(url: str) -> None:
     """Stop with one line when `url` names a SQLite file that does not exist: opening it would
     create an empty file and its lock files, only to say the schema is missing."""
+    _require_sqlite_path(url)
     missing = missing_sqlite_file(url)
     if missing is not None:
         raise fail(f"no database at {missing}: run `coupons db upgrade --db {shown(url)}` first")
+
+
+def _require_sqlite_path(url: str) -> None:
+    if (problem := sqlite_path_problem(url)) is not None:
+        raise fail(problem)
 
 
 def require_schema(url: str) -> None:
@@ -164,7 +170,7 @@ def require_schema(url: str) -> None:
 
     _require_file(url)
     try:
-        problem = migrate.schema_problem(url)
+        problem = migrate.schema_problem(url, f"coupons db upgrade --db {shown(url)}")
     except DBAPIError as error:
         if is_unavailable(error):  # an outage, as a command meeting one says it (9023)
             raise DatabaseUnavailable(RETRY_AFTER_SECONDS) from error
@@ -213,9 +219,7 @@ def _migrate(url: str) -> str:
     from coupons.adapters import migrate
 
     _refuse_memory(url)
-    folder = missing_sqlite_folder(url)
-    if folder is not None:  # SQLite would say only "unable to open database file"
-        raise fail(f"the folder {folder} does not exist: create it, or give another path")
+    _require_sqlite_path(url)
     try:
         return migrate.upgrade(url)
     except migrate.SchemaAhead as error:  # not a failure of the migration: the wrong release

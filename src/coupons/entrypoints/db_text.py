@@ -57,13 +57,21 @@ def missing_sqlite_file(url: str) -> str | None:
     return None if path is None or path.exists() else str(path)
 
 
-def missing_sqlite_folder(url: str) -> str | None:
-    """The folder of a SQLite database URL when it does not exist, else None: SQLite creates
-    the file but not its folder, and says only that it cannot open the file."""
+def sqlite_path_problem(url: str) -> str | None:
+    """Why a SQLite URL's path cannot hold a database file (its folder is missing, or it is
+    a folder), else None: SQLite says only "unable to open database file", and advice to run
+    `db upgrade` there would fail the same way."""
     path = _sqlite_file(url)
-    if path is None or path.parent.exists():
+    if path is None:
         return None
-    return str(path.parent)
+    if not path.parent.exists():  # SQLite creates the file, not its folder
+        return f"the folder {path.parent} does not exist: create it, or give another path"
+    if path.is_dir():
+        return (
+            f"{path} is a folder: give the path of a database file in it, "
+            f"e.g. sqlite:///{str(path).rstrip('/')}/coupons.db"
+        )
+    return None
 
 
 def await_database(url: str, seconds: float) -> None:
