@@ -295,6 +295,9 @@ def test_an_upload_that_stops_arriving_is_dropped_with_9027_and_stages_nothing(
             "line 3: code longer than 100 characters once case-folded",
         ),
         (b"\n  \n", "text/plain", "holds no codes"),
+        # the first bad line, not a later one that the decoding of a block meets first
+        (b"A\n" + b"Z" * 101 + b"\nB\n\xff\n", "text/plain", "line 2: code longer than 100"),
+        (b"id,name\n1,x\n\xff\n", "text/csv", "line 1: no 'code' column"),
     ],
 )
 def test_a_malformed_file_is_9027_naming_the_line_and_creates_nothing(

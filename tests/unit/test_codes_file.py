@@ -223,6 +223,57 @@ def test_invalid_utf8_is_refused_naming_its_line(items: list[str], bad: st.DataO
 # --- examples --------------------------------------------------------------------------------
 
 
+# Lines that are each wrong in their own way: the rules of a code (read line by line) and of
+# the bytes (read a block at a time), so that a file holding several names the first.
+FAULTS = {
+    "long code": b"Z" * 101,
+    "long once folded": "\u00df".encode() * 51,
+    "control character": b"B\x01C",
+    "not UTF-8": b"\xff\xfe",
+    "lone CR": b"B\rC",
+    "line over 64 KiB": b"Y" * (64 * 1024 + 1),
+}
+
+
+@given(
+    before=st.lists(code_text, max_size=8),
+    faults=st.lists(st.sampled_from(sorted(FAULTS)), min_size=1, max_size=4),
+    between=st.lists(code_text, max_size=3),
+    fmt=st.sampled_from(CodesFormat),
+    sizes=st.lists(st.integers(1, 4096), max_size=8),
+)
+def test_a_file_with_several_faults_is_refused_naming_the_first(
+    before: list[str],
+    faults: list[str],
+    between: list[str],
+    fmt: CodesFormat,
+    sizes: list[int],
+) -> None:
+    # given good lines, then faulty lines of any kinds with good lines between them
+    head = [b"code"] if fmt is CodesFormat.CSV else []
+    lines = [*head, *(c.encode() for c in before)]
+    first = len(lines) + 1
+    for n, fault in enumerate(faults):
+        lines.append(FAULTS[fault])
+        if n == 0:
+            lines.extend(c.encode() for c in between)
+    # when it is read, however it arrives
+    with pytest.raises(errors.MalformedCodesFile) as refused:
+        parse(b"\n".join(lines) + b"\n", fmt, sizes)
+    # then the refusal names the first faulty line and its own fault (a later line's fault,
+    # met first by the block's decoding, was named instead)
+    assert refused.value.line == first, (refused.value, faults)
+
+
+def test_an_unbalanced_quote_is_named_before_a_faulty_line_it_runs_into() -> None:
+    data = b'code\nA\n"B\nC\n\xff\n'
+
+    with pytest.raises(errors.MalformedCodesFile) as refused:
+        parse(data, CodesFormat.CSV)
+
+    assert refused.value.line == 3 and "quoted value" in str(refused.value)
+
+
 def test_a_code_over_100_characters_is_refused_naming_its_line() -> None:
     data = b"A1\n\nB2\n" + b"C" * 101 + b"\nD4\n"
     with pytest.raises(errors.MalformedCodesFile, match="line 4: code longer than 100"):

@@ -94,9 +94,12 @@ def _decoded_lines(chunks: Iterable[bytes], max_bytes: int) -> Iterator[tuple[in
                 )
             continue
         block, pending = pending[: end + 1], pending[end + 1 :]
-        for text in _decode_block(block, line_no):
+        texts, fault = _decode_block(block, line_no)
+        for text in texts:
             line_no += 1
             yield line_no, text
+        if fault is not None:  # raised once every line before it has been read
+            raise fault
         if len(pending) > MAX_LINE_BYTES:
             raise errors.MalformedCodesFile(line_no + 1, f"line longer than {MAX_LINE_BYTES} bytes")
     if pending:
@@ -107,23 +110,35 @@ def _decoded_lines(chunks: Iterable[bytes], max_bytes: int) -> Iterator[tuple[in
         yield line_no, text
 
 
-def _decode_block(block: bytes, lines_before: int) -> list[str]:
-    """The lines of a block of complete lines (each ends with a line feed)."""
+def _decode_block(
+    block: bytes, lines_before: int
+) -> tuple[list[str], errors.MalformedCodesFile | None]:
+    """The lines of a block of complete lines (each ends with a line feed), up to the first
+    that cannot be a line of a codes file, and what is wrong with that one. The caller reads
+    the lines before it first: a code too long on line 2 is the file's first fault, not the
+    stray byte on line 4 that the block's decoding meets first."""
     if lines_before == 0 and block.startswith(BOM):
         block = block[len(BOM) :]
+    fault = None
     try:
         texts = block.decode("utf-8").split("\n")[:-1]
     except UnicodeDecodeError:
-        raws = block.split(b"\n")[:-1]
-        texts = [_decode(raw, lines_before + n) for n, raw in enumerate(raws, 1)]
+        texts = []
+        for n, raw in enumerate(block.split(b"\n")[:-1], lines_before + 1):
+            try:
+                texts.append(_decode(raw, n))
+            except errors.MalformedCodesFile as bad:
+                fault = bad
+                break
+    lines: list[str] = []
     for n, text in enumerate(texts, lines_before + 1):
         if len(text) > MAX_LINE_BYTES // 4 and len(text.encode()) > MAX_LINE_BYTES:
-            raise errors.MalformedCodesFile(n, f"line longer than {MAX_LINE_BYTES} bytes")
-    lines = [t[:-1] if t.endswith("\r") else t for t in texts]
-    if any("\r" in t for t in lines):
-        first = next(n for n, t in enumerate(lines, lines_before + 1) if "\r" in t)
-        raise errors.MalformedCodesFile(first, LONE_CR)
-    return lines
+            return lines, errors.MalformedCodesFile(n, f"line longer than {MAX_LINE_BYTES} bytes")
+        line = text[:-1] if text.endswith("\r") else text
+        if "\r" in line:
+            return lines, errors.MalformedCodesFile(n, LONE_CR)
+        lines.append(line)
+    return lines, fault
 
 
 def _decode(raw: bytes, line_no: int) -> str:
@@ -197,6 +212,12 @@ def _csv_codes(lines: Iterator[tuple[int, str]]) -> Iterator[FileCode]:
             if code:
                 yield FileCode(start, code)
             start = current[0] + 1
+    except errors.MalformedCodesFile as fault:
+        if fault.line > start:
+            # A line the reader asked for to finish a record begun lines before: the
+            # record's unbalanced quote comes first, and is what is wrong.
+            raise errors.MalformedCodesFile(start, _SPANS_LINES) from None
+        raise
     except csv.Error as error:
         if current[0] > start:
             # Past the reader's field limit (128 KiB) inside a value begun lines before: the
