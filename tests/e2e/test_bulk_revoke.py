@@ -611,10 +611,12 @@ def test_an_unknown_series_ends_the_run_with_2_and_the_servers_reason(
     # given codes and a series id the org does not have
     codes_file = write_codes(tmp_path / "codes.txt", ["A1", "A2"])
 
-    # when revoking, then the run could not finish: 2, with the server's code
+    # when revoking, then the run could not finish: 2, with the server's code, and no
+    # summary of counts that suggests part of it was done
     done = invoke_bulk(server, 987_654, codes_file)
     assert done.returncode == 2
     assert "707" in done.stderr
+    assert "total" not in done.stdout and "duplicate_in_file" not in done.stdout, done.stdout
 
 
 def test_a_code_holding_a_control_character_is_invalid_and_the_rest_is_revoked(

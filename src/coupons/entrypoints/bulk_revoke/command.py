@@ -354,11 +354,13 @@ def revoke(
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
-    out.print(summary_table(report, dry_run))
+    status = report.exit_status
+    refused = status == EXIT_UNFINISHED and report.nothing_changed
+    if not refused:  # a run refused outright has no counts to show (a table suggested some)
+        out.print(summary_table(report, dry_run))
     if not report.nothing_changed:
         out.print(f"results: {escape(str(results))}")
-    status = report.exit_status
-    if status == EXIT_UNFINISHED and report.nothing_changed:
+    if refused:
         err.print(
             f"[red]not finished:[/red] {escape(report.problem or '')}; nothing was revoked and "
             "no results file was written: fix what it names and run the command again (with other "
