@@ -349,3 +349,26 @@ def test_the_command_lines_reader_takes_a_last_line_without_its_end(tmp_path: Pa
     path.write_text('code,note\nJ-1,"a, b"\nJ-2,x', encoding="utf-8", newline="")
 
     assert list(read_codes(path)) == [(2, "J-1"), (3, "J-2")]
+
+
+def test_the_command_lines_scan_refuses_a_line_past_64_kib_without_reading_it_whole(
+    tmp_path: Path,
+) -> None:
+    from coupons.entrypoints.bulk_revoke.codes_file import scan
+
+    # given a file whose second line never ends (as a device or a file of one huge line)
+    path = tmp_path / "codes.txt"
+    path.write_bytes(b"A1\n" + b"Z" * (8 * 1024 * 1024))
+
+    # then the scan refuses it at that line (it read all 8 MiB into one line first)
+    with pytest.raises(CodesFileError, match="line 2: longer than 65536 bytes"):
+        scan(path)
+
+
+def test_the_command_lines_scan_takes_a_line_of_64_kib_and_its_crlf(tmp_path: Path) -> None:
+    from coupons.entrypoints.bulk_revoke.codes_file import scan
+
+    path = tmp_path / "codes.txt"
+    path.write_bytes(b"A1\r\n" + b"Z" * (64 * 1024) + b"\r\nA2\r\n")
+
+    assert scan(path).total == 3
