@@ -163,7 +163,9 @@ def test_an_answer_trickled_in_is_cut_off_at_the_http_timeout(
     assert time.monotonic() - started < 2.5
 
 
-@pytest.mark.parametrize("resolved", ["169.254.169.254", "fe80::1", "0.0.0.0"])
+@pytest.mark.parametrize(
+    "resolved", ["169.254.169.254", "fe80::1", "0.0.0.0", "fd00:ec2::254", "100.100.100.200"]
+)
 def test_a_name_that_resolves_to_a_link_local_address_is_not_sent_to(
     start_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch, resolved: str
 ) -> None:
@@ -176,7 +178,7 @@ def test_a_name_that_resolves_to_a_link_local_address_is_not_sent_to(
         lambda *args, **kwargs: [(family, socket.SOCK_STREAM, 6, "", (resolved, 80))],
     )
 
-    with pytest.raises(httpx.ConnectError, match="link-local or unspecified"):
+    with pytest.raises(httpx.ConnectError, match="link-local, unspecified or cloud metadata"):
         worker.post("http://hooks.example.test/x", b"{}", {"Content-Type": "application/json"})
 
 
@@ -224,7 +226,7 @@ def test_a_name_answering_a_link_local_address_among_others_is_refused_whole(
         ],
     )
 
-    with pytest.raises(httpx.ConnectError, match="link-local or unspecified"):
+    with pytest.raises(httpx.ConnectError, match="link-local, unspecified or cloud metadata"):
         worker.post("http://hooks.example.test/x", b"{}", {"Content-Type": "application/json"})
 
 
@@ -240,7 +242,7 @@ def test_through_a_proxy_the_workers_own_answer_for_the_name_is_still_checked(
         lambda *args, **kwargs: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.1.1", 80))],
     )
 
-    with pytest.raises(httpx.ConnectError, match="link-local or unspecified"):
+    with pytest.raises(httpx.ConnectError, match="link-local, unspecified or cloud metadata"):
         worker.post("http://hooks.example.test/x", b"{}", {"Content-Type": "application/json"})
 
 

@@ -93,6 +93,13 @@ def test_bad_urls_and_unknown_event_types_are_field_errors(api: Api) -> None:
         ({"url": "http://[::169.254.169.254]/"}, "link-local"),
         ({"url": "http://[64:ff9b::a9fe:a9fe]/"}, "link-local"),
         ({"url": "http://[2002:a9fe:a9fe::1]/"}, "link-local"),
+        # metadata addresses outside the link-local ranges: AWS (IPv6), Alibaba, Oracle
+        ({"url": "http://[fd00:ec2::254]/latest/meta-data/"}, "metadata"),
+        ({"url": "http://100.100.100.200/latest/meta-data/"}, "metadata"),
+        ({"url": "http://192.0.0.192/opc/v2/instance/"}, "metadata"),
+        ({"url": "http://[::ffff:100.100.100.200]/"}, "metadata"),
+        # a host no connection can encode: every delivery failed
+        ({"url": "http://" + "x" * 300 + ".example/h"}, "url"),
     ):
         response = api.post("/v2/webhooks", body)
 

@@ -47,8 +47,8 @@ class WorkerOptions:
 
 
 def _allowed_addresses(host: str, port: int) -> list[str]:
-    """What `host` resolves to, refused whole when any answer is link-local or unspecified (a
-    name can point there after the subscription was made)."""
+    """What `host` resolves to, refused whole when any answer is link-local, unspecified or
+    a cloud metadata address (a name can point there after the subscription was made)."""
     if webhooks.forbidden_address(host):
         raise httpcore.ConnectError(f"{webhooks.FORBIDDEN_TARGET} ({host})")
     try:

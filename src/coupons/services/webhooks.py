@@ -166,7 +166,12 @@ def _check(new: NewWebhook) -> frozenset[str]:
     return new.events
 
 
-FORBIDDEN_TARGET = "no receiver at a link-local or unspecified address"
+FORBIDDEN_TARGET = "no receiver at a link-local, unspecified or cloud metadata address"
+# Where clouds serve instance metadata and credentials outside the link-local ranges: AWS's
+# IPv6 address, Alibaba Cloud's and Oracle Cloud's.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200", "192.0.0.192")
+)
 
 
 def forbidden_address(host: str) -> bool:
@@ -180,9 +185,13 @@ def forbidden_address(host: str) -> bool:
         return False
     if isinstance(address, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(address)
-        if embedded is not None and (embedded.is_link_local or embedded.is_unspecified):
+        if embedded is not None and _forbidden(embedded):
             return True
-    return address.is_link_local or address.is_unspecified
+    return _forbidden(address)
+
+
+def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address.is_link_local or address.is_unspecified or address in METADATA_ADDRESSES
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -234,6 +243,8 @@ def _sendable(url: str) -> bool:
     # every delivery. Decoding the host is where bad IDNA fails.
     try:
         httpx.URL(url).host  # noqa: B018
+        # What the connection encodes: a label over 63 characters failed every delivery.
+        parts.hostname.encode("idna")
     except Exception:
         return False
     return True
