@@ -6,18 +6,21 @@ written with a single quote in front (`'=1+1`), as OWASP recommends: the program
 text instead of evaluating it, and a person still reads the original value after the quote.
 Importers that trim a cell first (a spreadsheet's "trim spaces" option, a script) would run
 ` =1+1` or a reason that begins with a line break, so leading whitespace does not hide a
-formula: such a cell gets the quote too.
+formula: such a cell gets the quote too, as does one behind invisible format characters (a
+byte order mark, a zero-width space), which an importer may drop as well.
 The quote is visible to a program that reads the file, which removes it with `restore`. So
 that every cell can be read back exactly, a value that itself starts with quotes followed by
 one of those characters (`'=1`) gets one more quote too (`''=1`): a cell that starts with a
 quote, then any quotes or whitespace, then such a character, always had its first quote
 added here.
 
-Its own module, with no imports, so that both the server's exports and the `coupons revoke`
-command's result file use it (the command does not load the server).
+Its own module, importing only the standard library, so that both the server's exports and
+the `coupons revoke` command's result file use it (the command does not load the server).
 """
 
 from __future__ import annotations
+
+import unicodedata
 
 # Characters that make a spreadsheet treat a cell as a formula (OWASP's list).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -29,7 +32,7 @@ def _quoted_formula(text: str) -> bool:
     for char in text:
         if char in FORMULA_STARTS:
             return True
-        if char != QUOTE and not char.isspace():
+        if char != QUOTE and not char.isspace() and unicodedata.category(char) != "Cf":
             return False
     return False
 
