@@ -532,6 +532,26 @@ def test_a_database_error_never_prints_the_urls_password(
     assert f"postgresql://no_such_user:***@{where}" in output
 
 
+@pytest.mark.parametrize(
+    "command",
+    [("org", "list"), ("db", "upgrade"), ("serve", "--port", "1", "--wait-for-database", "0")],
+)
+@pytest.mark.parametrize("option", ["", "?stall_timeout=x"])
+def test_a_password_holding_an_unencoded_at_sign_is_never_printed(
+    command: tuple[str, ...], option: str
+) -> None:
+    # given a password with an `@` not written %40: the part after it was read as the host
+    url = f"postgresql://probe:Sup3r@S3cretPw@127.0.0.1:{free_port()}/coupons{option}"
+
+    code, output = run(*command, "--db", url)
+
+    # then the command says how to write it, and no part of the password is shown (the
+    # masking stopped at the first `@`, and "failed to resolve host 'S3cretPw@127.0.0.1'")
+    assert code == 1
+    assert "S3cretPw" not in output and "Sup3r" not in output, output
+    assert "%40" in output, output
+
+
 @pytest.mark.parametrize("name", ["bad\nname", "tab\tbed", "x\x01y", "zero\u200bwidth"])
 def test_org_and_client_names_with_line_breaks_or_control_characters_are_refused(
     backend: Backend, name: str

@@ -60,7 +60,12 @@ def parse_url(url: str) -> URL:
         path, _, query = (found["rest"] or "/").partition("?")
         hosts = "&".join(f"host={host}" for host in found["hosts"].split(","))
         url = f"{found['head']}{path or '/'}?{hosts}" + (f"&{query}" if query else "")
-    return make_url(url)
+    parsed = make_url(url)
+    if parsed.host and "@" in parsed.host:
+        # The first `@` ended the password; the rest of it would be taken for the host and
+        # printed in every "failed to resolve host" the driver says.
+        raise ValueError("an '@' in the URL's user name or password must be written %40")
+    return parsed
 
 
 def normalize_url(url: str) -> URL:

@@ -200,7 +200,7 @@ def _refuse_memory(url: str) -> None:
         # `:memory:`, a bare file name, nothing: say what a URL looks like.
         raise fail(  # not echoed: a mistyped URL may hold a password the masking misses
             "--db is not a database URL: give sqlite:///PATH (a file) or "
-            "postgresql://USER@HOST:PORT/DATABASE"
+            "postgresql://USER@HOST:PORT/DATABASE (an '@' in a password is written %40)"
         ) from None
     database = parsed.database or ""
     if parsed.get_backend_name() == "sqlite" and (

@@ -18,7 +18,9 @@ err = Console(stderr=True, soft_wrap=True)
 def shown(url: str) -> str:
     """A database URL as it may be printed: its password masked (an error line ends up in
     terminals, CI logs and service logs)."""
-    masked = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
+    # Up to the last `@` before the path: a password holding an `@` unencoded (it should be
+    # `%40`) was shown from there on.
+    masked = re.sub(r"(://[^/@]*?:)[^/]*@", r"\1***@", url)
     # libpq also takes the password as a query parameter (?password=...).
     return re.sub(r"([?&]password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
 
