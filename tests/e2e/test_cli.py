@@ -6,6 +6,8 @@ import contextlib
 import os
 import socket
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -1234,3 +1236,44 @@ def test_a_worker_whose_delivery_loop_fails_stops_its_job_thread_and_exits(
 
     assert isinstance(result.exception, RuntimeError)
     assert time.monotonic() - started < 10
+
+
+# Raises Ctrl-C's KeyboardInterrupt while the command line is being imported, as a Ctrl-C in
+# the command's first tenth of a second does: deterministic, where a real signal is a race.
+_INTERRUPTED_IMPORT = """
+import sys
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "coupons.entrypoints.cli":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["coupons", *sys.argv[1:]]
+from coupons.entrypoints.launch import main
+main()
+"""
+
+
+@pytest.mark.parametrize(("args", "status"), [(("org", "list"), 130), (("revoke",), 2)])
+def test_a_ctrl_c_before_the_command_line_is_loaded_is_one_line_not_a_traceback(
+    args: tuple[str, ...], status: int
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_IMPORT, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == status, done.stderr
+    assert done.stderr == "interrupted before it started: nothing was done\n", done.stderr
+
+
+def test_the_installed_command_starts_through_the_guarded_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    (command,) = entry_points(group="console_scripts", name="coupons")
+
+    assert command.value == "coupons.entrypoints.launch:main"
