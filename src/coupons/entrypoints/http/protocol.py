@@ -41,7 +41,7 @@ class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
 
     _received = b""  # the bytes being parsed, while they start with the current message
     _between_messages = True  # no message is part-way: the next read starts one
-    _head_read = False  # the message being parsed has a request cycle of its own
+    _cycle_before: object = None  # the request cycle in hand when this message began
     _refusal: bytes | None = None  # the 400, held back while earlier requests are answered
 
     def data_received(self, data: bytes) -> None:
@@ -58,16 +58,11 @@ class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._between_messages = False
-        self._head_read = False
+        self._cycle_before = self.cycle  # a head read makes a cycle of its own
         super().on_message_begin()
-
-    def on_headers_complete(self) -> None:
-        self._head_read = True
-        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._between_messages = True
-        self._head_read = False
         self._received = b""  # what follows in this read is another message, at an offset
         super().on_message_complete()
 
@@ -99,7 +94,7 @@ class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
         # A head that could not be read has no request cycle: the cycles in hand are the
         # requests before it, and they are answered first. An unreadable body (its head read)
         # belongs to the request in hand, which is refused at once, as uvicorn did.
-        if self._head_read or not self._answering():
+        if self.cycle is not self._cycle_before or not self._answering():
             self._refuse()
         else:
             self.flow.pause_reading()
