@@ -358,6 +358,27 @@ def test_requests_pipelined_before_one_the_server_cannot_parse_are_answered_firs
     assert answer.index("good-1") < answer.index("good-2") < answer.index(" 400 ")
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
+        b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    ],
+    ids=["bad-chunk", "unknown-transfer-encoding"],
+)
+def test_a_request_whose_body_cannot_be_read_waits_for_the_answers_before_it(
+    demo: Demo, bad: bytes
+) -> None:
+    # given a good request, then one whose head reads but whose body does not, in one write
+    good = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: good-1\r\n\r\n"
+
+    answer = _raw_answer(demo, good + bad).decode()
+
+    # then the good one is answered before the refusal (the refusal went out at once, and
+    # the good one's answer was lost)
+    assert re.findall(r"HTTP/1.1 (\d{3}) ", answer) == ["200", "400"], answer
+
+
 def test_a_websocket_upgrade_is_an_ordinary_request_answered_by_the_app(demo: Demo) -> None:
     # uvicorn answered it itself: 403 in plain text with no request id (there is no socket
     # endpoint to upgrade to)

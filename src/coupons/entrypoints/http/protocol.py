@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from coupons.domain import errors
 from coupons.entrypoints.http.envelope import JSON, failure_body
@@ -41,7 +41,7 @@ class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
 
     _received = b""  # the bytes being parsed, while they start with the current message
     _between_messages = True  # no message is part-way: the next read starts one
-    _cycle_before: object = None  # the request cycle in hand when this message began
+    _cycle_before: RequestResponseCycle | None = None  # the cycle in hand as this message began
     _refusal: bytes | None = None  # the 400, held back while earlier requests are answered
 
     def data_received(self, data: bytes) -> None:
@@ -91,10 +91,17 @@ class EnvelopedHttpToolsProtocol(HttpToolsProtocol):
             ]
         )
         self._refusal = b"".join(content)
-        # A head that could not be read has no request cycle: the cycles in hand are the
-        # requests before it, and they are answered first. An unreadable body (its head read)
-        # belongs to the request in hand, which is refused at once, as uvicorn did.
-        if self.cycle is not self._cycle_before or not self._answering():
+        # The failed request never runs: a head that could not be read made no cycle, and
+        # one whose body could not be read is dropped from the queue if it waits there
+        # behind earlier requests. Those are answered first. Only a request already running
+        # (its body unreadable) is refused at once, as uvicorn did: its app gets the close.
+        failed = self.cycle if self.cycle is not self._cycle_before else None
+        if failed is not None and self.pipeline and self.pipeline[0][0] is failed:
+            self.pipeline.popleft()
+            # None before a connection's first request, as uvicorn's own starts
+            self.cycle = self._cycle_before  # type: ignore[assignment]
+            failed = None
+        if failed is not None or not self._answering():
             self._refuse()
         else:
             self.flow.pause_reading()
