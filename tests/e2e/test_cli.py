@@ -135,6 +135,22 @@ def test_a_postgresql_url_naming_several_hosts_reaches_the_one_that_answers(
     assert "orgs" in _tables(empty_database_url)
 
 
+def test_a_postgresql_url_naming_several_hosts_with_one_port_still_connects(
+    empty_database_url: str,
+) -> None:
+    if not empty_database_url.startswith("postgresql"):
+        pytest.skip("several hosts are PostgreSQL's")
+    # given two names of the server and the one port as a query option, a URL read before
+    # several-host URLs were taken (it then failed: "Can't mix 'multihost' formats")
+    url = make_url(empty_database_url)
+    several = f"postgresql://{url.username}@{url.host},localhost/{url.database}?port={url.port}"
+
+    upgraded = run("db", "upgrade", "--db", several)
+
+    assert upgraded[0] == 0, upgraded
+    assert "orgs" in _tables(empty_database_url)
+
+
 def test_db_upgrade_on_an_up_to_date_database_succeeds_and_keeps_data(
     empty_database_url: str,
 ) -> None:

@@ -18,7 +18,6 @@ from coupons.adapters.db import normalize_url, parse_url
             "coupons",
             {"target_session_attrs": "read-write"},
         ),
-        ("postgresql://app:pw@db1,db2/coupons", ("db1", "db2"), "coupons", {}),
         (
             "postgres://db1:1,db2:2,db3:3/x?sslmode=require",
             ("db1:1", "db2:2", "db3:3"),
@@ -53,6 +52,11 @@ def test_the_password_of_a_url_with_several_hosts_is_kept_and_hidden_when_shown(
         "sqlite:////tmp/a,b.db",
         "sqlite:///relative,name.db",
         "postgresql://app@[::1]:5432/coupons",
+        # hosts without their own ports: SQLAlchemy reads them whole and libpq splits them,
+        # with the one port for all (rewritten, `?port=` clashed with the host options)
+        "postgresql://app:pw@db1,db2/coupons",
+        "postgresql://app@db1,db2/coupons?port=5433",
+        "postgresql://app@db1,db2:6432/coupons",
     ],
 )
 def test_any_other_url_is_read_as_sqlalchemy_reads_it(given: str) -> None:

@@ -45,7 +45,9 @@ STALL_TIMEOUT_SECONDS = 15.0
 # libpq's form for several hosts, `postgresql://u@h1:5432,h2:5432/db`: the form a failover
 # setup copies from PostgreSQL's docs, with `target_session_attrs=read-write` to reach the
 # primary. SQLAlchemy reads only one host there (the comma broke its port); it takes them as
-# repeated `host=` query options instead, and psycopg tries them in turn.
+# repeated `host=` query options instead, and psycopg tries them in turn. Hosts without
+# ports (`h1,h2/db?port=5432`, `h1,h2:6432/db`: one port for all) SQLAlchemy always read
+# and libpq took whole; they are left to it, so such a URL connects where it did.
 _MULTI_HOST = re.compile(
     r"^(?P<head>postgres(?:ql)?(?:\+\w+)?://(?:[^@/?]*@)?)(?P<hosts>[^@/?\[\]]*,[^@/?\[\]]*)"
     r"(?P<rest>[/?].*)?$",
@@ -56,7 +58,7 @@ _MULTI_HOST = re.compile(
 def parse_url(url: str) -> URL:
     """The URL as SQLAlchemy reads it, libpq's comma-separated hosts included."""
     found = _MULTI_HOST.match(url)
-    if found and all(found["hosts"].split(",")):
+    if found and all(":" in host.strip("[]") for host in found["hosts"].split(",")):
         path, _, query = (found["rest"] or "/").partition("?")
         hosts = "&".join(f"host={host}" for host in found["hosts"].split(","))
         url = f"{found['head']}{path or '/'}?{hosts}" + (f"&{query}" if query else "")
