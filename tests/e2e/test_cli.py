@@ -570,6 +570,18 @@ def test_a_password_holding_an_unencoded_at_sign_is_never_printed(
     assert "%40" in output, output
 
 
+@pytest.mark.parametrize("option", ["", "?stall_timeout=x"])
+def test_a_password_holding_a_slash_is_never_printed(option: str) -> None:
+    # given a password with a `/` (as base64 secrets have), which SQLAlchemy reads as such
+    url = f"postgresql://probe:Ab/Secret+x@127.0.0.1:{free_port()}/coupons{option}"
+
+    code, output = run("org", "list", "--db", url)
+
+    # then no part of it is shown (the masking stopped at the `/`, and showed it all)
+    assert code == 1
+    assert "Secret" not in output, output
+
+
 @pytest.mark.parametrize("name", ["bad\nname", "tab\tbed", "x\x01y", "zero\u200bwidth"])
 def test_org_and_client_names_with_line_breaks_or_control_characters_are_refused(
     backend: Backend, name: str

@@ -18,9 +18,10 @@ err = Console(stderr=True, soft_wrap=True)
 def shown(url: str) -> str:
     """A database URL as it may be printed: its password masked (an error line ends up in
     terminals, CI logs and service logs)."""
-    # Up to the last `@` before the path: a password holding an `@` unencoded (it should be
-    # `%40`) was shown from there on.
-    masked = re.sub(r"(://[^/@]*?:)[^/]*@", r"\1***@", url)
+    # From the user name's colon to the last `@`: a password may hold a `/` (SQLAlchemy reads
+    # it so) or an unencoded `@`, and either showed the rest of it. A `@` further on (in a
+    # query) masks more than the password, never less.
+    masked = re.sub(r"(://[^:/@]*:).*@", r"\1***@", url, flags=re.DOTALL)
     # libpq also takes the password as a query parameter (?password=...).
     return re.sub(r"([?&]password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
 
@@ -66,9 +67,13 @@ def sqlite_path_problem(url: str) -> str | None:
     path = _sqlite_file(url)
     if path is None:
         return None
-    if not path.parent.exists():  # SQLite creates the file, not its folder
+    try:
+        missing, folder = not path.parent.exists(), path.is_dir()
+    except OSError:  # a folder that may not be searched: opening the database says so
+        return None
+    if missing:  # SQLite creates the file, not its folder
         return f"the folder {path.parent} does not exist: create it, or give another path"
-    if path.is_dir():
+    if folder:
         return (
             f"{path} is a folder: give the path of a database file in it, "
             f"e.g. sqlite:///{str(path).rstrip('/')}/coupons.db"
