@@ -1106,6 +1106,19 @@ def test_the_advice_to_upgrade_an_old_schema_names_the_database_it_was_given(
     assert run("org", "list", "--db", url)[0] == 0
 
 
+def test_the_advice_to_upgrade_quotes_a_path_with_a_space_as_a_shell_reads_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "my dir").mkdir()
+    (tmp_path / "my dir" / "old.db").write_bytes(b"")
+    url = f"sqlite:///{tmp_path / 'my dir' / 'old.db'}"
+
+    code, output = run("org", "list", "--db", url)
+
+    assert code == 1
+    assert f"run `coupons db upgrade --db '{url}'` first" in output.replace("\n", ""), output
+
+
 def test_a_worker_started_while_its_database_is_away_waits_for_it_then_runs(
     backend: Backend, tmp_path: Path
 ) -> None:

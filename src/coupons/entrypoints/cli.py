@@ -150,7 +150,13 @@ def _require_file(url: str) -> None:
     _require_sqlite_path(url)
     missing = missing_sqlite_file(url)
     if missing is not None:
-        raise fail(f"no database at {missing}: run `coupons db upgrade --db {shown(url)}` first")
+        raise fail(f"no database at {missing}: run `{_upgrade_command(url)}` first")
+
+
+def _upgrade_command(url: str) -> str:
+    """The upgrade the advice names, for this database, quoted as a shell reads it (a path
+    with a space broke the pasted command)."""
+    return f"coupons db upgrade --db {shlex.quote(shown(url))}"
 
 
 def _require_sqlite_path(url: str) -> None:
@@ -170,7 +176,7 @@ def require_schema(url: str) -> None:
 
     _require_file(url)
     try:
-        problem = migrate.schema_problem(url, f"coupons db upgrade --db {shown(url)}")
+        problem = migrate.schema_problem(url, _upgrade_command(url))
     except DBAPIError as error:
         if is_unavailable(error):  # an outage, as a command meeting one says it (9023)
             raise DatabaseUnavailable(RETRY_AFTER_SECONDS) from error
