@@ -372,3 +372,15 @@ def test_the_command_lines_scan_takes_a_line_of_64_kib_and_its_crlf(tmp_path: Pa
     path.write_bytes(b"A1\r\n" + b"Z" * (64 * 1024) + b"\r\nA2\r\n")
 
     assert scan(path).total == 3
+
+
+def test_the_command_lines_scan_does_not_count_the_byte_order_mark_against_the_limit(
+    tmp_path: Path,
+) -> None:
+    from coupons.entrypoints.bulk_revoke.codes_file import scan
+
+    # a first line of exactly 64 KiB after its BOM: the server takes it
+    path = tmp_path / "codes.txt"
+    path.write_bytes(BOM + b"Z" * (64 * 1024) + b"\r\nA2\n")
+
+    assert scan(path).total == 2

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from coupons.domain.codes import MAX_CODE_LENGTH, clean, has_control_character, normalize
-from coupons.domain.codes_file import LONE_CR, MAX_LINE_BYTES, runs_past_the_end, short_row
+from coupons.domain.codes_file import BOM, LONE_CR, MAX_LINE_BYTES, runs_past_the_end, short_row
 
 if TYPE_CHECKING:
     from _csv import Reader as _Reader
@@ -136,9 +136,11 @@ def scan(path: Path) -> Scan:
     with path.open("rb") as handle:
         # A line at a time, each read bounded: a file with no line ends (a 200 MB line, a
         # device) was read whole into memory before anything could be said of it.
-        lines = iter(lambda: handle.readline(MAX_LINE_BYTES + 3), b"")
+        # Past the line's end and the first line's byte order mark, the server's limit.
+        lines = iter(lambda: handle.readline(MAX_LINE_BYTES + len(BOM) + 3), b"")
         for number, raw in enumerate(lines, start=1):
-            if len(raw) > MAX_LINE_BYTES + 2:  # more than the server takes, CRLF aside
+            text = raw.removeprefix(BOM) if number == 1 else raw
+            if len(text.removesuffix(b"\n").removesuffix(b"\r")) > MAX_LINE_BYTES:
                 raise CodesFileError(f"{path}, line {number}: longer than {MAX_LINE_BYTES} bytes")
             digest.update(raw)
             try:
